@@ -1,0 +1,220 @@
+"""The engine: walk a graph, compute every row's figures, and the totals.
+
+Counting conventions (also in the README and the table's footer):
+- shapes are per sample; the batch only multiplies bytes;
+- params = weights + biases (+ norm affine); running stats are buffers;
+- MACs = multiply-accumulates of conv and fc (what fvcore calls flops);
+  FLOPs = 2 x MACs + each other kind's elementwise rule;
+- activations = elements of each row's output per sample, the input included;
+  views and in-place layers allocate nothing of their own;
+- saved_activation_bytes = every tensor a training step keeps for backward,
+  each storage once (max-pool indices int64, dropout masks bool);
+- train memory = weights + gradients + optimizer state + saved activations.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+
+from . import sym
+from .errors import SpecError, SpecWarning
+from .graph import Layer, Model, Sequence, build_graph
+from .layers.base import fmt_shape
+
+DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp64": 8}
+OPTIMIZERS = {"sgd": 0, "momentum": 1, "adam": 2}  # state tensors per parameter
+
+
+@dataclass
+class Row:
+    index: int
+    name: str
+    path: tuple
+    type: str
+    output_shape: tuple
+    params: sym.Num = 0
+    params_formula: str | None = None
+    buffers: sym.Num = 0
+    macs: sym.Num = 0
+    flops: sym.Num = 0
+    activations: sym.Num = 0
+    allocates: bool = True
+    weighted: bool = False
+    receptive_field: tuple = (1, 1)
+    jump: tuple = (1, 1)
+    findings: list = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        j = sym.to_json
+        return {
+            "index": self.index, "name": self.name, "path": list(self.path),
+            "type": self.type, "output_shape": [j(d) for d in self.output_shape],
+            "params": j(self.params), "macs": j(self.macs), "flops": j(self.flops),
+            "activations": j(self.activations),
+            "receptive_field": j(sym.smax(*self.receptive_field)),
+            "receptive_field_hw": [j(r) for r in self.receptive_field],
+            "jump": j(sym.smax(*self.jump)),
+        }
+
+
+@dataclass
+class Report:
+    model: Model
+    batch: int
+    dtype: str
+    optimizer: str
+    rows: list
+    totals: dict
+    findings: list
+
+    @property
+    def symbolic(self) -> bool:
+        return any(sym.is_symbolic(v) for v in self.totals.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model.name,
+            "input": [sym.to_json(d) for d in self.model.input],
+            "batch": self.batch, "dtype": self.dtype, "optimizer": self.optimizer,
+            "layers": [r.as_json() for r in self.rows],
+            "totals": {k: sym.to_json(v) for k, v in self.totals.items()},
+            "warnings": [str(w) for w in self.findings],
+        }
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    def to_frame(self):
+        from .errors import require
+        pd = require("pandas", "torch", "report.to_frame()")
+        return pd.DataFrame([r.as_json() for r in self.rows]).set_index("index")
+
+
+def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: str = "adam",
+            strict: bool = False, variables: dict | None = None, input=None) -> Report:
+    """Compute every row and the totals. ``spec_or_model``: a Spec or a built Model."""
+    if dtype not in DTYPES:
+        raise SpecError(f"dtype must be one of {', '.join(DTYPES)}. Received: {dtype!r}")
+    if optimizer not in OPTIMIZERS:
+        raise SpecError(f"optimizer must be one of {', '.join(OPTIMIZERS)}. "
+                        f"Received: {optimizer!r}")
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
+        raise SpecError(f"batch must be a positive integer. Received: {batch!r}")
+    model = spec_or_model if isinstance(spec_or_model, Model) else \
+        build_graph(spec_or_model, variables=variables, input=input)
+    walker = _Walker(model, DTYPES[dtype], batch)
+    walker.run()
+    if strict and walker.findings:
+        first = walker.findings[0]
+        raise SpecError(f"{first.message} (--strict)", file=model.file, path=first.path)
+    return Report(model, batch, dtype, optimizer, walker.rows,
+                  walker.totals(DTYPES[dtype], batch, OPTIMIZERS[optimizer]), walker.findings)
+
+
+class _Walker:
+    """Walks the graph carrying the shape, receptive field and tensor storages."""
+
+    def __init__(self, model: Model, dsize: int, batch: int):
+        self.model = model
+        self.dsize = dsize
+        self.batch = batch
+        self.rows: list[Row] = []
+        self.findings: list[SpecWarning] = []
+        self._ids = itertools.count(1)
+        self.storage_bytes: dict[int, sym.Num] = {}   # storage id -> bytes
+        self.saved: set[int] = set()
+
+    def run(self):
+        x = self.model.input
+        inp = Row(0, "input", (), "input", x, activations=sym.prod(x))
+        self.rows.append(inp)
+        self.storage_bytes[0] = sym.prod(x) * self.dsize * self.batch
+        state = (x, (1, 1), (1, 1), 0)
+        self.walk(self.model.body, state, ())
+
+    def walk(self, node, state, path):
+        if isinstance(node, Layer):
+            return self.layer(node, state, path)
+        if isinstance(node, Sequence):
+            for item in node.items:
+                state = self.walk(item, state, path)
+            return state
+        raise TypeError(f"unknown graph node {type(node).__name__}")  # a bug, not input
+
+    def layer(self, layer: Layer, state, path):
+        x, rf, jump, storage = state
+        main = layer.ops[0]
+        row = Row(len(self.rows), layer.name, (*path, layer.name), layer.type, x,
+                  allocates=main.kind.allocates(main.args), weighted=main.kind.weighted)
+        try:
+            for op in layer.ops:
+                x, rf, jump, storage = self.op(op, row, x, rf, jump, storage)
+        except SpecError as e:
+            raise e.at(file=layer.file, line=layer.line, layer=layer.name) from None
+        row.output_shape = x
+        row.activations = sym.prod(x)
+        row.receptive_field, row.jump = rf, jump
+        for message in row.findings:
+            self.findings.append(SpecWarning(message, row.path))
+        self.rows.append(row)
+        return x, rf, jump, storage
+
+    def op(self, op, row, x, rf, jump, storage):
+        kind, a = op.kind, op.args
+        kind.check_input(x)
+        y = kind.output_shape(a, x)
+        row.params = sym.norm(row.params + kind.params(a, x))
+        formula = kind.params_formula(a, x)
+        if formula:
+            row.params_formula = formula if row.params_formula is None else \
+                f"{row.params_formula} + {formula}"
+        row.buffers = sym.norm(row.buffers + kind.buffers(a, x))
+        macs = kind.macs(a, x, y)
+        row.macs = sym.norm(row.macs + macs)
+        row.flops = sym.norm(row.flops + kind.flops(a, x, y))
+        row.findings.extend(kind.findings(a, x))
+        (kh, kw), (sh, sw) = kind.window(a, x)
+        rf = (sym.norm(rf[0] + (kh - 1) * jump[0]), sym.norm(rf[1] + (kw - 1) * jump[1]))
+        jump = (sym.norm(jump[0] * sh), sym.norm(jump[1] * sw))
+        # storages: what a training step keeps for this op's backward
+        out = storage if kind.shares_storage(a) else self.new_storage(sym.prod(y))
+        kept = kind.saved(a, x, y)
+        if kept.input:
+            self.saved.add(storage)
+        if kept.output:
+            self.saved.add(out)
+        for elements, size in kept.extra:
+            self.saved.add(self.new_storage(elements, size))
+        for elements, size in kept.per_batch:
+            self.saved.add(self.new_storage(elements, size, per_sample=False))
+        return y, rf, jump, out
+
+    def new_storage(self, elements, size=None, per_sample=True):
+        sid = next(self._ids)
+        self.storage_bytes[sid] = sym.norm(
+            elements * (size or self.dsize) * (self.batch if per_sample else 1))
+        return sid
+
+    def totals(self, dsize, batch, states):
+        rows = self.rows
+        params = sym.total(r.params for r in rows)
+        activations = sym.total(r.activations for r in rows if r.allocates)
+        saved = sym.total(self.storage_bytes[s] for s in sorted(self.saved))
+        param_bytes = sym.norm(params * dsize)
+        optimizer_bytes = sym.norm(param_bytes * states)
+        return {
+            "params": params,
+            "trainable_params": params,
+            "buffers": sym.total(r.buffers for r in rows),
+            "macs": sym.total(r.macs for r in rows),
+            "flops": sym.total(r.flops for r in rows),
+            "activations": activations,
+            "activation_bytes": sym.norm(activations * dsize * batch),
+            "param_bytes": param_bytes,
+            "gradient_bytes": param_bytes,
+            "optimizer_state_bytes": optimizer_bytes,
+            "saved_activation_bytes": saved,
+            "train_memory_bytes": sym.norm(2 * param_bytes + optimizer_bytes + saved),
+            "weighted_layers": sum(1 for r in rows if r.weighted),
+        }

@@ -1,0 +1,70 @@
+"""One error type for bad input, carrying where it happened.
+
+Context is added on the way out (einops-style): the layer code raises
+``SpecError("kernel 7x7 is larger than the padded input 5x5")`` and the
+callers that know the file, the line and the layer path fill those in, so the
+CLI can print one line such as::
+
+    specs/net.toml:14: layer conv3 (#5): kernel 7x7 is larger than the padded input 5x5
+"""
+from __future__ import annotations
+
+
+class SpecError(Exception):
+    """Bad input: a spec, an option or a value. The CLI exits 2 on it."""
+
+    def __init__(self, message: str, *, file: str | None = None,
+                 line: int | None = None, path: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.file = file
+        self.line = line
+        self.path = tuple(path)
+
+    def at(self, *, file: str | None = None, line: int | None = None,
+           layer: str | None = None) -> "SpecError":
+        """Add context that is not known yet; the innermost context wins."""
+        if file is not None and self.file is None:
+            self.file = file
+        if line is not None and self.line is None:
+            self.line = line
+        if layer is not None:
+            self.path = (layer,) + self.path
+        return self
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "") + ": "
+        layer = f"layer {' > '.join(self.path)}: " if self.path else ""
+        return f"{where}{layer}{self.message}"
+
+
+class SpecWarning:
+    """A finding that is not fatal (a layer that does not tile its input)."""
+
+    def __init__(self, message: str, path: tuple[str, ...] = ()):
+        self.message = message
+        self.path = tuple(path)
+
+    def __str__(self) -> str:
+        layer = f"layer {' > '.join(self.path)}: " if self.path else ""
+        return f"{layer}{self.message}"
+
+
+class MissingExtra(Exception):
+    """A command needs an optional dependency that is not installed."""
+
+    def __init__(self, module: str, extra: str, purpose: str):
+        super().__init__(
+            f"{purpose} needs the '{module}' package, which is not installed. "
+            f'Install it with: pip install "archcalc[{extra}]"')
+
+
+def require(module: str, extra: str, purpose: str):
+    """Import an optional heavy module or raise MissingExtra naming the extra."""
+    import importlib
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise MissingExtra(module, extra, purpose) from exc

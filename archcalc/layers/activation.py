@@ -1,0 +1,125 @@
+"""Elementwise activations, softmax and dropout.
+
+Each activation states its FLOPs per element (one per arithmetic operation of
+its textbook formula; exp, log, tanh and erf count one each) and which tensor
+its backward needs: PyTorch keeps the output of relu, elu, tanh, sigmoid and
+softmax, and the input of leaky relu, prelu, softplus and gelu.
+"""
+from __future__ import annotations
+
+from .. import sym
+from .base import Arg, Kind, Saved, register
+
+BOOL = 1
+
+
+class Elementwise(Kind):
+    per_element = 1
+    keeps = "output"          # which tensor the backward needs
+    torch_name = ""
+    torch_args: tuple[str, ...] = ()
+
+    def flops(self, a, x, y):
+        return sym.norm(sym.prod(y) * self.per_element)
+
+    def saved(self, a, x, y):
+        return Saved(input=self.keeps == "input", output=self.keeps == "output")
+
+    def shares_storage(self, a):
+        return bool(getattr(a, "inplace", False))
+
+    def build(self, a, x):
+        from torch import nn
+        kwargs = {k: getattr(a, k) for k in self.torch_args}
+        return getattr(nn, self.torch_name)(**kwargs)
+
+
+def activation(name, *, per_element, keeps, torch_name, summary, aliases=(),
+               args=None, torch_args=()):
+    """Define and register one elementwise activation kind."""
+    cls = type(name.title().replace("_", ""), (Elementwise,), {
+        "name": name, "aliases": aliases, "per_element": per_element, "keeps": keeps,
+        "torch_name": torch_name, "torch_args": torch_args, "summary": summary,
+        "flops_rule": f"{per_element} per element",
+        "args": args or {},
+    })
+    register(cls)
+    return cls
+
+
+INPLACE = {"inplace": Arg("bool", True, doc="in place, as torchvision does (saves memory)")}
+
+activation("relu", per_element=1, keeps="output", torch_name="ReLU", args=INPLACE,
+           torch_args=("inplace",), summary="max(0, x)")
+activation("leaky_relu", per_element=2, keeps="input", torch_name="LeakyReLU",
+           aliases=("leakyrelu",), torch_args=("negative_slope",),
+           args={"negative_slope": Arg("float", 0.01)}, summary="x if x > 0 else slope*x")
+activation("elu", per_element=4, keeps="output", torch_name="ELU",
+           args={"alpha": Arg("float", 1.0)}, torch_args=("alpha",),
+           summary="x if x > 0 else alpha*(exp(x) - 1)")
+activation("tanh", per_element=1, keeps="output", torch_name="Tanh", summary="tanh(x)")
+activation("sigmoid", per_element=3, keeps="output", torch_name="Sigmoid",
+           summary="1 / (1 + exp(-x))")
+activation("softplus", per_element=5, keeps="input", torch_name="Softplus",
+           args={"beta": Arg("float", 1.0)}, torch_args=("beta",),
+           summary="log(1 + exp(beta*x)) / beta")
+activation("gelu", per_element=5, keeps="input", torch_name="GELU",
+           summary="x * Phi(x) (erf form)")
+
+
+@register
+class PReLU(Elementwise):
+    name = "prelu"
+    summary = "x if x > 0 else a*x, with a learned (one, or one per channel)"
+    per_element = 2
+    keeps = "input"
+    flops_rule = "2 per element"
+    args = {"per_channel": Arg("bool", False)}
+
+    def params(self, a, x):
+        return x[0] if a.per_channel else 1
+
+    def params_formula(self, a, x):
+        return sym.fmt_int(x[0]) if a.per_channel else "1"
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.PReLU(x[0] if a.per_channel else 1)
+
+
+@register
+class Softmax(Elementwise):
+    name = "softmax"
+    summary = "softmax over the channels / features"
+    per_element = 3
+    keeps = "output"
+    flops_rule = "3 per element (exp, sum, divide)"
+    args = {}
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.Softmax(dim=1)
+
+
+@register
+class Dropout(Kind):
+    name = "dropout"
+    primary = "p"
+    summary = "dropout with probability p (identity at inference)"
+    flops_rule = "0 (identity at inference)"
+    args = {"p": Arg("float", 0.5, min=0.0, max=1.0)}
+
+    def allocates(self, a):
+        return False  # identity at inference: no forward memory of its own
+
+    def saved(self, a, x, y):
+        # training keeps a bool mask of the output's size
+        return Saved(extra=((sym.prod(y), BOOL),))
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.Dropout(a.p)
+
+
+ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "tanh", "sigmoid", "softplus",
+               "gelu", "softmax")

@@ -1,0 +1,287 @@
+"""The contract every layer kind fulfils, its argument schema, and the registry.
+
+A kind is a class that owns, for one layer type: its arguments (``args``),
+shape rule (``output_shape``), parameter count, MACs, FLOPs, what autograd
+keeps for backward (``saved``), its receptive-field window, and its PyTorch
+builder (``build``, the only method that imports torch). Kinds are found
+through ``REGISTRY``; adding a kind touches its own module and its tests.
+
+Shapes are per sample: ``(C, H, W)`` or ``(F,)``. Numbers are ints, or sympy
+expressions where a spec left a variable unbound (see ``archcalc.sym``).
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any, Callable
+
+from .. import sym
+from ..errors import SpecError
+from ..spec.expr import evaluate
+
+REQUIRED = object()
+
+Shape = tuple
+
+
+# --------------------------------------------------------------------------
+# argument schema
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of a kind: how a spec value is read and checked."""
+    type: str                 # int | pair | padding | bool | float | str | table
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple = ()
+    min: int | float | None = None   # smallest allowed value (ints, floats, pairs)
+    numeric: bool = False     # must be a number: no unbound variables
+    max: float | None = None
+
+    def read(self, kind: str, name: str, value, env) -> Any:
+        received = f"Received: {name}={value!r}"
+        if self.type in ("int", "pair"):
+            if self.type == "pair" and isinstance(value, list):
+                if len(value) != 2:
+                    raise SpecError(f"{kind}: {name} takes one integer or a pair "
+                                    f"[height, width]. {received}")
+                return tuple(self._int(kind, name, v, env) for v in value)
+            v = self._int(kind, name, value, env)
+            return (v, v) if self.type == "pair" else v
+        if self.type == "padding":
+            if isinstance(value, str) and value in ("same", "valid"):
+                return value
+            return Arg("pair", min=0).read(kind, name, value, env)
+        if self.type == "bool":
+            if not isinstance(value, bool):
+                raise SpecError(f"{kind}: {name} takes true or false. {received}")
+            return value
+        if self.type == "float":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise SpecError(f"{kind}: {name} takes a number. {received}")
+            if (self.min is not None and value < self.min) or \
+                    (self.max is not None and value > self.max):
+                raise SpecError(f"{kind}: {name} must lie in "
+                                f"[{self.min}, {self.max}]. {received}")
+            return float(value)
+        if self.type == "str":
+            if not isinstance(value, str) or (self.choices and value not in self.choices):
+                raise SpecError(f"{kind}: {name} takes one of "
+                                f"{', '.join(map(repr, self.choices))}. {received}")
+            return value
+        if self.type == "table":
+            if not isinstance(value, list) or not all(
+                    isinstance(r, list) and all(type(i) is int for i in r) for r in value):
+                raise SpecError(f"{kind}: {name} takes a list of lists of integers. {received}")
+            return tuple(tuple(r) for r in value)
+        raise AssertionError(f"unknown argument type {self.type}")  # a bug in a kind
+
+    def _int(self, kind, name, value, env):
+        received = f"Received: {name}={value!r}"
+        if isinstance(value, str):
+            try:
+                v = evaluate(value, env)
+            except SpecError as e:
+                raise SpecError(f"{kind}: {name}: {e.message}") from None
+        elif type(value) is int:
+            v = value
+        else:
+            raise SpecError(f"{kind}: {name} takes an integer or an expression such as "
+                            f"\"2*C\". {received}")
+        if sym.is_symbolic(v):
+            if self.numeric:
+                free = ", ".join(sorted(str(s) for s in v.free_symbols))
+                raise SpecError(f"{kind}: {name} needs a number, but the variable(s) {free} "
+                                f"are unbound; bind them in [vars] or with --set NAME=VALUE")
+            return v
+        if self.min is not None and v < self.min:
+            what = "positive" if self.min == 1 else f"at least {self.min}"
+            raise SpecError(f"{kind}: {name} must be {what}. Received: {name}={v}"
+                            + (f" (from {value!r})" if isinstance(value, str) else ""))
+        return v
+
+
+# --------------------------------------------------------------------------
+# what autograd keeps for backward
+
+
+@dataclass(frozen=True)
+class Saved:
+    """Tensors a training step keeps for this layer's backward pass.
+
+    ``input``/``output``: the layer's input or output tensor (shared storages
+    are counted once by the analysis). ``extra``: tensors the op creates only
+    for backward, as (elements, bytes per element or None for the dtype size),
+    e.g. max-pool indices (int64) or a dropout mask (bool). ``per_batch``:
+    tensors whose size does not grow with the batch (batch-norm statistics),
+    as (elements, bytes per element).
+    """
+    input: bool = False
+    output: bool = False
+    extra: tuple = ()
+    per_batch: tuple = ()
+
+
+NOTHING_SAVED = Saved()
+
+
+# --------------------------------------------------------------------------
+# the kind contract
+
+
+class Kind:
+    name: str = ""
+    aliases: tuple[str, ...] = ()
+    primary: str | None = None          # set by the shorthand {conv = 64}
+    args: dict[str, Arg] = {}
+    summary: str = ""
+    flops_rule: str = "none"            # stated in `archcalc kinds` and the docs
+    weighted: bool = False              # counts towards depth (conv, fc)
+    fusable: bool = False               # accepts batch_norm = true, activation = "relu"
+    view: bool = False                  # output is a view of the input (flatten)
+    inputs: str = "any"                 # "chw" | "any": what input rank it takes
+
+    # -- the rules -------------------------------------------------------
+    def output_shape(self, a, x: Shape) -> Shape:
+        return x
+
+    def params(self, a, x: Shape) -> sym.Num:
+        return 0
+
+    def params_formula(self, a, x: Shape) -> str | None:
+        """The arithmetic as a lecture writes it: ``(3*3*64)*128 + 128``."""
+        return None
+
+    def buffers(self, a, x: Shape) -> sym.Num:
+        return 0
+
+    def macs(self, a, x: Shape, y: Shape) -> sym.Num:
+        return 0
+
+    def flops(self, a, x: Shape, y: Shape) -> sym.Num:
+        return 2 * self.macs(a, x, y)
+
+    def window(self, a, x: Shape):
+        """Receptive-field window: ((kh, kw) effective kernel, (sh, sw) stride)."""
+        return (1, 1), (1, 1)
+
+    def saved(self, a, x: Shape, y: Shape) -> Saved:
+        return NOTHING_SAVED
+
+    def shares_storage(self, a) -> bool:
+        """The output lives in the input's storage (a view, or an in-place op)."""
+        return self.view
+
+    def allocates(self, a) -> bool:
+        """Whether a forward pass at inference allocates this layer's output."""
+        return not self.shares_storage(a)
+
+    def findings(self, a, x: Shape) -> list[str]:
+        """Non-fatal remarks (a layer that does not tile its input)."""
+        return []
+
+    def build(self, a, x: Shape):  # pragma: no cover - each kind overrides
+        raise NotImplementedError(f"{self.name} has no PyTorch builder yet")
+
+    # -- helpers shared by all kinds ------------------------------------
+    def read_args(self, given: dict, env) -> SimpleNamespace:
+        values = {}
+        for key, value in given.items():
+            if key not in self.args:
+                close = difflib.get_close_matches(key, self.args, n=2)
+                hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
+                known = ", ".join(sorted(self.args)) or "none"
+                raise SpecError(f"{self.name} has no argument {key!r}{hint}; "
+                                f"its arguments are: {known}")
+            values[key] = self.args[key].read(self.name, key, value, env)
+        for key, arg in self.args.items():
+            if key not in values:
+                if arg.default is REQUIRED:
+                    hint = (f" (write {{{self.name} = ...}} or {key} = ...)"
+                            if key == self.primary else "")
+                    raise SpecError(f"{self.name} needs the argument {key!r}{hint}")
+                values[key] = (None if arg.default is None
+                               else arg.read(self.name, key, arg.default, env))
+        return SimpleNamespace(**values)
+
+    def check_input(self, x: Shape) -> None:
+        if self.inputs == "chw" and len(x) != 3:
+            raise SpecError(f"{self.name} needs a C x H x W input, but its input is "
+                            f"{fmt_shape(x)}; it cannot follow a flatten or fc layer")
+
+
+def fmt_shape(shape: Shape) -> str:
+    return " x ".join(sym.fmt_int(d) for d in shape)
+
+
+# --------------------------------------------------------------------------
+# the registry
+
+
+REGISTRY: dict[str, Kind] = {}
+_CANONICAL: dict[str, Kind] = {}
+
+
+def register(kind_cls: Callable[[], Kind]):
+    """Class decorator: one instance per kind, found by its name and aliases."""
+    kind = kind_cls()
+    for key in (kind.name, *kind.aliases):
+        if key in REGISTRY:  # two kinds claiming one name is a bug, caught at import
+            raise RuntimeError(f"layer kind name {key!r} registered twice")
+        REGISTRY[key] = kind
+    _CANONICAL[kind.name] = kind
+    return kind_cls
+
+
+def kinds() -> dict[str, Kind]:
+    """Canonical name -> kind, in registration order."""
+    return dict(_CANONICAL)
+
+
+def lookup(name: str) -> Kind:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, REGISTRY, n=3, cutoff=0.5)
+        hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else \
+            "; `archcalc kinds` lists them"
+        raise SpecError(f"unknown layer kind {name!r}{hint}") from None
+
+
+# --------------------------------------------------------------------------
+# size arithmetic shared by conv and pool kinds
+
+
+def sliding_output(n, f, s, p, d=1, ceil_mode=False):
+    """floor((N + 2P - D(F-1) - 1) / S) + 1, as PyTorch computes it.
+
+    With ceil_mode the last window may start in the padding but not past it
+    (PyTorch drops a window that would start there).
+    """
+    span = n + 2 * p - d * (f - 1) - 1
+    if not ceil_mode:
+        return sym.norm(sym.floordiv(span, s) + 1)
+    out = sym.ceildiv(span, s) + 1
+    if isinstance(out, int) and (out - 1) * s >= n + p:
+        out -= 1
+    return sym.norm(out)
+
+
+def same_padding(f, d=1):
+    """Padding that keeps the size at stride 1 (PyTorch's padding='same')."""
+    total = d * (f - 1)
+    return total // 2 if isinstance(total, int) else sym.floordiv(total, 2)
+
+
+def tiling_remark(n, f, s, p, d, axis: str):
+    """The lecture's check: (N - F + 2P) / S must be an integer."""
+    span = n + 2 * p - d * (f - 1) - 1
+    if not all(isinstance(v, int) for v in (n, f, s, p, d)) or span < 0 or span % s == 0:
+        return None
+    fe = d * (f - 1) + 1
+    dil = f" (dilated kernel {fe})" if d != 1 else ""
+    return (f"does not tile its input along {axis}: (N - F + 2P)/S + 1 = "
+            f"({n} - {fe} + 2*{p})/{s} + 1 = {(n - fe + 2 * p) / s + 1:.2f}{dil}; "
+            f"the last {span % s} row(s)/column(s) are never covered")

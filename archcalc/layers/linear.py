@@ -1,0 +1,71 @@
+"""Fully connected layers and flatten."""
+from __future__ import annotations
+
+from .. import sym
+from .base import Arg, Kind, Saved, register
+
+
+def global_window(x):
+    """A layer that sees its whole input: the window is the input's H x W."""
+    if len(x) == 3:
+        return (x[1], x[2]), (x[1], x[2])
+    return (1, 1), (1, 1)
+
+
+@register
+class FullyConnected(Kind):
+    name = "fc"
+    aliases = ("linear", "dense", "fully_connected")
+    primary = "out"
+    summary = "fully connected: out features (a C x H x W input is flattened first, as in the lecture tables)"
+    flops_rule = "2 x MACs; MACs = in_features * out_features"
+    weighted = True
+    fusable = True
+    args = {
+        "out": Arg("int", min=1, doc="output features"),
+        "bias": Arg("bool", True),
+    }
+
+    def output_shape(self, a, x):
+        return (a.out,)
+
+    def params(self, a, x):
+        return sym.norm(sym.prod(x) * a.out + (a.out if a.bias else 0))
+
+    def params_formula(self, a, x):
+        f = sym.fmt_int
+        fan_in = f(x[0]) if len(x) == 1 else "(" + "*".join(f(d) for d in (x[1], x[2], x[0])) + ")"
+        return f"{fan_in}*{f(a.out)}" + (f" + {f(a.out)}" if a.bias else "")
+
+    def macs(self, a, x, y):
+        return sym.norm(sym.prod(x) * a.out)
+
+    def window(self, a, x):
+        return global_window(x)
+
+    def saved(self, a, x, y):
+        return Saved(input=True)
+
+    def build(self, a, x):
+        from torch import nn
+        linear = nn.Linear(sym.prod(x), a.out, bias=a.bias)
+        return nn.Sequential(nn.Flatten(), linear) if len(x) > 1 else linear
+
+
+@register
+class Flatten(Kind):
+    name = "flatten"
+    summary = "C x H x W -> C*H*W (a view: no copy, nothing saved)"
+    flops_rule = "0 (a view)"
+    view = True
+    args = {}
+
+    def output_shape(self, a, x):
+        return (sym.prod(x),)
+
+    def window(self, a, x):
+        return global_window(x)
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.Flatten()

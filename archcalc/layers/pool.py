@@ -1,0 +1,112 @@
+"""Pooling: max and average pool (ceil mode), global average pool."""
+from __future__ import annotations
+
+from .. import sym
+from ..errors import SpecError
+from .base import Arg, Kind, Saved, register
+from .conv import effective_window, sliding_findings, sliding_shape
+
+INT64 = 8
+
+
+class _Pool(Kind):
+    primary = "kernel"
+    inputs = "chw"
+    args = {
+        "kernel": Arg("pair", min=1, doc="k or [kh, kw]"),
+        "stride": Arg("pair", None, min=1, doc="defaults to the kernel, as in PyTorch"),
+        "padding": Arg("pair", 0, min=0),
+        "ceil_mode": Arg("bool", False),
+    }
+
+    def stride(self, a):
+        return a.stride if a.stride is not None else a.kernel
+
+    def _check_padding(self, a):
+        for p, f in zip(a.padding, a.kernel):
+            if isinstance(p, int) and isinstance(f, int) and 2 * p > f:
+                raise SpecError(f"padding must be at most half the kernel (PyTorch's rule). "
+                                f"Received: padding={list(a.padding)}, kernel={list(a.kernel)}")
+
+    def output_shape(self, a, x):
+        self._check_padding(a)
+        return (x[0], *sliding_shape(self, a, x, a.kernel, self.stride(a), (1, 1), a.ceil_mode))
+
+    def window(self, a, x):
+        return effective_window(a.kernel, self.stride(a), (1, 1))
+
+    def findings(self, a, x):
+        if a.ceil_mode:
+            return []
+        return sliding_findings(a, x, a.kernel, self.stride(a), (1, 1))
+
+
+@register
+class MaxPool(_Pool):
+    name = "maxpool"
+    aliases = ("max_pool", "maxpool2d")
+    summary = "max pool: kernel, stride (default kernel), padding, ceil_mode"
+    flops_rule = "kh*kw - 1 comparisons per output element"
+
+    def flops(self, a, x, y):
+        kh, kw = a.kernel
+        return sym.norm(sym.prod(y) * (kh * kw - 1))
+
+    def saved(self, a, x, y):
+        # max_pool2d_with_indices keeps its input and int64 indices of the output size
+        return Saved(input=True, extra=((sym.prod(y), INT64),))
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.MaxPool2d(tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding),
+                            ceil_mode=a.ceil_mode)
+
+
+@register
+class AvgPool(_Pool):
+    name = "avgpool"
+    aliases = ("avg_pool", "avgpool2d")
+    summary = "average pool: kernel, stride (default kernel), padding, ceil_mode"
+    flops_rule = "kh*kw per output element (kh*kw - 1 additions and one division)"
+    args = {**_Pool.args, "count_include_pad": Arg("bool", True)}
+
+    def flops(self, a, x, y):
+        kh, kw = a.kernel
+        return sym.norm(sym.prod(y) * kh * kw)
+
+    def saved(self, a, x, y):
+        return Saved(input=True)
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.AvgPool2d(tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding),
+                            ceil_mode=a.ceil_mode, count_include_pad=a.count_include_pad)
+
+
+@register
+class GlobalAvgPool(Kind):
+    name = "global_avgpool"
+    aliases = ("gap", "global_avg_pool")
+    summary = "global average pool: C x H x W -> C x 1 x 1"
+    flops_rule = "H*W per channel (H*W - 1 additions and one division)"
+    inputs = "chw"
+    args = {}
+
+    def output_shape(self, a, x):
+        return (x[0], 1, 1)
+
+    def flops(self, a, x, y):
+        return sym.prod(x)
+
+    def window(self, a, x):
+        return (x[1], x[2]), (x[1], x[2])
+
+    def saved(self, a, x, y):
+        return Saved(input=True)
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.AdaptiveAvgPool2d((1, 1))
+
+
+__all__ = ["MaxPool", "AvgPool", "GlobalAvgPool"]

@@ -1,0 +1,194 @@
+"""Read a TOML spec into a frozen ``Spec``: header, variables, defaults, layers.
+
+tomllib gives no positions, so layer tables are mapped to lines by scanning
+the text for their ``[[layers]]`` headers (or the ``{`` of inline tables).
+Includes are resolved here: ``include = ["lib.toml"]`` at the top merges the
+library's [vars], [defaults] and [blocks] under this file's own; a layer entry
+``{include = "part.toml"}`` splices that file's layers in its place.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ..errors import SpecError
+
+HEADER_KEYS = {"name", "input", "source", "init", "notes"}
+TOP_KEYS = {"model", "vars", "defaults", "layers", "include", "blocks"}
+
+
+@dataclass(frozen=True)
+class RawLayer:
+    """A layer table as written, with where it was written."""
+    table: MappingProxyType
+    file: str
+    line: int | None
+
+
+@dataclass(frozen=True)
+class Spec:
+    file: str
+    name: str
+    input: tuple
+    source: str
+    vars: MappingProxyType           # name -> int or expression text, in order
+    defaults: MappingProxyType       # kind -> {arg: value}
+    blocks: MappingProxyType         # block name -> table (graph issue)
+    layers: tuple[RawLayer, ...]
+    extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+
+    # the Python API: archcalc.load(...).analyze(...)
+    def analyze(self, **options):
+        from ..analysis import analyze
+        return analyze(self, **options)
+
+    def graph(self, **options):
+        from ..graph import build_graph
+        return build_graph(self, **options)
+
+    def build(self, **options):
+        from ..torch.build import build_model
+        return build_model(self, **options)
+
+
+def read_toml(path: str) -> tuple[dict, str]:
+    if not os.path.exists(path):
+        raise SpecError("no such file", file=path)
+    if os.path.isdir(path):
+        raise SpecError("is a directory, not a spec file", file=path)
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+    except OSError as e:
+        raise SpecError(f"cannot read the file: {e.strerror}", file=path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SpecError("is not UTF-8 text; a spec is a TOML file", file=path) from None
+    if not text.strip():
+        raise SpecError("is empty; a spec needs a [model] table and [[layers]]", file=path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        m = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        line = int(m.group(1)) if m else None
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
+        raise SpecError(f"invalid TOML: {msg}" + (f" (column {m.group(2)})" if m else ""),
+                        file=path, line=line) from None
+    return data, text
+
+
+def layer_lines(text: str, count: int) -> list[int | None]:
+    """Line numbers of the layer tables, in order; None where they cannot be told."""
+    lines = text.splitlines()
+    headers = [i + 1 for i, ln in enumerate(lines) if re.match(r"\s*\[\[\s*layers\s*\]\]", ln)]
+    if len(headers) == count:
+        return headers
+    # inline form: layers = [ {..}, {..} ], one table per line
+    start = next((i for i, ln in enumerate(lines) if re.match(r"\s*layers\s*=\s*\[", ln)), None)
+    if start is not None:
+        inline = [i + 1 for i, ln in enumerate(lines[start:], start)
+                  if ln.lstrip().startswith("{") or re.match(r"\s*layers\s*=\s*\[\s*\{", ln)]
+        if len(inline) == count:
+            return inline
+    return [None] * count
+
+
+def load(path: str, _stack: tuple[str, ...] = ()) -> Spec:
+    """Read and check the structure of a spec file (values are checked later)."""
+    real = os.path.realpath(path)
+    if real in _stack:
+        chain = " -> ".join(os.path.basename(p) for p in (*_stack, real))
+        raise SpecError(f"includes itself ({chain})", file=path)
+    data, text = read_toml(path)
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise SpecError(f"unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                        f"a spec has {', '.join(sorted(TOP_KEYS))}", file=path)
+
+    base_vars: dict = {}
+    base_defaults: dict = {}
+    base_blocks: dict = {}
+    includes = data.get("include", [])
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise SpecError("include takes a file name or a list of file names", file=path)
+    for inc in includes:
+        lib = load(_relative(path, inc), (*_stack, real))
+        base_vars.update(lib.vars)
+        for kind, d in lib.defaults.items():
+            base_defaults.setdefault(kind, {}).update(d)
+        base_blocks.update(lib.blocks)
+
+    model = data.get("model", {})
+    if not isinstance(model, dict):
+        raise SpecError("[model] must be a table with name and input", file=path)
+    bad = set(model) - HEADER_KEYS
+    if bad:
+        raise SpecError(f"[model] has unknown key(s) {', '.join(sorted(map(repr, bad)))}; "
+                        f"it takes {', '.join(sorted(HEADER_KEYS))}", file=path)
+
+    vars_ = _table(data, "vars", path)
+    for name, value in vars_.items():
+        if not re.fullmatch(r"[A-Za-z_]\w*", name):
+            raise SpecError(f"[vars] name {name!r} is not an identifier", file=path)
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise SpecError(f"[vars] {name} must be an integer or an expression string. "
+                            f"Received: {name}={value!r}", file=path)
+    defaults = _table(data, "defaults", path)
+    for kind, d in defaults.items():
+        if not isinstance(d, dict):
+            raise SpecError(f"[defaults.{kind}] must be a table of arguments", file=path)
+        base_defaults.setdefault(kind, {}).update(d)
+    base_vars.update(vars_)
+    base_blocks.update(_table(data, "blocks", path))
+
+    layers = data.get("layers")
+    if layers is None and not includes:
+        raise SpecError("has no layers: add [[layers]] tables", file=path)
+    layers = layers or []
+    if not isinstance(layers, list) or not all(isinstance(t, dict) for t in layers):
+        raise SpecError("layers must be an array of tables ([[layers]])", file=path)
+    raw: list[RawLayer] = []
+    for table, line in zip(layers, layer_lines(text, len(layers))):
+        if "include" in table:
+            if set(table) - {"include"}:
+                raise SpecError("a layer entry with include takes nothing else",
+                                file=path, line=line)
+            part = load(_relative(path, table["include"]), (*_stack, real))
+            raw.extend(part.layers)
+            continue
+        raw.append(RawLayer(MappingProxyType(table), path, line))
+
+    name = model.get("name", os.path.splitext(os.path.basename(path))[0])
+    source = model.get("source", "")
+    if "input" not in model:
+        raise SpecError("[model] needs input = [channels, height, width]", file=path)
+    inp = model["input"]
+    if not isinstance(inp, list) or len(inp) not in (1, 3):
+        raise SpecError(f"[model] input must be [channels, height, width] (or [features]). "
+                        f"Received: input={inp!r}", file=path)
+    return Spec(file=path, name=str(name), input=tuple(inp), source=str(source),
+                vars=MappingProxyType(base_vars),
+                defaults=MappingProxyType({k: MappingProxyType(v)
+                                           for k, v in base_defaults.items()}),
+                blocks=MappingProxyType(base_blocks), layers=tuple(raw),
+                extra=MappingProxyType({k: v for k, v in model.items()
+                                        if k in ("init", "notes")}))
+
+
+def _relative(path: str, inc) -> str:
+    if not isinstance(inc, str):
+        raise SpecError(f"include takes a file name. Received: include={inc!r}", file=path)
+    return os.path.join(os.path.dirname(path), inc)
+
+
+def _table(data: dict, key: str, path: str) -> dict:
+    value = data.get(key, {})
+    if not isinstance(value, dict):
+        raise SpecError(f"[{key}] must be a table", file=path)
+    return value

@@ -100,6 +100,12 @@ def fmt_int(x: Num) -> str:
     return str(_simplify(x)).replace("**", "^")
 
 
+def plain(x: Num) -> str:
+    """An int without separators, or the formula: for arithmetic such as (3*3*64)*128."""
+    x = norm(x)
+    return str(x) if isinstance(x, int) else "(" + fmt_int(x) + ")"
+
+
 def human(x: Num, unit: str = "") -> str:
     """15.2M, 138M, 1.5G: decimal prefixes (K = 10^3, M = 10^6, G = 10^9)."""
     x = norm(x)

@@ -80,7 +80,7 @@ class PReLU(Elementwise):
         return x[0] if a.per_channel else 1
 
     def params_formula(self, a, x):
-        return sym.fmt_int(x[0]) if a.per_channel else "1"
+        return sym.plain(x[0]) if a.per_channel else "1"
 
     def build(self, a, x):
         from torch import nn

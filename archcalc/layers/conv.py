@@ -108,7 +108,7 @@ class Conv(Kind):
 
     def params_formula(self, a, x):
         kh, kw = a.kernel
-        f = sym.fmt_int
+        f = sym.plain
         w = f"({f(kh)}*{f(kw)}*{f(self._fan_in(a, x))})*{f(a.out)}"
         return w + (f" + {f(a.out)}" if a.bias else "")
 

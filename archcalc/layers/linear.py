@@ -33,7 +33,7 @@ class FullyConnected(Kind):
         return sym.norm(sym.prod(x) * a.out + (a.out if a.bias else 0))
 
     def params_formula(self, a, x):
-        f = sym.fmt_int
+        f = sym.plain
         fan_in = f(x[0]) if len(x) == 1 else "(" + "*".join(f(d) for d in (x[1], x[2], x[0])) + ")"
         return f"{fan_in}*{f(a.out)}" + (f" + {f(a.out)}" if a.bias else "")
 

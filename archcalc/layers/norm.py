@@ -23,7 +23,7 @@ class BatchNorm(Kind):
         return 2 * x[0] if a.affine else 0
 
     def params_formula(self, a, x):
-        return f"2*{sym.fmt_int(x[0])}" if a.affine else None
+        return f"2*{sym.plain(x[0])}" if a.affine else None
 
     def buffers(self, a, x):
         return 2 * x[0]  # running mean and variance

@@ -30,13 +30,14 @@ class _Pool(Kind):
 
     def output_shape(self, a, x):
         self._check_padding(a)
-        return (x[0], *sliding_shape(self, a, x, a.kernel, self.stride(a), (1, 1), a.ceil_mode))
+        ceil = getattr(a, "ceil_mode", False)
+        return (x[0], *sliding_shape(self, a, x, a.kernel, self.stride(a), (1, 1), ceil))
 
     def window(self, a, x):
         return effective_window(a.kernel, self.stride(a), (1, 1))
 
     def findings(self, a, x):
-        if a.ceil_mode:
+        if getattr(a, "ceil_mode", False):  # ceil mode covers the rest on purpose
             return []
         return sliding_findings(a, x, a.kernel, self.stride(a), (1, 1))
 
@@ -110,3 +111,34 @@ class GlobalAvgPool(Kind):
 
 
 __all__ = ["MaxPool", "AvgPool", "GlobalAvgPool"]
+
+
+@register
+class Subsample(_Pool):
+    """LeCun 1998's S2/S4: the sum of each 2x2 window times a trainable
+    coefficient plus a trainable bias, per map (2 parameters a map)."""
+    name = "subsample"
+    aliases = ("lecun_subsample",)
+    summary = "LeNet-5 subsampling: average pool times a learned coefficient plus a learned bias, per map"
+    flops_rule = "kh*kw + 1 per output element (average, then scale and shift)"
+    weighted = True
+    fusable = True
+    args = {k: v for k, v in _Pool.args.items() if k != "ceil_mode"}
+
+    def params(self, a, x):
+        return 2 * x[0]
+
+    def params_formula(self, a, x):
+        return f"2*{sym.plain(x[0])}"
+
+    def flops(self, a, x, y):
+        kh, kw = a.kernel
+        return sym.norm(sym.prod(y) * (kh * kw + 1))
+
+    def saved(self, a, x, y):
+        # the average pool keeps its input; the per-map scale keeps the pooled map
+        return Saved(input=True, extra=((sym.prod(y), None),))
+
+    def build(self, a, x):
+        from ..torch.modules import Subsample as Module
+        return Module(x[0], tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding))

@@ -104,6 +104,18 @@ def load(path: str, _stack: tuple[str, ...] = ()) -> Spec:
         chain = " -> ".join(os.path.basename(p) for p in (*_stack, real))
         raise SpecError(f"includes itself ({chain})", file=path)
     data, text = read_toml(path)
+    model = data.get("model", {})
+    if isinstance(model, dict) and ({"layers", "include"} & set(model)):
+        # TOML puts keys written after [model] into it: a spec may list its
+        # layers (and includes) right under the header.
+        for key in ("layers", "include"):
+            if key in model:
+                if key in data:
+                    raise SpecError(f"{key} is given twice: at the top and under [model]",
+                                    file=path)
+                data[key] = model[key]
+        data["model"] = model = {k: v for k, v in model.items()
+                                 if k not in ("layers", "include")}
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise SpecError(f"unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
@@ -124,7 +136,6 @@ def load(path: str, _stack: tuple[str, ...] = ()) -> Spec:
             base_defaults.setdefault(kind, {}).update(d)
         base_blocks.update(lib.blocks)
 
-    model = data.get("model", {})
     if not isinstance(model, dict):
         raise SpecError("[model] must be a table with name and input", file=path)
     bad = set(model) - HEADER_KEYS
@@ -143,12 +154,19 @@ def load(path: str, _stack: tuple[str, ...] = ()) -> Spec:
     for kind, d in defaults.items():
         if not isinstance(d, dict):
             raise SpecError(f"[defaults.{kind}] must be a table of arguments", file=path)
+        misplaced = set(d) & TOP_KEYS
+        if misplaced:
+            key = sorted(misplaced)[0]
+            raise SpecError(f"[defaults.{kind}] has a key {key!r}: in TOML, keys after a "
+                            f"[table] header belong to that table; move {key} above the "
+                            "[defaults] tables (e.g. under [model])", file=path)
         base_defaults.setdefault(kind, {}).update(d)
     base_vars.update(vars_)
     base_blocks.update(_table(data, "blocks", path))
 
     layers = data.get("layers")
-    if layers is None and not includes:
+    included = bool(_stack)  # a library or a part: no [model] or layers needed
+    if layers is None and not includes and not included:
         raise SpecError("has no layers: add [[layers]] tables", file=path)
     layers = layers or []
     if not isinstance(layers, list) or not all(isinstance(t, dict) for t in layers):
@@ -166,10 +184,12 @@ def load(path: str, _stack: tuple[str, ...] = ()) -> Spec:
 
     name = model.get("name", os.path.splitext(os.path.basename(path))[0])
     source = model.get("source", "")
-    if "input" not in model:
+    if "input" not in model and included:
+        model = {**model, "input": []}
+    elif "input" not in model:
         raise SpecError("[model] needs input = [channels, height, width]", file=path)
     inp = model["input"]
-    if not isinstance(inp, list) or len(inp) not in (1, 3):
+    if not isinstance(inp, list) or (len(inp) not in (1, 3) and not included):
         raise SpecError(f"[model] input must be [channels, height, width] (or [features]). "
                         f"Received: input={inp!r}", file=path)
     return Spec(file=path, name=str(name), input=tuple(inp), source=str(source),

@@ -1,0 +1,162 @@
+"""The command line: thin click commands over the library.
+
+Each command imports what it needs inside its body, so `archcalc table`
+never loads torch, pandas or sympy. Bad input ends in one line on stderr and
+exit status 2; a failed run in exit status 1.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from .errors import MissingExtra, SpecError
+
+FORMATS = ("rich", "json", "csv", "markdown")
+DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")
+
+
+class _Group(click.Group):
+    """Turns every bad-input error into one line and exit 2 (no usage dump, no traceback)."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        try:
+            return super().main(args=args, prog_name=prog_name or "archcalc",
+                                standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelp as e:  # pragma: no cover - click version quirk
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
+        except click.UsageError as e:
+            cmd = e.ctx.command_path if e.ctx else "archcalc"
+            fail(f"{cmd}: {e.format_message()} (see {cmd} --help)", 2)
+        except click.exceptions.Abort:
+            fail("aborted", 1)
+        except click.exceptions.Exit as e:
+            sys.exit(e.exit_code)
+        except click.ClickException as e:
+            fail(e.format_message(), e.exit_code)
+        except SpecError as e:
+            fail(str(e), 2)
+        except MissingExtra as e:
+            fail(str(e), 1)
+        except BrokenPipeError:  # `archcalc table ... | head`
+            sys.exit(0)
+
+
+def fail(message: str, code: int):
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def console():
+    from rich.console import Console
+    return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
+
+
+def parse_sets(values) -> dict:
+    out = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name.isidentifier():
+            raise SpecError(f"--set takes NAME=VALUE, e.g. --set C=256. Received: {item!r}")
+        try:
+            number = int(value)
+        except ValueError:
+            raise SpecError(f"--set {name}: the value must be an integer. "
+                            f"Received: {value!r}") from None
+        if number < 1:
+            raise SpecError(f"--set {name}: the value must be positive. Received: {number}")
+        out[name] = number
+    return out
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="archcalc")
+def main():
+    """archcalc: shape, params, memory, FLOPs and receptive field of a CNN
+    from a TOML spec, computed without running anything.
+
+    \b
+    Examples:
+      archcalc table specs/vgg16.toml
+      archcalc table specs/vgg16.toml --batch 64 --dtype bf16 --format json
+      archcalc kinds
+    """
+
+
+def _report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"):
+    from .analysis import analyze
+    from .spec.loader import load
+    spec = load(spec_path)
+    return analyze(spec, batch=batch, dtype=dtype, optimizer=optimizer, strict=strict,
+                   variables=parse_sets(sets), input=input_shape)
+
+
+def _warn(report):
+    for w in report.findings:
+        click.echo(f"warning: {report.model.file}: {w} (--strict makes this an error)",
+                   err=True)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Batch size: multiplies the bytes, never the shapes.")
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True,
+              help="Element type of activations and weights.")
+@click.option("--input", "input_shape", metavar="CxHxW",
+              help="Override the spec's input shape, e.g. 3x299x299.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+              help="Bind a variable (repeatable). Unbound variables give formulas.")
+@click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")), default="adam",
+              show_default=True, help="Optimizer whose state the training memory counts.")
+@click.option("--strict", is_flag=True, help="Make a layer that does not tile its input an error.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
+def table(spec, batch, dtype, input_shape, sets, optimizer, strict, fmt):
+    """Per-layer table of a spec: output shape, activations, params (with the
+    arithmetic), MACs and receptive field, with totals under it.
+
+    \b
+    Examples:
+      archcalc table specs/vgg16.toml
+      archcalc table specs/alexnet.toml --batch 128 --dtype bf16
+      archcalc table specs/vgg16.toml --input 3x32x32 --strict
+      archcalc table specs/vgg16.toml --format json > vgg16.json
+    """
+    from .render import table as render
+    report = _report(spec, batch, dtype, input_shape, sets, strict, optimizer)
+    _warn(report)
+    if fmt == "rich":
+        render.render_rich(report, console())
+    else:
+        text = {"json": render.render_json, "csv": render.render_csv,
+                "markdown": render.render_markdown}[fmt](report)
+        click.echo(text.rstrip("\n"))
+
+
+@main.command()
+def kinds():
+    """List the layer kinds a spec can use, with their arguments and FLOP rules.
+
+    \b
+    Example:
+      archcalc kinds
+    """
+    from rich.table import Table
+    from .layers import kinds as all_kinds
+    from .layers.base import REQUIRED
+    t = Table(title="Layer kinds", header_style="bold")
+    for col in ("kind", "aliases", "arguments (default)", "FLOPs rule"):
+        t.add_column(col, overflow="fold")
+    for name, kind in all_kinds().items():
+        args = ", ".join(
+            (f"{k}*" if k == kind.primary else k)
+            + ("" if a.default is REQUIRED or a.default is None else f"={a.default}")
+            for k, a in kind.args.items())
+        if kind.fusable:
+            args += ", batch_norm, activation"
+        t.add_row(name, ", ".join(kind.aliases), args, kind.flops_rule)
+    c = console()
+    c.print(t)
+    c.print("* the primary argument: {conv = 64} sets out = 64.", style="dim")

@@ -107,7 +107,8 @@ def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: st
     walker.run()
     if strict and walker.findings:
         first = walker.findings[0]
-        raise SpecError(f"{first.message} (--strict)", file=model.file, path=first.path)
+        raise SpecError(f"{first.message} (--strict)", file=model.file, line=first.line,
+                        path=first.path)
     return Report(model, batch, dtype, optimizer, walker.rows,
                   walker.totals(DTYPES[dtype], batch, OPTIMIZERS[optimizer]), walker.findings)
 
@@ -151,12 +152,12 @@ class _Walker:
             for op in layer.ops:
                 x, rf, jump, storage = self.op(op, row, x, rf, jump, storage)
         except SpecError as e:
-            raise e.at(file=layer.file, line=layer.line, layer=layer.name) from None
+            raise e.at(file=layer.file, line=layer.line, layer=layer.label or layer.name) from None
         row.output_shape = x
         row.activations = sym.prod(x)
         row.receptive_field, row.jump = rf, jump
         for message in row.findings:
-            self.findings.append(SpecWarning(message, row.path))
+            self.findings.append(SpecWarning(message, row.path, layer.line))
         self.rows.append(row)
         return x, rf, jump, storage
 

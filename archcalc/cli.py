@@ -23,9 +23,6 @@ class _Group(click.Group):
         try:
             return super().main(args=args, prog_name=prog_name or "archcalc",
                                 standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelp as e:  # pragma: no cover - click version quirk
-            click.echo(e.ctx.get_help())
-            sys.exit(0)
         except click.UsageError as e:
             cmd = e.ctx.command_path if e.ctx else "archcalc"
             fail(f"{cmd}: {e.format_message()} (see {cmd} --help)", 2)
@@ -94,6 +91,11 @@ def _report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"
 
 
 def _warn(report):
+    free = sorted({str(s) for v in report.totals.values() if not isinstance(v, int)
+                   for s in v.free_symbols})
+    if free:
+        click.echo(f"note: {report.model.file}: unbound variable(s) {', '.join(free)}: the "
+                   "figures are formulas; bind them with --set NAME=VALUE", err=True)
     for w in report.findings:
         click.echo(f"warning: {report.model.file}: {w} (--strict makes this an error)",
                    err=True)

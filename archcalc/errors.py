@@ -43,9 +43,10 @@ class SpecError(Exception):
 class SpecWarning:
     """A finding that is not fatal (a layer that does not tile its input)."""
 
-    def __init__(self, message: str, path: tuple[str, ...] = ()):
+    def __init__(self, message: str, path: tuple[str, ...] = (), line: int | None = None):
         self.message = message
         self.path = tuple(path)
+        self.line = line
 
     def __str__(self) -> str:
         layer = f"layer {' > '.join(self.path)}: " if self.path else ""

@@ -15,7 +15,7 @@ from .errors import SpecError
 from .layers import REGISTRY, lookup
 from .layers.activation import ACTIVATIONS
 from .layers.base import Arg, Kind
-from .spec.expr import evaluate
+from .spec.expr import UNBOUND, evaluate
 from .spec.loader import RawLayer, Spec
 
 ROW_KEYS = {"name", "repeat", "kind"}
@@ -35,6 +35,7 @@ class Layer:
     ops: tuple[Op, ...]
     file: str | None = None
     line: int | None = None
+    label: str = ""        # how errors name it: its name, or "#2 (conv1)" when unnamed
 
     @property
     def kind(self) -> Kind:
@@ -72,40 +73,24 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 def resolve_env(spec: Spec, overrides: dict | None) -> dict:
+    """[vars] in order: ints, expressions of earlier ones, or "?" (a symbol)."""
     overrides = dict(overrides or {})
     env: dict = {}
     for name, value in spec.vars.items():
         if name in overrides:
             env[name] = overrides.pop(name)
-            continue
-        try:
-            env[name] = evaluate(value, env) if isinstance(value, str) else value
-        except SpecError as e:
-            raise SpecError(f"[vars] {name}: {e.message}", file=spec.file) from None
+        elif value == UNBOUND:
+            env[name] = sym.symbol(name)
+        else:
+            try:
+                env[name] = evaluate(value, env) if isinstance(value, str) else value
+            except SpecError as e:
+                raise SpecError(f"[vars] {name}: {e.message}", file=spec.file) from None
     for name, value in overrides.items():
-        if not _mentions(spec, name):
-            known = ", ".join(spec.vars) or "none"
-            raise SpecError(f"--set {name}={value}: the spec has no variable {name!r} "
-                            f"(its variables: {known})", file=spec.file)
-        env[name] = value
+        known = ", ".join(spec.vars) or "none"
+        raise SpecError(f"--set {name}={value}: the spec has no variable {name!r} "
+                        f"(its variables: {known})", file=spec.file)
     return env
-
-
-def _mentions(spec: Spec, name: str) -> bool:
-    pattern = re.compile(rf"\b{re.escape(name)}\b")
-    return any(pattern.search(v) for raw in spec.layers for v in _strings(raw.table)) \
-        or any(pattern.search(str(v)) for v in spec.input)
-
-
-def _strings(value):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            yield from _strings(v)
-    elif hasattr(value, "items"):
-        for v in value.values():
-            yield from _strings(v)
 
 
 def build_graph(spec: Spec, *, variables: dict | None = None,
@@ -139,6 +124,7 @@ class _Builder:
         try:
             for layer in self._layers(raw.table):
                 layer.file, layer.line = raw.file, raw.line
+                layer.label = layer.name if "name" in raw.table else f"{label} ({layer.name})"
                 yield layer
         except SpecError as e:
             raise e.at(file=raw.file, line=raw.line, layer=str(label)) from None

@@ -33,8 +33,14 @@ def cells(report: Report, row) -> list[str]:
             _activations(row), params, f(row.macs) if row.macs else "0", rf]
 
 
+def both(x) -> str:
+    """138M (138,357,544); a formula once."""
+    return sym.fmt_int(x) if sym.is_symbolic(x) else f"{sym.human(x)} ({sym.fmt_int(x)})"
+
+
 def _activations(row) -> str:
-    text = f"{sym.fmt_int(row.activations)} ({sym.human(row.activations)})"
+    x = row.activations
+    text = sym.fmt_int(x) if sym.is_symbolic(x) else f"{sym.fmt_int(x)} ({sym.human(x)})"
     return text if row.allocates else f"{text}, view"
 
 
@@ -47,9 +53,9 @@ def summary_lines(report: Report) -> list[str]:
         f"TOTAL memory: {h(t['activations'])} activations x {dsize} bytes ({report.dtype})"
         + (f" x batch {report.batch}" if report.batch > 1 else "")
         + f" = {hb(t['activation_bytes'])} / {per} (forward only; about x2 for backward)",
-        f"TOTAL params: {h(t['params'])} ({sym.fmt_int(t['params'])}), "
+        f"TOTAL params: {both(t['params'])}, "
         f"{hb(t['param_bytes'])} of weights in {report.dtype}",
-        f"TOTAL MACs: {h(t['macs'])} ({sym.fmt_int(t['macs'])}) multiply-accumulates per sample; "
+        f"TOTAL MACs: {both(t['macs'])} multiply-accumulates per sample; "
         f"FLOPs: {h(t['flops'])} (2 x MACs + elementwise)",
         f"Training step (batch {report.batch}, {report.dtype}, {report.optimizer}): weights "
         f"{hb(t['param_bytes'])} + gradients {hb(t['gradient_bytes'])} + optimizer state "

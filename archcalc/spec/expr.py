@@ -2,8 +2,10 @@
 
 The text is parsed with ``ast.parse`` and walked over a whitelist of nodes:
 integer literals, variable names, + - * / // % **, unary minus, parentheses
-and ``min``/``max``/``ceil_div``. Nothing is executed. A name that is not
-bound becomes a sympy symbol, so every figure depending on it is a formula.
+and ``min``/``max``/``ceil_div``. Nothing is executed. Names are looked up in
+the spec's variables; a variable declared unbound (``C = "?"``) is a sympy
+symbol there, so every figure depending on it is a formula. Any other name is
+an error: a typo never turns silently into a symbol.
 """
 from __future__ import annotations
 
@@ -33,8 +35,11 @@ def _sym_min(*a):
     return sym.norm(sympy.Min(*a))
 
 
+UNBOUND = "?"
+
+
 def evaluate(text: str, env: Mapping[str, sym.Num]) -> sym.Num:
-    """Evaluate ``text`` with the variables of ``env``; unbound names become symbols."""
+    """Evaluate ``text`` with the variables of ``env`` (ints or sympy symbols)."""
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError:
@@ -51,7 +56,10 @@ def _eval(node, env, text):
             return env[node.id]
         if node.id in _FUNCS:
             raise SpecError(f"in {text!r}: {node.id} is a function; call it as {node.id}(a, b)")
-        return sym.symbol(node.id)
+        known = ", ".join(sorted(env)) or "none"
+        raise SpecError(f"in {text!r}: unknown variable {node.id!r} (variables: {known}); "
+                        f"declare it under [vars]: {node.id} = 64, or {node.id} = \"?\" "
+                        "to leave it unbound and get formulas")
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
         v = _eval(node.operand, env, text)
         return -v if isinstance(node.op, ast.USub) else v

@@ -55,6 +55,7 @@ class Spec:
 
 
 def read_toml(path: str) -> tuple[dict, str]:
+    """Read a spec file's TOML, every failure a SpecError naming the file."""
     if not os.path.exists(path):
         raise SpecError("no such file", file=path)
     if os.path.isdir(path):
@@ -68,6 +69,10 @@ def read_toml(path: str) -> tuple[dict, str]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError("is not UTF-8 text; a spec is a TOML file", file=path) from None
+    return parse_toml(text, path), text
+
+
+def parse_toml(text: str, path: str) -> dict:
     if not text.strip():
         raise SpecError("is empty; a spec needs a [model] table and [[layers]]", file=path)
     try:
@@ -78,7 +83,7 @@ def read_toml(path: str) -> tuple[dict, str]:
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         raise SpecError(f"invalid TOML: {msg}" + (f" (column {m.group(2)})" if m else ""),
                         file=path, line=line) from None
-    return data, text
+    return data
 
 
 def layer_lines(text: str, count: int) -> list[int | None]:
@@ -104,6 +109,16 @@ def load(path: str, _stack: tuple[str, ...] = ()) -> Spec:
         chain = " -> ".join(os.path.basename(p) for p in (*_stack, real))
         raise SpecError(f"includes itself ({chain})", file=path)
     data, text = read_toml(path)
+    return _from_data(data, text, path, _stack, real)
+
+
+def loads(text: str, file: str = "<spec>") -> Spec:
+    """A spec from TOML text; includes are relative to the current directory."""
+    return _from_data(parse_toml(text, file), text, file, (), os.path.realpath(file))
+
+
+def _from_data(data: dict, text: str, path: str, _stack: tuple, real: str) -> Spec:
+    """_stack: the files that include this one (empty for the top file)."""
     model = data.get("model", {})
     if isinstance(model, dict) and ({"layers", "include"} & set(model)):
         # TOML puts keys written after [model] into it: a spec may list its

@@ -1,0 +1,58 @@
+"""Modules PyTorch lacks: LeNet-5's partially connected conv and LeCun's
+trainable subsampling. Their parameter counts equal the engine's."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class PartialConv2d(nn.Module):
+    """Output map i is a conv over the input maps ``connections[i]`` only.
+
+    One weight tensor per output map holds exactly its links, so
+    ``sum(p.numel())`` is the partial count (LeNet-5's C3: 1,516), not the
+    full one a masked dense weight would report.
+    """
+
+    def __init__(self, connections, kernel, stride=(1, 1), padding=(0, 0), bias=True):
+        super().__init__()
+        self.connections = [list(c) for c in connections]
+        self.stride, self.padding = stride, padding
+        for i, maps in enumerate(self.connections):
+            self.register_buffer(f"index{i}", torch.tensor(maps), persistent=False)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(1, len(maps), *kernel)) for maps in self.connections)
+        self.bias = nn.Parameter(torch.empty(len(self.connections))) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        for w in self.weights:
+            nn.init.kaiming_uniform_(w, a=5 ** 0.5)
+            fan_in = w.shape[1] * w.shape[2] * w.shape[3]
+        if self.bias is not None:
+            bound = 1 / fan_in ** 0.5
+            nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x):
+        maps = [F.conv2d(x.index_select(1, getattr(self, f"index{i}")), w,
+                         stride=self.stride, padding=self.padding)
+                for i, w in enumerate(self.weights)]
+        out = torch.cat(maps, 1)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+    def extra_repr(self):
+        return f"connections={self.connections}"
+
+
+class Subsample(nn.Module):
+    """LeCun 1998's S-layers: average pool, then a learned scale and bias per map."""
+
+    def __init__(self, channels, kernel, stride, padding=(0, 0)):
+        super().__init__()
+        self.pool = nn.AvgPool2d(kernel, stride, padding)
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x):
+        return self.pool(x) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)

@@ -1,0 +1,67 @@
+"""Hypothesis strategies for random layer configurations, apart from the
+assertions (array-api-tests style). Each config renders to a spec text that
+reproduces it: a failing example prints it, ready to paste into a file."""
+from __future__ import annotations
+
+from hypothesis import strategies as st
+
+sizes = st.integers(1, 40)
+pairs = lambda lo, hi: st.one_of(st.integers(lo, hi), st.tuples(st.integers(lo, hi),  # noqa: E731
+                                                                st.integers(lo, hi)))
+
+
+def as_pair(v):
+    return tuple(v) if isinstance(v, tuple) else (v, v)
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (tuple, list)):
+        return "[" + ", ".join(toml_value(i) for i in v) + "]"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return repr(v)
+
+
+def spec_text(input_shape, layers) -> str:
+    """A complete spec, one inline table per layer."""
+    rows = ",\n".join("  {" + ", ".join(f"{k} = {toml_value(v)}" for k, v in layer.items()) + "}"
+                      for layer in layers)
+    return (f'[model]\nname = "hypothesis"\ninput = {toml_value(list(input_shape))}\n'
+            f"layers = [\n{rows},\n]\n")
+
+
+@st.composite
+def conv_layers(draw):
+    """A conv layer and its input: groups, dilation, asymmetric kernels, padding modes."""
+    groups = draw(st.integers(1, 4))
+    cin = groups * draw(st.integers(1, 3))
+    layer = {"conv": groups * draw(st.integers(1, 3)), "kernel": draw(pairs(1, 7))}
+    padding = draw(st.one_of(pairs(0, 3), st.sampled_from(["same", "valid"])))
+    if padding != "same":
+        layer["stride"] = draw(pairs(1, 4))
+    layer["padding"] = padding
+    layer["dilation"] = draw(pairs(1, 3))
+    if groups > 1:
+        layer["groups"] = groups
+    layer["bias"] = draw(st.booleans())
+    return (cin, draw(sizes), draw(sizes)), layer
+
+
+@st.composite
+def pool_layers(draw):
+    kind = draw(st.sampled_from(["maxpool", "avgpool"]))
+    layer = {kind: draw(pairs(1, 6))}
+    if draw(st.booleans()):
+        layer["stride"] = draw(pairs(1, 4))
+    layer["padding"] = draw(pairs(0, 3))
+    layer["ceil_mode"] = draw(st.booleans())
+    return (draw(st.integers(1, 4)), draw(sizes), draw(sizes)), layer
+
+
+@st.composite
+def fc_layers(draw):
+    shape = draw(st.one_of(st.tuples(st.integers(1, 64)),
+                           st.tuples(st.integers(1, 8), st.integers(1, 8), st.integers(1, 8))))
+    return shape, {"fc": draw(st.integers(1, 64)), "bias": draw(st.booleans())}

@@ -158,7 +158,9 @@ class _Builder:
         if "kind" in table:
             kind = lookup(str(table["kind"]))
             return kind, None
-        keys = [k for k in table if k in REGISTRY]
+        # batch_norm is a kind and a fused flag: a flag beside another kind
+        keys = [k for k in table if k in REGISTRY and k not in FUSED_KEYS] or \
+            [k for k in table if k in REGISTRY]
         if len(keys) > 1:
             raise SpecError(f"names two layer kinds ({', '.join(keys)}); one table is one layer")
         if not keys:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import sym
 from .errors import SpecError, SpecWarning
-from .graph import Layer, Model, Sequence, build_graph
+from .graph import Concat, Layer, Merge, Model, Sequence, build_graph, shortcut_ops
 from .layers.base import fmt_shape
 
 DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp64": 8}
@@ -114,7 +114,10 @@ def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: st
 
 
 class _Walker:
-    """Walks the graph carrying the shape, receptive field and tensor storages."""
+    """Walks the graph carrying the shape, receptive field and tensor storages.
+
+    The walk state is (shape, receptive field, jump, storage id of the tensor).
+    """
 
     def __init__(self, model: Model, dsize: int, batch: int):
         self.model = model
@@ -136,30 +139,105 @@ class _Walker:
 
     def walk(self, node, state, path):
         if isinstance(node, Layer):
-            return self.layer(node, state, path)
+            try:
+                return self.row(node.name, node.type, node.ops, state, path, node.line)
+            except SpecError as e:
+                raise e.at(file=node.file, line=node.line,
+                           layer=node.label or node.name) from None
         if isinstance(node, Sequence):
-            for item in node.items:
-                state = self.walk(item, state, path)
+            inner = (*path, node.name) if node.name else path
+            try:
+                for item in node.items:
+                    state = self.walk(item, state, inner)
+            except SpecError as e:
+                raise (e.at(layer=node.name) if node.name and not e.path else e) from None
             return state
+        if isinstance(node, Concat):
+            return self.concat(node, state, path)
+        if isinstance(node, Merge):
+            return self.merge(node, state, path)
         raise TypeError(f"unknown graph node {type(node).__name__}")  # a bug, not input
 
-    def layer(self, layer: Layer, state, path):
-        x, rf, jump, storage = state
-        main = layer.ops[0]
-        row = Row(len(self.rows), layer.name, (*path, layer.name), layer.type, x,
+    def concat(self, node: Concat, state, path):
+        outs = [self.walk(branch, state, path) for branch in node.branches]
+        first = outs[0][0]
+        for i, (y, *_rest) in enumerate(outs[1:], 2):
+            if len(y) != 3 or len(first) != 3:
+                raise SpecError(f"branch {i}: concat needs C x H x W outputs; "
+                                f"received {fmt_shape(y)}")
+            if not (sym.norm(y[1] - first[1]) == 0 and sym.norm(y[2] - first[2]) == 0):
+                raise SpecError(
+                    f"branch {i}: {sym.fmt_int(y[1])}x{sym.fmt_int(y[2])} does not match "
+                    f"{sym.fmt_int(first[1])}x{sym.fmt_int(first[2])} of branch 1; "
+                    "concat needs equal H and W")
+        y = (sym.total(o[0][0] for o in outs), first[1], first[2])
+        return self.merged_row(node.name, "concat", (), outs, y, path, flops=0)
+
+    def merge(self, node: Merge, state, path):
+        x = state[0]
+        body = self.walk(node.body, state, path)
+        where = " > ".join(path) or "model"
+        if isinstance(node.shortcut, Sequence):
+            short = self.walk(node.shortcut, state, path)
+        else:
+            ops = shortcut_ops(node, x, body[0], where)
+            short = state if ops is None else \
+                self.row("shortcut", "+".join(o.kind.name for o in ops), ops, state, path)
+        y, s = body[0], short[0]
+        if node.op == "concat":  # dense: input channels + body channels
+            if len(y) != 3 or sym.norm(y[1] - s[1]) != 0 or sym.norm(y[2] - s[2]) != 0:
+                raise SpecError(f"dense: the body gives {fmt_shape(y)}, the input is "
+                                f"{fmt_shape(s)}; concat needs equal H and W")
+            out = (sym.norm(s[0] + y[0]), y[1], y[2])
+            flops = 0
+        else:
+            broadcast = node.op == "mul" and len(y) == 3 and y[1] == 1 and y[2] == 1
+            if not broadcast and not _same_shape(y, s):
+                verb = "adding" if node.op == "add" else "multiplying"
+                raise SpecError(
+                    f"{verb} {fmt_shape(y)} (body) and {fmt_shape(s)} (shortcut): "
+                    f"{'addition' if node.op == 'add' else 'the product'} needs equal shapes; "
+                    + ("use shortcut = \"projection\" or \"auto\"" if node.op == "add"
+                       else "a gate must be C x 1 x 1 or the input's shape"))
+            out = s
+            flops = sym.prod(out)
+        row_type = "+".join([node.name if node.op != "mul" else "mul",
+                             *(o.kind.name for o in node.post)])
+        kept = (body[3], short[3]) if node.op == "mul" else ()
+        return self.merged_row(node.name, row_type, node.post, [body, short], out, path,
+                               flops=flops, kept=kept)
+
+    def merged_row(self, name, row_type, post, outs, y, path, flops, kept=()):
+        """The row of a merge (concat, add, mul), then its fused ops."""
+        rf = (sym.smax(*(o[1][0] for o in outs)), sym.smax(*(o[1][1] for o in outs)))
+        jump = (sym.smax(*(o[2][0] for o in outs)), sym.smax(*(o[2][1] for o in outs)))
+        self.saved.update(kept)
+        row = Row(len(self.rows), "/".join((*path, name)), (*path, name), row_type, y,
+                  flops=sym.norm(flops))
+        storage = self.new_storage(sym.prod(y))
+        state = (y, rf, jump, storage)
+        for op in post:
+            state = self.op(op, row, *state)
+        return self.finish(row, state)
+
+    def row(self, name, row_type, ops, state, path, line=None):
+        main = ops[0]
+        full = (*path, name)
+        row = Row(len(self.rows), "/".join(full), full, row_type, state[0],
                   allocates=main.kind.allocates(main.args), weighted=main.kind.weighted)
-        try:
-            for op in layer.ops:
-                x, rf, jump, storage = self.op(op, row, x, rf, jump, storage)
-        except SpecError as e:
-            raise e.at(file=layer.file, line=layer.line, layer=layer.label or layer.name) from None
+        for op in ops:
+            state = self.op(op, row, *state)
+        return self.finish(row, state, line)
+
+    def finish(self, row, state, line=None):
+        x, rf, jump, storage = state
         row.output_shape = x
         row.activations = sym.prod(x)
         row.receptive_field, row.jump = rf, jump
         for message in row.findings:
-            self.findings.append(SpecWarning(message, row.path, layer.line))
+            self.findings.append(SpecWarning(message, row.path, line))
         self.rows.append(row)
-        return x, rf, jump, storage
+        return state
 
     def op(self, op, row, x, rf, jump, storage):
         kind, a = op.kind, op.args
@@ -171,8 +249,7 @@ class _Walker:
             row.params_formula = formula if row.params_formula is None else \
                 f"{row.params_formula} + {formula}"
         row.buffers = sym.norm(row.buffers + kind.buffers(a, x))
-        macs = kind.macs(a, x, y)
-        row.macs = sym.norm(row.macs + macs)
+        row.macs = sym.norm(row.macs + kind.macs(a, x, y))
         row.flops = sym.norm(row.flops + kind.flops(a, x, y))
         row.findings.extend(kind.findings(a, x))
         (kh, kw), (sh, sw) = kind.window(a, x)
@@ -219,3 +296,34 @@ class _Walker:
             "train_memory_bytes": sym.norm(2 * param_bytes + optimizer_bytes + saved),
             "weighted_layers": sum(1 for r in rows if r.weighted),
         }
+
+
+def _same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
+
+
+def fold(rows: list, depth: int) -> list:
+    """Rows below ``depth`` folded into one row per block (summed params, MACs,
+    FLOPs, activations; the block's last output and largest receptive field)."""
+    out: list[Row] = []
+    group = None
+    for row in rows:
+        if len(row.path) <= depth:
+            out.append(row)
+            group = None
+            continue
+        key = row.path[:depth]
+        if group is None or group.path != key:
+            group = Row(row.index, "/".join(key), key, "block", row.output_shape,
+                        activations=0)
+            out.append(group)
+        group.params = sym.norm(group.params + row.params)
+        group.macs = sym.norm(group.macs + row.macs)
+        group.flops = sym.norm(group.flops + row.flops)
+        if row.allocates:
+            group.activations = sym.norm(group.activations + row.activations)
+        group.output_shape = row.output_shape
+        group.receptive_field = tuple(sym.smax(p, q) for p, q in
+                                      zip(group.receptive_field, row.receptive_field))
+        group.jump = row.jump
+    return out

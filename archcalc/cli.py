@@ -114,8 +114,10 @@ def _warn(report):
 @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")), default="adam",
               show_default=True, help="Optimizer whose state the training memory counts.")
 @click.option("--strict", is_flag=True, help="Make a layer that does not tile its input an error.")
+@click.option("--depth", type=click.IntRange(min=1), default=None,
+              help="Fold everything below this depth into one row per block (sums).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
-def table(spec, batch, dtype, input_shape, sets, optimizer, strict, fmt):
+def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, fmt):
     """Per-layer table of a spec: output shape, activations, params (with the
     arithmetic), MACs and receptive field, with totals under it.
 
@@ -125,10 +127,15 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, fmt):
       archcalc table specs/alexnet.toml --batch 128 --dtype bf16
       archcalc table specs/vgg16.toml --input 3x32x32 --strict
       archcalc table specs/vgg16.toml --format json > vgg16.json
+      archcalc table specs/googlenet.toml --depth 1     # one row per Inception module
     """
     from .render import table as render
     report = _report(spec, batch, dtype, input_shape, sets, strict, optimizer)
     _warn(report)
+    if depth:
+        from dataclasses import replace
+        from .analysis import fold
+        report = replace(report, rows=fold(report.rows, depth))
     if fmt == "rich":
         render.render_rich(report, console())
     else:

@@ -1,11 +1,26 @@
-"""The graph the engine walks: a Spec with its expressions and kinds resolved.
+"""The graph the engine walks: a Spec with its expressions, kinds and blocks resolved.
 
-Nodes: ``Layer`` (one table row: a kind with its arguments, maybe with a
-fused batch norm and activation), ``Sequence`` (layers in order). The engine
-walks nodes recursively, so branch and merge nodes slot in beside these.
+Nodes:
+- ``Layer``: one table row: a kind with its arguments, maybe with a fused
+  batch norm and activation;
+- ``Sequence``: nodes in order; a named one (a block instance) adds a level
+  to the path of everything inside it;
+- ``Concat``: branches fed the same input, concatenated along channels;
+- ``Merge``: a body and a shortcut combined elementwise (``add``: residual;
+  ``mul``: a gate such as squeeze-and-excitation) or by channel concat
+  (``dense``: DenseNet), then optional fused ops (the post-add ReLU).
+
+Spec syntax for structure (in a layer list or as a reusable block):
+    {block = "basic", name = "layer1_0", with = {C = 64}}
+    {name = "mixed", concat = [[...], [...]]}
+    {residual = [...], shortcut = "auto"|"identity"|"projection"|[...], activation = "relu"}
+    {scale = [...]}         # x * body(x)
+    {dense = [...]}         # concat(x, body(x))
+    {layers = [...]}        # a plain named sequence
 """
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -14,12 +29,15 @@ from . import sym
 from .errors import SpecError
 from .layers import REGISTRY, lookup
 from .layers.activation import ACTIVATIONS
-from .layers.base import Arg, Kind
+from .layers.base import Arg, Kind, fmt_shape
 from .spec.expr import UNBOUND, evaluate
 from .spec.loader import RawLayer, Spec
 
 ROW_KEYS = {"name", "repeat", "kind"}
 FUSED_KEYS = {"batch_norm", "activation"}
+STRUCTURES = ("layers", "concat", "residual", "scale", "dense")
+MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
+SHORTCUTS = ("auto", "identity", "projection")
 
 
 @dataclass(frozen=True)
@@ -49,7 +67,22 @@ class Layer:
 @dataclass
 class Sequence:
     items: list
-    name: str = ""
+    name: str = ""          # "" adds no level to the path
+
+
+@dataclass
+class Concat:
+    branches: list          # of Sequence, named b1, b2, ...
+    name: str = "concat"
+
+
+@dataclass
+class Merge:
+    body: Sequence
+    shortcut: object        # "identity" | "auto" | "projection" | Sequence
+    op: str                 # add | mul | concat
+    post: tuple = ()        # fused ops after the merge
+    name: str = "add"
 
 
 @dataclass
@@ -100,17 +133,36 @@ def build_graph(spec: Spec, *, variables: dict | None = None,
         input = parse_shape(input)
     shape = input if input is not None else tuple(
         Arg("int", min=1).read("model", "input", v, env) for v in spec.input)
-    builder = _Builder(spec, env)
-    body = Sequence([layer for raw in spec.layers for layer in builder.layers(raw)])
-    return Model(spec.name, spec.source, spec.file, tuple(shape), env, body, dict(spec.extra))
+    builder = _Builder(spec)
+    scope = _Scope(env)
+    items = []
+    for i, raw in enumerate(spec.layers, 1):
+        items.extend(builder.top_level(raw, i, scope))
+    return Model(spec.name, spec.source, spec.file, tuple(shape), env, Sequence(items),
+                 dict(spec.extra))
+
+
+class _Scope:
+    """Variables and auto-name counters of one level (the model, a block, a branch)."""
+
+    def __init__(self, env: dict, blocks: tuple = ()):
+        self.env = env
+        self.blocks = blocks          # block names being instantiated (cycle check)
+        self.counts: dict[str, int] = {}
+
+    def child(self, env: dict | None = None, block: str | None = None) -> "_Scope":
+        return _Scope(self.env if env is None else env,
+                      self.blocks + ((block,) if block else ()))
+
+    def auto_name(self, base: str) -> str:
+        n = self.counts.get(base, 0) + 1
+        self.counts[base] = n
+        return f"{base}{n}"
 
 
 class _Builder:
-    def __init__(self, spec: Spec, env: dict):
+    def __init__(self, spec: Spec):
         self.spec = spec
-        self.env = env
-        self.count = 0
-        self.per_kind: dict[str, int] = {}
         self.defaults = {}
         for key, table in spec.defaults.items():
             try:
@@ -118,19 +170,48 @@ class _Builder:
             except SpecError as e:
                 raise e.at(file=spec.file) from None
 
-    def layers(self, raw: RawLayer):
-        self.count += 1
-        label = raw.table.get("name") or f"#{self.count}"
+    # -- entry points -----------------------------------------------------
+    def top_level(self, raw: RawLayer, index: int, scope: _Scope):
+        label = raw.table.get("name") or f"#{index}"
         try:
-            for layer in self._layers(raw.table):
-                layer.file, layer.line = raw.file, raw.line
-                layer.label = layer.name if "name" in raw.table else f"{label} ({layer.name})"
-                yield layer
+            nodes = list(self.entry(raw.table, scope))
         except SpecError as e:
             raise e.at(file=raw.file, line=raw.line, layer=str(label)) from None
+        for node in nodes:
+            if isinstance(node, Layer):
+                node.file, node.line = raw.file, raw.line
+                node.label = node.name if "name" in raw.table else f"{label} ({node.name})"
+            else:
+                _locate(node, raw.file, raw.line)
+        return nodes
 
-    def _layers(self, table):
+    def entry(self, table, scope: _Scope):
+        """One table of a layer list: a layer, a block instance or a structure."""
+        if not hasattr(table, "get"):
+            raise SpecError(f"a layer must be a table such as {{conv = 64, kernel = 3}}. "
+                            f"Received: {table!r}")
         table = dict(table)
+        if "block" in table:
+            yield from self.block_instances(table, scope)
+        elif any(k in table for k in STRUCTURES):
+            yield from self.structure_instances(table, scope)
+        else:
+            yield from self.layers(table, scope)
+
+    def sequence(self, entries, scope: _Scope, name: str = "") -> Sequence:
+        if not isinstance(entries, list):
+            raise SpecError(f"expected a list of layers. Received: {entries!r}")
+        items = []
+        for i, table in enumerate(entries, 1):
+            label = table.get("name") if hasattr(table, "get") else None
+            try:
+                items.extend(self.entry(table, scope))
+            except SpecError as e:
+                raise e.at(layer=str(label or f"#{i}")) from None
+        return Sequence(items, name)
+
+    # -- layers -----------------------------------------------------------
+    def layers(self, table, scope: _Scope):
         kind, primary = self._kind(table)
         args = {**self.defaults.get(kind.name, {}), **_args(table)}
         if primary is not None:
@@ -139,25 +220,25 @@ class _Builder:
         if fused and not kind.fusable:
             raise SpecError(f"{kind.name} takes no {' or '.join(sorted(fused))}; "
                             "only conv and fc rows fuse a batch norm or an activation")
-        ops = [Op(kind, kind.read_args(args, self.env))] + self._fused(fused)
-        repeat = Arg("int", 1, min=1, numeric=True).read(kind.name, "repeat",
-                                                         table.get("repeat", 1), self.env)
+        ops = (Op(kind, kind.read_args(args, scope.env)),) + self.fused(fused, scope)
+        for row_name in self._names(table, kind.name, scope):
+            yield Layer(row_name, ops)
+
+    def _names(self, table, base: str, scope: _Scope):
+        repeat = Arg("int", 1, min=0, numeric=True).read(base, "repeat",
+                                                         table.get("repeat", 1), scope.env)
         name = table.get("name")
-        if name is not None and not isinstance(name, str):
-            raise SpecError(f"name must be a string. Received: name={name!r}")
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise SpecError(f"name must be a non-empty string. Received: name={name!r}")
         for i in range(repeat):
             if name is None:
-                n = self.per_kind.get(kind.name, 0) + 1
-                self.per_kind[kind.name] = n
-                row_name = f"{kind.name}{n}"
+                yield scope.auto_name(base)
             else:
-                row_name = f"{name}_{i + 1}" if repeat > 1 else name
-            yield Layer(row_name, tuple(ops), None, None)
+                yield f"{name}_{i + 1}" if repeat > 1 else name
 
     def _kind(self, table):
         if "kind" in table:
-            kind = lookup(str(table["kind"]))
-            return kind, None
+            return lookup(str(table["kind"])), None
         # batch_norm is a kind and a fused flag: a flag beside another kind
         keys = [k for k in table if k in REGISTRY and k not in FUSED_KEYS] or \
             [k for k in table if k in REGISTRY]
@@ -182,22 +263,140 @@ class _Builder:
             return kind, None  # the primary argument keeps its default
         return kind, value
 
-    def _fused(self, fused):
+    def fused(self, fused: dict, scope: _Scope) -> tuple:
         ops = []
         if fused.get("batch_norm", False):
             if fused["batch_norm"] is not True:
                 raise SpecError(f"batch_norm takes true or false. "
                                 f"Received: batch_norm={fused['batch_norm']!r}")
             bn = lookup("batch_norm")
-            ops.append(Op(bn, bn.read_args(self.defaults.get("batch_norm", {}), self.env)))
+            ops.append(Op(bn, bn.read_args(self.defaults.get("batch_norm", {}), scope.env)))
         act = fused.get("activation")
         if act is not None and act is not False:
             if act not in ACTIVATIONS:
                 raise SpecError(f"activation takes one of {', '.join(ACTIVATIONS)}. "
                                 f"Received: activation={act!r}")
             kind = lookup(act)
-            ops.append(Op(kind, kind.read_args(self.defaults.get(kind.name, {}), self.env)))
-        return ops
+            ops.append(Op(kind, kind.read_args(self.defaults.get(kind.name, {}), scope.env)))
+        return tuple(ops)
+
+    # -- structure --------------------------------------------------------
+    def structure_instances(self, table, scope: _Scope):
+        keys = [k for k in STRUCTURES if k in table]
+        if len(keys) > 1:
+            raise SpecError(f"a table takes one of {', '.join(STRUCTURES)}; "
+                            f"received {' and '.join(keys)}")
+        for name in self._names(table, keys[0], scope):
+            inner = scope.child()
+            try:
+                yield self.structure(table, keys[0], inner, name)
+            except SpecError as e:
+                raise e.at(layer=name) from None
+
+    def structure(self, table, key: str, scope: _Scope, name: str) -> Sequence:
+        allowed = {"name", "repeat", key}
+        if key in MERGE_OPS:
+            allowed |= {"activation"} | ({"shortcut"} if key == "residual" else set())
+        extra = set(table) - allowed - {"block", "with", "args"}
+        if extra:
+            raise SpecError(f"{key} takes {', '.join(sorted(allowed - {'name', 'repeat'}))}; "
+                            f"unknown key(s): {', '.join(sorted(extra))}")
+        if key == "layers":
+            return self.sequence(table[key], scope, name)
+        if key == "concat":
+            branches = table[key]
+            if not isinstance(branches, list) or len(branches) < 2:
+                raise SpecError("concat takes a list of at least two branches, each a list "
+                                "of layers: concat = [[...], [...]]")
+            seqs = []
+            for i, branch in enumerate(branches, 1):
+                try:
+                    seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
+                except SpecError as e:
+                    raise e.at(layer=f"branch {i}") from None
+            return Sequence([Concat(seqs)], name)
+        body = self.sequence(table[key], scope)
+        shortcut = table.get("shortcut", "auto" if key == "residual" else "identity")
+        if isinstance(shortcut, list):
+            shortcut = self.sequence(shortcut, scope.child(), "shortcut")
+        elif shortcut not in SHORTCUTS:
+            raise SpecError(f"shortcut takes {', '.join(map(repr, SHORTCUTS))} or a list of "
+                            f"layers. Received: shortcut={shortcut!r}")
+        post = self.fused({"activation": table["activation"]} if "activation" in table else {},
+                          scope)
+        op = MERGE_OPS[key]
+        merge_name = {"add": "add", "mul": "scale", "concat": "concat"}[op]
+        return Sequence([Merge(body, shortcut, op, post, merge_name)], name)
+
+    def block_instances(self, table, scope: _Scope):
+        block_name = table["block"]
+        if not isinstance(block_name, str):
+            raise SpecError(f"block takes the name of a [blocks.NAME] table. "
+                            f"Received: block={block_name!r}")
+        blocks = self.spec.blocks
+        if block_name not in blocks:
+            close = difflib.get_close_matches(block_name, blocks, n=2)
+            hint = f"; did you mean {' or '.join(map(repr, close))}?" if close else \
+                f"; defined blocks: {', '.join(blocks) or 'none'}"
+            raise SpecError(f"unknown block {block_name!r}{hint}")
+        if block_name in scope.blocks:
+            chain = " > ".join((*scope.blocks, block_name))
+            raise SpecError(f"block {block_name!r} includes itself ({chain})")
+        definition = dict(blocks[block_name])
+        keys = [k for k in STRUCTURES if k in definition]
+        if len(keys) != 1:
+            raise SpecError(f"[blocks.{block_name}] needs exactly one of "
+                            f"{', '.join(STRUCTURES)}")
+        with_ = table.get("with", {})
+        if not hasattr(with_, "items"):
+            raise SpecError(f"with takes a table of block arguments. Received: with={with_!r}")
+        extra = set(table) - {"block", "with", "name", "repeat"}
+        if extra:
+            raise SpecError(f"a block call takes block, with, name and repeat; "
+                            f"unknown key(s): {', '.join(sorted(extra))}")
+        params = _block_params(block_name, definition.get("args", []))
+        unknown = set(with_) - set(params)
+        if unknown:
+            raise SpecError(f"block {block_name!r} has no argument(s) "
+                            f"{', '.join(sorted(unknown))}; its arguments: "
+                            f"{', '.join(params) or 'none'}")
+        values = dict(scope.env)
+        for arg, default in params.items():
+            if arg in with_:
+                raw = with_[arg]
+            elif default is not None:
+                raw = default
+            else:
+                raise SpecError(f"block {block_name!r} needs the argument {arg!r} "
+                                f"(with = {{{arg} = ...}})")
+            values[arg] = Arg("int").read(f"block {block_name}", arg, raw,
+                                          scope.env if arg in with_ else values)
+        for name in self._names(table, block_name, scope):
+            inner = scope.child(values, block_name)
+            try:
+                yield self.structure({**definition, "name": name}, keys[0], inner, name)
+            except SpecError as e:
+                raise e.at(layer=name) from None
+
+
+def _block_params(block: str, args) -> dict:
+    """args = ["C", "stride=1"]: names in order, with optional defaults."""
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+        raise SpecError(f"[blocks.{block}] args takes a list of names such as "
+                        f"[\"C\", \"stride=1\"]. Received: args={args!r}")
+    params = {}
+    for a in args:
+        name, sep, default = a.partition("=")
+        name = name.strip()
+        if not name.isidentifier():
+            raise SpecError(f"[blocks.{block}] args: {a!r} is not a name")
+        params[name] = default.strip() if sep else None
+    return params
+
+
+def _locate(node, file, line):
+    for layer in walk(node):
+        layer.file, layer.line = layer.file or file, layer.line or line
 
 
 def _args(table):
@@ -205,9 +404,58 @@ def _args(table):
 
 
 def walk(node):
-    """Every Layer under a node, in order."""
+    """Every Layer under a node, in order (shortcut layers after the body)."""
     if isinstance(node, Layer):
         yield node
-    else:
+    elif isinstance(node, Sequence):
         for item in node.items:
             yield from walk(item)
+    elif isinstance(node, Concat):
+        for branch in node.branches:
+            yield from walk(branch)
+    elif isinstance(node, Merge):
+        yield from walk(node.body)
+        if isinstance(node.shortcut, Sequence):
+            yield from walk(node.shortcut)
+
+
+# --------------------------------------------------------------------------
+# shortcuts: resolved from shapes, by the engine and the torch builder alike
+
+
+def shortcut_ops(merge: Merge, x: tuple, y: tuple, path: str) -> tuple | None:
+    """The ops of an 'auto' or 'projection' shortcut from input x to body output y.
+
+    None means identity. A projection is a 1x1 conv without bias plus batch
+    norm (torchvision's downsample), strided to match y's size.
+    """
+    mode = merge.shortcut
+    if mode == "identity" or (mode == "auto" and _same(x, y)):
+        return None
+    if len(x) != 3 or len(y) != 3:
+        raise SpecError(f"{path}: a projection shortcut needs C x H x W shapes; "
+                        f"received {fmt_shape(x)} and {fmt_shape(y)}")
+    stride = []
+    for n, m in zip(x[1:], y[1:]):
+        if not (isinstance(n, int) and isinstance(m, int)):
+            if sym.norm(n - m) == 0:
+                stride.append(1)
+                continue
+            raise SpecError(f"{path}: cannot infer the projection's stride from {sym.fmt_int(n)} "
+                            f"to {sym.fmt_int(m)}; write the shortcut as a list of layers")
+        s = max(1, -(-n // m))
+        if (n - 1) // s + 1 != m:
+            raise SpecError(f"{path}: no stride maps {n} to {m} with a 1x1 projection")
+        stride.append(s)
+    conv, bn = lookup("conv"), lookup("batch_norm")
+    return (Op(conv, conv.read_args({"out": y[0], "kernel": 1, "stride": list(stride),
+                                     "bias": False}, {})),
+            Op(bn, bn.read_args({}, {})))
+
+
+def _same(a, b) -> bool:
+    return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
+
+
+__all__ = ["Op", "Layer", "Sequence", "Concat", "Merge", "Model", "build_graph", "walk",
+           "shortcut_ops", "parse_shape"]

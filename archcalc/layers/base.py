@@ -87,6 +87,8 @@ class Arg:
                 raise SpecError(f"{kind}: {name}: {e.message}") from None
         elif type(value) is int:
             v = value
+        elif hasattr(value, "free_symbols"):  # a sympy value handed on by the engine
+            v = sym.norm(value)
         else:
             raise SpecError(f"{kind}: {name} takes an integer or an expression such as "
                             f"\"2*C\". {received}")
@@ -275,13 +277,41 @@ def same_padding(f, d=1):
     return total // 2 if isinstance(total, int) else sym.floordiv(total, 2)
 
 
-def tiling_remark(n, f, s, p, d, axis: str):
-    """The lecture's check: (N - F + 2P) / S must be an integer."""
-    span = n + 2 * p - d * (f - 1) - 1
-    if not all(isinstance(v, int) for v in (n, f, s, p, d)) or span < 0 or span % s == 0:
+def dropped_rows(n, f, s, p, d, p_after=None):
+    """How many real input rows a sliding window never reaches at the end.
+
+    The windows leave the last (N + 2P - F) mod S rows of the padded input
+    uncovered. When those are padding only (every stride-2 ResNet conv)
+    nothing is lost. A kernel smaller than its stride skips rows everywhere
+    by design (a 1x1 stride-2 projection), so it is not judged here either.
+    Returns 0 when the layer tiles its input, None when sizes are symbolic.
+    """
+    p_after = p if p_after is None else p_after
+    if not all(isinstance(v, int) for v in (n, f, s, p, d, p_after)):
         return None
     fe = d * (f - 1) + 1
-    dil = f" (dilated kernel {fe})" if d != 1 else ""
-    return (f"does not tile its input along {axis}: (N - F + 2P)/S + 1 = "
-            f"({n} - {fe} + 2*{p})/{s} + 1 = {(n - fe + 2 * p) / s + 1:.2f}{dil}; "
-            f"the last {span % s} row(s)/column(s) are never covered")
+    span = n + p + p_after - fe
+    if span < 0 or fe < s:
+        return 0
+    return max(0, span % s - p_after)
+
+
+def tiling_remarks(x, kernel, stride, pads, dilation) -> list[str]:
+    """The lecture's check, (N - F + 2P)/S + 1 must be an integer, where input is lost."""
+    found = []
+    for n, f, s, p, d, axis in zip(x[1:], kernel, stride, pads, dilation, ("height", "width")):
+        lost = dropped_rows(n, f, s, p, d)
+        if lost:
+            fe = d * (f - 1) + 1
+            found.append((axis, f"({n} - {fe} + 2*{p})/{s} + 1 = {(n - fe + 2 * p) / s + 1:.2f}"
+                          + (f" (dilated kernel {fe})" if d != 1 else ""), lost))
+    if len(found) == 2 and found[0][1:] == found[1][1:]:
+        (_, arithmetic, lost), = found[:1]
+        unit = "row and column" if lost == 1 else "rows and columns"
+        found = [("height and width", arithmetic, lost, unit)]
+    else:
+        found = [(axis, arithmetic, lost, ("row" if axis == "height" else "column")
+                  + ("s" if lost > 1 else "")) for axis, arithmetic, lost in found]
+    return [f"does not tile its input along {axis}: (N - F + 2P)/S + 1 = {arithmetic}; "
+            f"the last {lost} input {unit} {'is' if lost == 1 else 'are'} never covered"
+            for axis, arithmetic, lost, unit in found]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import sym
 from ..errors import SpecError
 from .base import (Arg, Kind, Saved, fmt_shape, register, same_padding,
-                   sliding_output, tiling_remark)
+                   sliding_output, tiling_remarks)
 
 AXES = ("height", "width")
 
@@ -48,12 +48,7 @@ def sliding_findings(a, x, kernel, stride, dilation):
     if a.padding == "same":  # keeps the size at stride 1: always tiles
         return []
     pads = (0, 0) if a.padding == "valid" else a.padding
-    notes = []
-    for n, f, s, p, d, axis in zip(x[1:], kernel, stride, pads, dilation, AXES):
-        remark = tiling_remark(n, f, s, p, d, axis)
-        if remark:
-            notes.append(remark)
-    return notes
+    return tiling_remarks(x, kernel, stride, pads, dilation)
 
 
 def effective_window(kernel, stride, dilation):

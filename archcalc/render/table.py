@@ -29,7 +29,7 @@ def cells(report: Report, row) -> list[str]:
         params = f"{row.params_formula} = {params}"
     rh, rw = row.receptive_field
     rf = f(rh) if rh == rw else f"{f(rh)}x{f(rw)}"
-    return [str(row.index), row.name, row.type, fmt_shape(row.output_shape),
+    return [str(row.index), " > ".join(row.path) or row.name, row.type, fmt_shape(row.output_shape),
             _activations(row), params, f(row.macs) if row.macs else "0", rf]
 
 

@@ -252,9 +252,7 @@ class _Walker:
         row.macs = sym.norm(row.macs + kind.macs(a, x, y))
         row.flops = sym.norm(row.flops + kind.flops(a, x, y))
         row.findings.extend(kind.findings(a, x))
-        (kh, kw), (sh, sw) = kind.window(a, x)
-        rf = (sym.norm(rf[0] + (kh - 1) * jump[0]), sym.norm(rf[1] + (kw - 1) * jump[1]))
-        jump = (sym.norm(jump[0] * sh), sym.norm(jump[1] * sw))
+        rf, jump = kind.receptive_field(a, x, rf, jump)
         # storages: what a training step keeps for this op's backward
         out = storage if kind.shares_storage(a) else self.new_storage(sym.prod(y))
         kept = kind.saved(a, x, y)

@@ -65,3 +65,22 @@ def fc_layers(draw):
     shape = draw(st.one_of(st.tuples(st.integers(1, 64)),
                            st.tuples(st.integers(1, 8), st.integers(1, 8), st.integers(1, 8))))
     return shape, {"fc": draw(st.integers(1, 64)), "bias": draw(st.booleans())}
+
+
+@st.composite
+def conv_transpose_layers(draw):
+    groups = draw(st.integers(1, 3))
+    layer = {"conv_transpose": groups * draw(st.integers(1, 3)), "kernel": draw(pairs(1, 6)),
+             "stride": draw(pairs(1, 4)), "padding": draw(pairs(0, 3)),
+             "dilation": draw(pairs(1, 3)), "output_padding": draw(pairs(0, 2)),
+             "bias": draw(st.booleans())}
+    if groups > 1:
+        layer["groups"] = groups
+    return (groups * draw(st.integers(1, 3)), draw(st.integers(1, 16)),
+            draw(st.integers(1, 16))), layer
+
+
+@st.composite
+def adaptive_pool_layers(draw):
+    return ((draw(st.integers(1, 4)), draw(sizes), draw(sizes)),
+            {"adaptive_avgpool": draw(pairs(1, 12))})

@@ -8,11 +8,13 @@ from hypothesis.errors import InvalidArgument
 from archcalc.analysis import analyze
 from archcalc.errors import SpecError
 from archcalc.spec.loader import loads
-from strategies import as_pair, conv_layers, fc_layers, pool_layers, spec_text
+from strategies import (adaptive_pool_layers, as_pair, conv_layers, conv_transpose_layers,
+                        fc_layers, pool_layers, spec_text)
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-from archcalc.torch.modules import PartialConv2d, Subsample  # noqa: E402
+from archcalc.torch.modules import (LocallyConnected2d, Maxout, PartialConv2d,  # noqa: E402
+                                    SqueezeExcitation, Subsample)
 
 
 def note(message):
@@ -39,6 +41,8 @@ def torch_forward(module, shape):
             y = module(torch.zeros(1, *shape))
     except RuntimeError as e:
         return None, str(e)
+    if 0 in y.shape:  # torch returns an empty tensor; the engine rightly refuses it
+        return None, f"empty output {tuple(y.shape)}"
     return tuple(y.shape[1:]), None
 
 
@@ -89,7 +93,34 @@ def test_fc_matches_torch(case):
     assert_same(shape, layer, module)
 
 
+@settings(max_examples=150)
+@given(conv_transpose_layers())
+def test_conv_transpose_matches_torch(case):
+    shape, layer = case
+    module = nn.ConvTranspose2d(shape[0], layer["conv_transpose"], as_pair(layer["kernel"]),
+                                as_pair(layer["stride"]), as_pair(layer["padding"]),
+                                as_pair(layer["output_padding"]), layer.get("groups", 1),
+                                layer["bias"], as_pair(layer["dilation"]))
+    assert_same(shape, layer, module)
+
+
+@settings(max_examples=60)
+@given(adaptive_pool_layers())
+def test_adaptive_pool_matches_torch(case):
+    shape, layer = case
+    assert_same(shape, layer, nn.AdaptiveAvgPool2d(as_pair(layer["adaptive_avgpool"])))
+
+
 @pytest.mark.parametrize("layer, module", [
+    ({"local": 30, "kernel": 5}, lambda c: LocallyConnected2d(c, 30, (5, 3), (5, 5))),
+    ({"upsample": 2}, lambda c: nn.Upsample(scale_factor=2.0)),
+    ({"upsample": True, "size": [20, 21], "mode": "bilinear"},
+     lambda c: nn.Upsample(size=(20, 21), mode="bilinear")),
+    ({"se": 2}, lambda c: SqueezeExcitation(c, c // 2)),
+    ({"maxout": 3}, lambda c: Maxout(3)),
+    ({"conv": 6, "kernel": [1, 7], "padding": [0, 3]}, lambda c: nn.Conv2d(c, 6, (1, 7), padding=(0, 3))),
+    ({"conv": 6, "kernel": 3, "depthwise": True, "bias": False},
+     lambda c: nn.Conv2d(c, 6, 3, groups=c, bias=False)),
     ({"batch_norm": True}, lambda c: nn.BatchNorm2d(c)),
     ({"prelu": True, "per_channel": True}, lambda c: nn.PReLU(c)),
     ({"lrn": 5}, lambda c: nn.LocalResponseNorm(5)),

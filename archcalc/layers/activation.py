@@ -123,3 +123,32 @@ class Dropout(Kind):
 
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "tanh", "sigmoid", "softplus",
                "gelu", "softmax")
+
+
+@register
+class Maxout(Kind):
+    """Maxout over channels (Goodfellow et al. 2013): the max of each group of
+    `pieces` consecutive channels; follow a conv or fc with pieces x the units."""
+    name = "maxout"
+    primary = "pieces"
+    summary = "max over groups of `pieces` channels: C x H x W -> C/pieces x H x W"
+    flops_rule = "pieces - 1 comparisons per output element"
+    args = {"pieces": Arg("int", 2, min=1)}
+
+    def output_shape(self, a, x):
+        c = x[0]
+        if isinstance(c, int) and isinstance(a.pieces, int) and c % a.pieces:
+            from ..errors import SpecError
+            raise SpecError(f"pieces={a.pieces} must divide the channels. "
+                            f"Received: channels={c}")
+        return (sym.exact_div(c, a.pieces), *x[1:])
+
+    def flops(self, a, x, y):
+        return sym.norm(sym.prod(y) * (a.pieces - 1))
+
+    def saved(self, a, x, y):
+        return Saved(extra=((sym.prod(y), 8),))  # int64 argmax indices
+
+    def build(self, a, x):
+        from ..torch.modules import Maxout as Module
+        return Module(a.pieces)

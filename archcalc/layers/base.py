@@ -169,6 +169,12 @@ class Kind:
         """Receptive-field window: ((kh, kw) effective kernel, (sh, sw) stride)."""
         return (1, 1), (1, 1)
 
+    def receptive_field(self, a, x: Shape, rf: tuple, jump: tuple) -> tuple[tuple, tuple]:
+        """Size and jump after this layer: r' = r + (k - 1) * j, j' = j * s per axis."""
+        (kh, kw), (sh, sw) = self.window(a, x)
+        return ((sym.norm(rf[0] + (kh - 1) * jump[0]), sym.norm(rf[1] + (kw - 1) * jump[1])),
+                (sym.norm(jump[0] * sh), sym.norm(jump[1] * sw)))
+
     def saved(self, a, x: Shape, y: Shape) -> Saved:
         return NOTHING_SAVED
 

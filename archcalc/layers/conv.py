@@ -191,3 +191,144 @@ class ConvTable(Kind):
                              torch_padding(a), a.bias)
 
 
+
+
+def upsampled_receptive_field(rf, jump, kernel, stride):
+    """A layer that upsamples by S: each output sees ceil(F/S) inputs and the
+    jump divides by S (rounded down, at least 1: a sub-pixel jump is shown as 1)."""
+    out_rf, out_jump = [], []
+    for r, j, f, s in zip(rf, jump, kernel, stride):
+        taps = sym.ceildiv(f, s)
+        out_rf.append(sym.norm(r + (taps - 1) * j))
+        out_jump.append(sym.smax(1, sym.floordiv(j, s)))
+    return tuple(out_rf), tuple(out_jump)
+
+
+@register
+class ConvTranspose(Kind):
+    """Transposed ("de-") convolution, as in FCN and the segmentation lecture."""
+    name = "conv_transpose"
+    aliases = ("deconv", "convtranspose2d", "transposed_conv")
+    primary = "out"
+    summary = ("transposed conv: out = (N - 1)S - 2P + D(F - 1) + output_padding + 1")
+    flops_rule = "2 x MACs; MACs = Cin*Hin*Win * (Cout/groups)*kh*kw (each input scattered)"
+    weighted = True
+    fusable = True
+    inputs = "chw"
+    args = {
+        "out": Arg("int", min=1),
+        "kernel": Arg("pair", min=1),
+        "stride": Arg("pair", 1, min=1),
+        "padding": Arg("pair", 0, min=0),
+        "output_padding": Arg("pair", 0, min=0),
+        "dilation": Arg("pair", 1, min=1),
+        "groups": Arg("int", 1, min=1),
+        "bias": Arg("bool", True),
+    }
+
+    def output_shape(self, a, x):
+        for what, n in (("input channels", x[0]), ("output channels", a.out)):
+            if isinstance(n, int) and isinstance(a.groups, int) and n % a.groups:
+                raise SpecError(f"groups={a.groups} must divide the {what}. "
+                                f"Received: {what}={n}, groups={a.groups}")
+        out = []
+        for n, f, s, p, op, d, axis in zip(x[1:], a.kernel, a.stride, a.padding,
+                                           a.output_padding, a.dilation, AXES):
+            if isinstance(op, int) and isinstance(s, int) and isinstance(d, int) \
+                    and op >= max(s, d):
+                raise SpecError(f"output_padding must be smaller than the stride or the "
+                                f"dilation (PyTorch's rule). Received: output_padding={op}, "
+                                f"stride={s}, dilation={d}")
+            o = sym.norm((n - 1) * s - 2 * p + d * (f - 1) + op + 1)
+            if sym.known_positive(o) is False:
+                raise SpecError(f"the output along {axis} would be {sym.fmt_int(o)}: "
+                                f"padding {p} is too large")
+            out.append(o)
+        return (a.out, *out)
+
+    def params(self, a, x):
+        kh, kw = a.kernel
+        return sym.norm(x[0] * sym.exact_div(a.out, a.groups) * kh * kw
+                        + (a.out if a.bias else 0))
+
+    def params_formula(self, a, x):
+        kh, kw = a.kernel
+        f = sym.plain
+        return (f"({f(kh)}*{f(kw)}*{f(x[0])})*{f(sym.exact_div(a.out, a.groups))}"
+                + (f" + {f(a.out)}" if a.bias else ""))
+
+    def macs(self, a, x, y):
+        kh, kw = a.kernel
+        return sym.norm(sym.prod(x) * sym.exact_div(a.out, a.groups) * kh * kw)
+
+    def receptive_field(self, a, x, rf, jump):
+        kernel = tuple(d * (f - 1) + 1 for f, d in zip(a.kernel, a.dilation))
+        return upsampled_receptive_field(rf, jump, kernel, a.stride)
+
+    def saved(self, a, x, y):
+        return Saved(input=True)
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.ConvTranspose2d(x[0], a.out, tuple(a.kernel), tuple(a.stride),
+                                  tuple(a.padding), tuple(a.output_padding), a.groups,
+                                  a.bias, tuple(a.dilation))
+
+
+@register
+class LocallyConnected(Kind):
+    """Like conv, but every output position has its own weights (no sharing):
+    the lecture's 32x32x3 input with 5x5 fields and 30 maps."""
+    name = "local"
+    aliases = ("locally_connected",)
+    primary = "out"
+    summary = "locally connected (unshared weights): out maps, kernel, stride, padding"
+    flops_rule = "2 x MACs; MACs = Cout*Hout*Wout * Cin*kh*kw (as conv)"
+    weighted = True
+    fusable = True
+    inputs = "chw"
+    args = {
+        "out": Arg("int", min=1),
+        "kernel": Arg("pair", min=1),
+        "stride": Arg("pair", 1, min=1),
+        "padding": Arg("pair", 0, min=0),
+        "bias": Arg("bool", True, doc="one bias per output unit"),
+    }
+    dilation = (1, 1)
+
+    def output_shape(self, a, x):
+        return (a.out, *sliding_shape(self, a, x, a.kernel, a.stride, self.dilation))
+
+    def params(self, a, x):
+        kh, kw = a.kernel
+        y = self.output_shape(a, x)
+        units = sym.prod(y)
+        return sym.norm(units * x[0] * kh * kw + (units if a.bias else 0))
+
+    def params_formula(self, a, x):
+        kh, kw = a.kernel
+        _, h, w = self.output_shape(a, x)
+        f = sym.plain
+        units = f"({f(h)}*{f(w)}*{f(a.out)})"
+        return f"{units}*({f(kh)}*{f(kw)}*{f(x[0])})" + (f" + {units}" if a.bias else "")
+
+    def macs(self, a, x, y):
+        kh, kw = a.kernel
+        return sym.norm(sym.prod(y) * x[0] * kh * kw)
+
+    def window(self, a, x):
+        return effective_window(a.kernel, a.stride, self.dilation)
+
+    def saved(self, a, x, y):
+        # the unfolded input patches: Cin*kh*kw per output position
+        kh, kw = a.kernel
+        return Saved(extra=((y[1] * y[2] * x[0] * kh * kw, None),))
+
+    def findings(self, a, x):
+        return sliding_findings(a, x, a.kernel, a.stride, self.dilation)
+
+    def build(self, a, x):
+        from ..torch.modules import LocallyConnected2d
+        y = self.output_shape(a, x)
+        return LocallyConnected2d(x[0], a.out, (y[1], y[2]), tuple(a.kernel), tuple(a.stride),
+                                  tuple(a.padding), a.bias)

@@ -142,3 +142,80 @@ class Subsample(_Pool):
     def build(self, a, x):
         from ..torch.modules import Subsample as Module
         return Module(x[0], tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding))
+
+
+def adaptive_windows(n: int, m: int):
+    """PyTorch's adaptive pooling windows: [floor(i*n/m), ceil((i+1)*n/m))."""
+    return [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
+
+
+@register
+class AdaptiveAvgPool(Kind):
+    name = "adaptive_avgpool"
+    aliases = ("adaptive_avg_pool",)
+    primary = "size"
+    summary = "adaptive average pool to a fixed output size (h, w)"
+    flops_rule = "one per input element in each output's window (windows may overlap)"
+    inputs = "chw"
+    args = {"size": Arg("pair", min=1, numeric=True)}
+
+    def output_shape(self, a, x):
+        return (x[0], *a.size)
+
+    def _windows(self, a, x):
+        if not all(isinstance(v, int) for v in x[1:]):
+            return None
+        return [adaptive_windows(n, m) for n, m in zip(x[1:], a.size)]
+
+    def flops(self, a, x, y):
+        wins = self._windows(a, x)
+        if wins is None:  # symbolic: each input element once
+            return sym.prod(x)
+        rows, cols = (sum(e - s for s, e in w) for w in wins)
+        return x[0] * rows * cols
+
+    def window(self, a, x):
+        wins = self._windows(a, x)
+        if wins is None:
+            return (1, 1), (1, 1)
+        kernel = tuple(max(e - s for s, e in w) for w in wins)
+        stride = tuple(max(1, n // m) for n, m in zip(x[1:], a.size))
+        return kernel, stride
+
+    def saved(self, a, x, y):
+        return Saved(input=True)
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.AdaptiveAvgPool2d(tuple(a.size))
+
+
+@register
+class MaxUnpool(Kind):
+    """Places each value back where its max pool found it (DeconvNet, SegNet);
+    `of` names the max pool whose indices it uses."""
+    name = "max_unpool"
+    aliases = ("maxunpool", "unpool")
+    primary = "kernel"
+    summary = "max unpool: out = (N - 1)S - 2P + F; of = the max pool whose indices it uses"
+    flops_rule = "0 (a scatter)"
+    inputs = "chw"
+    args = {
+        "kernel": Arg("pair", min=1),
+        "stride": Arg("pair", None, min=1),
+        "padding": Arg("pair", 0, min=0),
+        "of": Arg("str", doc="name of the max pool layer"),
+    }
+
+    def output_shape(self, a, x):
+        stride = a.stride or a.kernel
+        return (x[0], *(sym.norm((n - 1) * s - 2 * p + f)
+                        for n, f, s, p in zip(x[1:], a.kernel, stride, a.padding)))
+
+    def receptive_field(self, a, x, rf, jump):
+        from .conv import upsampled_receptive_field
+        return upsampled_receptive_field(rf, jump, a.kernel, a.stride or a.kernel)
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.MaxUnpool2d(tuple(a.kernel), tuple(a.stride or a.kernel), tuple(a.padding))

@@ -56,3 +56,44 @@ class Subsample(nn.Module):
 
     def forward(self, x):
         return self.pool(x) * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+class LocallyConnected2d(nn.Module):
+    """A conv whose weights differ at every output position (no sharing)."""
+
+    def __init__(self, in_channels, out_channels, out_size, kernel, stride=(1, 1),
+                 padding=(0, 0), bias=True):
+        super().__init__()
+        self.kernel, self.stride, self.padding, self.out_size = kernel, stride, padding, out_size
+        positions = out_size[0] * out_size[1]
+        fan_in = in_channels * kernel[0] * kernel[1]
+        self.weight = nn.Parameter(torch.empty(positions, fan_in, out_channels))
+        self.bias = nn.Parameter(torch.zeros(out_channels, *out_size)) if bias else None
+        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+
+    def forward(self, x):
+        cols = F.unfold(x, self.kernel, stride=self.stride, padding=self.padding)  # N, fan_in, L
+        out = torch.einsum("nfl,lfo->nol", cols, self.weight)
+        out = out.reshape(x.shape[0], -1, *self.out_size)
+        return out if self.bias is None else out + self.bias
+
+
+class SqueezeExcitation(nn.Module):
+    def __init__(self, channels, hidden):
+        super().__init__()
+        self.fc1 = nn.Linear(channels, hidden)
+        self.fc2 = nn.Linear(hidden, channels)
+
+    def forward(self, x):
+        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
+        return x * gate[:, :, None, None]
+
+
+class Maxout(nn.Module):
+    def __init__(self, pieces):
+        super().__init__()
+        self.pieces = pieces
+
+    def forward(self, x):
+        n, c = x.shape[:2]
+        return x.view(n, c // self.pieces, self.pieces, *x.shape[2:]).max(2).values

@@ -41,6 +41,7 @@ class Row:
     activations: sym.Num = 0
     allocates: bool = True
     weighted: bool = False
+    first_op: object = None
     receptive_field: tuple = (1, 1)
     jump: tuple = (1, 1)
     findings: list = field(default_factory=list)
@@ -128,6 +129,7 @@ class _Walker:
         self._ids = itertools.count(1)
         self.storage_bytes: dict[int, sym.Num] = {}   # storage id -> bytes
         self.saved: set[int] = set()
+        self.seen: dict[str, list] = {}   # row name or path -> (kind, input, output)
 
     def run(self):
         x = self.model.input
@@ -224,7 +226,8 @@ class _Walker:
         main = ops[0]
         full = (*path, name)
         row = Row(len(self.rows), "/".join(full), full, row_type, state[0],
-                  allocates=main.kind.allocates(main.args), weighted=main.kind.weighted)
+                  allocates=main.kind.allocates(main.args), weighted=main.kind.weighted,
+                  first_op=main)
         for op in ops:
             state = self.op(op, row, *state)
         return self.finish(row, state, line)
@@ -239,10 +242,25 @@ class _Walker:
         self.rows.append(row)
         return state
 
+    def find(self, name: str):
+        """An earlier row by its name or its path (a/b/pool), for references."""
+        found = self.seen.get(name, [])
+        if not found:
+            raise SpecError(f"no earlier layer is named {name!r}")
+        if len(found) > 1:
+            raise SpecError(f"{len(found)} earlier layers are named {name!r}; "
+                            "give its path, e.g. block/name")
+        return found[0]
+
     def op(self, op, row, x, rf, jump, storage):
         kind, a = op.kind, op.args
         kind.check_input(x)
+        kind.check_references(a, x, self.find)
         y = kind.output_shape(a, x)
+        if op is row.first_op:
+            entry = (kind.name, x, y)
+            for key in {row.path[-1], "/".join(row.path)} if row.path else ():
+                self.seen.setdefault(key, []).append(entry)
         row.params = sym.norm(row.params + kind.params(a, x))
         formula = kind.params_formula(a, x)
         if formula:

@@ -13,7 +13,9 @@ Nodes:
 Spec syntax for structure (in a layer list or as a reusable block):
     {block = "basic", name = "layer1_0", with = {C = 64}}
     {name = "mixed", concat = [[...], [...]]}
-    {residual = [...], shortcut = "auto"|"identity"|"projection"|[...], activation = "relu"}
+    {residual = [...], shortcut = "auto"|"identity"|"projection"|"pad"|[...], activation = "relu"}
+        ("pad": He et al.'s option A for CIFAR: subsample by the stride and
+        zero-pad the new channels, no parameters)
     {scale = [...]}         # x * body(x)
     {dense = [...]}         # concat(x, body(x))
     {layers = [...]}        # a plain named sequence
@@ -37,7 +39,7 @@ ROW_KEYS = {"name", "repeat", "kind"}
 FUSED_KEYS = {"batch_norm", "activation"}
 STRUCTURES = ("layers", "concat", "residual", "scale", "dense")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
-SHORTCUTS = ("auto", "identity", "projection")
+SHORTCUTS = ("auto", "identity", "projection", "pad")
 
 
 @dataclass(frozen=True)
@@ -430,7 +432,7 @@ def shortcut_ops(merge: Merge, x: tuple, y: tuple, path: str) -> tuple | None:
     norm (torchvision's downsample), strided to match y's size.
     """
     mode = merge.shortcut
-    if mode == "identity" or (mode == "auto" and _same(x, y)):
+    if mode == "identity" or (mode in ("auto", "pad") and _same(x, y)):
         return None
     if len(x) != 3 or len(y) != 3:
         raise SpecError(f"{path}: a projection shortcut needs C x H x W shapes; "
@@ -447,6 +449,12 @@ def shortcut_ops(merge: Merge, x: tuple, y: tuple, path: str) -> tuple | None:
         if (n - 1) // s + 1 != m:
             raise SpecError(f"{path}: no stride maps {n} to {m} with a 1x1 projection")
         stride.append(s)
+    if mode == "pad":
+        if sym.known_positive(y[0] - x[0] + 1) is False:
+            raise SpecError(f"{path}: a 'pad' shortcut only adds channels; "
+                            f"{sym.fmt_int(x[0])} -> {sym.fmt_int(y[0])}")
+        pad = lookup("pad_shortcut")
+        return (Op(pad, pad.read_args({"out": y[0], "stride": list(stride)}, {})),)
     conv, bn = lookup("conv"), lookup("batch_norm")
     return (Op(conv, conv.read_args({"out": y[0], "kernel": 1, "stride": list(stride),
                                      "bias": False}, {})),

@@ -186,6 +186,10 @@ class Kind:
         """Whether a forward pass at inference allocates this layer's output."""
         return not self.shares_storage(a)
 
+    def check_references(self, a, x: Shape, find) -> None:
+        """Check layers this one names (a max unpool's pool). ``find(name)``
+        returns (kind name, input shape, output shape) of an earlier row."""
+
     def findings(self, a, x: Shape) -> list[str]:
         """Non-fatal remarks (a layer that does not tile its input)."""
         return []

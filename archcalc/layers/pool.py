@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Kind, Saved, fmt_shape, register
 from .conv import effective_window, sliding_findings, sliding_shape
 
 INT64 = 8
@@ -216,6 +216,41 @@ class MaxUnpool(Kind):
         from .conv import upsampled_receptive_field
         return upsampled_receptive_field(rf, jump, a.kernel, a.stride or a.kernel)
 
+    def check_references(self, a, x, find):
+        kind, pool_in, pool_out = find(a.of)
+        if kind != "maxpool":
+            raise SpecError(f"of = {a.of!r} names a {kind} layer; max unpool needs the "
+                            "max pool whose indices it puts back")
+        if tuple(pool_out) != tuple(x):
+            raise SpecError(f"its input {fmt_shape(x)} differs from the output "
+                            f"{fmt_shape(pool_out)} of {a.of!r}, whose indices it uses")
+        y = self.output_shape(a, x)
+        if tuple(y) != tuple(pool_in):
+            raise SpecError(f"it gives {fmt_shape(y)}, but {a.of!r} pooled "
+                            f"{fmt_shape(pool_in)}; use the same kernel, stride and padding")
+
     def build(self, a, x):
         from torch import nn
         return nn.MaxUnpool2d(tuple(a.kernel), tuple(a.stride or a.kernel), tuple(a.padding))
+
+
+@register
+class PadShortcut(Kind):
+    """He et al. 2015's option A shortcut (CIFAR ResNets): take every S-th
+    pixel and append zero channels up to `out`. No parameters, no FLOPs."""
+    name = "pad_shortcut"
+    summary = "x[:, :, ::S, ::S] with zero channels appended up to out (ResNet option A)"
+    flops_rule = "0 (a strided copy)"
+    inputs = "chw"
+    args = {"out": Arg("int", min=1), "stride": Arg("pair", 1, min=1)}
+
+    def output_shape(self, a, x):
+        return (a.out, *(sym.norm((n - 1) // s + 1) if isinstance(n, int) else
+                         sym.norm(sym.floordiv(n - 1, s) + 1) for n, s in zip(x[1:], a.stride)))
+
+    def window(self, a, x):
+        return (1, 1), tuple(a.stride)
+
+    def build(self, a, x):
+        from ..torch.modules import PadShortcut as Module
+        return Module(a.out - x[0], tuple(a.stride))

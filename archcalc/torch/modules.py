@@ -97,3 +97,15 @@ class Maxout(nn.Module):
     def forward(self, x):
         n, c = x.shape[:2]
         return x.view(n, c // self.pieces, self.pieces, *x.shape[2:]).max(2).values
+
+
+class PadShortcut(nn.Module):
+    """ResNet option A: subsample by the stride, zero-pad the extra channels."""
+
+    def __init__(self, extra_channels, stride):
+        super().__init__()
+        self.extra, self.stride = extra_channels, stride
+
+    def forward(self, x):
+        x = x[:, :, ::self.stride[0], ::self.stride[1]]
+        return F.pad(x, (0, 0, 0, 0, 0, self.extra))

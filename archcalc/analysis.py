@@ -141,18 +141,17 @@ class _Walker:
 
     def walk(self, node, state, path):
         if isinstance(node, Layer):
+            self.where = (node.file, node.line)
             try:
                 return self.row(node.name, node.type, node.ops, state, path, node.line)
             except SpecError as e:
-                raise e.at(file=node.file, line=node.line,
-                           layer=node.label or node.name) from None
+                if not e.path:
+                    e.path = (*path, node.label or node.name)
+                raise e.at(file=node.file, line=node.line) from None
         if isinstance(node, Sequence):
             inner = (*path, node.name) if node.name else path
-            try:
-                for item in node.items:
-                    state = self.walk(item, state, inner)
-            except SpecError as e:
-                raise (e.at(layer=node.name) if node.name and not e.path else e) from None
+            for item in node.items:
+                state = self.walk(item, state, inner)
             return state
         if isinstance(node, Concat):
             return self.concat(node, state, path)
@@ -165,42 +164,44 @@ class _Walker:
         first = outs[0][0]
         for i, (y, *_rest) in enumerate(outs[1:], 2):
             if len(y) != 3 or len(first) != 3:
-                raise SpecError(f"branch {i}: concat needs C x H x W outputs; "
-                                f"received {fmt_shape(y)}")
+                raise self.error(f"concat needs C x H x W outputs; received {fmt_shape(y)}",
+                                 (*path, f"branch {i}"))
             if not (sym.norm(y[1] - first[1]) == 0 and sym.norm(y[2] - first[2]) == 0):
-                raise SpecError(
-                    f"branch {i}: {sym.fmt_int(y[1])}x{sym.fmt_int(y[2])} does not match "
+                raise self.error(
+                    f"{sym.fmt_int(y[1])}x{sym.fmt_int(y[2])} does not match "
                     f"{sym.fmt_int(first[1])}x{sym.fmt_int(first[2])} of branch 1; "
-                    "concat needs equal H and W")
+                    "concat needs equal H and W", (*path, f"branch {i}"))
         y = (sym.total(o[0][0] for o in outs), first[1], first[2])
         return self.merged_row(node.name, "concat", (), outs, y, path, flops=0)
 
     def merge(self, node: Merge, state, path):
         x = state[0]
         body = self.walk(node.body, state, path)
-        where = " > ".join(path) or "model"
         if isinstance(node.shortcut, Sequence):
             short = self.walk(node.shortcut, state, path)
         else:
-            ops = shortcut_ops(node, x, body[0], where)
+            try:
+                ops = shortcut_ops(node, x, body[0])
+            except SpecError as e:
+                raise self.error(e.message, path) from None
             short = state if ops is None else \
                 self.row("shortcut", "+".join(o.kind.name for o in ops), ops, state, path)
         y, s = body[0], short[0]
         if node.op == "concat":  # dense: input channels + body channels
             if len(y) != 3 or sym.norm(y[1] - s[1]) != 0 or sym.norm(y[2] - s[2]) != 0:
-                raise SpecError(f"dense: the body gives {fmt_shape(y)}, the input is "
-                                f"{fmt_shape(s)}; concat needs equal H and W")
+                raise self.error(f"dense: the body gives {fmt_shape(y)}, the input is "
+                                 f"{fmt_shape(s)}; concat needs equal H and W", path)
             out = (sym.norm(s[0] + y[0]), y[1], y[2])
             flops = 0
         else:
             broadcast = node.op == "mul" and len(y) == 3 and y[1] == 1 and y[2] == 1
             if not broadcast and not _same_shape(y, s):
                 verb = "adding" if node.op == "add" else "multiplying"
-                raise SpecError(
+                raise self.error(
                     f"{verb} {fmt_shape(y)} (body) and {fmt_shape(s)} (shortcut): "
                     f"{'addition' if node.op == 'add' else 'the product'} needs equal shapes; "
                     + ("use shortcut = \"projection\" or \"auto\"" if node.op == "add"
-                       else "a gate must be C x 1 x 1 or the input's shape"))
+                       else "a gate must be C x 1 x 1 or the input's shape"), path)
             out = s
             flops = sym.prod(out)
         row_type = "+".join([node.name if node.op != "mul" else "mul",
@@ -208,6 +209,11 @@ class _Walker:
         kept = (body[3], short[3]) if node.op == "mul" else ()
         return self.merged_row(node.name, row_type, node.post, [body, short], out, path,
                                flops=flops, kept=kept)
+
+    def error(self, message, path) -> SpecError:
+        """A merge error, located at the spec line of the block it sits in."""
+        file, line = getattr(self, "where", (None, None))
+        return SpecError(message, file=file or self.model.file, line=line, path=path)
 
     def merged_row(self, name, row_type, post, outs, y, path, flops, kept=()):
         """The row of a merge (concat, add, mul), then its fused ops."""

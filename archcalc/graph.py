@@ -178,7 +178,10 @@ class _Builder:
         try:
             nodes = list(self.entry(raw.table, scope))
         except SpecError as e:
-            raise e.at(file=raw.file, line=raw.line, layer=str(label)) from None
+            # block and structure instances name themselves (basic1, basic2, ...)
+            named = _is_instance(raw.table)
+            raise e.at(file=raw.file, line=raw.line,
+                       layer=None if named else str(label)) from None
         for node in nodes:
             if isinstance(node, Layer):
                 node.file, node.line = raw.file, raw.line
@@ -209,6 +212,8 @@ class _Builder:
             try:
                 items.extend(self.entry(table, scope))
             except SpecError as e:
+                if _is_instance(table):
+                    raise
                 raise e.at(layer=str(label or f"#{i}")) from None
         return Sequence(items, name)
 
@@ -331,6 +336,20 @@ class _Builder:
         return Sequence([Merge(body, shortcut, op, post, merge_name)], name)
 
     def block_instances(self, table, scope: _Scope):
+        try:
+            definition, keys, values = self._block_call(table, scope)
+        except SpecError as e:
+            raise e.at(layer=str(table.get("name") or table.get("block"))) from None
+        block_name = table["block"]
+        for name in self._names(table, block_name, scope):
+            inner = scope.child(values, block_name)
+            try:
+                yield self.structure({**definition, "name": name}, keys[0], inner, name)
+            except SpecError as e:
+                raise e.at(layer=name) from None
+
+    def _block_call(self, table, scope: _Scope):
+        """Check a block call; its definition, structure key and argument values."""
         block_name = table["block"]
         if not isinstance(block_name, str):
             raise SpecError(f"block takes the name of a [blocks.NAME] table. "
@@ -373,12 +392,11 @@ class _Builder:
                                 f"(with = {{{arg} = ...}})")
             values[arg] = Arg("int").read(f"block {block_name}", arg, raw,
                                           scope.env if arg in with_ else values)
-        for name in self._names(table, block_name, scope):
-            inner = scope.child(values, block_name)
-            try:
-                yield self.structure({**definition, "name": name}, keys[0], inner, name)
-            except SpecError as e:
-                raise e.at(layer=name) from None
+        return definition, keys, values
+
+
+def _is_instance(table) -> bool:
+    return hasattr(table, "get") and ("block" in table or any(k in table for k in STRUCTURES))
 
 
 def _block_params(block: str, args) -> dict:
@@ -425,7 +443,7 @@ def walk(node):
 # shortcuts: resolved from shapes, by the engine and the torch builder alike
 
 
-def shortcut_ops(merge: Merge, x: tuple, y: tuple, path: str) -> tuple | None:
+def shortcut_ops(merge: Merge, x: tuple, y: tuple) -> tuple | None:
     """The ops of an 'auto' or 'projection' shortcut from input x to body output y.
 
     None means identity. A projection is a 1x1 conv without bias plus batch
@@ -435,7 +453,7 @@ def shortcut_ops(merge: Merge, x: tuple, y: tuple, path: str) -> tuple | None:
     if mode == "identity" or (mode in ("auto", "pad") and _same(x, y)):
         return None
     if len(x) != 3 or len(y) != 3:
-        raise SpecError(f"{path}: a projection shortcut needs C x H x W shapes; "
+        raise SpecError(f"a projection shortcut needs C x H x W shapes; "
                         f"received {fmt_shape(x)} and {fmt_shape(y)}")
     stride = []
     for n, m in zip(x[1:], y[1:]):
@@ -443,15 +461,15 @@ def shortcut_ops(merge: Merge, x: tuple, y: tuple, path: str) -> tuple | None:
             if sym.norm(n - m) == 0:
                 stride.append(1)
                 continue
-            raise SpecError(f"{path}: cannot infer the projection's stride from {sym.fmt_int(n)} "
+            raise SpecError(f"cannot infer the projection's stride from {sym.fmt_int(n)} "
                             f"to {sym.fmt_int(m)}; write the shortcut as a list of layers")
         s = max(1, -(-n // m))
         if (n - 1) // s + 1 != m:
-            raise SpecError(f"{path}: no stride maps {n} to {m} with a 1x1 projection")
+            raise SpecError(f"no stride maps {n} to {m} with a 1x1 projection")
         stride.append(s)
     if mode == "pad":
         if sym.known_positive(y[0] - x[0] + 1) is False:
-            raise SpecError(f"{path}: a 'pad' shortcut only adds channels; "
+            raise SpecError(f"a 'pad' shortcut only adds channels; "
                             f"{sym.fmt_int(x[0])} -> {sym.fmt_int(y[0])}")
         pad = lookup("pad_shortcut")
         return (Op(pad, pad.read_args({"out": y[0], "stride": list(stride)}, {})),)

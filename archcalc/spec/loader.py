@@ -92,11 +92,16 @@ def layer_lines(text: str, count: int) -> list[int | None]:
     headers = [i + 1 for i, ln in enumerate(lines) if re.match(r"\s*\[\[\s*layers\s*\]\]", ln)]
     if len(headers) == count:
         return headers
-    # inline form: layers = [ {..}, {..} ], one table per line
+    # inline form: layers = [ {..}, {..} ], one table per line, up to the next [header]
     start = next((i for i, ln in enumerate(lines) if re.match(r"\s*layers\s*=\s*\[", ln)), None)
     if start is not None:
-        inline = [i + 1 for i, ln in enumerate(lines[start:], start)
-                  if ln.lstrip().startswith("{") or re.match(r"\s*layers\s*=\s*\[\s*\{", ln)]
+        inline = []
+        for i in range(start, len(lines)):
+            ln = lines[i]
+            if i > start and re.match(r"\s*\[\[?\s*[A-Za-z_][\w.\-\" ]*\]\]?\s*(#.*)?$", ln):
+                break
+            if ln.lstrip().startswith("{") or (i == start and re.match(r"\s*layers\s*=\s*\[\s*\{", ln)):
+                inline.append(i + 1)
         if len(inline) == count:
             return inline
     return [None] * count

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 from . import sym
 from .errors import SpecError, SpecWarning
-from .graph import Concat, Layer, Merge, Model, Sequence, build_graph, shortcut_ops
+from .graph import (Concat, Layer, Merge, Model, Sequence, build_graph, in_place,
+                    shortcut_ops)
 from .layers.base import fmt_shape
 
 DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp64": 8}
@@ -137,13 +138,15 @@ class _Walker:
         self.rows.append(inp)
         self.storage_bytes[0] = sym.prod(x) * self.dsize * self.batch
         state = (x, (1, 1), (1, 1), 0)
-        self.walk(self.model.body, state, ())
+        self.walk(self.model.body, state, (), shared=True)
 
-    def walk(self, node, state, path):
+    def walk(self, node, state, path, shared=False):
+        """``shared``: the node's input is read by another path too (in-place is off)."""
         if isinstance(node, Layer):
             self.where = (node.file, node.line)
             try:
-                return self.row(node.name, node.type, node.ops, state, path, node.line)
+                return self.row(node.name, node.type, node.ops, state, path, node.line,
+                                shared)
             except SpecError as e:
                 if not e.path:
                     e.path = (*path, node.label or node.name)
@@ -151,7 +154,8 @@ class _Walker:
         if isinstance(node, Sequence):
             inner = (*path, node.name) if node.name else path
             for item in node.items:
-                state = self.walk(item, state, inner)
+                state = self.walk(item, state, inner, shared)
+                shared = False
             return state
         if isinstance(node, Concat):
             return self.concat(node, state, path)
@@ -160,7 +164,7 @@ class _Walker:
         raise TypeError(f"unknown graph node {type(node).__name__}")  # a bug, not input
 
     def concat(self, node: Concat, state, path):
-        outs = [self.walk(branch, state, path) for branch in node.branches]
+        outs = [self.walk(branch, state, path, shared=True) for branch in node.branches]
         first = outs[0][0]
         for i, (y, *_rest) in enumerate(outs[1:], 2):
             if len(y) != 3 or len(first) != 3:
@@ -176,16 +180,17 @@ class _Walker:
 
     def merge(self, node: Merge, state, path):
         x = state[0]
-        body = self.walk(node.body, state, path)
+        body = self.walk(node.body, state, path, shared=True)
         if isinstance(node.shortcut, Sequence):
-            short = self.walk(node.shortcut, state, path)
+            short = self.walk(node.shortcut, state, path, shared=True)
         else:
             try:
                 ops = shortcut_ops(node, x, body[0])
             except SpecError as e:
                 raise self.error(e.message, path) from None
             short = state if ops is None else \
-                self.row("shortcut", "+".join(o.kind.name for o in ops), ops, state, path)
+                self.row("shortcut", "+".join(o.kind.name for o in ops), ops, state, path,
+                         shared=True)
         y, s = body[0], short[0]
         if node.op == "concat":  # dense: input channels + body channels
             if len(y) != 3 or sym.norm(y[1] - s[1]) != 0 or sym.norm(y[2] - s[2]) != 0:
@@ -207,35 +212,38 @@ class _Walker:
         row_type = "+".join([node.name if node.op != "mul" else "mul",
                              *(o.kind.name for o in node.post)])
         kept = (body[3], short[3]) if node.op == "mul" else ()
+        into = body[3] if node.adds_in_place else None
         return self.merged_row(node.name, row_type, node.post, [body, short], out, path,
-                               flops=flops, kept=kept)
+                               flops=flops, kept=kept, into=into)
 
     def error(self, message, path) -> SpecError:
         """A merge error, located at the spec line of the block it sits in."""
         file, line = getattr(self, "where", (None, None))
         return SpecError(message, file=file or self.model.file, line=line, path=path)
 
-    def merged_row(self, name, row_type, post, outs, y, path, flops, kept=()):
-        """The row of a merge (concat, add, mul), then its fused ops."""
+    def merged_row(self, name, row_type, post, outs, y, path, flops, kept=(), into=None):
+        """The row of a merge (concat, add, mul), then its fused ops. ``into``:
+        the storage an in-place add writes into (then the row allocates nothing)."""
         rf = (sym.smax(*(o[1][0] for o in outs)), sym.smax(*(o[1][1] for o in outs)))
         jump = (sym.smax(*(o[2][0] for o in outs)), sym.smax(*(o[2][1] for o in outs)))
         self.saved.update(kept)
         row = Row(len(self.rows), "/".join((*path, name)), (*path, name), row_type, y,
-                  flops=sym.norm(flops))
-        storage = self.new_storage(sym.prod(y))
+                  flops=sym.norm(flops), allocates=into is None)
+        storage = self.new_storage(sym.prod(y)) if into is None else into
         state = (y, rf, jump, storage)
         for op in post:
             state = self.op(op, row, *state)
         return self.finish(row, state)
 
-    def row(self, name, row_type, ops, state, path, line=None):
+    def row(self, name, row_type, ops, state, path, line=None, shared=False):
         main = ops[0]
         full = (*path, name)
+        allocates = main.kind.allocates(main.args) or \
+            (main.kind.shares_storage(main.args) and not in_place(main, shared))
         row = Row(len(self.rows), "/".join(full), full, row_type, state[0],
-                  allocates=main.kind.allocates(main.args), weighted=main.kind.weighted,
-                  first_op=main)
-        for op in ops:
-            state = self.op(op, row, *state)
+                  allocates=allocates, weighted=main.kind.weighted, first_op=main)
+        for i, op in enumerate(ops):
+            state = self.op(op, row, *state, shared=shared and i == 0)
         return self.finish(row, state, line)
 
     def finish(self, row, state, line=None):
@@ -258,7 +266,7 @@ class _Walker:
                             "give its path, e.g. block/name")
         return found[0]
 
-    def op(self, op, row, x, rf, jump, storage):
+    def op(self, op, row, x, rf, jump, storage, shared=False):
         kind, a = op.kind, op.args
         kind.check_input(x)
         kind.check_references(a, x, self.find)
@@ -278,7 +286,7 @@ class _Walker:
         row.findings.extend(kind.findings(a, x))
         rf, jump = kind.receptive_field(a, x, rf, jump)
         # storages: what a training step keeps for this op's backward
-        out = storage if kind.shares_storage(a) else self.new_storage(sym.prod(y))
+        out = storage if in_place(op, shared) else self.new_storage(sym.prod(y))
         kept = kind.saved(a, x, y)
         if kept.input:
             self.saved.add(storage)

@@ -169,3 +169,44 @@ def kinds():
     c = console()
     c.print(t)
     c.print("* the primary argument: {conv = 64} sets out = 64.", style="dim")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True)
+@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@click.option("--meta", is_flag=True, help="Shapes and params only, on the meta device.")
+@click.option("--all-rows", is_flag=True, help="Show every row, not only disagreements, "
+              "for nets of more than 60 rows.")
+def check(spec, batch, device, input_shape, sets, meta, all_rows):
+    """Build the spec in PyTorch, run it, and put every calculated figure beside
+    the measured one: shapes (forward hooks), params (numel), MACs (fvcore, per
+    module), 2 x MACs (FlopCounterMode), forward and saved-for-backward memory.
+    Exit 0 when everything agrees within tolerance, 1 when anything does not.
+
+    \b
+    Examples:
+      archcalc check specs/lenet5.toml
+      archcalc check specs/resnet50.toml --batch 8
+      archcalc check specs/vgg16.toml --device cuda
+    """
+    from .errors import require
+    require("torch", "torch", "archcalc check")
+    _require_device(device)
+    from .render.check import render_check
+    from .spec.loader import load
+    from .torch.check import run_check
+    result = run_check(load(spec), batch=batch, device=device, variables=parse_sets(sets),
+                       input=input_shape, force_meta=meta)
+    render_check(result, console(), all_rows=all_rows)
+    sys.exit(0 if result.ok else 1)
+
+
+def _require_device(device: str):
+    if device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise SpecError("--device cuda: no CUDA device is available here "
+                            "(torch.cuda.is_available() is False); use --device cpu")

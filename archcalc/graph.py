@@ -86,6 +86,23 @@ class Merge:
     post: tuple = ()        # fused ops after the merge
     name: str = "add"
 
+    @property
+    def adds_in_place(self) -> bool:
+        """torchvision's `out += identity`: safe when the body ends in a layer
+        whose output is fresh (no view) and kept by no backward."""
+        if self.op != "add" or not self.body.items or not isinstance(self.body.items[-1], Layer):
+            return False
+        op = self.body.items[-1].ops[-1]
+        dummy = (1, 1, 1)
+        return not in_place(op, shared=False) and not op.kind.saved(op.args, dummy, dummy).output
+
+
+def in_place(op: "Op", shared: bool) -> bool:
+    """Whether an op writes into its input: an in-place kind (ReLU), unless its
+    input is shared: the first op of a branch, a residual body or the model,
+    whose input other paths still read."""
+    return op.kind.shares_storage(op.args) and not (shared and not op.kind.view)
+
 
 @dataclass
 class Model:

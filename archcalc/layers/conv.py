@@ -180,7 +180,10 @@ class ConvTable(Kind):
         return effective_window(a.kernel, a.stride, self.dilation)
 
     def saved(self, a, x, y):
-        return Saved(input=True)
+        # the builder gathers each output map's inputs (index_select) and convolves
+        # them: every gathered copy is kept, with its int64 index
+        return Saved(extra=((self.links(a) * x[1] * x[2], None),),
+                     per_batch=((self.links(a), 8),))
 
     def findings(self, a, x):
         return sliding_findings(a, x, a.kernel, a.stride, self.dilation)

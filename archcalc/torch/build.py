@@ -15,7 +15,8 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError
-from ..graph import Concat, Layer, Merge, Model, Sequence, build_graph, shortcut_ops
+from ..graph import (Concat, Layer, Merge, Model, Sequence, build_graph, in_place,
+                     shortcut_ops)
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
@@ -198,7 +199,7 @@ class _Builder:
         post = None
         if node.post:
             post = nn.Sequential(*(op.kind.build(op.args, out) for op in node.post))
-        module = Residual(body, shortcut, post, node.op, _fresh_output(node.body))
+        module = Residual(body, shortcut, post, node.op, node.adds_in_place)
         self.rows["/".join((*path, node.name))] = ".".join(path)
         return module, out
 
@@ -206,8 +207,8 @@ class _Builder:
         modules = []
         for i, op in enumerate(ops):
             module = op.kind.build(op.args, x)
-            if isinstance(module, nn.ReLU) and (shared and i == 0):
-                module.inplace = False  # its input is used elsewhere too
+            if hasattr(module, "inplace") and not in_place(op, shared and i == 0):
+                module.inplace = False  # its input is read elsewhere too
             module = self.wire_indices(op, module, x, path)
             self.initialize(module)
             modules.append(module)
@@ -238,14 +239,6 @@ class _Builder:
                     nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
-
-
-def _fresh_output(body: Sequence) -> bool:
-    """The body ends in a layer whose output no backward needs and that is no view."""
-    if not body.items or not isinstance(body.items[-1], Layer):
-        return False
-    op = body.items[-1].ops[-1]
-    return not op.kind.shares_storage(op.args) and not op.kind.saved(op.args, (1, 1, 1), (1, 1, 1)).output
 
 
 def _add(parent: nn.Module, name: str, child: nn.Module):

@@ -1,0 +1,115 @@
+"""Calculated vs measured, row by row and in total (`archcalc check`)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .build import build_model
+from .measure import Measured, fits_in_memory, measure
+
+TOLERANCE = {"exact": 0.0, "memory": 0.10}
+MERGE_TYPES = ("concat", "add", "mul", "scale")
+
+
+@dataclass
+class Check:
+    what: str
+    calculated: object
+    measured: object
+    tolerance: float = 0.0
+    note: str = ""
+
+    @property
+    def error(self) -> float | None:
+        if not isinstance(self.calculated, (int, float)) or not isinstance(self.measured, (int, float)):
+            return None
+        if self.measured == 0:
+            return 0.0 if self.calculated == 0 else float("inf")
+        return abs(self.calculated - self.measured) / abs(self.measured)
+
+    @property
+    def ok(self) -> bool | None:
+        if self.measured is None:
+            return None  # not measured: neither a pass nor a failure
+        if self.error is None:
+            return self.calculated == self.measured
+        return self.error <= self.tolerance
+
+
+@dataclass
+class RowCheck:
+    name: str
+    type: str
+    checks: list = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok is not False for c in self.checks)
+
+
+@dataclass
+class CheckResult:
+    report: object
+    measured: Measured
+    rows: list
+    totals: list
+    notes: list
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.rows) and all(c.ok is not False for c in self.totals)
+
+
+def run_check(spec, *, batch: int = 1, device: str = "cpu", variables=None, input=None,
+              force_meta: bool = False) -> CheckResult:
+    from ..analysis import analyze
+    from ..graph import build_graph
+    graph = build_graph(spec, variables=variables, input=input)
+    report = analyze(graph, batch=batch)
+    model = build_model(graph)
+    meta = force_meta or not fits_in_memory(report)
+    measured = measure(model, report, batch=batch, device=device, meta=meta)
+    return compare(report, model.rows, measured)
+
+
+def compare(report, rows_to_modules: dict, m: Measured) -> CheckResult:
+    rows = []
+    for row in report.rows[1:]:
+        module = rows_to_modules.get(row.name)
+        rc = RowCheck(row.name, row.type)
+        if module is None:
+            rows.append(rc)
+            continue
+        rc.checks.append(Check("shape", tuple(row.output_shape), m.shapes.get(module)))
+        if not row.type.split("+")[0] in MERGE_TYPES:
+            rc.checks.append(Check("params", row.params, m.params.get(module)))
+            if not m.meta:
+                rc.checks.append(Check("MACs", row.macs, m.macs.get(module) if m.macs else None))
+        rows.append(rc)
+    t = report.totals
+    totals = [Check("params", t["params"], m.total_params)]
+    notes = ["fvcore counts one fused multiply-add as one flop: its conv and linear counts "
+             "are MACs, compared exactly."]
+    if not m.meta:
+        totals += [
+            Check("MACs (fvcore conv + linear)", t["macs"], m.fvcore_total),
+            Check("2 x MACs (FlopCounterMode: conv + matmul)", 2 * t["macs"],
+                  m.flop_counter_total),
+            Check("forward activation bytes", t["activation_bytes"],
+                  m.forward_activation_bytes, TOLERANCE["memory"]),
+            Check("saved for backward (bytes)", t["saved_activation_bytes"], m.saved_bytes,
+                  TOLERANCE["memory"],
+                  "saved_tensors_hooks, distinct storages, parameters left out"
+                  if m.device == "cpu" else "growth of torch.cuda.memory_allocated"),
+        ]
+        if m.fvcore_skipped:
+            notes.append("fvcore does not count " + ", ".join(m.fvcore_skipped)
+                         + ": not MACs, so not a mismatch.")
+        if m.fvcore_total is None:
+            notes.append("fvcore is not installed: MACs per module not measured "
+                         '(pip install "archcalc[torch]").')
+        notes.append(f"FLOPs (2 x MACs + elementwise) = {t['flops']:,}; FlopCounterMode "
+                     "counts only conv and matmul, so 2 x MACs is what it measures.")
+    else:
+        notes.append("too large for this machine's memory: shapes and params measured on the "
+                     "meta device; FLOPs and memory not measured.")
+    return CheckResult(report, m, rows, totals, notes)

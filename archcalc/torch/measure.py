@@ -1,0 +1,138 @@
+"""Measure a compiled model the way the engine predicts it: output shapes by
+forward hooks, parameters by numel, MACs by fvcore per module, FLOPs by
+torch.utils.flop_counter, forward activation bytes by the storages the rows
+produce, and the bytes autograd saves by saved_tensors_hooks."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+# fvcore's names for the ops that are multiply-accumulates (our MACs)
+FVCORE_MAC_OPS = ("conv", "linear", "matmul", "addmm", "bmm", "einsum")
+
+
+@dataclass
+class Measured:
+    shapes: dict = field(default_factory=dict)      # module name -> output shape (per sample)
+    params: dict = field(default_factory=dict)      # module name -> parameter count
+    total_params: int = 0
+    macs: dict = field(default_factory=dict)        # module name -> fvcore conv/linear count
+    fvcore_skipped: tuple = ()                      # ops fvcore reported it does not count
+    fvcore_total: int | None = None
+    flop_counter_total: int | None = None
+    forward_activation_bytes: int | None = None
+    saved_bytes: int | None = None
+    device: str = "cpu"
+    meta: bool = False
+
+
+def fits_in_memory(report, fraction: float = 0.25) -> bool:
+    """Whether a real forward pass is reasonable on this machine's RAM."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return True
+    need = report.totals["train_memory_bytes"] + report.totals["activation_bytes"]
+    return need < fraction * total
+
+
+def measure(model: nn.Module, report, *, batch: int = 1, device: str = "cpu",
+            meta: bool = False) -> Measured:
+    out = Measured(device=device, meta=meta)
+    x_shape = (batch, *report.model.input)
+    modules = dict(model.named_modules())
+    out.total_params = sum(p.numel() for p in model.parameters())
+    for row_path, name in model.rows.items():
+        if name in modules:
+            out.params[name] = sum(p.numel() for p in modules[name].parameters())
+    if meta:
+        model = model.to("meta")
+        x = torch.zeros(x_shape, device="meta")
+        _forward_shapes(model, x, out, modules_of=model)
+        return out
+    model = model.to(device)
+    x = torch.randn(x_shape, device=device)
+    model.eval()
+    with torch.no_grad():
+        out.forward_activation_bytes = _forward_shapes(model, x, out, modules_of=model)
+    _flop_counts(model, x, out)
+    model.train()
+    out.saved_bytes = saved_tensor_bytes(model, x, device)
+    return out
+
+
+def _forward_shapes(model, x, out: Measured, modules_of) -> int:
+    """Run once with hooks on every row's module; returns the bytes of the
+    distinct storages the rows produced (the input included)."""
+    names = set(model.rows.values())
+    storages = {x.untyped_storage().data_ptr(): x.untyped_storage().nbytes()}
+    alive = []  # keep every row output so the allocator cannot reuse its storage
+    hooks = []
+    for name, module in modules_of.named_modules():
+        if name in names:
+            def hook(mod, args, result, name=name):
+                out.shapes[name] = tuple(result.shape[1:])
+                if result.device.type != "meta":
+                    alive.append(result)
+                    st = result.untyped_storage()
+                    storages[st.data_ptr()] = st.nbytes()
+            hooks.append(module.register_forward_hook(hook))
+    try:
+        model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sum(storages.values())
+
+
+def _flop_counts(model, x, out: Measured):
+    import warnings
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(x)
+    out.flop_counter_total = counter.get_total_flops()
+    try:
+        from fvcore.nn import FlopCountAnalysis
+    except ImportError:  # reported by the caller as "not measured"
+        return
+    analysis = FlopCountAnalysis(model, x)
+    analysis.unsupported_ops_warnings(False)
+    analysis.uncalled_modules_warnings(False)
+    with warnings.catch_warnings():  # fvcore traces with torch.jit, which warns
+        warnings.simplefilter("ignore")
+        by_module = analysis.by_module_and_operator()
+    for name in set(model.rows.values()):
+        ops = by_module.get(name, {})
+        out.macs[name] = sum(v for k, v in ops.items() if k in FVCORE_MAC_OPS)
+    out.fvcore_total = sum(v for k, v in analysis.by_operator().items() if k in FVCORE_MAC_OPS)
+    out.fvcore_skipped = tuple(sorted(analysis.unsupported_ops()))
+
+
+def saved_tensor_bytes(model: nn.Module, x, device: str = "cpu") -> int:
+    """Bytes autograd keeps for backward in one training step: the distinct
+    storages its saved tensors live in, parameters left out (CPU), or the
+    growth of allocated memory over the forward pass (CUDA)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        before = torch.cuda.memory_allocated()
+        y = model(x)
+        torch.cuda.synchronize()
+        grown = torch.cuda.memory_allocated() - before - y.untyped_storage().nbytes()
+        del y
+        return grown
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen = {}
+
+    def pack(t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in params:
+            seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(seen.values())

@@ -210,3 +210,43 @@ def _require_device(device: str):
         if not torch.cuda.is_available():
             raise SpecError("--device cuda: no CUDA device is available here "
                             "(torch.cuda.is_available() is False); use --device cpu")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("--to", "target", type=click.Choice(("python", "onnx")), default="python",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="File to write (python: stdout when left out; onnx: SPEC_NAME.onnx).")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+def export(spec, target, output, sets):
+    """Write the compiled model as a readable PyTorch source file (a class with
+    named layers and a forward written out), or as ONNX.
+
+    \b
+    Examples:
+      archcalc export specs/resnet18.toml --to python > resnet18.py
+      python resnet18.py                      # builds it, prints 11689512
+      archcalc export specs/vgg16.toml --to onnx -o vgg16.onnx
+    """
+    from .errors import require
+    require("torch", "torch", "archcalc export")
+    import os
+    from .graph import build_graph
+    from .spec.loader import load
+    from .torch.build import build_model
+    from .torch import export as exporter
+    graph = build_graph(load(spec), variables=parse_sets(sets))
+    model = build_model(graph)
+    if target == "python":
+        text = exporter.to_python(model, source=os.path.basename(spec))
+        if output:
+            with open(output, "w") as fh:
+                fh.write(text)
+            click.echo(f"wrote {output}", err=True)
+        else:
+            click.echo(text, nl=False)
+        return
+    output = output or os.path.splitext(os.path.basename(spec))[0] + ".onnx"
+    exporter.to_onnx(model, graph.input, output)
+    click.echo(f"wrote {output}", err=True)

@@ -84,3 +84,58 @@ def conv_transpose_layers(draw):
 def adaptive_pool_layers(draw):
     return ((draw(st.integers(1, 4)), draw(sizes), draw(sizes)),
             {"adaptive_avgpool": draw(pairs(1, 12))})
+
+
+# -- small random networks: stacks, and single residual or concat blocks ------
+
+def _conv(draw, channels):
+    k = draw(st.sampled_from([1, 3, 5]))
+    return {"conv": channels, "kernel": k, "padding": k // 2,
+            "batch_norm": draw(st.booleans()),
+            "activation": draw(st.sampled_from(["relu", "tanh", "leaky_relu", "gelu"]))}
+
+
+@st.composite
+def small_networks(draw):
+    """(input shape, layers): a conv stack with one structure in the middle."""
+    c = draw(st.integers(1, 4))
+    size = draw(st.integers(8, 20))
+    layers = [_conv(draw, draw(st.integers(2, 8))) for _ in range(draw(st.integers(1, 3)))]
+    kind = draw(st.sampled_from(["residual", "concat", "dense", "scale", "none"]))
+    width = draw(st.integers(2, 8))
+    if kind == "residual":
+        body = [_conv(draw, width), {**_conv(draw, width), "activation": False}]
+        layers.append({"name": "res", "residual": body,
+                       "shortcut": draw(st.sampled_from(["auto", "projection"])),
+                       "activation": "relu"})
+    elif kind == "concat":
+        layers.append({"name": "mix", "concat": [
+            [_conv(draw, width)],
+            [_conv(draw, width), _conv(draw, draw(st.integers(2, 8)))],
+            [{"maxpool": 3, "stride": 1, "padding": 1}],
+        ]})
+    elif kind == "dense":
+        layers.append({"name": "dense", "dense": [{"batch_norm": True}, {"relu": True},
+                                                  _conv(draw, width)]})
+    elif kind == "scale":
+        layers.append({"name": "gate", "se": draw(st.integers(1, 2))})
+    if draw(st.booleans()):
+        layers.append({"maxpool": 2})
+    layers.append({"global_avgpool": True})
+    layers.append({"fc": draw(st.integers(2, 10))})
+    return (c, size, size), layers
+
+
+def toml_inline(v) -> str:
+    """Like toml_value, for nested tables and arrays of tables."""
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {toml_inline(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(toml_inline(x) for x in v) + "]"
+    return toml_value(v)
+
+
+def network_text(shape, layers) -> str:
+    rows = ",\n".join("  " + toml_inline(layer) for layer in layers)
+    return (f'[model]\nname = "random"\ninput = {toml_value(list(shape))}\n'
+            f"layers = [\n{rows},\n]\n")

@@ -17,6 +17,7 @@ class PartialConv2d(nn.Module):
 
     def __init__(self, connections, kernel, stride=(1, 1), padding=(0, 0), bias=True):
         super().__init__()
+        self.init_args = ([list(c) for c in connections], kernel, stride, padding, bias)
         self.connections = [list(c) for c in connections]
         self.stride, self.padding = stride, padding
         for i, maps in enumerate(self.connections):
@@ -50,6 +51,7 @@ class Subsample(nn.Module):
 
     def __init__(self, channels, kernel, stride, padding=(0, 0)):
         super().__init__()
+        self.init_args = (channels, kernel, stride, padding)
         self.pool = nn.AvgPool2d(kernel, stride, padding)
         self.weight = nn.Parameter(torch.ones(channels))
         self.bias = nn.Parameter(torch.zeros(channels))
@@ -64,6 +66,7 @@ class LocallyConnected2d(nn.Module):
     def __init__(self, in_channels, out_channels, out_size, kernel, stride=(1, 1),
                  padding=(0, 0), bias=True):
         super().__init__()
+        self.init_args = (in_channels, out_channels, out_size, kernel, stride, padding, bias)
         self.kernel, self.stride, self.padding, self.out_size = kernel, stride, padding, out_size
         positions = out_size[0] * out_size[1]
         fan_in = in_channels * kernel[0] * kernel[1]
@@ -81,6 +84,7 @@ class LocallyConnected2d(nn.Module):
 class SqueezeExcitation(nn.Module):
     def __init__(self, channels, hidden):
         super().__init__()
+        self.init_args = (channels, hidden)
         self.fc1 = nn.Linear(channels, hidden)
         self.fc2 = nn.Linear(hidden, channels)
 
@@ -92,6 +96,7 @@ class SqueezeExcitation(nn.Module):
 class Maxout(nn.Module):
     def __init__(self, pieces):
         super().__init__()
+        self.init_args = (pieces,)
         self.pieces = pieces
 
     def forward(self, x):
@@ -104,6 +109,7 @@ class PadShortcut(nn.Module):
 
     def __init__(self, extra_channels, stride):
         super().__init__()
+        self.init_args = (extra_channels, stride)
         self.extra, self.stride = extra_channels, stride
 
     def forward(self, x):

@@ -1,0 +1,212 @@
+"""Compiled specs measured against the engine: every spec, the torchvision
+twins, random small networks (hypothesis), memory, export and the Python API."""
+import glob
+import importlib.util
+import os
+
+import pytest
+from hypothesis import given, note, settings
+
+import archcalc
+from archcalc.analysis import analyze
+from archcalc.spec.loader import load, loads
+from conftest import SPECS, spec_path
+from strategies import network_text, small_networks
+
+torch = pytest.importorskip("torch")
+from archcalc.torch.check import run_check  # noqa: E402
+
+ALL_SPECS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SPECS, "*.toml")))
+
+
+@pytest.mark.parametrize("name", ALL_SPECS)
+def test_every_spec_compiles_and_every_figure_agrees(name):
+    """Per row: output shape (hooks), params (numel), MACs (fvcore by module);
+    totals: params, fvcore MACs, FlopCounterMode, forward and saved memory."""
+    result = run_check(load(spec_path(name)))
+    bad = [(r.name, c.what, c.calculated, c.measured) for r in result.rows for c in r.checks
+           if c.ok is False]
+    bad += [(c.what, c.calculated, c.measured) for c in result.totals if c.ok is False]
+    assert not bad, bad
+    assert all(c.measured is not None for c in result.totals), "a total was not measured"
+    measured_rows = sum(1 for r in result.rows if r.checks)
+    assert measured_rows == len(result.rows), "a row has no module to measure"
+
+
+def test_named_submodules_follow_the_spec_paths():
+    model = load(spec_path("googlenet.toml")).build()
+    conv = model.get_submodule("inception_3a.b2.3x3_reduce")
+    assert isinstance(conv[0], torch.nn.Conv2d) and conv[0].out_channels == 96
+    model = load(spec_path("resnet18.toml")).build()
+    assert model.get_submodule("layer2.basic1.shortcut")[0].stride == (2, 2)
+
+
+TV = {"vgg11": ("vgg11", None), "vgg13": ("vgg13", None), "vgg16": ("vgg16", None),
+      "vgg19": ("vgg19", None), "resnet18": ("resnet18", None), "resnet50": ("resnet50", None),
+      "resnet152": ("resnet152", None), "resnext50_32x4d": ("resnext50_32x4d", None),
+      "densenet121": ("densenet121", None), "inception_v3": ("inception_v3", None)}
+STAGES = {"resnet18": ["layer1", "layer2", "layer3", "layer4"],
+          "resnet50": ["layer1", "layer2", "layer3", "layer4"],
+          "resnet152": ["layer1", "layer2", "layer3", "layer4"],
+          "resnext50_32x4d": ["layer1", "layer2", "layer3", "layer4"],
+          "inception_v3": ["Mixed_5d", "Mixed_6e", "Mixed_7c"]}
+
+
+def twin(name):
+    tv = pytest.importorskip("torchvision")
+    if name == "inception_v3":
+        return tv.models.inception_v3(weights=None, aux_logits=False, init_weights=False)
+    return getattr(tv.models, name)(weights=None)
+
+
+def stage_shapes(model, names, x):
+    shapes = {}
+    hooks = [model.get_submodule(n).register_forward_hook(
+        lambda m, a, y, n=n: shapes.__setitem__(n, tuple(y.shape))) for n in names]
+    with torch.no_grad():
+        model.eval()(x)
+    for h in hooks:
+        h.remove()
+    return shapes
+
+
+def fvcore_total(model, x):
+    from fvcore.nn import FlopCountAnalysis
+    a = FlopCountAnalysis(model.eval(), x)
+    a.unsupported_ops_warnings(False)
+    a.uncalled_modules_warnings(False)
+    return a.total()
+
+
+@pytest.mark.parametrize("name", TV)
+def test_compiled_twin_equals_torchvision(name):
+    ours, theirs = load(spec_path(name + ".toml")).build(), twin(name)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    size = 299 if name == "inception_v3" else 224
+    x = torch.zeros(1, 3, size, size)
+    if name in STAGES:
+        assert stage_shapes(ours, STAGES[name], x) == stage_shapes(theirs, STAGES[name], x)
+    if name in ("vgg16", "resnet50", "inception_v3"):
+        pytest.importorskip("fvcore")
+        # torchvision's VGG adds an identity-sized adaptive pool (7x7 -> 7x7): fvcore counts it
+        extra = 25_088 if name.startswith("vgg") else 0
+        assert fvcore_total(ours, x) + extra == fvcore_total(theirs, x)
+
+
+@settings(max_examples=200)
+@given(small_networks())
+def test_random_networks_compile_and_agree(case):
+    shape, layers = case
+    text = network_text(shape, layers)
+    note("repro spec:\n" + text)
+    spec = loads(text)
+    report = analyze(spec, batch=2)
+    model = spec.build()
+    rows = model.rows
+    modules = dict(model.named_modules())
+    shapes = {}
+    hooks = [modules[name].register_forward_hook(
+        lambda m, a, y, key=key: shapes.__setitem__(key, tuple(y.shape[1:])))
+        for key, name in rows.items()]
+    from torch.utils.flop_counter import FlopCounterMode
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        y = model.eval()(torch.randn(2, *shape))
+    for h in hooks:
+        h.remove()
+    assert tuple(y.shape[1:]) == report.rows[-1].output_shape
+    for row in report.rows[1:]:
+        assert shapes[row.name] == row.output_shape, row.name
+    assert sum(p.numel() for p in model.parameters()) == report.totals["params"]
+    assert counter.get_total_flops() == 2 * 2 * report.totals["macs"]  # batch 2
+
+
+@pytest.mark.parametrize("name", ["lenet5", "alexnet", "vgg16", "resnet18", "resnet50"])
+@pytest.mark.parametrize("batch", [1, 8])
+def test_saved_for_backward_within_ten_percent(name, batch):
+    from archcalc.torch.measure import saved_tensor_bytes
+    spec = load(spec_path(name + ".toml"))
+    report = analyze(spec, batch=batch)
+    model = spec.build().train()
+    measured = saved_tensor_bytes(model, torch.randn(batch, *report.model.input))
+    estimate = report.totals["saved_activation_bytes"]
+    assert abs(estimate - measured) / measured <= 0.10, (estimate, measured)
+
+
+def test_export_python_resnet18_imports_builds_and_counts(tmp_path):
+    from click.testing import CliRunner
+
+    from archcalc.cli import main
+    result = CliRunner().invoke(main, ["export", spec_path("resnet18.toml"), "--to", "python"])
+    assert result.exit_code == 0, result.stderr
+    path = tmp_path / "m.py"
+    path.write_text(result.stdout)
+    module_spec = importlib.util.spec_from_file_location("exported_resnet18", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    model = module.ResNet18()
+    assert sum(p.numel() for p in model.parameters()) == 11_689_512
+    assert tuple(model(torch.zeros(1, 3, 224, 224)).shape) == (1, 1000)
+    # same weights, same function: the compiled model's state loads into the export
+    compiled = load(spec_path("resnet18.toml")).build().eval()
+    prefixes = sorted(set(compiled.rows.values()), key=len, reverse=True)
+    renamed = {}
+    for key, value in compiled.state_dict().items():
+        prefix = next(p for p in prefixes if key.startswith(p + "."))
+        renamed[prefix.replace(".", "_") + key[len(prefix):]] = value
+    model.load_state_dict(renamed)
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model.eval()(x), compiled(x), atol=1e-5)
+
+
+def test_export_onnx_says_what_is_missing(tmp_path):
+    from click.testing import CliRunner
+
+    from archcalc.cli import main
+    result = CliRunner().invoke(main, ["export", spec_path("lenet5.toml"), "--to", "onnx",
+                                       "-o", str(tmp_path / "m.onnx")])
+    if importlib.util.find_spec("onnx") is None:
+        assert result.exit_code == 1
+        assert 'pip install "archcalc[onnx]"' in result.stderr
+    else:  # pragma: no cover - depends on the install
+        assert result.exit_code == 0 and (tmp_path / "m.onnx").exists()
+
+
+def test_python_api():
+    spec = archcalc.load(spec_path("vgg16.toml"))
+    report = spec.analyze(batch=32, dtype="bf16")
+    assert report.totals["params"] == 138_357_544
+    assert report.totals["activation_bytes"] == 15_237_608 * 2 * 32
+    frame = report.to_frame()
+    assert len(frame) == 22
+    assert list(frame.columns[:4]) == ["name", "path", "type", "output_shape"]
+    assert frame.loc[19, "params"] == 102_764_544
+    assert '"params": 138357544' in report.to_json()
+    model = spec.build()
+    assert sum(p.numel() for p in model.parameters()) == 138_357_544
+
+
+def test_python_api_binds_variables(tmp_path):
+    path = tmp_path / "net.toml"
+    path.write_text('[vars]\nC = "?"\n[model]\ninput = [3, 8, 8]\n'
+                    'layers = [{conv = "C", kernel = 1}, {conv = "2*C", kernel = 3}]\n')
+    free = archcalc.load(str(path)).analyze()
+    assert str(free.totals["params"]) == "18*C**2 + 6*C"  # (3C + C) + (9*C*2C + 2C)
+    bound = archcalc.load(str(path), C=16).analyze()
+    assert bound.totals["params"] == (3 * 16 + 16) + (9 * 16 * 32 + 32)
+    assert bound.rows[2].output_shape == (32, 6, 6)
+
+
+def test_he_and_xavier_init():
+    spec = loads('[model]\ninput = [3, 8, 8]\ninit = "he"\n'
+                 'layers = [{conv = 64, kernel = 3}, {fc = 10}]\n')
+    torch.manual_seed(0)
+    model = spec.build()
+    conv = model.get_submodule("conv1")
+    fan_in = 3 * 3 * 3
+    assert abs(conv.weight.std().item() - (2 / fan_in) ** 0.5) < 0.03
+    assert conv.bias.abs().sum().item() == 0
+    xavier = spec.build(init="xavier").get_submodule("fc1")[1]
+    bound = (6 / (64 * 6 * 6 + 10)) ** 0.5
+    assert xavier.weight.abs().max().item() <= bound

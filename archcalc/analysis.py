@@ -39,6 +39,7 @@ class Row:
     buffers: sym.Num = 0
     macs: sym.Num = 0
     flops: sym.Num = 0
+    backward_flops: sym.Num = 0
     activations: sym.Num = 0
     allocates: bool = True
     weighted: bool = False
@@ -131,6 +132,7 @@ class _Walker:
         self.storage_bytes: dict[int, sym.Num] = {}   # storage id -> bytes
         self.saved: set[int] = set()
         self.seen: dict[str, list] = {}   # row name or path -> (kind, input, output)
+        self.first_weighted = True
 
     def run(self):
         x = self.model.input
@@ -283,6 +285,12 @@ class _Walker:
         row.buffers = sym.norm(row.buffers + kind.buffers(a, x))
         row.macs = sym.norm(row.macs + kind.macs(a, x, y))
         row.flops = sym.norm(row.flops + kind.flops(a, x, y))
+        # the first weighted layer computes no gradient for the model input
+        first = self.first_weighted
+        if kind.weighted:
+            self.first_weighted = False
+        row.backward_flops = sym.norm(row.backward_flops + kind.backward_flops(
+            a, x, y, needs_input_grad=not first))
         row.findings.extend(kind.findings(a, x))
         rf, jump = kind.receptive_field(a, x, rf, jump)
         # storages: what a training step keeps for this op's backward
@@ -317,6 +325,7 @@ class _Walker:
             "buffers": sym.total(r.buffers for r in rows),
             "macs": sym.total(r.macs for r in rows),
             "flops": sym.total(r.flops for r in rows),
+            "backward_flops": sym.total(r.backward_flops for r in rows),
             "activations": activations,
             "activation_bytes": sym.norm(activations * dsize * batch),
             "param_bytes": param_bytes,

@@ -250,3 +250,109 @@ def export(spec, target, output, sets):
     output = output or os.path.splitext(os.path.basename(spec))[0] + ".onnx"
     exporter.to_onnx(model, graph.input, output)
     click.echo(f"wrote {output}", err=True)
+
+
+def parse_batches(text: str) -> list[int]:
+    try:
+        batches = [int(b) for b in text.split(",") if b.strip()]
+    except ValueError:
+        raise SpecError(f"--batch takes a number or a list such as 1,8,32. Received: {text!r}") from None
+    if not batches or any(b < 1 for b in batches):
+        raise SpecError(f"--batch values must be positive integers. Received: {text!r}")
+    return batches
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("--device", type=click.Choice(("cpu", "cuda", "mps")), default="cpu", show_default=True)
+@click.option("--batch", "-b", "batch_text", default="1", show_default=True, metavar="N[,N...]",
+              help="One batch size or a sweep: 1,8,32,128.")
+@click.option("--mode", type=click.Choice(("inference", "train")), default="inference",
+              show_default=True, help="train: forward + backward + SGD-momentum step.")
+@click.option("--amp", type=click.Choice(("bf16", "fp16")), default=None,
+              help="Autocast to this dtype.")
+@click.option("--channels-last", is_flag=True, help="NHWC memory format.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model first.")
+@click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@click.option("--peak", type=click.Choice(("table", "measure")), default="table", show_default=True,
+              help="Device peak FLOP/s: a table of known GPUs, or a matmul timed on the spot.")
+@click.option("--per-layer", is_flag=True, help="Time every layer beside its roofline.")
+@click.option("--max-batch", is_flag=True, help="Find the largest batch that fits (predicted, then run).")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@click.option("--format", "fmt", type=click.Choice(("rich", "json", "csv")), default="rich", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the results here.")
+def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, steps, threads,
+          peak, per_layer, max_batch, sets, fmt, output):
+    """Run the compiled spec and time it: latency (median, p90), throughput,
+    achieved FLOP/s from the calculated FLOPs, share of the device's peak, and
+    peak memory measured vs predicted.
+
+    \b
+    Examples:
+      archcalc bench specs/resnet18.toml --device cpu --batch 1,8 --steps 5
+      archcalc bench specs/resnet50.toml --device cuda --batch 64 --mode train --amp bf16
+      archcalc bench specs/vgg16.toml --device cuda --batch 32 --per-layer
+      archcalc bench specs/resnet50.toml --device cuda --mode train --max-batch
+    """
+    from .errors import require
+    require("torch", "torch", "archcalc bench")
+    batches = parse_batches(batch_text)
+    _require_device(device)
+    import torch
+    if device == "cpu" and amp == "fp16":
+        raise SpecError("--amp fp16 needs a GPU; on the CPU use --amp bf16")
+    if threads:
+        torch.set_num_threads(threads)
+    from .graph import build_graph
+    from .render import bench as render
+    from .spec.loader import load
+    from .torch import bench as runner
+    graph = build_graph(load(spec), variables=parse_sets(sets))
+    _no_symbols(graph)
+    if max_batch:
+        predicted, verified = runner.max_batch(graph, device=device, mode=mode, amp=amp,
+                                               channels_last=channels_last)
+        click.echo(f"largest batch: predicted {predicted}, verified by a run: {verified}")
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    with Progress(TextColumn("[bold]batch {task.fields[batch]}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("steps (warm-up included)"),
+                  console=_stderr_console(), transient=True) as bar:
+        task = bar.add_task("bench", total=(warmup + steps) * len(batches), batch=batches[0])
+
+        def progress(batch, done, total):
+            bar.update(task, advance=1, batch=batch)
+        results = runner.run_bench(graph, device=device, batches=batches, mode=mode, amp=amp,
+                                   channels_last=channels_last, compile=compile_,
+                                   warmup=warmup, steps=steps, peak=peak,
+                                   per_layer=per_layer, progress=progress)
+    from .torch.devices import known_peak
+    peak_source = "measured (matmul, copy)" if peak == "measure" else \
+        (known_peak(device).name + " data sheet" if known_peak(device) else "unknown device: use --peak measure")
+    text = {"json": lambda: render.to_json(graph.name, results, peak_source),
+            "csv": lambda: render.to_csv(results)}
+    if fmt == "rich":
+        render.render_rich(graph.name, results, peak_source, console())
+    else:
+        click.echo(text[fmt]().rstrip("\n"))
+    if output:
+        with open(output, "w") as fh:
+            fh.write(text.get(fmt, text["json"])())
+        click.echo(f"wrote {output}", err=True)
+
+
+def _stderr_console():
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+def _no_symbols(graph):
+    from .analysis import analyze
+    report = analyze(graph)
+    if report.symbolic:
+        free = sorted({str(s) for v in report.totals.values() if not isinstance(v, int)
+                       for s in v.free_symbols})
+        raise SpecError(f"the spec has unbound variables ({', '.join(free)}): a real model "
+                        "needs numbers; bind them with --set NAME=VALUE", file=graph.file)

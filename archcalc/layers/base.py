@@ -133,6 +133,14 @@ NOTHING_SAVED = Saved()
 # the kind contract
 
 
+class Weighted:
+    """Mixin for conv-like and fc kinds: backward = input grad + weight grad."""
+
+    def backward_flops(self, a, x, y, needs_input_grad: bool = True):
+        forward = self.flops(a, x, y)
+        return sym.norm(forward * (2 if needs_input_grad else 1))
+
+
 class Kind:
     name: str = ""
     aliases: tuple[str, ...] = ()
@@ -164,6 +172,13 @@ class Kind:
 
     def flops(self, a, x: Shape, y: Shape) -> sym.Num:
         return 2 * self.macs(a, x, y)
+
+    def backward_flops(self, a, x: Shape, y: Shape, needs_input_grad: bool = True) -> sym.Num:
+        """FLOPs of this layer's backward pass. Elementwise kinds: as forward
+        (one gradient per element). Weighted kinds override: a gradient for the
+        input (skipped for the first layer, whose input needs none) and one for
+        the weights, each as costly as the forward."""
+        return self.flops(a, x, y)
 
     def window(self, a, x: Shape):
         """Receptive-field window: ((kh, kw) effective kernel, (sh, sw) stride)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import (Arg, Kind, Saved, fmt_shape, register, same_padding,
+from .base import (Arg, Kind, Weighted, Saved, fmt_shape, register, same_padding,
                    sliding_output, tiling_remarks)
 
 AXES = ("height", "width")
@@ -60,7 +60,7 @@ def torch_padding(a):
 
 
 @register
-class Conv(Kind):
+class Conv(Weighted, Kind):
     name = "conv"
     aliases = ("conv2d", "convolution")
     primary = "out"
@@ -127,7 +127,7 @@ class Conv(Kind):
 
 
 @register
-class ConvTable(Kind):
+class ConvTable(Weighted, Kind):
     """LeNet-5's C3: each output map reads only a listed subset of the inputs."""
     name = "conv_table"
     aliases = ("partial_conv",)
@@ -208,7 +208,7 @@ def upsampled_receptive_field(rf, jump, kernel, stride):
 
 
 @register
-class ConvTranspose(Kind):
+class ConvTranspose(Weighted, Kind):
     """Transposed ("de-") convolution, as in FCN and the segmentation lecture."""
     name = "conv_transpose"
     aliases = ("deconv", "convtranspose2d", "transposed_conv")
@@ -279,7 +279,7 @@ class ConvTranspose(Kind):
 
 
 @register
-class LocallyConnected(Kind):
+class LocallyConnected(Weighted, Kind):
     """Like conv, but every output position has its own weights (no sharing):
     the lecture's 32x32x3 input with 5x5 fields and 30 maps."""
     name = "local"

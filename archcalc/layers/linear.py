@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Kind, Saved, Weighted, register
 
 
 def global_window(x):
@@ -13,7 +13,7 @@ def global_window(x):
 
 
 @register
-class FullyConnected(Kind):
+class FullyConnected(Weighted, Kind):
     name = "fc"
     aliases = ("linear", "dense", "fully_connected")
     primary = "out"

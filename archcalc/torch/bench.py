@@ -1,0 +1,287 @@
+"""Time a compiled spec: latency, throughput, achieved FLOP/s and share of the
+device's peak, peak memory measured vs predicted; per layer, a roofline.
+
+Timing is honest: warm-up steps excluded, CUDA synchronized before every
+clock read, median and p90 over the timed steps.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+from ..analysis import DTYPES, analyze
+from ..errors import SpecError
+from ..graph import Model
+from .build import build_model
+from .devices import Peak, known_peak, measure_peak
+
+AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
+OPTIMIZER_STATES = 1  # the train step uses SGD with momentum
+
+
+@dataclass
+class BenchResult:
+    batch: int
+    mode: str
+    device: str
+    dtype: str
+    latency_ms: float           # median
+    latency_p90_ms: float
+    throughput: float           # samples / s
+    flops_per_step: int         # calculated: forward (+ backward in train mode)
+    achieved_tflops: float
+    peak_tflops: float | None
+    share_of_peak: float | None
+    predicted_memory_bytes: int
+    measured_memory_bytes: int | None
+    memory_measure: str
+    steps: int
+    layers: list = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class LayerTiming:
+    name: str
+    type: str
+    time_ms: float
+    flops: int
+    bytes_moved: int
+    intensity: float            # FLOPs per byte
+    predicted_ms: float | None
+    bound: str | None           # "compute" | "memory"
+
+
+class Runner:
+    """One model on one device, stepped in inference or train mode."""
+
+    def __init__(self, graph: Model, device: str, mode: str, amp: str | None,
+                 channels_last: bool, compile: bool):
+        self.graph, self.device, self.mode, self.amp = graph, device, mode, amp
+        self.model = build_model(graph).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.channels_last = channels_last
+        self.module = torch.compile(self.model) if compile else self.model
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=1e-3, momentum=0.9)
+        self.model.train(mode == "train")
+
+    def batch_input(self, batch: int):
+        x = torch.randn(batch, *self.graph.input, device=self.device)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def step(self, x):
+        amp = self.amp is not None
+        dtype = AMP.get(self.amp, torch.bfloat16)
+        if self.mode == "inference":
+            with torch.no_grad(), torch.autocast(self.device, dtype=dtype, enabled=amp):
+                self.module(x)
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            with torch.autocast(self.device, dtype=dtype, enabled=amp):
+                out = self.module(x)
+                loss = out.float().square().mean()  # a scalar to differentiate
+            loss.backward()
+            self.optimizer.step()
+        synchronize(self.device)
+
+
+def synchronize(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+    elif device == "mps":  # pragma: no cover - Apple only
+        torch.mps.synchronize()
+
+
+def predicted_memory(graph: Model, batch: int, mode: str, amp: str | None) -> int:
+    """Bytes a step needs: weights (+ gradients, momentum, autocast's low-precision
+    weight copies, and the tensors saved for backward in train mode), or weights
+    and the forward activations at inference."""
+    act_dtype = amp or "fp32"
+    report = analyze(graph, batch=batch, dtype=act_dtype, optimizer="momentum")
+    t = report.totals
+    weights = t["params"] * DTYPES["fp32"]
+    if mode == "inference":
+        return weights + t["activation_bytes"]
+    copies = t["params"] * DTYPES[amp] if amp else 0
+    return weights * (2 + OPTIMIZER_STATES) + copies + t["saved_activation_bytes"]
+
+
+def largest_batch(graph: Model, mode: str, amp: str | None, free: int) -> int:
+    """Memory is affine in the batch: fixed + per_sample * batch."""
+    m1, m2 = predicted_memory(graph, 1, mode, amp), predicted_memory(graph, 2, mode, amp)
+    per_sample, fixed = m2 - m1, 2 * m1 - m2
+    return max(0, int((free - fixed) // per_sample)) if per_sample > 0 else 0
+
+
+def free_memory(device: str) -> int | None:
+    if device == "cuda":
+        return torch.cuda.mem_get_info()[0]
+    return None
+
+
+def check_fits(graph: Model, batch: int, mode: str, amp: str | None, device: str):
+    free = free_memory(device)
+    if free is None:
+        return
+    need = predicted_memory(graph, batch, mode, amp)
+    if need > free:
+        fits = largest_batch(graph, mode, amp, free)
+        raise SpecError(f"batch {batch} needs a predicted {need / 1e9:.1f} GB in {mode} mode, "
+                        f"but the device has {free / 1e9:.1f} GB free; the largest batch that "
+                        f"fits is {fits} (--max-batch finds it by running)")
+
+
+def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "inference",
+              amp: str | None = None, channels_last: bool = False, compile: bool = False,
+              warmup: int = 3, steps: int = 10, peak: str = "table", per_layer: bool = False,
+              progress=None) -> list[BenchResult]:
+    runner = Runner(graph, device, mode, amp, channels_last, compile)
+    dtype = amp or "fp32"
+    device_peak = measure_peak(device, dtype) if peak == "measure" else known_peak(device)
+    results = []
+    for batch in batches:
+        check_fits(graph, batch, mode, amp, device)
+        report = analyze(graph, batch=batch, dtype=dtype)
+        per_sample = report.totals["flops"] + (report.totals["backward_flops"]
+                                               if mode == "train" else 0)
+        flops = per_sample * batch
+        x = runner.batch_input(batch)
+        times = []
+        try:
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            for i in range(warmup + steps):
+                t = time.perf_counter()
+                runner.step(x)
+                if i >= warmup:
+                    times.append(time.perf_counter() - t)
+                if progress:
+                    progress(batch, i + 1, warmup + steps)
+        except torch.cuda.OutOfMemoryError:
+            free = free_memory(device) or 0
+            raise SpecError(f"CUDA ran out of memory at batch {batch} (predicted "
+                            f"{predicted_memory(graph, batch, mode, amp) / 1e9:.1f} GB); the "
+                            f"largest batch predicted to fit is "
+                            f"{largest_batch(graph, mode, amp, free)}") from None
+        measured, how = measured_memory(runner, x, device)
+        median = statistics.median(times)
+        p90 = sorted(times)[min(len(times) - 1, int(round(0.9 * (len(times) - 1))))]
+        achieved = flops / median / 1e12
+        peak_tflops = device_peak.flops(dtype) / 1e12 if device_peak else None
+        result = BenchResult(
+            batch=batch, mode=mode, device=device, dtype=dtype,
+            latency_ms=median * 1e3, latency_p90_ms=p90 * 1e3, throughput=batch / median,
+            flops_per_step=int(flops), achieved_tflops=achieved, peak_tflops=peak_tflops,
+            share_of_peak=achieved / peak_tflops if peak_tflops else None,
+            predicted_memory_bytes=predicted_memory(graph, batch, mode, amp),
+            measured_memory_bytes=measured, memory_measure=how, steps=steps)
+        if per_layer:
+            result.layers = layer_times(runner, report, x, device_peak, dtype, steps)
+        results.append(result)
+    return results
+
+
+def measured_memory(runner: Runner, x, device: str):
+    """CUDA: the allocator's peak over the steps. CPU: the bytes of the tensors a
+    step holds at its peak: weights, gradients, optimizer state and the tensors
+    saved for backward (train), or weights and the forward outputs (inference)."""
+    if device == "cuda":  # everything allocated at the peak, weights included
+        return torch.cuda.max_memory_allocated(), "torch.cuda.max_memory_allocated"
+    from .measure import saved_tensor_bytes
+    params = sum(p.numel() * p.element_size() for p in runner.model.parameters())
+    if runner.mode == "inference":
+        return params + _forward_bytes(runner, x), "weights + forward outputs (tensor bytes)"
+    grads = sum(p.numel() * p.element_size() for p in runner.model.parameters())
+    state = sum(t.numel() * t.element_size() for s in runner.optimizer.state.values()
+                for t in s.values() if torch.is_tensor(t))
+    with torch.autocast(device, dtype=AMP.get(runner.amp, torch.bfloat16),
+                        enabled=runner.amp is not None):
+        saved = saved_tensor_bytes(runner.model, x, device)
+    return params + grads + state + saved, "weights + grads + optimizer + saved (tensor bytes)"
+
+
+def _forward_bytes(runner: Runner, x) -> int:
+    from .measure import Measured, _forward_shapes
+    with torch.no_grad():
+        return _forward_shapes(runner.model, x, Measured(), runner.model)
+
+
+def layer_times(runner: Runner, report, x, peak: Peak | None, dtype: str, steps: int):
+    """Each row's module timed with synchronizing hooks, beside its roofline."""
+    modules = dict(runner.model.named_modules())
+    rows = [r for r in report.rows[1:] if r.name in runner.model.rows
+            and r.type.split("+")[0] not in ("concat", "add", "mul")]
+    starts, spent = {}, {r.name: [] for r in rows}
+    hooks = []
+    for row in rows:
+        module = modules[runner.model.rows[row.name]]
+
+        def pre(mod, args, name=row.name):
+            synchronize(runner.device)
+            starts[name] = time.perf_counter()
+
+        def post(mod, args, out, name=row.name):
+            synchronize(runner.device)
+            spent[name].append(time.perf_counter() - starts[name])
+        hooks += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    try:
+        mode = runner.mode
+        runner.mode = "inference"  # forward timings: backward has no module hooks
+        for _ in range(steps):
+            runner.step(x)
+        runner.mode = mode
+    finally:
+        for h in hooks:
+            h.remove()
+    dsize = DTYPES[dtype]
+    by_name = {r.name: r for r in report.rows}
+    out = []
+    previous = report.rows[0]
+    for row in report.rows[1:]:
+        if row.name not in spent:
+            previous = row
+            continue
+        inp = previous.activations
+        moved = (inp + row.activations) * dsize * report.batch + row.params * dsize
+        flops = row.flops * report.batch
+        predicted = bound = None
+        if peak:
+            t_compute, t_memory = flops / peak.flops(dtype), moved / peak.bandwidth
+            predicted = max(t_compute, t_memory) * 1e3
+            bound = "memory" if t_memory > t_compute else "compute"
+        out.append(LayerTiming(row.name, row.type, statistics.median(spent[row.name]) * 1e3,
+                               int(flops), int(moved), flops / moved if moved else 0.0,
+                               predicted, bound))
+        previous = by_name[row.name]
+    return out
+
+
+def max_batch(graph: Model, *, device: str, mode: str, amp: str | None,
+              channels_last: bool = False) -> tuple[int, int]:
+    """The largest batch predicted to fit, then verified by running one step
+    (stepping down 10% on an out-of-memory error). Returns (predicted, verified)."""
+    free = free_memory(device)
+    if free is None:
+        raise SpecError("--max-batch needs a device that reports its free memory (cuda)")
+    predicted = largest_batch(graph, mode, amp, free)
+    runner = Runner(graph, device, mode, amp, channels_last, compile=False)
+    batch = predicted
+    while batch > 0:
+        try:
+            runner.step(runner.batch_input(batch))
+            return predicted, batch
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            batch = int(batch * 0.9)
+    return predicted, 0
+
+
+__all__ = ["run_bench", "max_batch", "BenchResult", "LayerTiming", "predicted_memory"]

@@ -133,6 +133,10 @@ class _Walker:
         self.saved: set[int] = set()
         self.seen: dict[str, list] = {}   # row name or path -> (kind, input, output)
         self.first_weighted = True
+        # inference peak: tensors alive at once (an op's input and output, plus
+        # what pending merges hold: a residual's input, finished branches)
+        self.held = 0
+        self.peak_live = 0
 
     def run(self):
         x = self.model.input
@@ -165,8 +169,16 @@ class _Walker:
             return self.merge(node, state, path)
         raise TypeError(f"unknown graph node {type(node).__name__}")  # a bug, not input
 
+    def nbytes(self, shape):
+        return sym.prod(shape) * self.dsize * self.batch
+
     def concat(self, node: Concat, state, path):
-        outs = [self.walk(branch, state, path, shared=True) for branch in node.branches]
+        outs = []
+        self.held += self.nbytes(state[0])       # every branch reads the input
+        for branch in node.branches:
+            outs.append(self.walk(branch, state, path, shared=True))
+            self.held += self.nbytes(outs[-1][0])  # kept until the concat
+        self.held -= self.nbytes(state[0]) + sym.total(self.nbytes(o[0]) for o in outs)
         first = outs[0][0]
         for i, (y, *_rest) in enumerate(outs[1:], 2):
             if len(y) != 3 or len(first) != 3:
@@ -182,7 +194,9 @@ class _Walker:
 
     def merge(self, node: Merge, state, path):
         x = state[0]
+        self.held += self.nbytes(x)              # the shortcut reads x after the body
         body = self.walk(node.body, state, path, shared=True)
+        self.held += self.nbytes(body[0])
         if isinstance(node.shortcut, Sequence):
             short = self.walk(node.shortcut, state, path, shared=True)
         else:
@@ -193,6 +207,7 @@ class _Walker:
             short = state if ops is None else \
                 self.row("shortcut", "+".join(o.kind.name for o in ops), ops, state, path,
                          shared=True)
+        self.held -= self.nbytes(x) + self.nbytes(body[0])
         y, s = body[0], short[0]
         if node.op == "concat":  # dense: input channels + body channels
             if len(y) != 3 or sym.norm(y[1] - s[1]) != 0 or sym.norm(y[2] - s[2]) != 0:
@@ -294,7 +309,11 @@ class _Walker:
         row.findings.extend(kind.findings(a, x))
         rf, jump = kind.receptive_field(a, x, rf, jump)
         # storages: what a training step keeps for this op's backward
-        out = storage if in_place(op, shared) else self.new_storage(sym.prod(y))
+        fresh = not in_place(op, shared)
+        out = self.new_storage(sym.prod(y)) if fresh else storage
+        if all(isinstance(v, int) for v in (*x, *y)) and isinstance(self.held, int):
+            live = self.held + self.nbytes(x) + (self.nbytes(y) if fresh else 0)
+            self.peak_live = max(self.peak_live, live)
         kept = kind.saved(a, x, y)
         if kept.input:
             self.saved.add(storage)
@@ -319,7 +338,7 @@ class _Walker:
         saved = sym.total(self.storage_bytes[s] for s in sorted(self.saved))
         param_bytes = sym.norm(params * dsize)
         optimizer_bytes = sym.norm(param_bytes * states)
-        return {
+        totals = {
             "params": params,
             "trainable_params": params,
             "buffers": sym.total(r.buffers for r in rows),
@@ -335,6 +354,10 @@ class _Walker:
             "train_memory_bytes": sym.norm(2 * param_bytes + optimizer_bytes + saved),
             "weighted_layers": sum(1 for r in rows if r.weighted),
         }
+        if isinstance(param_bytes, int) and isinstance(self.peak_live, int) and self.peak_live:
+            # weights + the most activation bytes alive at once in a no-grad forward
+            totals["inference_peak_bytes"] = param_bytes + self.peak_live
+        return totals
 
 
 def _same_shape(a, b) -> bool:

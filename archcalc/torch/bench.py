@@ -101,16 +101,16 @@ def synchronize(device: str):
 
 
 def predicted_memory(graph: Model, batch: int, mode: str, amp: str | None) -> int:
-    """Bytes a step needs: weights (+ gradients, momentum, autocast's low-precision
-    weight copies, and the tensors saved for backward in train mode), or weights
-    and the forward activations at inference."""
+    """Bytes a step needs: fp32 weights, autocast's low-precision weight copies,
+    and in train mode gradients, momentum and the tensors saved for backward;
+    at inference the activations alive at the forward's peak."""
     act_dtype = amp or "fp32"
     report = analyze(graph, batch=batch, dtype=act_dtype, optimizer="momentum")
     t = report.totals
     weights = t["params"] * DTYPES["fp32"]
-    if mode == "inference":
-        return weights + t["activation_bytes"]
-    copies = t["params"] * DTYPES[amp] if amp else 0
+    copies = t["params"] * DTYPES[amp] if amp else 0   # autocast's cached weight casts
+    if mode == "inference":  # activations alive at the peak of a no-grad forward
+        return weights + copies + t["inference_peak_bytes"] - t["param_bytes"]
     return weights * (2 + OPTIMIZER_STATES) + copies + t["saved_activation_bytes"]
 
 
@@ -122,8 +122,15 @@ def largest_batch(graph: Model, mode: str, amp: str | None, free: int) -> int:
 
 
 def free_memory(device: str) -> int | None:
+    """Bytes free for tensors: the GPU's free memory, or the RAM available (CPU)."""
     if device == "cuda":
         return torch.cuda.mem_get_info()[0]
+    if device == "cpu":
+        import os
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+            return None
     return None
 
 
@@ -135,8 +142,9 @@ def check_fits(graph: Model, batch: int, mode: str, amp: str | None, device: str
     if need > free:
         fits = largest_batch(graph, mode, amp, free)
         raise SpecError(f"batch {batch} needs a predicted {need / 1e9:.1f} GB in {mode} mode, "
-                        f"but the device has {free / 1e9:.1f} GB free; the largest batch that "
-                        f"fits is {fits} (--max-batch finds it by running)")
+                        f"but the {device} has {free / 1e9:.1f} GB free; the largest batch that "
+                        f"fits is {fits}" + (" (--max-batch finds it by running)"
+                                             if device == "cuda" else ""))
 
 
 def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "inference",
@@ -198,7 +206,7 @@ def measured_memory(runner: Runner, x, device: str):
     from .measure import saved_tensor_bytes
     params = sum(p.numel() * p.element_size() for p in runner.model.parameters())
     if runner.mode == "inference":
-        return params + _forward_bytes(runner, x), "weights + forward outputs (tensor bytes)"
+        return params + _live_peak(runner, x), "weights + peak of live forward tensors"
     grads = sum(p.numel() * p.element_size() for p in runner.model.parameters())
     state = sum(t.numel() * t.element_size() for s in runner.optimizer.state.values()
                 for t in s.values() if torch.is_tensor(t))
@@ -208,10 +216,33 @@ def measured_memory(runner: Runner, x, device: str):
     return params + grads + state + saved, "weights + grads + optimizer + saved (tensor bytes)"
 
 
-def _forward_bytes(runner: Runner, x) -> int:
-    from .measure import Measured, _forward_shapes
-    with torch.no_grad():
-        return _forward_shapes(runner.model, x, Measured(), runner.model)
+def _live_peak(runner: Runner, x) -> int:
+    """The most bytes of row outputs (and the input) alive at once in a no-grad
+    forward, followed through weak references: CPU PyTorch keeps no allocator peak."""
+    import weakref
+    alive: dict[int, tuple] = {}   # storage pointer -> (weak ref to a tensor, bytes)
+    peak = [0]
+
+    def track(tensor):
+        st = tensor.untyped_storage()
+        alive[st.data_ptr()] = (weakref.ref(tensor), st.nbytes())
+        for ptr in [p for p, (ref, _) in alive.items() if ref() is None]:
+            del alive[ptr]
+        peak[0] = max(peak[0], sum(n for _, n in alive.values()))
+
+    names = set(runner.model.rows.values())
+    hooks = [m.register_forward_hook(lambda mod, args, out: track(out))
+             for name, m in runner.model.named_modules() if name in names]
+    hooks += [m.register_forward_pre_hook(lambda mod, args: track(args[0]))
+              for name, m in runner.model.named_modules() if name in names]
+    try:
+        with torch.no_grad():
+            track(x)
+            runner.model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return peak[0]
 
 
 def layer_times(runner: Runner, report, x, peak: Peak | None, dtype: str, steps: int):
@@ -269,8 +300,9 @@ def max_batch(graph: Model, *, device: str, mode: str, amp: str | None,
     """The largest batch predicted to fit, then verified by running one step
     (stepping down 10% on an out-of-memory error). Returns (predicted, verified)."""
     free = free_memory(device)
-    if free is None:
-        raise SpecError("--max-batch needs a device that reports its free memory (cuda)")
+    if free is None or device != "cuda":
+        raise SpecError("--max-batch needs a CUDA device (it verifies the batch by running "
+                        "until memory runs out)")
     predicted = largest_batch(graph, mode, amp, free)
     runner = Runner(graph, device, mode, amp, channels_last, compile=False)
     batch = predicted

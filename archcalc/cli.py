@@ -356,3 +356,89 @@ def _no_symbols(graph):
                        for s in v.free_symbols})
         raise SpecError(f"the spec has unbound variables ({', '.join(free)}): a real model "
                         "needs numbers; bind them with --set NAME=VALUE", file=graph.file)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.option("--data", default="synthetic", show_default=True,
+              metavar="synthetic|digits|cifar10:DIR|imagefolder:DIR",
+              help="digits: scikit-learn's bundled 8x8 digits, resized to the spec's input; "
+                   "cifar10: the python pickle batches in DIR; no downloads.")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Global batch (divided among torchrun processes).")
+@click.option("--optimizer", type=click.Choice(("sgd", "momentum", "nesterov", "adagrad",
+                                                "rmsprop", "adam")), default="adam", show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Learning rate (default per optimizer: adam 1e-3, momentum 1e-2, ...).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--schedule", type=click.Choice(("none", "step", "exponential", "inverse", "cosine",
+                                               "plateau", "cyclic")), default="none", show_default=True)
+@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0)
+@click.option("--augment", default="", metavar="crop,flip", help="Random crop and/or flip.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", type=click.Choice(("cpu", "cuda", "mps")), default="cpu", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for checkpoint.pt, metrics.csv/json, curves.png [runs/SPEC_NAME].")
+@click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--plot", is_flag=True, help="Save the loss and accuracy curves as OUT/curves.png.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, label_smoothing,
+          augment, seed, device, out_dir, resume, plot, sets):
+    """Train the compiled spec and report per epoch: train loss, test loss and
+    accuracy, time, samples/s and peak memory. Checkpoints are written
+    atomically each epoch; Ctrl-C saves one and exits.
+
+    \b
+    Examples:
+      archcalc train specs/lenet5.toml --data digits --epochs 5 --seed 0
+      archcalc train specs/resnet18.toml --data cifar10:~/cifar-10-batches-py \\
+          --optimizer momentum --lr 0.1 --schedule cosine --augment crop,flip --device cuda
+      torchrun --nproc_per_node 2 -m archcalc train specs/lenet5.toml --data digits
+    """
+    from .errors import require
+    require("torch", "torch", "archcalc train")
+    _require_device(device)
+    kinds = tuple(a for a in augment.split(",") if a)
+    bad = [a for a in kinds if a not in ("crop", "flip")]
+    if bad:
+        raise SpecError(f"--augment takes crop and/or flip, e.g. crop,flip. Received: {augment!r}")
+    import os
+    from .graph import build_graph
+    from .spec.loader import load
+    from .torch.train import TrainConfig, train as run_train
+    graph = build_graph(load(spec), variables=parse_sets(sets))
+    _no_symbols(graph)
+    out_dir = out_dir or os.path.join("runs", os.path.splitext(os.path.basename(spec))[0])
+    config = TrainConfig(data=os.path.expanduser(data) if ":" in data else data, epochs=epochs,
+                         batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
+                         schedule=schedule, label_smoothing=label_smoothing, augment=kinds,
+                         seed=seed, device=device, out=out_dir, plot=plot, resume=resume)
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    out = console()
+    with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
+                  MofNCompleteColumn(), TextColumn("steps"), console=_stderr_console(),
+                  transient=True, disable=int(os.environ.get("RANK", "0")) != 0) as bar:
+        task = bar.add_task("train", total=None, epoch=1)
+
+        def progress(epoch, step, total):
+            if step == 1:
+                bar.reset(task, total=total, epoch=epoch)
+            bar.update(task, completed=step, epoch=epoch)
+
+        def report(m):
+            if isinstance(m, str):
+                out.print(m, highlight=False)
+                return
+            out.print(f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f}  test loss "
+                      f"{m.test_loss:.4f}  accuracy {100 * m.test_accuracy:.1f}%  "
+                      f"{m.time_s:.1f} s  {m.samples_per_s:,.0f} samples/s  peak "
+                      f"{m.peak_memory_bytes / 1e6:,.0f} MB", highlight=False)
+        try:
+            run_train(graph, config, report=report, progress=progress)
+        except KeyboardInterrupt:
+            sys.exit(130)
+    if int(os.environ.get("RANK", "0")) == 0:
+        out.print(f"metrics: {out_dir}/metrics.csv, {out_dir}/metrics.json; checkpoint: "
+                  f"{out_dir}/checkpoint.pt" + (f"; curves: {out_dir}/curves.png" if plot else ""),
+                  style="dim", highlight=False)

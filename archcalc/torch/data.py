@@ -1,0 +1,112 @@
+"""Data for `archcalc train`: tensors made here or read from local files; no
+downloads. Every source gives (train_x, train_y, test_x, test_y) as float
+images of the spec's input shape and integer labels."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import torch
+from torch.nn import functional as F
+
+from ..errors import SpecError, require
+
+SOURCES = ("synthetic", "digits", "cifar10:DIR", "imagefolder:DIR")
+
+
+def load_data(source: str, shape: tuple, classes: int, seed: int):
+    kind, _, folder = source.partition(":")
+    if kind == "synthetic" and not folder:
+        return synthetic(shape, classes, seed)
+    if kind == "digits" and not folder:
+        return digits(shape, seed)
+    if kind == "cifar10" and folder:
+        return cifar10(folder, shape)
+    if kind == "imagefolder" and folder:
+        return image_folder(folder, shape)
+    raise SpecError(f"--data takes one of {', '.join(SOURCES)}. Received: {source!r}")
+
+
+def fit(images: torch.Tensor, shape: tuple) -> torch.Tensor:
+    """Images (N, C, H, W) resized to the spec's input, channels repeated if needed."""
+    c, h, w = shape
+    if images.shape[1] != c:
+        if images.shape[1] == 1:
+            images = images.expand(-1, c, -1, -1)
+        elif c == 1:
+            images = images.mean(1, keepdim=True)
+        else:
+            raise SpecError(f"the data has {images.shape[1]} channels, the spec takes {c}")
+    if images.shape[2:] != (h, w):
+        images = F.interpolate(images, size=(h, w), mode="bilinear", align_corners=False)
+    return images.contiguous()
+
+
+def synthetic(shape, classes, seed, n_train=512, n_test=128):
+    """Learnable noise: each class adds its own fixed pattern to Gaussian noise."""
+    g = torch.Generator().manual_seed(seed)
+    patterns = 0.2 * torch.randn(classes, *shape, generator=g)
+
+    def make(n):
+        y = torch.randint(0, classes, (n,), generator=g)
+        return torch.randn(n, *shape, generator=g) + patterns[y], y
+    return (*make(n_train), *make(n_test))
+
+
+def digits(shape, seed, test_fraction=0.2):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, values 0..16)."""
+    datasets = require("sklearn.datasets", "train", "--data digits")
+    bunch = datasets.load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    n_test = int(len(y) * test_fraction)
+    test, train = order[:n_test], order[n_test:]
+    x = fit(x, shape)
+    x = (x - x[train].mean()) / x[train].std()  # standardized with the training statistics
+    return x[train], y[train], x[test], y[test]
+
+
+def cifar10(folder, shape):
+    """The standard python-pickle CIFAR-10 batches (data_batch_1..5, test_batch)."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    if not os.path.isdir(folder):
+        raise SpecError(f"--data cifar10:{folder}: no such folder")
+    missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
+    if missing:
+        raise SpecError(f"--data cifar10:{folder}: missing {', '.join(missing)} (the python "
+                        "version of CIFAR-10: data_batch_1..5 and test_batch)")
+    parts = []
+    for name in names:
+        try:
+            with open(os.path.join(folder, name), "rb") as fh:
+                batch = pickle.load(fh, encoding="bytes")
+            data = torch.tensor(batch[b"data"], dtype=torch.uint8).view(-1, 3, 32, 32)
+            labels = torch.tensor(batch[b"labels"], dtype=torch.long)
+        except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError, RuntimeError) as e:
+            raise SpecError(f"--data cifar10:{folder}: cannot read {name}: {e}") from None
+        parts.append((fit(data.float() / 255.0, shape), labels))
+    train_x = torch.cat([p[0] for p in parts[:5]])
+    train_y = torch.cat([p[1] for p in parts[:5]])
+    return train_x, train_y, parts[5][0], parts[5][1]
+
+
+def image_folder(folder, shape):
+    """FOLDER/train/CLASS/*.png and FOLDER/test/CLASS/*.png (or val/), via torchvision."""
+    datasets = require("torchvision.datasets", "vision", "--data imagefolder")
+    transforms = require("torchvision.transforms", "vision", "--data imagefolder")
+    test_dir = next((os.path.join(folder, d) for d in ("test", "val")
+                     if os.path.isdir(os.path.join(folder, d))), None)
+    if not os.path.isdir(os.path.join(folder, "train")) or test_dir is None:
+        raise SpecError(f"--data imagefolder:{folder}: needs train/ and test/ (or val/) "
+                        "folders with one subfolder per class")
+    tf = transforms.Compose([transforms.Resize(shape[1:]), transforms.ToTensor()])
+    out = []
+    for d in (os.path.join(folder, "train"), test_dir):
+        try:
+            ds = datasets.ImageFolder(d, transform=tf)
+            xs, ys = zip(*[ds[i] for i in range(len(ds))])
+        except (OSError, RuntimeError, FileNotFoundError, ValueError) as e:
+            raise SpecError(f"--data imagefolder:{folder}: cannot read {d}: {e}") from None
+        out += [fit(torch.stack(xs), shape), torch.tensor(ys)]
+    return tuple(out)

@@ -44,6 +44,10 @@ class Row:
     allocates: bool = True
     weighted: bool = False
     first_op: object = None
+    ops: tuple = ()               # the ops of this row, for `archcalc explain`
+    input_shape: tuple = ()
+    rf_in: tuple = (1, 1)
+    jump_in: tuple = (1, 1)
     receptive_field: tuple = (1, 1)
     jump: tuple = (1, 1)
     findings: list = field(default_factory=list)
@@ -133,6 +137,7 @@ class _Walker:
         self.saved: set[int] = set()
         self.seen: dict[str, list] = {}   # row name or path -> (kind, input, output)
         self.first_weighted = True
+        self.nonlinearities = 0
         # inference peak: tensors alive at once (an op's input and output, plus
         # what pending merges hold: a residual's input, finished branches)
         self.held = 0
@@ -258,7 +263,8 @@ class _Walker:
         allocates = main.kind.allocates(main.args) or \
             (main.kind.shares_storage(main.args) and not in_place(main, shared))
         row = Row(len(self.rows), "/".join(full), full, row_type, state[0],
-                  allocates=allocates, weighted=main.kind.weighted, first_op=main)
+                  allocates=allocates, weighted=main.kind.weighted, first_op=main,
+                  ops=tuple(ops), input_shape=state[0], rf_in=state[1], jump_in=state[2])
         for i, op in enumerate(ops):
             state = self.op(op, row, *state, shared=shared and i == 0)
         return self.finish(row, state, line)
@@ -287,6 +293,8 @@ class _Walker:
         kind, a = op.kind, op.args
         kind.check_input(x)
         kind.check_references(a, x, self.find)
+        if kind.nonlinear:
+            self.nonlinearities += 1
         y = kind.output_shape(a, x)
         if op is row.first_op:
             entry = (kind.name, x, y)
@@ -353,6 +361,8 @@ class _Walker:
             "saved_activation_bytes": saved,
             "train_memory_bytes": sym.norm(2 * param_bytes + optimizer_bytes + saved),
             "weighted_layers": sum(1 for r in rows if r.weighted),
+            "nonlinearities": self.nonlinearities,
+            "receptive_field": sym.smax(*(sym.smax(*r.receptive_field) for r in rows)),
         }
         if isinstance(param_bytes, int) and isinstance(self.peak_live, int) and self.peak_live:
             # weights + the most activation bytes alive at once in a no-grad forward

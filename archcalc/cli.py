@@ -442,3 +442,132 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
         out.print(f"metrics: {out_dir}/metrics.csv, {out_dir}/metrics.json; checkpoint: "
                   f"{out_dir}/checkpoint.pt" + (f"; curves: {out_dir}/curves.png" if plot else ""),
                   style="dim", highlight=False)
+
+
+def _render_comparison(comparison, fmt, title):
+    from .render import compare as render
+    if fmt == "rich":
+        render.render_rich(comparison, console(), title)
+    else:
+        text = {"json": render.render_json, "csv": render.render_csv,
+                "markdown": render.render_markdown}[fmt](comparison)
+        click.echo(text.rstrip("\n"))
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+              help="Bind a variable in every spec that has it.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
+def compare(specs, sets, batch, dtype, fmt):
+    """Designs side by side: params, MACs, FLOPs, activations, training memory,
+    receptive field, depth and nonlinearities, each with its ratio to the first.
+    Unbound variables give formulas and exact ratios (27/49).
+
+    \b
+    Examples:
+      archcalc compare specs/resnet50.toml specs/resnet50_v1.toml
+      archcalc compare specs/vgg16.toml specs/vgg19.toml specs/googlenet.toml
+      archcalc compare specs/tricks/7x7-vs-3x3/one_7x7.toml specs/tricks/7x7-vs-3x3/three_3x3.toml
+    """
+    if len(specs) < 2:
+        raise SpecError("compare needs at least two specs")
+    from .compare import compare as run
+    from .spec.loader import load
+    comparison = run([load(s) for s in specs], variables=parse_sets(sets), batch=batch,
+                     dtype=dtype)
+    _render_comparison(comparison, fmt, "Comparison")
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--list", "list_", is_flag=True, help="List the tricks.")
+@click.option("--channels", "-c", type=click.IntRange(min=1), default=None,
+              help="Put numbers in for C (channels).")
+@click.option("--size", "-s", type=click.IntRange(min=1), default=None,
+              help="Put numbers in for H and W.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
+def trick(name, list_, channels, size, fmt):
+    """The lectures' factorization tricks, as formulas in C (channels) and
+    H, W, and as numbers with --channels and --size. Each design is a real
+    spec in specs/tricks/NAME/ to open and edit.
+
+    \b
+    Examples:
+      archcalc trick --list
+      archcalc trick 7x7-vs-3x3
+      archcalc trick 7x7-vs-3x3 --channels 64 --size 56
+      archcalc trick nxn-vs-asym
+    """
+    from . import tricks
+    if list_ or not name:
+        width = max(len(n) for n in tricks.TRICKS)
+        for t in tricks.TRICKS.values():
+            click.echo(f"{t.name:<{width}}  {t.summary}")
+        return
+    t = tricks.lookup(name)
+    from .compare import compare as run
+    from .spec.loader import load
+    specs = [load(f) for f in tricks.spec_files(t)]
+    comparison = run(specs)
+    _render_comparison(comparison, fmt, f"{t.name}: {t.summary}")
+    if channels or size:
+        bound = {k: v for k, v in (("C", channels), ("H", size), ("W", size)) if v}
+        numeric = run(specs, variables=bound)
+        what = ", ".join(f"{k} = {v}" for k, v in bound.items())
+        _render_comparison(numeric, fmt, f"{t.name} with {what}")
+    if fmt == "rich":
+        console().print(t.lesson, highlight=False)
+        for n in {n for s in specs for n in ([s.extra["notes"]] if "notes" in s.extra else [])}:
+            console().print(f"Note: {n}", style="italic", highlight=False)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("layer")
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
+@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+def explain(spec, layer, batch, dtype, input_shape, sets):
+    """The arithmetic of one layer, step by step, as a lecture writes it:
+    output size with the numbers put in, params, MACs, memory, receptive field.
+
+    \b
+    Examples:
+      archcalc explain specs/vgg16.toml conv3_1
+      archcalc explain specs/googlenet.toml "inception_3a > b2 > 3x3"
+      archcalc explain specs/vgg16.toml conv1_1 --input 3x227x227
+    """
+    from .explain import explain as run
+    report = _report(spec, batch, dtype, input_shape, sets, False)
+    for line in run(report, layer):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="PNG or SVG file [SPEC_NAME.png].")
+@click.option("--depth", type=click.IntRange(min=1), default=None, help="One bar per block.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+def plot(specs, output, depth, sets):
+    """Per-layer bars of activations and params (log scale) and MACs, with the
+    spec's name and totals; several specs are overlaid.
+
+    \b
+    Examples:
+      archcalc plot specs/vgg16.toml -o vgg16.png
+      archcalc plot specs/googlenet.toml --depth 1 -o googlenet.svg
+      archcalc plot specs/vgg16.toml specs/vgg19.toml -o vgg.png
+    """
+    import os
+    from .render.plot import plot as draw
+    reports = [_report(s, 1, "fp32", None, sets, False) for s in specs]
+    output = output or os.path.splitext(os.path.basename(specs[0]))[0] + ".png"
+    if not output.lower().endswith((".png", ".svg", ".pdf")):
+        raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {output!r}")
+    draw(reports, output, depth)
+    click.echo(f"wrote {output}", err=True)

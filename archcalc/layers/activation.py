@@ -14,6 +14,7 @@ BOOL = 1
 
 
 class Elementwise(Kind):
+    nonlinear = True
     per_element = 1
     keeps = "output"          # which tensor the backward needs
     torch_name = ""
@@ -89,6 +90,7 @@ class PReLU(Elementwise):
 
 @register
 class Softmax(Elementwise):
+    nonlinear = False  # an output normalization, not a hidden nonlinearity
     name = "softmax"
     summary = "softmax over the channels / features"
     per_element = 3
@@ -130,6 +132,7 @@ class Maxout(Kind):
     """Maxout over channels (Goodfellow et al. 2013): the max of each group of
     `pieces` consecutive channels; follow a conv or fc with pieces x the units."""
     name = "maxout"
+    nonlinear = True
     primary = "pieces"
     summary = "max over groups of `pieces` channels: C x H x W -> C/pieces x H x W"
     flops_rule = "pieces - 1 comparisons per output element"

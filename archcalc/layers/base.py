@@ -149,6 +149,7 @@ class Kind:
     summary: str = ""
     flops_rule: str = "none"            # stated in `archcalc kinds` and the docs
     weighted: bool = False              # counts towards depth (conv, fc)
+    nonlinear: bool = False             # counts as a nonlinearity (relu, tanh, maxout, ...)
     fusable: bool = False               # accepts batch_norm = true, activation = "relu"
     view: bool = False                  # output is a view of the input (flatten)
     inputs: str = "any"                 # "chw" | "any": what input rank it takes
@@ -200,6 +201,14 @@ class Kind:
     def allocates(self, a) -> bool:
         """Whether a forward pass at inference allocates this layer's output."""
         return not self.shares_storage(a)
+
+    def size_arithmetic(self, a, x: Shape) -> list[str]:
+        """How the output size comes about, with the numbers put in."""
+        return []
+
+    def macs_formula(self, a, x: Shape, y: Shape) -> str | None:
+        """The multiply-accumulates as a product, e.g. (56*56*256)*(3*3*128)."""
+        return None
 
     def check_references(self, a, x: Shape, find) -> None:
         """Check layers this one names (a max unpool's pool). ``find(name)``
@@ -319,6 +328,26 @@ def dropped_rows(n, f, s, p, d, p_after=None):
     if span < 0 or fe < s:
         return 0
     return max(0, span % s - p_after)
+
+
+def sliding_arithmetic(x, kernel, stride, pads, dilation, ceil_mode=False) -> list[str]:
+    """(N - F + 2P)/S + 1 per axis with the numbers put in (one line when both agree)."""
+    lines = []
+    for n, f, s, p, d, axis in zip(x[1:], kernel, stride, pads, dilation, ("height", "width")):
+        fe = sym.norm(d * (f - 1) + 1)
+        p_text = sym.plain(p)
+        exact = (n - fe + 2 * p) / s + 1 if all(isinstance(v, int) for v in (n, fe, p, s)) else None
+        out = sliding_output(n, f, s, p, d, ceil_mode)
+        rnd = "ceil" if ceil_mode else "floor"
+        value = sym.fmt_int(out)
+        if exact is not None and exact != int(exact):
+            value = f"{rnd}({exact:.2f}) = {value}"
+        dil = f" (F = D(F - 1) + 1 = {sym.plain(d)}*({sym.plain(f)} - 1) + 1)" if d != 1 else ""
+        lines.append((axis, f"(N - F + 2P)/S + 1 = ({sym.plain(n)} - {sym.plain(fe)} + 2*{p_text})"
+                            f"/{sym.plain(s)} + 1 = {value}{dil}"))
+    if len(lines) == 2 and lines[0][1] == lines[1][1]:
+        return [lines[0][1]]
+    return [f"{axis}: {text}" for axis, text in lines]
 
 
 def tiling_remarks(x, kernel, stride, pads, dilation) -> list[str]:

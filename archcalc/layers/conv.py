@@ -5,7 +5,7 @@ from __future__ import annotations
 from .. import sym
 from ..errors import SpecError
 from .base import (Arg, Kind, Weighted, Saved, fmt_shape, register, same_padding,
-                   sliding_output, tiling_remarks)
+                   sliding_output, tiling_remarks, sliding_arithmetic)
 
 AXES = ("height", "width")
 
@@ -110,6 +110,17 @@ class Conv(Weighted, Kind):
     def macs(self, a, x, y):
         kh, kw = a.kernel
         return sym.norm(sym.prod(y) * self._fan_in(a, x) * kh * kw)
+
+    def macs_formula(self, a, x, y):
+        kh, kw = a.kernel
+        f = sym.plain
+        return f"({f(y[1])}*{f(y[2])}*{f(y[0])})*({f(kh)}*{f(kw)}*{f(self._fan_in(a, x))})"
+
+    def size_arithmetic(self, a, x):
+        if a.padding == "same":
+            return ["padding 'same' keeps the size at stride 1"]
+        pads = (0, 0) if a.padding == "valid" else a.padding
+        return sliding_arithmetic(x, a.kernel, a.stride, pads, a.dilation)
 
     def window(self, a, x):
         return effective_window(a.kernel, a.stride, a.dilation)

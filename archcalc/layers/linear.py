@@ -40,6 +40,11 @@ class FullyConnected(Weighted, Kind):
     def macs(self, a, x, y):
         return sym.norm(sym.prod(x) * a.out)
 
+    def macs_formula(self, a, x, y):
+        f = sym.plain
+        dims = (x[1], x[2], x[0]) if len(x) == 3 else x  # H*W*C, as the lecture writes it
+        return "(" + "*".join(f(d) for d in dims) + f")*{f(a.out)}"
+
     def window(self, a, x):
         return global_window(x)
 

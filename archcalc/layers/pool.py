@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, fmt_shape, register
+from .base import Arg, Kind, Saved, fmt_shape, register, sliding_arithmetic
 from .conv import effective_window, sliding_findings, sliding_shape
 
 INT64 = 8
@@ -35,6 +35,10 @@ class _Pool(Kind):
 
     def window(self, a, x):
         return effective_window(a.kernel, self.stride(a), (1, 1))
+
+    def size_arithmetic(self, a, x):
+        return sliding_arithmetic(x, a.kernel, self.stride(a), a.padding, (1, 1),
+                                  getattr(a, "ceil_mode", False))
 
     def findings(self, a, x):
         if getattr(a, "ceil_mode", False):  # ceil mode covers the rest on purpose

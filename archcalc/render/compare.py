@@ -1,0 +1,61 @@
+"""Render a Comparison: one column per design, each figure with its ratio."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from .. import sym
+from ..compare import FIGURES, ratio_text
+
+
+def _cell(value) -> str:
+    return sym.fmt_int(value)
+
+
+def rows(comparison):
+    for key, label, _ in FIGURES:
+        values = comparison.values[key]
+        cells = []
+        for i, v in enumerate(values):
+            text = _cell(v)
+            if i:
+                text += f"  [{ratio_text(comparison.ratio(key, i))}]"
+            cells.append(text)
+        yield label, cells
+
+
+def render_rich(comparison, console, title="Comparison") -> None:
+    from rich.table import Table
+    t = Table(title=title, header_style="bold")
+    t.add_column("figure")
+    for name in comparison.names:
+        t.add_column(name, justify="right", overflow="fold")
+    for label, cells in rows(comparison):
+        t.add_row(label, *cells)
+    console.print(t)
+    console.print(r"\[ratio to the first design]; MACs are multiply-accumulates, per sample.",
+                  style="dim", highlight=False)
+
+
+def render_markdown(comparison) -> str:
+    out = ["| figure | " + " | ".join(comparison.names) + " |",
+           "|---|" + "---:|" * len(comparison.names)]
+    for label, cells in rows(comparison):
+        out.append(f"| {label} | " + " | ".join(c.replace("*", r"\*") for c in cells) + " |")
+    return "\n".join(out) + "\n"
+
+
+def render_csv(comparison) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["figure", *comparison.names, *(f"ratio {n}" for n in comparison.names[1:])])
+    for key, label, _ in FIGURES:
+        vals = comparison.values[key]
+        w.writerow([key, *(sym.to_json(v) for v in vals),
+                    *(ratio_text(comparison.ratio(key, i)) for i in range(1, len(vals)))])
+    return buf.getvalue()
+
+
+def render_json(comparison) -> str:
+    return json.dumps(comparison.as_json(), indent=2)

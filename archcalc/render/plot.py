@@ -1,0 +1,56 @@
+"""Per-layer bars: activations and params (log scale), MACs on a second panel.
+The VGG-16 plot shows the lecture's point at a glance: memory sits in the
+early convs, parameters in the first fully connected layer."""
+from __future__ import annotations
+
+from .. import sym
+from ..errors import SpecError, require
+
+TITLES = ("Activations and parameters per layer (log scale)", "MACs per layer (log scale)")
+
+
+def plot(reports, path: str, depth: int | None = None) -> None:
+    matplotlib = require("matplotlib", "plot", "archcalc plot")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from ..analysis import fold
+    for r in reports:
+        if r.symbolic:
+            raise SpecError("cannot plot formulas: bind the unbound variables with --set",
+                            file=r.model.file)
+    series = [fold(r.rows, depth) if depth else r.rows for r in reports]
+    n = max(len(s) for s in series)
+    k = len(reports)
+    width = 0.8 / (2 * k)
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(10, 0.45 * n), 8), sharex=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (report, rows) in enumerate(zip(reports, series)):
+        xs = range(len(rows))
+        c1, c2 = colors[(2 * i) % len(colors)], colors[(2 * i + 1) % len(colors)]
+        label = f" ({report.model.name})" if k > 1 else ""
+        top.bar([x + (2 * i) * width - 0.4 + width / 2 for x in xs],
+                [max(r.activations, 0) for r in rows], width, color=c1,
+                label="activations" + label)
+        top.bar([x + (2 * i + 1) * width - 0.4 + width / 2 for x in xs],
+                [max(r.params, 0) for r in rows], width, color=c2, label="params" + label)
+        bottom.bar([x + i * 2 * width - 0.4 + width for x in xs], [r.macs for r in rows],
+                   2 * width, color=c1, label="MACs" + label)
+    for ax, title in zip((top, bottom), TITLES):
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.legend(loc="upper right", fontsize="small")
+        ax.grid(axis="y", alpha=0.3)
+    names = [r.name.replace("/", " > ") for r in series[0]]
+    bottom.set_xticks(range(len(names)))
+    bottom.set_xticklabels(names if k == 1 else names, rotation=75, fontsize=7, ha="right")
+    summary = "; ".join(
+        f"{r.model.name}: {sym.human(r.totals['params'])} params, {sym.human(r.totals['macs'])} "
+        f"MACs, {sym.human(r.totals['activations'])} activations" for r in reports)
+    fig.suptitle(summary, fontsize=10)
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except (OSError, ValueError) as e:
+        raise SpecError(f"cannot write {path}: {e}") from None
+    finally:
+        plt.close(fig)

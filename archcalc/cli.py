@@ -521,7 +521,8 @@ def trick(name, list_, channels, size, fmt):
     if fmt == "rich":
         console().print(t.lesson, highlight=False)
         for n in {n for s in specs for n in ([s.extra["notes"]] if "notes" in s.extra else [])}:
-            console().print(f"Note: {n}", style="italic", highlight=False)
+            from rich.markup import escape
+            console().print(escape(f"Note: {n}"), style="italic", highlight=False)
 
 
 @main.command()

@@ -33,6 +33,22 @@ def test_every_spec_compiles_and_every_figure_agrees(name):
     assert measured_rows == len(result.rows), "a row has no module to measure"
 
 
+@pytest.mark.parametrize("name", ["lenet5.toml", "resnet18.toml"])
+def test_check_at_a_larger_batch(name):
+    result = run_check(load(spec_path(name)), batch=4)
+    assert result.ok, [(c.what, c.calculated, c.measured) for c in result.totals]
+
+
+def test_check_cli_reports_every_figure():
+    from click.testing import CliRunner
+
+    from archcalc.cli import main
+    result = CliRunner().invoke(main, ["check", spec_path("lenet5.toml"), "--batch", "2"])
+    assert result.exit_code == 0, result.stderr
+    assert "all figures agree" in result.stdout
+    assert "fvcore counts one fused multiply-add as one flop" in result.stdout
+
+
 def test_named_submodules_follow_the_spec_paths():
     model = load(spec_path("googlenet.toml")).build()
     conv = model.get_submodule("inception_3a.b2.3x3_reduce")

@@ -18,9 +18,10 @@ def _value(v) -> str:
 def render_check(result, console, all_rows: bool = False) -> None:
     from rich.table import Table
     r = result.report
-    table = Table(title=f"{r.model.name}: calculated vs measured (batch {r.batch}, "
+    table = Table(title=f"{r.model.name}: calculated vs measured per sample, MACs x batch "
+                        f"(batch {r.batch}, "
                         f"{result.measured.device})", header_style="bold")
-    for col in ("#", "layer", "kind", "shape", "params", "MACs (fvcore)", ""):
+    for col in ("#", "layer", "kind", "shape", "params", "MACs x batch (fvcore)", ""):
         table.add_column(col, overflow="fold")
     shown = 0
     for i, row in enumerate(result.rows, 1):
@@ -44,8 +45,9 @@ def render_check(result, console, all_rows: bool = False) -> None:
         totals.add_row(c.what, _value(c.calculated), _value(c.measured), err,
                        "exact" if not c.tolerance else f"{c.tolerance:.0%}", MARK[c.ok])
     console.print(totals)
+    from rich.markup import escape
     for note in result.notes:
-        console.print(f"Note: {note}", style="italic", highlight=False)
+        console.print(escape(f"Note: {note}"), style="italic", highlight=False)
     console.print("[green]all figures agree[/]" if result.ok else
                   "[red]some figures disagree[/]")
 

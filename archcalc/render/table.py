@@ -79,8 +79,9 @@ def render_rich(report: Report, console) -> None:
     console.print(table)
     for line in summary_lines(report):
         console.print(line, highlight=False)
+    from rich.markup import escape
     for note in _notes(report):
-        console.print(f"Note: {note}", style="italic", highlight=False)
+        console.print(escape(f"Note: {note}"), style="italic", highlight=False)
     console.print(CONVENTIONS, style="dim", highlight=False)
 
 

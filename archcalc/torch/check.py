@@ -72,6 +72,9 @@ def run_check(spec, *, batch: int = 1, device: str = "cpu", variables=None, inpu
 
 
 def compare(report, rows_to_modules: dict, m: Measured) -> CheckResult:
+    """Pair calculated and measured figures. The engine's MACs are per sample;
+    fvcore and FlopCounterMode count the whole batch, so ours are scaled by it."""
+    b = report.batch
     rows = []
     for row in report.rows[1:]:
         module = rows_to_modules.get(row.name)
@@ -83,7 +86,8 @@ def compare(report, rows_to_modules: dict, m: Measured) -> CheckResult:
         if not row.type.split("+")[0] in MERGE_TYPES:
             rc.checks.append(Check("params", row.params, m.params.get(module)))
             if not m.meta:
-                rc.checks.append(Check("MACs", row.macs, m.macs.get(module) if m.macs else None))
+                rc.checks.append(Check("MACs", row.macs * b,
+                                       m.macs.get(module) if m.macs else None))
         rows.append(rc)
     t = report.totals
     totals = [Check("params", t["params"], m.total_params)]
@@ -91,8 +95,8 @@ def compare(report, rows_to_modules: dict, m: Measured) -> CheckResult:
              "are MACs, compared exactly."]
     if not m.meta:
         totals += [
-            Check("MACs (fvcore conv + linear)", t["macs"], m.fvcore_total),
-            Check("2 x MACs (FlopCounterMode: conv + matmul)", 2 * t["macs"],
+            Check(f"MACs x batch {b} (fvcore conv + linear)", t["macs"] * b, m.fvcore_total),
+            Check(f"2 x MACs x batch {b} (FlopCounterMode: conv + matmul)", 2 * t["macs"] * b,
                   m.flop_counter_total),
             Check("forward activation bytes", t["activation_bytes"],
                   m.forward_activation_bytes, TOLERANCE["memory"]),
@@ -107,8 +111,9 @@ def compare(report, rows_to_modules: dict, m: Measured) -> CheckResult:
         if m.fvcore_total is None:
             notes.append("fvcore is not installed: MACs per module not measured "
                          '(pip install "archcalc[torch]").')
-        notes.append(f"FLOPs (2 x MACs + elementwise) = {t['flops']:,}; FlopCounterMode "
-                     "counts only conv and matmul, so 2 x MACs is what it measures.")
+        notes.append(f"FLOPs (2 x MACs + elementwise) = {t['flops']:,} per sample; "
+                     "FlopCounterMode counts only conv and matmul, so 2 x MACs is what it "
+                     "measures.")
     else:
         notes.append("too large for this machine's memory: shapes and params measured on the "
                      "meta device; FLOPs and memory not measured.")

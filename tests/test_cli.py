@@ -87,3 +87,12 @@ def test_kinds_lists_every_kind():
                  "batch_norm", "lrn", "dropout", "relu", "leaky_relu", "prelu", "elu", "tanh",
                  "sigmoid", "softplus", "gelu", "softmax", "subsample"):
         assert name in out
+
+
+def test_large_tables_render_as_plain_columns():
+    out = invoke("table", spec_path("preact_resnet1001_cifar.toml"))
+    lines = out.splitlines()
+    assert "3339 rows; --depth N folds blocks" in lines[0]
+    assert lines[1].split()[:3] == ["#", "layer", "kind"]
+    assert any("stage3 > preact_bottleneck111 > add" in ln for ln in lines)
+    assert "TOTAL params: 10.3M (10,327,706)" in out

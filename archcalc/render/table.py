@@ -64,9 +64,33 @@ def summary_lines(report: Report) -> list[str]:
     ]
 
 
+RICH_ROW_LIMIT = 300  # above this, rich's layout costs seconds: plain columns instead
+
+RIGHT = {"#", "activations", "params", "MACs", "RF"}
+
+
+def render_plain_columns(report: Report, console) -> None:
+    """The same cells in fixed-width columns, linear in the rows."""
+    body = [cells(report, row) for row in report.rows]
+    widths = [max(len(c), *(len(r[i]) for r in body)) for i, c in enumerate(COLUMNS)]
+
+    def line(values):
+        return "  ".join(v.rjust(w) if col in RIGHT else v.ljust(w)
+                         for v, w, col in zip(values, widths, COLUMNS)).rstrip()
+    m = report.model
+    out = [f"{m.name}  (input {fmt_shape(m.input)}, {len(report.rows)} rows; "
+           "--depth N folds blocks)", line(COLUMNS), line(["-" * w for w in widths])]
+    out += [line(r) for r in body]
+    console.file.write("\n".join(out) + "\n")
+
+
 def render_rich(report: Report, console) -> None:
     from rich.table import Table
     m = report.model
+    if len(report.rows) > RICH_ROW_LIMIT:
+        render_plain_columns(report, console)
+        _footer(report, console)
+        return
     title = f"{m.name}  (input {fmt_shape(m.input)})"
     table = Table(title=title, caption=m.source or None, show_lines=False,
                   header_style="bold")
@@ -77,6 +101,10 @@ def render_rich(report: Report, console) -> None:
     for row in report.rows:
         table.add_row(*cells(report, row))
     console.print(table)
+    _footer(report, console)
+
+
+def _footer(report: Report, console) -> None:
     for line in summary_lines(report):
         console.print(line, highlight=False)
     from rich.markup import escape

@@ -243,7 +243,7 @@ class _Builder:
         fused = {k: args.pop(k) for k in FUSED_KEYS if k in args}
         if fused and not kind.fusable:
             raise SpecError(f"{kind.name} takes no {' or '.join(sorted(fused))}; "
-                            "only conv and fc rows fuse a batch norm or an activation")
+                            "only weighted rows (conv, fc, ...) fuse a batch norm or an activation")
         ops = (Op(kind, kind.read_args(args, scope.env)),) + self.fused(fused, scope)
         for row_name in self._names(table, kind.name, scope):
             yield Layer(row_name, ops)

@@ -134,7 +134,10 @@ NOTHING_SAVED = Saved()
 
 
 class Weighted:
-    """Mixin for conv-like and fc kinds: backward = input grad + weight grad."""
+    """Mixin for conv-like and fc kinds: they count towards depth, a row may fuse
+    a batch norm and an activation, and backward = input grad + weight grad."""
+    weighted = True
+    fusable = True
 
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         forward = self.flops(a, x, y)

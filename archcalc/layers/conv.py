@@ -66,8 +66,6 @@ class Conv(Weighted, Kind):
     primary = "out"
     summary = "2-D convolution: out channels, kernel (k or [kh, kw]), stride, padding, dilation, groups"
     flops_rule = "2 x MACs; MACs = Cout*Hout*Wout * (Cin/groups)*kh*kw"
-    weighted = True
-    fusable = True
     inputs = "chw"
     args = {
         "out": Arg("int", min=1, doc="output channels"),
@@ -145,8 +143,6 @@ class ConvTable(Weighted, Kind):
     primary = "connections"
     summary = "conv whose output map i reads only the input maps connections[i] (LeNet-5 C3)"
     flops_rule = "2 x MACs; MACs = Hout*Wout*kh*kw * (number of connections)"
-    weighted = True
-    fusable = True
     inputs = "chw"
     args = {
         "connections": Arg("table", doc="for each output map, the input maps it reads"),
@@ -226,8 +222,6 @@ class ConvTranspose(Weighted, Kind):
     primary = "out"
     summary = ("transposed conv: out = (N - 1)S - 2P + D(F - 1) + output_padding + 1")
     flops_rule = "2 x MACs; MACs = Cin*Hin*Win * (Cout/groups)*kh*kw (each input scattered)"
-    weighted = True
-    fusable = True
     inputs = "chw"
     args = {
         "out": Arg("int", min=1),
@@ -298,8 +292,6 @@ class LocallyConnected(Weighted, Kind):
     primary = "out"
     summary = "locally connected (unshared weights): out maps, kernel, stride, padding"
     flops_rule = "2 x MACs; MACs = Cout*Hout*Wout * Cin*kh*kw (as conv)"
-    weighted = True
-    fusable = True
     inputs = "chw"
     args = {
         "out": Arg("int", min=1),

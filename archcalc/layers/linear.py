@@ -19,8 +19,6 @@ class FullyConnected(Weighted, Kind):
     primary = "out"
     summary = "fully connected: out features (a C x H x W input is flattened first, as in the lecture tables)"
     flops_rule = "2 x MACs; MACs = in_features * out_features"
-    weighted = True
-    fusable = True
     args = {
         "out": Arg("int", min=1, doc="output features"),
         "bias": Arg("bool", True),

@@ -189,3 +189,23 @@ def test_unbound_variables_cannot_be_trained(tmp_path):
     for command in ("train", "bench"):
         code, out, err = run(command, str(path))
         assert code == 2 and "unbound variables (C)" in err and "--set" in err, err
+
+
+def test_imagefolder_from_generated_pngs(tmp_path):
+    pytest.importorskip("torchvision")
+    from PIL import Image
+    rng = torch.Generator().manual_seed(0)
+    for split in ("train", "test"):
+        for label in ("cat", "dog"):
+            folder = tmp_path / "images" / split / label
+            folder.mkdir(parents=True)
+            for i in range(8):
+                pixels = torch.randint(0, 256, (20, 20, 3), generator=rng, dtype=torch.uint8)
+                Image.fromarray(pixels.numpy()).save(folder / f"{i}.png")
+    code, out, err = run("train", spec_path("lenet5.toml"), "--data",
+                         f"imagefolder:{tmp_path / 'images'}", "--epochs", "1", "--batch", "8",
+                         "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    assert metrics(tmp_path / "run")[0]["samples_per_s"] > 0
+    code, out, err = run("train", spec_path("lenet5.toml"), "--data", f"imagefolder:{tmp_path}")
+    assert code == 2 and "needs train/ and test/" in err

@@ -96,7 +96,9 @@ def _flop_counts(model, x, out: Measured):
         model(x)
     out.flop_counter_total = counter.get_total_flops()
     try:
-        from fvcore.nn import FlopCountAnalysis
+        with warnings.catch_warnings():  # fvcore calls torch.jit.script on import
+            warnings.simplefilter("ignore", FutureWarning)
+            from fvcore.nn import FlopCountAnalysis
     except ImportError:  # reported by the caller as "not measured"
         return
     analysis = FlopCountAnalysis(model, x)

@@ -16,7 +16,7 @@ from torch import nn
 from ..analysis import analyze
 from ..errors import SpecError
 from ..graph import (Concat, Layer, Merge, Model, Sequence, build_graph, in_place,
-                     shortcut_ops)
+                     shortcut_ops, walk)
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
@@ -140,10 +140,9 @@ class _Builder:
         self.init = init
         self.rows: dict[str, str] = {}        # row path "a/b/c" -> module name "a.b.c"
         self.tape = IndexTape()
-        self.unpooled = {_ref(op) for layer in _layers(model.body) for op in layer.ops
+        self.unpooled = {op.args.of for layer in walk(model.body) for op in layer.ops
                          if op.kind.name == "max_unpool"}
         self.pool_inputs: dict[str, tuple] = {}
-        self.path: list[str] = []
 
     # each returns (module, output shape)
     def sequence(self, seq: Sequence, x, shared: bool, path=()) -> tuple:
@@ -217,12 +216,13 @@ class _Builder:
         return (modules[0] if len(modules) == 1 else nn.Sequential(*modules)), x
 
     def wire_indices(self, op, module, x, path):
-        key = "/".join(path)
-        if op.kind.name == "maxpool" and (path[-1] in self.unpooled or key in self.unpooled):
-            for ref in (path[-1], key):
-                self.pool_inputs[ref] = x
-            return PoolWithIndices(module, self.tape, path[-1] if path[-1] in self.unpooled
-                                   else key)
+        """A max pool that an unpool names (by its name or path) keeps its
+        indices on the tape; the unpool reads them back."""
+        if op.kind.name == "maxpool":
+            key = next((k for k in (path[-1], "/".join(path)) if k in self.unpooled), None)
+            if key is not None:
+                self.pool_inputs[key] = x
+                return PoolWithIndices(module, self.tape, key)
         if op.kind.name == "max_unpool":
             ref = op.args.of
             return UnpoolFromTape(module, self.tape, ref, self.pool_inputs[ref])
@@ -245,12 +245,3 @@ def _add(parent: nn.Module, name: str, child: nn.Module):
     if "." in name or not name:
         raise SpecError(f"layer name {name!r} cannot name a torch module (no dots, not empty)")
     parent.add_module(name, child)
-
-
-def _layers(node):
-    from ..graph import walk
-    return walk(node)
-
-
-def _ref(op):
-    return op.args.of

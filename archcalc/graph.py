@@ -58,10 +58,6 @@ class Layer:
     label: str = ""        # how errors name it: its name, or "#2 (conv1)" when unnamed
 
     @property
-    def kind(self) -> Kind:
-        return self.ops[0].kind
-
-    @property
     def type(self) -> str:
         return "+".join(op.kind.name for op in self.ops)
 

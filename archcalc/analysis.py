@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from . import sym
 from .errors import SpecError, SpecWarning
 from .graph import (Concat, Layer, Merge, Model, Sequence, build_graph, in_place,
-                    shortcut_ops)
+                    same_shape, shortcut_ops)
 from .layers.base import fmt_shape
 
 DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp64": 8}
@@ -43,7 +43,6 @@ class Row:
     activations: sym.Num = 0
     allocates: bool = True
     weighted: bool = False
-    first_op: object = None
     ops: tuple = ()               # the ops of this row, for `archcalc explain`
     input_shape: tuple = ()
     rf_in: tuple = (1, 1)
@@ -76,8 +75,14 @@ class Report:
     findings: list
 
     @property
+    def free_symbols(self) -> list[str]:
+        """Names of the unbound variables the figures depend on, sorted."""
+        return sorted({str(s) for v in self.totals.values() if sym.is_symbolic(v)
+                       for s in v.free_symbols})
+
+    @property
     def symbolic(self) -> bool:
-        return any(sym.is_symbolic(v) for v in self.totals.values())
+        return bool(self.free_symbols)
 
     def to_dict(self) -> dict:
         return {
@@ -117,7 +122,7 @@ def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: st
         raise SpecError(f"{first.message} (--strict)", file=model.file, line=first.line,
                         path=first.path)
     return Report(model, batch, dtype, optimizer, walker.rows,
-                  walker.totals(DTYPES[dtype], batch, OPTIMIZERS[optimizer]), walker.findings)
+                  walker.totals(OPTIMIZERS[optimizer]), walker.findings)
 
 
 class _Walker:
@@ -222,7 +227,7 @@ class _Walker:
             flops = 0
         else:
             broadcast = node.op == "mul" and len(y) == 3 and y[1] == 1 and y[2] == 1
-            if not broadcast and not _same_shape(y, s):
+            if not broadcast and not same_shape(y, s):
                 verb = "adding" if node.op == "add" else "multiplying"
                 raise self.error(
                     f"{verb} {fmt_shape(y)} (body) and {fmt_shape(s)} (shortcut): "
@@ -263,7 +268,7 @@ class _Walker:
         allocates = main.kind.allocates(main.args) or \
             (main.kind.shares_storage(main.args) and not in_place(main, shared))
         row = Row(len(self.rows), "/".join(full), full, row_type, state[0],
-                  allocates=allocates, weighted=main.kind.weighted, first_op=main,
+                  allocates=allocates, weighted=main.kind.weighted,
                   ops=tuple(ops), input_shape=state[0], rf_in=state[1], jump_in=state[2])
         for i, op in enumerate(ops):
             state = self.op(op, row, *state, shared=shared and i == 0)
@@ -296,7 +301,7 @@ class _Walker:
         if kind.nonlinear:
             self.nonlinearities += 1
         y = kind.output_shape(a, x)
-        if op is row.first_op:
+        if row.ops and op is row.ops[0]:
             entry = (kind.name, x, y)
             for key in {row.path[-1], "/".join(row.path)} if row.path else ():
                 self.seen.setdefault(key, []).append(entry)
@@ -339,8 +344,8 @@ class _Walker:
             elements * (size or self.dsize) * (self.batch if per_sample else 1))
         return sid
 
-    def totals(self, dsize, batch, states):
-        rows = self.rows
+    def totals(self, states):
+        rows, dsize, batch = self.rows, self.dsize, self.batch
         params = sym.total(r.params for r in rows)
         activations = sym.total(r.activations for r in rows if r.allocates)
         saved = sym.total(self.storage_bytes[s] for s in sorted(self.saved))
@@ -368,10 +373,6 @@ class _Walker:
             # weights + the most activation bytes alive at once in a no-grad forward
             totals["inference_peak_bytes"] = param_bytes + self.peak_live
         return totals
-
-
-def _same_shape(a, b) -> bool:
-    return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
 
 
 def fold(rows: list, depth: int) -> list:

@@ -91,10 +91,9 @@ def _report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"
 
 
 def _warn(report):
-    free = sorted({str(s) for v in report.totals.values() if not isinstance(v, int)
-                   for s in v.free_symbols})
-    if free:
-        click.echo(f"note: {report.model.file}: unbound variable(s) {', '.join(free)}: the "
+    if report.free_symbols:
+        click.echo(f"note: {report.model.file}: unbound variable(s) "
+                   f"{', '.join(report.free_symbols)}: the "
                    "figures are formulas; bind them with --set NAME=VALUE", err=True)
     for w in report.findings:
         click.echo(f"warning: {report.model.file}: {w} (--strict makes this an error)",
@@ -352,10 +351,9 @@ def _no_symbols(graph):
     from .analysis import analyze
     report = analyze(graph)
     if report.symbolic:
-        free = sorted({str(s) for v in report.totals.values() if not isinstance(v, int)
-                       for s in v.free_symbols})
-        raise SpecError(f"the spec has unbound variables ({', '.join(free)}): a real model "
-                        "needs numbers; bind them with --set NAME=VALUE", file=graph.file)
+        raise SpecError(f"the spec has unbound variables ({', '.join(report.free_symbols)}): "
+                        "a real model needs numbers; bind them with --set NAME=VALUE",
+                        file=graph.file)
 
 
 @main.command()

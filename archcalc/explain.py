@@ -28,7 +28,7 @@ def find_row(report: Report, name: str):
 
 def explain(report: Report, name: str) -> list[str]:
     row = find_row(report, name)
-    f, h = sym.fmt_int, sym.human
+    f = sym.fmt_int
     lines = [f"{report.model.name} > {' > '.join(row.path)} ({row.type}), row {row.index} of "
              f"{report.model.file}",
              f"input: {fmt_shape(row.input_shape)}"]
@@ -41,7 +41,8 @@ def explain(report: Report, name: str) -> list[str]:
     lines.append(f"output: {fmt_shape(row.output_shape)}")
     if row.params_formula and row.params:
         lines.append(f"params: {row.params_formula} = {f(row.params)}"
-                     + ("  (weights + biases)" if row.first_op and getattr(row.first_op.args, "bias", False) else ""))
+                     + ("  (weights + biases)" if row.ops and getattr(row.ops[0].args, "bias", False)
+                        else ""))
     else:
         lines.append(f"params: {f(row.params)}")
     macs_parts = []

@@ -463,7 +463,7 @@ def shortcut_ops(merge: Merge, x: tuple, y: tuple) -> tuple | None:
     norm (torchvision's downsample), strided to match y's size.
     """
     mode = merge.shortcut
-    if mode == "identity" or (mode in ("auto", "pad") and _same(x, y)):
+    if mode == "identity" or (mode in ("auto", "pad") and same_shape(x, y)):
         return None
     if len(x) != 3 or len(y) != 3:
         raise SpecError(f"a projection shortcut needs C x H x W shapes; "
@@ -492,7 +492,7 @@ def shortcut_ops(merge: Merge, x: tuple, y: tuple) -> tuple | None:
             Op(bn, bn.read_args({}, {})))
 
 
-def _same(a, b) -> bool:
+def same_shape(a, b) -> bool:
     return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
 
 

@@ -1,7 +1,5 @@
 """Bad input: one clear line naming the file, the layer and what is wrong;
 exit status 2; never a traceback. The message text is checked, not only the code."""
-import os
-
 import pytest
 from click.testing import CliRunner
 

@@ -12,7 +12,7 @@ expressions where a spec left a variable unbound (see ``archcalc.sym``).
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import (Arg, Kind, Weighted, Saved, fmt_shape, register, same_padding,
+from .base import (Arg, Kind, Weighted, Saved, register, same_padding,
                    sliding_output, tiling_remarks, sliding_arithmetic)
 
 AXES = ("height", "width")

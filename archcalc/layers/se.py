@@ -3,7 +3,7 @@ ReLU, fc back to C, sigmoid, and the input rescaled channel by channel."""
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Kind, Saved, Weighted, register
+from .base import Arg, Kind, Saved, register
 
 
 @register

@@ -134,17 +134,17 @@ def free_memory(device: str) -> int | None:
     return None
 
 
-def check_fits(graph: Model, batch: int, mode: str, amp: str | None, device: str):
-    free = free_memory(device)
-    if free is None:
-        return
+def check_fits(graph: Model, batch: int, mode: str, amp: str | None, device: str) -> int:
+    """The predicted bytes of a step at this batch; an error if they cannot fit."""
     need = predicted_memory(graph, batch, mode, amp)
-    if need > free:
+    free = free_memory(device)
+    if free is not None and need > free:
         fits = largest_batch(graph, mode, amp, free)
         raise SpecError(f"batch {batch} needs a predicted {need / 1e9:.1f} GB in {mode} mode, "
                         f"but the {device} has {free / 1e9:.1f} GB free; the largest batch that "
                         f"fits is {fits}" + (" (--max-batch finds it by running)"
                                              if device == "cuda" else ""))
+    return need
 
 
 def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "inference",
@@ -156,7 +156,7 @@ def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "i
     device_peak = measure_peak(device, dtype) if peak == "measure" else known_peak(device)
     results = []
     for batch in batches:
-        check_fits(graph, batch, mode, amp, device)
+        need = check_fits(graph, batch, mode, amp, device)
         report = analyze(graph, batch=batch, dtype=dtype)
         per_sample = report.totals["flops"] + (report.totals["backward_flops"]
                                                if mode == "train" else 0)
@@ -176,7 +176,7 @@ def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "i
         except torch.cuda.OutOfMemoryError:
             free = free_memory(device) or 0
             raise SpecError(f"CUDA ran out of memory at batch {batch} (predicted "
-                            f"{predicted_memory(graph, batch, mode, amp) / 1e9:.1f} GB); the "
+                            f"{need / 1e9:.1f} GB); the "
                             f"largest batch predicted to fit is "
                             f"{largest_batch(graph, mode, amp, free)}") from None
         measured, how = measured_memory(runner, x, device)
@@ -189,7 +189,7 @@ def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "i
             latency_ms=median * 1e3, latency_p90_ms=p90 * 1e3, throughput=batch / median,
             flops_per_step=int(flops), achieved_tflops=achieved, peak_tflops=peak_tflops,
             share_of_peak=achieved / peak_tflops if peak_tflops else None,
-            predicted_memory_bytes=predicted_memory(graph, batch, mode, amp),
+            predicted_memory_bytes=need,
             measured_memory_bytes=measured, memory_measure=how, steps=steps)
         if per_layer:
             result.layers = layer_times(runner, report, x, device_peak, dtype, steps)

@@ -121,9 +121,8 @@ def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
                                                             input=input)
     report = analyze(model)  # validates shapes first: bad specs fail here, with context
     if report.symbolic:
-        free = sorted({str(s) for v in report.totals.values() if not isinstance(v, int)
-                       for s in v.free_symbols})
-        raise SpecError(f"cannot build a model with unbound variables ({', '.join(free)}); "
+        raise SpecError(f"cannot build a model with unbound variables "
+                        f"({', '.join(report.free_symbols)}); "
                         "bind them with --set NAME=VALUE", file=model.file)
     init = init or model.extra.get("init", "default")
     if init not in INITS:

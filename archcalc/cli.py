@@ -6,11 +6,13 @@ exit status 2; a failed run in exit status 1.
 """
 from __future__ import annotations
 
+import os
+import re
 import sys
 
 import click
 
-from .errors import MissingExtra, SpecError
+from .errors import MissingExtra, SpecError, printable
 
 FORMATS = ("rich", "json", "csv", "markdown")
 DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")
@@ -38,10 +40,24 @@ class _Group(click.Group):
             fail(str(e), 1)
         except BrokenPipeError:  # `archcalc table ... | head`
             sys.exit(0)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except (MemoryError, RecursionError) as e:
+            fail(f"out of {'memory' if isinstance(e, MemoryError) else 'stack'}: the input is "
+                 "larger than this machine can analyze", 1)
+        except OSError as e:
+            fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)
+        except Exception as e:
+            if os.environ.get("ARCHCALC_DEBUG"):
+                raise
+            # a bug, not the user's input: one line, and how to see more
+            fail(f"internal error: {type(e).__name__}: {e} (please report it; "
+                 "ARCHCALC_DEBUG=1 shows the traceback)", 1)
 
 
 def fail(message: str, code: int):
-    click.echo(f"error: {message}", err=True)
+    """One line on stderr, control characters made visible, then exit."""
+    click.echo(f"error: {printable(message)}", err=True)
     sys.exit(code)
 
 
@@ -51,19 +67,28 @@ def console():
 
 
 def parse_sets(values) -> dict:
+    """--set NAME=VALUE: an integer (0 and up: a size, a count, a 0/1 switch for
+    `when`), or a finite positive float (a width multiplier such as 1.1)."""
+    import math
+
+    from .limits import parse_int
     out = {}
     for item in values:
         name, sep, value = item.partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not name.isidentifier():
-            raise SpecError(f"--set takes NAME=VALUE, e.g. --set C=256. Received: {item!r}")
+            raise SpecError(f"--set takes NAME=VALUE, e.g. --set C=256. Received: {item[:60]!r}")
         try:
-            number = int(value)
+            number = parse_int(value, f"--set {name}") if re.fullmatch(r"[+-]?\d+", value) \
+                else float(value)
         except ValueError:
-            raise SpecError(f"--set {name}: the value must be an integer. "
-                            f"Received: {value!r}") from None
-        if number < 1:
-            raise SpecError(f"--set {name}: the value must be positive. Received: {number}")
+            raise SpecError(f"--set {name}: the value must be a number. "
+                            f"Received: {value[:60]!r}") from None
+        if isinstance(number, float) and not (math.isfinite(number) and number > 0):
+            raise SpecError(f"--set {name}: a float must be finite and positive. "
+                            f"Received: {value[:60]!r}")
+        if number < 0:
+            raise SpecError(f"--set {name}: the value must not be negative. Received: {number}")
         out[name] = number
     return out
 
@@ -92,11 +117,11 @@ def _report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"
 
 def _warn(report):
     if report.free_symbols:
-        click.echo(f"note: {report.model.file}: unbound variable(s) "
+        click.echo(f"note: {printable(report.model.file)}: unbound variable(s) "
                    f"{', '.join(report.free_symbols)}: the "
                    "figures are formulas; bind them with --set NAME=VALUE", err=True)
     for w in report.findings:
-        click.echo(f"warning: {report.model.file}: {w} (--strict makes this an error)",
+        click.echo(f"warning: {printable(report.model.file)}: {w} (--strict makes this an error)",
                    err=True)
 
 

@@ -40,6 +40,17 @@ class SpecError(Exception):
         return f"{where}{layer}{self.message}"
 
 
+_CONTROL = {c: "?" for c in (*range(0x20), *range(0x7f, 0xa0))}
+_CONTROL_KEEP_NL = {c: r for c, r in _CONTROL.items() if c != 0x0a}
+
+
+def printable(text: str, keep_newlines: bool = False) -> str:
+    """User text made safe for a terminal: control characters (ESC sequences,
+    carriage returns, bells; newlines unless kept) become '?'. Markup is the
+    renderer's business (rich.markup.escape, html.escape)."""
+    return str(text).translate(_CONTROL_KEEP_NL if keep_newlines else _CONTROL)
+
+
 class SpecWarning:
     """A finding that is not fatal (a layer that does not tile its input)."""
 
@@ -50,7 +61,7 @@ class SpecWarning:
 
     def __str__(self) -> str:
         layer = f"layer {' > '.join(self.path)}: " if self.path else ""
-        return f"{layer}{self.message}"
+        return printable(f"{layer}{self.message}")
 
 
 class MissingExtra(Exception):

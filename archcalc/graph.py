@@ -27,15 +27,15 @@ import re
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from . import sym
+from . import limits, sym
 from .errors import SpecError
 from .layers import REGISTRY, lookup
 from .layers.activation import ACTIVATIONS
 from .layers.base import Arg, Kind, fmt_shape
-from .spec.expr import UNBOUND, evaluate
+from .spec.expr import UNBOUND, evaluate, evaluate_value
 from .spec.loader import RawLayer, Spec
 
-ROW_KEYS = {"name", "repeat", "kind"}
+ROW_KEYS = {"name", "repeat", "kind", "when"}
 FUSED_KEYS = {"batch_norm", "activation"}
 STRUCTURES = ("layers", "concat", "residual", "scale", "dense")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
@@ -56,6 +56,7 @@ class Layer:
     file: str | None = None
     line: int | None = None
     label: str = ""        # how errors name it: its name, or "#2 (conv1)" when unnamed
+    auto: bool = False     # the name was made up (relu2), not written in the spec
 
     @property
     def type(self) -> str:
@@ -66,6 +67,7 @@ class Layer:
 class Sequence:
     items: list
     name: str = ""          # "" adds no level to the path
+    auto: bool = False      # the name was made up (residual1, basic2)
 
 
 @dataclass
@@ -114,10 +116,13 @@ class Model:
 def parse_shape(text: str) -> tuple[int, ...]:
     """'3x224x224' -> (3, 224, 224): the --input option."""
     parts = re.split(r"\s*[x,×]\s*", text.strip())
-    if len(parts) not in (1, 3) or not all(p.isdigit() and int(p) > 0 for p in parts):
+    if len(parts) not in (1, 3) or not all(p.isascii() and p.isdigit() for p in parts):
         raise SpecError(f"--input takes CxHxW with positive integers, e.g. 3x224x224. "
-                        f"Received: {text!r}")
-    return tuple(int(p) for p in parts)
+                        f"Received: {text[:60]!r}")
+    shape = tuple(limits.parse_int(p, "--input") for p in parts)
+    if not all(shape):
+        raise SpecError(f"--input takes positive sizes. Received: {text!r}")
+    return shape
 
 
 def resolve_env(spec: Spec, overrides: dict | None) -> dict:
@@ -131,9 +136,14 @@ def resolve_env(spec: Spec, overrides: dict | None) -> dict:
             env[name] = sym.symbol(name)
         else:
             try:
-                env[name] = evaluate(value, env) if isinstance(value, str) else value
+                env[name] = evaluate_value(value, env) if isinstance(value, str) else value
+                if isinstance(env[name], bool):
+                    raise SpecError(f"{value!r} is true/false, not a number")
+                if isinstance(env[name], int):
+                    limits.check_value(env[name], "the value")
             except SpecError as e:
-                raise SpecError(f"[vars] {name}: {e.message}", file=spec.file) from None
+                raise SpecError(f"[vars] {name}: {e.message}",
+                                file=spec.var_files.get(name, spec.file)) from None
     for name, value in overrides.items():
         known = ", ".join(spec.vars) or "none"
         raise SpecError(f"--set {name}={value}: the spec has no variable {name!r} "
@@ -146,13 +156,17 @@ def build_graph(spec: Spec, *, variables: dict | None = None,
     env = resolve_env(spec, variables)
     if isinstance(input, str):
         input = parse_shape(input)
-    shape = input if input is not None else tuple(
-        Arg("int", min=1).read("model", "input", v, env) for v in spec.input)
+    try:
+        shape = input if input is not None else tuple(
+            Arg("int", min=1).read("[model]", "input", v, env) for v in spec.input)
+    except SpecError as e:
+        raise e.at(file=spec.file) from None
     builder = _Builder(spec)
     scope = _Scope(env)
     items = []
     for i, raw in enumerate(spec.layers, 1):
         items.extend(builder.top_level(raw, i, scope))
+    check_names(Sequence(items), spec.file)
     return Model(spec.name, spec.source, spec.file, tuple(shape), env, Sequence(items),
                  dict(spec.extra))
 
@@ -160,14 +174,17 @@ def build_graph(spec: Spec, *, variables: dict | None = None,
 class _Scope:
     """Variables and auto-name counters of one level (the model, a block, a branch)."""
 
-    def __init__(self, env: dict, blocks: tuple = ()):
+    def __init__(self, env: dict, blocks: tuple = (), depth: int = 0):
         self.env = env
         self.blocks = blocks          # block names being instantiated (cycle check)
         self.counts: dict[str, int] = {}
+        self.depth = depth            # levels of blocks and structures around it
 
     def child(self, env: dict | None = None, block: str | None = None) -> "_Scope":
+        limits.MAX_NESTING.check(self.depth + 1, "blocks and structures nest "
+                                 f"{self.depth + 1} levels deep")
         return _Scope(self.env if env is None else env,
-                      self.blocks + ((block,) if block else ()))
+                      self.blocks + ((block,) if block else ()), self.depth + 1)
 
     def auto_name(self, base: str) -> str:
         n = self.counts.get(base, 0) + 1
@@ -178,6 +195,7 @@ class _Scope:
 class _Builder:
     def __init__(self, spec: Spec):
         self.spec = spec
+        self.rows = 0          # rows made so far, against limits.MAX_ROWS
         self.defaults = {}
         for key, table in spec.defaults.items():
             try:
@@ -240,21 +258,47 @@ class _Builder:
         if fused and not kind.fusable:
             raise SpecError(f"{kind.name} takes no {' or '.join(sorted(fused))}; "
                             "only weighted rows (conv, fc, ...) fuse a batch norm or an activation")
+        names = list(self._names(table, kind.name, scope))  # checks `when` first
+        if not names:
+            return
         ops = (Op(kind, kind.read_args(args, scope.env)),) + self.fused(fused, scope)
-        for row_name in self._names(table, kind.name, scope):
-            yield Layer(row_name, ops)
+        for row_name, auto in names:
+            yield Layer(row_name, ops, auto=auto)
 
     def _names(self, table, base: str, scope: _Scope):
+        """(name, made up?) per instance: `repeat` copies, none when `when` is false."""
+        if "when" in table and not self._when(table["when"], scope):
+            return
         repeat = Arg("int", 1, min=0, numeric=True).read(base, "repeat",
                                                          table.get("repeat", 1), scope.env)
+        self.rows += repeat
+        limits.MAX_ROWS.check(self.rows, f"repeat = {repeat:,} brings the spec to "
+                              f"{self.rows:,} rows or more")
         name = table.get("name")
-        if name is not None and (not isinstance(name, str) or not name.strip()):
-            raise SpecError(f"name must be a non-empty string. Received: name={name!r}")
+        if name is not None:
+            check_name(name)
         for i in range(repeat):
             if name is None:
-                yield scope.auto_name(base)
+                yield scope.auto_name(base), True
             else:
-                yield f"{name}_{i + 1}" if repeat > 1 else name
+                yield (f"{name}_{i + 1}" if repeat > 1 else name), False
+
+    @staticmethod
+    def _when(condition, scope: _Scope) -> bool:
+        """`when = "stride == 1"`: whether the layer, block call or branch exists."""
+        if isinstance(condition, bool):
+            return condition
+        if not isinstance(condition, str):
+            raise SpecError(f"when takes a condition such as \"stride == 1 and C == out\" "
+                            f"(or true/false). Received: when={condition!r}")
+        try:
+            value = evaluate_value(condition, scope.env)
+        except SpecError as e:
+            raise SpecError(f"when: {e.message}") from None
+        if not isinstance(value, (bool, int, float)):
+            raise SpecError(f"when: {condition!r} depends on unbound variables; "
+                            "bind them with --set NAME=VALUE")
+        return bool(value)
 
     def _kind(self, table):
         if "kind" in table:
@@ -306,17 +350,20 @@ class _Builder:
         if len(keys) > 1:
             raise SpecError(f"a table takes one of {', '.join(STRUCTURES)}; "
                             f"received {' and '.join(keys)}")
-        for name in self._names(table, keys[0], scope):
+        for name, auto in self._names(table, keys[0], scope):
             inner = scope.child()
             try:
-                yield self.structure(table, keys[0], inner, name)
+                seq = self.structure(table, keys[0], inner, name)
             except SpecError as e:
                 raise e.at(layer=name) from None
+            seq.auto = auto
+            yield seq
 
     def structure(self, table, key: str, scope: _Scope, name: str) -> Sequence:
-        allowed = {"name", "repeat", key}
+        allowed = {"name", "repeat", "when", key}
         if key in MERGE_OPS:
-            allowed |= {"activation"} | ({"shortcut"} if key == "residual" else set())
+            allowed |= {"activation"} | ({"shortcut", "shortcut_when"} if key == "residual"
+                                         else set())
         extra = set(table) - allowed - {"block", "with", "args"}
         if extra:
             raise SpecError(f"{key} takes {', '.join(sorted(allowed - {'name', 'repeat'}))}; "
@@ -331,11 +378,17 @@ class _Builder:
             seqs = []
             for i, branch in enumerate(branches, 1):
                 try:
-                    seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
+                    branch = self._branch(branch, scope)
+                    if branch is not None:
+                        seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
                 except SpecError as e:
                     raise e.at(layer=f"branch {i}") from None
+            if not seqs:
+                raise SpecError("concat: every branch is switched off by its `when`")
             return Sequence([Concat(seqs)], name)
         body = self.sequence(table[key], scope)
+        if "shortcut_when" in table and not self._when(table["shortcut_when"], scope):
+            return Sequence(body.items, name)  # no merge: the body alone
         shortcut = table.get("shortcut", "auto" if key == "residual" else "identity")
         if isinstance(shortcut, list):
             shortcut = self.sequence(shortcut, scope.child(), "shortcut")
@@ -348,18 +401,33 @@ class _Builder:
         merge_name = {"add": "add", "mul": "scale", "concat": "concat"}[op]
         return Sequence([Merge(body, shortcut, op, post, merge_name)], name)
 
+    def _branch(self, branch, scope: _Scope):
+        """A branch: a list of layers, or {layers = [...], when = "..."}; None when off."""
+        if hasattr(branch, "get"):
+            extra = set(branch) - {"layers", "when"}
+            if extra or "layers" not in branch:
+                raise SpecError("a branch is a list of layers, or a table "
+                                "{layers = [...], when = \"condition\"}; "
+                                f"received the key(s) {', '.join(sorted(map(str, branch)))}")
+            if "when" in branch and not self._when(branch["when"], scope):
+                return None
+            return branch["layers"]
+        return branch
+
     def block_instances(self, table, scope: _Scope):
         try:
             definition, keys, values = self._block_call(table, scope)
         except SpecError as e:
             raise e.at(layer=str(table.get("name") or table.get("block"))) from None
         block_name = table["block"]
-        for name in self._names(table, block_name, scope):
+        for name, auto in self._names(table, block_name, scope):
             inner = scope.child(values, block_name)
             try:
-                yield self.structure({**definition, "name": name}, keys[0], inner, name)
+                seq = self.structure({**definition, "name": name}, keys[0], inner, name)
             except SpecError as e:
                 raise e.at(layer=name) from None
+            seq.auto = auto
+            yield seq
 
     def _block_call(self, table, scope: _Scope):
         """Check a block call; its definition, structure key and argument values."""
@@ -384,9 +452,9 @@ class _Builder:
         with_ = table.get("with", {})
         if not hasattr(with_, "items"):
             raise SpecError(f"with takes a table of block arguments. Received: with={with_!r}")
-        extra = set(table) - {"block", "with", "name", "repeat"}
+        extra = set(table) - {"block", "with", "name", "repeat", "when"}
         if extra:
-            raise SpecError(f"a block call takes block, with, name and repeat; "
+            raise SpecError(f"a block call takes block, with, name, repeat and when; "
                             f"unknown key(s): {', '.join(sorted(extra))}")
         params = _block_params(block_name, definition.get("args", []))
         unknown = set(with_) - set(params)
@@ -406,6 +474,97 @@ class _Builder:
             values[arg] = Arg("int").read(f"block {block_name}", arg, raw,
                                           scope.env if arg in with_ else values)
         return definition, keys, values
+
+
+# A layer's name is a PyTorch module name and a path component everywhere
+# (table, JSON, export, `check`): letters, digits and underscores, no dots or
+# slashes, which would read as path separators.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,63}")
+# Attributes of torch.nn.Module and of the compiled model's classes: torch
+# refuses a submodule of that name, so the spec refuses it first (this module
+# never imports torch, hence the list).
+RESERVED = frozenset("""
+T_destination add_module append apply bfloat16 buffers call_super_init children compile
+cpu cuda double dump_patches eval extend extra_repr float forward get_buffer
+get_extra_state get_parameter get_submodule half insert ipu load_state_dict modules mtia
+named_buffers named_children named_modules named_parameters parameters pop
+register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+register_full_backward_hook register_full_backward_pre_hook
+register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
+register_parameter register_state_dict_post_hook register_state_dict_pre_hook
+requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train
+training type xpu zero_grad rows spec_name
+""".split())
+
+
+def check_name(name) -> str:
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 40 else \
+            repr(name[:37] + "...")
+        raise SpecError(f"name {shown} is not a valid layer name: use 1 to 64 letters, "
+                        "digits and underscores, starting with a letter or digit "
+                        "(a name is a PyTorch module name and a path component)")
+    if name in RESERVED:
+        raise SpecError(f"name {name!r} is reserved: PyTorch modules have an attribute of "
+                        "that name; choose another")
+    return name
+
+
+def check_names(body: Sequence, file: str | None) -> None:
+    """Every name unique where it is a path component: the rows of one level
+    (a block's layers, its merge row, its shortcut and branches) become one
+    module's children, and the built model keeps one module per name."""
+    stack = [body]
+    while stack:
+        seq = stack.pop()
+        seen: dict[str, object] = {}
+        for name, node in _level(seq, stack):
+            if name in seen:
+                raise _collision(name, seen[name], node, file)
+            seen[name] = node
+
+
+def _level(seq: Sequence, deeper: list):
+    """(name, node) of everything whose path is one level below ``seq``; named
+    sub-sequences go on ``deeper`` to be checked as levels of their own."""
+    for item in seq.items:
+        if isinstance(item, Layer):
+            yield item.name, item
+        elif isinstance(item, Sequence):
+            if item.name:
+                yield item.name, item
+                deeper.append(item)
+            else:
+                yield from _level(item, deeper)
+        elif isinstance(item, Concat):
+            yield item.name, item
+            for branch in item.branches:
+                yield branch.name, branch
+                deeper.append(branch)
+        elif isinstance(item, Merge):
+            yield item.name, item
+            yield from _level(item.body, deeper)
+            if item.shortcut != "identity":
+                yield "shortcut", item.shortcut
+            if isinstance(item.shortcut, Sequence):
+                deeper.append(item.shortcut)
+
+
+def _collision(name, first, second, file) -> SpecError:
+    def where(node) -> str:
+        if isinstance(node, (Concat, Merge)) or isinstance(node, str):
+            return "a generated row (a merge, a branch or a shortcut)"
+        layer = node if isinstance(node, Layer) else next(walk(node), None)
+        line = f"line {layer.line}" if layer is not None and layer.line else "a layer"
+        if getattr(node, "auto", False):
+            return f"{line} (an unnamed {getattr(node, 'type', 'block')} named so automatically)"
+        return line
+    a, b = where(first), where(second)
+    places = f"{a} and {b}" if a != b else f"{a} (two tables on that line)"
+    layer = second if isinstance(second, Layer) else None
+    return SpecError(f"the name {name!r} is used twice in one block: {places}; the built "
+                     "model keeps one module per name, so rename one",
+                     file=file, line=layer.line if layer else None)
 
 
 def _is_instance(table) -> bool:

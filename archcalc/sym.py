@@ -85,11 +85,87 @@ def to_json(x: Num):
     return x if isinstance(x, int) else str(_simplify(x))
 
 
+def degree(x) -> int:
+    """An upper bound of a formula's total degree in its symbols (C**2*H**2: 4;
+    floor(C/2): 1), from its tree: cheap, unlike sympy's polynomial degree."""
+    x = norm(x)
+    if isinstance(x, (int, float)):
+        return 0
+    memo: dict = {}
+
+    def deg(e) -> int:
+        if e in memo:
+            return memo[e]
+        if e.is_Symbol:
+            d = 1
+        elif e.is_Number or not e.args:
+            d = 0
+        elif e.is_Pow and e.exp.is_Integer:
+            d = abs(int(e.exp)) * deg(e.base)
+        elif e.is_Mul:
+            d = sum(deg(a) for a in e.args)
+        else:  # Add, floor, ceiling, Max, Min: the largest argument
+            d = max(deg(a) for a in e.args)
+        memo[e] = d
+        return d
+    return deg(x)
+
+
 def _simplify(x):
+    """sympy's factored form, under a budget: factoring a large polynomial can
+    take unbounded time, so large formulas (or a slow factoring, cut off after
+    ARCHCALC_SIMPLIFY_MS) keep the expanded form, which is equally correct."""
+    from . import limits
+    if degree(x) > 16 or _size(x) > 400:
+        return x
     try:
-        return _sympy().factor(x)
+        with _deadline(limits.SIMPLIFY_MS.value / 1000):
+            return _sympy().factor(x)
+    except _Timeout:
+        return x
     except Exception:  # pragma: no cover - sympy quirks; the raw form is correct
         return x
+
+
+def _size(x) -> int:
+    """Nodes in a formula's tree (stops counting past 10,000)."""
+    n, stack = 0, [x]
+    while stack and n < 10_000:
+        e = stack.pop()
+        n += 1
+        stack.extend(e.args)
+    return n
+
+
+class _Timeout(Exception):
+    pass
+
+
+class _deadline:
+    """Interrupts pure-Python work after ``seconds`` (SIGALRM; main thread only,
+    elsewhere the size checks above are the only bound)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+        self.armed = False
+
+    def __enter__(self):
+        import signal
+        import threading
+        if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
+            def _raise(signum, frame):
+                raise _Timeout()
+            self.previous = signal.signal(signal.SIGALRM, _raise)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+            self.armed = True
+        return self
+
+    def __exit__(self, *exc):
+        if self.armed:
+            import signal
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+        return False
 
 
 def fmt_int(x: Num) -> str:

@@ -12,11 +12,12 @@ expressions where a spec left a variable unbound (see ``archcalc.sym``).
 from __future__ import annotations
 
 import difflib
+import math
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from .. import sym
+from .. import limits, sym
 from ..errors import SpecError
 from ..spec.expr import evaluate
 
@@ -61,20 +62,26 @@ class Arg:
         if self.type == "float":
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise SpecError(f"{kind}: {name} takes a number. {received}")
+            if not math.isfinite(value):
+                raise SpecError(f"{kind}: {name} takes a finite number. {received}")
             if (self.min is not None and value < self.min) or \
                     (self.max is not None and value > self.max):
                 raise SpecError(f"{kind}: {name} must lie in "
                                 f"[{self.min}, {self.max}]. {received}")
             return float(value)
         if self.type == "str":
+            if not self.choices and not isinstance(value, str):
+                raise SpecError(f"{kind}: {name} takes a string"
+                                + (f" ({self.doc})" if self.doc else "") + f". {received}")
             if not isinstance(value, str) or (self.choices and value not in self.choices):
                 raise SpecError(f"{kind}: {name} takes one of "
                                 f"{', '.join(map(repr, self.choices))}. {received}")
             return value
         if self.type == "table":
-            if not isinstance(value, list) or not all(
-                    isinstance(r, list) and all(type(i) is int for i in r) for r in value):
-                raise SpecError(f"{kind}: {name} takes a list of lists of integers. {received}")
+            if not isinstance(value, list) or not value or not all(
+                    isinstance(r, list) and r and all(type(i) is int for i in r) for r in value):
+                raise SpecError(f"{kind}: {name} takes a non-empty list of non-empty lists "
+                                f"of integers. {received}")
             return tuple(tuple(r) for r in value)
         raise AssertionError(f"unknown argument type {self.type}")  # a bug in a kind
 
@@ -86,7 +93,7 @@ class Arg:
             except SpecError as e:
                 raise SpecError(f"{kind}: {name}: {e.message}") from None
         elif type(value) is int:
-            v = value
+            v = limits.check_value(value, f"{kind}: {name}")
         elif hasattr(value, "free_symbols"):  # a sympy value handed on by the engine
             v = sym.norm(value)
         else:

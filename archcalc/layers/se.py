@@ -3,6 +3,7 @@ ReLU, fc back to C, sigmoid, and the input rescaled channel by channel."""
 from __future__ import annotations
 
 from .. import sym
+from ..errors import SpecError
 from .base import Arg, Kind, Saved, register
 
 
@@ -22,6 +23,13 @@ class SqueezeExcitation(Kind):
 
     def hidden(self, a, x):
         return a.hidden if a.hidden is not None else sym.floordiv(x[0], a.reduction)
+
+    def output_shape(self, a, x):
+        h = self.hidden(a, x)
+        if isinstance(h, int) and h < 1:
+            raise SpecError(f"se: {sym.plain(x[0])} channels / reduction {a.reduction} "
+                            f"leaves {h} hidden units; use a smaller reduction or hidden = N")
+        return x
 
     def params(self, a, x):
         c, h = x[0], self.hidden(a, x)

@@ -30,7 +30,8 @@ def to_csv(results) -> str:
 def render_rich(spec_name, results, peak_source, console) -> None:
     from rich.table import Table
     first = results[0]
-    t = Table(title=f"{spec_name}: {first.mode} on {first.device} ({first.dtype}), "
+    from rich.markup import escape
+    t = Table(title=f"{escape(spec_name)}: {first.mode} on {first.device} ({first.dtype}), "
                     f"median of {first.steps} steps", header_style="bold")
     for col in ("batch", "latency (ms)", "p90 (ms)", "samples/s", "TFLOP/s", "share of peak",
                 "memory predicted", "memory measured", "error"):

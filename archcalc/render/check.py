@@ -18,7 +18,8 @@ def _value(v) -> str:
 def render_check(result, console, all_rows: bool = False) -> None:
     from rich.table import Table
     r = result.report
-    table = Table(title=f"{r.model.name}: calculated vs measured per sample, MACs x batch "
+    from rich.markup import escape
+    table = Table(title=f"{escape(r.model.name)}: calculated vs measured per sample, MACs x batch "
                         f"(batch {r.batch}, "
                         f"{result.measured.device})", header_style="bold")
     for col in ("#", "layer", "kind", "shape", "params", "MACs x batch (fvcore)", ""):

@@ -27,12 +27,13 @@ def rows(comparison):
 
 def render_rich(comparison, console, title="Comparison") -> None:
     from rich.table import Table
-    t = Table(title=title, header_style="bold")
+    from rich.markup import escape  # spec names are data, never markup
+    t = Table(title=escape(title), header_style="bold")
     t.add_column("figure")
     for name in comparison.names:
-        t.add_column(name, justify="right", overflow="fold")
+        t.add_column(escape(name), justify="right", overflow="fold")
     for label, cells in rows(comparison):
-        t.add_row(label, *cells)
+        t.add_row(label, *map(escape, cells))
     console.print(t)
     console.print(r"\[ratio to the first design]; MACs are multiply-accumulates, per sample.",
                   style="dim", highlight=False)

@@ -91,8 +91,9 @@ def render_rich(report: Report, console) -> None:
         render_plain_columns(report, console)
         _footer(report, console)
         return
-    title = f"{m.name}  (input {fmt_shape(m.input)})"
-    table = Table(title=title, caption=m.source or None, show_lines=False,
+    from rich.markup import escape  # names and sources are data, never markup
+    title = f"{escape(m.name)}  (input {fmt_shape(m.input)})"
+    table = Table(title=title, caption=escape(m.source) or None, show_lines=False,
                   header_style="bold")
     for i, col in enumerate(COLUMNS):
         right = col in ("#", "activations", "params", "MACs", "RF")

@@ -1,33 +1,46 @@
-"""A small safe evaluator for integer expressions in specs (``"2*C"``).
+"""A small safe evaluator for the expressions in specs (``"2*C"``).
 
 The text is parsed with ``ast.parse`` and walked over a whitelist of nodes:
-integer literals, variable names, + - * / // % **, unary minus, parentheses
-and ``min``/``max``/``ceil_div``. Nothing is executed. Names are looked up in
-the spec's variables; a variable declared unbound (``C = "?"``) is a sympy
-symbol there, so every figure depending on it is a formula. Any other name is
-an error: a typo never turns silently into a symbol.
+numbers, variable names, + - * / // % **, unary minus, comparisons,
+``and``/``or``/``not``, ``a if cond else b`` and a few functions (``min``,
+``max``, ``ceil_div``, ``make_divisible``, ``floor``, ``ceil``, ``round``,
+``int``). Nothing is executed. Names are looked up in the spec's variables; a
+variable declared unbound (``C = "?"``) is a sympy symbol there, so every
+figure depending on it is a formula. Any other name is an error: a typo never
+turns silently into a symbol.
+
+Every step is bounded (``archcalc.limits``): the text's length and nesting,
+the size of every intermediate value (digits of integers, degree of
+formulas), so no spec can make the evaluator hang or fill memory.
+
+Floats exist for width and depth multipliers (EfficientNet's 1.1, 1.2, ...),
+computed as PyTorch's reference code computes them (IEEE doubles); a value
+that must be an integer (a channel count) has to come out integral, or go
+through ``floor``, ``ceil``, ``round``, ``int`` or ``make_divisible``.
 """
 from __future__ import annotations
 
 import ast
+import math
 import operator
 from typing import Mapping
 
-from .. import sym
+from .. import limits, sym
 from ..errors import SpecError
 
-_BINOPS = {
+UNBOUND = "?"
+
+_ARITH = {
     ast.Add: operator.add,
     ast.Sub: operator.sub,
     ast.Mult: operator.mul,
-    ast.FloorDiv: sym.floordiv,
-    ast.Mod: operator.mod,
 }
-_FUNCS = {
-    "min": lambda *a: min(a) if all(isinstance(x, int) for x in a) else _sym_min(*a),
-    "max": sym.smax,
-    "ceil_div": sym.ceildiv,
+_COMPARE = {
+    ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt,
+    ast.GtE: operator.ge, ast.Eq: operator.eq, ast.NotEq: operator.ne,
 }
+ALLOWED = ("numbers, names, + - * / // % **, comparisons, and/or/not, "
+           "'a if cond else b', min, max, ceil_div, make_divisible, floor, ceil, round, int")
 
 
 def _sym_min(*a):
@@ -35,67 +48,295 @@ def _sym_min(*a):
     return sym.norm(sympy.Min(*a))
 
 
-UNBOUND = "?"
+def make_divisible(v, divisor, min_value=None):
+    """torchvision's ``_make_divisible`` (MobileNet, EfficientNet, RegNet):
+    the nearest multiple of ``divisor``, at least ``min_value`` (default:
+    the divisor), never more than 10% below ``v``."""
+    if min_value is None:
+        min_value = divisor
+    new_v = max(min_value, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+# name -> (function, smallest and largest number of arguments, symbolic allowed)
+_FUNCS = {
+    "min": (lambda *a: min(a) if all(_is_number(x) for x in a) else _sym_min(*a), 1, 64, True),
+    "max": (lambda *a: max(a) if all(_is_number(x) for x in a) else sym.smax(*a), 1, 64, True),
+    "ceil_div": (sym.ceildiv, 2, 2, True),
+    "make_divisible": (make_divisible, 2, 3, False),
+    "floor": (math.floor, 1, 1, False),
+    "ceil": (math.ceil, 1, 1, False),
+    "round": (round, 1, 1, False),
+    "int": (int, 1, 1, False),
+}
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float))
 
 
 def evaluate(text: str, env: Mapping[str, sym.Num]) -> sym.Num:
-    """Evaluate ``text`` with the variables of ``env`` (ints or sympy symbols)."""
+    """An integer-valued expression (a channel count, a size): an int, or a
+    sympy expression when it depends on unbound variables."""
+    value = evaluate_value(text, env)
+    if isinstance(value, bool):
+        raise SpecError(f"in {text!r}: a comparison gives true or false, not an integer")
+    if isinstance(value, float):
+        if value != int(value):
+            raise SpecError(f"in {text!r}: {value!r} is not an integer; round it with "
+                            "floor(), ceil(), round(), int() or make_divisible()")
+        return int(value)
+    return value
+
+
+def evaluate_value(text: str, env: Mapping[str, sym.Num]):
+    """Any value an expression may have: int, float, bool or a sympy formula."""
+    if not isinstance(text, str):
+        raise SpecError(f"an expression must be a string. Received: {text!r}")
+    limits.MAX_EXPR_CHARS.check(len(text), f"the expression {_short(text)}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except SyntaxError:
-        raise SpecError(f"cannot read the expression {text!r}: it is not a valid "
-                        "integer expression (use numbers, names, + - * / // % ** and parentheses)")
-    return sym.norm(_eval(tree.body, env, text))
+    except (SyntaxError, ValueError):
+        raise SpecError(f"cannot read the expression {_short(text)}: it is not a valid "
+                        f"expression (allowed: {ALLOWED})") from None
+    except (RecursionError, MemoryError):
+        raise limits.MAX_EXPR_DEPTH.exceeded(f"the expression {_short(text)}") from None
+    depth = _depth(tree.body)
+    limits.MAX_EXPR_DEPTH.check(depth, f"the expression {_short(text)} nests {depth} levels")
+    return _Evaluator(env, text).eval(tree.body)
 
 
-def _eval(node, env, text):
-    if isinstance(node, ast.Constant) and type(node.value) is int:
-        return node.value
-    if isinstance(node, ast.Name):
-        if node.id in env:
-            return env[node.id]
-        if node.id in _FUNCS:
-            raise SpecError(f"in {text!r}: {node.id} is a function; call it as {node.id}(a, b)")
-        known = ", ".join(sorted(env)) or "none"
-        raise SpecError(f"in {text!r}: unknown variable {node.id!r} (variables: {known}); "
-                        f"declare it under [vars]: {node.id} = 64, or {node.id} = \"?\" "
+def _short(text: str) -> str:
+    return repr(text if len(text) <= 60 else text[:57] + "...")
+
+
+def _depth(node) -> int:
+    """Nesting depth of an AST, without recursion (the tree may be deep)."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in ast.iter_child_nodes(n))
+    return deepest
+
+
+class _Evaluator:
+    def __init__(self, env, text):
+        self.env, self.text = env, text
+
+    def fail(self, message) -> SpecError:
+        return SpecError(f"in {_short(self.text)}: {message}")
+
+    def checked(self, v):
+        """Every intermediate value stays within the budget."""
+        if isinstance(v, bool):
+            return v
+        if isinstance(v, int):
+            return limits.check_value(v, f"in {_short(self.text)}")
+        if isinstance(v, float):
+            if not math.isfinite(v):
+                raise self.fail(f"the value {v!r} is not a finite number")
+            if abs(v) >= 10.0 ** limits.MAX_VALUE_DIGITS.value:
+                raise self.fail(f"the value {v:.3g} has more than "
+                                f"{limits.MAX_VALUE_DIGITS.value} digits")
+            return v
+        v = sym.norm(v)
+        if isinstance(v, int):
+            return limits.check_value(v, f"in {_short(self.text)}")
+        degree = sym.degree(v)
+        if degree > limits.MAX_DEGREE.value:
+            raise limits.MAX_DEGREE.exceeded(f"in {_short(self.text)}: a formula of degree "
+                                             f"{degree}")
+        return v
+
+    def eval(self, node):
+        return self.checked(self._eval(node))
+
+    def _eval(self, node):
+        if isinstance(node, ast.Constant):
+            if type(node.value) in (int, float):
+                return node.value
+            raise self.fail(f"{node.value!r} is not a number")
+        if isinstance(node, ast.Name):
+            return self.name(node.id)
+        if isinstance(node, ast.UnaryOp):
+            v = self.eval(node.operand)
+            if isinstance(node.op, ast.Not):
+                return not self.truth(v)
+            if isinstance(node.op, (ast.USub, ast.UAdd)):
+                self.no_bool(v, node)
+                return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.BinOp):
+            return self.binop(node)
+        if isinstance(node, ast.Compare):
+            return self.compare(node)
+        if isinstance(node, ast.BoolOp):
+            # short-circuit, as Python: `stride == 1 and C == out`
+            want = isinstance(node.op, ast.Or)
+            for value in node.values:
+                if self.truth(self.eval(value)) == want:
+                    return want
+            return not want
+        if isinstance(node, ast.IfExp):
+            return self.eval(node.body if self.truth(self.eval(node.test)) else node.orelse)
+        if isinstance(node, ast.Call):
+            return self.call(node)
+        raise self.fail(f"{_unparse(node)!r} is not allowed in a spec expression "
+                        f"(allowed: {ALLOWED})")
+
+    def name(self, name):
+        if name in self.env:
+            value = self.env[name]
+            if isinstance(value, (str, list, dict)):
+                raise self.fail(f"{name} is not a number")
+            return value
+        if name in _FUNCS:
+            raise self.fail(f"{name} is a function; call it as {name}(...)")
+        if name in ("true", "false", "True", "False"):
+            return name in ("true", "True")
+        known = ", ".join(sorted(k for k in self.env if isinstance(k, str))) or "none"
+        if len(known) > 200:
+            known = known[:200] + "..."
+        raise self.fail(f"unknown variable {name!r} (variables: {known}); "
+                        f"declare it under [vars]: {name} = 64, or {name} = \"?\" "
                         "to leave it unbound and get formulas")
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-        v = _eval(node.operand, env, text)
-        return -v if isinstance(node.op, ast.USub) else v
-    if isinstance(node, ast.BinOp):
-        a, b = _eval(node.left, env, text), _eval(node.right, env, text)
-        if isinstance(node.op, ast.Div):
-            return _exact_div(a, b, text)
-        if isinstance(node.op, ast.Pow):
-            if isinstance(b, int) and (b < 0 or b > 64):
-                raise SpecError(f"in {text!r}: exponent {b} is out of range (0..64)")
-            return a ** b
-        op = _BINOPS.get(type(node.op))
-        if op is not None:
-            if isinstance(node.op, (ast.FloorDiv, ast.Mod)) and b == 0:
-                raise SpecError(f"in {text!r}: division by zero")
-            return sym.norm(op(a, b))
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-            and node.func.id in _FUNCS and not node.keywords:
-        args = [_eval(a, env, text) for a in node.args]
-        if not args:
-            raise SpecError(f"in {text!r}: {node.func.id}() needs arguments")
-        return _FUNCS[node.func.id](*args)
-    if isinstance(node, ast.Constant):
-        raise SpecError(f"in {text!r}: {node.value!r} is not an integer")
-    raise SpecError(f"in {text!r}: {ast.unparse(node)!r} is not allowed in a spec "
-                    "expression (only integers, names, + - * / // % **, min, max, ceil_div)")
+
+    def no_bool(self, v, node):
+        if isinstance(v, bool):
+            raise self.fail(f"{_unparse(node)!r}: arithmetic on true/false; "
+                            "use 'a if cond else b'")
+
+    def truth(self, v) -> bool:
+        if isinstance(v, (bool, int, float)):
+            return bool(v)
+        free = ", ".join(sorted(str(s) for s in v.free_symbols))
+        raise self.fail(f"the condition depends on the unbound variable(s) {free}; "
+                        "bind them with --set NAME=VALUE")
+
+    def binop(self, node):
+        a, b = self.eval(node.left), self.eval(node.right)
+        self.no_bool(a, node)
+        self.no_bool(b, node)
+        op = type(node.op)
+        if op in _ARITH:
+            return _ARITH[op](a, b)
+        if op is ast.Div:
+            return self.divide(a, b)
+        if op in (ast.FloorDiv, ast.Mod):
+            if b == 0:
+                raise self.fail("division by zero")
+            if _is_number(a) and _is_number(b):
+                return a // b if op is ast.FloorDiv else a % b
+            return sym.floordiv(a, b) if op is ast.FloorDiv else sym.norm(a % b)
+        if op is ast.Pow:
+            return self.power(a, b)
+        raise self.fail(f"the operator in {_unparse(node)!r} is not allowed "
+                        f"(allowed: {ALLOWED})")
+
+    def divide(self, a, b):
+        if b == 0:
+            raise self.fail("division by zero")
+        if isinstance(a, int) and isinstance(b, int):
+            if a % b:
+                raise self.fail(f"{a}/{b} is not an integer; use // to round down")
+            return a // b
+        if isinstance(a, float) or isinstance(b, float):
+            if not (_is_number(a) and _is_number(b)):
+                raise self.fail("a float divided with an unbound variable; bind it first")
+            return a / b
+        return sym.exact_div(a, b)
+
+    def power(self, a, b):
+        if not isinstance(b, int):
+            raise self.fail(f"the exponent must be an integer. Received: {b}")
+        if b < 0 or b > 64:
+            raise self.fail(f"exponent {b} is out of range (0..64)")
+        # refuse before computing: the result's size is known beforehand
+        if isinstance(a, int) and abs(a) > 1:
+            digits = b * math.log10(abs(a))
+            if digits > limits.MAX_VALUE_DIGITS.value:
+                raise limits.MAX_VALUE_DIGITS.exceeded(
+                    f"in {_short(self.text)}: {a}**{b} has about {digits:.0f} digits")
+        elif isinstance(a, float) and abs(a) > 1:
+            if b * math.log10(abs(a)) > limits.MAX_VALUE_DIGITS.value:
+                raise self.fail(f"{a}**{b} is too large")
+        elif not _is_number(a):
+            degree = sym.degree(a) * b
+            if degree > limits.MAX_DEGREE.value:
+                raise limits.MAX_DEGREE.exceeded(
+                    f"in {_short(self.text)}: a formula of degree {degree}")
+        return a ** b
+
+    def compare(self, node):
+        left = self.eval(node.left)
+        for op, right_node in zip(node.ops, node.comparators):
+            right = self.eval(right_node)
+            fn = _COMPARE.get(type(op))
+            if fn is None:
+                raise self.fail(f"the comparison in {_unparse(node)!r} is not allowed")
+            if _is_number(left) and _is_number(right):
+                result = fn(left, right)
+            else:
+                result = self.symbolic_compare(fn, left, right)
+            if not result:
+                return False
+            left = right
+        return True
+
+    def symbolic_compare(self, fn, left, right) -> bool:
+        """Decided only where the sign of the difference is known (C + 1 > C);
+        otherwise the condition needs the variables bound."""
+        diff = sym.norm(left - right)
+        if isinstance(diff, int):
+            return fn(diff, 0)
+        if fn not in (operator.eq, operator.ne):
+            try:
+                return bool(fn(left, right))
+            except TypeError:
+                pass
+        free = sorted({str(s) for v in (left, right) if not _is_number(v)
+                       for s in v.free_symbols})
+        raise self.fail(f"the comparison depends on the unbound variable(s) "
+                        f"{', '.join(free)}; bind them with --set NAME=VALUE")
+
+    def call(self, node):
+        if not (isinstance(node.func, ast.Name) and node.func.id in _FUNCS):
+            name = _unparse(node.func)
+            raise self.fail(f"{name}() is not a function a spec may call "
+                            f"(allowed: {', '.join(_FUNCS)})")
+        name = node.func.id
+        fn, least, most, symbolic = _FUNCS[name]
+        if node.keywords:
+            raise self.fail(f"{name}() takes positional arguments only")
+        n = len(node.args)
+        if not least <= n <= most:
+            want = str(least) if least == most else f"{least} to {most}"
+            raise self.fail(f"{name}() takes {want} argument{'s' if most > 1 else ''}, "
+                            f"received {n}")
+        args = [self.eval(a) for a in node.args]
+        for a in args:
+            self.no_bool(a, node)
+        if not symbolic and not all(_is_number(a) for a in args):
+            raise self.fail(f"{name}() needs numbers; bind the unbound variables with --set")
+        if name == "ceil_div":
+            if args[1] == 0:
+                raise self.fail("ceil_div() by zero")
+            if isinstance(args[0], float) or isinstance(args[1], float):
+                return math.ceil(args[0] / args[1])
+        if name == "make_divisible":
+            if not (isinstance(args[1], int) and args[1] > 0):
+                raise self.fail(f"make_divisible(v, d): d must be a positive integer. "
+                                f"Received: d={args[1]!r}")
+        return fn(*args)
 
 
-def _exact_div(a, b, text):
-    if b == 0:
-        raise SpecError(f"in {text!r}: division by zero")
-    if isinstance(a, int) and isinstance(b, int):
-        if a % b:
-            raise SpecError(f"in {text!r}: {a}/{b} is not an integer; use // to round down")
-        return a // b
-    return sym.exact_div(a, b)
+def _unparse(node) -> str:
+    try:
+        return ast.unparse(node)[:60]
+    except Exception:  # pragma: no cover - unparse of a valid tree does not fail
+        return type(node).__name__
 
 
 def resolve(value, env: Mapping[str, sym.Num]):

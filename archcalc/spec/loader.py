@@ -8,13 +8,16 @@ library's [vars], [defaults] and [blocks] under this file's own; a layer entry
 """
 from __future__ import annotations
 
+import math
 import os
 import re
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from ..errors import SpecError
+from .. import limits
+from ..errors import SpecError, printable
 
 HEADER_KEYS = {"name", "input", "source", "init", "notes"}
 TOP_KEYS = {"model", "vars", "defaults", "layers", "include", "blocks"}
@@ -39,6 +42,7 @@ class Spec:
     blocks: MappingProxyType         # block name -> table (graph issue)
     layers: tuple[RawLayer, ...]
     extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    var_files: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     # the Python API: archcalc.load(...).analyze(...)
     def analyze(self, **options):
@@ -56,25 +60,54 @@ class Spec:
 
 def read_toml(path: str) -> tuple[dict, str]:
     """Read a spec file's TOML, every failure a SpecError naming the file."""
-    if not os.path.exists(path):
-        raise SpecError("no such file", file=path)
-    if os.path.isdir(path):
-        raise SpecError("is a directory, not a spec file", file=path)
+    text = read_text(path)
+    return parse_toml(text, path), text
+
+
+def read_text(path: str) -> str:
+    """A spec file's text: a regular file only (a FIFO would block, /dev/zero
+    fill memory), at most ARCHCALC_MAX_FILE_BYTES, UTF-8."""
+    cap = limits.MAX_FILE_BYTES.value
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read()
+        # O_NONBLOCK: opening a FIFO must not wait for a writer
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise SpecError("no such file", file=path) from None
+    except IsADirectoryError:
+        raise SpecError("is a directory, not a spec file", file=path) from None
     except OSError as e:
         raise SpecError(f"cannot read the file: {e.strerror}", file=path) from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise SpecError("is a directory, not a spec file", file=path)
+        if not stat.S_ISREG(info.st_mode):
+            raise SpecError("is not a regular file (a device, FIFO or socket); "
+                            "a spec is a TOML file", file=path)
+        if info.st_size > cap:
+            raise limits.MAX_FILE_BYTES.exceeded(f"{info.st_size:,} bytes").at(file=path)
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            raw = fh.read(cap + 1)
+    except OSError as e:
+        raise SpecError(f"cannot read the file: {e.strerror}", file=path) from None
+    finally:
+        os.close(fd)
+    if len(raw) > cap:  # grew while we read it
+        raise limits.MAX_FILE_BYTES.exceeded(f"more than {cap:,} bytes").at(file=path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise SpecError("is not UTF-8 text; a spec is a TOML file", file=path) from None
-    return parse_toml(text, path), text
+    return text
 
 
 def parse_toml(text: str, path: str) -> dict:
     if not text.strip():
         raise SpecError("is empty; a spec needs a [model] table and [[layers]]", file=path)
+    depth = _bracket_depth(text)
+    # a coarse bound before tomllib recurses; the exact check follows the parse
+    if depth > max(200, limits.MAX_TOML_DEPTH.value):
+        raise limits.MAX_TOML_DEPTH.exceeded(f"nests {depth} levels").at(file=path)
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -83,7 +116,39 @@ def parse_toml(text: str, path: str) -> dict:
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         raise SpecError(f"invalid TOML: {msg}" + (f" (column {m.group(2)})" if m else ""),
                         file=path, line=line) from None
+    except (RecursionError, MemoryError):
+        raise limits.MAX_TOML_DEPTH.exceeded("nests too deeply").at(file=path) from None
+    except ValueError as e:  # e.g. an integer of over 4,300 digits
+        raise SpecError(f"invalid TOML: {str(e)[:100]}", file=path) from None
+    depth = _data_depth(data)
+    if depth > limits.MAX_TOML_DEPTH.value:
+        raise limits.MAX_TOML_DEPTH.exceeded(f"nests {depth} levels").at(file=path)
     return data
+
+
+def _bracket_depth(text: str) -> int:
+    """An upper bound of the nesting of inline arrays and tables, before tomllib
+    (which recurses and would raise RecursionError on thousands of '[')."""
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth = max(0, depth - 1)
+    return deepest
+
+
+def _data_depth(data) -> int:
+    deepest, stack = 0, [(data, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
 
 
 def layer_lines(text: str, count: int) -> list[int | None]:
@@ -92,38 +157,90 @@ def layer_lines(text: str, count: int) -> list[int | None]:
     headers = [i + 1 for i, ln in enumerate(lines) if re.match(r"\s*\[\[\s*layers\s*\]\]", ln)]
     if len(headers) == count:
         return headers
-    # inline form: layers = [ {..}, {..} ], one table per line, up to the next [header]
-    start = next((i for i, ln in enumerate(lines) if re.match(r"\s*layers\s*=\s*\[", ln)), None)
-    if start is not None:
-        inline = []
-        for i in range(start, len(lines)):
-            ln = lines[i]
-            if i > start and re.match(r"\s*\[\[?\s*[A-Za-z_][\w.\-\" ]*\]\]?\s*(#.*)?$", ln):
-                break
-            if ln.lstrip().startswith("{") or (i == start and re.match(r"\s*layers\s*=\s*\[\s*\{", ln)):
-                inline.append(i + 1)
-        if len(inline) == count:
-            return inline
+    # inline form: layers = [ {..}, {..} ]: the line of each table's "{"
+    m = re.search(r"^[ \t]*layers[ \t]*=[ \t]*\[", text, re.M)
+    if m is not None:
+        found = _inline_table_lines(text, m.end())
+        if len(found) == count:
+            return found
     return [None] * count
 
 
-def load(path: str, _stack: tuple[str, ...] = ()) -> Spec:
+def _inline_table_lines(text: str, pos: int) -> list[int]:
+    """Scan an inline array from just after its '[' to its ']': the line of every
+    '{' directly inside it. Strings and comments are skipped, so a '{' in a
+    name or a note is not a table."""
+    found, depth, line, i, n = [], 1, text.count("\n", 0, pos) + 1, pos, len(text)
+    while i < n and depth > 0:
+        ch = text[i]
+        if ch == "\n":
+            line += 1
+        elif ch == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        elif ch in "\"'":
+            quote = text[i:i + 3] if text[i:i + 3] in ('"""', "'''") else ch
+            j = i + len(quote)
+            while j < n and not text.startswith(quote, j):
+                if ch == '"' and text[j] == "\\":
+                    j += 1
+                j += 1
+            line += text.count("\n", i, j)
+            i = j + len(quote)
+            continue
+        elif ch in "[{":
+            if ch == "{" and depth == 1:
+                found.append(line)
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        i += 1
+    return found
+
+
+class _Loading:
+    """One load: the include chain down to the file being read, and a count of
+    the files included in all (shared along the chain: an include bomb of
+    fan-out 10 over 8 levels stops at the limit, not after 10^8 reads)."""
+
+    def __init__(self, stack: tuple = (), counter: list | None = None):
+        self.stack = stack
+        self.counter = counter if counter is not None else [0]
+
+    @property
+    def included(self) -> bool:
+        return len(self.stack) > 1
+
+    def enter(self, path: str, real: str) -> "_Loading":
+        if real in self.stack:
+            chain = " -> ".join(os.path.basename(p) for p in (*self.stack, real))
+            raise SpecError(f"includes itself ({chain})", file=path)
+        if self.stack:  # an included file, not the top one
+            self.counter[0] += 1
+            limits.MAX_INCLUDES.check(self.counter[0], f"including {path}")
+            limits.MAX_INCLUDE_DEPTH.check(len(self.stack), f"including {path}")
+        return _Loading((*self.stack, real), self.counter)
+
+
+def load(path: str, _loading: _Loading | None = None) -> Spec:
     """Read and check the structure of a spec file (values are checked later)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise SpecError(f"a spec path must be a file name. Received: {path!r}")
+    path = os.fspath(path)
     real = os.path.realpath(path)
-    if real in _stack:
-        chain = " -> ".join(os.path.basename(p) for p in (*_stack, real))
-        raise SpecError(f"includes itself ({chain})", file=path)
+    loading = (_loading or _Loading()).enter(path, real)
     data, text = read_toml(path)
-    return _from_data(data, text, path, _stack, real)
+    return _from_data(data, text, path, loading)
 
 
 def loads(text: str, file: str = "<spec>") -> Spec:
     """A spec from TOML text; includes are relative to the current directory."""
-    return _from_data(parse_toml(text, file), text, file, (), os.path.realpath(file))
+    loading = _Loading().enter(file, os.path.realpath(file))
+    return _from_data(parse_toml(text, file), text, file, loading)
 
 
-def _from_data(data: dict, text: str, path: str, _stack: tuple, real: str) -> Spec:
-    """_stack: the files that include this one (empty for the top file)."""
+def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
     model = data.get("model", {})
     if isinstance(model, dict) and ({"layers", "include"} & set(model)):
         # TOML puts keys written after [model] into it: a spec may list its
@@ -142,6 +259,7 @@ def _from_data(data: dict, text: str, path: str, _stack: tuple, real: str) -> Sp
                         f"a spec has {', '.join(sorted(TOP_KEYS))}", file=path)
 
     base_vars: dict = {}
+    var_files: dict = {}     # where each variable is written, for its errors
     base_defaults: dict = {}
     base_blocks: dict = {}
     includes = data.get("include", [])
@@ -150,8 +268,9 @@ def _from_data(data: dict, text: str, path: str, _stack: tuple, real: str) -> Sp
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise SpecError("include takes a file name or a list of file names", file=path)
     for inc in includes:
-        lib = load(_relative(path, inc), (*_stack, real))
+        lib = load(_relative(path, inc), loading)
         base_vars.update(lib.vars)
+        var_files.update(lib.var_files)
         for kind, d in lib.defaults.items():
             base_defaults.setdefault(kind, {}).update(d)
         base_blocks.update(lib.blocks)
@@ -165,11 +284,12 @@ def _from_data(data: dict, text: str, path: str, _stack: tuple, real: str) -> Sp
 
     vars_ = _table(data, "vars", path)
     for name, value in vars_.items():
-        if not re.fullmatch(r"[A-Za-z_]\w*", name):
-            raise SpecError(f"[vars] name {name!r} is not an identifier", file=path)
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise SpecError(f"[vars] {name} must be an integer or an expression string. "
-                            f"Received: {name}={value!r}", file=path)
+        if not re.fullmatch(r"[A-Za-z_]\w{0,63}", name):
+            raise SpecError(f"[vars] name {name[:70]!r} is not an identifier", file=path)
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or \
+                (isinstance(value, float) and not math.isfinite(value)):
+            raise SpecError(f"[vars] {name} must be a number, an expression string or \"?\". "
+                            f"Received: {name}={_short(value)}", file=path)
     defaults = _table(data, "defaults", path)
     for kind, d in defaults.items():
         if not isinstance(d, dict):
@@ -182,10 +302,21 @@ def _from_data(data: dict, text: str, path: str, _stack: tuple, real: str) -> Sp
                             "[defaults] tables (e.g. under [model])", file=path)
         base_defaults.setdefault(kind, {}).update(d)
     base_vars.update(vars_)
-    base_blocks.update(_table(data, "blocks", path))
+    var_files.update(dict.fromkeys(vars_, path))
+    blocks = _table(data, "blocks", path)
+    for block, definition in blocks.items():
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]{0,60}", block):
+            raise SpecError(f"[blocks] name {block[:40]!r} is not a valid block name: use "
+                            "letters, digits and underscores (instances are named "
+                            f"{block[:40]}1, {block[:40]}2, ...)", file=path)
+        if not isinstance(definition, dict):
+            raise SpecError(f"[blocks.{block}] must be a table with args and one of layers, "
+                            f"concat, residual, scale, dense. Received: {block} = "
+                            f"{_short(definition)}", file=path)
+    base_blocks.update(blocks)
 
     layers = data.get("layers")
-    included = bool(_stack)  # a library or a part: no [model] or layers needed
+    included = loading.included  # a library or a part: no [model] or layers needed
     if layers is None and not includes and not included:
         raise SpecError("has no layers: add [[layers]] tables", file=path)
     layers = layers or []
@@ -197,13 +328,27 @@ def _from_data(data: dict, text: str, path: str, _stack: tuple, real: str) -> Sp
             if set(table) - {"include"}:
                 raise SpecError("a layer entry with include takes nothing else",
                                 file=path, line=line)
-            part = load(_relative(path, table["include"]), (*_stack, real))
+            part = load(_relative(path, table["include"]), loading)
             raw.extend(part.layers)
             continue
         raw.append(RawLayer(MappingProxyType(table), path, line))
 
     name = model.get("name", os.path.splitext(os.path.basename(path))[0])
     source = model.get("source", "")
+    for key, value in (("name", name), ("source", source), ("init", model.get("init", ""))):
+        if not isinstance(value, str):
+            raise SpecError(f"[model] {key} must be a string. Received: {key} = {_short(value)}",
+                            file=path)
+    notes = model.get("notes", [])
+    if isinstance(notes, str):
+        notes = [notes]
+    if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+        raise SpecError(f"[model] notes must be a string or a list of strings. "
+                        f"Received: notes = {_short(model.get('notes'))}", file=path)
+    if isinstance(model.get("notes"), str):
+        model = {**model, "notes": printable(model["notes"], keep_newlines=True)}
+    elif "notes" in model:
+        model = {**model, "notes": [printable(n, keep_newlines=True) for n in notes]}
     if "input" not in model and included:
         model = {**model, "input": []}
     elif "input" not in model:
@@ -212,13 +357,19 @@ def _from_data(data: dict, text: str, path: str, _stack: tuple, real: str) -> Sp
     if not isinstance(inp, list) or (len(inp) not in (1, 3) and not included):
         raise SpecError(f"[model] input must be [channels, height, width] (or [features]). "
                         f"Received: input={inp!r}", file=path)
-    return Spec(file=path, name=str(name), input=tuple(inp), source=str(source),
+    return Spec(file=path, name=printable(name), input=tuple(inp), source=printable(source),
                 vars=MappingProxyType(base_vars),
                 defaults=MappingProxyType({k: MappingProxyType(v)
                                            for k, v in base_defaults.items()}),
                 blocks=MappingProxyType(base_blocks), layers=tuple(raw),
                 extra=MappingProxyType({k: v for k, v in model.items()
-                                        if k in ("init", "notes")}))
+                                        if k in ("init", "notes")}),
+                var_files=MappingProxyType(var_files))
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _relative(path: str, inc) -> str:

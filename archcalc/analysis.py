@@ -17,7 +17,7 @@ import itertools
 import json
 from dataclasses import dataclass, field
 
-from . import sym
+from . import limits, sym
 from .errors import SpecError, SpecWarning
 from .graph import (Concat, Layer, Merge, Model, Sequence, build_graph, in_place,
                     same_shape, shortcut_ops)
@@ -116,13 +116,24 @@ def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: st
     model = spec_or_model if isinstance(spec_or_model, Model) else \
         build_graph(spec_or_model, variables=variables, input=input)
     walker = _Walker(model, DTYPES[dtype], batch)
-    walker.run()
+    if any(sym.is_symbolic(v) and not isinstance(v, float) for v in model.env.values()):
+        # formulas grow with every layer (nested floors of H): a time budget
+        try:
+            with sym.deadline(limits.SYMBOLIC_MS.value / 1000):
+                walker.run()
+                totals = walker.totals(OPTIMIZERS[optimizer])
+        except sym.Timeout:
+            raise limits.SYMBOLIC_MS.exceeded(
+                "the formulas of this spec take longer to compute; bind some variables "
+                "with --set NAME=VALUE").at(file=model.file) from None
+    else:
+        walker.run()
+        totals = walker.totals(OPTIMIZERS[optimizer])
     if strict and walker.findings:
         first = walker.findings[0]
         raise SpecError(f"{first.message} (--strict)", file=model.file, line=first.line,
                         path=first.path)
-    return Report(model, batch, dtype, optimizer, walker.rows,
-                  walker.totals(OPTIMIZERS[optimizer]), walker.findings)
+    return Report(model, batch, dtype, optimizer, walker.rows, totals, walker.findings)
 
 
 class _Walker:

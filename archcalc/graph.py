@@ -121,7 +121,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
                         f"Received: {text[:60]!r}")
     shape = tuple(limits.parse_int(p, "--input") for p in parts)
     if not all(shape):
-        raise SpecError(f"--input takes positive sizes. Received: {text!r}")
+        raise SpecError(f"--input takes CxHxW with positive sizes, e.g. 3x224x224. Received: {text!r}")
     return shape
 
 

@@ -56,11 +56,14 @@ MAX_EXPR_CHARS = Limit("max_expr_chars", 1000, "characters per expression")
 MAX_EXPR_DEPTH = Limit("max_expr_depth", 32, "levels of nesting per expression")
 MAX_VALUE_DIGITS = Limit("max_value_digits", 18, "decimal digits per value")
 MAX_DEGREE = Limit("max_degree", 64, "as the degree of a formula in unbound variables")
-SIMPLIFY_MS = Limit("simplify_ms", 2000, "milliseconds to simplify a formula")
+SIMPLIFY_MS = Limit("simplify_ms", 1000, "milliseconds of CPU time to simplify a formula")
+SYMBOLIC_MS = Limit("symbolic_ms", 3000, "milliseconds of CPU time to analyze with unbound "
+                    "variables")
+MAX_FORMULA_NODES = Limit("max_formula_nodes", 5_000, "terms in a printed formula")
 
 ALL = (MAX_ROWS, MAX_NESTING, MAX_TOML_DEPTH, MAX_FILE_BYTES, MAX_INCLUDES,
        MAX_INCLUDE_DEPTH, MAX_EXPR_CHARS, MAX_EXPR_DEPTH, MAX_VALUE_DIGITS, MAX_DEGREE,
-       SIMPLIFY_MS)
+       SIMPLIFY_MS, SYMBOLIC_MS, MAX_FORMULA_NODES)
 
 
 def check_value(v: int, detail: str) -> int:

@@ -66,10 +66,17 @@ def prod(xs) -> Num:
 
 
 def total(xs) -> Num:
-    out: Num = 0
+    """A sum: ints added natively, formulas in one sympy Add (adding them one by
+    one re-flattens the sum each time: quadratic over thousands of rows)."""
+    whole, terms = 0, []
     for x in xs:
-        out = out + x
-    return norm(out)
+        if isinstance(x, int):
+            whole += x
+        else:
+            terms.append(x)
+    if not terms:
+        return whole
+    return norm(_sympy().Add(whole, *terms))
 
 
 def known_positive(x: Num) -> bool | None:
@@ -82,7 +89,9 @@ def known_positive(x: Num) -> bool | None:
 
 def to_json(x: Num):
     x = norm(x)
-    return x if isinstance(x, int) else str(_simplify(x))
+    if isinstance(x, int):
+        return x
+    return _too_long(x) or str(_simplify(x))
 
 
 def degree(x) -> int:
@@ -111,39 +120,65 @@ def degree(x) -> int:
     return deg(x)
 
 
+_SIMPLIFY_SPENT = [0.0]   # CPU seconds spent factoring in this process
+
+
 def _simplify(x):
-    """sympy's factored form, under a budget: factoring a large polynomial can
-    take unbounded time, so large formulas (or a slow factoring, cut off after
-    ARCHCALC_SIMPLIFY_MS) keep the expanded form, which is equally correct."""
+    """sympy's factored form, under a budget: factoring can take unbounded time,
+    so formulas with floors or max (nothing to factor), large ones, and any
+    once ARCHCALC_SIMPLIFY_MS of CPU time has been spent in all keep the
+    expanded form, which is equally correct."""
+    import time
+
     from . import limits
-    if degree(x) > 16 or _size(x) > 400:
+    budget = limits.SIMPLIFY_MS.value / 1000
+    left = budget - _SIMPLIFY_SPENT[0]
+    if left <= 0 or degree(x) > 16 or size(x) > 400 or x.atoms(_sympy().Function):
         return x
+    start = time.process_time()
     try:
-        with _deadline(limits.SIMPLIFY_MS.value / 1000):
+        with deadline(left):
             return _sympy().factor(x)
-    except _Timeout:
+    except Timeout:
         return x
     except Exception:  # pragma: no cover - sympy quirks; the raw form is correct
         return x
+    finally:
+        _SIMPLIFY_SPENT[0] += time.process_time() - start
 
 
-def _size(x) -> int:
-    """Nodes in a formula's tree (stops counting past 10,000)."""
+def size(x, stop: int = 10_000) -> int:
+    """Nodes in a formula's tree (counting stops at ``stop``)."""
     n, stack = 0, [x]
-    while stack and n < 10_000:
+    while stack and n < stop:
         e = stack.pop()
         n += 1
-        stack.extend(e.args)
+        stack.extend(getattr(e, "args", ()))
     return n
 
 
-class _Timeout(Exception):
-    pass
+def _too_long(x) -> str | None:
+    """A placeholder for a formula too large to print in bounded time."""
+    from . import limits
+    cap = limits.MAX_FORMULA_NODES.value
+    n = size(x, cap + 1)
+    if n > cap:
+        return (f"<formula of over {cap:,} terms: bind variables with --set, "
+                f"or raise {limits.MAX_FORMULA_NODES.env}>")
+    return None
 
 
-class _deadline:
-    """Interrupts pure-Python work after ``seconds`` (SIGALRM; main thread only,
-    elsewhere the size checks above are the only bound)."""
+class Timeout(Exception):
+    """A deadline passed (see ``deadline``)."""
+
+
+class deadline:
+    """Interrupts pure-Python work (sympy) after ``seconds`` with Timeout.
+
+    Counts the process's CPU time (ITIMER_PROF), so a busy machine does not
+    make it fire early. Main thread only (elsewhere the size checks are the
+    only bound). Nests: an inner deadline never outlives an outer one, and
+    the outer one is re-armed with what is left of it on the way out."""
 
     def __init__(self, seconds: float):
         self.seconds = seconds
@@ -152,19 +187,30 @@ class _deadline:
     def __enter__(self):
         import signal
         import threading
-        if hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread():
-            def _raise(signum, frame):
-                raise _Timeout()
-            self.previous = signal.signal(signal.SIGALRM, _raise)
-            signal.setitimer(signal.ITIMER_REAL, self.seconds)
-            self.armed = True
+        import time
+        if not (hasattr(signal, "setitimer")
+                and threading.current_thread() is threading.main_thread()):
+            return self
+        self.outer, _ = signal.getitimer(signal.ITIMER_PROF)
+        self.start = time.process_time()
+
+        def _raise(signum, frame):
+            raise Timeout()
+        self.previous = signal.signal(signal.SIGPROF, _raise)
+        signal.setitimer(signal.ITIMER_PROF,
+                         min(self.seconds, self.outer) if self.outer else self.seconds)
+        self.armed = True
         return self
 
     def __exit__(self, *exc):
         if self.armed:
             import signal
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self.previous)
+            import time
+            signal.setitimer(signal.ITIMER_PROF, 0)
+            signal.signal(signal.SIGPROF, self.previous)
+            if self.outer:
+                left = self.outer - (time.process_time() - self.start)
+                signal.setitimer(signal.ITIMER_PROF, max(left, 0.001))
         return False
 
 
@@ -173,7 +219,7 @@ def fmt_int(x: Num) -> str:
     x = norm(x)
     if isinstance(x, int):
         return f"{x:,}"
-    return str(_simplify(x)).replace("**", "^")
+    return _too_long(x) or str(_simplify(x)).replace("**", "^")
 
 
 def plain(x: Num) -> str:

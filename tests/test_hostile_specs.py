@@ -84,7 +84,7 @@ def test_symbolic_powers_are_bounded(tmp_path, expr):
     ("ceil_div(3, 4, 5)", "ceil_div() takes 2 arguments"),
     ("ceil_div(3, 0)", "by zero"),
     ("C // 0", "division by zero"),
-    ("__import__('os').system('touch pwned')", "is not a function a spec may call"),
+    ("__import__('os').system('touch pwned')", "is not allowed in a spec expression"),
     ("C.__class__", "not allowed"),
     ("[c for c in range(10**9)]", "not allowed"),
     ("1e999", "not a finite number"),

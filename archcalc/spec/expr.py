@@ -304,8 +304,8 @@ class _Evaluator:
     def call(self, node):
         if not (isinstance(node.func, ast.Name) and node.func.id in _FUNCS):
             name = _unparse(node.func)
-            raise self.fail(f"{name}() is not a function a spec may call "
-                            f"(allowed: {', '.join(_FUNCS)})")
+            raise self.fail(f"{name}() is not allowed in a spec expression "
+                            f"(functions: {', '.join(_FUNCS)})")
         name = node.func.id
         fn, least, most, symbolic = _FUNCS[name]
         if node.keywords:

@@ -220,6 +220,11 @@ class Kind:
         """The multiply-accumulates as a product, e.g. (56*56*256)*(3*3*128)."""
         return None
 
+    def macs_missed_by(self, a, x: Shape, y: Shape) -> dict:
+        """MACs a peer tool cannot count, by peer ("fvcore"), with the reason:
+        `check` leaves them out of that peer's expected count and says so."""
+        return {}
+
     def check_references(self, a, x: Shape, find) -> None:
         """Check layers this one names (a max unpool's pool). ``find(name)``
         returns (kind name, input shape, output shape) of an earlier row."""

@@ -17,7 +17,8 @@ class FullyConnected(Weighted, Kind):
     name = "fc"
     aliases = ("linear", "dense", "fully_connected")
     primary = "out"
-    summary = "fully connected: out features (a C x H x W input is flattened first, as in the lecture tables)"
+    summary = ("fully connected: out features (a C x H x W input is flattened first, as in the "
+               "lecture tables; on N x D tokens it acts on each token)")
     flops_rule = "2 x MACs; MACs = in_features * out_features"
     args = {
         "out": Arg("int", min=1, doc="output features"),
@@ -25,18 +26,21 @@ class FullyConnected(Weighted, Kind):
     }
 
     def output_shape(self, a, x):
-        return (a.out,)
+        return (x[0], a.out) if len(x) == 2 else (a.out,)
+
+    def fan_in(self, x):
+        return x[1] if len(x) == 2 else sym.prod(x)
 
     def params(self, a, x):
-        return sym.norm(sym.prod(x) * a.out + (a.out if a.bias else 0))
+        return sym.norm(self.fan_in(x) * a.out + (a.out if a.bias else 0))
 
     def params_formula(self, a, x):
         f = sym.plain
-        fan_in = f(x[0]) if len(x) == 1 else "(" + "*".join(f(d) for d in (x[1], x[2], x[0])) + ")"
+        fan_in = f(x[-1]) if len(x) < 3 else "(" + "*".join(f(d) for d in (x[1], x[2], x[0])) + ")"
         return f"{fan_in}*{f(a.out)}" + (f" + {f(a.out)}" if a.bias else "")
 
     def macs(self, a, x, y):
-        return sym.norm(sym.prod(x) * a.out)
+        return sym.norm(sym.prod(x) * a.out)   # per token too: N*D*out
 
     def macs_formula(self, a, x, y):
         f = sym.plain
@@ -51,8 +55,8 @@ class FullyConnected(Weighted, Kind):
 
     def build(self, a, x):
         from torch import nn
-        linear = nn.Linear(sym.prod(x), a.out, bias=a.bias)
-        return nn.Sequential(nn.Flatten(), linear) if len(x) > 1 else linear
+        linear = nn.Linear(self.fan_in(x), a.out, bias=a.bias)
+        return nn.Sequential(nn.Flatten(), linear) if len(x) == 3 else linear
 
 
 @register

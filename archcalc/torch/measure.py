@@ -22,7 +22,8 @@ class Measured:
     macs: dict = field(default_factory=dict)        # module name -> fvcore conv/linear count
     fvcore_skipped: tuple = ()                      # ops fvcore reported it does not count
     fvcore_total: int | None = None
-    flop_counter_total: int | None = None
+    flop_counter_total: int | None = None           # on the meta device: every op counted
+    flop_counter_device_total: int | None = None    # on the device (fused kernels may be missed)
     forward_activation_bytes: int | None = None
     saved_bytes: int | None = None
     device: str = "cpu"
@@ -61,6 +62,12 @@ def measure(model: nn.Module, report, *, batch: int = 1, device: str = "cpu",
     _flop_counts(model, x, out)
     model.train()
     out.saved_bytes = saved_tensor_bytes(model, x, device)
+    # FlopCounterMode on the meta device sees every matmul; on a real device
+    # fused kernels (nn.MultiheadAttention's fast path) escape it. The model
+    # is not needed on the device any more, so it moves instead of a copy.
+    out.flop_counter_device_total = out.flop_counter_total
+    model.to("meta")
+    out.flop_counter_total = _flop_counter(model, torch.zeros(x_shape, device="meta"))
     return out
 
 
@@ -88,13 +95,18 @@ def _forward_shapes(model, x, out: Measured, modules_of) -> int:
     return sum(storages.values())
 
 
-def _flop_counts(model, x, out: Measured):
-    import warnings
+def _flop_counter(model, x) -> int:
     from torch.utils.flop_counter import FlopCounterMode
     counter = FlopCounterMode(display=False)
+    model.eval()
     with counter, torch.no_grad():
         model(x)
-    out.flop_counter_total = counter.get_total_flops()
+    return counter.get_total_flops()
+
+
+def _flop_counts(model, x, out: Measured):
+    import warnings
+    out.flop_counter_total = _flop_counter(model, x)
     try:
         with warnings.catch_warnings():  # fvcore calls torch.jit.script on import
             warnings.simplefilter("ignore", FutureWarning)

@@ -115,3 +115,61 @@ class PadShortcut(nn.Module):
     def forward(self, x):
         x = x[:, :, ::self.stride[0], ::self.stride[1]]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+class MapToTokens(nn.Module):
+    """(B, C, H, W) -> (B, H*W, C), as torchvision's ViT reads its patch map."""
+
+    def forward(self, x):
+        return x.flatten(2).permute(0, 2, 1)
+
+
+class ClassToken(nn.Module):
+    """A learned token before the others (torchvision: ``class_token``, 1 x 1 x D)."""
+
+    def __init__(self, width):
+        super().__init__()
+        self.init_args = (width,)
+        self.class_token = nn.Parameter(torch.zeros(1, 1, width))
+
+    def forward(self, x):
+        return torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
+
+
+class PositionEmbedding(nn.Module):
+    """x + a learned (1, N, D) embedding (torchvision: ``pos_embedding``, N(0, 0.02))."""
+
+    def __init__(self, tokens, width):
+        super().__init__()
+        self.init_args = (tokens, width)
+        self.pos_embedding = nn.Parameter(torch.empty(1, tokens, width).normal_(std=0.02))
+
+    def forward(self, x):
+        return x + self.pos_embedding
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention as torchvision's encoder block calls it:
+    nn.MultiheadAttention(batch_first=True)(x, x, x, need_weights=False)."""
+
+    def __init__(self, width, heads, bias=True, dropout=0.0):
+        super().__init__()
+        self.init_args = (width, heads, bias, dropout)
+        self.self_attention = nn.MultiheadAttention(width, heads, dropout=dropout, bias=bias,
+                                                    batch_first=True)
+
+    def forward(self, x):
+        y, _ = self.self_attention(x, x, x, need_weights=False)
+        return y
+
+
+class TokenPool(nn.Module):
+    """(B, N, D) -> (B, D): the first (class) token, or the mean of all."""
+
+    def __init__(self, mode="first"):
+        super().__init__()
+        self.init_args = (mode,)
+        self.mode = mode
+
+    def forward(self, x):
+        return x[:, 0] if self.mode == "first" else x.mean(dim=1)

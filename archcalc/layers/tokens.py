@@ -1,0 +1,198 @@
+"""Tokens and attention (the Vision Transformer, Dosovitskiy et al. 2020):
+a C x H x W map read as N = H*W tokens of width D = C, a class token and a
+position embedding as parameters, multi-head self-attention, and pooling
+the tokens back into one vector. Token shapes are (N, D) per sample; fc rows
+on tokens act on each token (nn.Linear on the last dimension).
+
+The multiply-accumulates of one self-attention layer over N tokens of width D:
+QKV projections 3*N*D*D, scores Q K^T N*N*D, weighted values N*N*D, output
+projection N*D*D: 4*N*D^2 + 2*N^2*D, the count FlopCounterMode makes of
+torchvision's vit_b_16 on the meta device (17,563,828,224 MACs in all).
+"""
+from __future__ import annotations
+
+from math import isqrt
+
+from .. import sym
+from ..errors import SpecError
+from .base import Arg, Kind, Saved, register
+
+FP32 = 4
+
+
+def _tokens(kind: str, x) -> None:
+    if len(x) != 2:
+        raise SpecError(f"{kind} needs tokens (N x D), but its input is "
+                        f"{' x '.join(sym.fmt_int(d) for d in x)}; put a `tokens` row first")
+
+
+@register
+class Tokens(Kind):
+    name = "tokens"
+    aliases = ("patches_to_tokens",)
+    summary = "C x H x W -> (H*W) x C: a map read as N = H*W tokens of width D = C (a view)"
+    flops_rule = "0 (a reshape and a transpose: views)"
+    view = True
+    inputs = "chw"
+    args = {}
+
+    def output_shape(self, a, x):
+        return (sym.norm(x[1] * x[2]), x[0])
+
+    def build(self, a, x):
+        from ..torch.modules import MapToTokens
+        return MapToTokens()
+
+
+@register
+class ClassToken(Kind):
+    name = "class_token"
+    aliases = ("cls_token",)
+    summary = "a learned token put before the others: N x D -> (N + 1) x D; D params"
+    flops_rule = "0 (a concatenation)"
+    args = {}
+
+    def check_input(self, x):
+        _tokens(self.name, x)
+
+    def output_shape(self, a, x):
+        return (sym.norm(x[0] + 1), x[1])
+
+    def params(self, a, x):
+        return x[1]
+
+    def params_formula(self, a, x):
+        return sym.plain(x[1])
+
+    def build(self, a, x):
+        from ..torch.modules import ClassToken as Module
+        return Module(x[1])
+
+
+@register
+class PositionEmbedding(Kind):
+    name = "position_embedding"
+    aliases = ("pos_embedding",)
+    summary = "a learned N x D embedding added to the tokens (N*D params)"
+    flops_rule = "N*D (one addition per element)"
+    args = {}
+
+    def check_input(self, x):
+        _tokens(self.name, x)
+
+    def params(self, a, x):
+        return sym.prod(x)
+
+    def params_formula(self, a, x):
+        return f"{sym.plain(x[0])}*{sym.plain(x[1])}"
+
+    def flops(self, a, x, y):
+        return sym.prod(y)
+
+    def build(self, a, x):
+        from ..torch.modules import PositionEmbedding as Module
+        return Module(x[0], x[1])
+
+
+@register
+class SelfAttention(Kind):
+    name = "attention"
+    aliases = ("self_attention", "mhsa")
+    primary = "heads"
+    weighted = True
+    summary = ("multi-head self-attention over N x D tokens: QKV and output projections "
+               "(4*D^2 + 4*D params), softmax(Q K^T / sqrt(D/heads)) V per head")
+    flops_rule = ("2 x MACs + 4 per attention score (scale, exp, sum, divide: "
+                  "4*heads*N^2); MACs = 4*N*D^2 + 2*N^2*D")
+    args = {
+        "heads": Arg("int", min=1, doc="attention heads; D must divide by it"),
+        "bias": Arg("bool", True),
+        "dropout": Arg("float", 0.0, min=0.0, max=1.0, doc="on the attention weights"),
+    }
+
+    def check_input(self, x):
+        _tokens(self.name, x)
+
+    def output_shape(self, a, x):
+        d = x[1]
+        if isinstance(d, int) and isinstance(a.heads, int) and d % a.heads:
+            raise SpecError(f"attention: the width {d} does not divide into {a.heads} heads. "
+                            f"Received: heads={a.heads}")
+        return x
+
+    def params(self, a, x):
+        d = x[1]
+        return sym.norm(4 * d * d + (4 * d if a.bias else 0))
+
+    def params_formula(self, a, x):
+        d = sym.plain(x[1])
+        return f"(3*{d}*{d} + 3*{d}) + ({d}*{d} + {d})" if a.bias else f"4*{d}*{d}"
+
+    def macs(self, a, x, y):
+        n, d = x
+        return sym.norm(4 * n * d * d + 2 * n * n * d)
+
+    def macs_formula(self, a, x, y):
+        n, d = (sym.plain(v) for v in x)
+        return f"4*{n}*{d}^2 + 2*{n}^2*{d}"
+
+    def flops(self, a, x, y):
+        n = x[0]
+        return sym.norm(2 * self.macs(a, x, y) + 4 * a.heads * n * n)
+
+    def macs_missed_by(self, a, x, y):
+        n, d = x
+        return {"fvcore": (sym.norm(2 * n * n * d),
+                           "fvcore has no handler for aten::scaled_dot_product_attention "
+                           "(the two attention matmuls, 2*N^2*D per layer)")}
+
+    def backward_flops(self, a, x, y, needs_input_grad: bool = True):
+        return sym.norm(2 * self.flops(a, x, y))
+
+    def receptive_field(self, a, x, rf, jump):
+        # every token sees every other: the window is the token grid, taken
+        # as isqrt(N) tokens a side (the class token adds none)
+        side = isqrt(x[0]) if isinstance(x[0], int) else x[0] ** 0.5
+        return ((sym.norm(rf[0] + (side - 1) * jump[0]), sym.norm(rf[1] + (side - 1) * jump[1])),
+                jump)
+
+    def saved(self, a, x, y):
+        # in a training step (nn.MultiheadAttention, need_weights=False): the
+        # input (for the QKV projection), the QKV projection's output q, k, v
+        # (3*N*D), the attention output before the output projection (N*D),
+        # and the softmax statistics per head and query (fp32)
+        n, d = x[0], x[-1]   # (the merge's in-place test probes with a dummy shape)
+        return Saved(input=True, extra=((sym.norm(3 * n * d), None), (sym.norm(n * d), None),
+                                        (sym.norm(a.heads * n), FP32)))
+
+    def build(self, a, x):
+        from ..torch.modules import SelfAttention as Module
+        return Module(x[1], a.heads, a.bias, a.dropout)
+
+
+@register
+class TokenPool(Kind):
+    name = "token_pool"
+    primary = "mode"
+    summary = "N x D tokens -> D: the first (class) token, or the mean of all"
+    flops_rule = "first: 0 (a view); mean: N*D"
+    args = {"mode": Arg("str", "first", choices=("first", "mean"))}
+
+    def check_input(self, x):
+        _tokens(self.name, x)
+
+    def output_shape(self, a, x):
+        return (x[1],)
+
+    def shares_storage(self, a):
+        return a.mode == "first"   # x[:, 0] is a view
+
+    def flops(self, a, x, y):
+        return 0 if a.mode == "first" else sym.prod(x)
+
+    def build(self, a, x):
+        from ..torch.modules import TokenPool as Module
+        return Module(a.mode)
+
+
+__all__ = ["Tokens", "ClassToken", "PositionEmbedding", "SelfAttention", "TokenPool"]

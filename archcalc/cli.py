@@ -20,9 +20,13 @@ class _Group(click.Group):
     """Turns every bad-input error into one line and exit 2 (no usage dump, no traceback)."""
 
     def main(self, args=None, prog_name=None, **extra):
+        _tolerant_streams()
         try:
             return super().main(args=args, prog_name=prog_name or "archcalc",
                                 standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `archcalc`: its usage
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.UsageError as e:
             cmd = e.ctx.command_path if e.ctx else "archcalc"
             fail(f"{cmd}: {e.format_message()} (see {cmd} --help)", 2)
@@ -34,10 +38,37 @@ class _Group(click.Group):
             fail(e.format_message(), e.exit_code)
         except SpecError as e:
             fail(str(e), 2)
-        except MissingExtra as e:
-            fail(str(e), 1)
+        except MissingExtra as e:  # the install lacks an extra: say which, exit 2
+            fail(str(e), 2)
         except BrokenPipeError:  # `archcalc table ... | head`
             sys.exit(0)
+
+
+def _tolerant_streams():
+    """Under an encoding that cannot write every character (PYTHONIOENCODING=ascii,
+    a C locale), print a '?' for it instead of dying with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if not encoding.startswith("utf") and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):  # pragma: no cover - a detached stream
+                pass
+
+
+class SpecPath(click.Path):
+    """A spec file; a name that is not a file here falls back to the specs that
+    ship with archcalc (`specs/vgg16.toml` outside a clone, or `vgg16`)."""
+
+    def __init__(self):
+        super().__init__(dir_okay=True)
+
+    def convert(self, value, param, ctx):
+        from . import bundled
+        return bundled.resolve(super().convert(value, param, ctx))
+
+
+SPEC = SpecPath()
 
 
 def fail(message: str, code: int):
@@ -101,7 +132,7 @@ def _warn(report):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size: multiplies the bytes, never the shapes.")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True,
@@ -171,7 +202,7 @@ def kinds():
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True)
 @click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
@@ -212,7 +243,7 @@ def _require_device(device: str):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--to", "target", type=click.Choice(("python", "onnx")), default="python",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -262,7 +293,7 @@ def parse_batches(text: str) -> list[int]:
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--device", type=click.Choice(("cpu", "cuda", "mps")), default="cpu", show_default=True)
 @click.option("--batch", "-b", "batch_text", default="1", show_default=True, metavar="N[,N...]",
               help="One batch size or a sweep: 1,8,32,128.")
@@ -357,7 +388,7 @@ def _no_symbols(graph):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--data", default="synthetic", show_default=True,
               metavar="synthetic|digits|cifar10:DIR|imagefolder:DIR",
               help="digits: scikit-learn's bundled 8x8 digits, resized to the spec's input; "
@@ -453,7 +484,7 @@ def _render_comparison(comparison, fmt, title):
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.argument("specs", nargs=-1, required=True, type=SPEC)
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="Bind a variable in every spec that has it.")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
@@ -524,7 +555,7 @@ def trick(name, list_, channels, size, fmt):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.argument("layer")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
@@ -547,7 +578,7 @@ def explain(spec, layer, batch, dtype, input_shape, sets):
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.argument("specs", nargs=-1, required=True, type=SPEC)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="PNG or SVG file [SPEC_NAME.png].")
 @click.option("--depth", type=click.IntRange(min=1), default=None, help="One bar per block.")

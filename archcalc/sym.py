@@ -12,7 +12,9 @@ Num = Union[int, Any]  # int, or a sympy expression
 
 
 def symbol(name: str):
-    import sympy
+    from .errors import require
+    sympy = require("sympy", "sym", f"a spec with the unbound variable {name!r} (its figures are "
+                    "formulas)")
     return sympy.Symbol(name, integer=True, positive=True)
 
 

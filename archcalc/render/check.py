@@ -5,6 +5,12 @@ from .. import sym
 from ..layers.base import fmt_shape
 
 MARK = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}
+ASCII_MARK = {True: "[green]ok[/]", False: "[red]X[/]", None: "[dim]-[/]"}
+
+
+def _marks(console) -> dict:
+    """✓ and ✗ where the output encoding has them (not under PYTHONIOENCODING=ascii)."""
+    return MARK if (console.encoding or "").lower().startswith("utf") else ASCII_MARK
 
 
 def _value(v) -> str:
@@ -18,6 +24,7 @@ def _value(v) -> str:
 def render_check(result, console, all_rows: bool = False) -> None:
     from rich.table import Table
     r = result.report
+    mark = _marks(console)
     table = Table(title=f"{r.model.name}: calculated vs measured per sample, MACs x batch "
                         f"(batch {r.batch}, "
                         f"{result.measured.device})", header_style="bold")
@@ -30,7 +37,7 @@ def render_check(result, console, all_rows: bool = False) -> None:
         cells = {c.what: c for c in row.checks}
         table.add_row(str(i), " > ".join(row.name.split("/")), row.type,
                       *(_pair(cells.get(k)) for k in ("shape", "params", "MACs")),
-                      MARK[row.ok])
+                      mark[row.ok])
         shown += 1
     if shown:
         console.print(table)
@@ -43,7 +50,7 @@ def render_check(result, console, all_rows: bool = False) -> None:
     for c in result.totals:
         err = "-" if c.error is None else f"{c.error:.2%}"
         totals.add_row(c.what, _value(c.calculated), _value(c.measured), err,
-                       "exact" if not c.tolerance else f"{c.tolerance:.0%}", MARK[c.ok])
+                       "exact" if not c.tolerance else f"{c.tolerance:.0%}", mark[c.ok])
     console.print(totals)
     from rich.markup import escape
     for note in result.notes:

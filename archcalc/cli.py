@@ -76,9 +76,24 @@ def fail(message: str, code: int):
     sys.exit(code)
 
 
+UNLIMITED = 100_000  # piped output with no COLUMNS: every column at full width
+
+
+def output_width() -> int:
+    """COLUMNS when set; the terminal's width on a terminal; unlimited in a pipe."""
+    import os
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if sys.stdout.isatty():
+        import shutil
+        return shutil.get_terminal_size().columns
+    return UNLIMITED
+
+
 def console():
     from rich.console import Console
-    return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
+    return Console(width=output_width(), soft_wrap=False)
 
 
 def parse_sets(values) -> dict:
@@ -114,11 +129,16 @@ def main():
 
 
 def _report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"):
+    return _load_report(spec_path, batch, dtype, input_shape, sets, strict, optimizer)[1]
+
+
+def _load_report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"):
+    """(spec, report): the spec too, to tell whether its notes apply."""
     from .analysis import analyze
     from .spec.loader import load
     spec = load(spec_path)
-    return analyze(spec, batch=batch, dtype=dtype, optimizer=optimizer, strict=strict,
-                   variables=parse_sets(sets), input=input_shape)
+    return spec, analyze(spec, batch=batch, dtype=dtype, optimizer=optimizer, strict=strict,
+                         variables=parse_sets(sets), input=input_shape)
 
 
 def _warn(report):
@@ -146,8 +166,14 @@ def _warn(report):
 @click.option("--strict", is_flag=True, help="Make a layer that does not tile its input an error.")
 @click.option("--depth", type=click.IntRange(min=1), default=None,
               help="Fold everything below this depth into one row per block (sums).")
+@click.option("--columns", metavar="COL,COL...",
+              help="Columns of the rich and markdown tables, in order: index, layer, kind, "
+                   "input, output, activations, params, params%, macs, flops, rf. Default: "
+                   "index,layer,kind,output,activations,params,macs,rf, fitted to the "
+                   "terminal's width (COLUMNS); a narrow one drops detail, never digits "
+                   "of a number.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
-def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, fmt):
+def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, columns, fmt):
     """Per-layer table of a spec: output shape, activations, params (with the
     arithmetic), MACs and receptive field, with totals under it.
 
@@ -158,19 +184,26 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, fmt):
       archcalc table specs/vgg16.toml --input 3x32x32 --strict
       archcalc table specs/vgg16.toml --format json > vgg16.json
       archcalc table specs/googlenet.toml --depth 1     # one row per Inception module
+      archcalc table specs/resnet50.toml --columns layer,output,params,params%,macs
     """
     from .render import table as render
-    report = _report(spec, batch, dtype, input_shape, sets, strict, optimizer)
+    keys = render.parse_columns(columns)
+    if keys and fmt in ("json", "csv"):
+        raise SpecError(f"--columns applies to --format rich or markdown; {fmt} keeps its "
+                        "fixed fields")
+    loaded, report = _load_report(spec, batch, dtype, input_shape, sets, strict, optimizer)
     _warn(report)
+    own = render.own_settings(loaded, report)
     if depth:
         from dataclasses import replace
         from .analysis import fold
         report = replace(report, rows=fold(report.rows, depth))
     if fmt == "rich":
-        render.render_rich(report, console())
+        render.render_rich(report, console(), keys, own=own)
+    elif fmt == "markdown":
+        click.echo(render.render_markdown(report, keys, own=own).rstrip("\n"))
     else:
-        text = {"json": render.render_json, "csv": render.render_csv,
-                "markdown": render.render_markdown}[fmt](report)
+        text = {"json": render.render_json, "csv": render.render_csv}[fmt](report)
         click.echo(text.rstrip("\n"))
 
 

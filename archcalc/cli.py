@@ -618,7 +618,9 @@ def explain(spec, layer, batch, dtype, input_shape, sets):
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
 def plot(specs, output, depth, sets):
     """Per-layer bars of activations and params (log scale) and MACs, with the
-    spec's name and totals; several specs are overlaid.
+    spec's name and totals; several specs are overlaid. Past 60 layers, blocks
+    fold into one bar each (the deepest level that fits; --depth to choose).
+    The file type follows the suffix: .png, .svg or .pdf.
 
     \b
     Examples:
@@ -627,10 +629,51 @@ def plot(specs, output, depth, sets):
       archcalc plot specs/vgg16.toml specs/vgg19.toml -o vgg.png
     """
     import os
-    from .render.plot import plot as draw
+    from .render.plot import ROW_LIMIT, plot as draw
     reports = [_report(s, 1, "fp32", None, sets, False) for s in specs]
     output = output or os.path.splitext(os.path.basename(specs[0]))[0] + ".png"
     if not output.lower().endswith((".png", ".svg", ".pdf")):
         raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {output!r}")
-    draw(reports, output, depth)
+    used = draw(reports, output, depth)
+    if used and not depth:
+        click.echo(f"note: more than {ROW_LIMIT} layers: one bar per block at depth {used} "
+                   "(--depth N to choose)", err=True)
     click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=SPEC)
+@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@click.option("--strict", is_flag=True, help="Exit 1 when there is any finding.")
+@click.option("--format", "fmt", type=click.Choice(("rich", "json")), default="rich",
+              show_default=True)
+def lint(specs, input_shape, sets, strict, fmt):
+    """The design smells the lectures teach, each with its arithmetic: a conv
+    bias right before batch norm (redundant params), a representational
+    bottleneck (a sharp early drop in activations per sample, Inception-v3),
+    input rows a non-tiling layer drops, a 1x1 conv that adds channels right
+    before a reduction, fc layers holding most of the params (VGG).
+    Exit 0 with the findings listed; 1 with --strict when there are any.
+
+    \b
+    Examples:
+      archcalc lint specs/vgg16.toml
+      archcalc lint specs/vgg16.toml --input 3x225x225 --strict
+      archcalc lint specs/alexnet.toml specs/resnet50.toml --format json
+    """
+    import json
+    from . import lint as rules
+    results = []
+    for spec in specs:
+        _, report = _load_report(spec, 1, "fp32", input_shape, sets, False)
+        results.append((report, rules.lint(report)))
+    if fmt == "json":
+        data = [rules.to_json(r, found) for r, found in results]
+        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        out = console()
+        for report, found in results:
+            rules.render_rich(report, found, out)
+    if strict and any(found for _, found in results):
+        sys.exit(1)

@@ -677,3 +677,61 @@ def lint(specs, input_shape, sets, strict, fmt):
             rules.render_rich(report, found, out)
     if strict and any(found for _, found in results):
         sys.exit(1)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=SPEC)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The HTML file to write [SPEC_NAME.html]; - for stdout.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
+@click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")), default="adam",
+              show_default=True, help="Optimizer whose state the training memory counts.")
+@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+              help="Bind a variable in every spec that has it.")
+@click.option("--title", default=None, help="The page's heading [the specs' names].")
+def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
+    """One self-contained HTML page: the graph (blocks fold, branches and merges
+    side by side, shapes on the edges), the per-layer table (sortable,
+    filterable, arithmetic on hover), charts (activations, params, MACs per
+    layer; training memory), totals, notes and lint findings; with several
+    specs a side-by-side comparison. Styles, script and data are inline: the
+    page loads nothing from the network. Pure analysis: torch is not needed.
+
+    \b
+    Examples:
+      archcalc report specs/googlenet.toml -o googlenet.html
+      archcalc report specs/vgg16.toml specs/resnet50.toml -o vgg-vs-resnet.html
+      archcalc report specs/resnet50.toml --batch 64 --dtype bf16 -o r50.html
+    """
+    import os
+    from .analysis import analyze
+    from .render import report as html
+    from .render.table import own_settings
+    from .spec.loader import load
+    values = parse_sets(sets)
+    loaded = [load(s) for s in specs]
+    for name in values:
+        if not any(name in s.vars for s in loaded):
+            raise SpecError(f"--set {name}: no spec has a variable {name!r}")
+    items = []
+    for spec in loaded:
+        known = {k: v for k, v in values.items() if k in spec.vars}
+        r = analyze(spec, batch=batch, dtype=dtype, optimizer=optimizer, variables=known,
+                    input=input_shape)
+        _warn(r)
+        items.append((r, own_settings(spec, r)))
+    text = html.page(items, title)
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    output = output or os.path.splitext(os.path.basename(specs[0]))[0] + ".html"
+    if not output.lower().endswith((".html", ".htm")):
+        raise SpecError(f"-o takes an .html file (or - for stdout). Received: {output!r}")
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as e:
+        raise SpecError(f"cannot write {output}: {e.strerror}") from None
+    click.echo(f"wrote {output} ({len(text.encode()) / 1e3:,.0f} KB)", err=True)

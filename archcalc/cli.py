@@ -72,7 +72,8 @@ SPEC = SpecPath()
 
 
 def fail(message: str, code: int):
-    click.echo(f"error: {message}", err=True)
+    from .render.safe import clean
+    click.echo(f"error: {clean(message)}", err=True)
     sys.exit(code)
 
 
@@ -142,12 +143,13 @@ def _load_report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="
 
 
 def _warn(report):
+    from .render.safe import clean
     if report.free_symbols:
         click.echo(f"note: {report.model.file}: unbound variable(s) "
                    f"{', '.join(report.free_symbols)}: the "
                    "figures are formulas; bind them with --set NAME=VALUE", err=True)
     for w in report.findings:
-        click.echo(f"warning: {report.model.file}: {w} (--strict makes this an error)",
+        click.echo(f"warning: {report.model.file}: {clean(w)} (--strict makes this an error)",
                    err=True)
 
 

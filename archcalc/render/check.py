@@ -25,7 +25,8 @@ def render_check(result, console, all_rows: bool = False) -> None:
     from rich.table import Table
     r = result.report
     mark = _marks(console)
-    table = Table(title=f"{r.model.name}: calculated vs measured per sample, MACs x batch "
+    from .safe import markup
+    table = Table(title=f"{markup(r.model.name)}: calculated vs measured per sample, MACs x batch "
                         f"(batch {r.batch}, "
                         f"{result.measured.device})", header_style="bold")
     for col in ("#", "layer", "kind", "shape", "params", "MACs x batch (fvcore)", ""):
@@ -35,7 +36,7 @@ def render_check(result, console, all_rows: bool = False) -> None:
         if not all_rows and row.ok and len(result.rows) > 60:
             continue  # large nets: show the failures (and --all-rows for everything)
         cells = {c.what: c for c in row.checks}
-        table.add_row(str(i), " > ".join(row.name.split("/")), row.type,
+        table.add_row(str(i), markup(" > ".join(row.name.split("/"))), markup(row.type),
                       *(_pair(cells.get(k)) for k in ("shape", "params", "MACs")),
                       mark[row.ok])
         shown += 1
@@ -52,9 +53,8 @@ def render_check(result, console, all_rows: bool = False) -> None:
         totals.add_row(c.what, _value(c.calculated), _value(c.measured), err,
                        "exact" if not c.tolerance else f"{c.tolerance:.0%}", mark[c.ok])
     console.print(totals)
-    from rich.markup import escape
     for note in result.notes:
-        console.print(escape(f"Note: {note}"), style="italic", highlight=False)
+        console.print(markup(f"Note: {note}"), style="italic", highlight=False)
     console.print("[green]all figures agree[/]" if result.ok else
                   "[red]some figures disagree[/]")
 

@@ -27,10 +27,11 @@ def rows(comparison):
 
 def render_rich(comparison, console, title="Comparison") -> None:
     from rich.table import Table
-    t = Table(title=title, header_style="bold")
+    from .safe import markup
+    t = Table(title=markup(title), header_style="bold")
     t.add_column("figure")
     for name in comparison.names:
-        t.add_column(name, justify="right", overflow="fold")
+        t.add_column(markup(name), justify="right", overflow="fold")
     for label, cells in rows(comparison):
         t.add_row(label, *cells)
     console.print(t)
@@ -39,7 +40,8 @@ def render_rich(comparison, console, title="Comparison") -> None:
 
 
 def render_markdown(comparison) -> str:
-    out = ["| figure | " + " | ".join(comparison.names) + " |",
+    from .safe import clean
+    out = ["| figure | " + " | ".join(clean(n).replace("|", r"\|") for n in comparison.names) + " |",
            "|---|" + "---:|" * len(comparison.names)]
     for label, cells in rows(comparison):
         out.append(f"| {label} | " + " | ".join(c.replace("*", r"\*") for c in cells) + " |")

@@ -267,9 +267,6 @@ def spec_notes(report: Report) -> list[str]:
     return [clean(n) for n in ([notes] if isinstance(notes, str) else list(notes))]
 
 
-_notes = spec_notes
-
-
 def own_settings(spec, report: Report) -> bool:
     """Whether the report shows the spec at its own input and variables, where
     the notes its author wrote about the figures hold. Binding a variable the

@@ -97,6 +97,11 @@ class Report:
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the report: graph, table, charts (archcalc.render.report)."""
+        from .render.report import fragment
+        return fragment([self])
+
     def to_frame(self):
         from .errors import require
         pd = require("pandas", "torch", "report.to_frame()")

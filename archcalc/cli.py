@@ -22,9 +22,13 @@ class _Group(click.Group):
     """Turns every bad-input error into one line and exit 2 (no usage dump, no traceback)."""
 
     def main(self, args=None, prog_name=None, **extra):
+        _tolerant_streams()
         try:
             return super().main(args=args, prog_name=prog_name or "archcalc",
                                 standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:  # bare `archcalc`: its usage
+            click.echo(e.ctx.get_help())
+            sys.exit(0)
         except click.UsageError as e:
             cmd = e.ctx.command_path if e.ctx else "archcalc"
             fail(f"{cmd}: {e.format_message()} (see {cmd} --help)", 2)
@@ -36,8 +40,8 @@ class _Group(click.Group):
             fail(e.format_message(), e.exit_code)
         except SpecError as e:
             fail(str(e), 2)
-        except MissingExtra as e:
-            fail(str(e), 1)
+        except MissingExtra as e:  # the install lacks an extra: say which, exit 2
+            fail(str(e), 2)
         except BrokenPipeError:  # `archcalc table ... | head`
             sys.exit(0)
         except KeyboardInterrupt:
@@ -55,15 +59,57 @@ class _Group(click.Group):
                  "ARCHCALC_DEBUG=1 shows the traceback)", 1)
 
 
+def _tolerant_streams():
+    """Under an encoding that cannot write every character (PYTHONIOENCODING=ascii,
+    a C locale), print a '?' for it instead of dying with UnicodeEncodeError."""
+    for stream in (sys.stdout, sys.stderr):
+        encoding = (getattr(stream, "encoding", None) or "").lower().replace("-", "")
+        if not encoding.startswith("utf") and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors="replace")
+            except (ValueError, OSError):  # pragma: no cover - a detached stream
+                pass
+
+
+class SpecPath(click.Path):
+    """A spec file; a name that is not a file here falls back to the specs that
+    ship with archcalc (`specs/vgg16.toml` outside a clone, or `vgg16`)."""
+
+    def __init__(self):
+        super().__init__(dir_okay=True)
+
+    def convert(self, value, param, ctx):
+        from . import bundled
+        return bundled.resolve(super().convert(value, param, ctx))
+
+
+SPEC = SpecPath()
+
+
 def fail(message: str, code: int):
     """One line on stderr, control characters made visible, then exit."""
     click.echo(f"error: {printable(message)}", err=True)
     sys.exit(code)
 
 
+UNLIMITED = 100_000  # piped output with no COLUMNS: every column at full width
+
+
+def output_width() -> int:
+    """COLUMNS when set; the terminal's width on a terminal; unlimited in a pipe."""
+    import os
+    env = os.environ.get("COLUMNS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    if sys.stdout.isatty():
+        import shutil
+        return shutil.get_terminal_size().columns
+    return UNLIMITED
+
+
 def console():
     from rich.console import Console
-    return Console(width=None if sys.stdout.isatty() else 160, soft_wrap=False)
+    return Console(width=output_width(), soft_wrap=False)
 
 
 def parse_sets(values) -> dict:
@@ -108,11 +154,16 @@ def main():
 
 
 def _report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"):
+    return _load_report(spec_path, batch, dtype, input_shape, sets, strict, optimizer)[1]
+
+
+def _load_report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"):
+    """(spec, report): the spec too, to tell whether its notes apply."""
     from .analysis import analyze
     from .spec.loader import load
     spec = load(spec_path)
-    return analyze(spec, batch=batch, dtype=dtype, optimizer=optimizer, strict=strict,
-                   variables=parse_sets(sets), input=input_shape)
+    return spec, analyze(spec, batch=batch, dtype=dtype, optimizer=optimizer, strict=strict,
+                         variables=parse_sets(sets), input=input_shape)
 
 
 def _warn(report):
@@ -126,7 +177,7 @@ def _warn(report):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size: multiplies the bytes, never the shapes.")
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True,
@@ -140,8 +191,14 @@ def _warn(report):
 @click.option("--strict", is_flag=True, help="Make a layer that does not tile its input an error.")
 @click.option("--depth", type=click.IntRange(min=1), default=None,
               help="Fold everything below this depth into one row per block (sums).")
+@click.option("--columns", metavar="COL,COL...",
+              help="Columns of the rich and markdown tables, in order: index, layer, kind, "
+                   "input, output, activations, params, params%, macs, flops, rf. Default: "
+                   "index,layer,kind,output,activations,params,macs,rf, fitted to the "
+                   "terminal's width (COLUMNS); a narrow one drops detail, never digits "
+                   "of a number.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
-def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, fmt):
+def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, columns, fmt):
     """Per-layer table of a spec: output shape, activations, params (with the
     arithmetic), MACs and receptive field, with totals under it.
 
@@ -152,19 +209,26 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, fmt):
       archcalc table specs/vgg16.toml --input 3x32x32 --strict
       archcalc table specs/vgg16.toml --format json > vgg16.json
       archcalc table specs/googlenet.toml --depth 1     # one row per Inception module
+      archcalc table specs/resnet50.toml --columns layer,output,params,params%,macs
     """
     from .render import table as render
-    report = _report(spec, batch, dtype, input_shape, sets, strict, optimizer)
+    keys = render.parse_columns(columns)
+    if keys and fmt in ("json", "csv"):
+        raise SpecError(f"--columns applies to --format rich or markdown; {fmt} keeps its "
+                        "fixed fields")
+    loaded, report = _load_report(spec, batch, dtype, input_shape, sets, strict, optimizer)
     _warn(report)
+    own = render.own_settings(loaded, report)
     if depth:
         from dataclasses import replace
         from .analysis import fold
         report = replace(report, rows=fold(report.rows, depth))
     if fmt == "rich":
-        render.render_rich(report, console())
+        render.render_rich(report, console(), keys, own=own)
+    elif fmt == "markdown":
+        click.echo(render.render_markdown(report, keys, own=own).rstrip("\n"))
     else:
-        text = {"json": render.render_json, "csv": render.render_csv,
-                "markdown": render.render_markdown}[fmt](report)
+        text = {"json": render.render_json, "csv": render.render_csv}[fmt](report)
         click.echo(text.rstrip("\n"))
 
 
@@ -196,7 +260,7 @@ def kinds():
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True)
 @click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
@@ -237,7 +301,7 @@ def _require_device(device: str):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--to", "target", type=click.Choice(("python", "onnx")), default="python",
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -287,7 +351,7 @@ def parse_batches(text: str) -> list[int]:
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--device", type=click.Choice(("cpu", "cuda", "mps")), default="cpu", show_default=True)
 @click.option("--batch", "-b", "batch_text", default="1", show_default=True, metavar="N[,N...]",
               help="One batch size or a sweep: 1,8,32,128.")
@@ -382,7 +446,7 @@ def _no_symbols(graph):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.option("--data", default="synthetic", show_default=True,
               metavar="synthetic|digits|cifar10:DIR|imagefolder:DIR",
               help="digits: scikit-learn's bundled 8x8 digits, resized to the spec's input; "
@@ -478,7 +542,7 @@ def _render_comparison(comparison, fmt, title):
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.argument("specs", nargs=-1, required=True, type=SPEC)
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="Bind a variable in every spec that has it.")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
@@ -549,7 +613,7 @@ def trick(name, list_, channels, size, fmt):
 
 
 @main.command()
-@click.argument("spec", type=click.Path(dir_okay=True))
+@click.argument("spec", type=SPEC)
 @click.argument("layer")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
@@ -572,14 +636,16 @@ def explain(spec, layer, batch, dtype, input_shape, sets):
 
 
 @main.command()
-@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=True))
+@click.argument("specs", nargs=-1, required=True, type=SPEC)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="PNG or SVG file [SPEC_NAME.png].")
 @click.option("--depth", type=click.IntRange(min=1), default=None, help="One bar per block.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
 def plot(specs, output, depth, sets):
     """Per-layer bars of activations and params (log scale) and MACs, with the
-    spec's name and totals; several specs are overlaid.
+    spec's name and totals; several specs are overlaid. Past 60 layers, blocks
+    fold into one bar each (the deepest level that fits; --depth to choose).
+    The file type follows the suffix: .png, .svg or .pdf.
 
     \b
     Examples:
@@ -588,10 +654,109 @@ def plot(specs, output, depth, sets):
       archcalc plot specs/vgg16.toml specs/vgg19.toml -o vgg.png
     """
     import os
-    from .render.plot import plot as draw
+    from .render.plot import ROW_LIMIT, plot as draw
     reports = [_report(s, 1, "fp32", None, sets, False) for s in specs]
     output = output or os.path.splitext(os.path.basename(specs[0]))[0] + ".png"
     if not output.lower().endswith((".png", ".svg", ".pdf")):
         raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {output!r}")
-    draw(reports, output, depth)
+    used = draw(reports, output, depth)
+    if used and not depth:
+        click.echo(f"note: more than {ROW_LIMIT} layers: one bar per block at depth {used} "
+                   "(--depth N to choose)", err=True)
     click.echo(f"wrote {output}", err=True)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=SPEC)
+@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@click.option("--strict", is_flag=True, help="Exit 1 when there is any finding.")
+@click.option("--format", "fmt", type=click.Choice(("rich", "json")), default="rich",
+              show_default=True)
+def lint(specs, input_shape, sets, strict, fmt):
+    """The design smells the lectures teach, each with its arithmetic: a conv
+    bias right before batch norm (redundant params), a representational
+    bottleneck (a sharp early drop in activations per sample, Inception-v3),
+    input rows a non-tiling layer drops, a 1x1 conv that adds channels right
+    before a reduction, fc layers holding most of the params (VGG).
+    Exit 0 with the findings listed; 1 with --strict when there are any.
+
+    \b
+    Examples:
+      archcalc lint specs/vgg16.toml
+      archcalc lint specs/vgg16.toml --input 3x225x225 --strict
+      archcalc lint specs/alexnet.toml specs/resnet50.toml --format json
+    """
+    import json
+    from . import lint as rules
+    results = []
+    for spec in specs:
+        _, report = _load_report(spec, 1, "fp32", input_shape, sets, False)
+        results.append((report, rules.lint(report)))
+    if fmt == "json":
+        data = [rules.to_json(r, found) for r, found in results]
+        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+    else:
+        out = console()
+        for report, found in results:
+            rules.render_rich(report, found, out)
+    if strict and any(found for _, found in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=SPEC)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The HTML file to write [SPEC_NAME.html]; - for stdout.")
+@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
+@click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")), default="adam",
+              show_default=True, help="Optimizer whose state the training memory counts.")
+@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+              help="Bind a variable in every spec that has it.")
+@click.option("--title", default=None, help="The page's heading [the specs' names].")
+def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
+    """One self-contained HTML page: the graph (blocks fold, branches and merges
+    side by side, shapes on the edges), the per-layer table (sortable,
+    filterable, arithmetic on hover), charts (activations, params, MACs per
+    layer; training memory), totals, notes and lint findings; with several
+    specs a side-by-side comparison. Styles, script and data are inline: the
+    page loads nothing from the network. Pure analysis: torch is not needed.
+
+    \b
+    Examples:
+      archcalc report specs/googlenet.toml -o googlenet.html
+      archcalc report specs/vgg16.toml specs/resnet50.toml -o vgg-vs-resnet.html
+      archcalc report specs/resnet50.toml --batch 64 --dtype bf16 -o r50.html
+    """
+    import os
+    from .analysis import analyze
+    from .render import report as html
+    from .render.table import own_settings
+    from .spec.loader import load
+    values = parse_sets(sets)
+    loaded = [load(s) for s in specs]
+    for name in values:
+        if not any(name in s.vars for s in loaded):
+            raise SpecError(f"--set {name}: no spec has a variable {name!r}")
+    items = []
+    for spec in loaded:
+        known = {k: v for k, v in values.items() if k in spec.vars}
+        r = analyze(spec, batch=batch, dtype=dtype, optimizer=optimizer, variables=known,
+                    input=input_shape)
+        _warn(r)
+        items.append((r, own_settings(spec, r)))
+    text = html.page(items, title)
+    if output == "-":
+        click.echo(text, nl=False)
+        return
+    output = output or os.path.splitext(os.path.basename(specs[0]))[0] + ".html"
+    if not output.lower().endswith((".html", ".htm")):
+        raise SpecError(f"-o takes an .html file (or - for stdout). Received: {output!r}")
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as e:
+        raise SpecError(f"cannot write {output}: {e.strerror}") from None
+    click.echo(f"wrote {output} ({len(text.encode()) / 1e3:,.0f} KB)", err=True)

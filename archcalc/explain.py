@@ -27,7 +27,11 @@ def find_row(report: Report, name: str):
 
 
 def explain(report: Report, name: str) -> list[str]:
-    row = find_row(report, name)
+    return explain_row(report, find_row(report, name))
+
+
+def explain_row(report: Report, row) -> list[str]:
+    """The lines of ``explain`` for a row already at hand (the HTML report)."""
     f = sym.fmt_int
     lines = [f"{report.model.name} > {' > '.join(row.path)} ({row.type}), row {row.index} of "
              f"{report.model.file}",

@@ -12,7 +12,9 @@ Num = Union[int, Any]  # int, or a sympy expression
 
 
 def symbol(name: str):
-    import sympy
+    from .errors import require
+    sympy = require("sympy", "sym", f"a spec with the unbound variable {name!r} (its figures are "
+                    "formulas)")
     return sympy.Symbol(name, integer=True, positive=True)
 
 
@@ -89,7 +91,7 @@ def known_positive(x: Num) -> bool | None:
 
 def to_json(x: Num):
     x = norm(x)
-    if isinstance(x, int):
+    if isinstance(x, (int, float)):
         return x
     return _too_long(x) or str(_simplify(x))
 
@@ -219,6 +221,8 @@ def fmt_int(x: Num) -> str:
     x = norm(x)
     if isinstance(x, int):
         return f"{x:,}"
+    if isinstance(x, float):
+        return f"{x:,.6g}"
     return _too_long(x) or str(_simplify(x)).replace("**", "^")
 
 

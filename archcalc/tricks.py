@@ -1,13 +1,13 @@
-"""The lectures' design tricks: each a folder of real specs in specs/tricks/,
+"""The lectures' design tricks: each a folder of real specs in specs/tricks/
+(archcalc/specs/tricks/ when installed),
 compared symbolically in C (channels) and H, W, and numerically on request."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+from . import bundled
 from .errors import SpecError
-
-ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "specs", "tricks")
 
 
 @dataclass(frozen=True)
@@ -67,4 +67,5 @@ def lookup(name: str) -> Trick:
 
 
 def spec_files(trick: Trick) -> list[str]:
-    return [os.path.join(ROOT, trick.name, v + ".toml") for v in trick.variants]
+    """The trick's spec files, from the shipped specs (package data when installed)."""
+    return [os.path.join(bundled.root(), "tricks", trick.name, v + ".toml") for v in trick.variants]

@@ -14,7 +14,8 @@ GOLDEN = os.path.join(os.path.dirname(__file__), "golden")
 
 
 def invoke(*args):
-    result = CliRunner().invoke(main, list(args))
+    # piped output with no COLUMNS: every column at full width, whatever the terminal
+    result = CliRunner().invoke(main, list(args), env={"COLUMNS": None})
     assert result.exit_code == 0, result.stderr
     return result.stdout
 

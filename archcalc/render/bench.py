@@ -30,8 +30,8 @@ def to_csv(results) -> str:
 def render_rich(spec_name, results, peak_source, console) -> None:
     from rich.table import Table
     first = results[0]
-    from rich.markup import escape
-    t = Table(title=f"{escape(spec_name)}: {first.mode} on {first.device} ({first.dtype}), "
+    from .safe import markup
+    t = Table(title=f"{markup(spec_name)}: {first.mode} on {first.device} ({first.dtype}), "
                     f"median of {first.steps} steps", header_style="bold")
     for col in ("batch", "latency (ms)", "p90 (ms)", "samples/s", "TFLOP/s", "share of peak",
                 "memory predicted", "memory measured", "error"):
@@ -56,13 +56,15 @@ def render_rich(spec_name, results, peak_source, console) -> None:
 
 def render_layers(result, console) -> None:
     from rich.table import Table
+    from .safe import markup
     t = Table(title=f"Per layer at batch {result.batch}: measured vs roofline "
                     "(FLOPs do not predict time)", header_style="bold")
     for col in ("layer", "kind", "time (ms)", "roofline (ms)", "GFLOP", "MB moved",
                 "FLOP/byte", "bound"):
         t.add_column(col, justify="left" if col in ("layer", "kind", "bound") else "right")
     for layer in result.layers:
-        t.add_row(layer.name.replace("/", " > "), layer.type, f"{layer.time_ms:.3f}",
+        t.add_row(markup(layer.name.replace("/", " > ")), markup(layer.type),
+                  f"{layer.time_ms:.3f}",
                   "-" if layer.predicted_ms is None else f"{layer.predicted_ms:.3f}",
                   f"{layer.flops / 1e9:.3f}", f"{layer.bytes_moved / 1e6:.2f}",
                   f"{layer.intensity:.1f}",

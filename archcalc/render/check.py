@@ -5,6 +5,12 @@ from .. import sym
 from ..layers.base import fmt_shape
 
 MARK = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}
+ASCII_MARK = {True: "[green]ok[/]", False: "[red]X[/]", None: "[dim]-[/]"}
+
+
+def _marks(console) -> dict:
+    """✓ and ✗ where the output encoding has them (not under PYTHONIOENCODING=ascii)."""
+    return MARK if (console.encoding or "").lower().startswith("utf") else ASCII_MARK
 
 
 def _value(v) -> str:
@@ -18,8 +24,9 @@ def _value(v) -> str:
 def render_check(result, console, all_rows: bool = False) -> None:
     from rich.table import Table
     r = result.report
-    from rich.markup import escape
-    table = Table(title=f"{escape(r.model.name)}: calculated vs measured per sample, MACs x batch "
+    mark = _marks(console)
+    from .safe import markup
+    table = Table(title=f"{markup(r.model.name)}: calculated vs measured per sample, MACs x batch "
                         f"(batch {r.batch}, "
                         f"{result.measured.device})", header_style="bold")
     for col in ("#", "layer", "kind", "shape", "params", "MACs x batch (fvcore)", ""):
@@ -29,9 +36,9 @@ def render_check(result, console, all_rows: bool = False) -> None:
         if not all_rows and row.ok and len(result.rows) > 60:
             continue  # large nets: show the failures (and --all-rows for everything)
         cells = {c.what: c for c in row.checks}
-        table.add_row(str(i), " > ".join(row.name.split("/")), row.type,
+        table.add_row(str(i), markup(" > ".join(row.name.split("/"))), markup(row.type),
                       *(_pair(cells.get(k)) for k in ("shape", "params", "MACs")),
-                      MARK[row.ok])
+                      mark[row.ok])
         shown += 1
     if shown:
         console.print(table)
@@ -44,11 +51,10 @@ def render_check(result, console, all_rows: bool = False) -> None:
     for c in result.totals:
         err = "-" if c.error is None else f"{c.error:.2%}"
         totals.add_row(c.what, _value(c.calculated), _value(c.measured), err,
-                       "exact" if not c.tolerance else f"{c.tolerance:.0%}", MARK[c.ok])
+                       "exact" if not c.tolerance else f"{c.tolerance:.0%}", mark[c.ok])
     console.print(totals)
-    from rich.markup import escape
     for note in result.notes:
-        console.print(escape(f"Note: {note}"), style="italic", highlight=False)
+        console.print(markup(f"Note: {note}"), style="italic", highlight=False)
     console.print("[green]all figures agree[/]" if result.ok else
                   "[red]some figures disagree[/]")
 

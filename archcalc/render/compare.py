@@ -27,20 +27,21 @@ def rows(comparison):
 
 def render_rich(comparison, console, title="Comparison") -> None:
     from rich.table import Table
-    from rich.markup import escape  # spec names are data, never markup
-    t = Table(title=escape(title), header_style="bold")
+    from .safe import markup
+    t = Table(title=markup(title), header_style="bold")
     t.add_column("figure")
     for name in comparison.names:
-        t.add_column(escape(name), justify="right", overflow="fold")
+        t.add_column(markup(name), justify="right", overflow="fold")
     for label, cells in rows(comparison):
-        t.add_row(label, *map(escape, cells))
+        t.add_row(label, *map(markup, cells))
     console.print(t)
     console.print(r"\[ratio to the first design]; MACs are multiply-accumulates, per sample.",
                   style="dim", highlight=False)
 
 
 def render_markdown(comparison) -> str:
-    out = ["| figure | " + " | ".join(comparison.names) + " |",
+    from .safe import clean
+    out = ["| figure | " + " | ".join(clean(n).replace("|", r"\|") for n in comparison.names) + " |",
            "|---|" + "---:|" * len(comparison.names)]
     for label, cells in rows(comparison):
         out.append(f"| {label} | " + " | ".join(c.replace("*", r"\*") for c in cells) + " |")

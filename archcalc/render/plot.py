@@ -7,9 +7,31 @@ from .. import sym
 from ..errors import SpecError, require
 
 TITLES = ("Activations and parameters per layer (log scale)", "MACs per layer (log scale)")
+ROW_LIMIT = 60  # more bars than this are unreadable: fold blocks into one bar each
 
 
-def plot(reports, path: str, depth: int | None = None) -> None:
+def auto_depth(series, limit: int = ROW_LIMIT) -> int | None:
+    """The deepest block level at which every net has at most ``limit`` bars;
+    None when they all fit unfolded (1 when nothing does)."""
+    from ..analysis import fold
+    if all(len(rows) <= limit for rows in series):
+        return None
+    deepest = max(len(r.path) for rows in series for r in rows)
+    for depth in range(deepest - 1, 0, -1):
+        if all(len(fold(rows, depth)) <= limit for rows in series):
+            return depth
+    return 1
+
+
+def _label(text: str) -> str:
+    """A layer name as matplotlib text: no mathtext ($), no control characters."""
+    from .safe import clean
+    return clean(text).replace("$", r"\$")
+
+
+def plot(reports, path: str, depth: int | None = None) -> int | None:
+    """Draw the bars into ``path`` (.png, .svg or .pdf by its suffix). Returns the
+    depth the bars were folded to (--depth, or chosen past ROW_LIMIT rows)."""
     matplotlib = require("matplotlib", "plot", "archcalc plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -18,6 +40,8 @@ def plot(reports, path: str, depth: int | None = None) -> None:
         if r.symbolic:
             raise SpecError("cannot plot formulas: bind the unbound variables with --set",
                             file=r.model.file)
+    if depth is None:
+        depth = auto_depth([r.rows for r in reports])
     series = [fold(r.rows, depth) if depth else r.rows for r in reports]
     n = max(len(s) for s in series)
     k = len(reports)
@@ -27,7 +51,7 @@ def plot(reports, path: str, depth: int | None = None) -> None:
     for i, (report, rows) in enumerate(zip(reports, series)):
         xs = range(len(rows))
         c1, c2 = colors[(2 * i) % len(colors)], colors[(2 * i + 1) % len(colors)]
-        label = f" ({report.model.name})" if k > 1 else ""
+        label = f" ({_label(report.model.name)})" if k > 1 else ""
         top.bar([x + (2 * i) * width - 0.4 + width / 2 for x in xs],
                 [max(r.activations, 0) for r in rows], width, color=c1,
                 label="activations" + label)
@@ -40,11 +64,11 @@ def plot(reports, path: str, depth: int | None = None) -> None:
         ax.set_title(title)
         ax.legend(loc="upper right", fontsize="small")
         ax.grid(axis="y", alpha=0.3)
-    names = [r.name.replace("/", " > ") for r in series[0]]
+    names = [_label(r.name.replace("/", " > ")) for r in series[0]]
     bottom.set_xticks(range(len(names)))
     bottom.set_xticklabels(names if k == 1 else names, rotation=75, fontsize=7, ha="right")
     summary = "; ".join(
-        f"{r.model.name}: {sym.human(r.totals['params'])} params, {sym.human(r.totals['macs'])} "
+        f"{_label(r.model.name)}: {sym.human(r.totals['params'])} params, {sym.human(r.totals['macs'])} "
         f"MACs, {sym.human(r.totals['activations'])} activations" for r in reports)
     fig.suptitle(summary, fontsize=10)
     fig.tight_layout()
@@ -54,3 +78,4 @@ def plot(reports, path: str, depth: int | None = None) -> None:
         raise SpecError(f"cannot write {path}: {e}") from None
     finally:
         plt.close(fig)
+    return depth

@@ -57,6 +57,11 @@ class Spec:
         from ..torch.build import build_model
         return build_model(self, **options)
 
+    def _repr_html_(self) -> str:
+        """A notebook shows the spec's report at its own input."""
+        from ..render.report import spec_html
+        return spec_html(self)
+
 
 def read_toml(path: str) -> tuple[dict, str]:
     """Read a spec file's TOML, every failure a SpecError naming the file."""

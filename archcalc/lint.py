@@ -1,0 +1,280 @@
+"""`archcalc lint`: the design smells the lectures teach, each with its arithmetic.
+
+Rules (each finding names its layer and shows the numbers):
+
+- ``bias-before-bn``: a conv or fc with a bias right before batch norm. BN
+  subtracts the batch mean, which cancels the bias, and BN's own shift beta
+  does its job: the biases are redundant parameters.
+- ``representational-bottleneck``: Inception-v3's first principle. Early in
+  the net (the first half of the main path), one step shrinks the activations
+  per sample by more than 4x (more than halving H and W at constant
+  channels), and a later layer holds more again: the representation is
+  squeezed, then expanded.
+- ``dropped-input``: a layer that does not tile its input leaves real input
+  rows or columns that no window covers.
+- ``expand-before-reduce``: a 1x1 conv with more outputs than inputs right
+  before a spatial reduction (half the grid or less left): it computes
+  outputs the reduction throws away (the grid-reduction and stride-vs-pool
+  lesson).
+- ``fc-heavy``: fully connected layers hold most of the parameters (VGG's
+  lesson: a global average pool before one classifier removes them).
+
+The analysis is pure Python: lint never imports torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from . import sym
+from .layers.base import fmt_shape
+
+RULES = {
+    "bias-before-bn": "a conv or fc bias right before batch norm (redundant params)",
+    "representational-bottleneck": "a sharp early drop in activations per sample, "
+                                   "expanded again later (Inception-v3, principle 1)",
+    "dropped-input": "input rows or columns no window covers (a layer that does not tile)",
+    "expand-before-reduce": "a 1x1 conv that adds channels right before a spatial reduction",
+    "fc-heavy": "fully connected layers hold most of the parameters (VGG)",
+}
+
+BOTTLENECK_RATIO = 4      # a 2x2 grid halving at constant channels; sharper is a smell
+FC_SHARE = 0.5            # fc layers holding more than half the params
+
+
+@dataclass
+class Finding:
+    rule: str
+    layer: str                     # the row's path, " > " joined ("" for the whole net)
+    message: str
+    arithmetic: str
+    numbers: dict = field(default_factory=dict)
+
+    def as_json(self) -> dict:
+        return {"rule": self.rule, "layer": self.layer, "message": self.message,
+                "arithmetic": self.arithmetic,
+                "numbers": {k: sym.to_json(v) for k, v in self.numbers.items()}}
+
+
+def _name(row) -> str:
+    return " > ".join(row.path) or row.name
+
+
+def _f(x) -> str:
+    return sym.fmt_int(x)
+
+
+def _pct(part, whole) -> str:
+    return f"{100 * part / whole:.1f}%"
+
+
+def _main(row):
+    return row.ops[0] if row.ops else None
+
+
+def _kind(row) -> str:
+    op = _main(row)
+    return op.kind.name if op else ""
+
+
+def lint(report) -> list[Finding]:
+    """Every finding of every rule, in table order within each rule."""
+    from .tree import Misaligned, carriers, structure
+    try:
+        root = structure(report)
+    except Misaligned:
+        root = None
+    found = []
+    found += _bias_before_bn(report)
+    if root is not None:
+        found += _bottleneck(report, [report.rows[0]] + carriers(root))
+    found += _dropped_input(report)
+    if root is not None:
+        found += _expand_before_reduce(report, root)
+    found += _fc_heavy(report)
+    return found
+
+
+# -- the rules -----------------------------------------------------------------
+
+def _bias_count(row):
+    """The biases of a conv/fc row's main op, or 0."""
+    op = _main(row)
+    if op is None or op.kind.name not in ("conv", "conv_transpose", "fc") \
+            or not getattr(op.args, "bias", False):
+        return 0
+    return op.args.out
+
+
+def _bias_before_bn(report) -> list[Finding]:
+    out = []
+    rows = report.rows
+    for i, row in enumerate(rows):
+        biases = _bias_count(row)
+        if not biases:
+            continue
+        fused = any(op.kind.name == "batch_norm" for op in row.ops[1:2])
+        nxt = rows[i + 1] if i + 1 < len(rows) else None
+        follows = (nxt is not None and len(row.ops) == 1 and _kind(nxt) == "batch_norm"
+                   and tuple(nxt.path[:-1]) == tuple(row.path[:-1]))
+        if not (fused or follows):
+            continue
+        bn = "its fused batch norm" if fused else f"batch norm {_name(nxt)}"
+        out.append(Finding(
+            "bias-before-bn", _name(row),
+            f"{_kind(row)} with bias = true right before {bn}: the mean subtraction "
+            f"cancels the {_f(biases)} biases and batch norm's shift (beta) does their job; "
+            "set bias = false",
+            f"{_f(biases)} redundant params (one per output channel) of the row's "
+            f"{_f(row.params)}" + (f": {row.params_formula}" if row.params_formula else ""),
+            {"redundant_params": biases, "row_params": row.params}))
+    return out
+
+
+def _spatial(shape) -> bool:
+    return len(shape) == 3 and not (shape[1] == 1 and shape[2] == 1)
+
+
+def _bottleneck(report, main) -> list[Finding]:
+    out = []
+    early = len(main) // 2
+    for i in range(1, early + 1):
+        before, row = main[i - 1], main[i]
+        a, b = before.activations, row.activations
+        if not (isinstance(a, int) and isinstance(b, int)) or b <= 0:
+            continue
+        if not _spatial(row.output_shape) or a <= BOTTLENECK_RATIO * b:
+            continue
+        later = [r for r in main[i + 1:] if isinstance(r.activations, int)]
+        peak = max(later, key=lambda r: r.activations, default=None)
+        if peak is None or peak.activations <= b:
+            continue
+        out.append(Finding(
+            "representational-bottleneck", _name(row),
+            f"activations per sample drop {a / b:.2f}x in one step, early in the net, and "
+            f"{_name(peak)} holds {peak.activations / b:.2f}x as many again: the "
+            "representation is squeezed, then expanded (Inception-v3: shrink it gently; "
+            "reduce the grid with a strided conv and a pool in parallel)",
+            f"{fmt_shape(before.output_shape)} = {_f(a)} -> {fmt_shape(row.output_shape)} = "
+            f"{_f(b)} ({_f(a)}/{_f(b)} = {a / b:.2f} > {BOTTLENECK_RATIO}); later "
+            f"{_name(peak)}: {fmt_shape(peak.output_shape)} = {_f(peak.activations)}",
+            {"before": a, "after": b, "later": peak.activations}))
+    return out
+
+
+def _dropped_input(report) -> list[Finding]:
+    out = []
+    rows = {tuple(r.path): r for r in report.rows}
+    for w in report.findings:
+        row = rows.get(tuple(w.path))
+        shape = f" ({fmt_shape(row.input_shape)} in, {fmt_shape(row.output_shape)} out)" \
+            if row is not None and row.input_shape else ""
+        text = w.message
+        head, _, arithmetic = text.partition(": ")
+        out.append(Finding("dropped-input", " > ".join(w.path),
+                           f"{head}{shape}: pad the input or change the kernel or stride so "
+                           "that (N - F + 2P)/S + 1 is an integer",
+                           arithmetic or text))
+    return out
+
+
+def _reduces(row) -> bool:
+    """A spatial reduction: at most half the grid left (a stride, a pool)."""
+    x, y = row.input_shape, row.output_shape
+    return (len(x) == 3 and len(y) == 3 and all(isinstance(v, int) for v in (*x[1:], *y[1:]))
+            and 2 * y[1] * y[2] <= x[1] * x[2])
+
+
+def _expand_before_reduce(report, root) -> list[Finding]:
+    out = []
+
+    def visit(node):
+        items = node.children if node.kind == "block" else []
+        for first, second in zip(items, items[1:]):
+            if first.kind == "layer" and second.kind == "layer":
+                check(first.row, second.row)
+        for child in node.children + node.body + node.shortcut:
+            visit(child)
+
+    def check(row, nxt):
+        op = _main(row)
+        if op is None or op.kind.name != "conv":
+            return
+        a = op.args
+        if tuple(a.kernel) != (1, 1) or tuple(a.stride) != (1, 1) or getattr(a, "groups", 1) != 1:
+            return
+        c_in, c_out = row.input_shape[0], row.output_shape[0]
+        if not (isinstance(c_in, int) and isinstance(c_out, int) and c_out > c_in) \
+                or not _reduces(nxt):
+            return
+        x, y = nxt.input_shape, nxt.output_shape
+        keep = (y[1] * y[2]) / (x[1] * x[2])
+        at_reduced = c_in * c_out * y[1] * y[2]
+        out.append(Finding(
+            "expand-before-reduce", _name(row),
+            f"a 1x1 conv expands {_f(c_in)} -> {_f(c_out)} channels at {_f(x[1])}x{_f(x[2])}, "
+            f"then {_name(nxt)} keeps {keep:.0%} of the grid ({_f(y[1])}x{_f(y[2])}): reduce "
+            "first, or stride the 1x1, or reduce in parallel (Inception-v3, Figure 10)",
+            f"{_f(c_in)}*{_f(c_out)}*{_f(x[1])}*{_f(x[2])} = {_f(row.macs)} MACs here; after "
+            f"the reduction {_f(c_in)}*{_f(c_out)}*{_f(y[1])}*{_f(y[2])} = {_f(at_reduced)}",
+            {"macs": row.macs, "macs_after_reduction": at_reduced}))
+
+    visit(root)
+    return out
+
+
+def _fc_heavy(report) -> list[Finding]:
+    total = report.totals["params"]
+    fcs = [r for r in report.rows if _kind(r) == "fc"]
+    if not fcs or not isinstance(total, int) or not total:
+        return []
+    held = sum(r.params for r in fcs)
+    if not isinstance(held, int) or held <= FC_SHARE * total:
+        return []
+    big = max(fcs, key=lambda r: r.params)
+    names = ", ".join(_name(r) for r in fcs)
+    return [Finding(
+        "fc-heavy", names,
+        f"the fully connected layers hold {_pct(held, total)} of the params; {_name(big)} "
+        f"alone {_pct(big.params, total)}. A global average pool before a single classifier "
+        "(NIN, GoogLeNet, ResNet) removes most of them",
+        f"{' + '.join(_f(r.params) for r in fcs)} = {_f(held)} of {_f(total)} params = "
+        f"{_pct(held, total)}; {_name(big)}: "
+        + (f"{big.params_formula} = " if big.params_formula else "") + f"{_f(big.params)}",
+        {"fc_params": held, "params": total, "largest": big.params})]
+
+
+# -- output ----------------------------------------------------------------------
+
+def to_json(report, findings) -> dict:
+    return {"model": report.model.name, "file": report.model.file,
+            "findings": [f.as_json() for f in findings],
+            "rules": RULES}
+
+
+SHOWN_PER_RULE = 5  # the rich output lists this many per rule, then a count (json: all)
+
+
+def render_rich(report, findings, console) -> None:
+    from rich.markup import escape
+    from .render.safe import clean
+    name = escape(clean(report.model.name))
+    if not findings:
+        console.print(f"[bold]{name}[/]: no design smells found "
+                      f"({len(RULES)} rules: {', '.join(RULES)})", highlight=False)
+        return
+    console.print(f"[bold]{name}[/]: {len(findings)} finding"
+                  f"{'s' if len(findings) != 1 else ''}", highlight=False)
+    shown: dict = {}
+    for f in findings:
+        shown[f.rule] = shown.get(f.rule, 0) + 1
+        if shown[f.rule] > SHOWN_PER_RULE:
+            continue
+        layer = f" [bold]{escape(clean(f.layer))}[/]" if f.layer else ""
+        console.print(f"[yellow]{f.rule}[/]{layer}: {escape(clean(f.message))}",
+                      highlight=False)
+        console.print(f"    {escape(clean(f.arithmetic))}", style="dim", highlight=False)
+        if shown[f.rule] == SHOWN_PER_RULE:
+            more = sum(1 for g in findings if g.rule == f.rule) - SHOWN_PER_RULE
+            if more > 0:
+                console.print(f"    ... and {more} more {f.rule} (--format json lists all)",
+                              style="dim", highlight=False)

@@ -162,7 +162,7 @@ class Kind:
     nonlinear: bool = False             # counts as a nonlinearity (relu, tanh, maxout, ...)
     fusable: bool = False               # accepts batch_norm = true, activation = "relu"
     view: bool = False                  # output is a view of the input (flatten)
-    inputs: str = "any"                 # "chw" | "any": what input rank it takes
+    inputs: str = "any"                 # "chw" | "tokens" | "any": what input rank it takes
 
     # -- the rules -------------------------------------------------------
     def output_shape(self, a, x: Shape) -> Shape:
@@ -261,6 +261,9 @@ class Kind:
         if self.inputs == "chw" and len(x) != 3:
             raise SpecError(f"{self.name} needs a C x H x W input, but its input is "
                             f"{fmt_shape(x)}; it cannot follow a flatten or fc layer")
+        if self.inputs == "tokens" and len(x) != 2:
+            raise SpecError(f"{self.name} needs tokens (N x D), but its input is "
+                            f"{fmt_shape(x)}; put a `tokens` row first")
 
 
 def fmt_shape(shape: Shape) -> str:

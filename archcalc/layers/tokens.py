@@ -20,12 +20,6 @@ from .base import Arg, Kind, Saved, register
 FP32 = 4
 
 
-def _tokens(kind: str, x) -> None:
-    if len(x) != 2:
-        raise SpecError(f"{kind} needs tokens (N x D), but its input is "
-                        f"{' x '.join(sym.fmt_int(d) for d in x)}; put a `tokens` row first")
-
-
 @register
 class Tokens(Kind):
     name = "tokens"
@@ -50,10 +44,8 @@ class ClassToken(Kind):
     aliases = ("cls_token",)
     summary = "a learned token put before the others: N x D -> (N + 1) x D; D params"
     flops_rule = "0 (a concatenation)"
+    inputs = "tokens"
     args = {}
-
-    def check_input(self, x):
-        _tokens(self.name, x)
 
     def output_shape(self, a, x):
         return (sym.norm(x[0] + 1), x[1])
@@ -75,10 +67,8 @@ class PositionEmbedding(Kind):
     aliases = ("pos_embedding",)
     summary = "a learned N x D embedding added to the tokens (N*D params)"
     flops_rule = "N*D (one addition per element)"
+    inputs = "tokens"
     args = {}
-
-    def check_input(self, x):
-        _tokens(self.name, x)
 
     def params(self, a, x):
         return sym.prod(x)
@@ -104,14 +94,12 @@ class SelfAttention(Kind):
                "(4*D^2 + 4*D params), softmax(Q K^T / sqrt(D/heads)) V per head")
     flops_rule = ("2 x MACs + 4 per attention score (scale, exp, sum, divide: "
                   "4*heads*N^2); MACs = 4*N*D^2 + 2*N^2*D")
+    inputs = "tokens"
     args = {
         "heads": Arg("int", min=1, doc="attention heads; D must divide by it"),
         "bias": Arg("bool", True),
         "dropout": Arg("float", 0.0, min=0.0, max=1.0, doc="on the attention weights"),
     }
-
-    def check_input(self, x):
-        _tokens(self.name, x)
 
     def output_shape(self, a, x):
         d = x[1]
@@ -176,10 +164,8 @@ class TokenPool(Kind):
     primary = "mode"
     summary = "N x D tokens -> D: the first (class) token, or the mean of all"
     flops_rule = "first: 0 (a view); mean: N*D"
+    inputs = "tokens"
     args = {"mode": Arg("str", "first", choices=("first", "mean"))}
-
-    def check_input(self, x):
-        _tokens(self.name, x)
 
     def output_shape(self, a, x):
         return (x[1],)

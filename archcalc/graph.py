@@ -6,6 +6,8 @@ Nodes:
 - ``Sequence``: nodes in order; a named one (a block instance) adds a level
   to the path of everything inside it;
 - ``Concat``: branches fed the same input, concatenated along channels;
+- ``Split``: the input's channels cut into consecutive slices, one per branch
+  (an empty branch passes its slice on), concatenated again (ShuffleNetV2);
 - ``Merge``: a body and a shortcut combined elementwise (``add``: residual;
   ``mul``: a gate such as squeeze-and-excitation) or by channel concat
   (``dense``: DenseNet), then optional fused ops (the post-add ReLU).
@@ -13,6 +15,8 @@ Nodes:
 Spec syntax for structure (in a layer list or as a reusable block):
     {block = "basic", name = "layer1_0", with = {C = 64}}
     {name = "mixed", concat = [[...], [...]]}
+    {split = [[], [...]], sizes = [C1, C2]}   # branch i gets channels of slice i;
+                            # sizes default to equal slices; [] is the identity
     {residual = [...], shortcut = "auto"|"identity"|"projection"|"pad"|[...], activation = "relu"}
         ("pad": He et al.'s option A for CIFAR: subsample by the stride and
         zero-pad the new channels, no parameters)
@@ -37,7 +41,7 @@ from .spec.loader import RawLayer, Spec
 
 ROW_KEYS = {"name", "repeat", "kind"}
 FUSED_KEYS = {"batch_norm", "activation"}
-STRUCTURES = ("layers", "concat", "residual", "scale", "dense")
+STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
 SHORTCUTS = ("auto", "identity", "projection", "pad")
 
@@ -72,6 +76,13 @@ class Sequence:
 class Concat:
     branches: list          # of Sequence, named b1, b2, ...
     name: str = "concat"
+
+
+@dataclass
+class Split:
+    branches: list          # of Sequence, named b1, b2, ...; an empty one is the identity
+    sizes: tuple | None     # channels per branch; None: equal slices
+    name: str = "concat"    # the row where the branches are concatenated again
 
 
 @dataclass
@@ -236,7 +247,8 @@ class _Builder:
         args = {**self.defaults.get(kind.name, {}), **_args(table)}
         if primary is not None:
             args[kind.primary] = primary
-        fused = {k: args.pop(k) for k in FUSED_KEYS if k in args}
+        # a kind's own argument of that name (se's inner activation) is not a fused op
+        fused = {k: args.pop(k) for k in FUSED_KEYS if k in args and k not in kind.args}
         if fused and not kind.fusable:
             raise SpecError(f"{kind.name} takes no {' or '.join(sorted(fused))}; "
                             "only weighted rows (conv, fc, ...) fuse a batch norm or an activation")
@@ -314,7 +326,7 @@ class _Builder:
                 raise e.at(layer=name) from None
 
     def structure(self, table, key: str, scope: _Scope, name: str) -> Sequence:
-        allowed = {"name", "repeat", key}
+        allowed = {"name", "repeat", key} | ({"sizes"} if key == "split" else set())
         if key in MERGE_OPS:
             allowed |= {"activation"} | ({"shortcut"} if key == "residual" else set())
         extra = set(table) - allowed - {"block", "with", "args"}
@@ -335,6 +347,8 @@ class _Builder:
                 except SpecError as e:
                     raise e.at(layer=f"branch {i}") from None
             return Sequence([Concat(seqs)], name)
+        if key == "split":
+            return Sequence([self.split(table, scope)], name)
         body = self.sequence(table[key], scope)
         shortcut = table.get("shortcut", "auto" if key == "residual" else "identity")
         if isinstance(shortcut, list):
@@ -347,6 +361,24 @@ class _Builder:
         op = MERGE_OPS[key]
         merge_name = {"add": "add", "mul": "scale", "concat": "concat"}[op]
         return Sequence([Merge(body, shortcut, op, post, merge_name)], name)
+
+    def split(self, table, scope: _Scope) -> Split:
+        branches, sizes = table["split"], table.get("sizes")
+        if not isinstance(branches, list) or len(branches) < 2:
+            raise SpecError("split takes a list of at least two branches, each a list of "
+                            "layers ([] passes its slice on): split = [[], [...]]")
+        if sizes is not None:
+            if not isinstance(sizes, list) or len(sizes) != len(branches):
+                raise SpecError(f"sizes takes one channel count per branch "
+                                f"({len(branches)}). Received: sizes={sizes!r}")
+            sizes = tuple(Arg("int", min=1).read("split", "sizes", v, scope.env) for v in sizes)
+        seqs = []
+        for i, branch in enumerate(branches, 1):
+            try:
+                seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
+            except SpecError as e:
+                raise e.at(layer=f"branch {i}") from None
+        return Split(seqs, sizes)
 
     def block_instances(self, table, scope: _Scope):
         try:
@@ -443,7 +475,7 @@ def walk(node):
     elif isinstance(node, Sequence):
         for item in node.items:
             yield from walk(item)
-    elif isinstance(node, Concat):
+    elif isinstance(node, (Concat, Split)):
         for branch in node.branches:
             yield from walk(branch)
     elif isinstance(node, Merge):
@@ -492,9 +524,26 @@ def shortcut_ops(merge: Merge, x: tuple, y: tuple) -> tuple | None:
             Op(bn, bn.read_args({}, {})))
 
 
+def split_sizes(node: Split, x: tuple) -> tuple:
+    """The channels of each slice of a split of input x (checked against C)."""
+    if len(x) != 3:
+        raise SpecError(f"split needs a C x H x W input; received {fmt_shape(x)}")
+    c, n = x[0], len(node.branches)
+    if node.sizes is None:
+        if isinstance(c, int) and c % n:
+            raise SpecError(f"{c} channels do not split into {n} equal slices; "
+                            "give sizes = [...]")
+        return (sym.exact_div(c, n),) * n
+    total = sym.total(node.sizes)
+    if sym.norm(total - c) != 0 and not (sym.is_symbolic(total) or sym.is_symbolic(c)):
+        raise SpecError(f"sizes {[sym.fmt_int(s) for s in node.sizes]} add up to "
+                        f"{sym.fmt_int(total)}, but the input has {sym.fmt_int(c)} channels")
+    return node.sizes
+
+
 def same_shape(a, b) -> bool:
     return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
 
 
-__all__ = ["Op", "Layer", "Sequence", "Concat", "Merge", "Model", "build_graph", "walk",
-           "shortcut_ops", "parse_shape"]
+__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Model", "build_graph",
+           "walk", "shortcut_ops", "split_sizes", "parse_shape"]

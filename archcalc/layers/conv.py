@@ -8,6 +8,7 @@ from .base import (Arg, Kind, Weighted, Saved, register, same_padding,
                    sliding_output, tiling_remarks, sliding_arithmetic)
 
 AXES = ("height", "width")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def padding_pairs(a, kernel, dilation):
@@ -76,10 +77,30 @@ class Conv(Weighted, Kind):
         "groups": Arg("int", 1, min=1),
         "depthwise": Arg("bool", False, doc="groups = input channels"),
         "bias": Arg("bool", True),
+        "padding_mode": Arg("str", "zeros", choices=PADDING_MODES,
+                            doc="what the padding holds: zeros, a reflection, the edge "
+                                "(replicate) or the other side (circular)"),
     }
 
     def groups(self, a, x):
         return x[0] if a.depthwise else a.groups
+
+    def _check_padding_mode(self, a, x):
+        """PyTorch pads reflect modes from inside the input: a reflection needs
+        padding < size, a circular wrap padding <= size."""
+        if a.padding_mode in ("zeros", "replicate"):
+            return
+        pads = padding_pairs(a, a.kernel, a.dilation)
+        for n, (pb, pa), axis in zip(x[1:], pads, AXES):
+            for p in (pb, pa):
+                if not (isinstance(n, int) and isinstance(p, int)):
+                    continue
+                if (a.padding_mode == "reflect" and p >= n) or \
+                        (a.padding_mode == "circular" and p > n):
+                    rule = "smaller than" if a.padding_mode == "reflect" else "at most"
+                    raise SpecError(f"padding_mode={a.padding_mode!r} needs a padding {rule} "
+                                    f"the input along {axis}. Received: padding={p}, "
+                                    f"{axis}={n}")
 
     def output_shape(self, a, x):
         cin, g = x[0], self.groups(a, x)
@@ -90,6 +111,7 @@ class Conv(Weighted, Kind):
             if isinstance(n, int) and isinstance(g, int) and n % g:
                 raise SpecError(f"groups={g} must divide the {what}. "
                                 f"Received: {what}={n}, groups={g}")
+        self._check_padding_mode(a, x)
         return (a.out, *sliding_shape(self, a, x, a.kernel, a.stride, a.dilation))
 
     def _fan_in(self, a, x):
@@ -124,7 +146,13 @@ class Conv(Weighted, Kind):
         return effective_window(a.kernel, a.stride, a.dilation)
 
     def saved(self, a, x, y):
-        return Saved(input=True)
+        if a.padding_mode == "zeros":
+            return Saved(input=True)
+        # other modes pad first (F.pad), then convolve: conv keeps the padded copy;
+        # reflection and replication pads keep their input too, a circular one not
+        pads = padding_pairs(a, a.kernel, a.dilation)
+        padded = x[0] * sym.prod(sym.norm(n + pb + pa) for n, (pb, pa) in zip(x[1:], pads))
+        return Saved(input=a.padding_mode != "circular", extra=((sym.norm(padded), None),))
 
     def findings(self, a, x):
         return sliding_findings(a, x, a.kernel, a.stride, a.dilation)
@@ -132,7 +160,8 @@ class Conv(Weighted, Kind):
     def build(self, a, x):
         from torch import nn
         return nn.Conv2d(x[0], a.out, tuple(a.kernel), tuple(a.stride), torch_padding(a),
-                         tuple(a.dilation), self.groups(a, x), a.bias)
+                         tuple(a.dilation), self.groups(a, x), a.bias,
+                         padding_mode=a.padding_mode)
 
 
 @register

@@ -15,8 +15,8 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError
-from ..graph import (Concat, Layer, Merge, Model, Sequence, build_graph, in_place,
-                     shortcut_ops, walk)
+from ..graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
+                     shortcut_ops, split_sizes, walk)
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
@@ -35,6 +35,23 @@ class SpecSequential(nn.Module):
 class ConcatBranches(nn.Module):
     def forward(self, x):
         return torch.cat([branch(x) for branch in self.children()], 1)
+
+
+class SplitBranches(nn.Module):
+    """Branch i runs on the i-th slice of the input's channels (a view, as
+    ShuffleNetV2's x.chunk(2, dim=1)); the outputs are concatenated. A branch
+    with no layers passes its slice on."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.sizes = list(sizes)
+
+    def forward(self, x):
+        parts = torch.split(x, self.sizes, 1)
+        return torch.cat([branch(part) for branch, part in zip(self.children(), parts)], 1)
+
+    def extra_repr(self):
+        return f"sizes={self.sizes}"
 
 
 class Residual(nn.Module):
@@ -158,13 +175,13 @@ class _Builder:
             return module, y, node.name
         if isinstance(node, Sequence):
             inner = (*path, node.name) if node.name else path
-            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Merge)):
+            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge)):
                 module, y = self.structure(node.items[0], x, inner)
             else:
                 module, y = self.sequence(node, x, shared, inner)
             self.rows.setdefault("/".join(inner), ".".join(inner))
             return module, y, node.name
-        if isinstance(node, (Concat, Merge)):
+        if isinstance(node, (Concat, Split, Merge)):
             module, y = self.structure(node, x, path)
             return module, y, node.name
         raise TypeError(f"unknown graph node {type(node).__name__}")
@@ -175,6 +192,18 @@ class _Builder:
             outs = []
             for branch in node.branches:
                 child, y = self.sequence(branch, x, shared=True, path=(*path, branch.name))
+                _add(module, branch.name, child)
+                outs.append(y)
+            y = (sum(o[0] for o in outs), *outs[0][1:])
+            self.rows["/".join((*path, node.name))] = ".".join(path)
+            return module, y
+        if isinstance(node, Split):
+            sizes = split_sizes(node, x)
+            module = SplitBranches(sizes)
+            outs = []
+            for branch, c in zip(node.branches, sizes):
+                child, y = self.sequence(branch, (c, *x[1:]), shared=True,
+                                         path=(*path, branch.name))
                 _add(module, branch.name, child)
                 outs.append(y)
             y = (sum(o[0] for o in outs), *outs[0][1:])

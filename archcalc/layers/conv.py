@@ -212,6 +212,11 @@ class ConvTable(Weighted, Kind):
         kh, kw = a.kernel
         return sym.norm(y[1] * y[2] * kh * kw * self.links(a))
 
+    def macs_formula(self, a, x, y):
+        kh, kw = a.kernel
+        f = sym.plain
+        return f"({f(y[1])}*{f(y[2])})*({f(kh)}*{f(kw)})*{self.links(a)} connections"
+
     def window(self, a, x):
         return effective_window(a.kernel, a.stride, self.dilation)
 
@@ -298,6 +303,12 @@ class ConvTranspose(Weighted, Kind):
         kh, kw = a.kernel
         return sym.norm(sym.prod(x) * sym.exact_div(a.out, a.groups) * kh * kw)
 
+    def macs_formula(self, a, x, y):
+        kh, kw = a.kernel
+        f = sym.plain
+        return (f"({f(x[1])}*{f(x[2])}*{f(x[0])})*({f(kh)}*{f(kw)}*"
+                f"{f(sym.exact_div(a.out, a.groups))})")
+
     def receptive_field(self, a, x, rf, jump):
         kernel = tuple(d * (f - 1) + 1 for f, d in zip(a.kernel, a.dilation))
         return upsampled_receptive_field(rf, jump, kernel, a.stride)
@@ -350,6 +361,11 @@ class LocallyConnected(Weighted, Kind):
     def macs(self, a, x, y):
         kh, kw = a.kernel
         return sym.norm(sym.prod(y) * x[0] * kh * kw)
+
+    def macs_formula(self, a, x, y):
+        kh, kw = a.kernel
+        f = sym.plain
+        return f"({f(y[1])}*{f(y[2])}*{f(y[0])})*({f(kh)}*{f(kw)}*{f(x[0])})"
 
     def window(self, a, x):
         return effective_window(a.kernel, a.stride, self.dilation)

@@ -146,11 +146,16 @@ class Conv(Weighted, Kind):
         return effective_window(a.kernel, a.stride, a.dilation)
 
     def saved(self, a, x, y):
+        pads = padding_pairs(a, a.kernel, a.dilation)
         if a.padding_mode == "zeros":
-            return Saved(input=True)
+            if all(pb == pa for pb, pa in pads):
+                return Saved(input=True)
+            # 'same' with an even (dilated) kernel: PyTorch zero-pads a copy by the
+            # difference (one more after), convolves that copy, and keeps it
+            copy = x[0] * sym.prod(sym.norm(n + pa - pb) for n, (pb, pa) in zip(x[1:], pads))
+            return Saved(extra=((sym.norm(copy), None),))
         # other modes pad first (F.pad), then convolve: conv keeps the padded copy;
         # reflection and replication pads keep their input too, a circular one not
-        pads = padding_pairs(a, a.kernel, a.dilation)
         padded = x[0] * sym.prod(sym.norm(n + pb + pa) for n, (pb, pa) in zip(x[1:], pads))
         return Saved(input=a.padding_mode != "circular", extra=((sym.norm(padded), None),))
 

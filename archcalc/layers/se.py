@@ -38,14 +38,14 @@ class SqueezeExcitation(Kind):
     }
     DEFAULT_REDUCTION = 16
 
-    def squeeze(self, a, x):
+    def squeeze(self, a, x, check: bool = True):
         if a.squeeze is not None:
             if a.reduction is not None:
                 raise SpecError("se takes one of reduction or squeeze (the width, two ways). "
                                 f"Received: reduction={a.reduction}, squeeze={a.squeeze}")
             return a.squeeze
         s = sym.floordiv(x[0], a.reduction or self.DEFAULT_REDUCTION)
-        if isinstance(s, int) and s < 1:
+        if check and isinstance(s, int) and s < 1:
             raise SpecError(f"C // reduction = {x[0]} // {a.reduction} = 0 squeeze channels; "
                             "use a smaller reduction or give squeeze")
         return s
@@ -84,7 +84,7 @@ class SqueezeExcitation(Kind):
         # the pool is a mean (keeps nothing); the rescale keeps x and the gate;
         # fc1 keeps the pooled vector, fc2 the activation's output; an activation
         # or gate whose backward needs its input keeps that too (fc1's or fc2's output)
-        c, s = x[0], self.squeeze(a, x)
+        c, s = x[0], self.squeeze(a, x, check=False)  # also asked with a dummy shape
         (act, _), (gate, _) = self._inner(a)
         extra = [(c, None), (s, None), (c, None)]
         if act.keeps == "input":

@@ -313,6 +313,46 @@ def test_shufflenet_v2_unit_equals_torchvision(inp, oup, stride):
     same_function(compiled, make(), shape)
 
 
+def convnext_block(dim, p):
+    return [{"name": "block", "residual": [
+        {"conv": dim, "kernel": 7, "padding": 3, "depthwise": True},
+        {"layer_norm": True, "eps": 1e-6},
+        {"conv": 4 * dim, "kernel": 1, "activation": "gelu"},
+        {"conv": dim, "kernel": 1},
+        {"layer_scale": 1e-6},
+        {"drop_path": p},
+    ], "shortcut": "identity"}]
+
+
+@pytest.mark.parametrize("p", [0.0, 0.1])
+def test_convnext_block_equals_torchvision(p):
+    """torchvision's CNBlock (dwconv 7x7, LayerNorm over channels, Linear 4C,
+    GELU, Linear C, layer scale, stochastic depth, + x) and the spec with 1x1
+    convs for its linears: params, FlopCounterMode, saved bytes, the function."""
+    from functools import partial
+
+    from torchvision.models.convnext import CNBlock
+    dim, shape = 32, (32, 14, 14)
+    make = lambda: CNBlock(dim, 1e-6, p, partial(nn.LayerNorm, eps=1e-6))  # noqa: E731
+    compiled = agree(shape, convnext_block(dim, p), make, batch=2)
+    reference = make()
+    with torch.no_grad():
+        reference.layer_scale.uniform_(-1, 1)
+    theirs = list(reference.state_dict().values())
+    theirs = theirs[1:] + theirs[:1]  # its layer_scale comes first, ours last
+    ours = compiled.state_dict()
+    compiled.load_state_dict({k: v.reshape(ours[k].shape) for k, v in zip(ours, theirs)})
+    x = torch.randn(2, *shape)
+    for train in (False, True):
+        compiled.train(train), reference.train(train)
+        with torch.no_grad():
+            torch.manual_seed(3)
+            a = compiled(x)
+            torch.manual_seed(3)
+            b = reference(x)
+        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+
+
 # -- squeeze-excitation -------------------------------------------------------------
 
 TV_ACT = {"relu": nn.ReLU, "silu": nn.SiLU, "hardswish": nn.Hardswish, "relu6": nn.ReLU6,
@@ -332,6 +372,63 @@ def test_se_matches_torchvision_squeeze_excitation(case):
         return
     compiled = agree(shape, [layer], make, batch=2)
     same_function(compiled, make(), shape)  # same submodule names: the state dict loads
+
+
+def make_divisible(v, divisor=8):
+    """torchvision's _make_divisible (MobileNetV3's squeeze channels)."""
+    new = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new + divisor if new < 0.9 * v else new
+
+
+def mobile_block(cin, k, expanded, cout, se, act, stride, kind):
+    """MobileNetV3's InvertedResidual or EfficientNet's MBConv as a spec."""
+    body = []
+    if expanded != cin:
+        body.append({"conv": expanded, "kernel": 1, "bias": False, "batch_norm": True,
+                     "activation": act})
+    body.append({"conv": expanded, "kernel": k, "stride": stride, "padding": (k - 1) // 2,
+                 "depthwise": True, "bias": False, "batch_norm": True, "activation": act})
+    if kind == "mobilenet_v3" and se:
+        body.append({"se": True, "squeeze": make_divisible(expanded // 4), "gate": "hardsigmoid"})
+    if kind == "efficientnet":
+        body.append({"se": True, "squeeze": max(1, cin // 4), "activation": "silu"})
+    body.append({"conv": cout, "kernel": 1, "bias": False, "batch_norm": True})
+    if stride == 1 and cin == cout:
+        if kind == "efficientnet":
+            body.append({"drop_path": 0.2})
+        return [{"name": "block", "residual": body, "shortcut": "identity"}]
+    return [{"name": "block", "layers": body}]
+
+
+@pytest.mark.parametrize("cin, k, expanded, cout, se, act, stride", [
+    (16, 3, 16, 16, True, "relu", 2), (24, 3, 72, 24, False, "relu", 1),
+    (40, 5, 240, 40, True, "hardswish", 1), (80, 3, 184, 80, False, "hardswish", 1)])
+def test_mobilenet_v3_block_equals_torchvision(cin, k, expanded, cout, se, act, stride):
+    """Conv2dNormActivation with hardswish or relu in place, SE with a
+    hardsigmoid gate and make_divisible(C/4, 8) squeeze channels, += input."""
+    from torchvision.models.mobilenetv3 import InvertedResidual, InvertedResidualConfig
+    shape = (cin, 12, 12)
+    cnf = InvertedResidualConfig(cin, k, expanded, cout, se, "HS" if act == "hardswish" else "RE",
+                                 stride, 1, 1.0)
+    make = lambda: InvertedResidual(cnf, nn.BatchNorm2d)  # noqa: E731
+    compiled = agree(shape, mobile_block(cin, k, expanded, cout, se, act, stride,
+                                         "mobilenet_v3"), make, batch=2)
+    same_function(compiled, make(), shape)
+
+
+@pytest.mark.parametrize("ratio, k, stride, cin, cout", [(1, 3, 1, 32, 16), (6, 3, 2, 16, 24),
+                                                         (6, 5, 1, 40, 40)])
+def test_efficientnet_mbconv_equals_torchvision(ratio, k, stride, cin, cout):
+    """SiLU in place, SE with SiLU and squeeze = input channels // 4,
+    stochastic depth on the residual branch."""
+    from torchvision.models.efficientnet import MBConv, MBConvConfig
+    shape = (cin, 12, 12)
+    make = lambda: MBConv(MBConvConfig(ratio, k, stride, cin, cout, 1), 0.2,  # noqa: E731
+                          nn.BatchNorm2d)
+    block = mobile_block(cin, k, cin * ratio, cout, True, "silu", stride, "efficientnet")
+    compiled = agree(shape, block, make, batch=2)
+    same_function(compiled, make(), shape)
+    same_function(compiled, make(), shape, train=True)  # the same stochastic depth
 
 
 def test_se_takes_one_width():

@@ -290,7 +290,8 @@ class _Walker:
         main = ops[0]
         full = (*path, name)
         allocates = main.kind.allocates(main.args) or \
-            (main.kind.shares_storage(main.args) and not in_place(main, shared))
+            (main.kind.shares_storage(main.args)
+             and not in_place(main, shared, state[3] in self.saved))
         row = Row(len(self.rows), "/".join(full), full, row_type, state[0],
                   allocates=allocates, weighted=main.kind.weighted,
                   ops=tuple(ops), input_shape=state[0], rf_in=state[1], jump_in=state[2])
@@ -346,7 +347,7 @@ class _Walker:
         row.findings.extend(kind.findings(a, x))
         rf, jump = kind.receptive_field(a, x, rf, jump)
         # storages: what a training step keeps for this op's backward
-        fresh = not in_place(op, shared)
+        fresh = not in_place(op, shared, storage in self.saved)
         out = self.new_storage(sym.prod(y)) if fresh else storage
         if all(isinstance(v, int) for v in (*x, *y)) and isinstance(self.held, int):
             live = self.held + self.nbytes(x) + (self.nbytes(y) if fresh else 0)

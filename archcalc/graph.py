@@ -104,11 +104,13 @@ class Merge:
         return not in_place(op, shared=False) and not op.kind.saved(op.args, dummy, dummy).output
 
 
-def in_place(op: "Op", shared: bool) -> bool:
+def in_place(op: "Op", shared: bool, input_saved: bool = False) -> bool:
     """Whether an op writes into its input: an in-place kind (ReLU), unless its
     input is shared: the first op of a branch, a residual body or the model,
-    whose input other paths still read."""
-    return op.kind.shares_storage(op.args) and not (shared and not op.kind.view)
+    whose input other paths still read; or unless an earlier op keeps that
+    input for its backward (a sigmoid's output: overwriting it would break
+    the backward pass)."""
+    return op.kind.shares_storage(op.args) and (op.kind.view or not (shared or input_saved))
 
 
 @dataclass

@@ -286,3 +286,31 @@ def split_layers(draw):
         }[kind])
     layer = {"name": "s", "split": spec_branches, "sizes": sizes_}
     return (c, draw(st.integers(2, 7)), draw(st.integers(2, 7))), layer, list(zip(branches, outs))
+
+
+ALL_ACTIVATIONS = ("relu", "leaky_relu", "elu", "tanh", "sigmoid", "softplus", "gelu", "relu6",
+                   "hardswish", "hardsigmoid", "silu", "mish")
+
+
+@st.composite
+def activation_chains(draw):
+    """conv rows with fused activations, then bare activation rows, a residual
+    with a post activation and a flatten, in random order: in-place ops next to
+    ops that keep their output for backward."""
+    act = lambda: draw(st.sampled_from(ALL_ACTIVATIONS))  # noqa: E731
+    layers = [{"conv": 4, "kernel": 3, "padding": 1, "activation": act()}]
+    for _ in range(draw(st.integers(1, 5))):
+        choice = draw(st.sampled_from(["act", "act", "conv", "residual"]))
+        if choice == "act":
+            layers.append({act(): True})
+        elif choice == "conv":
+            layers.append({"conv": 4, "kernel": 1, "batch_norm": draw(st.booleans()),
+                           "activation": act()})
+        else:
+            layers.append({"name": f"r{len(layers)}", "residual": [
+                {"conv": 4, "kernel": 1, "activation": act()}, {act(): True}],
+                "activation": act()})
+    if draw(st.booleans()):
+        layers += [{"flatten": True}, {act(): True}]
+    layers.append({"fc": 3})
+    return (3, 6, 6), layers

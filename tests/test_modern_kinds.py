@@ -12,7 +12,7 @@ from hypothesis.errors import InvalidArgument
 from archcalc.analysis import analyze
 from archcalc.errors import SpecError
 from archcalc.spec.loader import loads
-from strategies import (as_pair, channel_shuffle_layers, drop_path_layers, group_norm_layers,
+from strategies import (activation_chains, as_pair, channel_shuffle_layers, drop_path_layers, group_norm_layers,
                         instance_norm_layers, layer_norm_layers, layer_scale_layers,
                         modern_activation_layers, modern_pool_layers, network_text,
                         padded_conv_layers, se_layers, split_layers)
@@ -155,6 +155,24 @@ def test_fused_in_place_activations_keep_a_copy_of_their_input(case, bn):
         return nn.Sequential(nn.Conv2d(shape[0], 4, 3, padding=1),
                              *([nn.BatchNorm2d(4)] if bn else []), act)
     agree(shape, [conv], make, batch=2)
+
+
+@settings(max_examples=EXAMPLES)
+@given(activation_chains())
+def test_in_place_never_overwrites_what_backward_needs(case):
+    """An activation runs in place only where no earlier op keeps its input
+    for backward (a sigmoid's or a relu's output); training runs, and the
+    engine's memory figures are the measured ones, exactly."""
+    from archcalc.torch.measure import saved_tensor_bytes
+    shape, layers = case
+    text = network_text(shape, layers)
+    note("repro spec:\n" + text)
+    spec = loads(text)
+    report = analyze(spec, batch=2)
+    model = spec.build().train()
+    model(torch.randn(2, *shape)).sum().backward()  # no "modified by an inplace operation"
+    assert report.totals["saved_activation_bytes"] == saved_tensor_bytes(
+        model, torch.randn(2, *shape))
 
 
 # -- normalizations, layer scale, stochastic depth ------------------------------

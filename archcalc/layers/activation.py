@@ -3,7 +3,7 @@
 Each activation states its FLOPs per element (one per arithmetic operation of
 its textbook formula; exp, log, tanh and erf count one each; min and max one
 each) and which tensor its backward needs: PyTorch keeps the output of relu,
-elu, tanh, sigmoid and softmax, and the input of leaky relu, prelu, softplus,
+tanh, sigmoid and softmax, and the input of leaky relu, prelu, elu, softplus,
 gelu, relu6, hardswish, hardsigmoid, silu and mish. An in-place op whose
 backward needs its input keeps a copy of it (autograd clones it before
 overwriting), so in place saves forward memory there, not backward memory.
@@ -58,7 +58,7 @@ activation("relu", per_element=1, keeps="output", torch_name="ReLU", args=INPLAC
 activation("leaky_relu", per_element=2, keeps="input", torch_name="LeakyReLU",
            aliases=("leakyrelu",), torch_args=("negative_slope",),
            args={"negative_slope": Arg("float", 0.01)}, summary="x if x > 0 else slope*x")
-activation("elu", per_element=4, keeps="output", torch_name="ELU",
+activation("elu", per_element=4, keeps="input", torch_name="ELU",
            args={"alpha": Arg("float", 1.0)}, torch_args=("alpha",),
            summary="x if x > 0 else alpha*(exp(x) - 1)")
 activation("tanh", per_element=1, keeps="output", torch_name="Tanh", summary="tanh(x)")

@@ -153,6 +153,9 @@ def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
 class _Builder:
     def __init__(self, model: Model, init: str, report):
         self.model = model
+        # whether an earlier op keeps the current tensor for backward (then no
+        # op may overwrite it in place); the engine decides alike
+        self.input_saved = False
         self.init = init
         self.rows: dict[str, str] = {}        # row path "a/b/c" -> module name "a.b.c"
         self.tape = IndexTape()
@@ -190,31 +193,39 @@ class _Builder:
         if isinstance(node, Concat):
             module = ConcatBranches()
             outs = []
+            entry = self.input_saved
             for branch in node.branches:
+                self.input_saved = entry
                 child, y = self.sequence(branch, x, shared=True, path=(*path, branch.name))
                 _add(module, branch.name, child)
                 outs.append(y)
             y = (sum(o[0] for o in outs), *outs[0][1:])
             self.rows["/".join((*path, node.name))] = ".".join(path)
+            self.input_saved = False
             return module, y
         if isinstance(node, Split):
             sizes = split_sizes(node, x)
             module = SplitBranches(sizes)
             outs = []
+            entry = self.input_saved
             for branch, c in zip(node.branches, sizes):
+                self.input_saved = entry
                 child, y = self.sequence(branch, (c, *x[1:]), shared=True,
                                          path=(*path, branch.name))
                 _add(module, branch.name, child)
                 outs.append(y)
             y = (sum(o[0] for o in outs), *outs[0][1:])
             self.rows["/".join((*path, node.name))] = ".".join(path)
+            self.input_saved = False
             return module, y
         body, y = [], x
         shared = True
+        entry = self.input_saved
         for item in node.body.items:
             child, y, name = self.node(item, y, shared, path)
             body.append((name, child))
             shared = False
+        self.input_saved = entry
         if isinstance(node.shortcut, Sequence):
             shortcut, _ = self.sequence(node.shortcut, x, shared=True,
                                         path=(*path, "shortcut"))
@@ -228,14 +239,20 @@ class _Builder:
             post = nn.Sequential(*(op.kind.build(op.args, out) for op in node.post))
         module = Residual(body, shortcut, post, node.op, node.adds_in_place)
         self.rows["/".join((*path, node.name))] = ".".join(path)
+        self.input_saved = bool(node.post) and node.post[-1].kind.saved(
+            node.post[-1].args, out, out).output
         return module, out
 
     def layer(self, name, ops, x, shared, path):
         modules = []
         for i, op in enumerate(ops):
             module = op.kind.build(op.args, x)
-            if hasattr(module, "inplace") and not in_place(op, shared and i == 0):
-                module.inplace = False  # its input is read elsewhere too
+            ran_in_place = in_place(op, shared and i == 0, self.input_saved)
+            if hasattr(module, "inplace") and not ran_in_place:
+                module.inplace = False  # its input is read elsewhere, or kept for backward
+            y = op.kind.output_shape(op.args, x)
+            kept = op.kind.saved(op.args, x, y).output
+            self.input_saved = kept or (self.input_saved and ran_in_place)
             module = self.wire_indices(op, module, x, path)
             self.initialize(module)
             modules.append(module)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from . import limits, sym
 from .errors import SpecError, SpecWarning
-from .graph import (Concat, Layer, Merge, Model, Sequence, build_graph, in_place,
-                    same_shape, shortcut_ops)
+from .graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
+                    same_shape, shortcut_ops, split_sizes)
 from .layers.base import fmt_shape
 
 DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp64": 8}
@@ -191,6 +191,8 @@ class _Walker:
             return state
         if isinstance(node, Concat):
             return self.concat(node, state, path)
+        if isinstance(node, Split):
+            return self.split(node, state, path)
         if isinstance(node, Merge):
             return self.merge(node, state, path)
         raise TypeError(f"unknown graph node {type(node).__name__}")  # a bug, not input
@@ -205,6 +207,28 @@ class _Walker:
             outs.append(self.walk(branch, state, path, shared=True))
             self.held += self.nbytes(outs[-1][0])  # kept until the concat
         self.held -= self.nbytes(state[0]) + sym.total(self.nbytes(o[0]) for o in outs)
+        return self.concat_row(node, outs, path)
+
+    def split(self, node: Split, state, path):
+        """Each branch reads a slice of the input's channels: a view, the same storage."""
+        x, rf, jump, storage = state
+        try:
+            sizes = split_sizes(node, x)
+        except SpecError as e:
+            raise self.error(e.message, path) from None
+        outs = []
+        held = self.nbytes(x)
+        self.held += held                         # slices of the input, read by the branches
+        for branch, c in zip(node.branches, sizes):
+            outs.append(self.walk(branch, ((c, x[1], x[2]), rf, jump, storage), path,
+                                  shared=True))
+            if outs[-1][3] != storage:            # a branch's own output, kept until the concat
+                self.held += self.nbytes(outs[-1][0])
+                held += self.nbytes(outs[-1][0])
+        self.held -= held
+        return self.concat_row(node, outs, path)
+
+    def concat_row(self, node, outs, path):
         first = outs[0][0]
         for i, (y, *_rest) in enumerate(outs[1:], 2):
             if len(y) != 3 or len(first) != 3:
@@ -282,7 +306,8 @@ class _Walker:
         main = ops[0]
         full = (*path, name)
         allocates = main.kind.allocates(main.args) or \
-            (main.kind.shares_storage(main.args) and not in_place(main, shared))
+            (main.kind.shares_storage(main.args)
+             and not in_place(main, shared, state[3] in self.saved))
         row = Row(len(self.rows), "/".join(full), full, row_type, state[0],
                   allocates=allocates, weighted=main.kind.weighted,
                   ops=tuple(ops), input_shape=state[0], rf_in=state[1], jump_in=state[2])
@@ -338,13 +363,16 @@ class _Walker:
         row.findings.extend(kind.findings(a, x))
         rf, jump = kind.receptive_field(a, x, rf, jump)
         # storages: what a training step keeps for this op's backward
-        fresh = not in_place(op, shared)
+        fresh = not in_place(op, shared, storage in self.saved)
         out = self.new_storage(sym.prod(y)) if fresh else storage
         if all(isinstance(v, int) for v in (*x, *y)) and isinstance(self.held, int):
             live = self.held + self.nbytes(x) + (self.nbytes(y) if fresh else 0)
             self.peak_live = max(self.peak_live, live)
         kept = kind.saved(a, x, y)
-        if kept.input:
+        if kept.input and not fresh and not kind.view:
+            # an in-place op that needs its input: autograd keeps a copy of it
+            self.saved.add(self.new_storage(sym.prod(x)))
+        elif kept.input:
             self.saved.add(storage)
         if kept.output:
             self.saved.add(out)

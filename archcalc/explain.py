@@ -53,19 +53,28 @@ def explain_row(report: Report, row) -> list[str]:
     x = row.input_shape
     for op in row.ops:
         y = op.kind.output_shape(op.args, x)
-        formula = op.kind.macs_formula(op.args, x, y)
-        if formula:
-            macs_parts.append(formula)
+        macs = op.kind.macs(op.args, x, y)
+        if macs != 0:  # every kind with MACs shows them: conv, fc, and se's inner fcs
+            formula = op.kind.macs_formula(op.args, x, y) or sym.plain(macs)
+            macs_parts.append(formula if len(row.ops) == 1 or op.kind.weighted
+                              else f"{op.kind.name}: {formula}")
         x = y
     if macs_parts:
-        lines.append(f"MACs: {' + '.join(macs_parts)} = {f(row.macs)}")
+        shown = " + ".join(macs_parts)
+        lines.append(f"MACs: {shown}" + ("" if shown == f(row.macs) else f" = {f(row.macs)}"))
     else:
         lines.append(f"MACs: {f(row.macs)} (no multiply-accumulates: not a conv or fc)")
-    lines.append(f"FLOPs: {f(row.flops)} (2 x MACs + "
-                 + ", ".join(f"{op.kind.name}: {op.kind.flops_rule}" for op in row.ops
-                             if op.kind.flops_rule and not op.kind.weighted) .strip(", ")
-                 + ")" if any(not op.kind.weighted for op in row.ops) else
-                 f"FLOPs: 2 x MACs = {f(row.flops)}")
+    rules = [f"{op.kind.name}: {op.kind.flops_rule}" for op in row.ops
+             if op.kind.flops_rule and not op.kind.weighted]
+    if not row.ops:  # a merge row (concat, add, mul) and its fused ops
+        lines.append(f"FLOPs: {f(row.flops)}" + (" (one per output element)"
+                                                  if row.flops == row.activations else ""))
+    elif not rules:
+        lines.append(f"FLOPs: 2 x MACs = {f(row.flops)}")
+    elif any(op.kind.weighted for op in row.ops):
+        lines.append(f"FLOPs: {f(row.flops)} (2 x MACs + {', '.join(rules)})")
+    else:
+        lines.append(f"FLOPs: {f(row.flops)} ({', '.join(rules)})")
     dsize = DTYPES[report.dtype]
     per = "image" if report.batch == 1 else f"batch of {report.batch}"
     elems = "*".join(sym.plain(d) for d in row.output_shape)

@@ -6,6 +6,8 @@ Nodes:
 - ``Sequence``: nodes in order; a named one (a block instance) adds a level
   to the path of everything inside it;
 - ``Concat``: branches fed the same input, concatenated along channels;
+- ``Split``: the input's channels cut into consecutive slices, one per branch
+  (an empty branch passes its slice on), concatenated again (ShuffleNetV2);
 - ``Merge``: a body and a shortcut combined elementwise (``add``: residual;
   ``mul``: a gate such as squeeze-and-excitation) or by channel concat
   (``dense``: DenseNet), then optional fused ops (the post-add ReLU).
@@ -13,6 +15,8 @@ Nodes:
 Spec syntax for structure (in a layer list or as a reusable block):
     {block = "basic", name = "layer1_0", with = {C = 64}}
     {name = "mixed", concat = [[...], [...]]}
+    {split = [[], [...]], sizes = [C1, C2]}   # branch i gets channels of slice i;
+                            # sizes default to equal slices; [] is the identity
     {residual = [...], shortcut = "auto"|"identity"|"projection"|"pad"|[...], activation = "relu"}
         ("pad": He et al.'s option A for CIFAR: subsample by the stride and
         zero-pad the new channels, no parameters)
@@ -37,7 +41,7 @@ from .spec.loader import RawLayer, Spec
 
 ROW_KEYS = {"name", "repeat", "kind", "when"}
 FUSED_KEYS = {"batch_norm", "activation"}
-STRUCTURES = ("layers", "concat", "residual", "scale", "dense")
+STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
 SHORTCUTS = ("auto", "identity", "projection", "pad")
 
@@ -77,6 +81,13 @@ class Concat:
 
 
 @dataclass
+class Split:
+    branches: list          # of Sequence, named b1, b2, ...; an empty one is the identity
+    sizes: tuple | None     # channels per branch; None: equal slices
+    name: str = "concat"    # the row where the branches are concatenated again
+
+
+@dataclass
 class Merge:
     body: Sequence
     shortcut: object        # "identity" | "auto" | "projection" | Sequence
@@ -95,11 +106,13 @@ class Merge:
         return not in_place(op, shared=False) and not op.kind.saved(op.args, dummy, dummy).output
 
 
-def in_place(op: "Op", shared: bool) -> bool:
+def in_place(op: "Op", shared: bool, input_saved: bool = False) -> bool:
     """Whether an op writes into its input: an in-place kind (ReLU), unless its
     input is shared: the first op of a branch, a residual body or the model,
-    whose input other paths still read."""
-    return op.kind.shares_storage(op.args) and not (shared and not op.kind.view)
+    whose input other paths still read; or unless an earlier op keeps that
+    input for its backward (a sigmoid's output: overwriting it would break
+    the backward pass)."""
+    return op.kind.shares_storage(op.args) and (op.kind.view or not (shared or input_saved))
 
 
 @dataclass
@@ -254,7 +267,8 @@ class _Builder:
         args = {**self.defaults.get(kind.name, {}), **_args(table)}
         if primary is not None:
             args[kind.primary] = primary
-        fused = {k: args.pop(k) for k in FUSED_KEYS if k in args}
+        # a kind's own argument of that name (se's inner activation) is not a fused op
+        fused = {k: args.pop(k) for k in FUSED_KEYS if k in args and k not in kind.args}
         if fused and not kind.fusable:
             raise SpecError(f"{kind.name} takes no {' or '.join(sorted(fused))}; "
                             "only weighted rows (conv, fc, ...) fuse a batch norm or an activation")
@@ -360,7 +374,7 @@ class _Builder:
             yield seq
 
     def structure(self, table, key: str, scope: _Scope, name: str) -> Sequence:
-        allowed = {"name", "repeat", "when", key}
+        allowed = {"name", "repeat", "when", key} | ({"sizes"} if key == "split" else set())
         if key in MERGE_OPS:
             allowed |= {"activation"} | ({"shortcut", "shortcut_when"} if key == "residual"
                                          else set())
@@ -386,6 +400,8 @@ class _Builder:
             if not seqs:
                 raise SpecError("concat: every branch is switched off by its `when`")
             return Sequence([Concat(seqs)], name)
+        if key == "split":
+            return Sequence([self.split(table, scope)], name)
         body = self.sequence(table[key], scope)
         if "shortcut_when" in table and not self._when(table["shortcut_when"], scope):
             return Sequence(body.items, name)  # no merge: the body alone
@@ -413,6 +429,24 @@ class _Builder:
                 return None
             return branch["layers"]
         return branch
+
+    def split(self, table, scope: _Scope) -> Split:
+        branches, sizes = table["split"], table.get("sizes")
+        if not isinstance(branches, list) or len(branches) < 2:
+            raise SpecError("split takes a list of at least two branches, each a list of "
+                            "layers ([] passes its slice on): split = [[], [...]]")
+        if sizes is not None:
+            if not isinstance(sizes, list) or len(sizes) != len(branches):
+                raise SpecError(f"sizes takes one channel count per branch "
+                                f"({len(branches)}). Received: sizes={sizes!r}")
+            sizes = tuple(Arg("int", min=1).read("split", "sizes", v, scope.env) for v in sizes)
+        seqs = []
+        for i, branch in enumerate(branches, 1):
+            try:
+                seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
+            except SpecError as e:
+                raise e.at(layer=f"branch {i}") from None
+        return Split(seqs, sizes)
 
     def block_instances(self, table, scope: _Scope):
         try:
@@ -536,7 +570,7 @@ def _level(seq: Sequence, deeper: list):
                 deeper.append(item)
             else:
                 yield from _level(item, deeper)
-        elif isinstance(item, Concat):
+        elif isinstance(item, (Concat, Split)):
             yield item.name, item
             for branch in item.branches:
                 yield branch.name, branch
@@ -552,7 +586,7 @@ def _level(seq: Sequence, deeper: list):
 
 def _collision(name, first, second, file) -> SpecError:
     def where(node) -> str:
-        if isinstance(node, (Concat, Merge)) or isinstance(node, str):
+        if isinstance(node, (Concat, Split, Merge)) or isinstance(node, str):
             return "a generated row (a merge, a branch or a shortcut)"
         layer = node if isinstance(node, Layer) else next(walk(node), None)
         line = f"line {layer.line}" if layer is not None and layer.line else "a layer"
@@ -602,7 +636,7 @@ def walk(node):
     elif isinstance(node, Sequence):
         for item in node.items:
             yield from walk(item)
-    elif isinstance(node, Concat):
+    elif isinstance(node, (Concat, Split)):
         for branch in node.branches:
             yield from walk(branch)
     elif isinstance(node, Merge):
@@ -651,9 +685,26 @@ def shortcut_ops(merge: Merge, x: tuple, y: tuple) -> tuple | None:
             Op(bn, bn.read_args({}, {})))
 
 
+def split_sizes(node: Split, x: tuple) -> tuple:
+    """The channels of each slice of a split of input x (checked against C)."""
+    if len(x) != 3:
+        raise SpecError(f"split needs a C x H x W input; received {fmt_shape(x)}")
+    c, n = x[0], len(node.branches)
+    if node.sizes is None:
+        if isinstance(c, int) and c % n:
+            raise SpecError(f"{c} channels do not split into {n} equal slices; "
+                            "give sizes = [...]")
+        return (sym.exact_div(c, n),) * n
+    total = sym.total(node.sizes)
+    if sym.norm(total - c) != 0 and not (sym.is_symbolic(total) or sym.is_symbolic(c)):
+        raise SpecError(f"sizes {[sym.fmt_int(s) for s in node.sizes]} add up to "
+                        f"{sym.fmt_int(total)}, but the input has {sym.fmt_int(c)} channels")
+    return node.sizes
+
+
 def same_shape(a, b) -> bool:
     return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
 
 
-__all__ = ["Op", "Layer", "Sequence", "Concat", "Merge", "Model", "build_graph", "walk",
-           "shortcut_ops", "parse_shape"]
+__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Model", "build_graph",
+           "walk", "shortcut_ops", "split_sizes", "parse_shape"]

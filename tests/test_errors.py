@@ -50,7 +50,7 @@ def check_one_line(code, err, *fragments):
     ('{conv = "C.real", kernel = 3},', ["is not allowed in a spec expression"]),
     ('{conv = "7/2", kernel = 3},', ["7/2 is not an integer"]),
     ('{dropout = 1.5},', ["p must lie in [0.0, 1.0]"]),
-    ('{conv = 8, kernel = 3, activation = "swish"},', ["activation takes one of"]),
+    ('{conv = 8, kernel = 3, activation = "snake"},', ["activation takes one of"]),
     ('{maxpool = 2, activation = "relu"},', ["maxpool takes no activation"]),
 ])
 def test_bad_layers(tmp_path, layers, fragments):

@@ -228,7 +228,7 @@ def test_two_layers_on_one_line_keep_their_line(tmp_path):
     ("[blocks]\n\"a b\" = {layers = []}\n" + layer("{relu = true}"), "not a valid block name"),
     (layer('{conv_table = [], kernel = 3}'), "non-empty"),
     (layer('{conv_table = [[]], kernel = 3}'), "non-empty"),
-    (layer('{se = 16}'), "0 hidden units"),
+    (layer('{se = 16}'), "0 squeeze channels"),
     (layer('{name = "p", maxpool = 2}, {max_unpool = 2, of = 3}'), "of takes a string"),
     (HEADER.replace("[3, 8, 8]", "[3, 0, 8]") + "layers = [{relu = true}]\n", "input must be positive"),
     (HEADER.replace("[3, 8, 8]", "[3, 8.5, 8]") + "layers = [{relu = true}]\n", "input"),
@@ -239,7 +239,7 @@ def test_two_layers_on_one_line_keep_their_line(tmp_path):
 def test_every_value_validated(tmp_path, text, fragment):
     line = refused(tmp_path, text, "spec.toml", fragment)
     assert "Received" in line or "ARCHCALC" in line or "must" in line or "valid" in line \
-        or "non-empty" in line or "hidden" in line or "integer" in line
+        or "non-empty" in line or "squeeze" in line or "integer" in line
 
 
 # -- user strings are data in the terminal ---------------------------------------

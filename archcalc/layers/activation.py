@@ -1,9 +1,12 @@
 """Elementwise activations, softmax and dropout.
 
 Each activation states its FLOPs per element (one per arithmetic operation of
-its textbook formula; exp, log, tanh and erf count one each) and which tensor
-its backward needs: PyTorch keeps the output of relu, elu, tanh, sigmoid and
-softmax, and the input of leaky relu, prelu, softplus and gelu.
+its textbook formula; exp, log, tanh and erf count one each; min and max one
+each) and which tensor its backward needs: PyTorch keeps the output of relu,
+tanh, sigmoid and softmax, and the input of leaky relu, prelu, elu, softplus,
+gelu, relu6, hardswish, hardsigmoid, silu and mish. An in-place op whose
+backward needs its input keeps a copy of it (autograd clones it before
+overwriting), so in place saves forward memory there, not backward memory.
 """
 from __future__ import annotations
 
@@ -55,7 +58,7 @@ activation("relu", per_element=1, keeps="output", torch_name="ReLU", args=INPLAC
 activation("leaky_relu", per_element=2, keeps="input", torch_name="LeakyReLU",
            aliases=("leakyrelu",), torch_args=("negative_slope",),
            args={"negative_slope": Arg("float", 0.01)}, summary="x if x > 0 else slope*x")
-activation("elu", per_element=4, keeps="output", torch_name="ELU",
+activation("elu", per_element=4, keeps="input", torch_name="ELU",
            args={"alpha": Arg("float", 1.0)}, torch_args=("alpha",),
            summary="x if x > 0 else alpha*(exp(x) - 1)")
 activation("tanh", per_element=1, keeps="output", torch_name="Tanh", summary="tanh(x)")
@@ -64,8 +67,46 @@ activation("sigmoid", per_element=3, keeps="output", torch_name="Sigmoid",
 activation("softplus", per_element=5, keeps="input", torch_name="Softplus",
            args={"beta": Arg("float", 1.0)}, torch_args=("beta",),
            summary="log(1 + exp(beta*x)) / beta")
-activation("gelu", per_element=5, keeps="input", torch_name="GELU",
-           summary="x * Phi(x) (erf form)")
+
+
+@register
+class Gelu(Elementwise):
+    name = "gelu"
+    summary = "x * Phi(x): erf form, or approximate = \"tanh\""
+    keeps = "input"
+    per_element = 5
+    TANH_PER_ELEMENT = 9
+    flops_rule = ("5 per element (x/sqrt2, erf, +1, *0.5, *x); tanh approximation: 9 "
+                  "(x^3 2, *0.044715, +x, *sqrt(2/pi), tanh, +1, *0.5, *x)")
+    args = {"approximate": Arg("str", "none", choices=("none", "tanh"),
+                               doc="'tanh': 0.5x(1 + tanh(sqrt(2/pi)(x + 0.044715x^3)))")}
+
+    def flops(self, a, x, y):
+        per = self.TANH_PER_ELEMENT if a.approximate == "tanh" else self.per_element
+        return sym.norm(sym.prod(y) * per)
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.GELU(approximate=a.approximate)
+
+
+# torchvision's Conv2dNormActivation runs these in place (MobileNet, EfficientNet)
+INPLACE_TV = {"inplace": Arg("bool", True, doc="in place, as torchvision's conv blocks do")}
+INPLACE_OFF = {"inplace": Arg("bool", False, doc="in place (PyTorch's default: off)")}
+
+activation("relu6", per_element=2, keeps="input", torch_name="ReLU6", args=INPLACE_TV,
+           torch_args=("inplace",), summary="min(max(0, x), 6) (MobileNetV2)")
+activation("hardswish", per_element=5, keeps="input", torch_name="Hardswish",
+           args=INPLACE_TV, torch_args=("inplace",), aliases=("hard_swish",),
+           summary="x * relu6(x + 3) / 6 (MobileNetV3)")
+activation("hardsigmoid", per_element=4, keeps="input", torch_name="Hardsigmoid",
+           args=INPLACE_OFF, torch_args=("inplace",), aliases=("hard_sigmoid",),
+           summary="relu6(x + 3) / 6 (MobileNetV3's squeeze-excitation gate)")
+activation("silu", per_element=4, keeps="input", torch_name="SiLU", args=INPLACE_TV,
+           torch_args=("inplace",), aliases=("swish",),
+           summary="x * sigmoid(x) (EfficientNet's swish)")
+activation("mish", per_element=5, keeps="input", torch_name="Mish", args=INPLACE_OFF,
+           torch_args=("inplace",), summary="x * tanh(softplus(x)) (softplus: exp, +1, log)")
 
 
 @register
@@ -123,8 +164,44 @@ class Dropout(Kind):
         return nn.Dropout(a.p)
 
 
+@register
+class DropPath(Kind):
+    """Stochastic depth (Huang et al. 2016) as torchvision.ops.StochasticDepth:
+    identity at inference; in training each sample ("row") or the whole batch
+    ("batch") is dropped with probability p and the rest scaled by 1/(1 - p)."""
+    name = "drop_path"
+    aliases = ("stochastic_depth",)
+    primary = "p"
+    summary = "stochastic depth: drop a residual branch per sample (mode row) or per batch"
+    flops_rule = "0 (identity at inference)"
+    args = {
+        "p": Arg("float", min=0.0, max=1.0, doc="probability of dropping"),
+        "mode": Arg("str", "row", choices=("row", "batch")),
+    }
+
+    def allocates(self, a):
+        return False  # identity at inference
+
+    def shares_storage(self, a):
+        return a.p == 0  # returns its input itself, in training too
+
+    def saved(self, a, x, y):
+        if a.p == 0:  # torchvision returns the input itself, even in training
+            return Saved()
+        # the mul keeps the noise: one element per sample (row) or one in all (batch)
+        if a.mode == "row":
+            return Saved(extra=((1, None),))
+        return Saved(per_batch=((1, None),))
+
+    def build(self, a, x):
+        from ..torch.modules import StochasticDepth
+        return StochasticDepth(a.p, a.mode)
+
+
+# the kinds a conv or fc row fuses with activation = "..."
 ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "tanh", "sigmoid", "softplus",
-               "gelu", "softmax")
+               "gelu", "softmax", "relu6", "hardswish", "hardsigmoid", "silu", "swish",
+               "mish")
 
 
 @register

@@ -33,7 +33,7 @@ Shape = tuple
 @dataclass(frozen=True)
 class Arg:
     """One argument of a kind: how a spec value is read and checked."""
-    type: str                 # int | pair | padding | bool | float | str | table
+    type: str                 # int | pair | size | padding | bool | float | str | table
     default: Any = REQUIRED
     doc: str = ""
     choices: tuple = ()
@@ -51,6 +51,14 @@ class Arg:
                 return tuple(self._int(kind, name, v, env) for v in value)
             v = self._int(kind, name, value, env)
             return (v, v) if self.type == "pair" else v
+        if self.type == "size":  # a pair whose entries may be "none" (keep that dimension)
+            items = value if isinstance(value, list) else [value, value]
+            if len(items) != 2:
+                raise SpecError(f"{kind}: {name} takes one size or a pair [height, width]; "
+                                f"\"none\" keeps that dimension. {received}")
+            return tuple(None if isinstance(v, str) and v.strip().lower() == "none"
+                         else Arg("int", min=self.min, numeric=self.numeric)._int(kind, name, v, env)
+                         for v in items)
         if self.type == "padding":
             if isinstance(value, str) and value in ("same", "valid"):
                 return value

@@ -8,6 +8,7 @@ from .base import (Arg, Kind, Weighted, Saved, register, same_padding,
                    sliding_output, tiling_remarks, sliding_arithmetic)
 
 AXES = ("height", "width")
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
 
 def padding_pairs(a, kernel, dilation):
@@ -76,10 +77,30 @@ class Conv(Weighted, Kind):
         "groups": Arg("int", 1, min=1),
         "depthwise": Arg("bool", False, doc="groups = input channels"),
         "bias": Arg("bool", True),
+        "padding_mode": Arg("str", "zeros", choices=PADDING_MODES,
+                            doc="what the padding holds: zeros, a reflection, the edge "
+                                "(replicate) or the other side (circular)"),
     }
 
     def groups(self, a, x):
         return x[0] if a.depthwise else a.groups
+
+    def _check_padding_mode(self, a, x):
+        """PyTorch pads reflect modes from inside the input: a reflection needs
+        padding < size, a circular wrap padding <= size."""
+        if a.padding_mode in ("zeros", "replicate"):
+            return
+        pads = padding_pairs(a, a.kernel, a.dilation)
+        for n, (pb, pa), axis in zip(x[1:], pads, AXES):
+            for p in (pb, pa):
+                if not (isinstance(n, int) and isinstance(p, int)):
+                    continue
+                if (a.padding_mode == "reflect" and p >= n) or \
+                        (a.padding_mode == "circular" and p > n):
+                    rule = "smaller than" if a.padding_mode == "reflect" else "at most"
+                    raise SpecError(f"padding_mode={a.padding_mode!r} needs a padding {rule} "
+                                    f"the input along {axis}. Received: padding={p}, "
+                                    f"{axis}={n}")
 
     def output_shape(self, a, x):
         cin, g = x[0], self.groups(a, x)
@@ -90,6 +111,7 @@ class Conv(Weighted, Kind):
             if isinstance(n, int) and isinstance(g, int) and n % g:
                 raise SpecError(f"groups={g} must divide the {what}. "
                                 f"Received: {what}={n}, groups={g}")
+        self._check_padding_mode(a, x)
         return (a.out, *sliding_shape(self, a, x, a.kernel, a.stride, a.dilation))
 
     def _fan_in(self, a, x):
@@ -124,7 +146,18 @@ class Conv(Weighted, Kind):
         return effective_window(a.kernel, a.stride, a.dilation)
 
     def saved(self, a, x, y):
-        return Saved(input=True)
+        pads = padding_pairs(a, a.kernel, a.dilation)
+        if a.padding_mode == "zeros":
+            if all(pb == pa for pb, pa in pads):
+                return Saved(input=True)
+            # 'same' with an even (dilated) kernel: PyTorch zero-pads a copy by the
+            # difference (one more after), convolves that copy, and keeps it
+            copy = x[0] * sym.prod(sym.norm(n + pa - pb) for n, (pb, pa) in zip(x[1:], pads))
+            return Saved(extra=((sym.norm(copy), None),))
+        # other modes pad first (F.pad), then convolve: conv keeps the padded copy;
+        # reflection and replication pads keep their input too, a circular one not
+        padded = x[0] * sym.prod(sym.norm(n + pb + pa) for n, (pb, pa) in zip(x[1:], pads))
+        return Saved(input=a.padding_mode != "circular", extra=((sym.norm(padded), None),))
 
     def findings(self, a, x):
         return sliding_findings(a, x, a.kernel, a.stride, a.dilation)
@@ -132,7 +165,8 @@ class Conv(Weighted, Kind):
     def build(self, a, x):
         from torch import nn
         return nn.Conv2d(x[0], a.out, tuple(a.kernel), tuple(a.stride), torch_padding(a),
-                         tuple(a.dilation), self.groups(a, x), a.bias)
+                         tuple(a.dilation), self.groups(a, x), a.bias,
+                         padding_mode=a.padding_mode)
 
 
 @register
@@ -182,6 +216,11 @@ class ConvTable(Weighted, Kind):
     def macs(self, a, x, y):
         kh, kw = a.kernel
         return sym.norm(y[1] * y[2] * kh * kw * self.links(a))
+
+    def macs_formula(self, a, x, y):
+        kh, kw = a.kernel
+        f = sym.plain
+        return f"({f(y[1])}*{f(y[2])})*({f(kh)}*{f(kw)})*{self.links(a)} connections"
 
     def window(self, a, x):
         return effective_window(a.kernel, a.stride, self.dilation)
@@ -269,6 +308,12 @@ class ConvTranspose(Weighted, Kind):
         kh, kw = a.kernel
         return sym.norm(sym.prod(x) * sym.exact_div(a.out, a.groups) * kh * kw)
 
+    def macs_formula(self, a, x, y):
+        kh, kw = a.kernel
+        f = sym.plain
+        return (f"({f(x[1])}*{f(x[2])}*{f(x[0])})*({f(kh)}*{f(kw)}*"
+                f"{f(sym.exact_div(a.out, a.groups))})")
+
     def receptive_field(self, a, x, rf, jump):
         kernel = tuple(d * (f - 1) + 1 for f, d in zip(a.kernel, a.dilation))
         return upsampled_receptive_field(rf, jump, kernel, a.stride)
@@ -321,6 +366,11 @@ class LocallyConnected(Weighted, Kind):
     def macs(self, a, x, y):
         kh, kw = a.kernel
         return sym.norm(sym.prod(y) * x[0] * kh * kw)
+
+    def macs_formula(self, a, x, y):
+        kh, kw = a.kernel
+        f = sym.plain
+        return f"({f(y[1])}*{f(y[2])}*{f(y[0])})*({f(kh)}*{f(kw)}*{f(x[0])})"
 
     def window(self, a, x):
         return effective_window(a.kernel, a.stride, self.dilation)

@@ -1,4 +1,5 @@
-"""Normalization: batch norm and local response norm (AlexNet's LRN)."""
+"""Normalization: batch norm, local response norm (AlexNet's LRN), layer norm,
+group norm, instance norm, and ConvNeXt's layer scale."""
 from __future__ import annotations
 
 from .. import sym
@@ -71,3 +72,173 @@ class LocalResponseNorm(Kind):
     def build(self, a, x):
         from torch import nn
         return nn.LocalResponseNorm(a.size, a.alpha, a.beta, a.k)
+
+
+# -- normalizations that compute their statistics at inference too ----------
+#
+# FLOPs per element: mean 1 (accumulate), variance 2 (subtract, square-accumulate),
+# normalize 2 (subtract the mean, multiply by 1/std), affine 2 (scale, shift):
+# 7 with the affine, 5 without (the per-group square roots are not counted).
+
+STATS_PER_ELEMENT = 5
+
+
+def _norm_flops(y, scale: bool, shift: bool):
+    return sym.norm(sym.prod(y) * (STATS_PER_ELEMENT + int(scale) + int(shift)))
+
+
+def _norm_refusal(what: str, elements) -> None:
+    if isinstance(elements, int) and elements == 1:
+        from ..errors import SpecError
+        raise SpecError(f"{what} holds a single value: its statistics normalize it to 0 "
+                        "(PyTorch refuses it: expected more than 1 value)")
+
+
+@register
+class LayerNorm(Kind):
+    """Layer norm over the channels of each position of a C x H x W map
+    (ConvNeXt's LayerNorm2d: permute to H x W x C, normalize C, permute back),
+    or over the features of an F vector (nn.LayerNorm)."""
+    name = "layer_norm"
+    aliases = ("ln", "layernorm")
+    summary = ("layer norm over the channels at each position (ConvNeXt's LayerNorm2d) "
+               "or over the features (F)")
+    flops_rule = "7 per element (mean 1, variance 2, normalize 2, affine 2); 5 without affine"
+    args = {
+        "affine": Arg("bool", True, doc="learned scale and shift (elementwise_affine)"),
+        "bias": Arg("bool", True, doc="the shift of the affine"),
+        "eps": Arg("float", 1e-5, min=0.0),
+    }
+
+    def params(self, a, x):
+        return sym.norm(x[0] * (int(a.affine) + int(a.affine and a.bias)))
+
+    def params_formula(self, a, x):
+        if not a.affine:
+            return None
+        return f"2*{sym.plain(x[0])}" if a.bias else sym.plain(x[0])
+
+    def flops(self, a, x, y):
+        return _norm_flops(y, a.affine, a.affine and a.bias)
+
+    def saved(self, a, x, y):
+        # native_layer_norm keeps its input and a mean and 1/std per position
+        positions = x[1] * x[2] if len(x) == 3 else 1
+        return Saved(input=True, extra=((sym.norm(2 * positions), FP32),))
+
+    def build(self, a, x):
+        from torch import nn
+        if len(x) == 3:
+            from ..torch.modules import LayerNorm2d
+            return LayerNorm2d(x[0], eps=a.eps, elementwise_affine=a.affine,
+                               bias=a.bias)
+        return nn.LayerNorm(x[0], eps=a.eps, elementwise_affine=a.affine, bias=a.bias)
+
+
+@register
+class GroupNorm(Kind):
+    name = "group_norm"
+    aliases = ("gn", "groupnorm")
+    primary = "groups"
+    summary = "group norm: statistics over each group of C/groups channels (and H x W)"
+    flops_rule = "7 per element (mean 1, variance 2, normalize 2, affine 2); 5 without affine"
+    args = {
+        "groups": Arg("int", min=1, numeric=True, doc="number of groups; must divide C"),
+        "affine": Arg("bool", True),
+        "eps": Arg("float", 1e-5, min=0.0),
+    }
+
+    def output_shape(self, a, x):
+        c = x[0]
+        if isinstance(c, int) and c % a.groups:
+            from ..errors import SpecError
+            raise SpecError(f"groups={a.groups} must divide the channels. "
+                            f"Received: channels={c}")
+        per_group = sym.exact_div(c, a.groups) * sym.prod(x[1:])
+        _norm_refusal(f"each of the {a.groups} groups", per_group)
+        return x
+
+    def params(self, a, x):
+        return 2 * x[0] if a.affine else 0
+
+    def params_formula(self, a, x):
+        return f"2*{sym.plain(x[0])}" if a.affine else None
+
+    def flops(self, a, x, y):
+        return _norm_flops(y, a.affine, a.affine)
+
+    def saved(self, a, x, y):
+        # native_group_norm keeps its input and a mean and 1/std per group
+        return Saved(input=True, extra=((2 * a.groups, FP32),))
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.GroupNorm(a.groups, x[0], eps=a.eps, affine=a.affine)
+
+
+@register
+class InstanceNorm(Kind):
+    name = "instance_norm"
+    aliases = ("instancenorm",)
+    summary = "instance norm: statistics over H x W of each channel of each sample"
+    flops_rule = "7 per element (mean 1, variance 2, normalize 2, affine 2); 5 without affine"
+    inputs = "chw"
+    args = {
+        "affine": Arg("bool", False, doc="PyTorch's default: off"),
+        "track_running_stats": Arg("bool", False),
+        "eps": Arg("float", 1e-5, min=0.0),
+        "momentum": Arg("float", 0.1, min=0.0, max=1.0),
+    }
+
+    def output_shape(self, a, x):
+        _norm_refusal("each channel's H x W map", sym.prod(x[1:]))
+        return x
+
+    def params(self, a, x):
+        return 2 * x[0] if a.affine else 0
+
+    def params_formula(self, a, x):
+        return f"2*{sym.plain(x[0])}" if a.affine else None
+
+    def buffers(self, a, x):
+        return 2 * x[0] if a.track_running_stats else 0
+
+    def flops(self, a, x, y):
+        return _norm_flops(y, a.affine, a.affine)
+
+    def saved(self, a, x, y):
+        # PyTorch runs a batch norm over (1, N*C, H, W): it keeps the input, a mean
+        # and 1/std per channel and sample, and the weight and running stats
+        # repeated once per sample (tensors of the model's dtype)
+        c = x[0]
+        repeated = int(a.affine) + 2 * int(a.track_running_stats)
+        extra = ((2 * c, FP32),) + (((repeated * c, None),) if repeated else ())
+        return Saved(input=True, extra=extra)
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.InstanceNorm2d(x[0], eps=a.eps, momentum=a.momentum, affine=a.affine,
+                                 track_running_stats=a.track_running_stats)
+
+
+@register
+class LayerScale(Kind):
+    """ConvNeXt's (and CaiT's) learned per-channel scale of a residual branch."""
+    name = "layer_scale"
+    primary = "init"
+    summary = "x times a learned per-channel gamma (ConvNeXt), initialized to init"
+    flops_rule = "1 per element"
+    args = {"init": Arg("float", 1e-6, doc="initial value of gamma")}
+
+    def params(self, a, x):
+        return x[0]
+
+    def flops(self, a, x, y):
+        return sym.prod(y)
+
+    def saved(self, a, x, y):
+        return Saved(input=True)  # gamma's gradient needs x
+
+    def build(self, a, x):
+        from ..torch.modules import LayerScale as Module
+        return Module(x[0], a.init, len(x))

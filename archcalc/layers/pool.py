@@ -1,9 +1,20 @@
-"""Pooling: max and average pool (ceil mode), global average pool."""
+"""Pooling: max pool (dilation, ceil mode), average pool (divisor override),
+power-average (LP) pool, global average pool, adaptive average and max pools
+(a size entry "none" keeps that dimension), LeNet's trainable subsampling,
+max unpool, and ResNet's option-A shortcut.
+
+What autograd keeps: max pools their input and int64 indices; average pools
+their input, except an adaptive pool to 1 x 1 (and so the global average
+pool), which PyTorch computes as a mean: a mean's backward needs only the
+input's shape, so nothing is kept."""
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, fmt_shape, register, sliding_arithmetic
+from .base import (NOTHING_SAVED, Arg, Kind, Saved, fmt_shape, register,
+                   sliding_arithmetic)
 from .conv import effective_window, sliding_findings, sliding_shape
 
 INT64 = 8
@@ -22,6 +33,9 @@ class _Pool(Kind):
     def stride(self, a):
         return a.stride if a.stride is not None else a.kernel
 
+    def dilation(self, a):
+        return getattr(a, "dilation", (1, 1))
+
     def _check_padding(self, a):
         for p, f in zip(a.padding, a.kernel):
             if isinstance(p, int) and isinstance(f, int) and 2 * p > f:
@@ -31,27 +45,29 @@ class _Pool(Kind):
     def output_shape(self, a, x):
         self._check_padding(a)
         ceil = getattr(a, "ceil_mode", False)
-        return (x[0], *sliding_shape(self, a, x, a.kernel, self.stride(a), (1, 1), ceil))
+        return (x[0], *sliding_shape(self, a, x, a.kernel, self.stride(a), self.dilation(a),
+                                     ceil))
 
     def window(self, a, x):
-        return effective_window(a.kernel, self.stride(a), (1, 1))
+        return effective_window(a.kernel, self.stride(a), self.dilation(a))
 
     def size_arithmetic(self, a, x):
-        return sliding_arithmetic(x, a.kernel, self.stride(a), a.padding, (1, 1),
+        return sliding_arithmetic(x, a.kernel, self.stride(a), a.padding, self.dilation(a),
                                   getattr(a, "ceil_mode", False))
 
     def findings(self, a, x):
         if getattr(a, "ceil_mode", False):  # ceil mode covers the rest on purpose
             return []
-        return sliding_findings(a, x, a.kernel, self.stride(a), (1, 1))
+        return sliding_findings(a, x, a.kernel, self.stride(a), self.dilation(a))
 
 
 @register
 class MaxPool(_Pool):
     name = "maxpool"
     aliases = ("max_pool", "maxpool2d")
-    summary = "max pool: kernel, stride (default kernel), padding, ceil_mode"
+    summary = "max pool: kernel, stride (default kernel), padding, dilation, ceil_mode"
     flops_rule = "kh*kw - 1 comparisons per output element"
+    args = {**_Pool.args, "dilation": Arg("pair", 1, min=1)}
 
     def flops(self, a, x, y):
         kh, kw = a.kernel
@@ -64,16 +80,19 @@ class MaxPool(_Pool):
     def build(self, a, x):
         from torch import nn
         return nn.MaxPool2d(tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding),
-                            ceil_mode=a.ceil_mode)
+                            tuple(a.dilation), ceil_mode=a.ceil_mode)
 
 
 @register
 class AvgPool(_Pool):
     name = "avgpool"
     aliases = ("avg_pool", "avgpool2d")
-    summary = "average pool: kernel, stride (default kernel), padding, ceil_mode"
+    summary = ("average pool: kernel, stride (default kernel), padding, ceil_mode, "
+               "count_include_pad, divisor_override")
     flops_rule = "kh*kw per output element (kh*kw - 1 additions and one division)"
-    args = {**_Pool.args, "count_include_pad": Arg("bool", True)}
+    args = {**_Pool.args, "count_include_pad": Arg("bool", True),
+            "divisor_override": Arg("int", None, min=1, numeric=True,
+                                    doc="divide every window's sum by this")}
 
     def flops(self, a, x, y):
         kh, kw = a.kernel
@@ -85,7 +104,8 @@ class AvgPool(_Pool):
     def build(self, a, x):
         from torch import nn
         return nn.AvgPool2d(tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding),
-                            ceil_mode=a.ceil_mode, count_include_pad=a.count_include_pad)
+                            ceil_mode=a.ceil_mode, count_include_pad=a.count_include_pad,
+                            divisor_override=a.divisor_override)
 
 
 @register
@@ -107,7 +127,7 @@ class GlobalAvgPool(Kind):
         return (x[1], x[2]), (x[1], x[2])
 
     def saved(self, a, x, y):
-        return Saved(input=True)
+        return NOTHING_SAVED  # PyTorch computes it as a mean: backward needs only the shape
 
     def build(self, a, x):
         from torch import nn
@@ -153,25 +173,26 @@ def adaptive_windows(n: int, m: int):
     return [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
 
 
-@register
-class AdaptiveAvgPool(Kind):
-    name = "adaptive_avgpool"
-    aliases = ("adaptive_avg_pool",)
+class _AdaptivePool(Kind):
     primary = "size"
-    summary = "adaptive average pool to a fixed output size (h, w)"
-    flops_rule = "one per input element in each output's window (windows may overlap)"
     inputs = "chw"
-    args = {"size": Arg("pair", min=1, numeric=True)}
+    args = {"size": Arg("size", min=1, numeric=True,
+                        doc='h or [h, w]; "none" keeps that dimension of the input')}
+
+    def size(self, a, x):
+        """The output H, W: a "none" entry takes the input's."""
+        return tuple(n if s is None else s for s, n in zip(a.size, x[1:]))
 
     def output_shape(self, a, x):
-        return (x[0], *a.size)
+        return (x[0], *self.size(a, x))
 
     def _windows(self, a, x):
         if not all(isinstance(v, int) for v in x[1:]):
             return None
-        return [adaptive_windows(n, m) for n, m in zip(x[1:], a.size)]
+        return [adaptive_windows(n, m) for n, m in zip(x[1:], self.size(a, x))]
 
-    def flops(self, a, x, y):
+    def _covered(self, a, x):
+        """Input elements summed over every output's window (windows may overlap)."""
         wins = self._windows(a, x)
         if wins is None:  # symbolic: each input element once
             return sym.prod(x)
@@ -183,15 +204,98 @@ class AdaptiveAvgPool(Kind):
         if wins is None:
             return (1, 1), (1, 1)
         kernel = tuple(max(e - s for s, e in w) for w in wins)
-        stride = tuple(max(1, n // m) for n, m in zip(x[1:], a.size))
+        stride = tuple(max(1, n // m) for n, m in zip(x[1:], self.size(a, x)))
         return kernel, stride
 
+    def _torch_size(self, a):
+        return tuple(a.size)
+
+
+@register
+class AdaptiveAvgPool(_AdaptivePool):
+    name = "adaptive_avgpool"
+    aliases = ("adaptive_avg_pool",)
+    summary = 'adaptive average pool to a fixed output size (h, w); "none" keeps a dimension'
+    flops_rule = "one per input element in each output's window (windows may overlap)"
+
+    def flops(self, a, x, y):
+        return self._covered(a, x)
+
     def saved(self, a, x, y):
+        if self.size(a, x) == (1, 1):  # computed as a mean: nothing kept
+            return NOTHING_SAVED
         return Saved(input=True)
 
     def build(self, a, x):
         from torch import nn
-        return nn.AdaptiveAvgPool2d(tuple(a.size))
+        return nn.AdaptiveAvgPool2d(self._torch_size(a))
+
+
+@register
+class AdaptiveMaxPool(_AdaptivePool):
+    name = "adaptive_maxpool"
+    aliases = ("adaptive_max_pool",)
+    summary = 'adaptive max pool to a fixed output size (h, w); "none" keeps a dimension'
+    flops_rule = "window size - 1 comparisons per output element (windows may overlap)"
+
+    def flops(self, a, x, y):
+        return sym.norm(self._covered(a, x) - sym.prod(y))
+
+    def saved(self, a, x, y):
+        return Saved(input=True, extra=((sym.prod(y), INT64),))
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.AdaptiveMaxPool2d(self._torch_size(a))
+
+
+@register
+class LPPool(_Pool):
+    """Power-average pooling, as nn.LPPool2d: (sum over the window of x^p)^(1/p).
+    PyTorch computes it as avg_pool(x^p), then sign(o)*relu(|o|), times kh*kw,
+    to the power 1/p; no padding."""
+    name = "lp_pool"
+    aliases = ("lppool", "lppool2d", "lp_pool2d")
+    summary = "power-average pool (LPPool2d): (sum of x^p over the window)^(1/p); no padding"
+    flops_rule = ("1 per input element (x^p) + kh*kw + 6 per output element "
+                  "(average, sign, abs, relu, product, scale, root)")
+    args = {
+        "kernel": Arg("pair", min=1, doc="k or [kh, kw]"),
+        "norm_type": Arg("float", 2.0, doc="p: 1 is a sum pool, 2 an L2 pool"),
+        "stride": Arg("pair", None, min=1, doc="defaults to the kernel, as in PyTorch"),
+        "ceil_mode": Arg("bool", False),
+    }
+
+    @staticmethod
+    def _padded(a):
+        return SimpleNamespace(**vars(a), padding=(0, 0))
+
+    def output_shape(self, a, x):
+        p = a.norm_type
+        if p == 0 or p != p or p in (float("inf"), float("-inf")):
+            raise SpecError(f"norm_type must be a finite non-zero number (an infinite one is a "
+                            f"max pool of |x|: use maxpool). Received: norm_type={p}")
+        return super().output_shape(self._padded(a), x)
+
+    def size_arithmetic(self, a, x):
+        return super().size_arithmetic(self._padded(a), x)
+
+    def findings(self, a, x):
+        return super().findings(self._padded(a), x)
+
+    def flops(self, a, x, y):
+        kh, kw = a.kernel
+        return sym.norm(sym.prod(x) + sym.prod(y) * (kh * kw + 6))
+
+    def saved(self, a, x, y):
+        # pow keeps x; avg_pool keeps x^p; abs, relu, the product (sign and relu
+        # output) and the root keep four tensors of the output's size
+        return Saved(input=True, extra=((sym.prod(x), None), (sym.norm(4 * sym.prod(y)), None)))
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.LPPool2d(a.norm_type, tuple(a.kernel), tuple(self.stride(a)),
+                           ceil_mode=a.ceil_mode)
 
 
 @register
@@ -249,6 +353,10 @@ class PadShortcut(Kind):
     args = {"out": Arg("int", min=1), "stride": Arg("pair", 1, min=1)}
 
     def output_shape(self, a, x):
+        if sym.known_positive(x[0] - a.out) is True:
+            raise SpecError(f"pad_shortcut only adds zero channels; out={sym.fmt_int(a.out)} "
+                            f"is smaller than its {sym.fmt_int(x[0])} input channels, which "
+                            "would be dropped")
         return (a.out, *(sym.norm((n - 1) // s + 1) if isinstance(n, int) else
                          sym.norm(sym.floordiv(n - 1, s) + 1) for n, s in zip(x[1:], a.stride)))
 

@@ -1,10 +1,23 @@
-"""Squeeze-and-excitation (Hu et al. 2017): global average pool, fc to C/r,
-ReLU, fc back to C, sigmoid, and the input rescaled channel by channel."""
+"""Squeeze-and-excitation (Hu et al. 2017), as torchvision.ops.SqueezeExcitation:
+global average pool, 1x1 conv (an fc) to the squeeze width, an activation,
+1x1 conv back to C, a gate, and the input rescaled channel by channel.
+
+The variants of torchvision's classification models are arguments: the inner
+activation (ReLU in SE-ResNet, MobileNetV3 and RegNet; SiLU in EfficientNet),
+the gate (sigmoid; hardsigmoid in MobileNetV3) and the width: C / reduction,
+or the squeeze channels given outright (MobileNetV3's make_divisible(C/4, 8),
+EfficientNet's block input / 4).
+"""
 from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Kind, Saved, lookup, register
+
+# inner activations: every elementwise activation without learned parameters
+SE_ACTIVATIONS = ("relu", "relu6", "silu", "hardswish", "gelu", "mish", "leaky_relu", "elu",
+                  "tanh", "sigmoid", "hardsigmoid", "softplus")
+SE_GATES = ("sigmoid", "hardsigmoid")
 
 
 @register
@@ -12,46 +25,74 @@ class SqueezeExcitation(Kind):
     name = "se"
     aliases = ("squeeze_excitation",)
     primary = "reduction"
-    summary = "squeeze-and-excitation: x * sigmoid(fc(relu(fc(gap(x))))), hidden = C / reduction"
-    flops_rule = ("2 x MACs (the two fc) + H*W*C (pool) + hidden (relu) + 3C (sigmoid) "
-                  "+ H*W*C (rescale)")
+    summary = ("squeeze-and-excitation: x * gate(fc(act(fc(gap(x))))), squeeze = C / reduction "
+               "or given; activation relu|silu|..., gate sigmoid|hardsigmoid")
+    flops_rule = ("2 x MACs (the two 1x1 convs) + H*W*C (pool) + the activation's rule on "
+                  "the squeeze channels + the gate's rule on C + H*W*C (rescale)")
     inputs = "chw"
     args = {
-        "reduction": Arg("int", 16, min=1),
-        "hidden": Arg("int", None, min=1, doc="overrides C / reduction"),
+        "reduction": Arg("int", None, min=1, doc="squeeze = C // reduction (default 16)"),
+        "squeeze": Arg("int", None, min=1, doc="squeeze channels, instead of a reduction"),
+        "activation": Arg("str", "relu", choices=SE_ACTIVATIONS),
+        "gate": Arg("str", "sigmoid", choices=SE_GATES),
     }
+    DEFAULT_REDUCTION = 16
 
-    def hidden(self, a, x):
-        return a.hidden if a.hidden is not None else sym.floordiv(x[0], a.reduction)
+    def squeeze(self, a, x, check: bool = True):
+        if a.squeeze is not None:
+            if a.reduction is not None:
+                raise SpecError("se takes one of reduction or squeeze (the width, two ways). "
+                                f"Received: reduction={a.reduction}, squeeze={a.squeeze}")
+            return a.squeeze
+        s = sym.floordiv(x[0], a.reduction or self.DEFAULT_REDUCTION)
+        if check and isinstance(s, int) and s < 1:
+            raise SpecError(f"C // reduction = {x[0]} // {a.reduction} = 0 squeeze channels; "
+                            "use a smaller reduction or give squeeze")
+        return s
 
     def output_shape(self, a, x):
-        h = self.hidden(a, x)
-        if isinstance(h, int) and h < 1:
-            raise SpecError(f"se: {sym.plain(x[0])} channels / reduction {a.reduction} "
-                            f"leaves {h} hidden units; use a smaller reduction or hidden = N")
+        self.squeeze(a, x)
         return x
 
+    def _inner(self, a):
+        act, gate = lookup(a.activation), lookup(a.gate)
+        return (act, act.read_args({}, {})), (gate, gate.read_args({}, {}))
+
     def params(self, a, x):
-        c, h = x[0], self.hidden(a, x)
-        return sym.norm(2 * c * h + h + c)
+        c, s = x[0], self.squeeze(a, x)
+        return sym.norm(2 * c * s + s + c)
 
     def params_formula(self, a, x):
-        c, h = sym.plain(x[0]), sym.plain(self.hidden(a, x))
-        return f"({c}*{h} + {h}) + ({h}*{c} + {c})"
+        c, s = sym.plain(x[0]), sym.plain(self.squeeze(a, x))
+        return f"({c}*{s} + {s}) + ({s}*{c} + {c})"
 
     def macs(self, a, x, y):
-        return sym.norm(2 * x[0] * self.hidden(a, x))
+        return sym.norm(2 * x[0] * self.squeeze(a, x))
+
+    def macs_formula(self, a, x, y):
+        c, s = sym.plain(x[0]), sym.plain(self.squeeze(a, x))
+        return f"{c}*{s} + {s}*{c}"
 
     def flops(self, a, x, y):
-        c = x[0]
-        return sym.norm(2 * self.macs(a, x, y) + 2 * sym.prod(x) + self.hidden(a, x) + 3 * c)
+        c, s = x[0], self.squeeze(a, x)
+        (act, act_args), (gate, gate_args) = self._inner(a)
+        return sym.norm(2 * self.macs(a, x, y) + 2 * sym.prod(x)
+                        + act.flops(act_args, (s, 1, 1), (s, 1, 1))
+                        + gate.flops(gate_args, (c, 1, 1), (c, 1, 1)))
 
     def saved(self, a, x, y):
-        # the pool and the rescale keep x; the fcs keep the pooled vector and
-        # the ReLU output; sigmoid and rescale keep the gate
-        c, h = x[0], self.hidden(a, x)
-        return Saved(input=True, extra=((c, None), (h, None), (c, None)))
+        # the pool is a mean (keeps nothing); the rescale keeps x and the gate;
+        # fc1 keeps the pooled vector, fc2 the activation's output; an activation
+        # or gate whose backward needs its input keeps that too (fc1's or fc2's output)
+        c, s = x[0], self.squeeze(a, x, check=False)  # also asked with a dummy shape
+        (act, _), (gate, _) = self._inner(a)
+        extra = [(c, None), (s, None), (c, None)]
+        if act.keeps == "input":
+            extra.append((s, None))
+        if gate.keeps == "input":
+            extra.append((c, None))
+        return Saved(input=True, extra=tuple(extra))
 
     def build(self, a, x):
         from ..torch.modules import SqueezeExcitation as Module
-        return Module(x[0], self.hidden(a, x))
+        return Module(x[0], self.squeeze(a, x), a.activation, a.gate)

@@ -15,8 +15,8 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError
-from ..graph import (Concat, Layer, Merge, Model, Sequence, build_graph, in_place,
-                     shortcut_ops, walk)
+from ..graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
+                     shortcut_ops, split_sizes, walk)
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
@@ -35,6 +35,23 @@ class SpecSequential(nn.Module):
 class ConcatBranches(nn.Module):
     def forward(self, x):
         return torch.cat([branch(x) for branch in self.children()], 1)
+
+
+class SplitBranches(nn.Module):
+    """Branch i runs on the i-th slice of the input's channels (a view, as
+    ShuffleNetV2's x.chunk(2, dim=1)); the outputs are concatenated. A branch
+    with no layers passes its slice on."""
+
+    def __init__(self, sizes):
+        super().__init__()
+        self.sizes = list(sizes)
+
+    def forward(self, x):
+        parts = torch.split(x, self.sizes, 1)
+        return torch.cat([branch(part) for branch, part in zip(self.children(), parts)], 1)
+
+    def extra_repr(self):
+        return f"sizes={self.sizes}"
 
 
 class Residual(nn.Module):
@@ -136,6 +153,9 @@ def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
 class _Builder:
     def __init__(self, model: Model, init: str, report):
         self.model = model
+        # whether an earlier op keeps the current tensor for backward (then no
+        # op may overwrite it in place); the engine decides alike
+        self.input_saved = False
         self.init = init
         self.rows: dict[str, str] = {}        # row path "a/b/c" -> module name "a.b.c"
         self.tape = IndexTape()
@@ -158,13 +178,13 @@ class _Builder:
             return module, y, node.name
         if isinstance(node, Sequence):
             inner = (*path, node.name) if node.name else path
-            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Merge)):
+            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge)):
                 module, y = self.structure(node.items[0], x, inner)
             else:
                 module, y = self.sequence(node, x, shared, inner)
             self.rows.setdefault("/".join(inner), ".".join(inner))
             return module, y, node.name
-        if isinstance(node, (Concat, Merge)):
+        if isinstance(node, (Concat, Split, Merge)):
             module, y = self.structure(node, x, path)
             return module, y, node.name
         raise TypeError(f"unknown graph node {type(node).__name__}")
@@ -173,19 +193,39 @@ class _Builder:
         if isinstance(node, Concat):
             module = ConcatBranches()
             outs = []
+            entry = self.input_saved
             for branch in node.branches:
+                self.input_saved = entry
                 child, y = self.sequence(branch, x, shared=True, path=(*path, branch.name))
                 _add(module, branch.name, child)
                 outs.append(y)
             y = (sum(o[0] for o in outs), *outs[0][1:])
             self.rows["/".join((*path, node.name))] = ".".join(path)
+            self.input_saved = False
+            return module, y
+        if isinstance(node, Split):
+            sizes = split_sizes(node, x)
+            module = SplitBranches(sizes)
+            outs = []
+            entry = self.input_saved
+            for branch, c in zip(node.branches, sizes):
+                self.input_saved = entry
+                child, y = self.sequence(branch, (c, *x[1:]), shared=True,
+                                         path=(*path, branch.name))
+                _add(module, branch.name, child)
+                outs.append(y)
+            y = (sum(o[0] for o in outs), *outs[0][1:])
+            self.rows["/".join((*path, node.name))] = ".".join(path)
+            self.input_saved = False
             return module, y
         body, y = [], x
         shared = True
+        entry = self.input_saved
         for item in node.body.items:
             child, y, name = self.node(item, y, shared, path)
             body.append((name, child))
             shared = False
+        self.input_saved = entry
         if isinstance(node.shortcut, Sequence):
             shortcut, _ = self.sequence(node.shortcut, x, shared=True,
                                         path=(*path, "shortcut"))
@@ -199,14 +239,20 @@ class _Builder:
             post = nn.Sequential(*(op.kind.build(op.args, out) for op in node.post))
         module = Residual(body, shortcut, post, node.op, node.adds_in_place)
         self.rows["/".join((*path, node.name))] = ".".join(path)
+        self.input_saved = bool(node.post) and node.post[-1].kind.saved(
+            node.post[-1].args, out, out).output
         return module, out
 
     def layer(self, name, ops, x, shared, path):
         modules = []
         for i, op in enumerate(ops):
             module = op.kind.build(op.args, x)
-            if hasattr(module, "inplace") and not in_place(op, shared and i == 0):
-                module.inplace = False  # its input is read elsewhere too
+            ran_in_place = in_place(op, shared and i == 0, self.input_saved)
+            if hasattr(module, "inplace") and not ran_in_place:
+                module.inplace = False  # its input is read elsewhere, or kept for backward
+            y = op.kind.output_shape(op.args, x)
+            kept = op.kind.saved(op.args, x, y).output
+            self.input_saved = kept or (self.input_saved and ran_in_place)
             module = self.wire_indices(op, module, x, path)
             self.initialize(module)
             modules.append(module)

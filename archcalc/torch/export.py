@@ -15,10 +15,11 @@ from torch import nn
 
 from . import modules as custom
 from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
-                    UnpoolFromTape)
+                    SplitBranches, UnpoolFromTape)
 
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
-          custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut)
+          custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
+          custom.LayerScale, custom.StochasticDepth)
 
 
 def to_python(model: SpecModel, class_name: str | None = None, source: str = "") -> str:
@@ -72,6 +73,16 @@ class _Writer:
             y = self.var()
             self.code.append(f"{y} = torch.cat([{', '.join(outs)}], 1)")
             return y
+        if isinstance(module, SplitBranches):
+            self.code.append(f"# {' > '.join(path)}: the channels split {module.sizes}, "
+                             "one slice per branch, concatenated")
+            parts = self.var("parts")
+            self.code.append(f"{parts} = torch.split({x}, {module.sizes}, 1)")
+            outs = [self.sequence(branch, f"{parts}[{i}]", (*path, bname))
+                    for i, (bname, branch) in enumerate(module.named_children())]
+            y = self.var()
+            self.code.append(f"{y} = torch.cat([{', '.join(outs)}], 1)")
+            return y
         if isinstance(module, Residual):
             self.code.append(f"# {' > '.join(path)}: residual ({module.op})")
             y = x
@@ -119,6 +130,10 @@ def constructor(module: nn.Module) -> str:
         args = module.extra_repr()
         if isinstance(module, nn.MaxPool2d) and module.return_indices:
             args += ", return_indices=True"
+        if isinstance(module, nn.Conv2d) and module.padding_mode != "zeros":
+            # extra_repr writes padding_mode=reflect, unquoted
+            args = args.replace(f"padding_mode={module.padding_mode}",
+                                f"padding_mode={module.padding_mode!r}")
         return f"nn.{type(module).__name__}({args})"
     raise TypeError(f"cannot export a {type(module).__name__}")  # a bug: every kind exports
 

@@ -4,6 +4,7 @@ torch.utils.flop_counter, forward activation bytes by the storages the rows
 produce, and the bytes autograd saves by saved_tensors_hooks."""
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 
@@ -126,10 +127,35 @@ def _flop_counts(model, x, out: Measured):
     out.fvcore_skipped = tuple(sorted(analysis.unsupported_ops()))
 
 
+@contextlib.contextmanager
+def any_batch_size():
+    """Let a training-mode batch norm run on one value per channel (a 1 x 1 map
+    or an fc's features at batch 1). PyTorch's functional batch norm refuses it
+    up front (its statistics would be those of a single value), but the kernel
+    computes it, and keeps the same tensors for backward as at any batch: this
+    lifts the up-front check, so the saved bytes are measured as they are."""
+    functional = torch.nn.functional
+    check = getattr(functional, "_verify_batch_size", None)
+    if check is None:  # pragma: no cover - a torch without the check
+        yield
+        return
+    functional._verify_batch_size = lambda size: None
+    try:
+        yield
+    finally:
+        functional._verify_batch_size = check
+
+
 def saved_tensor_bytes(model: nn.Module, x, device: str = "cpu") -> int:
     """Bytes autograd keeps for backward in one training step: the distinct
     storages its saved tensors live in, parameters left out (CPU), or the
-    growth of allocated memory over the forward pass (CUDA)."""
+    growth of allocated memory over the forward pass (CUDA). Works at any
+    batch, batch 1 included (see ``any_batch_size``)."""
+    with any_batch_size():
+        return _saved_tensor_bytes(model, x, device)
+
+
+def _saved_tensor_bytes(model: nn.Module, x, device: str) -> int:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()

@@ -82,15 +82,28 @@ class LocallyConnected2d(nn.Module):
 
 
 class SqueezeExcitation(nn.Module):
-    def __init__(self, channels, hidden):
+    """torchvision.ops.SqueezeExcitation: the same submodules under the same names
+    (avgpool, fc1, fc2 as 1x1 convs, activation, scale_activation), so a
+    torchvision state dict loads into it. ``activation`` and ``gate`` name
+    activations (relu, silu, hardsigmoid, ...)."""
+
+    TORCH_NAMES = {"relu": "ReLU", "relu6": "ReLU6", "silu": "SiLU", "hardswish": "Hardswish",
+                   "gelu": "GELU", "mish": "Mish", "leaky_relu": "LeakyReLU", "elu": "ELU",
+                   "tanh": "Tanh", "sigmoid": "Sigmoid", "hardsigmoid": "Hardsigmoid",
+                   "softplus": "Softplus"}
+
+    def __init__(self, channels, squeeze, activation="relu", gate="sigmoid"):
         super().__init__()
-        self.init_args = (channels, hidden)
-        self.fc1 = nn.Linear(channels, hidden)
-        self.fc2 = nn.Linear(hidden, channels)
+        self.init_args = (channels, squeeze, activation, gate)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.activation = getattr(nn, self.TORCH_NAMES[activation])()
+        self.scale_activation = getattr(nn, self.TORCH_NAMES[gate])()
 
     def forward(self, x):
-        gate = torch.sigmoid(self.fc2(F.relu(self.fc1(x.mean((2, 3))))))
-        return x * gate[:, :, None, None]
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x
 
 
 class Maxout(nn.Module):
@@ -173,3 +186,54 @@ class TokenPool(nn.Module):
 
     def forward(self, x):
         return x[:, 0] if self.mode == "first" else x.mean(dim=1)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's ConvNeXt LayerNorm2d: layer norm over the channels at each
+    position (permute to N, H, W, C; normalize; permute back)."""
+
+    def __init__(self, channels, eps=1e-5, elementwise_affine=True, bias=True):
+        super().__init__(channels, eps=eps, elementwise_affine=elementwise_affine, bias=bias)
+        self.init_args = (channels, eps, elementwise_affine, bias)
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+class LayerScale(nn.Module):
+    """ConvNeXt's layer scale: x times a learned per-channel gamma."""
+
+    def __init__(self, channels, init=1e-6, rank=3):
+        super().__init__()
+        self.init_args = (channels, init, rank)
+        shape = (channels, 1, 1) if rank == 3 else (channels,)
+        self.gamma = nn.Parameter(torch.full(shape, float(init)))
+
+    def forward(self, x):
+        return self.gamma * x
+
+
+class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth(p, mode): identity at inference or at
+    p = 0; in training, zero each sample ("row") or the whole batch ("batch")
+    with probability p and scale the survivors by 1 / (1 - p)."""
+
+    def __init__(self, p, mode="row"):
+        super().__init__()
+        self.init_args = (p, mode)
+        self.p, self.mode = p, mode
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p
+        size = [x.shape[0]] + [1] * (x.ndim - 1) if self.mode == "row" else [1] * x.ndim
+        noise = torch.empty(size, dtype=x.dtype, device=x.device).bernoulli_(survival)
+        if survival > 0.0:
+            noise.div_(survival)
+        return x * noise
+
+    def extra_repr(self):
+        return f"p={self.p}, mode={self.mode}"

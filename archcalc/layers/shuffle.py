@@ -1,0 +1,30 @@
+"""Channel shuffle (ShuffleNet): interleave the channels of `groups` groups, so
+the next grouped conv (or the next split) mixes them. A reshape, a transpose
+and a copy: no parameters, no arithmetic, nothing kept for backward."""
+from __future__ import annotations
+
+from .. import sym
+from ..errors import SpecError
+from .base import Arg, Kind, register
+
+
+@register
+class ChannelShuffle(Kind):
+    name = "channel_shuffle"
+    aliases = ("shuffle",)
+    primary = "groups"
+    summary = "channel shuffle: C = groups x k channels -> k x groups (ShuffleNet)"
+    flops_rule = "0 (a copy)"
+    inputs = "chw"
+    args = {"groups": Arg("int", 2, min=1, numeric=True)}
+
+    def output_shape(self, a, x):
+        c = x[0]
+        if isinstance(c, int) and c % a.groups:
+            raise SpecError(f"groups={a.groups} must divide the channels. "
+                            f"Received: channels={c}")
+        return x
+
+    def build(self, a, x):
+        from torch import nn
+        return nn.ChannelShuffle(a.groups)

@@ -98,11 +98,12 @@ def _norm_refusal(what: str, elements) -> None:
 class LayerNorm(Kind):
     """Layer norm over the channels of each position of a C x H x W map
     (ConvNeXt's LayerNorm2d: permute to H x W x C, normalize C, permute back),
-    or over the features of an F vector (nn.LayerNorm)."""
+    over the width D of each of N x D tokens, or over the features of an F
+    vector (nn.LayerNorm)."""
     name = "layer_norm"
     aliases = ("ln", "layernorm")
-    summary = ("layer norm over the channels at each position (ConvNeXt's LayerNorm2d) "
-               "or over the features (F)")
+    summary = ("layer norm over the channels at each position (ConvNeXt's LayerNorm2d), "
+               "over each token's D, or over the features (F)")
     flops_rule = "7 per element (mean 1, variance 2, normalize 2, affine 2); 5 without affine"
     args = {
         "affine": Arg("bool", True, doc="learned scale and shift (elementwise_affine)"),
@@ -110,20 +111,26 @@ class LayerNorm(Kind):
         "eps": Arg("float", 1e-5, min=0.0),
     }
 
+    @staticmethod
+    def width(x):
+        """What is normalized: the channels of a map, a token's D, the features."""
+        return x[-1] if len(x) == 2 else x[0]
+
     def params(self, a, x):
-        return sym.norm(x[0] * (int(a.affine) + int(a.affine and a.bias)))
+        return sym.norm(self.width(x) * (int(a.affine) + int(a.affine and a.bias)))
 
     def params_formula(self, a, x):
         if not a.affine:
             return None
-        return f"2*{sym.plain(x[0])}" if a.bias else sym.plain(x[0])
+        d = sym.plain(self.width(x))
+        return f"2*{d}" if a.bias else d
 
     def flops(self, a, x, y):
         return _norm_flops(y, a.affine, a.affine and a.bias)
 
     def saved(self, a, x, y):
         # native_layer_norm keeps its input and a mean and 1/std per position
-        positions = x[1] * x[2] if len(x) == 3 else 1
+        positions = x[1] * x[2] if len(x) == 3 else (x[0] if len(x) == 2 else 1)
         return Saved(input=True, extra=((sym.norm(2 * positions), FP32),))
 
     def build(self, a, x):
@@ -132,7 +139,7 @@ class LayerNorm(Kind):
             from ..torch.modules import LayerNorm2d
             return LayerNorm2d(x[0], eps=a.eps, elementwise_affine=a.affine,
                                bias=a.bias)
-        return nn.LayerNorm(x[0], eps=a.eps, elementwise_affine=a.affine, bias=a.bias)
+        return nn.LayerNorm(self.width(x), eps=a.eps, elementwise_affine=a.affine, bias=a.bias)
 
 
 @register

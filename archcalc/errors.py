@@ -40,6 +40,11 @@ class SpecError(Exception):
         return f"{where}{layer}{self.message}"
 
 
+class RunError(Exception):
+    """A run that failed (training diverged, a write failed, out of memory):
+    the CLI prints its one line and exits 1."""
+
+
 class SpecWarning:
     """A finding that is not fatal (a layer that does not tile its input)."""
 

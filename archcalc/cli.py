@@ -323,9 +323,12 @@ def check_output(path: str, option: str) -> None:
             pass
     except IsADirectoryError:
         raise SpecError(f"{option} {path}: is a directory; give a file name") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise SpecError(f"{option} {path}: no such folder "
-                        f"({os.path.dirname(os.path.abspath(path))})") from None
+    except (FileNotFoundError, NotADirectoryError) as e:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise SpecError(f"{option} {path}: no such folder ({folder})") from None
+        raise SpecError(f"{option} {path}: a file cannot be created there "
+                        f"({e.strerror or e})") from None
     except PermissionError:
         raise SpecError(f"{option} {path}: permission denied") from None
     except OSError as e:
@@ -424,7 +427,8 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     with Progress(TextColumn("[bold]batch {task.fields[batch]}"), BarColumn(),
                   MofNCompleteColumn(), TextColumn("steps (warm-up included)"),
-                  console=_stderr_console(), transient=True) as bar:
+                  console=_stderr_console(), transient=True,
+                  disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("bench", total=(warmup + steps) * len(batches), batch=batches[0])
 
         def progress(batch, done, total):
@@ -536,7 +540,8 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
     out = console()
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
                   MofNCompleteColumn(), TextColumn("steps"), console=_stderr_console(),
-                  transient=True, disable=int(os.environ.get("RANK", "0")) != 0) as bar:
+                  transient=True,
+                  disable=int(os.environ.get("RANK", "0")) != 0 or not sys.stderr.isatty()) as bar:
         task = bar.add_task("train", total=None, epoch=1)
 
         def progress(epoch, step, total):

@@ -144,6 +144,8 @@ def check_memory(graph: Model, batches, mode: str, amp: str | None, device: str)
     def hint():
         fits = memory.largest_fitting_batch(
             lambda b: memory.for_bench(graph, b, mode, amp, device), device)
+        if fits == 0:
+            return "not even batch 1 fits"
         return (f"the largest batch that fits is {fits:,}"
                 + (" (--max-batch finds it by running)" if device == "cuda" else ""))
     memory.guard(estimate, command="bench", hint=hint)

@@ -9,7 +9,8 @@ totals (weights, gradients, optimizer state, saved activations, the forward's
 live peak) it counts what those leave out:
 
 - the process as it is now (Python, torch and its libraries: ~0.5 GB of RSS
-  on a CPU, more with CUDA) and an allowance for libraries loaded later;
+  on a CPU, more with CUDA) and an allowance for what a run adds besides
+  tensors (libraries loaded later, oneDNN's kernels, autograd's graph);
 - the input batch, the loss, and the activation gradients alive during the
   backward pass (up to three of the largest activation at once);
 - a convolution's workspace: CPU convolutions may unfold the whole batch
@@ -35,7 +36,9 @@ from ..errors import SpecError
 
 FLAG = "--no-memory-check"
 OVERHEAD = 0.10                 # allocator: fragmentation, pages not returned to the OS
-LIBRARIES = 320 * 2**20         # libraries loaded after the check (fvcore, sklearn, rich ...)
+# what a run adds besides tensors: libraries loaded after the check (fvcore, sklearn),
+# oneDNN's kernels and caches, autograd's graph, thread pools (measured: 150-300 MB)
+RUNTIME = 320 * 2**20
 CUDA_HOST = 3 * 2**30           # host RSS of the CUDA runtime, cuDNN and cuBLAS
 CUDA_DEVICE = 512 * 2**20       # allocator blocks rounding up, cuBLAS workspaces
 STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
@@ -144,26 +147,41 @@ def _bytes(v) -> int:
     return int(v) if isinstance(v, int) else 0
 
 
-def _workspace(report, dsize: int) -> int:
-    """The largest transient of one row: a convolution's unfolded input and its
-    output twice, or any row's input and output."""
+def _slow_convolutions() -> bool:
+    """Without oneDNN, CPU convolutions take the slow path, whose backward
+    holds the unfolded input twice (for the input's and the weights' gradients)."""
+    try:
+        import torch
+        return not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled)
+    except Exception:  # pragma: no cover
+        return True
+
+
+def _workspace(report, dsize: int, train: bool = False) -> int:
+    """The most one row allocates beyond its input and output (which the live
+    peak and the saved tensors count): a convolution's unfolded input (CPU
+    convolutions may unfold the whole batch, im2col: batch x C_in x k_h x k_w
+    x H_out x W_out elements) and a copy of its input and output in another
+    layout; any other row, a copy of its input and output."""
     worst = 0
     prev = report.rows[0]
     for row in report.rows[1:]:
         out = _bytes(row.activations) * dsize * report.batch
-        inp = _bytes(_prod(row.input_shape or prev.output_shape)) * dsize * report.batch
+        x = row.input_shape or prev.output_shape
+        inp = _bytes(_prod(x)) * dsize * report.batch
         cost = inp + out
         op = row.ops[0] if row.ops else None
         copies = CONV_KINDS.get(op.kind.name if op is not None else "", 0)
+        if train and _slow_convolutions():
+            copies *= 2
         kernel = getattr(op.args, "kernel", None) if op is not None else None
-        if copies and kernel is not None and len(row.output_shape) == 3:
+        if copies and kernel is not None and len(row.output_shape) == 3 and len(x) == 3:
             kh, kw = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)[:2]
-            x = row.input_shape or prev.output_shape
             if op.kind.name == "conv_transpose":   # col2im of the input's columns
                 cols = kh * kw * _bytes(row.output_shape[0]) * _bytes(_prod(x[1:]))
             else:                                  # im2col of the output's windows
                 cols = kh * kw * _bytes(x[0]) * _bytes(_prod(row.output_shape[1:]))
-            cost = copies * cols * dsize * report.batch + 2 * out + 2 * inp
+            cost += copies * cols * dsize * report.batch
         worst = max(worst, cost)
         prev = row
     return worst
@@ -204,7 +222,7 @@ def model_parts(graph, *, batch: int, mode: str, device: str = "cpu", states: in
         weights += params * dsize               # autocast's cached low-precision copies
     act = _largest_activation(report, dsize)
     x = _bytes(_prod(graph.input)) * 4 * batch * input_batches
-    work = _workspace(report, dsize)
+    work = _workspace(report, dsize, train=mode == "train")
     parts = {"weights": weights, "input batch": x, "largest layer workspace": work}
     if mode == "inference":
         parts["activations alive at the forward's peak"] = \
@@ -228,12 +246,12 @@ def finish(what: str, device: str, parts: dict, host_data: int = 0) -> Estimate:
     if device.startswith("cuda"):
         device_parts = {**parts, "allocator": int(OVERHEAD * tensors) + CUDA_DEVICE}
         host = {"process now": rss(), "CUDA libraries": CUDA_HOST, "data": host_data,
-                "libraries loaded later": LIBRARIES}
+                "runtime and libraries": RUNTIME}
         return Estimate(what, device, device_parts, host)
     parts = {**parts, "data": host_data} if host_data else dict(parts)
     parts["allocator"] = int(OVERHEAD * (tensors + host_data))
     parts["process now"] = rss()
-    parts["libraries loaded later"] = LIBRARIES
+    parts["runtime and libraries"] = RUNTIME
     return Estimate(what, device, parts)
 
 

@@ -246,6 +246,10 @@ def _first_line(e) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
 
+def _first_sentence(e) -> str:
+    return _first_line(e).split(". ")[0]
+
+
 def check_config(config: TrainConfig):
     """Values the CLI validates too, for callers of the library."""
     for name, value, low, high in (("--lr", config.lr, 0, None),
@@ -414,7 +418,7 @@ def _train(graph, config, dist: Dist, report, progress):
                     saver.save(history, epoch)
                     write_metrics(config.out, history)
                     report(m)
-                if dist.step(0.0, stop.requested)[1]:
+                if epoch < config.epochs and dist.step(0.0, stop.requested)[1]:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             if dist.main:
@@ -531,23 +535,27 @@ def read_checkpoint(path, model, config, identity) -> dict:
     if size > max_checkpoint_bytes(model):
         raise SpecError(f"--resume: {path} is {size / 1e9:.1f} GB, far more than a checkpoint "
                         f"of this spec holds; it is not one")
+    import warnings
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch warns about pickle protocols: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         text = str(e)
-        if "Weights only load failed" in text or "weights_only" in text:
-            detail = next((line.strip() for line in text.splitlines()
-                           if "Unsupported" in line or "GLOBAL" in line), "")
-            detail = detail.split(". ")[0][:160]
-            raise SpecError(f"--resume: {path} was refused: it holds Python objects, not only "
-                            f"tensors and plain data" + (f" ({detail})" if detail else "")
-                            + "; nothing in it was run") from None
-        raise SpecError(f"--resume: {path} is not a readable checkpoint ({_first_line(e)})") \
-            from None
+        refused = next((line.strip() for line in text.splitlines()
+                        if "Unsupported global" in line), "")
+        if refused:
+            detail = refused.split("Unsupported global:")[-1].split(" was not")[0].strip()
+            raise SpecError(f"--resume: {path} was refused: it names Python objects "
+                            f"({detail[:120]}), not only tensors and plain data; nothing in it "
+                            "was run") from None
+        raise SpecError(f"--resume: {path} is not a checkpoint archcalc reads (a pickle it "
+                        f"refuses: {_first_line(text.split('error:')[-1])}); nothing in it was "
+                        "run") from None
     except Exception as e:
         raise SpecError(f"--resume: {path} is not a readable checkpoint "
-                        f"({type(e).__name__}: {_first_line(e)}); truncated, or another kind "
-                        "of file") from None
+                        f"({type(e).__name__}: {_first_sentence(e)}); truncated, or another "
+                        "kind of file") from None
     bad = f"--resume: {path} is not an archcalc checkpoint"
     if not isinstance(state, dict) or state.get("archcalc") != CHECKPOINT_FORMAT:
         old = isinstance(state, dict) and "model" in state and "archcalc" not in state
@@ -624,8 +632,10 @@ def restore(state, path, model, optimizer, scheduler, gen, device, n_train, step
     names = {f.name for f in fields(EpochMetrics)}
     try:
         history = [EpochMetrics(**m) for m in state["history"]]
-        if any(set(asdict(m)) != names for m in history):
-            raise TypeError("unexpected metrics")
+        for m in history:
+            values = [v for k, v in asdict(m).items() if k != "step_losses"] + m.step_losses
+            if set(asdict(m)) != names or not all(_number(v) for v in values):
+                raise TypeError("metrics that are not numbers")
         epoch = state["epoch"]
         if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0 \
                 or [m.epoch for m in history] != list(range(1, epoch + 1)):
@@ -657,6 +667,10 @@ def restore(state, path, model, optimizer, scheduler, gen, device, n_train, step
             from None
     return history, at, {"epoch": at, "step": step, "order": order, "losses": losses,
                          "elapsed": elapsed}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def check_optimizer_state(saved, model, bad):

@@ -13,6 +13,7 @@ import click
 from .errors import MissingExtra, RunError, SpecError
 
 FORMATS = ("rich", "json", "csv", "markdown")
+DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")
 MEMORY_CHECK_HELP = ("Go on even when the estimated peak memory (an upper bound, computed "
                      "before anything is allocated) exceeds what is available.")
 
@@ -28,7 +29,6 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
-DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")
 
 
 class _Group(click.Group):
@@ -54,8 +54,7 @@ class _Group(click.Group):
         except BrokenPipeError:  # `archcalc table ... | head`
             sys.exit(0)
         except MemoryError:
-            fail("out of memory (the memory check estimates before allocating; "
-                 "--no-memory-check skips it)", 1)
+            fail("out of memory (MemoryError): lower the batch or the model's size", 1)
         except Exception as e:  # a failed run, never a traceback (ARCHCALC_DEBUG=1 shows it)
             import os
             if os.environ.get("ARCHCALC_DEBUG"):
@@ -286,6 +285,8 @@ def export(spec, target, output, sets, no_memory_check):
     from .torch.build import build_model
     from .torch import export as exporter
     graph = build_graph(load(spec), variables=parse_sets(sets))
+    if target == "onnx":
+        output = output or os.path.splitext(os.path.basename(spec))[0] + ".onnx"
     if output:
         check_output(output, "-o")
     if target == "python":
@@ -298,11 +299,10 @@ def export(spec, target, output, sets, no_memory_check):
         else:
             click.echo(text, nl=False)
         return
+    require("onnx", "onnx", "archcalc export --to onnx")
     if not no_memory_check:
         from .torch import memory
         memory.guard(memory.for_export(graph), command="export")
-    output = output or os.path.splitext(os.path.basename(spec))[0] + ".onnx"
-    check_output(output, "-o")
     model = build_model(graph)
     try:
         exporter.to_onnx(model, graph.input, output)
@@ -508,7 +508,9 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
           augment, seed, device, out_dir, resume, plot, sets, no_memory_check):
     """Train the compiled spec and report per epoch: train loss, test loss and
     accuracy, time, samples/s and peak memory. Checkpoints are written
-    atomically each epoch; Ctrl-C saves one and exits.
+    atomically each epoch; Ctrl-C finishes the step under way, saves that state
+    (with the data order and random states) and exits, and --resume continues
+    exactly there. A loss that turns NaN or infinite ends the run (exit 1).
 
     \b
     Examples:

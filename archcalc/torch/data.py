@@ -38,6 +38,10 @@ def check_source(source: str) -> tuple[int | None, int | None]:
     if kind == "imagefolder" and folder:
         if not os.path.isdir(folder):
             raise SpecError(f"--data imagefolder:{folder}: no such folder")
+        if not os.path.isdir(os.path.join(folder, "train")) or not any(
+                os.path.isdir(os.path.join(folder, d)) for d in ("test", "val")):
+            raise SpecError(f"--data imagefolder:{folder}: needs train/ and test/ (or val/) "
+                            "folders with one subfolder per class")
         n = 0
         for _, _, files in os.walk(folder):
             n += len(files)

@@ -225,8 +225,10 @@ def model_parts(graph, *, batch: int, mode: str, device: str = "cpu", states: in
     work = _workspace(report, dsize, train=mode == "train")
     parts = {"weights": weights, "input batch": x, "largest layer workspace": work}
     if mode == "inference":
-        parts["activations alive at the forward's peak"] = \
-            _bytes(t.get("inference_peak_bytes", 0)) - _bytes(t["param_bytes"]) + act
+        peak = t.get("inference_peak_bytes")
+        alive = peak - _bytes(t["param_bytes"]) if isinstance(peak, int) \
+            else _bytes(t["activation_bytes"])
+        parts["activations alive at the forward's peak"] = max(0, alive) + act
     elif mode == "check":
         parts["activations (every row's output kept)"] = _bytes(t["activation_bytes"])
         parts["saved for backward"] = _bytes(t["saved_activation_bytes"]) + 2 * act

@@ -51,6 +51,11 @@ def printable(text: str, keep_newlines: bool = False) -> str:
     return str(text).translate(_CONTROL_KEEP_NL if keep_newlines else _CONTROL)
 
 
+class RunError(Exception):
+    """A run that failed (training diverged, a write failed, out of memory):
+    the CLI prints its one line and exits 1."""
+
+
 class SpecWarning:
     """A finding that is not fatal (a layer that does not tile its input)."""
 

@@ -289,4 +289,9 @@ class _Builder:
 def _add(parent: nn.Module, name: str, child: nn.Module):
     if "." in name or not name:
         raise SpecError(f"layer name {name!r} cannot name a torch module (no dots, not empty)")
+    if name in parent._modules:  # add_module would silently replace the first one
+        raise SpecError(f"two layers at the same level are named {name!r}; rename one")
+    if hasattr(parent, name):
+        raise SpecError(f"layer name {name!r} is taken by torch's nn.Module (an attribute or "
+                        "method of every module); rename the layer")
     parent.add_module(name, child)

@@ -95,5 +95,5 @@ def test_large_tables_render_as_plain_columns():
     lines = out.splitlines()
     assert "3339 rows; --depth N folds blocks" in lines[0]
     assert lines[1].split()[:3] == ["#", "layer", "kind"]
-    assert any("stage3 > preact_bottleneck110 > add" in ln for ln in lines)
+    assert any("stage3.preact_bottleneck110.add" in ln for ln in lines)
     assert "TOTAL params: 10.3M (10,327,706)" in out

@@ -36,7 +36,7 @@ def render_check(result, console, all_rows: bool = False) -> None:
         if not all_rows and row.ok and len(result.rows) > 60:
             continue  # large nets: show the failures (and --all-rows for everything)
         cells = {c.what: c for c in row.checks}
-        table.add_row(str(i), markup(" > ".join(row.name.split("/"))), markup(row.type),
+        table.add_row(str(i), markup(row.name), markup(row.type),
                       *(_pair(cells.get(k)) for k in ("shape", "params", "MACs")),
                       mark[row.ok])
         shown += 1

@@ -41,12 +41,9 @@ def _human(x) -> str:
     return sym.human(x) if not sym.is_symbolic(x) else _f(x)
 
 
-def _layer_full(report, row):
-    return "input" if row.index == 0 else (" > ".join(map(clean, row.path)) or clean(row.name))
-
-
-def _layer_compact(report, row):
-    return "input" if row.index == 0 else ("/".join(map(clean, row.path)) or clean(row.name))
+def _layer(report, row):
+    """The row's one name: its module path (layer1.0.conv1)."""
+    return "input" if row.index == 0 else clean(row.name)
 
 
 def _view(row, compact: bool = False) -> str:
@@ -93,7 +90,7 @@ class Column:
 
 COLUMN_DEFS = {c.key: c for c in (
     Column("index", "#", True, (lambda r, row: str(row.index),)),
-    Column("layer", "layer", False, (_layer_full, _layer_compact)),
+    Column("layer", "layer", False, (_layer,)),
     Column("kind", "kind", False, (lambda r, row: clean(row.type),)),
     Column("input", "input", False,
            (lambda r, row: fmt_shape(row.input_shape) if row.input_shape else "",
@@ -376,10 +373,10 @@ def render_plain_columns(report: Report, console, columns=None) -> None:
 
 
 def _fold_path(text: str, width: int) -> list[str]:
-    """'a/b/c' in pieces of at most ``width``, cut after a '/' where one is."""
+    """'a.b.c' in pieces of at most ``width``, cut after a '.' where one is."""
     out = []
     while len(text) > width:
-        cut = text.rfind("/", 0, width)
+        cut = text.rfind(".", 0, width)
         cut = cut + 1 if cut > 0 else width
         out.append(text[:cut])
         text = text[cut:]

@@ -27,6 +27,7 @@ from torch import nn
 
 from . import modules as custom
 from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
+from ..errors import path_text
                     SplitBranches, UnpoolFromTape)
 
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
@@ -164,7 +165,7 @@ class _Writer:
         return name
 
     def comment(self, path, what=""):
-        self.code.append("# " + _comment(" > ".join(path) + what))
+        self.code.append("# " + _comment(path_text(path) + what))
 
     def node(self, name, module, x, path) -> str:
         path = (*path, name)
@@ -180,7 +181,7 @@ class _Writer:
             self.code.append(f"{y} = torch.cat([{', '.join(outs)}], 1)")
             return y
         if isinstance(module, SplitBranches):
-            self.code.append(f"# {' > '.join(path)}: the channels split {module.sizes}, "
+            self.code.append(f"# {path_text(path)}: the channels split {module.sizes}, "
                              "one slice per branch, concatenated")
             parts = self.var("parts")
             self.code.append(f"{parts} = torch.split({x}, {module.sizes}, 1)")

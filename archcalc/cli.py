@@ -16,6 +16,27 @@ from .errors import MissingExtra, RunError, SpecError, printable
 
 FORMATS = ("rich", "json", "csv", "markdown")
 DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")
+
+
+# Options that mean the same on every command, declared once.
+def input_option(f):
+    return click.option("--input", "input_shape", metavar="CxHxW",
+                        help="Override the spec's input shape, e.g. 3x299x299.")(f)
+
+
+def set_option(f):
+    return click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+                        help="Bind a variable (repeatable); unbound variables give formulas.")(f)
+
+
+def dtype_option(f):
+    return click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32",
+                        show_default=True, help="Element type of activations and weights.")(f)
+
+
+def format_option(choices=FORMATS):
+    return click.option("--format", "fmt", type=click.Choice(choices), default="rich",
+                        show_default=True, help="rich (a terminal table) or a machine format.")
 MEMORY_CHECK_HELP = ("Go on even when the estimated peak memory (an upper bound, computed "
                      "before anything is allocated) exceeds what is available.")
 
@@ -262,19 +283,19 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, colum
 
 
 @main.command()
-def kinds():
+@format_option()
+def kinds(fmt):
     """List the layer kinds a spec can use, with their arguments and FLOP rules.
 
     \b
-    Example:
+    Examples:
       archcalc kinds
+      archcalc kinds --format json
     """
     from rich.table import Table
     from .layers import kinds as all_kinds
     from .layers.base import REQUIRED
-    t = Table(title="Layer kinds", header_style="bold")
-    for col in ("kind", "aliases", "arguments (default)", "FLOPs rule"):
-        t.add_column(col, overflow="fold")
+    records = []
     for name, kind in all_kinds().items():
         args = ", ".join(
             (f"{k}*" if k == kind.primary else k)
@@ -282,7 +303,17 @@ def kinds():
             for k, a in kind.args.items())
         if kind.fusable:
             args += ", batch_norm, activation"
-        t.add_row(name, ", ".join(kind.aliases), args, kind.flops_rule)
+        records.append({"kind": name, "aliases": ", ".join(kind.aliases), "arguments": args,
+                        "flops_rule": kind.flops_rule, "summary": kind.summary})
+    if fmt != "rich":
+        from .render.records import render
+        click.echo(render(records, fmt).rstrip("\n"))
+        return
+    t = Table(title="Layer kinds", header_style="bold")
+    for col in ("kind", "aliases", "arguments (default)", "FLOPs rule"):
+        t.add_column(col, overflow="fold")
+    for r in records:
+        t.add_row(r["kind"], r["aliases"], r["arguments"], r["flops_rule"])
     c = console()
     c.print(t)
     c.print("* the primary argument: {conv = 64} sets out = 64.", style="dim")
@@ -300,7 +331,8 @@ def kinds():
 @click.option("--no-memory-check", "no_memory_check", is_flag=True,
               help="Measure for real even when the estimated memory exceeds what is "
                    "available (otherwise such a model is measured on the meta device).")
-def check(spec, batch, device, input_shape, sets, meta, all_rows, no_memory_check):
+@format_option()
+def check(spec, batch, device, input_shape, sets, meta, all_rows, no_memory_check, fmt):
     """Build the spec in PyTorch, run it, and put every calculated figure beside
     the measured one: shapes (forward hooks), params (numel), MACs (fvcore, per
     module), 2 x MACs (FlopCounterMode), forward and saved-for-backward memory.
@@ -311,6 +343,7 @@ def check(spec, batch, device, input_shape, sets, meta, all_rows, no_memory_chec
       archcalc check specs/lenet5.toml
       archcalc check specs/resnet50.toml --batch 8
       archcalc check specs/vgg16.toml --device cuda
+      archcalc check specs/lenet5.toml --format json
     """
     from .errors import require
     require("torch", "torch", "archcalc check")
@@ -320,7 +353,13 @@ def check(spec, batch, device, input_shape, sets, meta, all_rows, no_memory_chec
     from .torch.check import run_check
     result = run_check(load(spec), batch=batch, device=device, variables=parse_sets(sets),
                        input=input_shape, force_meta=meta, memory_check=not no_memory_check)
-    render_check(result, console(), all_rows=all_rows)
+    if fmt == "rich":
+        render_check(result, console(), all_rows=all_rows)
+    else:
+        from .render.check import check_records
+        from .render.records import render
+        rows, extra = check_records(result)
+        click.echo(render(rows, fmt, extra).rstrip("\n"))
     sys.exit(0 if result.ok else 1)
 
 
@@ -465,7 +504,8 @@ def parse_batches(text: str) -> list[int]:
 @click.option("--per-layer", is_flag=True, help="Time every layer beside its roofline.")
 @click.option("--max-batch", is_flag=True, help="Find the largest batch that fits (predicted, then run).")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
-@click.option("--format", "fmt", type=click.Choice(("rich", "json", "csv")), default="rich", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(("rich", "json", "csv", "markdown")), default="rich",
+              show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the results here.")
 @click.option("--no-memory-check", "no_memory_check", is_flag=True, help=MEMORY_CHECK_HELP)
 def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, steps, threads,
@@ -521,7 +561,8 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     peak_source = "measured (matmul, copy)" if peak == "measure" else \
         (known_peak(device).name + " data sheet" if known_peak(device) else "unknown device: use --peak measure")
     text = {"json": lambda: render.to_json(graph.name, results, peak_source),
-            "csv": lambda: render.to_csv(results)}
+            "csv": lambda: render.to_csv(results),
+            "markdown": lambda: render.to_markdown(results)}
     if fmt == "rich":
         render.render_rich(graph.name, results, peak_source, console())
     else:
@@ -577,14 +618,15 @@ def _no_symbols(graph):
 @click.option("--augment", default="", metavar="crop,flip", help="Random crop and/or flip.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--device", type=click.Choice(("cpu", "cuda", "mps")), default="cpu", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for checkpoint.pt, metrics.csv/json, curves.png [runs/SPEC_NAME].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--force", is_flag=True, help="Start over in an OUT that holds a run, replacing it.")
 @click.option("--plot", is_flag=True, help="Save the loss and accuracy curves as OUT/curves.png.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
 @click.option("--no-memory-check", "no_memory_check", is_flag=True, help=MEMORY_CHECK_HELP)
 def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, label_smoothing,
-          augment, seed, device, out_dir, resume, plot, sets, no_memory_check):
+          augment, seed, device, out_dir, resume, force, plot, sets, no_memory_check):
     """Train the compiled spec and report per epoch: train loss, test loss and
     accuracy, time, samples/s and peak memory. Checkpoints are written
     atomically each epoch; Ctrl-C finishes the step under way, saves that state
@@ -616,28 +658,48 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
                          batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          schedule=schedule, label_smoothing=label_smoothing, augment=kinds,
                          seed=seed, device=device, out=out_dir, plot=plot, resume=resume,
+                         force=force,
                          memory_check=not no_memory_check)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+    from .render.safe import markup
+    from .sym import human_bytes
     out = console()
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    interactive = sys.stderr.isatty()
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
-                  MofNCompleteColumn(), TextColumn("steps"), console=_stderr_console(),
-                  transient=True,
-                  disable=int(os.environ.get("RANK", "0")) != 0 or not sys.stderr.isatty()) as bar:
-        task = bar.add_task("train", total=None, epoch=1)
+                  MofNCompleteColumn(), TextColumn("steps"),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                  console=_stderr_console(), transient=True,
+                  disable=not main_rank or not interactive) as bar:
+        task = bar.add_task("train", total=None, epoch=1, rate="")
+        started = {}
 
         def progress(epoch, step, total):
-            if step == 1:
-                bar.reset(task, total=total, epoch=epoch)
-            bar.update(task, completed=step, epoch=epoch)
+            import time
+            if epoch not in started:
+                started[epoch] = (time.perf_counter(), step)
+                bar.reset(task, total=total, completed=step, epoch=epoch, rate="")
+                return
+            t0, first = started[epoch]
+            rate = (step - first) * batch / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=step, epoch=epoch, rate=f"{rate:,.0f} samples/s")
+            # piped: a line at each quarter of the epoch instead of a bar
+            if not interactive and main_rank and total >= 4 and step % (total // 4) == 0 \
+                    and step < total:
+                left = (total - step) * batch / max(rate, 1e-9)
+                click.echo(f"epoch {epoch}: step {step}/{total}, {rate:,.0f} samples/s, "
+                           f"about {left:,.0f} s left in the epoch", err=True)
 
         def report(m):
             if isinstance(m, str):
-                out.print(m, highlight=False)
+                out.print(markup(m), highlight=False)
                 return
             out.print(f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f}  test loss "
                       f"{m.test_loss:.4f}  accuracy {100 * m.test_accuracy:.1f}%  "
-                      f"{m.time_s:.1f} s  {m.samples_per_s:,.0f} samples/s  peak "
-                      f"{m.peak_memory_bytes / 1e6:,.0f} MB", highlight=False)
+                      f"{m.time_s:.1f} s  {m.samples_per_s:,.0f} samples/s  memory "
+                      f"{human_bytes(m.peak_memory_bytes)} measured / "
+                      f"{human_bytes(m.predicted_memory_bytes)} predicted", highlight=False)
         try:
             run_train(graph, config, report=report, progress=progress)
         except KeyboardInterrupt:
@@ -664,8 +726,9 @@ def _render_comparison(comparison, fmt, title):
               help="Bind a variable in every spec that has it.")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
+@input_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
-def compare(specs, sets, batch, dtype, fmt):
+def compare(specs, sets, batch, dtype, input_shape, fmt):
     """Designs side by side: params, MACs, FLOPs, activations, training memory,
     receptive field, depth and nonlinearities, each with its ratio to the first.
     Unbound variables give formulas and exact ratios (27/49).
@@ -681,6 +744,7 @@ def compare(specs, sets, batch, dtype, fmt):
     from .compare import compare as run
     from .spec.loader import load
     comparison = run([load(s) for s in specs], variables=parse_sets(sets), batch=batch,
+                     input=input_shape,
                      dtype=dtype)
     _render_comparison(comparison, fmt, "Comparison")
 
@@ -736,20 +800,30 @@ def trick(name, list_, channels, size, fmt):
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
 @click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
-def explain(spec, layer, batch, dtype, input_shape, sets):
+@format_option(("rich", "json", "markdown"))
+def explain(spec, layer, batch, dtype, input_shape, sets, fmt):
     """The arithmetic of one layer, step by step, as a lecture writes it:
     output size with the numbers put in, params, MACs, memory, receptive field.
 
     \b
     Examples:
       archcalc explain specs/vgg16.toml conv3_1
-      archcalc explain specs/googlenet.toml "inception_3a > b2 > 3x3"
-      archcalc explain specs/vgg16.toml conv1_1 --input 3x227x227
+      archcalc explain specs/googlenet.toml inception_3a.b2.3x3
+      archcalc explain specs/vgg16.toml conv1_1 --input 3x227x227 --format json
     """
-    from .explain import explain as run
+    from .explain import explain as run, find_row
     report = _report(spec, batch, dtype, input_shape, sets, False)
-    for line in run(report, layer):
-        click.echo(line)
+    lines = run(report, layer)
+    if fmt == "json":
+        import json
+        row = find_row(report, layer)
+        click.echo(json.dumps({"layer": row.name, "row": row.as_json(), "steps": lines},
+                              indent=2))
+    elif fmt == "markdown":
+        click.echo(f"### {lines[0]}\n\n```\n" + "\n".join(lines[1:]) + "\n```")
+    else:
+        for line in lines:
+            click.echo(line)
 
 
 @main.command()

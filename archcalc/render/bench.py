@@ -27,6 +27,12 @@ def to_csv(results) -> str:
     return out.getvalue()
 
 
+def to_markdown(results) -> str:
+    from .records import render
+    return render([{k: v for k, v in r.as_json().items() if k != "layers"} for r in results],
+                  "markdown")
+
+
 def render_rich(spec_name, results, peak_source, console) -> None:
     from rich.table import Table
     first = results[0]

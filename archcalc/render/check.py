@@ -67,3 +67,29 @@ def _pair(check) -> str:
     if check.ok:
         return _value(check.calculated)
     return f"[red]{_value(check.calculated)} vs {_value(check.measured)}[/]"
+
+
+def check_records(result) -> tuple[list, dict]:
+    """The check as records: one per row (each figure calculated and measured)
+    and the totals and notes beside them, for --format json|csv|markdown."""
+    rows = []
+    for row in result.rows:
+        record = {"layer": row.name, "type": row.type, "ok": row.ok}
+        for c in row.checks:
+            record[f"{c.what} calculated"] = _plain(c.calculated)
+            record[f"{c.what} measured"] = _plain(c.measured)
+        rows.append(record)
+    keys = []
+    for r in rows:  # one set of columns for every row (merge rows check fewer figures)
+        keys += [k for k in r if k not in keys]
+    rows = [{k: r.get(k) for k in keys} for r in rows]
+    totals = [{"figure": c.what, "calculated": _plain(c.calculated), "measured": _plain(c.measured),
+               "relative_error": c.error, "tolerance": c.tolerance, "ok": c.ok}
+              for c in result.totals]
+    return rows, {"totals": totals, "notes": list(result.notes), "ok": result.ok}
+
+
+def _plain(v):
+    if isinstance(v, tuple):
+        return list(v)
+    return v

@@ -409,9 +409,15 @@ def render_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
-    for row in report.to_dict()["layers"]:
+    data = report.to_dict()
+    for row in data["layers"]:
         writer.writerow(["x".join(map(str, row[k])) if k == "output_shape" else row[k]
                          for k in CSV_FIELDS])
+    # the totals as a last row (a spreadsheet sums nothing by itself: views and
+    # in-place rows allocate no activations, so a column sum would be wrong)
+    t = data["totals"]
+    writer.writerow(["total", "TOTAL", "", "", t["params"], t["macs"], t["flops"],
+                     t["activations"], t.get("receptive_field", "")])
     return out.getvalue()
 
 

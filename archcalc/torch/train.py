@@ -51,6 +51,7 @@ class TrainConfig:
     out: str = "runs"
     plot: bool = False
     resume: bool = False
+    force: bool = False           # replace a run already in `out`
     memory_check: bool = True     # refuse before allocating when it cannot fit
 
 
@@ -63,8 +64,9 @@ class EpochMetrics:
     lr: float
     time_s: float
     samples_per_s: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int        # torch's tensors (see tensor_memory), not the process RSS
     step_losses: list = field(default_factory=list)
+    predicted_memory_bytes: int = 0   # the analysis's training memory, to compare
 
 
 class Dist:
@@ -222,6 +224,20 @@ def remove_stale_temporaries(folder):
             pass
 
 
+RUN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv")
+
+
+def refuse_overwrite(folder, resume: bool, force: bool) -> None:
+    """A folder that holds a run is continued (--resume) or replaced (--force),
+    never overwritten by accident."""
+    if resume or force or not os.path.isdir(folder):
+        return
+    found = [f for f in RUN_FILES if os.path.exists(os.path.join(folder, f))]
+    if found:
+        raise SpecError(f"-o {folder} already holds a run ({', '.join(found)}); --resume "
+                        "continues it, --force starts over and replaces it, or give another -o")
+
+
 def prepare_out(folder):
     """The --out folder exists and takes files, or a one-line error (exit 2)."""
     try:
@@ -322,6 +338,7 @@ def _train(graph, config, dist: Dist, report, progress):
                                       device=dist.device, samples=samples),
                      command="train", hint="lower --batch")
     if dist.main:
+        refuse_overwrite(config.out, config.resume, config.force)
         prepare_out(config.out)
     ckpt = os.path.join(config.out, "checkpoint.pt")
     torch.manual_seed(config.seed)
@@ -360,6 +377,11 @@ def _train(graph, config, dist: Dist, report, progress):
             if start > config.epochs:
                 report(f"the checkpoint has {state['epoch']} epochs already; "
                        f"--epochs {config.epochs} asks for no more")
+    predicted = predicted_memory(graph, local, config.optimizer)
+    if dist.main:
+        report(header(graph, model, config, len(train_y), len(test_y), steps_per_epoch, device,
+                      predicted))
+    saved_bytes = None   # what autograd keeps in a step: measured on the first one
     pos = _Position(start)
     order, losses, t0 = None, [], time.perf_counter()
     saver = _Saver(ckpt, model, optimizer, scheduler, gen, identity, config, device)
@@ -378,6 +400,8 @@ def _train(graph, config, dist: Dist, report, progress):
                     order = epoch_order(len(train_y), config.seed, epoch)
                     losses = []
                 net.train()
+                if progress and dist.main:
+                    progress(epoch, pos.step, steps_per_epoch)  # the bar knows its length at once
                 for step in range(pos.step, steps_per_epoch):
                     batch = order[step * config.batch:(step + 1) * config.batch][dist.rank::dist.world]
                     pos.in_update = True
@@ -385,7 +409,12 @@ def _train(graph, config, dist: Dist, report, progress):
                     if config.augment:
                         x = augment(x, config.augment, gen)
                     optimizer.zero_grad(set_to_none=True)
-                    loss = loss_fn(_logits(net(x)), y)
+                    if saved_bytes is None:
+                        with _SavedBytes(model) as saved:
+                            loss = loss_fn(_logits(net(x)), y)
+                        saved_bytes = saved.total
+                    else:
+                        loss = loss_fn(_logits(net(x)), y)
                     loss.backward()
                     optimizer.step()
                     if scheduler is not None and per_batch:
@@ -410,8 +439,9 @@ def _train(graph, config, dist: Dist, report, progress):
                     scheduler.step(test_loss) if config.schedule == "plateau" else scheduler.step()
                 elapsed = time.perf_counter() - t0
                 m = EpochMetrics(epoch, sum(losses) / len(losses), test_loss, accuracy, lr, elapsed,
-                                 steps_per_epoch * config.batch / elapsed, peak_memory(device),
-                                 losses)
+                                 steps_per_epoch * config.batch / elapsed,
+                                 tensor_memory(model, optimizer, saved_bytes, device),
+                                 losses, predicted)
                 history.append(m)
                 pos.in_update, pos.epoch_done = False, True
                 if dist.main:
@@ -715,11 +745,72 @@ def evaluate(net, x, y, loss_fn, batch, device, dist: Dist):
     return total_loss / count, correct / count
 
 
-def peak_memory(device: str) -> int:
+def tensor_memory(model, optimizer, saved_bytes, device: str) -> int:
+    """What torch holds for training, comparable with the prediction: on CUDA
+    the allocator's peak; on the CPU (which keeps no allocator statistics)
+    the bytes of the weights, their gradients and the optimizer's state, plus
+    what autograd saved in a step (measured with saved_tensors_hooks).
+    Not the process's RSS, which counts the interpreter and libraries."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated()
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
+    total = 0
+    for p in model.parameters():
+        total += p.numel() * p.element_size()
+        if p.grad is not None:
+            total += p.grad.numel() * p.grad.element_size()
+    for state in optimizer.state.values():
+        for v in state.values():
+            if torch.is_tensor(v) and v.dim() > 0:
+                total += v.numel() * v.element_size()
+    return total + (saved_bytes or 0)
+
+
+class _SavedBytes:
+    """Bytes of the distinct storages autograd saves during a forward
+    (parameters left out: they are counted as weights)."""
+
+    def __init__(self, model):
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.seen = {}
+        self.total = 0
+
+    def _pack(self, t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in self.params:
+            self.seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    def __enter__(self):
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.__exit__(*exc)
+        self.total = sum(self.seen.values())
+        return False
+
+
+# the analysis counts optimizer state as copies of the weights: 0, 1 or 2
+STATE_COPIES = {"sgd": "sgd", "momentum": "momentum", "nesterov": "momentum",
+                "adagrad": "momentum", "rmsprop": "momentum", "adam": "adam"}
+
+
+def predicted_memory(graph, batch: int, optimizer: str) -> int:
+    """The analysis's training memory for this run (one process's batch)."""
+    from ..analysis import analyze
+    return analyze(graph, batch=batch, optimizer=STATE_COPIES[optimizer]).totals[
+        "train_memory_bytes"]
+
+
+def header(graph, model, config, n_train, n_test, steps, device, predicted) -> str:
+    """What a run is about to do, before its first step."""
+    from ..sym import human_bytes
+    params = sum(p.numel() for p in model.parameters())
+    return (f"training {graph.name}: {n_train:,} training and {n_test:,} test samples "
+            f"({config.data}), {steps:,} steps of {config.batch} per epoch, {config.epochs} "
+            f"epoch{'s' if config.epochs > 1 else ''} on {device}; {params:,} params; "
+            f"predicted training memory {human_bytes(predicted)} ({config.optimizer})")
 
 
 def write_metrics(folder, history):

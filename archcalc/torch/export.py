@@ -26,8 +26,8 @@ import re
 from torch import nn
 
 from . import modules as custom
-from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
 from ..errors import path_text
+from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
                     SplitBranches, UnpoolFromTape)
 
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,

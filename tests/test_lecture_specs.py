@@ -26,6 +26,8 @@ PINNED = {
     "squeezenet1_0": (1_248_424, 818_924_576),
     "yolov1": (271_703_550, 20_285_153_280),
     "fractalnet_cifar": (33_724_618, 845_222_912),
+    "fcn16s_vgg16": (134_815_994, 21_299_154_576),
+    "fcn8s_vgg16": (134_489_759, 21_304_752_336),
 }
 
 
@@ -65,6 +67,7 @@ STATED = {
     "prelu_net_a": ("macs",), "prelu_net_b": ("macs",), "prelu_net_c": ("macs",),
     "wrn28_10_cifar": ("params",), "squeezenet1_0": ("params", "macs"),
     "yolov1": ("params", "macs"), "fractalnet_cifar": ("params",),
+    "fcn16s_vgg16": (), "fcn8s_vgg16": (),
 }
 
 
@@ -320,6 +323,33 @@ def test_fractalnet_equals_a_mean_join_reference():
         assert torch.allclose(ours(x), ref(x), atol=1e-6)
 
 
+# -- FCN-16s and FCN-8s: skips as residual adds ------------------------------
+
+def test_fcn_skips():
+    r32, r16, r8 = (report(n) for n in ("fcn32s_vgg16", "fcn16s_vgg16", "fcn8s_vgg16"))
+    for r in (r32, r16, r8):
+        assert r.rows[-1].output_shape == (21, 224, 224)
+    rows16 = {row.name: row for row in r16.rows}
+    rows8 = {row.name: row for row in r8.rows}
+    score_pool4, up2 = 512 * 21 + 21, 21 * 21 * 4 * 4
+    assert rows16["fuse_pool4/shortcut/score_pool4"].params == score_pool4
+    assert rows16["fuse_pool4/upscore2"].params == up2
+    assert rows16["fuse_pool4/add"].output_shape == (21, 14, 14)
+    assert rows8["fuse_pool3/add"].output_shape == (21, 28, 28)
+    assert rows8["fuse_pool3/shortcut/score_pool3"].params == 256 * 21 + 21
+    # each is the one before it, with the skip's layers added and the last upsampling smaller
+    assert r16.totals["params"] == r32.totals["params"] - 21 * 21 * 64 * 64 + 21 * 21 * 32 * 32 \
+        + score_pool4 + up2
+    assert r8.totals["params"] == r16.totals["params"] - 21 * 21 * 32 * 32 + 21 * 21 * 16 * 16 \
+        + 256 * 21 + 21 + up2
+    for name, r in (("fcn16s_vgg16", r16), ("fcn8s_vgg16", r8)):
+        for figure in ("10,773" if name == "fcn16s_vgg16" else "5,397", "7,056"):
+            assert figure in notes(name)
+    # the skip from pool3 sees far less than the deep path: the add takes the larger
+    assert rows8["fuse_pool3/shortcut/score_pool3"].receptive_field == (44, 44)
+    assert rows8["fuse_pool3/add"].receptive_field == (452, 452)
+
+
 # -- GoogLeNet: Table 1's params column ----------------------------------------
 
 def test_googlenet_notes_give_each_rows_arithmetic():
@@ -355,6 +385,8 @@ CHECK_INPUTS = {
     "squeezenet1_0": "3x48x48",
     "yolov1": "3x64x64",
     "fractalnet_cifar": "3x32x32",      # five 2x2 pools: 32 is the least
+    "fcn16s_vgg16": "3x64x64",          # the skips line up at any multiple of 32
+    "fcn8s_vgg16": "3x64x64",
 }
 
 

@@ -26,6 +26,8 @@ class Factor(Arg):
         if isinstance(value, str):
             try:
                 value = float(Fraction(value.strip()))
+            except OverflowError:
+                raise SpecError(f"{kind}: {name} takes a finite number. {received}") from None
             except (ValueError, ZeroDivisionError):
                 try:
                     value = evaluate_value(value, env)

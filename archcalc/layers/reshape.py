@@ -24,8 +24,12 @@ class ShapeArg(Arg):
         for v in value:
             if type(v) is int and v == -1:
                 sizes.append(-1)
-            else:
-                sizes.append(Arg("int", min=1)._int(kind, name, v, env))
+                continue
+            size = Arg("int")._int(kind, name, v, env)
+            if isinstance(size, int) and size < 1:
+                raise SpecError(f"{kind}: {name}: sizes must be positive, or -1 for the one "
+                                f"PyTorch infers. {received}")
+            sizes.append(size)
         if sizes.count(-1) > 1:
             raise SpecError(f"{kind}: only one size may be -1. {received}")
         return tuple(sizes)

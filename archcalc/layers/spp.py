@@ -13,11 +13,12 @@ mode. What autograd keeps: the input (once) and, for max, int64 indices of
 every bin; an average level to 1 x 1 is a mean and keeps nothing of its own."""
 from __future__ import annotations
 
-from .. import sym
+import math
+
+from .. import limits, sym
 from ..errors import SpecError
 from .base import Arg, Kind, Saved, register
 from .linear import global_window
-from .pool import adaptive_windows
 
 INT64 = 8
 
@@ -47,13 +48,18 @@ class SpatialPyramidPool(Kind):
     }
 
     def output_shape(self, a, x):
-        return (sym.norm(x[0] * sum(n * n for n in a.levels)),)
+        features = sym.norm(x[0] * sum(n * n for n in a.levels))
+        if isinstance(features, int):
+            limits.check_value(features, "spp: C * sum(n^2) features")
+        return (features,)
 
     def _covered(self, x, n):
-        """Input elements summed over the n x n bins' windows (they may overlap)."""
+        """Input elements summed over the n x n bins' windows (they may overlap).
+        Along an axis of N the n windows [floor(i*N/n), ceil((i+1)*N/n)) cover
+        N + n - gcd(N, n) positions in all: no loop over the bins."""
         if not all(isinstance(v, int) for v in x[1:]):
             return sym.prod(x)
-        rows, cols = (sum(e - s for s, e in adaptive_windows(m, n)) for m in x[1:])
+        rows, cols = (m + n - math.gcd(m, n) for m in x[1:])
         return x[0] * rows * cols
 
     def flops(self, a, x, y):

@@ -280,3 +280,49 @@ def test_multiply_reads_numbers_fractions_and_expressions():
     for bad in ('"1/0"', "true", '"x"', '"nan"'):
         with pytest.raises(SpecError):
             factor(bad)
+
+
+# -- export -------------------------------------------------------------------
+
+EXPORTED = """
+[model]
+name = "lecture kinds"
+input = [3, 12, 12]
+layers = [
+  {name = "conv1", conv = 8, kernel = 3, padding = 1, activation = "relu"},
+  {name = "res", residual = [{name = "conv", conv = 8, kernel = 1}, {name = "scale", multiply = 0.17}], activation = "relu"},
+  {name = "first", residual = [{name = "halve", multiply = "1/2"}, {name = "conv", conv = 8, kernel = 1}]},
+  {name = "spp", spp = [3, 2, 1]},
+  {name = "fc", fc = 30},
+  {name = "grid", reshape = [30, 1, 1]},
+]
+"""
+
+
+def test_export_python_writes_the_lecture_kinds(tmp_path):
+    """The exported file rebuilds multiply (in place only where the build ran it
+    in place), reshape and spp, and computes the same function."""
+    import importlib.util
+
+    from archcalc.torch.export import to_python
+    compiled = loads(EXPORTED).build().eval()
+    source = to_python(compiled)
+    # after a conv it runs in place; as a residual body's first op, whose input
+    # the shortcut still reads, it does not
+    assert "Multiply(0.17, True)" in source and "Multiply(0.5, False)" in source
+    path = tmp_path / "m.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("exported_lecture_kinds", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    model = module.LectureKinds().eval()
+    prefixes = sorted(set(compiled.rows.values()), key=len, reverse=True)
+    renamed = {}
+    for key, value in compiled.state_dict().items():
+        prefix = next(p for p in prefixes if key.startswith(p + "."))
+        renamed[prefix.replace(".", "_") + key[len(prefix):]] = value
+    model.load_state_dict(renamed)
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        assert torch.allclose(model(x), compiled(x), atol=1e-6)
+    assert tuple(model(x).shape) == (2, 30, 1, 1)

@@ -13,6 +13,7 @@ import re
 
 from torch import nn
 
+from . import lecture_modules as lecture
 from . import modules as custom
 from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
                     SplitBranches, UnpoolFromTape)
@@ -20,6 +21,7 @@ from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSe
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
           custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
           custom.LayerScale, custom.StochasticDepth)
+CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool)  # issue 12's kinds
 
 
 def to_python(model: SpecModel, class_name: str | None = None, source: str = "") -> str:

@@ -15,6 +15,11 @@ class Multiply(nn.Module):
         super().__init__()
         self.by, self.inplace = float(by), inplace
 
+    @property
+    def init_args(self):
+        """For `export`: the builder may have turned ``inplace`` off since."""
+        return (self.by, self.inplace)
+
     def forward(self, x):
         return x.mul_(self.by) if self.inplace else x * self.by
 
@@ -29,6 +34,10 @@ class Reshape(nn.Module):
     def __init__(self, shape):
         super().__init__()
         self.shape = tuple(int(s) for s in shape)
+
+    @property
+    def init_args(self):
+        return (list(self.shape),)
 
     def forward(self, x):
         return x.reshape(x.shape[0], *self.shape)
@@ -45,6 +54,10 @@ class SpatialPyramidPool(nn.Module):
     def __init__(self, levels, mode: str = "max"):
         super().__init__()
         self.levels, self.mode = tuple(int(n) for n in levels), mode
+
+    @property
+    def init_args(self):
+        return (list(self.levels), self.mode)
 
     def forward(self, x):
         pool = F.adaptive_max_pool2d if self.mode == "max" else F.adaptive_avg_pool2d

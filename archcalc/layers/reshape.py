@@ -73,8 +73,9 @@ class Reshape(Kind):
 
     def size_arithmetic(self, a, x):
         y = self.output_shape(a, x)
-        return [f"{' * '.join(sym.plain(d) for d in x)} = {sym.fmt_int(sym.prod(x))} = "
-                f"{' * '.join(sym.plain(d) for d in y)} elements"]
+        total = sym.fmt_int(sym.prod(x))
+        before = f"{' * '.join(sym.plain(d) for d in x)} = {total}" if len(x) > 1 else total
+        return [f"{before} = {' * '.join(sym.plain(d) for d in y)} elements"]
 
     def build(self, a, x):
         from ..torch.lecture_modules import Reshape as Module

@@ -326,3 +326,76 @@ def test_export_python_writes_the_lecture_kinds(tmp_path):
     with torch.no_grad():
         assert torch.allclose(model(x), compiled(x), atol=1e-6)
     assert tuple(model(x).shape) == (2, 30, 1, 1)
+
+
+# -- DropConnect --------------------------------------------------------------
+
+
+@st.composite
+def dropconnects(draw):
+    shape = draw(st.one_of(st.tuples(st.integers(1, 4), st.integers(1, 4), st.integers(1, 4)),
+                           st.tuples(st.integers(1, 12)),
+                           st.tuples(st.integers(1, 4), st.integers(1, 6))))   # tokens
+    out = draw(st.integers(1, 8))
+    p = draw(st.sampled_from([0.0, 0.2, 0.5, 0.9]))
+    before = draw(st.booleans()) and len(shape) == 3      # a conv first: x needs a gradient
+    bias = draw(st.booleans())
+    return shape, out, p, before, bias
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(dropconnects(), st.integers(1, 3))
+def test_dropconnect_agrees_with_torch(case, batch):
+    shape, out, p, before, bias = case
+    layers = ([{"conv": shape[0], "kernel": 1}] if before else []) + \
+        [{"dropconnect": out, "p": p, "bias": bias}]
+    if len(shape) == 2:
+        layers = [{"conv": shape[1], "kernel": 1}, {"tokens": True}] + layers[-1:]
+        text = network_text((shape[1], shape[0], 1), layers)
+    else:
+        text = network_text(shape, layers)
+    note("repro spec:\n" + text)
+    report, m = measured(text, batch)     # a training-mode step, as `check` measures it
+    agree(report, m, batch)
+    row = report.rows[-1]
+    fc = analyze(loads(text.replace("dropconnect = ", "fc = ").replace(f", p = {p}", "")),
+                 batch=batch).rows[-1]
+    assert (row.params, row.macs, row.flops) == (fc.params, fc.macs, fc.flops)
+
+    model = loads(text).build()
+    linear = next(mod for mod in model.modules() if isinstance(mod, nn.Linear))
+    x = torch.randn(batch, *report.model.input)
+    with torch.no_grad():                 # inference: the fc layer
+        model.eval()
+        y = model(x)
+        model.train()
+    # training: W * mask / (1 - p) with the module's own mask, gradients included
+    torch.manual_seed(7)
+    model.zero_grad()
+    model(x).square().sum().backward()
+    grads = [q.grad.clone() for q in model.parameters()]
+    torch.manual_seed(7)
+    mask = torch.empty_like(linear.weight, dtype=torch.bool).bernoulli_(1 - p)
+    w = linear.weight * mask / (1 - p) if p else linear.weight
+    original = linear.forward
+    linear.forward = lambda t: F.linear(t, w, linear.bias)
+    model.zero_grad()
+    model(x).square().sum().backward()
+    linear.forward = original
+    for g, q in zip(grads, model.parameters()):
+        assert torch.allclose(g, q.grad, atol=1e-5)
+    with torch.no_grad():
+        model.eval()
+        assert torch.allclose(model(x), y)
+
+
+def test_dropconnect_drops_weights_not_units():
+    layer = loads(network_text((64,), [{"dropconnect": 64, "p": 0.5}])).build()
+    linear = next(mod for mod in layer.modules() if isinstance(mod, nn.Linear))
+    torch.manual_seed(0)
+    mask = torch.empty_like(linear.weight, dtype=torch.bool).bernoulli_(0.5)
+    assert 0.45 < mask.float().mean().item() < 0.55
+    # every output unit keeps some of its weights: not dropout of whole units
+    assert mask.any(1).all()
+    with pytest.raises(SpecError, match="p must be below 1"):
+        analyze(loads(network_text((8,), [{"dropconnect": 4, "p": 1.0}])))

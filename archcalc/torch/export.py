@@ -21,7 +21,8 @@ from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSe
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
           custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
           custom.LayerScale, custom.StochasticDepth)
-CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool)  # issue 12's kinds
+CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool,  # issue 12's kinds
+           lecture.DropConnectLinear)
 
 
 def to_python(model: SpecModel, class_name: str | None = None, source: str = "") -> str:

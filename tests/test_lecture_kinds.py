@@ -22,7 +22,6 @@ from strategies import network_text
 torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
 EXAMPLES = 25
 
@@ -290,8 +289,10 @@ name = "lecture kinds"
 input = [3, 12, 12]
 layers = [
   {name = "conv1", conv = 8, kernel = 3, padding = 1, activation = "relu"},
-  {name = "res", residual = [{name = "conv", conv = 8, kernel = 1}, {name = "scale", multiply = 0.17}], activation = "relu"},
-  {name = "first", residual = [{name = "halve", multiply = "1/2"}, {name = "conv", conv = 8, kernel = 1}]},
+  {name = "res", activation = "relu", residual = [
+    {name = "conv", conv = 8, kernel = 1}, {name = "scale", multiply = 0.17}]},
+  {name = "first", residual = [
+    {name = "halve", multiply = "1/2"}, {name = "conv", conv = 8, kernel = 1}]},
   {name = "spp", spp = [3, 2, 1]},
   {name = "fc", fc = 30},
   {name = "grid", reshape = [30, 1, 1]},

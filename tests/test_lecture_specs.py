@@ -118,8 +118,8 @@ def test_the_same_function_as_timm(name):
     if name == "xception":   # timm registers a block's shortcut before its body
         def order(k):
             head, _, rest = k.partition(".")
-            block = int(head[5:]) if head.startswith("block") else (0 if head in
-                                                                    ("conv1", "bn1", "conv2", "bn2") else 99)
+            stem = 0 if head in ("conv1", "bn1", "conv2", "bn2") else 99
+            block = int(head[5:]) if head.startswith("block") else stem
             return block, rest.startswith("skip")
         keys = sorted(keys, key=order)
     mine = ours.state_dict()

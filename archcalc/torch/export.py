@@ -25,6 +25,7 @@ import re
 
 from torch import nn
 
+from . import lecture_modules as lecture
 from . import modules as custom
 from ..errors import path_text
 from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
@@ -34,6 +35,8 @@ CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
           custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
           custom.LayerScale, custom.StochasticDepth, custom.MapToTokens, custom.ClassToken,
           custom.PositionEmbedding, custom.SelfAttention, custom.TokenPool)
+CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool,  # issue 12's kinds
+           lecture.DropConnectLinear)
 # names the generated module defines or uses at its top level
 MODULE_NAMES = {"torch", "nn", "F", "model", *(c.__name__ for c in CUSTOM)}
 # attributes an nn.Module has (a layer attribute named `forward` or `training` would shadow it)

@@ -51,7 +51,8 @@ class SpecError(Exception):
         if self.file:
             where = self.file + (f":{self.line}" if self.line else "") + ": "
         layer = f"layer {path_text(self.path)}: " if self.path else ""
-        return f"{where}{layer}{self.message}"
+        # one line, control characters made visible: messages quote spec values
+        return printable(f"{where}{layer}{self.message}")
 
 
 _CONTROL = {c: "?" for c in (*range(0x20), *range(0x7f, 0xa0))}

@@ -332,11 +332,11 @@ def test_fcn_skips():
     rows16 = {row.name: row for row in r16.rows}
     rows8 = {row.name: row for row in r8.rows}
     score_pool4, up2 = 512 * 21 + 21, 21 * 21 * 4 * 4
-    assert rows16["fuse_pool4/shortcut/score_pool4"].params == score_pool4
-    assert rows16["fuse_pool4/upscore2"].params == up2
-    assert rows16["fuse_pool4/add"].output_shape == (21, 14, 14)
-    assert rows8["fuse_pool3/add"].output_shape == (21, 28, 28)
-    assert rows8["fuse_pool3/shortcut/score_pool3"].params == 256 * 21 + 21
+    assert rows16["fuse_pool4.shortcut.score_pool4"].params == score_pool4
+    assert rows16["fuse_pool4.upscore2"].params == up2
+    assert rows16["fuse_pool4.add"].output_shape == (21, 14, 14)
+    assert rows8["fuse_pool3.add"].output_shape == (21, 28, 28)
+    assert rows8["fuse_pool3.shortcut.score_pool3"].params == 256 * 21 + 21
     # each is the one before it, with the skip's layers added and the last upsampling smaller
     assert r16.totals["params"] == r32.totals["params"] - 21 * 21 * 64 * 64 + 21 * 21 * 32 * 32 \
         + score_pool4 + up2
@@ -346,8 +346,8 @@ def test_fcn_skips():
         for figure in ("10,773" if name == "fcn16s_vgg16" else "5,397", "7,056"):
             assert figure in notes(name)
     # the skip from pool3 sees far less than the deep path: the add takes the larger
-    assert rows8["fuse_pool3/shortcut/score_pool3"].receptive_field == (44, 44)
-    assert rows8["fuse_pool3/add"].receptive_field == (452, 452)
+    assert rows8["fuse_pool3.shortcut.score_pool3"].receptive_field == (44, 44)
+    assert rows8["fuse_pool3.add"].receptive_field == (452, 452)
 
 
 # -- GoogLeNet: Table 1's params column ----------------------------------------
@@ -360,14 +360,14 @@ def test_googlenet_notes_give_each_rows_arithmetic():
                "inception_4e": 840, "inception_5a": 1072, "inception_5b": 1388}
     for name, k in printed.items():
         bias = sum(row.output_shape[0] for row in r.rows
-                   if row.name.startswith(name + "/") and row.type.startswith("conv"))
+                   if row.name.startswith(name + ".") and row.type.startswith("conv"))
         weights = rows[name].params - bias
         assert abs(weights / 1024 - k) > 1.5, name                    # off, not rounding
         assert f"{weights:,}" in text and f"printed {k}K" in text, name
         assert f"{weights / 1024:g}K" in text, name
     for name, k in {"inception_3a": 159, "inception_3b": 380, "inception_4b": 437}.items():
         bias = sum(row.output_shape[0] for row in r.rows
-                   if row.name.startswith(name + "/") and row.type.startswith("conv"))
+                   if row.name.startswith(name + ".") and row.type.startswith("conv"))
         assert abs((rows[name].params - bias) / 1024 - k) <= 1, name
 
 

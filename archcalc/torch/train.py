@@ -365,6 +365,11 @@ def _train(graph, config, dist: Dist, report, progress):
     scheduler, per_batch = make_schedule(config.schedule, optimizer, config.epochs, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     gen = torch.Generator().manual_seed(config.seed + 1)
+    # the header first: a resumed run then says where it picks up
+    predicted = predicted_memory(graph, local, config.optimizer)
+    if dist.main:
+        report(header(graph, model, config, len(train_y), len(test_y), steps_per_epoch, device,
+                      predicted))
     history, start, resume_at = [], 1, None
     if state is not None:
         history, start, resume_at = restore(state, ckpt, model, optimizer, scheduler, gen,
@@ -377,10 +382,6 @@ def _train(graph, config, dist: Dist, report, progress):
             if start > config.epochs:
                 report(f"the checkpoint has {state['epoch']} epochs already; "
                        f"--epochs {config.epochs} asks for no more")
-    predicted = predicted_memory(graph, local, config.optimizer)
-    if dist.main:
-        report(header(graph, model, config, len(train_y), len(test_y), steps_per_epoch, device,
-                      predicted))
     saved_bytes = None   # what autograd keeps in a step: measured on the first one
     pos = _Position(start)
     order, losses, t0 = None, [], time.perf_counter()

@@ -40,6 +40,7 @@ from .spec.expr import UNBOUND, evaluate, evaluate_value
 from .spec.loader import RawLayer, Spec
 
 ROW_KEYS = {"name", "repeat", "kind", "when"}
+REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
 FUSED_KEYS = {"batch_norm", "activation"}
 STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
@@ -454,7 +455,12 @@ class _Builder:
         except SpecError as e:
             raise e.at(layer=str(table.get("name") or table.get("block"))) from None
         block_name = table["block"]
-        for name, auto in self._names(table, block_name, scope):
+        for copy, (name, auto) in enumerate(self._names(table, block_name, scope)):
+            if copy:   # `with` may read repeat_index: each copy its own values
+                try:
+                    values = self._block_call(table, scope, copy)[2]
+                except SpecError as e:
+                    raise e.at(layer=name) from None
             inner = scope.child(values, block_name)
             try:
                 seq = self.structure({**definition, "name": name}, keys[0], inner, name)
@@ -463,8 +469,11 @@ class _Builder:
             seq.auto = auto
             yield seq
 
-    def _block_call(self, table, scope: _Scope):
-        """Check a block call; its definition, structure key and argument values."""
+    def _block_call(self, table, scope: _Scope, copy: int = 0):
+        """Check a block call; its definition, structure key and argument values.
+        `with` expressions see `repeat_index`, the copy's index under `repeat`
+        (0, 1, ...; 0 without repeat): EfficientNet's drop-path rate grows
+        with the block's index."""
         block_name = table["block"]
         if not isinstance(block_name, str):
             raise SpecError(f"block takes the name of a [blocks.NAME] table. "
@@ -497,6 +506,7 @@ class _Builder:
                             f"{', '.join(sorted(unknown))}; its arguments: "
                             f"{', '.join(params) or 'none'}")
         values = dict(scope.env)
+        call_env = {**scope.env, REPEAT_INDEX: copy}
         for arg, default in params.items():
             if arg in with_:
                 raw = with_[arg]
@@ -506,7 +516,7 @@ class _Builder:
                 raise SpecError(f"block {block_name!r} needs the argument {arg!r} "
                                 f"(with = {{{arg} = ...}})")
             values[arg] = Arg("int").read(f"block {block_name}", arg, raw,
-                                          scope.env if arg in with_ else values)
+                                          call_env if arg in with_ else values)
         return definition, keys, values
 
 
@@ -616,6 +626,9 @@ def _block_params(block: str, args) -> dict:
         name = name.strip()
         if not name.isidentifier():
             raise SpecError(f"[blocks.{block}] args: {a!r} is not a name")
+        if name == REPEAT_INDEX:
+            raise SpecError(f"[blocks.{block}] args: {REPEAT_INDEX!r} is the index of a "
+                            "repeated block call's copy; name the argument otherwise")
         params[name] = default.strip() if sep else None
     return params
 

@@ -23,6 +23,10 @@ Spec syntax for structure (in a layer list or as a reusable block):
     {scale = [...]}         # x * body(x)
     {dense = [...]}         # concat(x, body(x))
     {layers = [...]}        # a plain named sequence
+    {heads = [{name = "scores", layers = [...]}, {name = "offsets", layers = [...]}]}
+                            # named outputs: each head reads the current tensor,
+                            # the main line goes on unchanged after it; a head
+                            # whose list ends in heads of its own is not an output
 """
 from __future__ import annotations
 
@@ -41,7 +45,7 @@ from .spec.loader import RawLayer, Spec
 
 ROW_KEYS = {"name", "repeat", "kind", "when"}
 FUSED_KEYS = {"batch_norm", "activation"}
-STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense")
+STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense", "heads")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
 SHORTCUTS = ("auto", "identity", "projection", "pad")
 
@@ -85,6 +89,33 @@ class Split:
     branches: list          # of Sequence, named b1, b2, ...; an empty one is the identity
     sizes: tuple | None     # channels per branch; None: equal slices
     name: str = "concat"    # the row where the branches are concatenated again
+
+
+@dataclass
+class Heads:
+    """Named outputs: each head (a named Sequence) reads the input; the node
+    passes its input on unchanged. A head is an output (a leaf) unless its
+    layer list ends in heads of its own (the RPN's 3x3 conv, then its scores
+    and offsets)."""
+    heads: list             # of Sequence, named by the spec
+    name: str = "heads"
+
+    @property
+    def branches(self):
+        return self.heads
+
+
+def is_leaf(head: Sequence) -> bool:
+    """A head is an output unless it ends in heads of its own."""
+    return not ends_in_heads(head)
+
+
+def ends_in_heads(seq) -> bool:
+    if isinstance(seq, Heads):
+        return True
+    if isinstance(seq, Sequence) and seq.items:
+        return ends_in_heads(seq.items[-1])
+    return False
 
 
 @dataclass
@@ -402,6 +433,9 @@ class _Builder:
             return Sequence([Concat(seqs)], name)
         if key == "split":
             return Sequence([self.split(table, scope)], name)
+        if key == "heads":
+            return Sequence([self.heads(table[key], scope)],
+                            name if "name" in table else "")
         body = self.sequence(table[key], scope)
         if "shortcut_when" in table and not self._when(table["shortcut_when"], scope):
             return Sequence(body.items, name)  # no merge: the body alone
@@ -429,6 +463,31 @@ class _Builder:
                 return None
             return branch["layers"]
         return branch
+
+    def heads(self, heads, scope: _Scope) -> Heads:
+        if not isinstance(heads, list) or not heads:
+            raise SpecError("heads takes a list of named heads: heads = [{name = \"scores\", "
+                            "layers = [...]}, {name = \"offsets\", layers = [...]}]")
+        seqs = []
+        for i, head in enumerate(heads, 1):
+            if not hasattr(head, "get") or "name" not in head or "layers" not in head or \
+                    set(head) - {"name", "layers", "when"}:
+                keys = ", ".join(sorted(map(str, head))) if hasattr(head, "get") else repr(head)
+                raise SpecError(f"head #{i}: a head is a table {{name = \"...\", layers = [...]}} "
+                                f"(optional when); received {keys}")
+            name = check_name(head["name"])
+            if "when" in head and not self._when(head["when"], scope):
+                continue
+            try:
+                seq = self.sequence(head["layers"], scope.child(), name)
+            except SpecError as e:
+                raise e.at(layer=name) from None
+            if not seq.items:
+                raise SpecError(f"head {name!r} has no layers", path=(name,))
+            seqs.append(seq)
+        if not seqs:
+            raise SpecError("heads: every head is switched off by its `when`")
+        return Heads(seqs)
 
     def split(self, table, scope: _Scope) -> Split:
         branches, sizes = table["split"], table.get("sizes")
@@ -570,6 +629,10 @@ def _level(seq: Sequence, deeper: list):
                 deeper.append(item)
             else:
                 yield from _level(item, deeper)
+        elif isinstance(item, Heads):
+            for head in item.heads:
+                yield head.name, head
+                deeper.append(head)
         elif isinstance(item, (Concat, Split)):
             yield item.name, item
             for branch in item.branches:
@@ -636,7 +699,7 @@ def walk(node):
     elif isinstance(node, Sequence):
         for item in node.items:
             yield from walk(item)
-    elif isinstance(node, (Concat, Split)):
+    elif isinstance(node, (Concat, Split, Heads)):
         for branch in node.branches:
             yield from walk(branch)
     elif isinstance(node, Merge):
@@ -706,5 +769,5 @@ def same_shape(a, b) -> bool:
     return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
 
 
-__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Model", "build_graph",
+__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Heads", "is_leaf", "Model", "build_graph",
            "walk", "shortcut_ops", "split_sizes", "parse_shape"]

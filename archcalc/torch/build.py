@@ -15,8 +15,8 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError, path_text, split_path
-from ..graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
-                     shortcut_ops, split_sizes, walk)
+from ..graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, build_graph,
+                     in_place, is_leaf, shortcut_ops, split_sizes, walk)
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
@@ -85,6 +85,32 @@ class Residual(nn.Module):
         return y if self.post is None else self.post(y)
 
 
+class OutputTape:
+    """The outputs of the heads of one forward pass, by name."""
+
+    def __init__(self):
+        self.outputs = {}
+
+
+class Head(SpecSequential):
+    """One named head: runs its layers on the input, keeps the result on the
+    tape when it is an output (a leaf), and passes its input on unchanged: the
+    main line (or the next head) reads the same tensor."""
+
+    def __init__(self, tape: OutputTape, key: str, leaf: bool):
+        super().__init__()
+        self.tape, self.key, self.leaf = tape, key, leaf
+
+    def forward(self, x):
+        y = super().forward(x)
+        if self.leaf:
+            self.tape.outputs[self.key] = y
+        return x
+
+    def extra_repr(self):
+        return f"output={self.key!r}" if self.leaf else "heads inside"
+
+
 class IndexTape:
     """Max-pool indices kept for the max unpools that name the pool."""
 
@@ -118,17 +144,26 @@ class SpecModel(nn.Module):
     """The compiled model: ``rows`` maps each table row (its path) to the name
     of the module whose output is that row's output."""
 
-    def __init__(self, body: nn.Module, rows: dict, name: str):
+    def __init__(self, body: nn.Module, rows: dict, name: str, outputs: tuple = (),
+                 tape: OutputTape | None = None):
         super().__init__()
         for child_name, child in body.named_children():
             self.add_module(child_name, child)
         self.rows = rows
         self.spec_name = name
+        # a spec with heads returns {output name: tensor}, in the spec's order
+        # ("output": the main line's end, where it goes on after the heads)
+        self.output_names = tuple(outputs)
+        self.tape = tape
 
     def forward(self, x):
         for module in self.children():
             x = module(x)
-        return x
+        if not self.output_names:
+            return x
+        got, self.tape.outputs = self.tape.outputs, {}
+        return {name: (x if name == "output" and name not in got else got[name])
+                for name in self.output_names}
 
 
 def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
@@ -147,7 +182,8 @@ def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
                         file=model.file)
     builder = _Builder(model, init, report)
     body, _ = builder.sequence(model.body, model.input, shared=True)
-    return SpecModel(body, builder.rows, model.name)
+    outputs = tuple(name for name, _ in report.outputs) if report.multi_output else ()
+    return SpecModel(body, builder.rows, model.name, outputs, builder.outputs)
 
 
 class _Builder:
@@ -159,6 +195,7 @@ class _Builder:
         self.init = init
         self.rows: dict[str, str] = {}        # row path "a.b.add" -> its module "a.b"
         self.tape = IndexTape()
+        self.outputs = OutputTape()
         self.unpooled = {path_text(split_path(op.args.of)) for layer in walk(model.body)
                          for op in layer.ops if op.kind.name == "max_unpool"}
         self.pool_inputs: dict[str, tuple] = {}
@@ -167,10 +204,32 @@ class _Builder:
     def sequence(self, seq: Sequence, x, shared: bool, path=()) -> tuple:
         module = SpecSequential()
         for item in seq.items:
+            if isinstance(item, Heads) or (isinstance(item, Sequence) and not item.name
+                                           and item.items and isinstance(item.items[0], Heads)):
+                heads = item if isinstance(item, Heads) else item.items[0]
+                for head in self.heads(heads, x, path):
+                    _add(module, head.key.rsplit(".", 1)[-1], head)
+                shared = True   # the heads read this tensor: no in-place op on it next
+                continue
             child, x, name = self.node(item, x, shared, path)
             _add(module, name, child)
-            shared = False
+            shared = isinstance(item, Sequence) and _ends_in_heads(item)
         return module, x
+
+    def heads(self, node: Heads, x, path) -> list:
+        entry = self.input_saved
+        out = []
+        for head in node.heads:
+            self.input_saved = entry
+            hpath = (*path, head.name)
+            module = Head(self.outputs, path_text(hpath), is_leaf(head))
+            inner, _ = self.sequence(head, x, shared=True, path=hpath)
+            for child_name, child in inner.named_children():
+                module.add_module(child_name, child)
+            self.rows.setdefault(path_text(hpath), path_text(hpath))
+            out.append(module)
+        self.input_saved = entry
+        return out
 
     def node(self, node, x, shared, path):
         if isinstance(node, Layer):
@@ -284,6 +343,21 @@ class _Builder:
                     nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+
+def output_tensors(out) -> list:
+    """The tensors a model returns: one, or the values of its dict of outputs."""
+    return list(out.values()) if isinstance(out, dict) else [out]
+
+
+def scalar_of(out):
+    """A scalar to differentiate in a benchmark step: the mean square of every output."""
+    return sum(t.float().square().mean() for t in output_tensors(out))
+
+
+def _ends_in_heads(seq) -> bool:
+    from ..graph import ends_in_heads
+    return ends_in_heads(seq)
 
 
 def _add(parent: nn.Module, name: str, child: nn.Module):

@@ -28,8 +28,8 @@ from torch import nn
 from . import lecture_modules as lecture
 from . import modules as custom
 from ..errors import path_text
-from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
-                    SplitBranches, UnpoolFromTape)
+from .build import (ConcatBranches, Head, PoolWithIndices, Residual, SpecModel,
+                    SpecSequential, SplitBranches, UnpoolFromTape)
 
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
           custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
@@ -49,6 +49,10 @@ def to_python(model: SpecModel, class_name: str | None = None, source: str = "",
     and ``notes``: the spec's source and notes, quoted in the docstring."""
     writer = _Writer()
     out = writer.sequence(model, "x", ())
+    if model.output_names:  # a spec with heads: a dict of its outputs, by name
+        outputs = {**writer.outputs, "output": out}
+        out = "{" + ", ".join(f"{ascii(name)}: {outputs[name]}"
+                              for name in model.output_names) + "}"
     class_name = _class_name(class_name or model.spec_name)
     used = {type(m) for m in model.modules() if isinstance(m, CUSTOM)}
     doc = f"{model.spec_name}, exported by archcalc" + (f" from {source}" if source else "") + "."
@@ -157,6 +161,7 @@ class _Writer:
         self.count = 0
         self.names = _Names()           # attributes of self
         self.indices = _Names()         # locals holding max-pool indices
+        self.outputs: dict[str, str] = {}   # output name -> the local holding it
 
     def var(self, hint="x"):
         self.count += 1
@@ -172,6 +177,13 @@ class _Writer:
 
     def node(self, name, module, x, path) -> str:
         path = (*path, name)
+        if isinstance(module, Head):
+            self.comment(path, ": a head (reads this tensor; the next layer reads it too)"
+                         if not module.leaf else f": the output {module.key!r}")
+            y = self.sequence(module, x, path)
+            if module.leaf:
+                self.outputs[module.key] = y
+            return x
         if isinstance(module, SpecSequential):
             self.comment(path)
             return self.sequence(module, x, path)

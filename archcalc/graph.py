@@ -400,7 +400,8 @@ class _Builder:
             try:
                 seq = self.structure(table, keys[0], inner, name)
             except SpecError as e:
-                raise e.at(layer=name) from None
+                # unnamed heads add no level to the path: no name in the message either
+                raise e.at(layer=None if keys[0] == "heads" and auto else name) from None
             seq.auto = auto
             yield seq
 

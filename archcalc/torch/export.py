@@ -36,7 +36,7 @@ CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
           custom.LayerScale, custom.StochasticDepth, custom.MapToTokens, custom.ClassToken,
           custom.PositionEmbedding, custom.SelfAttention, custom.TokenPool)
 CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool,  # issue 12's kinds
-           lecture.DropConnectLinear, lecture.RoIPool)
+           lecture.DropConnectLinear, lecture.RoIPool, lecture.L2Norm, lecture.PerAnchor)
 # names the generated module defines or uses at its top level
 MODULE_NAMES = {"torch", "nn", "F", "model", *(c.__name__ for c in CUSTOM)}
 # attributes an nn.Module has (a layer attribute named `forward` or `training` would shadow it)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from . import limits, sym
 from .errors import SpecError, SpecWarning, path_text, split_path
-from .graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, build_graph,
+from .graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, build_graph,
                     ends_in_heads, in_place, is_leaf, same_shape, shortcut_ops, split_sizes)
 from .layers.base import fmt_shape
 
@@ -234,6 +234,8 @@ class _Walker:
             return self.merge(node, state, path)
         if isinstance(node, Heads):
             return self.heads(node, state, path)
+        if isinstance(node, Transform):
+            return self.transform(node, state, path)
         raise TypeError(f"unknown graph node {type(node).__name__}")  # a bug, not input
 
     def nbytes(self, shape):
@@ -261,6 +263,22 @@ class _Walker:
                 self.held += self.nbytes(y[0])   # returned: alive to the end
         self.held -= self.nbytes(state[0])
         return state
+
+    def transform(self, node: Transform, state, path):
+        """The localisation net reads the input and gives theta (6 features);
+        the sampler row warps the input with it."""
+        self.held += self.nbytes(state[0])       # the sampler reads x after the loc net
+        theta = self.walk(node.loc, state, path, shared=True)
+        self.held -= self.nbytes(state[0])
+        if len(theta[0]) != 1 or sym.norm(theta[0][0] - 6) != 0:
+            raise self.error(f"a spatial transformer's localisation net must end in 6 features "
+                             f"(theta of the affine map); it gives {fmt_shape(theta[0])}",
+                             (*path, "loc"))
+        self.held += self.nbytes(theta[0])
+        y = self.row(node.name, node.sampler.kind.name, (node.sampler,), state, path,
+                     shared=True)
+        self.held -= self.nbytes(theta[0])
+        return y
 
     def split(self, node: Split, state, path):
         """Each branch reads a slice of the input's channels: a view, the same storage."""

@@ -27,6 +27,9 @@ Spec syntax for structure (in a layer list or as a reusable block):
                             # named outputs: each head reads the current tensor,
                             # the main line goes on unchanged after it; a head
                             # whose list ends in heads of its own is not an output
+    {transform = [...], size = [H, W]}   # a spatial transformer: the list is the
+                            # localisation net (ending in 6 features, theta); its
+                            # sampler row warps the input (layers/transform.py)
 """
 from __future__ import annotations
 
@@ -45,7 +48,7 @@ from .spec.loader import RawLayer, Spec
 
 ROW_KEYS = {"name", "repeat", "kind", "when"}
 FUSED_KEYS = {"batch_norm", "activation"}
-STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense", "heads")
+STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense", "heads", "transform")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
 SHORTCUTS = ("auto", "identity", "projection", "pad")
 
@@ -116,6 +119,15 @@ def ends_in_heads(seq) -> bool:
     if isinstance(seq, Sequence) and seq.items:
         return ends_in_heads(seq.items[-1])
     return False
+
+
+@dataclass
+class Transform:
+    """A spatial transformer: ``loc`` (a Sequence named "loc") regresses theta
+    from the input; ``sampler`` (an affine_sampler op) warps the input with it."""
+    loc: Sequence
+    sampler: "Op"
+    name: str = "sampler"
 
 
 @dataclass
@@ -299,6 +311,10 @@ class _Builder:
         if primary is not None:
             args[kind.primary] = primary
         # a kind's own argument of that name (se's inner activation) is not a fused op
+        if getattr(kind, "structural", False):
+            raise SpecError(f"{kind.name} is the sampler row of a spatial transformer; write "
+                            "{transform = [...localisation net ending in 6 features...], "
+                            "size = [H, W]}")
         fused = {k: args.pop(k) for k in FUSED_KEYS if k in args and k not in kind.args}
         if fused and not kind.fusable:
             raise SpecError(f"{kind.name} takes no {' or '.join(sorted(fused))}; "
@@ -406,7 +422,8 @@ class _Builder:
             yield seq
 
     def structure(self, table, key: str, scope: _Scope, name: str) -> Sequence:
-        allowed = {"name", "repeat", "when", key} | ({"sizes"} if key == "split" else set())
+        allowed = {"name", "repeat", "when", key} | ({"sizes"} if key == "split" else set()) | \
+            ({"size", "align_corners"} if key == "transform" else set())
         if key in MERGE_OPS:
             allowed |= {"activation"} | ({"shortcut", "shortcut_when"} if key == "residual"
                                          else set())
@@ -434,6 +451,15 @@ class _Builder:
             return Sequence([Concat(seqs)], name)
         if key == "split":
             return Sequence([self.split(table, scope)], name)
+        if key == "transform":
+            loc = self.sequence(table[key], scope.child(), "loc")
+            if not loc.items:
+                raise SpecError("transform needs a localisation net: a list of layers ending "
+                                "in 6 features (theta)")
+            sampler = lookup("affine_sampler")
+            args = {k: table[k] for k in ("size", "align_corners") if k in table}
+            return Sequence([Transform(loc, Op(sampler, sampler.read_args(args, scope.env)))],
+                            name)
         if key == "heads":
             return Sequence([self.heads(table[key], scope)],
                             name if "name" in table else "")
@@ -630,6 +656,10 @@ def _level(seq: Sequence, deeper: list):
                 deeper.append(item)
             else:
                 yield from _level(item, deeper)
+        elif isinstance(item, Transform):
+            yield item.name, item
+            yield item.loc.name, item.loc
+            deeper.append(item.loc)
         elif isinstance(item, Heads):
             for head in item.heads:
                 yield head.name, head
@@ -650,7 +680,7 @@ def _level(seq: Sequence, deeper: list):
 
 def _collision(name, first, second, file) -> SpecError:
     def where(node) -> str:
-        if isinstance(node, (Concat, Split, Merge)) or isinstance(node, str):
+        if isinstance(node, (Concat, Split, Merge, Transform)) or isinstance(node, str):
             return "a generated row (a merge, a branch or a shortcut)"
         layer = node if isinstance(node, Layer) else next(walk(node), None)
         line = f"line {layer.line}" if layer is not None and layer.line else "a layer"
@@ -703,6 +733,8 @@ def walk(node):
     elif isinstance(node, (Concat, Split, Heads)):
         for branch in node.branches:
             yield from walk(branch)
+    elif isinstance(node, Transform):
+        yield from walk(node.loc)
     elif isinstance(node, Merge):
         yield from walk(node.body)
         if isinstance(node.shortcut, Sequence):
@@ -770,5 +802,5 @@ def same_shape(a, b) -> bool:
     return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
 
 
-__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Heads", "is_leaf", "Model", "build_graph",
+__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Heads", "Transform", "is_leaf", "Model", "build_graph",
            "walk", "shortcut_ops", "split_sizes", "parse_shape"]

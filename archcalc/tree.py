@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .graph import Concat, Heads, Layer, Merge, Sequence
+from .graph import Concat, Heads, Layer, Merge, Sequence, Transform
 
 
 class Misaligned(Exception):
@@ -72,6 +72,10 @@ def structure(report) -> Node:
             branches = [walk(b, path) for b in node.branches]
             return Node("concat", node.name, (*path, node.name),
                         take((*path, node.name)), children=branches)
+        if isinstance(node, Transform):   # the loc net as the body, the sampler row its merge
+            body = walk(node.loc, path)
+            return Node("merge", node.name, (*path, node.name), take((*path, node.name)),
+                        body=[body], shortcut=[], op="transform")
         if isinstance(node, Heads):  # side outputs: no row of their own
             return Node("heads", "", tuple(path), children=[walk(h, path) for h in node.heads])
         if isinstance(node, Merge):

@@ -4,3 +4,4 @@ from . import conv, pool, linear, norm, activation, resample, se, shuffle, token
 from . import multiply, reshape, spp, dropconnect  # noqa: F401  (registration: the lectures' later systems)
 from . import roi  # noqa: F401  (registration: detection's second stage)
 from . import boxes  # noqa: F401  (registration: single-shot detectors)
+from . import transform  # noqa: F401  (registration: spatial transformers)

@@ -15,7 +15,8 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError, path_text, split_path
-from ..graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, build_graph,
+from ..graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform,
+                     build_graph,
                      in_place, is_leaf, shortcut_ops, split_sizes, walk)
 from ..spec.loader import Spec
 
@@ -109,6 +110,33 @@ class Head(SpecSequential):
 
     def extra_repr(self):
         return f"output={self.key!r}" if self.leaf else "heads inside"
+
+
+class SpatialTransformer(nn.Module):
+    """Jaderberg et al.'s module: ``loc`` regresses theta from x (its last layer
+    starts at the identity), ``sampler`` warps x with it."""
+
+    def __init__(self, loc: nn.Module, sampler: nn.Module):
+        super().__init__()
+        self.loc, self.sampler = loc, sampler
+
+    def forward(self, x):
+        return self.sampler(x, self.loc(x))
+
+
+IDENTITY_THETA = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def identity_init(loc: nn.Module) -> None:
+    """The localisation net's last weighted layer: weights 0, bias the identity
+    transform, so training starts from the untransformed input."""
+    last = [m for m in loc.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not last or last[-1].bias is None or last[-1].bias.numel() != 6:
+        raise SpecError("a spatial transformer's localisation net must end in a layer with "
+                        "6 outputs and a bias (initialised to the identity transform)")
+    with torch.no_grad():
+        last[-1].weight.zero_()
+        last[-1].bias.copy_(torch.tensor(IDENTITY_THETA))
 
 
 class IndexTape:
@@ -237,18 +265,30 @@ class _Builder:
             return module, y, node.name
         if isinstance(node, Sequence):
             inner = (*path, node.name) if node.name else path
-            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge)):
+            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge,
+                                                                   Transform)):
                 module, y = self.structure(node.items[0], x, inner)
             else:
                 module, y = self.sequence(node, x, shared, inner)
             self.rows.setdefault(path_text(inner), path_text(inner))
             return module, y, node.name
-        if isinstance(node, (Concat, Split, Merge)):
+        if isinstance(node, (Concat, Split, Merge, Transform)):
             module, y = self.structure(node, x, path)
             return module, y, node.name
         raise TypeError(f"unknown graph node {type(node).__name__}")
 
     def structure(self, node, x, path):
+        if isinstance(node, Transform):
+            entry = self.input_saved
+            loc, _ = self.sequence(node.loc, x, shared=True, path=(*path, "loc"))
+            identity_init(loc)
+            self.rows.setdefault(path_text((*path, "loc")), path_text((*path, "loc")))
+            self.input_saved = entry
+            op = node.sampler
+            module = SpatialTransformer(loc, op.kind.build(op.args, x))
+            self.rows[path_text((*path, node.name))] = path_text((*path, "sampler"))
+            self.input_saved = False
+            return module, op.kind.output_shape(op.args, x)
         if isinstance(node, Concat):
             module = ConcatBranches()
             outs = []

@@ -28,15 +28,16 @@ from torch import nn
 from . import lecture_modules as lecture
 from . import modules as custom
 from ..errors import path_text
-from .build import (ConcatBranches, Head, PoolWithIndices, Residual, SpecModel,
-                    SpecSequential, SplitBranches, UnpoolFromTape)
+from .build import (ConcatBranches, Head, PoolWithIndices, Residual, SpatialTransformer,
+                    SpecModel, SpecSequential, SplitBranches, UnpoolFromTape)
 
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
           custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
           custom.LayerScale, custom.StochasticDepth, custom.MapToTokens, custom.ClassToken,
           custom.PositionEmbedding, custom.SelfAttention, custom.TokenPool)
 CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool,  # issue 12's kinds
-           lecture.DropConnectLinear, lecture.RoIPool, lecture.L2Norm, lecture.PerAnchor)
+           lecture.DropConnectLinear, lecture.RoIPool, lecture.L2Norm, lecture.PerAnchor,
+           lecture.AffineSampler)
 # names the generated module defines or uses at its top level
 MODULE_NAMES = {"torch", "nn", "F", "model", *(c.__name__ for c in CUSTOM)}
 # attributes an nn.Module has (a layer attribute named `forward` or `training` would shadow it)
@@ -177,6 +178,14 @@ class _Writer:
 
     def node(self, name, module, x, path) -> str:
         path = (*path, name)
+        if isinstance(module, SpatialTransformer):
+            self.comment(path, ": a spatial transformer (localisation net -> theta; "
+                               "affine grid and bilinear sampler)")
+            theta = self.sequence(module.loc, x, (*path, "loc"))
+            attr = self.attr((*path, "sampler"), module.sampler)
+            y = self.var()
+            self.code.append(f"{y} = self.{attr}({x}, {theta})")
+            return y
         if isinstance(module, Head):
             self.comment(path, ": a head (reads this tensor; the next layer reads it too)"
                          if not module.leaf else f": the output {module.key!r}")

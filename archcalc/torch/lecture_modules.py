@@ -203,3 +203,25 @@ class PerAnchor(nn.Module):
 
     def extra_repr(self):
         return f"values={self.values}"
+
+
+class AffineSampler(nn.Module):
+    """The spatial transformer's grid generator and bilinear sampler: theta
+    (N, 6) from the localisation net, the input x (N, C, H, W) -> (N, C, H', W')."""
+
+    def __init__(self, size, align_corners: bool = False):
+        super().__init__()
+        self.size, self.align_corners = tuple(int(s) for s in size), bool(align_corners)
+
+    @property
+    def init_args(self):
+        return (list(self.size), self.align_corners)
+
+    def forward(self, x, theta):
+        grid = F.affine_grid(theta.reshape(-1, 2, 3), [x.shape[0], x.shape[1], *self.size],
+                             align_corners=self.align_corners)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                             align_corners=self.align_corners)
+
+    def extra_repr(self):
+        return f"size={list(self.size)}, align_corners={self.align_corners}"

@@ -601,8 +601,9 @@ def _no_symbols(graph):
 @main.command()
 @click.argument("spec", type=SPEC)
 @click.option("--data", default="synthetic", show_default=True,
-              metavar="synthetic|digits|cifar10:DIR|imagefolder:DIR",
+              metavar="synthetic|digits|digits-distorted|cifar10:DIR|imagefolder:DIR",
               help="digits: scikit-learn's bundled 8x8 digits, resized to the spec's input; "
+                   "digits-distorted: each rotated, scaled and shifted on a 32x32 canvas; "
                    "cifar10: the python pickle batches in DIR; no downloads.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=32, show_default=True,

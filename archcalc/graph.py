@@ -23,6 +23,13 @@ Spec syntax for structure (in a layer list or as a reusable block):
     {scale = [...]}         # x * body(x)
     {dense = [...]}         # concat(x, body(x))
     {layers = [...]}        # a plain named sequence
+    {heads = [{name = "scores", layers = [...]}, {name = "offsets", layers = [...]}]}
+                            # named outputs: each head reads the current tensor,
+                            # the main line goes on unchanged after it; a head
+                            # whose list ends in heads of its own is not an output
+    {transform = [...], size = [H, W]}   # a spatial transformer: the list is the
+                            # localisation net (ending in 6 features, theta); its
+                            # sampler row warps the input (layers/transform.py)
 """
 from __future__ import annotations
 
@@ -42,7 +49,7 @@ from .spec.loader import RawLayer, Spec
 ROW_KEYS = {"name", "repeat", "kind", "when"}
 REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
 FUSED_KEYS = {"batch_norm", "activation"}
-STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense")
+STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense", "heads", "transform")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
 SHORTCUTS = ("auto", "identity", "projection", "pad")
 
@@ -86,6 +93,42 @@ class Split:
     branches: list          # of Sequence, named b1, b2, ...; an empty one is the identity
     sizes: tuple | None     # channels per branch; None: equal slices
     name: str = "concat"    # the row where the branches are concatenated again
+
+
+@dataclass
+class Heads:
+    """Named outputs: each head (a named Sequence) reads the input; the node
+    passes its input on unchanged. A head is an output (a leaf) unless its
+    layer list ends in heads of its own (the RPN's 3x3 conv, then its scores
+    and offsets)."""
+    heads: list             # of Sequence, named by the spec
+    name: str = "heads"
+
+    @property
+    def branches(self):
+        return self.heads
+
+
+def is_leaf(head: Sequence) -> bool:
+    """A head is an output unless it ends in heads of its own."""
+    return not ends_in_heads(head)
+
+
+def ends_in_heads(seq) -> bool:
+    if isinstance(seq, Heads):
+        return True
+    if isinstance(seq, Sequence) and seq.items:
+        return ends_in_heads(seq.items[-1])
+    return False
+
+
+@dataclass
+class Transform:
+    """A spatial transformer: ``loc`` (a Sequence named "loc") regresses theta
+    from the input; ``sampler`` (an affine_sampler op) warps the input with it."""
+    loc: Sequence
+    sampler: "Op"
+    name: str = "sampler"
 
 
 @dataclass
@@ -269,6 +312,10 @@ class _Builder:
         if primary is not None:
             args[kind.primary] = primary
         # a kind's own argument of that name (se's inner activation) is not a fused op
+        if getattr(kind, "structural", False):
+            raise SpecError(f"{kind.name} is the sampler row of a spatial transformer; write "
+                            "{transform = [...localisation net ending in 6 features...], "
+                            "size = [H, W]}")
         fused = {k: args.pop(k) for k in FUSED_KEYS if k in args and k not in kind.args}
         if fused and not kind.fusable:
             raise SpecError(f"{kind.name} takes no {' or '.join(sorted(fused))}; "
@@ -370,12 +417,14 @@ class _Builder:
             try:
                 seq = self.structure(table, keys[0], inner, name)
             except SpecError as e:
-                raise e.at(layer=name) from None
+                # unnamed heads add no level to the path: no name in the message either
+                raise e.at(layer=None if keys[0] == "heads" and auto else name) from None
             seq.auto = auto
             yield seq
 
     def structure(self, table, key: str, scope: _Scope, name: str) -> Sequence:
-        allowed = {"name", "repeat", "when", key} | ({"sizes"} if key == "split" else set())
+        allowed = {"name", "repeat", "when", key} | ({"sizes"} if key == "split" else set()) | \
+            ({"size", "align_corners"} if key == "transform" else set())
         if key in MERGE_OPS:
             allowed |= {"activation"} | ({"shortcut", "shortcut_when"} if key == "residual"
                                          else set())
@@ -403,6 +452,18 @@ class _Builder:
             return Sequence([Concat(seqs)], name)
         if key == "split":
             return Sequence([self.split(table, scope)], name)
+        if key == "transform":
+            loc = self.sequence(table[key], scope.child(), "loc")
+            if not loc.items:
+                raise SpecError("transform needs a localisation net: a list of layers ending "
+                                "in 6 features (theta)")
+            sampler = lookup("affine_sampler")
+            args = {k: table[k] for k in ("size", "align_corners") if k in table}
+            return Sequence([Transform(loc, Op(sampler, sampler.read_args(args, scope.env)))],
+                            name)
+        if key == "heads":
+            return Sequence([self.heads(table[key], scope)],
+                            name if "name" in table else "")
         body = self.sequence(table[key], scope)
         if "shortcut_when" in table and not self._when(table["shortcut_when"], scope):
             return Sequence(body.items, name)  # no merge: the body alone
@@ -430,6 +491,31 @@ class _Builder:
                 return None
             return branch["layers"]
         return branch
+
+    def heads(self, heads, scope: _Scope) -> Heads:
+        if not isinstance(heads, list) or not heads:
+            raise SpecError("heads takes a list of named heads: heads = [{name = \"scores\", "
+                            "layers = [...]}, {name = \"offsets\", layers = [...]}]")
+        seqs = []
+        for i, head in enumerate(heads, 1):
+            if not hasattr(head, "get") or "name" not in head or "layers" not in head or \
+                    set(head) - {"name", "layers", "when"}:
+                keys = ", ".join(sorted(map(str, head))) if hasattr(head, "get") else repr(head)
+                raise SpecError(f"head #{i}: a head is a table {{name = \"...\", layers = [...]}} "
+                                f"(optional when); received {keys}")
+            name = check_name(head["name"])
+            if "when" in head and not self._when(head["when"], scope):
+                continue
+            try:
+                seq = self.sequence(head["layers"], scope.child(), name)
+            except SpecError as e:
+                raise e.at(layer=name) from None
+            if not seq.items:
+                raise SpecError(f"head {name!r} has no layers", path=(name,))
+            seqs.append(seq)
+        if not seqs:
+            raise SpecError("heads: every head is switched off by its `when`")
+        return Heads(seqs)
 
     def split(self, table, scope: _Scope) -> Split:
         branches, sizes = table["split"], table.get("sizes")
@@ -580,6 +666,14 @@ def _level(seq: Sequence, deeper: list):
                 deeper.append(item)
             else:
                 yield from _level(item, deeper)
+        elif isinstance(item, Transform):
+            yield item.name, item
+            yield item.loc.name, item.loc
+            deeper.append(item.loc)
+        elif isinstance(item, Heads):
+            for head in item.heads:
+                yield head.name, head
+                deeper.append(head)
         elif isinstance(item, (Concat, Split)):
             yield item.name, item
             for branch in item.branches:
@@ -596,7 +690,7 @@ def _level(seq: Sequence, deeper: list):
 
 def _collision(name, first, second, file) -> SpecError:
     def where(node) -> str:
-        if isinstance(node, (Concat, Split, Merge)) or isinstance(node, str):
+        if isinstance(node, (Concat, Split, Merge, Transform)) or isinstance(node, str):
             return "a generated row (a merge, a branch or a shortcut)"
         layer = node if isinstance(node, Layer) else next(walk(node), None)
         line = f"line {layer.line}" if layer is not None and layer.line else "a layer"
@@ -649,9 +743,11 @@ def walk(node):
     elif isinstance(node, Sequence):
         for item in node.items:
             yield from walk(item)
-    elif isinstance(node, (Concat, Split)):
+    elif isinstance(node, (Concat, Split, Heads)):
         for branch in node.branches:
             yield from walk(branch)
+    elif isinstance(node, Transform):
+        yield from walk(node.loc)
     elif isinstance(node, Merge):
         yield from walk(node.body)
         if isinstance(node.shortcut, Sequence):
@@ -719,5 +815,5 @@ def same_shape(a, b) -> bool:
     return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
 
 
-__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Model", "build_graph",
+__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Heads", "Transform", "is_leaf", "Model", "build_graph",
            "walk", "shortcut_ops", "split_sizes", "parse_shape"]

@@ -15,8 +15,9 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError, path_text, split_path
-from ..graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
-                     shortcut_ops, split_sizes, walk)
+from ..graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform,
+                     build_graph,
+                     in_place, is_leaf, shortcut_ops, split_sizes, walk)
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
@@ -85,6 +86,59 @@ class Residual(nn.Module):
         return y if self.post is None else self.post(y)
 
 
+class OutputTape:
+    """The outputs of the heads of one forward pass, by name."""
+
+    def __init__(self):
+        self.outputs = {}
+
+
+class Head(SpecSequential):
+    """One named head: runs its layers on the input, keeps the result on the
+    tape when it is an output (a leaf), and passes its input on unchanged: the
+    main line (or the next head) reads the same tensor."""
+
+    def __init__(self, tape: OutputTape, key: str, leaf: bool):
+        super().__init__()
+        self.tape, self.key, self.leaf = tape, key, leaf
+
+    def forward(self, x):
+        y = super().forward(x)
+        if self.leaf:
+            self.tape.outputs[self.key] = y
+        return x
+
+    def extra_repr(self):
+        return f"output={self.key!r}" if self.leaf else "heads inside"
+
+
+class SpatialTransformer(nn.Module):
+    """Jaderberg et al.'s module: ``loc`` regresses theta from x (its last layer
+    starts at the identity), ``sampler`` warps x with it."""
+
+    def __init__(self, loc: nn.Module, sampler: nn.Module):
+        super().__init__()
+        self.loc, self.sampler = loc, sampler
+
+    def forward(self, x):
+        return self.sampler(x, self.loc(x))
+
+
+IDENTITY_THETA = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def identity_init(loc: nn.Module) -> None:
+    """The localisation net's last weighted layer: weights 0, bias the identity
+    transform, so training starts from the untransformed input."""
+    last = [m for m in loc.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not last or last[-1].bias is None or last[-1].bias.numel() != 6:
+        raise SpecError("a spatial transformer's localisation net must end in a layer with "
+                        "6 outputs and a bias (initialised to the identity transform)")
+    with torch.no_grad():
+        last[-1].weight.zero_()
+        last[-1].bias.copy_(torch.tensor(IDENTITY_THETA))
+
+
 class IndexTape:
     """Max-pool indices kept for the max unpools that name the pool."""
 
@@ -118,17 +172,26 @@ class SpecModel(nn.Module):
     """The compiled model: ``rows`` maps each table row (its path) to the name
     of the module whose output is that row's output."""
 
-    def __init__(self, body: nn.Module, rows: dict, name: str):
+    def __init__(self, body: nn.Module, rows: dict, name: str, outputs: tuple = (),
+                 tape: OutputTape | None = None):
         super().__init__()
         for child_name, child in body.named_children():
             self.add_module(child_name, child)
         self.rows = rows
         self.spec_name = name
+        # a spec with heads returns {output name: tensor}, in the spec's order
+        # ("output": the main line's end, where it goes on after the heads)
+        self.output_names = tuple(outputs)
+        self.tape = tape
 
     def forward(self, x):
         for module in self.children():
             x = module(x)
-        return x
+        if not self.output_names:
+            return x
+        got, self.tape.outputs = self.tape.outputs, {}
+        return {name: (x if name == "output" and name not in got else got[name])
+                for name in self.output_names}
 
 
 def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
@@ -147,7 +210,8 @@ def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
                         file=model.file)
     builder = _Builder(model, init, report)
     body, _ = builder.sequence(model.body, model.input, shared=True)
-    return SpecModel(body, builder.rows, model.name)
+    outputs = tuple(name for name, _ in report.outputs) if report.multi_output else ()
+    return SpecModel(body, builder.rows, model.name, outputs, builder.outputs)
 
 
 class _Builder:
@@ -159,6 +223,7 @@ class _Builder:
         self.init = init
         self.rows: dict[str, str] = {}        # row path "a.b.add" -> its module "a.b"
         self.tape = IndexTape()
+        self.outputs = OutputTape()
         self.unpooled = {path_text(split_path(op.args.of)) for layer in walk(model.body)
                          for op in layer.ops if op.kind.name == "max_unpool"}
         self.pool_inputs: dict[str, tuple] = {}
@@ -167,10 +232,32 @@ class _Builder:
     def sequence(self, seq: Sequence, x, shared: bool, path=()) -> tuple:
         module = SpecSequential()
         for item in seq.items:
+            if isinstance(item, Heads) or (isinstance(item, Sequence) and not item.name
+                                           and item.items and isinstance(item.items[0], Heads)):
+                heads = item if isinstance(item, Heads) else item.items[0]
+                for head in self.heads(heads, x, path):
+                    _add(module, head.key.rsplit(".", 1)[-1], head)
+                shared = True   # the heads read this tensor: no in-place op on it next
+                continue
             child, x, name = self.node(item, x, shared, path)
             _add(module, name, child)
-            shared = False
+            shared = isinstance(item, Sequence) and _ends_in_heads(item)
         return module, x
+
+    def heads(self, node: Heads, x, path) -> list:
+        entry = self.input_saved
+        out = []
+        for head in node.heads:
+            self.input_saved = entry
+            hpath = (*path, head.name)
+            module = Head(self.outputs, path_text(hpath), is_leaf(head))
+            inner, _ = self.sequence(head, x, shared=True, path=hpath)
+            for child_name, child in inner.named_children():
+                module.add_module(child_name, child)
+            self.rows.setdefault(path_text(hpath), path_text(hpath))
+            out.append(module)
+        self.input_saved = entry
+        return out
 
     def node(self, node, x, shared, path):
         if isinstance(node, Layer):
@@ -178,18 +265,30 @@ class _Builder:
             return module, y, node.name
         if isinstance(node, Sequence):
             inner = (*path, node.name) if node.name else path
-            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge)):
+            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge,
+                                                                   Transform)):
                 module, y = self.structure(node.items[0], x, inner)
             else:
                 module, y = self.sequence(node, x, shared, inner)
             self.rows.setdefault(path_text(inner), path_text(inner))
             return module, y, node.name
-        if isinstance(node, (Concat, Split, Merge)):
+        if isinstance(node, (Concat, Split, Merge, Transform)):
             module, y = self.structure(node, x, path)
             return module, y, node.name
         raise TypeError(f"unknown graph node {type(node).__name__}")
 
     def structure(self, node, x, path):
+        if isinstance(node, Transform):
+            entry = self.input_saved
+            loc, _ = self.sequence(node.loc, x, shared=True, path=(*path, "loc"))
+            identity_init(loc)
+            self.rows.setdefault(path_text((*path, "loc")), path_text((*path, "loc")))
+            self.input_saved = entry
+            op = node.sampler
+            module = SpatialTransformer(loc, op.kind.build(op.args, x))
+            self.rows[path_text((*path, node.name))] = path_text((*path, "sampler"))
+            self.input_saved = False
+            return module, op.kind.output_shape(op.args, x)
         if isinstance(node, Concat):
             module = ConcatBranches()
             outs = []
@@ -284,6 +383,21 @@ class _Builder:
                     nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+
+def output_tensors(out) -> list:
+    """The tensors a model returns: one, or the values of its dict of outputs."""
+    return list(out.values()) if isinstance(out, dict) else [out]
+
+
+def scalar_of(out):
+    """A scalar to differentiate in a benchmark step: the mean square of every output."""
+    return sum(t.float().square().mean() for t in output_tensors(out))
+
+
+def _ends_in_heads(seq) -> bool:
+    from ..graph import ends_in_heads
+    return ends_in_heads(seq)
 
 
 def _add(parent: nn.Module, name: str, child: nn.Module):

@@ -28,15 +28,16 @@ from torch import nn
 from . import lecture_modules as lecture
 from . import modules as custom
 from ..errors import path_text
-from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
-                    SplitBranches, UnpoolFromTape)
+from .build import (ConcatBranches, Head, PoolWithIndices, Residual, SpatialTransformer,
+                    SpecModel, SpecSequential, SplitBranches, UnpoolFromTape)
 
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
           custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
           custom.LayerScale, custom.StochasticDepth, custom.MapToTokens, custom.ClassToken,
           custom.PositionEmbedding, custom.SelfAttention, custom.TokenPool)
 CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool,  # issue 12's kinds
-           lecture.DropConnectLinear)
+           lecture.DropConnectLinear, lecture.RoIPool, lecture.L2Norm, lecture.PerAnchor,
+           lecture.AffineSampler)
 # names the generated module defines or uses at its top level
 MODULE_NAMES = {"torch", "nn", "F", "model", *(c.__name__ for c in CUSTOM)}
 # attributes an nn.Module has (a layer attribute named `forward` or `training` would shadow it)
@@ -49,6 +50,10 @@ def to_python(model: SpecModel, class_name: str | None = None, source: str = "",
     and ``notes``: the spec's source and notes, quoted in the docstring."""
     writer = _Writer()
     out = writer.sequence(model, "x", ())
+    if model.output_names:  # a spec with heads: a dict of its outputs, by name
+        outputs = {**writer.outputs, "output": out}
+        out = "{" + ", ".join(f"{ascii(name)}: {outputs[name]}"
+                              for name in model.output_names) + "}"
     class_name = _class_name(class_name or model.spec_name)
     used = {type(m) for m in model.modules() if isinstance(m, CUSTOM)}
     doc = f"{model.spec_name}, exported by archcalc" + (f" from {source}" if source else "") + "."
@@ -157,6 +162,7 @@ class _Writer:
         self.count = 0
         self.names = _Names()           # attributes of self
         self.indices = _Names()         # locals holding max-pool indices
+        self.outputs: dict[str, str] = {}   # output name -> the local holding it
 
     def var(self, hint="x"):
         self.count += 1
@@ -172,6 +178,21 @@ class _Writer:
 
     def node(self, name, module, x, path) -> str:
         path = (*path, name)
+        if isinstance(module, SpatialTransformer):
+            self.comment(path, ": a spatial transformer (localisation net -> theta; "
+                               "affine grid and bilinear sampler)")
+            theta = self.sequence(module.loc, x, (*path, "loc"))
+            attr = self.attr((*path, "sampler"), module.sampler)
+            y = self.var()
+            self.code.append(f"{y} = self.{attr}({x}, {theta})")
+            return y
+        if isinstance(module, Head):
+            self.comment(path, ": a head (reads this tensor; the next layer reads it too)"
+                         if not module.leaf else f": the output {module.key!r}")
+            y = self.sequence(module, x, path)
+            if module.leaf:
+                self.outputs[module.key] = y
+            return x
         if isinstance(module, SpecSequential):
             self.comment(path)
             return self.sequence(module, x, path)

@@ -731,6 +731,9 @@ def _classes(graph, model) -> int:
 
 
 def _logits(out):
+    if isinstance(out, dict):
+        raise SpecError(f"train fits one classifier output; this spec has {len(out)} named "
+                        f"outputs ({', '.join(out)}): detection losses are not built in")
     return out.flatten(1) if out.dim() > 2 else out
 
 

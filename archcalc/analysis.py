@@ -255,7 +255,7 @@ class _Walker:
             except SpecError as e:
                 raise self.error(e.message, path) from None
             short = state if ops is None else \
-                self.row("shortcut", "+".join(o.kind.name for o in ops), ops, state, path,
+                self.row(node.shortcut_name, "+".join(o.kind.name for o in ops), ops, state, path,
                          shared=True)
         self.held -= self.nbytes(x) + self.nbytes(body[0])
         y, s = body[0], short[0]

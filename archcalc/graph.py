@@ -565,9 +565,10 @@ class _Builder:
 
 
 # A layer's name is a PyTorch module name and a path component everywhere
-# (table, JSON, export, `check`): letters, digits and underscores, no dots or
-# slashes, which would read as path separators.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,63}")
+# (table, JSON, export, `check`): letters, digits, underscores and hyphens
+# (torchvision's RegNet names its blocks block1-0), no dots or slashes, which
+# would read as path separators.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Attributes of torch.nn.Module and of the compiled model's classes: torch
 # refuses a submodule of that name, so the spec refuses it first (this module
 # never imports torch, hence the list).
@@ -590,7 +591,7 @@ def check_name(name) -> str:
         shown = repr(name) if not isinstance(name, str) or len(name) <= 40 else \
             repr(name[:37] + "...")
         raise SpecError(f"name {shown} is not a valid layer name: use 1 to 64 letters, "
-                        "digits and underscores, starting with a letter or digit "
+                        "digits, underscores and hyphens, starting with a letter or digit "
                         "(a name is a PyTorch module name and a path component)")
     if name in RESERVED:
         raise SpecError(f"name {name!r} is reserved: PyTorch modules have an attribute of "

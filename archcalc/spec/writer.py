@@ -210,8 +210,8 @@ def choose_defaults(entries: list, blocks: dict, fused_bn: dict | None = None) -
     for kind, rows in counts.items():
         k = REGISTRY[kind]
         for name, arg in k.args.items():
-            if name == k.primary or arg.default is REQUIRED:
-                continue
+            if name == k.primary or arg.default is REQUIRED or arg.default is None:
+                continue   # None: a default that depends on another argument (a stride)
             seen = Counter(_hashable(e.get(name, arg.default)) for e in rows)
             common, n = seen.most_common(1)[0]
             if n * 2 > len(rows) and common != _hashable(arg.default) and n > 1:

@@ -898,12 +898,14 @@ def _f_mean(c):
     return row("global_avgpool") + ([] if keep else row("flatten"))
 
 
-for _target in (torch.flatten, torch.reshape, torch.permute, torch.transpose,
-                torch.squeeze, torch.unsqueeze, torch.channel_shuffle,
-                torch.nn.functional.channel_shuffle, operator.getitem):
+LAYOUT_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose,
+                    torch.squeeze, torch.unsqueeze, torch.channel_shuffle,
+                    torch.nn.functional.channel_shuffle, operator.getitem}
+LAYOUT_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze",
+                  "unsqueeze", "view_as", "reshape_as", "__getitem__"}
+for _target in LAYOUT_FUNCTIONS:
     FUNCTION_MAPPERS[_target] = lambda c: LAYOUT
-for _name in ("flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze",
-              "unsqueeze", "view_as", "reshape_as", "__getitem__"):
+for _name in LAYOUT_METHODS:
     METHOD_MAPPERS[_name] = lambda c: LAYOUT
 for _name in ("clone", "detach"):
     METHOD_MAPPERS[_name] = lambda c: []
@@ -914,10 +916,6 @@ MUL = (operator.mul, operator.imul, torch.mul)
 CAT = (torch.cat, torch.concat, torch.concatenate)
 SPLIT = (torch.chunk, torch.split, torch.tensor_split)
 
-LAYOUT_FUNCTIONS = {t for t, f in FUNCTION_MAPPERS.items() if f.__name__ == "<lambda>"
-                    and t not in (torch.clone,)}
-LAYOUT_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze",
-                  "unsqueeze", "view_as", "reshape_as", "__getitem__"}
 
 
 # --------------------------------------------------------------------------
@@ -991,6 +989,10 @@ def _describe_target(n: fx.Node, module=None) -> str:
     return f"{mod}.{name}" if mod else name
 
 
+_PENDING = "pending"   # a reshape whose chain ends later
+_POISON = "unsupported"  # what an unmapped op computed
+
+
 class _GraphBuilder:
     """fx graph + probe -> Nodes of tensor values, rows mapped to kinds."""
 
@@ -1042,6 +1044,8 @@ class _GraphBuilder:
             self.value[n] = Param(n.target, obj) if isinstance(obj, torch.Tensor) else None
             return
         if n.op == "output":
+            if self.unsupported:
+                return
             out = n.args[0]
             got = self.value.get(out) if isinstance(out, fx.Node) else None
             if not isinstance(got, Node):
@@ -1050,8 +1054,12 @@ class _GraphBuilder:
             self.output = got
             return
         inputs = [self.value.get(a) for a in n.all_input_nodes]
+        if any(x is _POISON for x in inputs):
+            self.value[n] = _POISON    # downstream of an unsupported op: not reported again
+            return
         tensors = [x for x in inputs if isinstance(x, Node)]
-        if not tensors and not any(isinstance(x, (Param, Expanded)) for x in inputs):
+        if not tensors and not any(isinstance(x, (Param, Expanded)) or x is _PENDING
+                                   for x in inputs):
             self.value[n] = None      # shape arithmetic, asserts: no tensor work
             return
         if not (_tensor(v) or (isinstance(v, (tuple, list)) and any(map(_tensor, v)))):
@@ -1060,7 +1068,7 @@ class _GraphBuilder:
             self.value[n] = None      # x.size(), x.dim(): metadata
             return
         if n in chains and chains[n] is not n:
-            self.value[n] = "pending"
+            self.value[n] = _PENDING
             return
         if n in chains:
             return self._layout(n, chains)
@@ -1092,7 +1100,7 @@ class _GraphBuilder:
                 reason = str(e)
         key = (f"{what} ({reason})" if reason else what, path)
         self.unsupported[key] = self.unsupported.get(key, 0) + 1
-        self.value[n] = None
+        self.value[n] = _POISON
 
     def _input_of(self, n: fx.Node) -> Node:
         for a in n.all_input_nodes:
@@ -1297,6 +1305,10 @@ class _GraphBuilder:
         chain = [n for n in self.gm.graph.nodes if chains.get(n) is tail]
         head = chain[0]
         x = self.value.get(head.all_input_nodes[0])
+        if x is _POISON:
+            for n in chain:
+                self.value[n] = _POISON
+            return
         if not isinstance(x, Node):
             raise _NoMapping("a reshape of something that is not a tensor of the model")
         kinds = _classify_layout(chain, x, self.found, self.modules)
@@ -1449,8 +1461,6 @@ def _normalize_cats(nodes: list, output: Node) -> None:
                 best = other
         if best is not None:
             n.inputs = [best, *flat[len(atoms[best]):]]
-        else:
-            n.inputs = list(flat)
 
 
 @dataclass
@@ -1743,8 +1753,9 @@ class _Emitter:
             name = level.fix(_check_module_name(home, (*prefix, home)), "level")
             inner = (*prefix, home)
             if len(group) == 1 and not isinstance(group[0], Node) and \
-                    inner not in _stateful_paths(group):
+                    inner not in _stateful_paths(group) and _home(group[0], inner)[0] is None:
                 sub = _Level(inner)
+                sub.fix(_structure_row(group[0]), "merge")   # the structure's own row
                 entry = self.structure(group[0], inner, sub, name=name, flat=False)
                 sub.resolve()
                 entry = _fuse_posts([entry])[0]
@@ -1880,6 +1891,15 @@ def _attach_posts(items, prefix) -> list:
             continue
         out.append(item)
     return out
+
+
+def _structure_row(item) -> str:
+    """The name graph.py gives the merge row of a structure with a level of its own."""
+    if isinstance(item, MergeItem):
+        return "scale" if item.op == "mul" else "add"
+    if isinstance(item, CatItem) and len(item.branches) == 2 and not item.branches[0]:
+        return "concat"    # dense
+    return "concat"
 
 
 def _structure_name(item) -> str:

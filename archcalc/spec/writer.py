@@ -268,5 +268,355 @@ def write(header: dict, entries: list, vars_: dict | None = None,
 
 
 def fold(entries: list, blocks: dict) -> list:
-    """Repeated structure into [blocks.NAME] and repeat (see the module's doc)."""
+    """Repeated structure into [blocks.NAME] and repeat, innermost first: at
+    each height, named levels of one module class with the same skeleton
+    (everything but their numbers) become calls of one block; then runs of
+    identical calls (or rows) in a list become one entry with repeat."""
+    _walk_rows(entries, _fill_row)
+    _share_shortcut_names(entries)
+    while True:   # the innermost levels not yet looked at, until none is left
+        found = []
+        _instances(entries, found, None, None)
+        for b in blocks.values():
+            _instances(b[_structure_key(b)], found, None, None)
+        level = [f for f in found if f[3] == 0]
+        if not level:
+            break
+        groups: dict = {}
+        for holder, index, entry, _ in level:
+            entry["_seen"] = True
+            values: list = []
+            skeleton = _skeleton(entry, values, top=True)
+            groups.setdefault((entry.get("_class", ""), skeleton), []).append(
+                (holder, index, entry, values))
+        for (cls, _), members in groups.items():
+            if len(members) >= 2:
+                _make_block(cls, members, blocks)
+        entries = _repeat_runs(entries)
+        for b in blocks.values():
+            key = _structure_key(b)
+            b[key] = _repeat_runs(b[key])
+    _trim_calls(entries, blocks)
+    _walk_rows(entries, _trim_row)
+    for b in blocks.values():
+        _walk_rows([b], _trim_row)
     return entries
+
+
+def _walk_rows(entries, fn):
+    """Apply fn(kind, row) to every row table under entries (blocks' too)."""
+    for kind, e in list(rows_of(entries)):
+        fn(kind, e)
+
+
+def _fill_row(kind: str, e: dict):
+    """Every argument written out (the kind's defaults filled in), so that
+    levels differing only in a value have the same skeleton."""
+    k = REGISTRY[kind]
+    primary = k.primary
+    for name, arg in k.args.items():
+        if name == primary or name in e:
+            continue
+        if arg.default is REQUIRED:
+            continue
+        if arg.default is None:
+            if kind in POOLS and name == "stride":
+                e[name] = e.get("kernel", e.get(kind))
+            continue
+        e[name] = _unhash(_hashable(arg.default)) if isinstance(arg.default, list) \
+            else arg.default
+    # one order for all: name, the kind, its arguments as the kind lists them, the rest
+    order = ["name", kind, *k.args]
+    items = sorted(e.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order
+                   else len(order))
+    e.clear()
+    e.update(items)
+
+
+POOLS = ("maxpool", "avgpool", "lp_pool")
+
+
+def _trim_row(kind: str, e: dict):
+    """The kind's defaults left out again (numbers that became expressions stay)."""
+    k = REGISTRY[kind]
+    for name, arg in k.args.items():
+        if name not in e or name == k.primary:
+            continue
+        v = e[name]
+        if kind in POOLS and name == "stride" and _hashable(v) == _hashable(
+                e.get("kernel", e.get(kind))):
+            del e[name]
+        elif arg.default is not REQUIRED and arg.default is not None and \
+                _hashable(v) == _hashable(arg.default) and \
+                isinstance(v, bool) == isinstance(arg.default, bool):
+            del e[name]
+
+
+def _share_shortcut_names(entries):
+    """A residual whose shortcut is the identity takes the shortcut name its
+    module class uses elsewhere (ResNet's downsample), so that both fold into
+    one block ("auto": the identity where the shapes agree)."""
+    by_class: dict = {}
+    levels: list = []
+    _instances(entries, levels, None, None)
+    for _, _, e, _ in levels:
+        if "residual" in e and e.get("shortcut", "auto") == "auto":
+            by_class.setdefault(e.get("_class"), set()).add(e.get("shortcut_name"))
+    for _, _, e, _ in levels:
+        names = by_class.get(e.get("_class"), set()) - {None}
+        if "residual" in e and "shortcut" not in e and "shortcut_name" not in e and \
+                len(names) == 1:
+            e["shortcut_name"] = next(iter(names))
+
+
+def _structure_key(table: dict) -> str:
+    return next(k for k in ("layers", "concat", "split", "residual", "scale", "dense")
+                if k in table)
+
+
+def _named_level(e) -> bool:
+    return isinstance(e, dict) and isinstance(e.get("name"), str) and not e.get("flat") \
+        and "block" not in e and any(k in e for k in ("layers", "concat", "split", "residual",
+                                                         "scale", "dense"))
+
+
+def _instances(entries, found: list, holder, key) -> int:
+    """Named levels under ``entries`` as (holder list, index, entry, height);
+    returns the height of the deepest level found."""
+    deepest = -1
+    for i, e in enumerate(entries):
+        if isinstance(e, list):
+            deepest = max(deepest, _instances(e, found, e, None))
+            continue
+        if not isinstance(e, dict):
+            continue
+        inner = -1
+        for k in ("layers", "residual", "scale", "dense", "shortcut"):
+            if isinstance(e.get(k), list):
+                inner = max(inner, _instances(e[k], found, e[k], k))
+        for k in ("concat", "split"):
+            for b in e.get(k, []) or []:
+                layers = b.get("layers") if isinstance(b, dict) else b
+                if isinstance(layers, list):
+                    inner = max(inner, _instances(layers, found, layers, k))
+        if _named_level(e) and not e.get("_seen"):
+            found.append((entries, i, e, inner + 1))
+            deepest = max(deepest, inner + 1)
+        else:
+            deepest = max(deepest, inner)
+    return deepest
+
+
+HOLE = "\0hole"
+
+
+def _skeleton(e, values: list, top=False, key=None):
+    """A hashable form of an entry with every number taken out (into
+    ``values``, as (field, number)); the instance's own name left out."""
+    if isinstance(e, dict):
+        items = []
+        for k, v in e.items():
+            if (top and k == "name") or k.startswith(PRIVATE):
+                continue
+            if k in ("name", "flat", "block", "shortcut_name") or isinstance(v, (str, bool)) \
+                    or v is None or isinstance(v, float):
+                items.append((k, v if not isinstance(v, list) else tuple(v)))
+            else:
+                items.append((k, _skeleton(v, values, key=k)))
+        return ("{", tuple(items))
+    if isinstance(e, list):
+        return ("[", tuple(_skeleton(v, values, key=key) for v in e))
+    if isinstance(e, int) and not isinstance(e, bool):
+        values.append((key, e))
+        return HOLE
+    return e
+
+
+def _make_block(cls: str, members: list, blocks: dict):
+    vectors = list(zip(*[[v for _, v in m[3]] for m in members]))
+    fields = [f for f, _ in members[0][3]]
+    args: list = []          # (name, vector)
+    exprs: list = []         # per hole: an int (constant) or an expression text
+    for field, vec in zip(fields, vectors):
+        if len(set(vec)) == 1:
+            exprs.append(vec[0])
+            continue
+        exprs.append(_relate(field, vec, args))
+    name = _block_name(cls, [m[2]["name"] for m in members], blocks)
+    template = members[0][2]
+    it = iter(exprs)
+    body = _fill(template, it, top=True)
+    counts = [Counter(vec).most_common(1)[0] for _, vec in args]
+    params = []
+    for (arg, vec), (common, n) in zip(args, counts):
+        if n * 3 > len(vec) * 2 and n >= 2:
+            params.append(f"{arg}={common}")
+        else:
+            params.append(arg)
+    blocks[name] = {**({"args": params} if params else {}), **{k: v for k, v in body.items()
+                                       if k not in ("name",) and not k.startswith(PRIVATE)}}
+    defaults = {arg: common for (arg, _), (common, n) in zip(args, counts)
+                if n * 3 > len(args[0][1]) * 2 and n >= 2}
+    for j, (holder, index, entry, _) in enumerate(members):
+        call = {"block": name, "name": entry["name"]}
+        with_ = {arg: vec[j] for arg, vec in args}
+        if with_:
+            call["with"] = with_
+        call["_defaults"] = defaults
+        holder[index] = call
+
+
+def _relate(field, vec, args: list) -> str:
+    """An argument for a number that differs between instances: an existing one
+    with the same values, a multiple of one ("4*C"), or a new one."""
+    for arg, other in args:
+        if vec == other:
+            return arg
+    for arg, other in args:
+        if all(o and v % o == 0 for v, o in zip(vec, other)):
+            ratios = {v // o for v, o in zip(vec, other)}
+            if len(ratios) == 1 and ratios.pop() > 1:
+                return f"{vec[0] // other[0]}*{arg}"
+        if all(v and o % v == 0 for v, o in zip(vec, other)):
+            ratios = {o // v for v, o in zip(vec, other)}
+            if len(ratios) == 1 and ratios.pop() > 1:
+                return f"{arg} // {other[0] // vec[0]}"
+    base = _arg_base(field)
+    taken = {a for a, _ in args}
+    name, k = base, 1
+    while name in taken:
+        k += 1
+        name = f"{base}{k}"
+    args.append((name, vec))
+    return name
+
+
+def _arg_base(field) -> str:
+    if field in REGISTRY:
+        field = REGISTRY[field].primary or field
+    return {"out": "C", "kernel": "k", "repeat": "n", "sizes": "size"}.get(field, field or "v")
+
+
+def _block_name(cls: str, names: list, blocks: dict) -> str:
+    base = ""
+    if cls and cls not in ("Sequential", "ModuleList", "ModuleDict", "SpecSequential"):
+        base = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", cls)
+        base = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", base).lower().strip("_")
+    if not base:
+        common = re.match(r"[A-Za-z_]*", names[0]).group(0)
+        base = common.rstrip("_") if common and all(n.startswith(common) for n in names) \
+            else "block"
+    base = re.sub(r"[^A-Za-z0-9_]", "_", base) or "block"
+    name, k = base, 1
+    while name in blocks:
+        k += 1
+        name = f"{base}_{k}"
+    return name
+
+
+def _fill(e, it, top=False):
+    if isinstance(e, dict):
+        out = {}
+        for k, v in e.items():
+            if (top and k == "name") or k.startswith(PRIVATE):
+                continue
+            if k in ("name", "flat", "block", "shortcut_name") or isinstance(v, (str, bool)) \
+                    or v is None or isinstance(v, float):
+                out[k] = v
+            else:
+                out[k] = _fill(v, it)
+        return out
+    if isinstance(e, list):
+        return [_fill(v, it) for v in e]
+    if isinstance(e, int) and not isinstance(e, bool):
+        return next(it)
+    return e
+
+
+def _repeat_runs(entries: list) -> list:
+    """Consecutive entries equal but for a name that counts up (0, 1, 2 or
+    layer1, layer2) as one entry: name = "{i + 1}", repeat = 3."""
+    out: list = []
+    i = 0
+    while i < len(entries):
+        e = entries[i]
+        if isinstance(e, list):
+            out.append(_repeat_runs(e))
+            i += 1
+            continue
+        if not isinstance(e, dict):
+            out.append(e)
+            i += 1
+            continue
+        for k in ("layers", "residual", "scale", "dense", "shortcut"):
+            if isinstance(e.get(k), list):
+                e[k] = _repeat_runs(e[k])
+        for k in ("concat", "split"):
+            if isinstance(e.get(k), list):
+                e[k] = [dict(b, layers=_repeat_runs(b["layers"])) if isinstance(b, dict)
+                        else _repeat_runs(b) if isinstance(b, list) else b for b in e[k]]
+        numbered = _numbered(e) if not _named_level(e) else None
+        j = i + 1
+        if numbered is not None and "repeat" not in e:
+            prefix, start = numbered
+            while j < len(entries) and isinstance(entries[j], dict) and \
+                    _numbered(entries[j]) == (prefix, start + (j - i)) and \
+                    "repeat" not in entries[j] and _same_but_name(e, entries[j]):
+                j += 1
+        if j - i >= 2:
+            prefix, start = numbered
+            index = "{i}" if start == 0 else f"{{i + {start}}}"
+            run = {"name": f"{prefix}{index}", **e, "repeat": j - i}
+            run["name"] = f"{prefix}{index}"
+            if "block" in run:
+                run = {"block": run.pop("block"), **run}
+            out.append(run)
+            i = j
+        else:
+            out.append(e)
+            i += 1
+    return out
+
+
+def _numbered(e: dict):
+    name = e.get("name")
+    if not isinstance(name, str):
+        return None
+    m = re.fullmatch(r"(.*?)(\d+)", name)
+    if not m or (len(m.group(2)) > 1 and m.group(2).startswith("0")):
+        return None
+    return m.group(1), int(m.group(2))
+
+
+def _same_but_name(a: dict, b: dict) -> bool:
+    strip = (lambda d: {k: v for k, v in d.items() if k != "name" and k != "_defaults"})
+    return strip(a) == strip(b)
+
+
+def _trim_calls(entries, blocks: dict):
+    """Block calls leave out the arguments equal to the block's defaults."""
+    def walk(items):
+        for e in items:
+            if isinstance(e, list):
+                walk(e)
+                continue
+            if not isinstance(e, dict):
+                continue
+            defaults = e.pop("_defaults", None)
+            if defaults and "with" in e:
+                e["with"] = {k: v for k, v in e["with"].items()
+                             if not (k in defaults and defaults[k] == v)}
+                if not e["with"]:
+                    del e["with"]
+            for k in ("layers", "residual", "scale", "dense", "shortcut"):
+                if isinstance(e.get(k), list):
+                    walk(e[k])
+            for k in ("concat", "split"):
+                for b in e.get(k, []) or []:
+                    walk(b["layers"] if isinstance(b, dict) else b if isinstance(b, list)
+                         else [])
+    walk(entries)
+    for b in blocks.values():
+        walk(b[_structure_key(b)])
+        if isinstance(b.get("shortcut"), list):
+            walk(b["shortcut"])

@@ -1379,7 +1379,47 @@ def _spec_args(args: dict) -> dict:
     return {k: v for k, v in args.items() if v is not None}
 
 
+_LAYOUT_MEMO: dict = {}
+
+
 def _classify_layout(chain: list, x: Node, found: Probed, modules) -> list:
+    """What a chain of reshapes does (memoized: a network repeats its reshapes)."""
+    try:
+        key = (tuple(x.shape), tuple(x.torch_shape), tuple(
+            (n.op, n.target if n.op != "call_module" else type(modules[n.target]),
+             _hashable_args(found.args[n])) for n in chain))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _LAYOUT_MEMO:
+        kinds = _LAYOUT_MEMO[key]
+        if isinstance(kinds, _NoMapping):
+            raise _NoMapping(str(kinds))
+        return [(k, dict(a)) for k, a in kinds]
+    try:
+        kinds = _run_layout(chain, x, found, modules)
+    except _NoMapping as e:
+        if key is not None:
+            _LAYOUT_MEMO[key] = e
+        raise
+    if key is not None:
+        _LAYOUT_MEMO[key] = kinds
+    return [(k, dict(a)) for k, a in kinds]
+
+
+def _hashable_args(v):
+    if isinstance(v, _TensorArg):
+        return "<tensor>"
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable_args(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable_args(x)) for k, x in v.items()))
+    if isinstance(v, (nn.Module, torch.Tensor)):
+        raise TypeError("not a plain value")
+    return v
+
+
+def _run_layout(chain: list, x: Node, found: Probed, modules) -> list:
     """What a chain of reshapes does, found by running it on an index tensor:
     nothing (a view the spec does not see), flatten, tokens, to_map,
     channel_shuffle or the first token; anything else has no kind."""

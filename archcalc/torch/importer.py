@@ -227,13 +227,13 @@ def empty_weights():
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, leaves):
+    def __init__(self, opaque=()):
         super().__init__()
-        self.leaves = leaves
+        self.opaque = set(opaque)     # module paths kept whole (as opaque rows)
         self._paths = [""]
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if _mapper_for(m) is not None:
+        if qualname in self.opaque or _mapper_for(m) is not None:
             return True
         if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
             return False
@@ -253,8 +253,8 @@ class _Tracer(fx.Tracer):
         return node
 
 
-def trace(model: nn.Module) -> fx.GraphModule:
-    tracer = _Tracer(None)
+def trace(model: nn.Module, opaque=()) -> fx.GraphModule:
+    tracer = _Tracer(opaque)
     try:
         with _quiet_warnings():
             graph = tracer.trace(model)
@@ -997,8 +997,10 @@ class _GraphBuilder:
     """fx graph + probe -> Nodes of tensor values, rows mapped to kinds."""
 
     def __init__(self, gm: fx.GraphModule, found: Probed, input_shape: tuple,
-                 allow_opaque: bool):
+                 allow_opaque: bool, opaque=()):
         self.gm = gm
+        self.opaque = set(opaque)
+        self.widen: set = set()            # scopes to keep whole on the next try
         self.found = found
         self.allow_opaque = allow_opaque
         self.input_shape = tuple(input_shape)
@@ -1098,6 +1100,11 @@ class _GraphBuilder:
                 return self._opaque(n, what, path)
             except _NoMapping as e:
                 reason = str(e)
+                scope = n.meta.get("scope", "")
+                if n.op == "call_module":       # the module that calls this one
+                    scope = scope.rpartition(".")[0]
+                if scope and scope not in self.opaque:
+                    self.widen.add(scope)
         key = (f"{what} ({reason})" if reason else what, path)
         self.unsupported[key] = self.unsupported.get(key, 0) + 1
         self.value[n] = _POISON
@@ -1107,7 +1114,7 @@ class _GraphBuilder:
             got = self.value.get(a)
             if isinstance(got, Node):
                 return got
-        raise _NoMapping("no tensor input")
+        raise _NoMapping("computes on parameters or buffers, not on the input")
 
     def _call(self, n: fx.Node, x: Node, module=None) -> Call:
         args, kwargs = self.found.args[n]
@@ -1333,21 +1340,32 @@ class _GraphBuilder:
         buffers = sum(b.numel() for b in module.buffers()) if module is not None else 0
         stateful = bool(params or buffers)
         spath = _path(path)
-        var = re.sub(r"\W", "_", ("_".join(spath) if spath else n.name)) + "_macs"
+        if n.op == "call_module":
+            row_name = spath[-1] if spath else n.name
+        else:     # a function: named after it, in the module that calls it
+            row_name = _clean_name(getattr(n.target, "__name__", str(n.target))).strip("_")
+        var = re.sub(r"\W", "_", "_".join(spath if n.op == "call_module" else
+                                           (*spath, row_name))).strip("_") + "_macs"
         if not var[0].isalpha():
             var = "m" + var
+        base, k = var, 1
+        while var in self.opaque_vars:
+            k += 1
+            var = f"{base}{k}"
         self.opaque_vars.append(var)
         if stateful:
             self.used_state.add(n.target)
             self.stateful_calls[n.target] = self.stateful_calls.get(n.target, 0) + 1
-        shape = tuple(y) if len(y) in (1, 2, 3) else None
+        if len(x.shape) == 2 and len(y) >= 2:
+            shape = (math.prod(y[:-1]), y[-1])      # tokens stay tokens
+        else:
+            shape = tuple(y) if len(y) in (1, 2, 3) else None
         if shape is None:
             raise _NoMapping(f"a {len(y)}-d output")
         node = Node(0, "row", [x.index], shape, y,
                     [("opaque", {"op": what, "output": list(shape), "params": params,
                                  "buffers": buffers, "macs": var})],
-                    spath, stateful, spath[-1] if spath else _op_name(n.name, []),
-                    what=what)
+                    spath, stateful, row_name or "opaque", what=what)
         self._add(node, n)
 
 
@@ -2113,10 +2131,18 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     training = module.training
     module.eval()
     try:
-        gm = _trace_or_fail(module, label)
-        found = _probe_or_fail(gm, input_shape, label, module)
-        builder = _GraphBuilder(gm, found, input_shape, allow_opaque)
-        builder.run()
+        opaque: set = set()
+        for _ in range(8):
+            gm = _trace_or_fail(module, label, opaque)
+            found = _probe_or_fail(gm, input_shape, label, module)
+            builder = _GraphBuilder(gm, found, input_shape, allow_opaque, opaque)
+            builder.run()
+            # an op that cannot be a row of its own (it computes on parameters, or
+            # on several tensors): its module is kept whole, as one opaque row
+            wider = {p for p in builder.widen if p not in opaque}
+            if not allow_opaque or not wider:
+                break
+            opaque |= wider
     finally:
         module.train(training)
     if builder.unsupported:
@@ -2164,9 +2190,9 @@ def _input_shape(input) -> tuple:
     return shape
 
 
-def _trace_or_fail(module, label) -> fx.GraphModule:
+def _trace_or_fail(module, label, opaque=()) -> fx.GraphModule:
     try:
-        return trace(module)
+        return trace(module, opaque)
     except TraceFailure as e:
         raise SpecError(f"torch.fx cannot trace {label}: {e}") from None
 

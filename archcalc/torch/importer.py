@@ -53,16 +53,22 @@ class ImportFailure(Exception):
     """The user's own code raised (exit status 1, one line naming the factory)."""
 
 
-class Unsupported(SpecError):
-    """Operations the import cannot map: each with its module path and count."""
+class Unsupported(Exception):
+    """Operations the import cannot map, each with its module path and count
+    (exit status 1: the model is fine, archcalc lacks kinds for it)."""
 
     def __init__(self, found: dict, what: str):
         self.found = found
+        by_op: dict = {}
+        for (op, path), count in found.items():
+            by_op.setdefault(op, []).append((path or "the model's forward", count))
         parts = []
-        for (op, path), count in sorted(found.items(), key=lambda kv: (-kv[1], kv[0])):
-            where = path or "the model's forward"
-            parts.append(f"{op} at {where}" + (f" (x{count})" if count > 1 else ""))
-        shown = "; ".join(parts[:12]) + (f"; and {len(parts) - 12} more" if len(parts) > 12 else "")
+        for op, places in sorted(by_op.items(), key=lambda kv: -sum(c for _, c in kv[1])):
+            calls = sum(c for _, c in places)
+            where = ", ".join(f"{p}" + (f" (x{c})" if c > 1 else "") for p, c in places[:3])
+            more = f" and {len(places) - 3} more" if len(places) > 3 else ""
+            parts.append(f"{op}: {calls} call{'s' if calls > 1 else ''}, at {where}{more}")
+        shown = "; ".join(parts[:8]) + (f"; and {len(parts) - 8} more" if len(parts) > 8 else "")
         total = sum(found.values())
         super().__init__(f"{what}: {total} operation(s) have no archcalc kind: {shown}. "
                          "--allow-opaque keeps them as opaque rows (shape and params "
@@ -111,6 +117,12 @@ def load_target(target: str, kwargs_text: str | None = None):
     try:
         with _quiet_warnings():
             model = factory(**kwargs)
+    except TypeError as e:
+        if kwargs and re.search(r"unexpected keyword argument|got multiple values", str(e)):
+            raise SpecError(f"{target} does not take these --kwargs: {_first_line(e)}") \
+                from None
+        raise ImportFailure(f"{target}({_kwargs_text(kwargs)}) raised "
+                            f"TypeError: {_first_line(e)}") from None
     except Exception as e:  # the user's code: one line naming the factory
         raise ImportFailure(f"{target}({_kwargs_text(kwargs)}) raised "
                             f"{type(e).__name__}: {_first_line(e)}") from None
@@ -1194,7 +1206,7 @@ class _GraphBuilder:
                     return
                 raise _NoMapping(f"item {n.args[1]} of a module's outputs")
         if any(isinstance(i, (Param, Expanded)) for i in inputs):
-            raise _NoMapping("a computation with a parameter outside any module")
+            raise _NoMapping("computes on the module's parameters outside a layer")
         x = tensors[0]
         if len({t.index for t in tensors}) > 1:
             raise _NoMapping("combines several tensors")
@@ -1233,7 +1245,7 @@ class _GraphBuilder:
                 return self._row(n, x, row("layer_scale", init=init), path=path,
                                  stateful=True, name=path[-1], flat=True,
                                  what="a layer scale")
-            raise _NoMapping(f"{op} of a parameter of shape {list(shape)}")
+            raise _NoMapping(f"{op} of the input and a parameter of shape {list(shape)}")
         raise _NoMapping(f"{op} of a tensor and a constant")
 
     def _cat(self, n, args, kwargs):

@@ -278,7 +278,7 @@ def fold(entries: list, blocks: dict) -> list:
         found = []
         _instances(entries, found, None, None)
         for b in blocks.values():
-            _instances(b[_structure_key(b)], found, None, None)
+            _instances([b], found, None, None)
         level = [f for f in found if f[3] == 0]
         if not level:
             break
@@ -293,9 +293,8 @@ def fold(entries: list, blocks: dict) -> list:
             if len(members) >= 2:
                 _make_block(cls, members, blocks)
         entries = _repeat_runs(entries)
-        for b in blocks.values():
-            key = _structure_key(b)
-            b[key] = _repeat_runs(b[key])
+        for name in blocks:
+            blocks[name] = _repeat_runs([blocks[name]])[0]
     _trim_calls(entries, blocks)
     _walk_rows(entries, _trim_row)
     for b in blocks.values():
@@ -616,7 +615,4 @@ def _trim_calls(entries, blocks: dict):
                     walk(b["layers"] if isinstance(b, dict) else b if isinstance(b, list)
                          else [])
     walk(entries)
-    for b in blocks.values():
-        walk(b[_structure_key(b)])
-        if isinstance(b.get("shortcut"), list):
-            walk(b["shortcut"])
+    walk(list(blocks.values()))

@@ -795,8 +795,10 @@ def _constant(t: torch.Tensor, default):
     """A tensor's one value when every element holds it (an init), else the default."""
     if t.device.type == "meta" or t.numel() == 0:
         return default
-    first = float(t.flatten()[0])
-    return first if bool((t == first).all()) else default
+    with torch.no_grad():
+        first = float(t.flatten()[0])
+        same = bool((t == first).all())
+    return float(f"{first:.7g}") if same else default   # float32's digits, not double's
 
 
 # -- functions and methods ---------------------------------------------------
@@ -946,6 +948,7 @@ class Node:
     stateful: bool = False         # holds parameters or buffers: named by its path
     name: str = ""                 # a name for a stateless row
     flat: bool = False             # a flat parameter row
+    scoped: bool = False           # path is the calling module's (a function), not its own
     sizes: tuple = ()              # split: channels per slice
     slot: int = 0                  # slice: which
     what: str = ""                 # what it came from (errors, opaque rows)
@@ -1152,7 +1155,7 @@ class _GraphBuilder:
         scope = n.target if n.op == "call_module" else n.meta.get("scope", "")
         node = Node(0, "row", [x.index], tuple(shape), y_torch or tuple(shape), list(kinds),
                     _path(scope) if path is None else path, stateful, name, flat,
-                    what=what)
+                    what=what, scoped=n.op != "call_module" and not flat)
         return self._add(node, n)
 
     # -- leaf modules -----------------------------------------------------
@@ -1377,7 +1380,8 @@ class _GraphBuilder:
         node = Node(0, "row", [x.index], shape, y,
                     [("opaque", {"op": what, "output": list(shape), "params": params,
                                  "buffers": buffers, "macs": var})],
-                    spath, stateful, row_name or "opaque", what=what)
+                    spath, stateful, row_name or "opaque", what=what,
+                    scoped=n.op != "call_module")
         self._add(node, n)
 
 
@@ -1761,11 +1765,24 @@ def _home(item, prefix: tuple):
         if len(firsts) == 1 and all(len(p) > n + 1 for p in paths):
             return firsts.pop(), True
         return None, True
-    scopes = [p for p in _scopes([item]) if p[:n] == prefix and len(p) > n]
+    scopes = [p for p in _levels([item]) if p[:n] == prefix and len(p) > n]
     firsts = {p[n] for p in scopes}
-    if len(firsts) == 1 and scopes and (not isinstance(item, Node) or len(item.path) > n + 1):
+    if len(firsts) == 1 and scopes:
         return firsts.pop(), False
     return None, False
+
+
+def _levels(items) -> list:
+    """The module level each row of items was called in: a function's scope,
+    a module's parent."""
+    out = []
+    for item in items:
+        if isinstance(item, Node):
+            out.append(item.path if item.scoped else item.path[:-1])
+        else:
+            for branch in item.branches:
+                out.extend(_levels(branch))
+    return out
 
 
 class _Emitter:
@@ -1820,8 +1837,15 @@ class _Emitter:
                 for item in group:
                     entries.append(self.item(item, prefix, level))
                 continue
-            name = level.fix(_check_module_name(home, (*prefix, home)), "level")
             inner = (*prefix, home)
+            if len(group) == 1 and isinstance(group[0], Node) and not group[0].stateful \
+                    and len(group[0].rows) == 1 and NAME.fullmatch(home):
+                # a stateless module computed in its own forward (a Permute): one row
+                # named after it
+                level.fix(home, "row")
+                entries.append({"name": home, **_entry(*group[0].rows[0])})
+                continue
+            name = level.fix(_check_module_name(home, (*prefix, home)), "level")
             if len(group) == 1 and not isinstance(group[0], Node) and \
                     inner not in _stateful_paths(group) and _home(group[0], inner)[0] is None:
                 sub = _Level(inner)

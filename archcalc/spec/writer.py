@@ -57,7 +57,10 @@ def key(k: str) -> str:
 
 
 def _is_table_list(v) -> bool:
-    return isinstance(v, list) and bool(v) and all(isinstance(x, (dict, list)) for x in v)
+    """A list of layer tables, or of branches (lists of tables, or tables)."""
+    return isinstance(v, list) and bool(v) and all(
+        isinstance(x, dict) or (isinstance(x, list) and all(isinstance(y, dict) for y in x))
+        for x in v)
 
 
 def inline(table: dict, indent: int = 0) -> str:

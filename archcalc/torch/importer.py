@@ -1334,9 +1334,13 @@ class _GraphBuilder:
         if not isinstance(x, Node):
             raise _NoMapping("a reshape of something that is not a tensor of the model")
         kinds = _classify_layout(chain, x, self.found, self.modules)
-        scope = tail.meta.get("scope", "")
-        self._row(tail, x, kinds, path=_path(scope),
-                  name=kinds[0][0] if kinds else "", what="a reshape")
+        if tail.op == "call_module" and len(chain) == 1:   # nn.Flatten: named as the module
+            path = _path(tail.target)
+            self._row(tail, x, kinds, path=path, name=path[-1] if path else "",
+                      what="a reshape")
+        else:
+            self._row(tail, x, kinds, path=_path(tail.meta.get("scope", "")),
+                      name=kinds[0][0] if kinds else "", what="a reshape")
         for n in chain[:-1]:
             self.value[n] = None
 
@@ -1855,7 +1859,6 @@ class _Emitter:
                 entry = _fuse_posts([entry])[0]
             else:
                 entry = {"name": name, "layers": self.level(group, inner)}
-                entry = _fuse_level(entry, self.bn_default)
             entries.append(entry)
         return entries
 
@@ -1926,6 +1929,9 @@ class _Emitter:
         entry = {"residual": self.items(body, prefix, level)}
         if _is_projection(short, (*prefix, name)):
             entry["shortcut"] = "auto"
+        elif len(short) == 1 and isinstance(short[0], Node) and len(short[0].rows) == 1 and \
+                short[0].rows[0][0] == "pad_shortcut":
+            entry["shortcut"] = "pad"      # option A: what 'pad' builds, from the shapes
         else:
             entry["shortcut"] = self.level(short, (*prefix, name))
         if name != "shortcut":
@@ -1936,10 +1942,21 @@ class _Emitter:
 
     @staticmethod
     def _shortcut_level(items, prefix):
+        """The child level of ``prefix`` that holds all of items' layers (stateless
+        ones by the level they were called in, or the module they are)."""
         paths = _stateful_paths(items)
         n = len(prefix)
-        firsts = {p[n] for p in paths if p[:n] == prefix and len(p) > n + 1}
-        if paths and len(firsts) == 1 and all(len(p) > n + 1 for p in paths):
+        if paths:
+            firsts = {p[n] for p in paths if p[:n] == prefix and len(p) > n + 1}
+            if len(firsts) == 1 and all(len(p) > n + 1 for p in paths):
+                return firsts.pop()
+            return None
+        if len(items) == 1 and isinstance(items[0], Node) and not items[0].scoped and \
+                len(items[0].path) == n + 1 and items[0].path[:n] == prefix:
+            return items[0].path[n]        # a stateless module of its own (PadShortcut)
+        levels = _levels(items)
+        firsts = {p[n] for p in levels if p[:n] == prefix and len(p) > n}
+        if items and len(firsts) == 1 and all(p[:n] == prefix and len(p) > n for p in levels):
             return firsts.pop()
         return None
 
@@ -2104,6 +2121,30 @@ def _plain(e: dict, kind: str) -> bool:
     return all(k in ("name", kind, "inplace") for k in e) and e[kind] is True
 
 
+def _fuse_levels(entries: list, bn_default: dict) -> list:
+    """_fuse_level on every named level, innermost first (names resolved)."""
+    out = []
+    for e in entries:
+        if isinstance(e, list):
+            out.append(_fuse_levels(e, bn_default))
+            continue
+        if not isinstance(e, dict):
+            out.append(e)
+            continue
+        for k in ("layers", "residual", "scale", "dense", "shortcut"):
+            if isinstance(e.get(k), list):
+                e[k] = _fuse_levels(e[k], bn_default)
+        for k in ("concat", "split"):
+            if isinstance(e.get(k), list):
+                e[k] = [dict(b, layers=_fuse_levels(b["layers"], bn_default))
+                        if isinstance(b, dict) else _fuse_levels(b, bn_default)
+                        for b in e[k]]
+        if "layers" in e and isinstance(e.get("name"), str) and not e.get("flat"):
+            e = _fuse_level(e, bn_default)
+        out.append(e)
+    return out
+
+
 def _fuse_level(entry: dict, bn_default: dict) -> dict:
     """torchvision's Conv2dNormActivation (conv, norm, activation as modules
     0, 1, 2 of one level) as one row with batch_norm and activation: it builds
@@ -2114,6 +2155,10 @@ def _fuse_level(entry: dict, bn_default: dict) -> dict:
         return entry
     first, rest = layers[0], layers[1:]
     kind = _row_kind(first)
+    if len(layers) == 2 and kind == "flatten" and _row_kind(rest[0]) == "fc" and \
+            set(first) == {"name", "flatten"}:
+        # fc on a C x H x W map builds nn.Sequential(Flatten, Linear): the same modules
+        return {"name": entry["name"], **{k: v for k, v in rest[0].items() if k != "name"}}
     if kind not in ("conv", "fc", "conv_transpose") or first.get("flat"):
         return entry
     fused = {k: v for k, v in first.items() if k != "name"}
@@ -2191,7 +2236,7 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     bn_default = _bn_default(reached)
     classes = {tuple(p.split(".")) if p else (): type(m).__name__
                for p, m in module.named_modules()}
-    entries = _resolve_names(_Emitter(bn_default).level(items, ()))
+    entries = _fuse_levels(_resolve_names(_Emitter(bn_default).level(items, ())), bn_default)
     _annotate_classes(entries, (), classes)
     params, unused = _parameters(module, reached)
     notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))}: "

@@ -14,3 +14,8 @@ settings.load_profile("default")
 
 def spec_path(name: str) -> str:
     return os.path.join(SPECS, name)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: long sweeps, opt-in (e.g. ARCHCALC_SLOW=1 for "
+                                       "test_import's full torchvision sweep)")

@@ -1072,7 +1072,11 @@ class _GraphBuilder:
             return
         inputs = [self.value.get(a) for a in n.all_input_nodes]
         if any(x is _POISON for x in inputs):
-            self.value[n] = _POISON    # downstream of an unsupported op: not reported again
+            # downstream of an unsupported op: its own failures are not reported
+            # again, but an op that has no mapping at all is
+            if not self._has_mapper(n):
+                self._unsupported(n, "")
+            self.value[n] = _POISON
             return
         tensors = [x for x in inputs if isinstance(x, Node)]
         if not tensors and not any(isinstance(x, (Param, Expanded)) or x is _PENDING
@@ -1094,6 +1098,18 @@ class _GraphBuilder:
         return self._function(n, tensors, inputs)
 
     # -- helpers ----------------------------------------------------------
+    def _has_mapper(self, n: fx.Node) -> bool:
+        if n.op == "call_module":
+            return _mapper_for(self.modules[n.target]) is not None
+        if n.op == "call_method":
+            return n.target in METHOD_MAPPERS or n.target in (
+                "add", "add_", "mul", "mul_", "chunk", "split", "tensor_split", "expand",
+                "size", "dim")
+        if n.op == "call_function":
+            return n.target in FUNCTION_MAPPERS or n.target in ADD + MUL + CAT + SPLIT or \
+                not _tensor_valued(self.found.values.get(n))
+        return True
+
     def _attr(self, target):
         obj = self.gm
         for part in target.split("."):
@@ -1332,7 +1348,7 @@ class _GraphBuilder:
                 self.value[n] = _POISON
             return
         if not isinstance(x, Node):
-            raise _NoMapping("a reshape of something that is not a tensor of the model")
+            raise _NoMapping("computes on the module's parameters or buffers, not on its input")
         kinds = _classify_layout(chain, x, self.found, self.modules)
         if tail.op == "call_module" and len(chain) == 1:   # nn.Flatten: named as the module
             path = _path(tail.target)

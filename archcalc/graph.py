@@ -439,7 +439,7 @@ class _Builder:
                     if found is not None:
                         seqs.append(self.sequence(found[0], scope.child(), found[1]))
                 except SpecError as e:
-                    raise e.at(layer=f"branch {i}") from None
+                    raise e.at(layer=f"b{i}") from None
             if not seqs:
                 raise SpecError("concat: every branch is switched off by its `when`")
             return Sequence([Concat(seqs)], name)
@@ -499,7 +499,7 @@ class _Builder:
                     raise SpecError("a split branch takes no `when`: every slice needs one")
                 seqs.append(self.sequence(found[0], scope.child(), found[1]))
             except SpecError as e:
-                raise e.at(layer=f"branch {i}") from None
+                raise e.at(layer=f"b{i}") from None
         return Split(seqs, sizes)
 
     def block_instances(self, table, scope: _Scope):

@@ -133,7 +133,7 @@ class PReLU(Elementwise):
 class Softmax(Elementwise):
     nonlinear = False  # an output normalization, not a hidden nonlinearity
     name = "softmax"
-    summary = "softmax over the channels / features"
+    summary = "softmax over the channels / features (over each token's D on N x D tokens)"
     per_element = 3
     keeps = "output"
     flops_rule = "3 per element (exp, sum, divide)"
@@ -141,7 +141,7 @@ class Softmax(Elementwise):
 
     def build(self, a, x):
         from torch import nn
-        return nn.Softmax(dim=1)
+        return nn.Softmax(dim=-1 if len(x) == 2 else 1)  # tokens: over each token's D
 
 
 @register

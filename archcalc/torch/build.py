@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..analysis import analyze
-from ..errors import SpecError
+from ..errors import SpecError, path_text, split_path
 from ..graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
                      shortcut_ops, split_sizes, walk)
 from ..spec.loader import Spec
@@ -203,10 +203,10 @@ class _Builder:
         # op may overwrite it in place); the engine decides alike
         self.input_saved = False
         self.init = init
-        self.rows: dict[str, str] = {}        # row path "a/b/c" -> module name "a.b.c"
+        self.rows: dict[str, str] = {}        # row path "a.b.add" -> its module "a.b"
         self.tape = IndexTape()
-        self.unpooled = {op.args.of for layer in walk(model.body) for op in layer.ops
-                         if op.kind.name == "max_unpool"}
+        self.unpooled = {path_text(split_path(op.args.of)) for layer in walk(model.body)
+                         for op in layer.ops if op.kind.name == "max_unpool"}
         self.pool_inputs: dict[str, tuple] = {}
 
     # each returns (module, output shape)
@@ -241,13 +241,13 @@ class _Builder:
                 module, y = self.structure(node.items[0], x, inner, None)
             else:
                 module, y = self.sequence(node, x, shared, inner)
-            self.rows.setdefault("/".join(inner), ".".join(inner))
+            self.rows.setdefault(path_text(inner), path_text(inner))
             _add(owner, node.name, module)
             return [("module", node.name)], y
         if isinstance(node, (Concat, Split, Merge)):   # flat: its parts sit on the owner
             module, y = self.structure(node, x, path, owner)
             _add(owner, node.name, module)
-            self.rows["/".join((*path, node.name))] = ".".join((*path, node.name))
+            self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
             return [("structure", node.name)], y
         raise TypeError(f"unknown graph node {type(node).__name__}")
 
@@ -266,7 +266,7 @@ class _Builder:
                 node.name not in owner._parameters:
             raise SpecError(f"{node.name}: the block already has an attribute of that name")
         owner.register_parameter(node.name, param)
-        self.rows["/".join((*path, node.name))] = ".".join((*path, node.name))
+        self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
         return [("param", node.name, module, key)], op.kind.output_shape(op.args, x)
 
     def branch(self, branch: Sequence, x, path, owner) -> list:
@@ -298,7 +298,7 @@ class _Builder:
             if owner is not None or any(not b.name for b in node.branches):
                 module._branches = steps
             y = (sum(o[0] for o in outs), *outs[0][1:])
-            self.rows["/".join((*path, node.name))] = ".".join(path)
+            self.rows[path_text((*path, node.name))] = path_text(path)
             self.input_saved = False
             return module, y
         out_module = Residual([], None, None, node.op, node.adds_in_place)
@@ -323,7 +323,7 @@ class _Builder:
         if node.post:
             out_module.post = nn.Sequential(*(op.kind.build(op.args, out) for op in node.post))
         out_module._body, out_module._shortcut = body_steps, shortcut_steps
-        self.rows["/".join((*path, node.name))] = ".".join(path)
+        self.rows[path_text((*path, node.name))] = path_text(path)
         self.input_saved = bool(node.post) and node.post[-1].kind.saved(
             node.post[-1].args, out, out).output
         return out_module, out
@@ -342,19 +342,19 @@ class _Builder:
             self.initialize(module)
             modules.append(module)
             x = op.kind.output_shape(op.args, x)
-        self.rows["/".join(path)] = ".".join(path)
+        self.rows[path_text(path)] = path_text(path)
         return (modules[0] if len(modules) == 1 else nn.Sequential(*modules)), x
 
     def wire_indices(self, op, module, x, path):
         """A max pool that an unpool names (by its name or path) keeps its
         indices on the tape; the unpool reads them back."""
         if op.kind.name == "maxpool":
-            key = next((k for k in (path[-1], "/".join(path)) if k in self.unpooled), None)
+            key = next((k for k in (path[-1], path_text(path)) if k in self.unpooled), None)
             if key is not None:
                 self.pool_inputs[key] = x
                 return PoolWithIndices(module, self.tape, key)
         if op.kind.name == "max_unpool":
-            ref = op.args.of
+            ref = path_text(split_path(op.args.of))
             return UnpoolFromTape(module, self.tape, ref, self.pool_inputs[ref])
         return module
 
@@ -374,4 +374,9 @@ class _Builder:
 def _add(parent: nn.Module, name: str, child: nn.Module):
     if "." in name or not name:
         raise SpecError(f"layer name {name!r} cannot name a torch module (no dots, not empty)")
+    if name in parent._modules:  # add_module would silently replace the first one
+        raise SpecError(f"two layers at the same level are named {name!r}; rename one")
+    if hasattr(parent, name):
+        raise SpecError(f"layer name {name!r} is taken by torch's nn.Module (an attribute or "
+                        "method of every module); rename the layer")
     parent.add_module(name, child)

@@ -346,7 +346,7 @@ def test_table_imports_in_memory():
     (("no_such_module_xyz:Net",), 2, "no module named 'no_such_module_xyz'"),
     (("torchvision.models:resnet18", "--kwargs", "{num_classes: 3}"), 2, "JSON object"),
     (("torchvision.models:resnet18", "--kwargs", "[3]"), 2, "JSON object"),
-    (("torchvision.models:resnet18", "--kwargs", '{"bogus": 1}'), 2, "do not take"),
+    (("torchvision.models:resnet18", "--kwargs", '{"bogus": 1}'), 2, "does not take"),
     (("torchvision.models:resnet18", "--input", "3x2"), 2, "CxHxW"),
     (("no_such_file.py:Net",), 2, "no such file"),
     (("torchvision.models",), 2, "MODULE:FACTORY"),
@@ -417,9 +417,9 @@ layers = [
 def test_names_and_levels_for_imports(tmp_path):
     spec = loads(FEATURES)
     rows = [r.name for r in analyze(spec).rows]
-    assert rows[:8] == ["input", "stem", "blk/c1", "blk/ls", "blk/add", "blk/c2", "blk/add_1",
-                        "blk/r"]
-    assert "down/downsample" in rows and "seq/2" in rows and "inc/branch1/conv" in rows
+    assert rows[:8] == ["input", "stem", "blk.c1", "blk.ls", "blk.add", "blk.c2", "blk.add_1",
+                        "blk.r"]
+    assert "down.downsample" in rows and "seq.2" in rows and "inc.branch1.conv" in rows
     model = spec.build().eval()
     keys = set(model.state_dict())
     assert {"class_token", "blk.ls", "blk.c1.weight", "down.downsample.0.weight",

@@ -85,7 +85,7 @@ class Report:
         return bool(self.free_symbols)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "model": self.model.name,
             "input": [sym.to_json(d) for d in self.model.input],
             "batch": self.batch, "dtype": self.dtype, "optimizer": self.optimizer,
@@ -93,6 +93,11 @@ class Report:
             "totals": {k: sym.to_json(v) for k, v in self.totals.items()},
             "warnings": [str(w) for w in self.findings],
         }
+        opaque = [r.name for r in self.rows
+                  if any(op.kind.name == "opaque" for op in getattr(r, "ops", ()))]
+        if opaque:  # imported with --allow-opaque: the totals miss these rows' MACs
+            out["incomplete"] = opaque
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)

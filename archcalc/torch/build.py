@@ -86,7 +86,8 @@ class SplitBranches(nn.Module):
         self._branches = branches
 
     def forward(self, x, owner=None):
-        parts = torch.split(x, self.sizes, 1)
+        split = torch.split(x, self.sizes, 1)
+        parts = [split[i] for i in range(len(self.sizes))]   # indexed: torch.fx traces it
         if self._branches is None:
             return torch.cat([branch(part) for branch, part in zip(self.children(), parts)], 1)
         owner = self if owner is None else owner

@@ -790,6 +790,27 @@ def _register_own():
         return row("local", out=out, kernel=_pair(kernel), stride=_pair(stride),
                    padding=_pair(padding), bias=bias)
 
+    from . import lecture_modules as lecture
+
+    @maps(lecture.Multiply)
+    def _own_multiply(c, m):
+        return row("multiply", by=float(m.by), inplace=bool(m.inplace))
+
+    @maps(lecture.Reshape)
+    def _own_reshape(c, m):
+        return row("reshape", shape=list(m.shape))
+
+    @maps(lecture.SpatialPyramidPool)
+    def _own_spp(c, m):
+        _input_chw(c, "SpatialPyramidPool")
+        return row("spp", levels=list(m.levels), mode=m.mode)
+
+    @maps(lecture.DropConnectLinear)
+    def _own_dropconnect(c, m):
+        if len(c.x) == 3:
+            raise _NoMapping("DropConnectLinear on a C x H x W map")
+        return row("dropconnect", out=m.out_features, bias=m.bias is not None, p=float(m.p))
+
 
 def _constant(t: torch.Tensor, default):
     """A tensor's one value when every element holds it (an init), else the default."""
@@ -2171,9 +2192,10 @@ def _fuse_level(entry: dict, bn_default: dict) -> dict:
         return entry
     first, rest = layers[0], layers[1:]
     kind = _row_kind(first)
-    if len(layers) == 2 and kind == "flatten" and _row_kind(rest[0]) == "fc" and \
-            set(first) == {"name", "flatten"}:
-        # fc on a C x H x W map builds nn.Sequential(Flatten, Linear): the same modules
+    if len(layers) == 2 and kind == "flatten" and _row_kind(rest[0]) in ("fc", "dropconnect") \
+            and set(first) == {"name", "flatten"}:
+        # fc (dropconnect) on a C x H x W map builds nn.Sequential(Flatten, Linear): the
+        # same modules
         return {"name": entry["name"], **{k: v for k, v in rest[0].items() if k != "name"}}
     if kind not in ("conv", "fc", "conv_transpose") or first.get("flat"):
         return entry

@@ -30,13 +30,14 @@ def wall(cmd, repeat):
     for _ in range(repeat):
         t = time.perf_counter()
         subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-                       env={**os.environ, "PYTHONPATH": ROOT})
+                       stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": ROOT})
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 
 
 def in_process(name, repeat):
-    """(construct s, import s) medians: the model on meta, then import_module."""
+    """Medians of: construction on meta, with weights, import_module; and the
+    first import_module of the process (caches cold)."""
     import torchvision
 
     from archcalc.torch import importer
@@ -53,7 +54,8 @@ def in_process(name, repeat):
         t = time.perf_counter()
         torchvision.models.get_model(name, weights=None)
         real.append(time.perf_counter() - t)
-    return statistics.median(build), statistics.median(real), statistics.median(imp), done
+    return (statistics.median(build), statistics.median(real), statistics.median(imp), imp[0],
+            done)
 
 
 def main():
@@ -68,9 +70,9 @@ def main():
     print(f"python -c 'import torch, torchvision'          {torch_import:7.3f} s  (reference)")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
-            meta, real, imp, done = in_process(name, args.repeat)
+            meta, real, imp, first, done = in_process(name, args.repeat)
             print(f"{name}: construct on meta {meta:.3f} s, with weights {real:.3f} s; "
-                  f"import (trace, probe, spec) {imp:.3f} s; "
+                  f"import (trace, probe, spec) {imp:.3f} s, the process's first {first:.3f} s; "
                   f"{len(done.text.splitlines())} lines, {done.params:,} params")
             out = os.path.join(tmp, f"{name}.toml")
             cli = wall([py, "-m", "archcalc", "import", f"torchvision.models:{name}", "-o", out],

@@ -92,7 +92,7 @@ class Report:
         return bool(self.free_symbols)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "model": self.model.name,
             "input": [sym.to_json(d) for d in self.model.input],
             "batch": self.batch, "dtype": self.dtype, "optimizer": self.optimizer,
@@ -104,6 +104,11 @@ class Report:
                        "flops": sym.to_json(h["flops"])} for h in self.heads],
             "warnings": [str(w) for w in self.findings],
         }
+        opaque = [r.name for r in self.rows
+                  if any(op.kind.name == "opaque" for op in getattr(r, "ops", ()))]
+        if opaque:  # imported with --allow-opaque: the totals miss these rows' MACs
+            out["incomplete"] = opaque
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -326,7 +331,7 @@ class _Walker:
             except SpecError as e:
                 raise self.error(e.message, path) from None
             short = state if ops is None else \
-                self.row("shortcut", "+".join(o.kind.name for o in ops), ops, state, path,
+                self.row(node.shortcut_name, "+".join(o.kind.name for o in ops), ops, state, path,
                          shared=True)
         self.held -= self.nbytes(x) + self.nbytes(body[0])
         y, s = body[0], short[0]

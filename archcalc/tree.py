@@ -84,9 +84,9 @@ def structure(report) -> Node:
             if isinstance(node.shortcut, Sequence):
                 short = walk(node.shortcut, path)
                 short = short.children if not short.name else [short]
-            elif at[0] < len(rows) and tuple(rows[at[0]].path) == (*path, "shortcut"):
-                full = (*path, "shortcut")
-                short = [Node("layer", "shortcut", full, take(full))]
+            elif at[0] < len(rows) and tuple(rows[at[0]].path) == (*path, node.shortcut_name):
+                full = (*path, node.shortcut_name)
+                short = [Node("layer", node.shortcut_name, full, take(full))]
             else:
                 short = []
             return Node("merge", node.name, (*path, node.name), take((*path, node.name)),

@@ -172,12 +172,8 @@ def test_export_python_resnet18_imports_builds_and_counts(tmp_path):
     assert tuple(model(torch.zeros(1, 3, 224, 224)).shape) == (1, 1000)
     # same weights, same function: the compiled model's state loads into the export
     compiled = load(spec_path("resnet18.toml")).build().eval()
-    prefixes = sorted(set(compiled.rows.values()), key=len, reverse=True)
-    renamed = {}
-    for key, value in compiled.state_dict().items():
-        prefix = next(p for p in prefixes if key.startswith(p + "."))
-        renamed[prefix.replace(".", "_") + key[len(prefix):]] = value
-    model.load_state_dict(renamed)
+    # the export keeps the compiled model's module tree: its state_dict loads as is
+    model.load_state_dict(compiled.state_dict(), strict=True)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), compiled(x), atol=1e-5)

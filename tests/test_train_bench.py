@@ -161,7 +161,7 @@ def test_bench_train_mode_and_per_layer():
 
 @pytest.mark.parametrize("args, fragment", [
     (["train", "--optimizer", "adamw"], "'adamw' is not one of"),
-    (["train", "--data", "mnist"], "--data takes one of synthetic, digits, cifar10:DIR"),
+    (["train", "--data", "mnist"], "--data takes one of synthetic, digits, digits-distorted, cifar10:DIR"),
     (["train", "--data", "cifar10:/nonexistent/folder"], "no such folder"),
     (["train", "--augment", "rotate"], "--augment takes crop and/or flip"),
     (["train", "--batch", "100000"], "larger than the 512 training samples"),

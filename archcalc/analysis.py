@@ -44,6 +44,8 @@ class Row:
     allocates: bool = True
     weighted: bool = False
     ops: tuple = ()               # the ops of this row, for `archcalc explain`
+    merge: str = ""               # a merge row: "concat" | "add" | "mul" (archcalc predict)
+    post: tuple = ()              # a merge row's fused ops after the merge (the post-add relu)
     input_shape: tuple = ()
     rf_in: tuple = (1, 1)
     jump_in: tuple = (1, 1)
@@ -240,7 +242,7 @@ class _Walker:
                     f"{sym.fmt_int(first[1])}x{sym.fmt_int(first[2])} of branch 1; "
                     "concat needs equal H and W", (*path, f"branch {i}"))
         y = (sym.total(o[0][0] for o in outs), first[1], first[2])
-        return self.merged_row(node.name, "concat", (), outs, y, path, flops=0)
+        return self.merged_row(node.name, "concat", (), outs, y, path, flops=0, op="concat")
 
     def merge(self, node: Merge, state, path):
         x = state[0]
@@ -281,21 +283,22 @@ class _Walker:
         kept = (body[3], short[3]) if node.op == "mul" else ()
         into = body[3] if node.adds_in_place else None
         return self.merged_row(node.name, row_type, node.post, [body, short], out, path,
-                               flops=flops, kept=kept, into=into)
+                               flops=flops, kept=kept, into=into, op=node.op)
 
     def error(self, message, path) -> SpecError:
         """A merge error, located at the spec line of the block it sits in."""
         file, line = getattr(self, "where", (None, None))
         return SpecError(message, file=file or self.model.file, line=line, path=path)
 
-    def merged_row(self, name, row_type, post, outs, y, path, flops, kept=(), into=None):
+    def merged_row(self, name, row_type, post, outs, y, path, flops, kept=(), into=None,
+                   op="concat"):
         """The row of a merge (concat, add, mul), then its fused ops. ``into``:
         the storage an in-place add writes into (then the row allocates nothing)."""
         rf = (sym.smax(*(o[1][0] for o in outs)), sym.smax(*(o[1][1] for o in outs)))
         jump = (sym.smax(*(o[2][0] for o in outs)), sym.smax(*(o[2][1] for o in outs)))
         self.saved.update(kept)
         row = Row(len(self.rows), "/".join((*path, name)), (*path, name), row_type, y,
-                  flops=sym.norm(flops), allocates=into is None)
+                  flops=sym.norm(flops), allocates=into is None, merge=op, post=tuple(post))
         storage = self.new_storage(sym.prod(y)) if into is None else into
         state = (y, rf, jump, storage)
         for op in post:

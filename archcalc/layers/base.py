@@ -145,6 +145,37 @@ NOTHING_SAVED = Saved()
 
 
 # --------------------------------------------------------------------------
+# what a layer costs a device (archcalc predict)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One primitive a layer's forward pass runs, in the terms a device
+    profile rates (``archcalc calibrate`` measures them, ``archcalc.predict``
+    turns them into time). A kind returns one or several (``Kind.cost``).
+
+    ``primitive``: ``"conv"`` (rated by the calibrated convolutions nearest
+    in shape: ``conv`` gives kh, kw, sh, sw, cin, cout, hout, wout, groups),
+    ``"linear"`` (a GEMM: ``gemm`` gives m per sample, n, k), ``"view"`` (no
+    work: the per-op overhead only), or the name of a calibrated op table
+    (``relu``, ``sigmoid``, ``batch_norm``, ``maxpool3s2``, ``cat``, ``copy``,
+    ...), rated on ``elements`` per sample (the op's input unless the kind
+    says otherwise) and multiplied by ``scale``. ``tensors``: the element
+    counts of the parameter tensors the optimizer steps. ``train_only``: the
+    op does nothing at inference (dropout). ``backward``: whether the op
+    has a backward pass of its own.
+    """
+    primitive: str
+    elements: Any = 0
+    scale: float = 1.0
+    conv: tuple | None = None
+    gemm: tuple | None = None
+    tensors: tuple = ()
+    train_only: bool = False
+    backward: bool = True
+
+
+# --------------------------------------------------------------------------
 # the kind contract
 
 
@@ -211,6 +242,16 @@ class Kind:
 
     def saved(self, a, x: Shape, y: Shape) -> Saved:
         return NOTHING_SAVED
+
+    def cost(self, a, x: Shape, y: Shape) -> tuple[Cost, ...]:
+        """What the forward pass runs, for ``archcalc predict``: by default one
+        elementwise pass over the output (read the input, write the output),
+        rated as a copy; a view costs the call only. Kinds whose cost differs
+        override this beside their FLOPs rule."""
+        if self.shares_storage(a) and self.view:
+            return (Cost("view", backward=False),)
+        p = self.params(a, x)
+        return (Cost("copy", elements=sym.prod(y), tensors=(p,) if p else ()),)
 
     def shares_storage(self, a) -> bool:
         """The output lives in the input's storage (a view, or an in-place op)."""

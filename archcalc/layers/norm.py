@@ -3,7 +3,7 @@ group norm, instance norm, and ConvNeXt's layer scale."""
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 
 FP32 = 4
 
@@ -31,6 +31,13 @@ class BatchNorm(Kind):
 
     def flops(self, a, x, y):
         return 2 * sym.prod(y)
+
+    def cost(self, a, x, y):
+        """Its calibrated op: one pass at inference (the statistics folded), the
+        batch statistics and the normalization in training (the profile times
+        each mode)."""
+        return (Cost("batch_norm", elements=sym.prod(x),
+                     tensors=(x[0], x[0]) if a.affine else ()),)
 
     def saved(self, a, x, y):
         # native_batch_norm keeps its input, the batch mean and inverse std
@@ -60,6 +67,11 @@ class LocalResponseNorm(Kind):
 
     def flops(self, a, x, y):
         return sym.prod(y) * (2 * a.size + 3)
+
+    def cost(self, a, x, y):
+        """PyTorch composes it of several ops (square, pad, avg_pool3d, pow,
+        div): its own calibrated table (size 5), the window's share beyond it."""
+        return (Cost("lrn", elements=sym.prod(x), scale=max(1.0, (2 * a.size + 3) / 13)),)
 
     def saved(self, a, x, y):
         # PyTorch composes LRN from x*x, pad, avg_pool3d, pow and div; autograd
@@ -128,6 +140,16 @@ class LayerNorm(Kind):
     def flops(self, a, x, y):
         return _norm_flops(y, a.affine, a.affine and a.bias)
 
+    def cost(self, a, x, y):
+        """Its calibrated op on tokens; over a map's channels a permute before
+        and after (two copies)."""
+        p = self.params(a, x)
+        tensors = (self.width(x),) * (p // self.width(x)) if isinstance(p, int) and p else ()
+        norm = Cost("layer_norm", elements=sym.prod(x), tensors=tensors)
+        if len(x) == 3:
+            return (Cost("copy", elements=sym.prod(x)), norm, Cost("copy", elements=sym.prod(x)))
+        return (norm,)
+
     def saved(self, a, x, y):
         # native_layer_norm keeps its input and a mean and 1/std per position
         positions = x[1] * x[2] if len(x) == 3 else (x[0] if len(x) == 2 else 1)
@@ -174,6 +196,10 @@ class GroupNorm(Kind):
     def flops(self, a, x, y):
         return _norm_flops(y, a.affine, a.affine)
 
+    def cost(self, a, x, y):
+        return (Cost("group_norm", elements=sym.prod(x),
+                     tensors=(x[0], x[0]) if a.affine else ()),)
+
     def saved(self, a, x, y):
         # native_group_norm keeps its input and a mean and 1/std per group
         return Saved(input=True, extra=((2 * a.groups, FP32),))
@@ -213,6 +239,12 @@ class InstanceNorm(Kind):
     def flops(self, a, x, y):
         return _norm_flops(y, a.affine, a.affine)
 
+    def cost(self, a, x, y):
+        """A batch norm over (1, N*C, H, W): statistics at inference too, as
+        a batch norm in training computes them."""
+        return (Cost("group_norm", elements=sym.prod(x),
+                     tensors=(x[0], x[0]) if a.affine else ()),)
+
     def saved(self, a, x, y):
         # PyTorch runs a batch norm over (1, N*C, H, W): it keeps the input, a mean
         # and 1/std per channel and sample, and the weight and running stats
@@ -242,6 +274,9 @@ class LayerScale(Kind):
 
     def flops(self, a, x, y):
         return sym.prod(y)
+
+    def cost(self, a, x, y):
+        return (Cost("mul", elements=sym.prod(x), tensors=(x[0],)),)
 
     def saved(self, a, x, y):
         return Saved(input=True)  # gamma's gradient needs x

@@ -15,7 +15,7 @@ from math import isqrt
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 
 FP32 = 4
 
@@ -56,6 +56,9 @@ class ClassToken(Kind):
     def params_formula(self, a, x):
         return sym.plain(x[1])
 
+    def cost(self, a, x, y):
+        return (Cost("cat", elements=sym.prod(y), tensors=(x[1],)),)
+
     def build(self, a, x):
         from ..torch.modules import ClassToken as Module
         return Module(x[1])
@@ -78,6 +81,9 @@ class PositionEmbedding(Kind):
 
     def flops(self, a, x, y):
         return sym.prod(y)
+
+    def cost(self, a, x, y):
+        return (Cost("add", elements=sym.prod(x), tensors=(sym.prod(x),)),)
 
     def build(self, a, x):
         from ..torch.modules import PositionEmbedding as Module
@@ -137,6 +143,18 @@ class SelfAttention(Kind):
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         return sym.norm(2 * self.flops(a, x, y))
 
+    def cost(self, a, x, y):
+        """The QKV projection (a GEMM: N tokens, 3D out, D in), the scores and
+        the weighted sum (two GEMMs of N x N x D MACs, rated as such), the
+        softmax over heads*N*N scores, the output projection (N, D, D)."""
+        n, d = x
+        bias = (3 * d,) if a.bias else ()
+        return (Cost("linear", gemm=(n, 3 * d, d), tensors=(3 * d * d,) + bias),
+                Cost("linear", gemm=(n, n, d), backward=True),
+                Cost("softmax", elements=sym.norm(a.heads * n * n)),
+                Cost("linear", gemm=(n, d, n)),
+                Cost("linear", gemm=(n, d, d), tensors=(d * d,) + ((d,) if a.bias else ())))
+
     def receptive_field(self, a, x, rf, jump):
         # every token sees every other: the window is the token grid, taken
         # as isqrt(N) tokens a side (the class token adds none)
@@ -175,6 +193,11 @@ class TokenPool(Kind):
 
     def flops(self, a, x, y):
         return 0 if a.mode == "first" else sym.prod(x)
+
+    def cost(self, a, x, y):
+        if a.mode == "first":
+            return (Cost("view"),)
+        return (Cost("global_avgpool", elements=sym.prod(x)),)
 
     def build(self, a, x):
         from ..torch.modules import TokenPool as Module

@@ -367,12 +367,15 @@ def parse_batches(text: str) -> list[int]:
 @click.option("--peak", type=click.Choice(("table", "measure")), default="table", show_default=True,
               help="Device peak FLOP/s: a table of known GPUs, or a matmul timed on the spot.")
 @click.option("--per-layer", is_flag=True, help="Time every layer beside its roofline.")
+@click.option("--predict", "predict_profile", default=None, metavar="PROFILE",
+              help="Put the time predicted from this profile (archcalc calibrate) beside "
+                   "the measured one, per layer and in total, with the error.")
 @click.option("--max-batch", is_flag=True, help="Find the largest batch that fits (predicted, then run).")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
 @click.option("--format", "fmt", type=click.Choice(("rich", "json", "csv")), default="rich", show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the results here.")
 def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, steps, threads,
-          peak, per_layer, max_batch, sets, fmt, output):
+          peak, per_layer, predict_profile, max_batch, sets, fmt, output):
     """Run the compiled spec and time it: latency (median, p90), throughput,
     achieved FLOP/s from the calculated FLOPs, share of the device's peak, and
     peak memory measured vs predicted.
@@ -383,6 +386,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
       archcalc bench specs/resnet50.toml --device cuda --batch 64 --mode train --amp bf16
       archcalc bench specs/vgg16.toml --device cuda --batch 32 --per-layer
       archcalc bench specs/resnet50.toml --device cuda --mode train --max-batch
+      archcalc bench specs/resnet18.toml --batch 8 --predict cpu.json
     """
     from .errors import require
     require("torch", "torch", "archcalc bench")
@@ -399,6 +403,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     from .torch import bench as runner
     graph = build_graph(load(spec), variables=parse_sets(sets))
     _no_symbols(graph)
+    profile = _profile(predict_profile, device) if predict_profile else None
     if max_batch:
         predicted, verified = runner.max_batch(graph, device=device, mode=mode, amp=amp,
                                                channels_last=channels_last)
@@ -415,9 +420,9 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
         results = runner.run_bench(graph, device=device, batches=batches, mode=mode, amp=amp,
                                    channels_last=channels_last, compile=compile_,
                                    warmup=warmup, steps=steps, peak=peak,
-                                   per_layer=per_layer, progress=progress)
+                                   per_layer=per_layer, progress=progress, profile=profile)
     from .torch.devices import known_peak
-    peak_source = "measured (matmul, copy)" if peak == "measure" else \
+    peak_source = "measured (best of GEMMs and convs; copies by working set)" if peak == "measure" else \
         (known_peak(device).name + " data sheet" if known_peak(device) else "unknown device: use --peak measure")
     text = {"json": lambda: render.to_json(graph.name, results, peak_source),
             "csv": lambda: render.to_csv(results)}

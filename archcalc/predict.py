@@ -142,17 +142,20 @@ def interp(points, x, log_y=False, flat=False):
     return points[-1][1]  # pragma: no cover - sorted points cover every x
 
 
-def loglog_time(points, x):
+def loglog_time(points, x, floor=None):
     """A time at size x from (size, time) points: log-log between them; past
     the largest, linear in the size (bandwidth-bound); below the smallest, the
-    smallest's time (overhead-bound)."""
+    smallest's time (overhead-bound), or with a ``floor`` (the per-call
+    overhead) that floor plus the smallest's work scaled down to x."""
     pts = [(s, max(t, 1e-9)) for s, t in points if s > 0]
     if not pts:
         return 0.0
     if x >= pts[-1][0]:
         return pts[-1][1] * x / pts[-1][0]
     if x <= pts[0][0]:
-        return pts[0][1]
+        if floor is None or floor >= pts[0][1]:
+            return pts[0][1]
+        return floor + (pts[0][1] - floor) * x / pts[0][0]
     return interp(pts, x, log_y=True)
 
 
@@ -407,10 +410,11 @@ class Predictor:
 
     def op_time(self, name, elements, which):
         curve = self.table.op_curve(name, which, self.notes)
+        floor = self.o_bwd if which == "backward" else self.o_fwd
         if curve is None:   # not even a copy: twice the bytes at the bandwidth
             nbytes = 2 * elements * self.dsize
-            return nbytes / self.profile.bandwidth(nbytes) + self.o_fwd
-        return loglog_time(curve, elements)
+            return nbytes / self.profile.bandwidth(nbytes) + floor
+        return loglog_time(curve, elements, floor)
 
     def cost(self, c: Cost, batch: int, x_elements, needs_input_grad: bool, grad: bool,
              fwd: _Parts, bwd: _Parts | None):

@@ -387,15 +387,18 @@ def measure_bandwidth(clock, device, sizes):
     return points
 
 
-def measure_peak_flops(clock, device, dtype):
+def measure_peak_flops(clock, device, dtype, quick=False):
     """The best FLOP/s of several square GEMMs: an upper bound for a layer's rate."""
-    sizes = (512, 1024, 2048, 4096) if device == "cpu" else (2048, 4096, 8192)
+    if device == "cpu":
+        sizes = (256, 512, 1024) if quick else (512, 1024, 2048, 3072)
+    else:
+        sizes = (1024, 2048, 4096) if quick else (2048, 4096, 8192)
     best = 0.0
     points = []
     for n in sizes:
         a = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
         b = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
-        _, t = clock(lambda: a @ b, reps=7)
+        _, t = clock(lambda: a @ b, reps=3 if quick else 7)
         points.append({"n": n, "flops_per_s": 2 * n ** 3 / t})
         best = max(best, 2 * n ** 3 / t)
     return {"flops_per_s": best, "gemms": points}
@@ -516,10 +519,10 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     shares = {"device": 0.08, "tables": 0.85 if compile else 0.97, "compile": 1.0}
     say("overhead, bandwidth, peak")
     profile["overhead"] = measure_overhead(clock, device, "fp32")
-    bw_sizes = [2 ** p for p in ((16, 20, 24) if quick else (14, 16, 18, 20, 22, 24, 26))]
+    bw_sizes = [2 ** p for p in ((14, 18, 22, 24) if quick else (14, 16, 18, 20, 22, 24, 26))]
     profile["bandwidth"] = measure_bandwidth(clock, device, bw_sizes)
-    profile["peak"] = {"fp32": measure_peak_flops(clock, device, "fp32")}
-    opt_sizes = [2 ** p for p in ((8, 14, 20, 22) if quick else (6, 10, 14, 17, 20, 22, 24))]
+    profile["peak"] = {"fp32": measure_peak_flops(clock, device, "fp32", quick)}
+    opt_sizes = [2 ** p for p in ((6, 12, 18, 22) if quick else (6, 10, 14, 17, 20, 22, 24))]
     profile["optimizer"] = measure_optimizer(clock, device, "fp32", opt_sizes)
     profile["tables"] = {t: {"conv": [], "linear": [], "ops": {}} for t in tables}
     # the tables: fp32 first and most; the others share what is left
@@ -530,7 +533,7 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     for name in tables:
         dtype, cl = name.split("-")[0], name.endswith("-cl")
         if dtype not in profile["peak"] and not cl:
-            profile["peak"][dtype] = measure_peak_flops(clock, device, dtype)
+            profile["peak"][dtype] = measure_peak_flops(clock, device, dtype, quick)
         now = time.perf_counter()
         stop = max(now, start) + (end - start) * weights[name] / total_w
         start = stop

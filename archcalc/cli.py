@@ -404,6 +404,10 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     graph = build_graph(load(spec), variables=parse_sets(sets))
     _no_symbols(graph)
     profile = _profile(predict_profile, device) if predict_profile else None
+    if profile is not None and device == "cpu" and \
+            profile.data.get("threads") not in (None, torch.get_num_threads()):
+        click.echo(f"note: the profile was measured with {profile.data['threads']} threads, "
+                   f"this run uses {torch.get_num_threads()} (--threads)", err=True)
     if max_batch:
         predicted, verified = runner.max_batch(graph, device=device, mode=mode, amp=amp,
                                                channels_last=channels_last)
@@ -465,7 +469,10 @@ def _no_symbols(graph):
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="Also measure what torch.compile changes [on, except --quick].")
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
-def calibrate(device, output, quick, budget_s, tables, compile_, threads):
+@click.option("--clock", type=click.Choice(("wall", "cpu")), default="wall", show_default=True,
+              help="cpu: the process's CPU time instead of wall time, for one thread on a "
+                   "machine others load (needs --threads 1).")
+def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock):
     """Characterise this device for `archcalc predict`: microbenchmarks of
     convolutions (3x3, 1x1, 5x5, 7x7 and 11x11 stems, strided, grouped,
     depthwise; small to large), GEMMs, the elementwise, pooling and
@@ -487,6 +494,9 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads):
     import torch
     if threads:
         torch.set_num_threads(threads)
+    if clock == "cpu" and (device != "cpu" or torch.get_num_threads() != 1):
+        raise SpecError("--clock cpu measures one CPU thread: use it with --device cpu "
+                        "--threads 1")
     names = None
     if tables:
         names = [t.strip() for t in tables.split(",") if t.strip()]
@@ -503,7 +513,7 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads):
     err = _stderr_console()
     with err.status("calibrating") as status:
         profile = run(device, quick=quick, budget_s=budget_s, tables=names, compile=compile_,
-                      progress=lambda text: status.update(f"calibrating: {text}"))
+                      timer=clock, progress=lambda text: status.update(f"calibrating: {text}"))
     try:
         with open(output, "w", encoding="utf-8") as fh:
             json.dump(profile, fh, indent=1)

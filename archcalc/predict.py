@@ -91,6 +91,8 @@ class Profile:
                                           for p in data["bandwidth"])
             self.optimizer_curve = sorted((float(p["elements"]), float(p["step_s"]))
                                           for p in data["optimizer"])
+            self.free_curve = sorted((float(p["elements"]), max(float(p["free_s"]), 1e-9))
+                                     for p in data["optimizer"] if "free_s" in p)
             self.tables = {name: Table(t, self) for name, t in data["tables"].items()}
             self.compile = data.get("compile") or {}
         except (KeyError, TypeError, ValueError) as e:
@@ -123,8 +125,11 @@ class Profile:
         return interp(self.bandwidth_curve, max(nbytes, 1.0), log_y=True, flat=True)
 
     def optimizer_s(self, elements: float) -> float:
-        """One SGD-momentum step on a parameter tensor of this many elements."""
-        return loglog_time(self.optimizer_curve, max(elements, 1.0))
+        """One SGD-momentum step on a parameter tensor of this many elements, and
+        freeing its gradient (zero_grad(set_to_none=True))."""
+        free = interp(self.free_curve, max(elements, 1.0), log_y=True) \
+            * max(1.0, elements / self.free_curve[-1][0]) if self.free_curve else 0.0
+        return loglog_time(self.optimizer_curve, max(elements, 1.0)) + free
 
 
 def interp(points, x, log_y=False, flat=False):
@@ -378,6 +383,9 @@ class Predictor:
         o = profile.overhead
         self.o_fwd = o["train" if mode == "train" else "inference"]
         self.o_bwd = o["backward"]
+        # a GPU runs a kernel while the host launches the next: the per-op
+        # overhead overlaps the work (max), where a CPU adds it (+)
+        self.overlap = profile.device == "cuda"
         self.elementwise_factor = 1.0
         if compile:
             c = profile.compile.get(mode)
@@ -391,22 +399,25 @@ class Predictor:
                                   "(calibrate without --quick); predicted as eager")
 
     # -- one primitive ------------------------------------------------------
+    def _roof(self, parts, t_c, t_m, over):
+        """max(compute, memory) + overhead (a CPU) or max of all three (a GPU)."""
+        if self.overlap and over > max(t_c, t_m):
+            parts.add(overhead=over)
+        elif t_c >= t_m:
+            parts.add(compute=t_c, overhead=0.0 if self.overlap else over)
+        else:
+            parts.add(memory=t_m, overhead=0.0 if self.overlap else over)
+
     def gemm_like(self, rate_fwd, rate_bwd, flops, bwd_flops, nbytes, fwd, bwd):
         """max(flops / rate, bytes / bandwidth) + overhead, forward and backward."""
         bw = self.profile.bandwidth(nbytes)
         t_mem = nbytes / bw
-        if rate_fwd:
-            t_c = flops / rate_fwd
-            fwd.add(compute=t_c if t_c >= t_mem else 0.0,
-                    memory=t_mem if t_mem > t_c else 0.0, overhead=self.o_fwd)
-        else:  # nothing calibrated: the copy bandwidth alone
-            fwd.add(memory=t_mem, overhead=self.o_fwd)
+        # nothing calibrated: the copy bandwidth alone
+        self._roof(fwd, flops / rate_fwd if rate_fwd else 0.0, t_mem, self.o_fwd)
         if bwd is not None:
             rate = rate_bwd or rate_fwd
-            t_c = bwd_flops / rate if rate else 0.0
-            t_m = 2 * t_mem if bwd_flops else 0.0
-            bwd.add(compute=t_c if t_c >= t_m else 0.0, memory=t_m if t_m > t_c else 0.0,
-                    overhead=self.o_bwd)
+            self._roof(bwd, bwd_flops / rate if rate else 0.0, 2 * t_mem if bwd_flops else 0.0,
+                       self.o_bwd)
 
     def op_time(self, name, elements, which):
         curve = self.table.op_curve(name, which, self.notes)

@@ -136,14 +136,14 @@ class _Cat(nn.Module):
 
 
 class _Add(nn.Module):
-    """A residual add: in place (torchvision's `out += identity`) where autograd
-    allows it (inference), a fresh sum otherwise."""
+    """A residual add, in place as torchvision's `out += identity` (in training
+    too: the sum is not kept for backward)."""
     def __init__(self, shape):
         super().__init__()
         self.register_buffer("other", torch.randn(*shape) * 1e-3)
 
     def forward(self, x):
-        return x.add_(self.other) if not torch.is_grad_enabled() else x + self.other
+        return x.add_(self.other)
 
 
 class _Mul(nn.Module):
@@ -188,6 +188,7 @@ def _ops():
     }
 
 
+IN_PLACE = ("relu", "add")   # the ops nets run in place (torchvision's ReLU, `out += x`)
 QUICK_OPS = ("relu", "batch_norm", "add", "cat", "maxpool3s2", "global_avgpool", "copy")
 
 # --------------------------------------------------------------------------
@@ -201,20 +202,26 @@ def sync(device: str):
 
 class Clock:
     """Times a callable: warm-up, then repetitions, each synchronized. Tiny
-    calls run in a loop between two clock reads (the per-call mean)."""
+    calls run in a loop between two clock reads (the per-call mean).
 
-    def __init__(self, device: str, reps: int = 5):
+    ``timer``: "wall" (time.perf_counter) or "cpu" (time.process_time: the
+    CPU time of this process, for one thread on a shared machine: the time
+    the work took, without the time other processes held the core)."""
+
+    def __init__(self, device: str, reps: int = 5, timer: str = "wall"):
         self.device, self.reps = device, reps
+        self.timer = time.process_time if timer == "cpu" else time.perf_counter
 
     def __call__(self, fn, setup=None, reps=None, inner=None):
         reps = reps or self.reps
+        clock = self.timer
         if setup:
             setup()
         sync(self.device)
-        t = time.perf_counter()
+        t = clock()
         fn()
         sync(self.device)
-        first = time.perf_counter() - t
+        first = clock() - t
         if inner is None:
             inner = 1 if setup else max(1, min(200, int(2e-3 / max(first, 1e-7))))
         times = []
@@ -222,11 +229,11 @@ class Clock:
             if setup:
                 setup()
             sync(self.device)
-            t = time.perf_counter()
+            t = clock()
             for _ in range(inner):
                 fn()
             sync(self.device)
-            times.append((time.perf_counter() - t) / inner)
+            times.append((clock() - t) / inner)
         return statistics.median(times), min(times)
 
 
@@ -313,23 +320,24 @@ def measure_op(clock, device, dtype, channels_last, name, factory, shape, train=
     if train:
         module.train()
         x = base.clone().requires_grad_(True)
-        if name == "relu":
-            module = nn.ReLU()      # in place on a leaf is refused; the same kernel
+        inplace = name in IN_PLACE
         state = {}
 
         def fwd_setup():
             x.grad = None
             for p in module.parameters():
                 p.grad = None
+            # an in-place op works on a fresh tensor (a leaf's is refused), as in a net
+            state["in"] = x.clone() if inplace else x
 
         def forward():
-            state["y"] = module(x)
+            state["y"] = module(state["in"])
 
         ftrain, _ = clock(forward, setup=fwd_setup)
 
         def setup():
             fwd_setup()
-            state["y"] = module(x)
+            state["y"] = module(state["in"])
             state["g"] = torch.ones_like(state["y"])
 
         bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
@@ -369,8 +377,13 @@ def measure_optimizer(clock, device, dtype, sizes):
         opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
         opt.step()   # the momentum buffers exist from the first step on
         median, best = clock(opt.step)
+        # zero_grad(set_to_none=True) frees every gradient: large ones go back
+        # to the system (munmap), which the next backward pays for again
+        state = {}
+        free, _ = clock(lambda: state.pop("g"),
+                        setup=lambda: state.update(g=torch.ones(elements, device=device)))
         points.append({"elements": elements, "step_s": median / count,
-                       "step_min_s": best / count})
+                       "step_min_s": best / count, "free_s": free})
         del params, opt
     return points
 
@@ -491,13 +504,16 @@ def _load():
 
 def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | None = None,
               tables: list[str] | None = None, compile: bool | None = None,
-              reps: int | None = None, progress=None) -> dict:
-    """Run the microbenchmarks and return the profile (a JSON-ready dict)."""
+              reps: int | None = None, timer: str = "wall", progress=None) -> dict:
+    """Run the microbenchmarks and return the profile (a JSON-ready dict).
+    ``timer="cpu"``: CPU time instead of wall time (one CPU thread only)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("no CUDA device")
+    if timer == "cpu" and (device != "cpu" or torch.get_num_threads() != 1):
+        raise ValueError("the CPU-time clock measures one CPU thread: set threads to 1")
     budget_s = budget_s if budget_s is not None else (45.0 if quick else 240.0)
     budget = Budget(budget_s)
-    clock = Clock(device, reps or (3 if quick else 5))
+    clock = Clock(device, reps or (3 if quick else 5), timer)
     tables = tables or default_tables(device, quick)
     compile = (not quick) if compile is None else compile
     say = progress or (lambda text: None)
@@ -511,6 +527,7 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
         "threads": torch.get_num_threads(),
         "quick": quick, "budget_s": budget_s,
         "timing": "median of %d repetitions after a warm-up" % clock.reps,
+        "clock": timer,
         "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
                  "load_before": load_before},
         "tables": {},

@@ -114,7 +114,7 @@ def main():
     available = set(bundled.names())
     batches = [int(b) for b in args.batches.split(",")]
     modes = args.modes.split(",")
-    points = []
+    plan = []   # (name, group, graph, mode, batch, prediction)
     for name in names:
         if name not in available:
             print(f"{name}: not shipped, skipped", flush=True)
@@ -134,30 +134,43 @@ def main():
                     print(f"{name} {mode} b{batch}: skipped (about {cost:.0f} s to measure)",
                           flush=True)
                     continue
-                walls, cpus, loads = [], [], []
-                for _ in range(args.repeats):
-                    loads.append(load_avg())
-                    wall, cpu = measure(graph, batch, mode)
-                    walls.append(wall * 1e3)
-                    cpus.append(cpu * 1e3)
-                medians = cpus if args.clock == "cpu" else walls
-                measured = statistics.median(medians)
-                error = (pred.step_ms - measured) / measured
-                spread = (max(medians) - min(medians)) / measured
-                point = {"spec": name, "group": group, "mode": mode, "batch": batch,
-                         "predicted_ms": round(pred.step_ms, 3),
-                         "measured_ms": round(measured, 3),
-                         "error": round(error, 4), "runs_ms": [round(m, 3) for m in medians],
-                         "spread": round(spread, 4), "load": loads,
-                         "wall_ms": round(statistics.median(walls), 3),
-                         "cpu_ms": round(statistics.median(cpus), 3),
-                         "predicted_forward_ms": round(pred.forward_ms, 3),
-                         "predicted_backward_ms": round(pred.backward_ms, 3),
-                         "predicted_optimizer_ms": round(pred.optimizer_ms, 3)}
-                points.append(point)
-                print(f"{name:18s} {mode:9s} b{batch:<3d} predicted {pred.step_ms:10.1f} ms  "
-                      f"measured {measured:10.1f} ms  error {error:+6.1%}  "
-                      f"(runs spread {spread:.0%}, load {loads})", flush=True)
+                plan.append((name, group, graph, mode, batch, pred))
+    # the repeats are passes over every point: a burst of load hits one run of
+    # a point, not all of them
+    runs = {i: ([], [], []) for i in range(len(plan))}
+    for rep in range(args.repeats):
+        for i, (name, group, graph, mode, batch, pred) in enumerate(plan):
+            walls, cpus, loads = runs[i]
+            loads.append(load_avg())
+            wall, cpu = measure(graph, batch, mode)
+            walls.append(wall * 1e3)
+            cpus.append(cpu * 1e3)
+            now = (cpus if args.clock == "cpu" else walls)[-1]
+            print(f"pass {rep + 1}/{args.repeats} {name:18s} {mode:9s} b{batch:<3d} predicted "
+                  f"{pred.step_ms:10.1f} ms  measured {now:10.1f} ms  "
+                  f"({(pred.step_ms - now) / now:+.1%}, load {loads[-1]})", flush=True)
+    points = []
+    for i, (name, group, graph, mode, batch, pred) in enumerate(plan):
+        walls, cpus, loads = runs[i]
+        medians = cpus if args.clock == "cpu" else walls
+        measured = statistics.median(medians)
+        error = (pred.step_ms - measured) / measured
+        spread = (max(medians) - min(medians)) / measured
+        points.append({"spec": name, "group": group, "mode": mode, "batch": batch,
+                       "predicted_ms": round(pred.step_ms, 3),
+                       "measured_ms": round(measured, 3),
+                       "error": round(error, 4), "runs_ms": [round(m, 3) for m in medians],
+                       "spread": round(spread, 4), "load": loads,
+                       "wall_ms": round(statistics.median(walls), 3),
+                       "cpu_ms": round(statistics.median(cpus), 3),
+                       "predicted_forward_ms": round(pred.forward_ms, 3),
+                       "predicted_backward_ms": round(pred.backward_ms, 3),
+                       "predicted_optimizer_ms": round(pred.optimizer_ms, 3)})
+    print()
+    for p in points:
+        print(f"{p['spec']:18s} {p['mode']:9s} b{p['batch']:<3d} predicted "
+              f"{p['predicted_ms']:10.1f} ms  measured {p['measured_ms']:10.1f} ms  "
+              f"error {p['error']:+6.1%}  (runs spread {p['spread']:.0%})")
 
     def mape(sel):
         return statistics.mean(abs(p["error"]) for p in sel) if sel else None

@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 
 from . import limits, sym
-from .errors import SpecError, SpecWarning
+from .errors import SpecError, SpecWarning, path_text, split_path
 from .graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
                     same_shape, shortcut_ops, split_sizes)
 from .layers.base import fmt_shape
@@ -235,12 +235,12 @@ class _Walker:
         for i, (y, *_rest) in enumerate(outs[1:], 2):
             if len(y) != 3 or len(first) != 3:
                 raise self.error(f"concat needs C x H x W outputs; received {fmt_shape(y)}",
-                                 (*path, f"branch {i}"))
+                                 (*path, f"b{i}"))
             if not (sym.norm(y[1] - first[1]) == 0 and sym.norm(y[2] - first[2]) == 0):
                 raise self.error(
                     f"{sym.fmt_int(y[1])}x{sym.fmt_int(y[2])} does not match "
-                    f"{sym.fmt_int(first[1])}x{sym.fmt_int(first[2])} of branch 1; "
-                    "concat needs equal H and W", (*path, f"branch {i}"))
+                    f"{sym.fmt_int(first[1])}x{sym.fmt_int(first[2])} of b1 (the first branch); "
+                    "concat needs equal H and W", (*path, f"b{i}"))
         y = (sym.total(o[0][0] for o in outs), first[1], first[2])
         return self.merged_row(node.name, "concat", (), outs, y, path, flops=0, op="concat")
 
@@ -297,7 +297,7 @@ class _Walker:
         rf = (sym.smax(*(o[1][0] for o in outs)), sym.smax(*(o[1][1] for o in outs)))
         jump = (sym.smax(*(o[2][0] for o in outs)), sym.smax(*(o[2][1] for o in outs)))
         self.saved.update(kept)
-        row = Row(len(self.rows), "/".join((*path, name)), (*path, name), row_type, y,
+        row = Row(len(self.rows), path_text((*path, name)), (*path, name), row_type, y,
                   flops=sym.norm(flops), allocates=into is None, merge=op, post=tuple(post))
         storage = self.new_storage(sym.prod(y)) if into is None else into
         state = (y, rf, jump, storage)
@@ -311,7 +311,7 @@ class _Walker:
         allocates = main.kind.allocates(main.args) or \
             (main.kind.shares_storage(main.args)
              and not in_place(main, shared, state[3] in self.saved))
-        row = Row(len(self.rows), "/".join(full), full, row_type, state[0],
+        row = Row(len(self.rows), path_text(full), full, row_type, state[0],
                   allocates=allocates, weighted=main.kind.weighted,
                   ops=tuple(ops), input_shape=state[0], rf_in=state[1], jump_in=state[2])
         for i, op in enumerate(ops):
@@ -329,13 +329,13 @@ class _Walker:
         return state
 
     def find(self, name: str):
-        """An earlier row by its name or its path (a/b/pool), for references."""
-        found = self.seen.get(name, [])
+        """An earlier row by its name or its path (block.pool, in any spelling)."""
+        found = self.seen.get(path_text(split_path(name)), [])
         if not found:
             raise SpecError(f"no earlier layer is named {name!r}")
         if len(found) > 1:
             raise SpecError(f"{len(found)} earlier layers are named {name!r}; "
-                            "give its path, e.g. block/name")
+                            "give its path, e.g. block.name")
         return found[0]
 
     def op(self, op, row, x, rf, jump, storage, shared=False):
@@ -347,7 +347,7 @@ class _Walker:
         y = kind.output_shape(a, x)
         if row.ops and op is row.ops[0]:
             entry = (kind.name, x, y)
-            for key in {row.path[-1], "/".join(row.path)} if row.path else ():
+            for key in {row.path[-1], path_text(row.path)} if row.path else ():
                 self.seen.setdefault(key, []).append(entry)
         row.params = sym.norm(row.params + kind.params(a, x))
         formula = kind.params_formula(a, x)
@@ -434,7 +434,7 @@ def fold(rows: list, depth: int) -> list:
             continue
         key = row.path[:depth]
         if group is None or group.path != key:
-            group = Row(row.index, "/".join(key), key, "block", row.output_shape,
+            group = Row(row.index, path_text(key), key, "block", row.output_shape,
                         activations=0)
             out.append(group)
         group.params = sym.norm(group.params + row.params)

@@ -12,10 +12,46 @@ import sys
 
 import click
 
-from .errors import MissingExtra, SpecError, printable
+from .errors import MissingExtra, RunError, SpecError, printable
 
 FORMATS = ("rich", "json", "csv", "markdown")
 DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")
+
+
+# Options that mean the same on every command, declared once.
+def input_option(f):
+    return click.option("--input", "input_shape", metavar="CxHxW",
+                        help="Override the spec's input shape, e.g. 3x299x299.")(f)
+
+
+def set_option(f):
+    return click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
+                        help="Bind a variable (repeatable); unbound variables give formulas.")(f)
+
+
+def dtype_option(f):
+    return click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32",
+                        show_default=True, help="Element type of activations and weights.")(f)
+
+
+def format_option(choices=FORMATS):
+    return click.option("--format", "fmt", type=click.Choice(choices), default="rich",
+                        show_default=True, help="rich (a terminal table) or a machine format.")
+MEMORY_CHECK_HELP = ("Go on even when the estimated peak memory (an upper bound, computed "
+                     "before anything is allocated) exceeds what is available.")
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option: NaN and infinity are refused like any other bad value."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        import math
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 class _Group(click.Group):
@@ -42,21 +78,35 @@ class _Group(click.Group):
             fail(str(e), 2)
         except MissingExtra as e:  # the install lacks an extra: say which, exit 2
             fail(str(e), 2)
+        except RunError as e:  # a run that failed: its one line, exit 1
+            fail(str(e), 1)
         except BrokenPipeError:  # `archcalc table ... | head`
             sys.exit(0)
         except KeyboardInterrupt:
             fail("interrupted", 130)
         except (MemoryError, RecursionError) as e:
-            fail(f"out of {'memory' if isinstance(e, MemoryError) else 'stack'}: the input is "
-                 "larger than this machine can analyze", 1)
-        except OSError as e:
-            fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)
-        except Exception as e:
+            fail(f"out of {'memory' if isinstance(e, MemoryError) else 'stack'}: lower the "
+                 "batch or the model's size", 1)
+        except Exception as e:  # a failed run, never a traceback (ARCHCALC_DEBUG=1 shows it)
             if os.environ.get("ARCHCALC_DEBUG"):
                 raise
-            # a bug, not the user's input: one line, and how to see more
-            fail(f"internal error: {type(e).__name__}: {e} (please report it; "
-                 "ARCHCALC_DEBUG=1 shows the traceback)", 1)
+            if _out_of_memory(e):
+                fail(f"out of memory: {_first_line(e)}", 1)
+            if isinstance(e, OSError):
+                fail(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""), 1)
+            fail(f"{type(e).__name__}: {_first_line(e)} (ARCHCALC_DEBUG=1 shows the traceback)",
+                 1)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines() or [""])[0][:300]
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    text = str(e)
+    return type(e).__name__ == "OutOfMemoryError" or "can't allocate memory" in text \
+        or "out of memory" in text.lower()
 
 
 def _tolerant_streams():
@@ -233,19 +283,19 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, colum
 
 
 @main.command()
-def kinds():
+@format_option()
+def kinds(fmt):
     """List the layer kinds a spec can use, with their arguments and FLOP rules.
 
     \b
-    Example:
+    Examples:
       archcalc kinds
+      archcalc kinds --format json
     """
     from rich.table import Table
     from .layers import kinds as all_kinds
     from .layers.base import REQUIRED
-    t = Table(title="Layer kinds", header_style="bold")
-    for col in ("kind", "aliases", "arguments (default)", "FLOPs rule"):
-        t.add_column(col, overflow="fold")
+    records = []
     for name, kind in all_kinds().items():
         args = ", ".join(
             (f"{k}*" if k == kind.primary else k)
@@ -253,7 +303,17 @@ def kinds():
             for k, a in kind.args.items())
         if kind.fusable:
             args += ", batch_norm, activation"
-        t.add_row(name, ", ".join(kind.aliases), args, kind.flops_rule)
+        records.append({"kind": name, "aliases": ", ".join(kind.aliases), "arguments": args,
+                        "flops_rule": kind.flops_rule, "summary": kind.summary})
+    if fmt != "rich":
+        from .render.records import render
+        click.echo(render(records, fmt).rstrip("\n"))
+        return
+    t = Table(title="Layer kinds", header_style="bold")
+    for col in ("kind", "aliases", "arguments (default)", "FLOPs rule"):
+        t.add_column(col, overflow="fold")
+    for r in records:
+        t.add_row(r["kind"], r["aliases"], r["arguments"], r["flops_rule"])
     c = console()
     c.print(t)
     c.print("* the primary argument: {conv = 64} sets out = 64.", style="dim")
@@ -268,7 +328,11 @@ def kinds():
 @click.option("--meta", is_flag=True, help="Shapes and params only, on the meta device.")
 @click.option("--all-rows", is_flag=True, help="Show every row, not only disagreements, "
               "for nets of more than 60 rows.")
-def check(spec, batch, device, input_shape, sets, meta, all_rows):
+@click.option("--no-memory-check", "no_memory_check", is_flag=True,
+              help="Measure for real even when the estimated memory exceeds what is "
+                   "available (otherwise such a model is measured on the meta device).")
+@format_option()
+def check(spec, batch, device, input_shape, sets, meta, all_rows, no_memory_check, fmt):
     """Build the spec in PyTorch, run it, and put every calculated figure beside
     the measured one: shapes (forward hooks), params (numel), MACs (fvcore, per
     module), 2 x MACs (FlopCounterMode), forward and saved-for-backward memory.
@@ -279,6 +343,7 @@ def check(spec, batch, device, input_shape, sets, meta, all_rows):
       archcalc check specs/lenet5.toml
       archcalc check specs/resnet50.toml --batch 8
       archcalc check specs/vgg16.toml --device cuda
+      archcalc check specs/lenet5.toml --format json
     """
     from .errors import require
     require("torch", "torch", "archcalc check")
@@ -287,8 +352,14 @@ def check(spec, batch, device, input_shape, sets, meta, all_rows):
     from .spec.loader import load
     from .torch.check import run_check
     result = run_check(load(spec), batch=batch, device=device, variables=parse_sets(sets),
-                       input=input_shape, force_meta=meta)
-    render_check(result, console(), all_rows=all_rows)
+                       input=input_shape, force_meta=meta, memory_check=not no_memory_check)
+    if fmt == "rich":
+        render_check(result, console(), all_rows=all_rows)
+    else:
+        from .render.check import check_records
+        from .render.records import render
+        rows, extra = check_records(result)
+        click.echo(render(rows, fmt, extra).rstrip("\n"))
     sys.exit(0 if result.ok else 1)
 
 
@@ -307,9 +378,15 @@ def _require_device(device: str):
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="File to write (python: stdout when left out; onnx: SPEC_NAME.onnx).")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
-def export(spec, target, output, sets):
+@click.option("--no-memory-check", "no_memory_check", is_flag=True,
+              help="onnx: build and trace the model even when its estimated memory exceeds "
+                   "what is available (python needs no memory: the model is built on the "
+                   "meta device).")
+def export(spec, target, output, sets, no_memory_check):
     """Write the compiled model as a readable PyTorch source file (a class with
-    named layers and a forward written out), or as ONNX.
+    named layers and a forward written out), or as ONNX. Spec strings (names,
+    source, notes) are written as literals or sanitized identifiers: nothing
+    in a spec becomes code.
 
     \b
     Examples:
@@ -320,24 +397,82 @@ def export(spec, target, output, sets):
     from .errors import require
     require("torch", "torch", "archcalc export")
     import os
+    import torch
     from .graph import build_graph
     from .spec.loader import load
     from .torch.build import build_model
     from .torch import export as exporter
     graph = build_graph(load(spec), variables=parse_sets(sets))
-    model = build_model(graph)
+    if target == "onnx":
+        output = output or os.path.splitext(os.path.basename(spec))[0] + ".onnx"
+    if output:
+        check_output(output, "-o")
     if target == "python":
-        text = exporter.to_python(model, source=os.path.basename(spec))
+        with torch.device("meta"):  # the file needs the structure, not the weights
+            model = build_model(graph)
+        text = exporter.to_python(model, source=os.path.basename(spec), cite=str(graph.source),
+                                  notes=str(graph.extra.get("notes", "")))
         if output:
-            with open(output, "w") as fh:
-                fh.write(text)
-            click.echo(f"wrote {output}", err=True)
+            write_output(output, text, "-o")
         else:
             click.echo(text, nl=False)
         return
-    output = output or os.path.splitext(os.path.basename(spec))[0] + ".onnx"
-    exporter.to_onnx(model, graph.input, output)
+    require("onnx", "onnx", "archcalc export --to onnx")
+    if not no_memory_check:
+        from .torch import memory
+        memory.guard(memory.for_export(graph), command="export")
+    model = build_model(graph)
+    try:
+        exporter.to_onnx(model, graph.input, output)
+    except OSError as e:
+        raise RunError(f"cannot write {output}: {e.strerror or e}") from None
     click.echo(f"wrote {output}", err=True)
+
+
+def check_output(path: str, option: str) -> None:
+    """Refuse an output path that cannot be written, before any work: a missing
+    folder, a directory, a place where no file can be created (/proc/x).
+    Exit 2 (a bad path). The test opens the file for appending (nothing is
+    truncated) and removes it again when it did not exist."""
+    import os
+    existed = os.path.lexists(path)
+    try:
+        with open(path, "a"):
+            pass
+    except IsADirectoryError:
+        raise SpecError(f"{option} {path}: is a directory; give a file name") from None
+    except (FileNotFoundError, NotADirectoryError) as e:
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise SpecError(f"{option} {path}: no such folder ({folder})") from None
+        raise SpecError(f"{option} {path}: a file cannot be created there "
+                        f"({e.strerror or e})") from None
+    except PermissionError:
+        raise SpecError(f"{option} {path}: permission denied") from None
+    except OSError as e:
+        raise SpecError(f"{option} {path}: cannot be written ({e.strerror or e})") from None
+    if not existed:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def write_output(path: str, text: str, option: str) -> None:
+    """Write a text file; a failure while writing (a full disk, /dev/full, an
+    I/O error) is a failed run: exit 1 with one line."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except IsADirectoryError:
+        raise SpecError(f"{option} {path}: is a directory; give a file name") from None
+    except (FileNotFoundError, NotADirectoryError):
+        raise SpecError(f"{option} {path}: the folder does not exist") from None
+    except PermissionError:
+        raise SpecError(f"{option} {path}: permission denied") from None
+    except OSError as e:
+        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+    click.echo(f"wrote {path}", err=True)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -372,10 +507,12 @@ def parse_batches(text: str) -> list[int]:
                    "the measured one, per layer and in total, with the error.")
 @click.option("--max-batch", is_flag=True, help="Find the largest batch that fits (predicted, then run).")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
-@click.option("--format", "fmt", type=click.Choice(("rich", "json", "csv")), default="rich", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(("rich", "json", "csv", "markdown")), default="rich",
+              show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the results here.")
+@click.option("--no-memory-check", "no_memory_check", is_flag=True, help=MEMORY_CHECK_HELP)
 def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, steps, threads,
-          peak, per_layer, predict_profile, max_batch, sets, fmt, output):
+          peak, per_layer, predict_profile, max_batch, sets, fmt, output, no_memory_check):
     """Run the compiled spec and time it: latency (median, p90), throughput,
     achieved FLOP/s from the calculated FLOPs, share of the device's peak, and
     peak memory measured vs predicted.
@@ -395,8 +532,10 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     import torch
     if device == "cpu" and amp == "fp16":
         raise SpecError("--amp fp16 needs a GPU; on the CPU use --amp bf16")
+    if output:
+        check_output(output, "-o")
     if threads:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(cap_threads(threads))
     from .graph import build_graph
     from .render import bench as render
     from .spec.loader import load
@@ -416,7 +555,8 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     with Progress(TextColumn("[bold]batch {task.fields[batch]}"), BarColumn(),
                   MofNCompleteColumn(), TextColumn("steps (warm-up included)"),
-                  console=_stderr_console(), transient=True) as bar:
+                  console=_stderr_console(), transient=True,
+                  disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task("bench", total=(warmup + steps) * len(batches), batch=batches[0])
 
         def progress(batch, done, total):
@@ -424,20 +564,33 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
         results = runner.run_bench(graph, device=device, batches=batches, mode=mode, amp=amp,
                                    channels_last=channels_last, compile=compile_,
                                    warmup=warmup, steps=steps, peak=peak,
-                                   per_layer=per_layer, progress=progress, profile=profile)
+                                   per_layer=per_layer, progress=progress, profile=profile,
+                                   memory_check=not no_memory_check)
     from .torch.devices import known_peak
     peak_source = "measured (best of GEMMs and convs; copies by working set)" if peak == "measure" else \
         (known_peak(device).name + " data sheet" if known_peak(device) else "unknown device: use --peak measure")
     text = {"json": lambda: render.to_json(graph.name, results, peak_source),
-            "csv": lambda: render.to_csv(results)}
+            "csv": lambda: render.to_csv(results),
+            "markdown": lambda: render.to_markdown(results)}
     if fmt == "rich":
         render.render_rich(graph.name, results, peak_source, console())
     else:
         click.echo(text[fmt]().rstrip("\n"))
     if output:
-        with open(output, "w") as fh:
-            fh.write(text.get(fmt, text["json"])())
-        click.echo(f"wrote {output}", err=True)
+        write_output(output, text.get(fmt, text["json"])(), "-o")
+
+
+def cap_threads(threads: int) -> int:
+    """--threads above 4 per CPU (at most 1024) only slows a run down, and a
+    huge number makes OpenMP try to start that many threads: cap it, and say so."""
+    import os
+    cpus = os.cpu_count() or 1
+    limit = min(1024, 4 * cpus)
+    if threads > limit:
+        click.echo(f"note: --threads {threads:,} capped at {limit} (4 per CPU, {cpus} CPUs "
+                   "here, at most 1024)", err=True)
+        return limit
+    return threads
 
 
 def _stderr_console():
@@ -601,25 +754,29 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
               help="Global batch (divided among torchrun processes).")
 @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "nesterov", "adagrad",
                                                 "rmsprop", "adam")), default="adam", show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=None,
               help="Learning rate (default per optimizer: adam 1e-3, momentum 1e-2, ...).")
-@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--weight-decay", type=FiniteFloat(min=0), default=0.0, show_default=True)
 @click.option("--schedule", type=click.Choice(("none", "step", "exponential", "inverse", "cosine",
                                                "plateau", "cyclic")), default="none", show_default=True)
-@click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0)
+@click.option("--label-smoothing", type=FiniteFloat(0, 1, max_open=True), default=0.0)
 @click.option("--augment", default="", metavar="crop,flip", help="Random crop and/or flip.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--device", type=click.Choice(("cpu", "cuda", "mps")), default="cpu", show_default=True)
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+@click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for checkpoint.pt, metrics.csv/json, curves.png [runs/SPEC_NAME].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
+@click.option("--force", is_flag=True, help="Start over in an OUT that holds a run, replacing it.")
 @click.option("--plot", is_flag=True, help="Save the loss and accuracy curves as OUT/curves.png.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@click.option("--no-memory-check", "no_memory_check", is_flag=True, help=MEMORY_CHECK_HELP)
 def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, label_smoothing,
-          augment, seed, device, out_dir, resume, plot, sets):
+          augment, seed, device, out_dir, resume, force, plot, sets, no_memory_check):
     """Train the compiled spec and report per epoch: train loss, test loss and
     accuracy, time, samples/s and peak memory. Checkpoints are written
-    atomically each epoch; Ctrl-C saves one and exits.
+    atomically each epoch; Ctrl-C finishes the step under way, saves that state
+    (with the data order and random states) and exits, and --resume continues
+    exactly there. A loss that turns NaN or infinite ends the run (exit 1).
 
     \b
     Examples:
@@ -645,27 +802,49 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
     config = TrainConfig(data=os.path.expanduser(data) if ":" in data else data, epochs=epochs,
                          batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          schedule=schedule, label_smoothing=label_smoothing, augment=kinds,
-                         seed=seed, device=device, out=out_dir, plot=plot, resume=resume)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+                         seed=seed, device=device, out=out_dir, plot=plot, resume=resume,
+                         force=force,
+                         memory_check=not no_memory_check)
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                               TimeRemainingColumn)
+    from .render.safe import markup
+    from .sym import human_bytes
     out = console()
+    main_rank = int(os.environ.get("RANK", "0")) == 0
+    interactive = sys.stderr.isatty()
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
-                  MofNCompleteColumn(), TextColumn("steps"), console=_stderr_console(),
-                  transient=True, disable=int(os.environ.get("RANK", "0")) != 0) as bar:
-        task = bar.add_task("train", total=None, epoch=1)
+                  MofNCompleteColumn(), TextColumn("steps"),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                  console=_stderr_console(), transient=True,
+                  disable=not main_rank or not interactive) as bar:
+        task = bar.add_task("train", total=None, epoch=1, rate="")
+        started = {}
 
         def progress(epoch, step, total):
-            if step == 1:
-                bar.reset(task, total=total, epoch=epoch)
-            bar.update(task, completed=step, epoch=epoch)
+            import time
+            if epoch not in started:
+                started[epoch] = (time.perf_counter(), step)
+                bar.reset(task, total=total, completed=step, epoch=epoch, rate="")
+                return
+            t0, first = started[epoch]
+            rate = (step - first) * batch / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, completed=step, epoch=epoch, rate=f"{rate:,.0f} samples/s")
+            # piped: a line at each quarter of the epoch instead of a bar
+            if not interactive and main_rank and total >= 4 and step % (total // 4) == 0 \
+                    and step < total:
+                left = (total - step) * batch / max(rate, 1e-9)
+                click.echo(f"epoch {epoch}: step {step}/{total}, {rate:,.0f} samples/s, "
+                           f"about {left:,.0f} s left in the epoch", err=True)
 
         def report(m):
             if isinstance(m, str):
-                out.print(m, highlight=False)
+                out.print(markup(m), highlight=False)
                 return
             out.print(f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f}  test loss "
                       f"{m.test_loss:.4f}  accuracy {100 * m.test_accuracy:.1f}%  "
-                      f"{m.time_s:.1f} s  {m.samples_per_s:,.0f} samples/s  peak "
-                      f"{m.peak_memory_bytes / 1e6:,.0f} MB", highlight=False)
+                      f"{m.time_s:.1f} s  {m.samples_per_s:,.0f} samples/s  memory "
+                      f"{human_bytes(m.peak_memory_bytes)} measured / "
+                      f"{human_bytes(m.predicted_memory_bytes)} predicted", highlight=False)
         try:
             run_train(graph, config, report=report, progress=progress)
         except KeyboardInterrupt:
@@ -692,8 +871,9 @@ def _render_comparison(comparison, fmt, title):
               help="Bind a variable in every spec that has it.")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
+@input_option
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
-def compare(specs, sets, batch, dtype, fmt):
+def compare(specs, sets, batch, dtype, input_shape, fmt):
     """Designs side by side: params, MACs, FLOPs, activations, training memory,
     receptive field, depth and nonlinearities, each with its ratio to the first.
     Unbound variables give formulas and exact ratios (27/49).
@@ -709,6 +889,7 @@ def compare(specs, sets, batch, dtype, fmt):
     from .compare import compare as run
     from .spec.loader import load
     comparison = run([load(s) for s in specs], variables=parse_sets(sets), batch=batch,
+                     input=input_shape,
                      dtype=dtype)
     _render_comparison(comparison, fmt, "Comparison")
 
@@ -764,20 +945,30 @@ def trick(name, list_, channels, size, fmt):
 @click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
 @click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
-def explain(spec, layer, batch, dtype, input_shape, sets):
+@format_option(("rich", "json", "markdown"))
+def explain(spec, layer, batch, dtype, input_shape, sets, fmt):
     """The arithmetic of one layer, step by step, as a lecture writes it:
     output size with the numbers put in, params, MACs, memory, receptive field.
 
     \b
     Examples:
       archcalc explain specs/vgg16.toml conv3_1
-      archcalc explain specs/googlenet.toml "inception_3a > b2 > 3x3"
-      archcalc explain specs/vgg16.toml conv1_1 --input 3x227x227
+      archcalc explain specs/googlenet.toml inception_3a.b2.3x3
+      archcalc explain specs/vgg16.toml conv1_1 --input 3x227x227 --format json
     """
-    from .explain import explain as run
+    from .explain import explain as run, find_row
     report = _report(spec, batch, dtype, input_shape, sets, False)
-    for line in run(report, layer):
-        click.echo(line)
+    lines = run(report, layer)
+    if fmt == "json":
+        import json
+        row = find_row(report, layer)
+        click.echo(json.dumps({"layer": row.name, "row": row.as_json(), "steps": lines},
+                              indent=2))
+    elif fmt == "markdown":
+        click.echo(f"### {lines[0]}\n\n```\n" + "\n".join(lines[1:]) + "\n```")
+    else:
+        for line in lines:
+            click.echo(line)
 
 
 @main.command()
@@ -804,7 +995,11 @@ def plot(specs, output, depth, sets):
     output = output or os.path.splitext(os.path.basename(specs[0]))[0] + ".png"
     if not output.lower().endswith((".png", ".svg", ".pdf")):
         raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {output!r}")
-    used = draw(reports, output, depth)
+    check_output(output, "-o")
+    try:
+        used = draw(reports, output, depth)
+    except OSError as e:
+        raise RunError(f"cannot write {output}: {e.strerror or e}") from None
     if used and not depth:
         click.echo(f"note: more than {ROW_LIMIT} layers: one bar per block at depth {used} "
                    "(--depth N to choose)", err=True)

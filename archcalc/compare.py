@@ -68,9 +68,9 @@ def ratio_text(r) -> str:
     return str(r).replace("**", "^")
 
 
-def compare(specs, *, variables=None, batch=1, dtype="fp32") -> Comparison:
-    reports = [analyze(spec, variables=_known(spec, variables), batch=batch, dtype=dtype)
-               for spec in specs]
+def compare(specs, *, variables=None, batch=1, dtype="fp32", input=None) -> Comparison:
+    reports = [analyze(spec, variables=_known(spec, variables), batch=batch, dtype=dtype,
+                       input=input) for spec in specs]
     values = {key: [r.totals[total] for r in reports] for key, _, total in FIGURES}
     return Comparison([r.model.name for r in reports], [s.file for s in specs], values, reports)
 

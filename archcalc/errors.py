@@ -9,6 +9,20 @@ CLI can print one line such as::
 """
 from __future__ import annotations
 
+import re
+
+
+def path_text(path) -> str:
+    """A layer's one name everywhere (table, JSON, CSV, errors, export, check):
+    its PyTorch module path, as named_modules() prints it: 'layer1.0.conv1'."""
+    return ".".join(path)
+
+
+def split_path(text: str) -> tuple:
+    """Any spelling of a path ('layer1.0.conv1', 'layer1/0/conv1',
+    'layer1 > 0 > conv1') as its parts."""
+    return tuple(p.strip() for p in re.split(r"\s*>\s*|/|\.", text.strip()) if p.strip())
+
 
 class SpecError(Exception):
     """Bad input: a spec, an option or a value. The CLI exits 2 on it."""
@@ -36,8 +50,9 @@ class SpecError(Exception):
         where = ""
         if self.file:
             where = self.file + (f":{self.line}" if self.line else "") + ": "
-        layer = f"layer {' > '.join(self.path)}: " if self.path else ""
-        return f"{where}{layer}{self.message}"
+        layer = f"layer {path_text(self.path)}: " if self.path else ""
+        # one line, control characters made visible: messages quote spec values
+        return printable(f"{where}{layer}{self.message}")
 
 
 _CONTROL = {c: "?" for c in (*range(0x20), *range(0x7f, 0xa0))}
@@ -51,6 +66,11 @@ def printable(text: str, keep_newlines: bool = False) -> str:
     return str(text).translate(_CONTROL_KEEP_NL if keep_newlines else _CONTROL)
 
 
+class RunError(Exception):
+    """A run that failed (training diverged, a write failed, out of memory):
+    the CLI prints its one line and exits 1."""
+
+
 class SpecWarning:
     """A finding that is not fatal (a layer that does not tile its input)."""
 
@@ -60,7 +80,7 @@ class SpecWarning:
         self.line = line
 
     def __str__(self) -> str:
-        layer = f"layer {' > '.join(self.path)}: " if self.path else ""
+        layer = f"layer {path_text(self.path)}: " if self.path else ""
         return printable(f"{layer}{self.message}")
 
 

@@ -5,12 +5,14 @@ import difflib
 
 from . import sym
 from .analysis import DTYPES, Report
-from .errors import SpecError
+from .errors import SpecError, path_text, split_path
 from .layers.base import fmt_shape
 
 
 def find_row(report: Report, name: str):
-    wanted = name.replace(" > ", "/").strip()
+    """A row by its module path in any spelling ('layer1.0.conv1',
+    'layer1/0/conv1', 'layer1 > 0 > conv1') or by its own name if unique."""
+    wanted = path_text(split_path(name))
     exact = [r for r in report.rows[1:] if r.name == wanted]
     if not exact:
         exact = [r for r in report.rows[1:] if r.path and r.path[-1] == wanted]
@@ -33,7 +35,7 @@ def explain(report: Report, name: str) -> list[str]:
 def explain_row(report: Report, row) -> list[str]:
     """The lines of ``explain`` for a row already at hand (the HTML report)."""
     f = sym.fmt_int
-    lines = [f"{report.model.name} > {' > '.join(row.path)} ({row.type}), row {row.index} of "
+    lines = [f"{report.model.name}: {row.name} ({row.type}), row {row.index} of "
              f"{report.model.file}",
              f"input: {fmt_shape(row.input_shape)}"]
     x = row.input_shape

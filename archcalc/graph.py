@@ -396,7 +396,7 @@ class _Builder:
                     if branch is not None:
                         seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
                 except SpecError as e:
-                    raise e.at(layer=f"branch {i}") from None
+                    raise e.at(layer=f"b{i}") from None
             if not seqs:
                 raise SpecError("concat: every branch is switched off by its `when`")
             return Sequence([Concat(seqs)], name)
@@ -445,7 +445,7 @@ class _Builder:
             try:
                 seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
             except SpecError as e:
-                raise e.at(layer=f"branch {i}") from None
+                raise e.at(layer=f"b{i}") from None
         return Split(seqs, sizes)
 
     def block_instances(self, table, scope: _Scope):

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from . import sym
 from .layers.base import fmt_shape
+from .errors import path_text
 
 RULES = {
     "bias-before-bn": "a conv or fc bias right before batch norm (redundant params)",
@@ -44,7 +45,7 @@ FC_SHARE = 0.5            # fc layers holding more than half the params
 @dataclass
 class Finding:
     rule: str
-    layer: str                     # the row's path, " > " joined ("" for the whole net)
+    layer: str                     # the row's module path ("" for the whole net)
     message: str
     arithmetic: str
     numbers: dict = field(default_factory=dict)
@@ -56,7 +57,7 @@ class Finding:
 
 
 def _name(row) -> str:
-    return " > ".join(row.path) or row.name
+    return path_text(row.path) or row.name
 
 
 def _f(x) -> str:
@@ -170,7 +171,7 @@ def _dropped_input(report) -> list[Finding]:
             if row is not None and row.input_shape else ""
         text = w.message
         head, _, arithmetic = text.partition(": ")
-        out.append(Finding("dropped-input", " > ".join(w.path),
+        out.append(Finding("dropped-input", path_text(w.path),
                            f"{head}{shape}: pad the input or change the kernel or stride so "
                            "that (N - F + 2P)/S + 1 is an integer",
                            arithmetic or text))

@@ -17,12 +17,16 @@ torch = pytest.importorskip("torch")
 from archcalc.torch.check import run_check  # noqa: E402
 
 ALL_SPECS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SPECS, "*.toml")))
+# issue 12's specs (up to 53 G MACs each at full size) are checked there instead
+from test_lecture_specs import CHECK_INPUTS as LECTURE_CHECK_INPUTS  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ALL_SPECS)
 def test_every_spec_compiles_and_every_figure_agrees(name):
     """Per row: output shape (hooks), params (numel), MACs (fvcore by module);
     totals: params, fvcore MACs, FlopCounterMode, forward and saved memory."""
+    if name[:-len(".toml")] in LECTURE_CHECK_INPUTS:
+        pytest.skip("checked at batch 1 and 2 on a reduced input in test_lecture_specs.py")
     result = run_check(load(spec_path(name)))
     bad = [(r.name, c.what, c.calculated, c.measured) for r in result.rows for c in r.checks
            if c.ok is False]

@@ -61,7 +61,9 @@ def test_csv_and_markdown():
     csv = invoke("table", spec_path("lenet5.toml"), "--format", "csv").splitlines()
     assert csv[0] == "index,name,type,output_shape,params,macs,flops,activations,receptive_field"
     assert csv[3].startswith("2,S2,maxpool,6x14x14,0,")
-    assert len(csv) == 9
+    assert len(csv) == 10
+    # the totals, not a column sum: activations count allocating rows only
+    assert csv[-1] == "total,TOTAL,,,61706,416520,844276,9118,32"
     md = invoke("table", spec_path("lenet5.toml"), "--format", "markdown")
     assert "| 3 | C3 | conv+tanh | 16 x 10 x 10 |" in md
     assert r"(5\*5\*6)\*16 + 16 = 2,416" in md
@@ -95,5 +97,5 @@ def test_large_tables_render_as_plain_columns():
     lines = out.splitlines()
     assert "3339 rows; --depth N folds blocks" in lines[0]
     assert lines[1].split()[:3] == ["#", "layer", "kind"]
-    assert any("stage3 > preact_bottleneck110 > add" in ln for ln in lines)
+    assert any("stage3.preact_bottleneck110.add" in ln for ln in lines)
     assert "TOTAL params: 10.3M (10,327,706)" in out

@@ -124,8 +124,8 @@ layers = [
 def test_when_includes_or_leaves_out_layers_blocks_and_branches():
     report = analyze(loads(WHEN))
     paths = [r.name for r in report.rows]
-    assert "same/add" in paths               # stride 1, 8 -> 8: a residual
-    assert not any(p.startswith("down/add") for p in paths)  # stride 2: the body alone
+    assert "same.add" in paths               # stride 1, 8 -> 8: a residual
+    assert not any(p.startswith("down.add") for p in paths)  # stride 2: the body alone
     assert "kept" in paths and "extra" not in paths
     assert report.rows[-1].output_shape == (4, 8, 8)       # one branch left
     both = analyze(loads(WHEN), variables={"S": 2})

@@ -19,7 +19,7 @@ def run_spec(tmp_path, text):
     (HEAD + 'layers = [\n  {name = "mix", concat = [\n'
      '    [ {conv = 8, kernel = 3, padding = 1} ],\n'
      '    [ {conv = 8, kernel = 3} ],\n  ]},\n]\n',
-     [":5:", "layer mix > branch 2: 30x30 does not match 32x32 of branch 1; concat needs equal H and W"]),
+     [":5:", "layer mix.b2: 30x30 does not match 32x32 of b1 (the first branch); concat needs equal H and W"]),
     # adding 256 to 512 channels
     (HEAD + 'layers = [\n  {conv = 256, kernel = 1},\n'
      '  {name = "res", residual = [ {conv = 512, kernel = 1} ], shortcut = "identity"},\n]\n',
@@ -43,7 +43,7 @@ def run_spec(tmp_path, text):
     # the error inside a block names its path
     (HEAD + 'layers = [ {block = "b", name = "blk"} ]\n[blocks.b]\n'
      'concat = [[{name = "c1", conv = 8, kernel = 1}], [{name = "c2", conv = 8, kernal = 1}]]\n',
-     ["layer blk > branch 2 > c2", "no argument 'kernal'"]),
+     ["layer blk.b2.c2", "no argument 'kernal'"]),
     (HEAD + 'layers = [ {name = "r", residual = [{conv = 3, kernel = 1}], shortcut = "sideways"} ]\n',
      ["shortcut takes 'auto', 'identity', 'projection', 'pad' or a list of layers"]),
     (HEAD + 'layers = [ {name = "m", concat = [[{conv = 3, kernel = 1}]]} ]\n',

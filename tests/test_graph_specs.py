@@ -109,18 +109,18 @@ def test_googlenet_inception_rows_against_table1():
 def test_googlenet_receptive_field_takes_the_largest_branch():
     rows = {row.name: row for row in report("googlenet").rows}
     assert rows["pool2"].receptive_field == (27, 27) and rows["pool2"].jump == (8, 8)
-    assert rows["inception_3a/b1/1x1"].receptive_field == (27, 27)
-    assert rows["inception_3a/b2/3x3"].receptive_field == (43, 43)
-    assert rows["inception_3a/b3/5x5"].receptive_field == (59, 59)
-    assert rows["inception_3a/concat"].receptive_field == (59, 59)
+    assert rows["inception_3a.b1.1x1"].receptive_field == (27, 27)
+    assert rows["inception_3a.b2.3x3"].receptive_field == (43, 43)
+    assert rows["inception_3a.b3.5x5"].receptive_field == (59, 59)
+    assert rows["inception_3a.concat"].receptive_field == (59, 59)
 
 
 def test_resnet_receptive_field_through_shortcuts():
     rows = {row.name: row for row in report("resnet18").rows}
     # the projection sees less than the body; the add takes the body's field
-    assert rows["layer2/basic1/shortcut"].receptive_field == (43, 43)
-    assert rows["layer2/basic1/conv2"].receptive_field == (67, 67)
-    assert rows["layer2/basic1/add"].receptive_field == (67, 67)
+    assert rows["layer2.basic1.shortcut"].receptive_field == (43, 43)
+    assert rows["layer2.basic1.conv2"].receptive_field == (67, 67)
+    assert rows["layer2.basic1.add"].receptive_field == (67, 67)
 
 
 def test_inception_v3_grid():
@@ -201,8 +201,8 @@ def test_json_rows_carry_their_path():
     import json
     out = CliRunner().invoke(main, ["table", spec_path("googlenet.toml"), "--format", "json"]).stdout
     names = [row["name"] for row in json.loads(out)["layers"]]
-    assert "inception_3a/b2/3x3_reduce" in names
-    row = next(r for r in json.loads(out)["layers"] if r["name"] == "inception_3a/b2/3x3_reduce")
+    assert "inception_3a.b2.3x3_reduce" in names
+    row = next(r for r in json.loads(out)["layers"] if r["name"] == "inception_3a.b2.3x3_reduce")
     assert row["path"] == ["inception_3a", "b2", "3x3_reduce"]
     folded = CliRunner().invoke(main, ["table", spec_path("googlenet.toml"), "--depth", "1"]).stdout
     assert re.search(r"inception_3a\s+│ block\s+│ 256 x 28 x 28", folded)

@@ -530,7 +530,7 @@ def test_split_refusals_and_syntax():
     with pytest.raises(SpecError, match="at least two branches"):
         engine((6, 4, 4), {"split": [[]]})
     report = engine((6, 4, 4), {"name": "s", "split": [[], [{"conv": 5, "kernel": 1}]]})
-    assert [r.name for r in report.rows] == ["input", "s/b2/conv1", "s/concat"]
+    assert [r.name for r in report.rows] == ["input", "s.b2.conv1", "s.concat"]
     assert report.rows[-1].output_shape == (8, 4, 4)
 
 

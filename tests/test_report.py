@@ -43,7 +43,7 @@ def test_googlenet_page_has_every_layer_and_the_totals(tmp_path):
     (inside,) = embedded(text)
     assert inside["totals"] == data["totals"] and inside["layers"] == data["layers"]
     for row in data["layers"][1:]:
-        label = html.escape(" > ".join(row["path"]))
+        label = html.escape(row["name"])
         assert f'data-path="{label}"' in text, label
     for key in ("params", "macs", "flops", "activations", "train_memory_bytes"):
         assert f'data-key="{key}" data-value="{data["totals"][key]}"' in text

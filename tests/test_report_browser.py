@@ -76,7 +76,7 @@ def test_every_layer_and_the_totals_in_the_dom(googlenet):
     paths = d.execute_script(
         "return Array.from(document.querySelectorAll('table.ac-layers tbody tr'))"
         ".map(tr => tr.getAttribute('data-path'))")
-    assert paths == ["input"] + [" > ".join(r["path"]) for r in data["layers"][1:]]
+    assert paths == ["input"] + [r["name"] for r in data["layers"][1:]]
     shown = {e.get_attribute("data-key"): int(e.get_attribute("data-value"))
              for e in d.find_elements(By.CSS_SELECTOR, ".ac-total")}
     for key in ("params", "macs", "flops", "activations", "activation_bytes",

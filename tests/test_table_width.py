@@ -33,7 +33,7 @@ def assert_numbers_intact(out, rows):
     lines = out.splitlines()
     at = 0
     for row in rows[1:]:
-        labels = {" > ".join(row["path"]), "/".join(row["path"])}
+        labels = {row["name"]}
         found = None
         for i in range(at, len(lines)):
             if any(re.search(rf"(^|[\s│]){re.escape(lb)}(\s|│|$)", lines[i]) for lb in labels):

@@ -229,3 +229,18 @@ def test_check_says_what_fvcore_and_the_cpu_miss():
     assert result.ok
     text = " ".join(result.notes)
     assert "aten::scaled_dot_product_attention" in text and "meta device" in text
+
+
+@pytest.mark.parametrize("kernel, dilation", [(3, 1), ([1, 5], 2), (5, 3), (2, 1), ([4, 3], 1)])
+def test_same_padding_is_counted_by_fvcore_or_said_not_to_be(kernel, dilation):
+    """padding='same' builds with numbers where it is symmetric (fvcore counts
+    the conv); with an even kernel PyTorch's conv mode is used and check
+    leaves it out of fvcore's count, saying why."""
+    from archcalc.torch.check import run_check
+    k = kernel if isinstance(kernel, list) else [kernel, kernel]
+    text = (f'[model]\ninput = [3, 16, 16]\nlayers = [{{conv = 8, kernel = {k}, '
+            f'padding = "same", dilation = {dilation}}}]\n')
+    result = run_check(loads(text), batch=2)
+    assert result.ok
+    even = any(v % 2 == 0 for v in k)
+    assert any("aten::_convolution_mode" in n and "left out" in n for n in result.notes) == even

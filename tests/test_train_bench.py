@@ -83,7 +83,7 @@ def test_resume_continues_and_interrupt_saves(tmp_path):
     messages = []
     with pytest.raises(KeyboardInterrupt):
         train(graph, config, report=messages.append, progress=interrupt)
-    assert "checkpoint of epoch 1 saved" in messages[-1]
+    assert "interrupted in epoch 2 after step 3 of 16" in messages[-1]
     assert [m["epoch"] for m in metrics(tmp_path)] == [1]
     config.resume = True
     history = train(graph, config, report=messages.append)

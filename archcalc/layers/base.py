@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 from .. import limits, sym
 from ..errors import SpecError
-from ..spec.expr import evaluate
+from ..spec.expr import evaluate, evaluate_value
 
 REQUIRED = object()
 
@@ -68,6 +68,18 @@ class Arg:
                 raise SpecError(f"{kind}: {name} takes true or false. {received}")
             return value
         if self.type == "float":
+            if isinstance(value, str):
+                # an expression of the variables: EfficientNet's per-variant dropout
+                # and batch-norm eps, a stochastic-depth p from the block's index
+                try:
+                    value = evaluate_value(value, env)
+                except SpecError as e:
+                    raise SpecError(f"{kind}: {name}: {e.message}") from None
+                if not isinstance(value, bool) and not isinstance(value, (int, float)):
+                    free = ", ".join(sorted(str(s) for s in value.free_symbols))
+                    raise SpecError(f"{kind}: {name} needs a number, but the variable(s) "
+                                    f"{free} are unbound; bind them in [vars] or with "
+                                    f"--set NAME=VALUE")
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise SpecError(f"{kind}: {name} takes a number. {received}")
             if not math.isfinite(value):

@@ -57,6 +57,13 @@ def effective_window(kernel, stride, dilation):
 
 
 def torch_padding(a):
+    """The padding for nn.Conv2d: numbers wherever 'same' pads symmetrically
+    (odd kernels), so tracers that read the conv's padding (fvcore) count it;
+    the string only where PyTorch must pad one more after (even kernels)."""
+    if a.padding == "same" and hasattr(a, "kernel"):
+        pairs = padding_pairs(a, a.kernel, getattr(a, "dilation", (1, 1)))
+        if all(b == e for b, e in pairs):
+            return tuple(b for b, _ in pairs)
     return a.padding if isinstance(a.padding, str) else tuple(a.padding)
 
 
@@ -177,6 +184,13 @@ class Conv(Weighted, Kind):
 
     def findings(self, a, x):
         return sliding_findings(a, x, a.kernel, a.stride, a.dilation)
+
+    def macs_missed_by(self, a, x, y):
+        if isinstance(torch_padding(a), str) and a.padding == "same":
+            return {"fvcore": (self.macs(a, x, y),
+                               "fvcore has no handler for aten::_convolution_mode (a conv "
+                               "with padding='same' and an even kernel, padded one more after)")}
+        return {}
 
     def build(self, a, x):
         from torch import nn

@@ -27,6 +27,12 @@ def to_csv(results) -> str:
     return out.getvalue()
 
 
+def to_markdown(results) -> str:
+    from .records import render
+    return render([{k: v for k, v in r.as_json().items() if k != "layers"} for r in results],
+                  "markdown")
+
+
 def render_rich(spec_name, results, peak_source, console) -> None:
     from rich.table import Table
     first = results[0]
@@ -71,7 +77,7 @@ def render_layers(result, console) -> None:
                 "FLOP/byte", "bound"):
         t.add_column(col, justify="left" if col in ("layer", "kind", "bound") else "right")
     for layer in result.layers:
-        t.add_row(markup(layer.name.replace("/", " > ")), markup(layer.type),
+        t.add_row(markup(layer.name), markup(layer.type),
                   f"{layer.time_ms:.3f}",
                   "-" if layer.predicted_ms is None else f"{layer.predicted_ms:.3f}",
                   f"{layer.flops / 1e9:.3f}", f"{layer.bytes_moved / 1e6:.2f}",

@@ -36,7 +36,7 @@ def render_check(result, console, all_rows: bool = False) -> None:
         if not all_rows and row.ok and len(result.rows) > 60:
             continue  # large nets: show the failures (and --all-rows for everything)
         cells = {c.what: c for c in row.checks}
-        table.add_row(str(i), markup(" > ".join(row.name.split("/"))), markup(row.type),
+        table.add_row(str(i), markup(row.name), markup(row.type),
                       *(_pair(cells.get(k)) for k in ("shape", "params", "MACs")),
                       mark[row.ok])
         shown += 1
@@ -67,3 +67,29 @@ def _pair(check) -> str:
     if check.ok:
         return _value(check.calculated)
     return f"[red]{_value(check.calculated)} vs {_value(check.measured)}[/]"
+
+
+def check_records(result) -> tuple[list, dict]:
+    """The check as records: one per row (each figure calculated and measured)
+    and the totals and notes beside them, for --format json|csv|markdown."""
+    rows = []
+    for row in result.rows:
+        record = {"layer": row.name, "type": row.type, "ok": row.ok}
+        for c in row.checks:
+            record[f"{c.what} calculated"] = _plain(c.calculated)
+            record[f"{c.what} measured"] = _plain(c.measured)
+        rows.append(record)
+    keys = []
+    for r in rows:  # one set of columns for every row (merge rows check fewer figures)
+        keys += [k for k in r if k not in keys]
+    rows = [{k: r.get(k) for k in keys} for r in rows]
+    totals = [{"figure": c.what, "calculated": _plain(c.calculated), "measured": _plain(c.measured),
+               "relative_error": c.error, "tolerance": c.tolerance, "ok": c.ok}
+              for c in result.totals]
+    return rows, {"totals": totals, "notes": list(result.notes), "ok": result.ok}
+
+
+def _plain(v):
+    if isinstance(v, tuple):
+        return list(v)
+    return v

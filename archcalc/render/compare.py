@@ -51,12 +51,25 @@ def render_markdown(comparison) -> str:
 def render_csv(comparison) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["figure", *comparison.names, *(f"ratio {n}" for n in comparison.names[1:])])
+    # ratios twice: a number a spreadsheet can use, and the exact text (27/49)
+    w.writerow(["figure", *comparison.names, *(f"ratio {n}" for n in comparison.names[1:]),
+                *(f"exact ratio {n}" for n in comparison.names[1:])])
     for key, label, _ in FIGURES:
         vals = comparison.values[key]
-        w.writerow([key, *(sym.to_json(v) for v in vals),
-                    *(ratio_text(comparison.ratio(key, i)) for i in range(1, len(vals)))])
+        ratios = [comparison.ratio(key, i) for i in range(1, len(vals))]
+        w.writerow([key, *(sym.to_json(v) for v in vals), *(_number(r) for r in ratios),
+                    *(ratio_text(r) for r in ratios)])
     return buf.getvalue()
+
+
+def _number(r):
+    """A ratio as a plain number where it has one (a formula stays text)."""
+    if r is None:
+        return ""
+    try:
+        return f"{float(r):.6g}"
+    except TypeError:
+        return str(r).replace("**", "^")
 
 
 def render_json(comparison) -> str:

@@ -64,7 +64,7 @@ def plot(reports, path: str, depth: int | None = None) -> int | None:
         ax.set_title(title)
         ax.legend(loc="upper right", fontsize="small")
         ax.grid(axis="y", alpha=0.3)
-    names = [_label(r.name.replace("/", " > ")) for r in series[0]]
+    names = [_label(r.name) for r in series[0]]
     bottom.set_xticks(range(len(names)))
     bottom.set_xticklabels(names if k == 1 else names, rotation=75, fontsize=7, ha="right")
     summary = "; ".join(

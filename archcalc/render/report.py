@@ -25,6 +25,7 @@ from .. import __version__, sym
 from ..analysis import DTYPES, Report, fold
 from ..layers.base import fmt_shape
 from .safe import clean
+from ..errors import path_text
 
 _ids = itertools.count(1)
 
@@ -55,7 +56,7 @@ def _shape(shape) -> str:
 
 
 def _label(row) -> str:
-    return "input" if row.index == 0 else (" > ".join(row.path) or row.name)
+    return "input" if row.index == 0 else row.name
 
 
 # -- the parts of one spec's section ------------------------------------------------
@@ -206,7 +207,7 @@ def _graph(node, depth: int, open_depth: int) -> str:
         if not node.name:
             return inner
         is_open = " open" if depth < open_depth else ""
-        return (f'<details class="ac-block" data-path="{esc(" > ".join(node.path))}"{is_open}>'
+        return (f'<details class="ac-block" data-path="{esc(path_text(node.path))}"{is_open}>'
                 f'<summary>{_block_summary(node)}</summary>'
                 f'<div class="ac-inner">{inner}</div></details>')
     if node.kind == "concat":

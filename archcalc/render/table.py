@@ -41,12 +41,9 @@ def _human(x) -> str:
     return sym.human(x) if not sym.is_symbolic(x) else _f(x)
 
 
-def _layer_full(report, row):
-    return "input" if row.index == 0 else (" > ".join(map(clean, row.path)) or clean(row.name))
-
-
-def _layer_compact(report, row):
-    return "input" if row.index == 0 else ("/".join(map(clean, row.path)) or clean(row.name))
+def _layer(report, row):
+    """The row's one name: its module path (layer1.0.conv1)."""
+    return "input" if row.index == 0 else clean(row.name)
 
 
 def _view(row, compact: bool = False) -> str:
@@ -93,7 +90,7 @@ class Column:
 
 COLUMN_DEFS = {c.key: c for c in (
     Column("index", "#", True, (lambda r, row: str(row.index),)),
-    Column("layer", "layer", False, (_layer_full, _layer_compact)),
+    Column("layer", "layer", False, (_layer,)),
     Column("kind", "kind", False, (lambda r, row: clean(row.type),)),
     Column("input", "input", False,
            (lambda r, row: fmt_shape(row.input_shape) if row.input_shape else "",
@@ -376,10 +373,10 @@ def render_plain_columns(report: Report, console, columns=None) -> None:
 
 
 def _fold_path(text: str, width: int) -> list[str]:
-    """'a/b/c' in pieces of at most ``width``, cut after a '/' where one is."""
+    """'a.b.c' in pieces of at most ``width``, cut after a '.' where one is."""
     out = []
     while len(text) > width:
-        cut = text.rfind("/", 0, width)
+        cut = text.rfind(".", 0, width)
         cut = cut + 1 if cut > 0 else width
         out.append(text[:cut])
         text = text[cut:]
@@ -412,9 +409,15 @@ def render_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_FIELDS)
-    for row in report.to_dict()["layers"]:
+    data = report.to_dict()
+    for row in data["layers"]:
         writer.writerow(["x".join(map(str, row[k])) if k == "output_shape" else row[k]
                          for k in CSV_FIELDS])
+    # the totals as a last row (a spreadsheet sums nothing by itself: views and
+    # in-place rows allocate no activations, so a column sum would be wrong)
+    t = data["totals"]
+    writer.writerow(["total", "TOTAL", "", "", t["params"], t["macs"], t["flops"],
+                     t["activations"], t.get("receptive_field", "")])
     return out.getvalue()
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .. import limits
-from ..errors import SpecError, printable
+from ..errors import SpecError
 
 HEADER_KEYS = {"name", "input", "source", "init", "notes"}
 TOP_KEYS = {"model", "vars", "defaults", "layers", "include", "blocks"}
@@ -350,10 +350,6 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise SpecError(f"[model] notes must be a string or a list of strings. "
                         f"Received: notes = {_short(model.get('notes'))}", file=path)
-    if isinstance(model.get("notes"), str):
-        model = {**model, "notes": printable(model["notes"], keep_newlines=True)}
-    elif "notes" in model:
-        model = {**model, "notes": [printable(n, keep_newlines=True) for n in notes]}
     if "input" not in model and included:
         model = {**model, "input": []}
     elif "input" not in model:
@@ -362,7 +358,7 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
     if not isinstance(inp, list) or (len(inp) not in (1, 3) and not included):
         raise SpecError(f"[model] input must be [channels, height, width] (or [features]). "
                         f"Received: input={inp!r}", file=path)
-    return Spec(file=path, name=printable(name), input=tuple(inp), source=printable(source),
+    return Spec(file=path, name=name, input=tuple(inp), source=source,
                 vars=MappingProxyType(base_vars),
                 defaults=MappingProxyType({k: MappingProxyType(v)
                                            for k, v in base_defaults.items()}),

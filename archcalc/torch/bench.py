@@ -150,25 +150,31 @@ def free_memory(device: str) -> int | None:
     return None
 
 
-def check_fits(graph: Model, batch: int, mode: str, amp: str | None, device: str) -> int:
-    """The predicted bytes of a step at this batch; an error if they cannot fit."""
-    need = predicted_memory(graph, batch, mode, amp)
-    free = free_memory(device)
-    if free is not None and need > free:
-        fits = largest_batch(graph, mode, amp, free)
-        raise SpecError(f"batch {batch} needs a predicted {need / 1e9:.1f} GB in {mode} mode, "
-                        f"but the {device} has {free / 1e9:.1f} GB free; the largest batch that "
-                        f"fits is {fits}" + (" (--max-batch finds it by running)"
-                                             if device == "cuda" else ""))
-    return need
+def check_memory(graph: Model, batches, mode: str, amp: str | None, device: str) -> None:
+    """Refuse, before anything is allocated, a batch whose estimated peak (an
+    upper bound: see memory.py) exceeds what the device has available."""
+    from . import memory
+    batch = max(batches)
+    estimate = memory.for_bench(graph, batch, mode, amp, device)
+
+    def hint():
+        fits = memory.largest_fitting_batch(
+            lambda b: memory.for_bench(graph, b, mode, amp, device), device)
+        if fits == 0:
+            return "not even batch 1 fits"
+        return (f"the largest batch that fits is {fits:,}"
+                + (" (--max-batch finds it by running)" if device == "cuda" else ""))
+    memory.guard(estimate, command="bench", hint=hint)
 
 
 def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "inference",
               amp: str | None = None, channels_last: bool = False, compile: bool = False,
               warmup: int = 3, steps: int = 10, peak: str = "table", per_layer: bool = False,
-              progress=None, profile=None) -> list[BenchResult]:
+              progress=None, profile=None, memory_check: bool = True) -> list[BenchResult]:
     """``profile``: an archcalc.predict.Profile (bench --predict): each result
     gets the predicted step time and, per layer, the predicted forward time."""
+    if memory_check:
+        check_memory(graph, batches, mode, amp, device)
     predictions = {}
     if profile is not None:
         from ..predict import predict
@@ -181,7 +187,7 @@ def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "i
     device_peak = measure_peak(device, dtype) if peak == "measure" else known_peak(device)
     results = []
     for batch in batches:
-        need = check_fits(graph, batch, mode, amp, device)
+        need = predicted_memory(graph, batch, mode, amp)
         report = analyze(graph, batch=batch, dtype=dtype)
         per_sample = report.totals["flops"] + (report.totals["backward_flops"]
                                                if mode == "train" else 0)

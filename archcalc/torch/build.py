@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from ..analysis import analyze
-from ..errors import SpecError
+from ..errors import SpecError, path_text, split_path
 from ..graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
                      shortcut_ops, split_sizes, walk)
 from ..spec.loader import Spec
@@ -157,10 +157,10 @@ class _Builder:
         # op may overwrite it in place); the engine decides alike
         self.input_saved = False
         self.init = init
-        self.rows: dict[str, str] = {}        # row path "a/b/c" -> module name "a.b.c"
+        self.rows: dict[str, str] = {}        # row path "a.b.add" -> its module "a.b"
         self.tape = IndexTape()
-        self.unpooled = {op.args.of for layer in walk(model.body) for op in layer.ops
-                         if op.kind.name == "max_unpool"}
+        self.unpooled = {path_text(split_path(op.args.of)) for layer in walk(model.body)
+                         for op in layer.ops if op.kind.name == "max_unpool"}
         self.pool_inputs: dict[str, tuple] = {}
 
     # each returns (module, output shape)
@@ -182,7 +182,7 @@ class _Builder:
                 module, y = self.structure(node.items[0], x, inner)
             else:
                 module, y = self.sequence(node, x, shared, inner)
-            self.rows.setdefault("/".join(inner), ".".join(inner))
+            self.rows.setdefault(path_text(inner), path_text(inner))
             return module, y, node.name
         if isinstance(node, (Concat, Split, Merge)):
             module, y = self.structure(node, x, path)
@@ -200,7 +200,7 @@ class _Builder:
                 _add(module, branch.name, child)
                 outs.append(y)
             y = (sum(o[0] for o in outs), *outs[0][1:])
-            self.rows["/".join((*path, node.name))] = ".".join(path)
+            self.rows[path_text((*path, node.name))] = path_text(path)
             self.input_saved = False
             return module, y
         if isinstance(node, Split):
@@ -215,7 +215,7 @@ class _Builder:
                 _add(module, branch.name, child)
                 outs.append(y)
             y = (sum(o[0] for o in outs), *outs[0][1:])
-            self.rows["/".join((*path, node.name))] = ".".join(path)
+            self.rows[path_text((*path, node.name))] = path_text(path)
             self.input_saved = False
             return module, y
         body, y = [], x
@@ -238,7 +238,7 @@ class _Builder:
         if node.post:
             post = nn.Sequential(*(op.kind.build(op.args, out) for op in node.post))
         module = Residual(body, shortcut, post, node.op, node.adds_in_place)
-        self.rows["/".join((*path, node.name))] = ".".join(path)
+        self.rows[path_text((*path, node.name))] = path_text(path)
         self.input_saved = bool(node.post) and node.post[-1].kind.saved(
             node.post[-1].args, out, out).output
         return module, out
@@ -257,19 +257,19 @@ class _Builder:
             self.initialize(module)
             modules.append(module)
             x = op.kind.output_shape(op.args, x)
-        self.rows["/".join(path)] = ".".join(path)
+        self.rows[path_text(path)] = path_text(path)
         return (modules[0] if len(modules) == 1 else nn.Sequential(*modules)), x
 
     def wire_indices(self, op, module, x, path):
         """A max pool that an unpool names (by its name or path) keeps its
         indices on the tape; the unpool reads them back."""
         if op.kind.name == "maxpool":
-            key = next((k for k in (path[-1], "/".join(path)) if k in self.unpooled), None)
+            key = next((k for k in (path[-1], path_text(path)) if k in self.unpooled), None)
             if key is not None:
                 self.pool_inputs[key] = x
                 return PoolWithIndices(module, self.tape, key)
         if op.kind.name == "max_unpool":
-            ref = op.args.of
+            ref = path_text(split_path(op.args.of))
             return UnpoolFromTape(module, self.tape, ref, self.pool_inputs[ref])
         return module
 
@@ -289,4 +289,9 @@ class _Builder:
 def _add(parent: nn.Module, name: str, child: nn.Module):
     if "." in name or not name:
         raise SpecError(f"layer name {name!r} cannot name a torch module (no dots, not empty)")
+    if name in parent._modules:  # add_module would silently replace the first one
+        raise SpecError(f"two layers at the same level are named {name!r}; rename one")
+    if hasattr(parent, name):
+        raise SpecError(f"layer name {name!r} is taken by torch's nn.Module (an attribute or "
+                        "method of every module); rename the layer")
     parent.add_module(name, child)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .build import build_model
-from .measure import Measured, fits_in_memory, measure
+from .measure import Measured, measure
 
 TOLERANCE = {"exact": 0.0, "memory": 0.10}
 MERGE_TYPES = ("concat", "add", "mul", "scale")
@@ -60,14 +60,33 @@ class CheckResult:
 
 
 def run_check(spec, *, batch: int = 1, device: str = "cpu", variables=None, input=None,
-              force_meta: bool = False) -> CheckResult:
+              force_meta: bool = False, memory_check: bool = True) -> CheckResult:
+    """Measure the built model beside the analysis. A model whose measurement
+    would not fit in memory (an upper-bound estimate, made before anything is
+    allocated) is built on the meta device: shapes and params only."""
+    import torch
+
     from ..analysis import analyze
     from ..graph import build_graph
+    from . import memory
     graph = build_graph(spec, variables=variables, input=input)
     report = analyze(graph, batch=batch)
-    model = build_model(graph)
-    meta = force_meta or not fits_in_memory(report)
-    measured = measure(model, report, batch=batch, device=device, meta=meta)
+    reason = "--meta: shapes and params measured on the meta device; FLOPs and memory " \
+             "not measured." if force_meta else ""
+    if not force_meta and memory_check:
+        short = memory.shortfall(memory.for_check(graph, batch, device))
+        if short is not None:
+            need, free, where, _, what = short
+            reason = (f"measuring needs up to {memory.gb(need)} of {what}, {memory.gb(free)} "
+                      f"is available ({where}): shapes and params measured on the meta "
+                      f"device, FLOPs and memory not measured ({memory.FLAG} measures anyway).")
+    if reason:
+        with torch.device("meta"):
+            model = build_model(graph)
+    else:
+        model = build_model(graph)
+    measured = measure(model, report, batch=batch, device=device, meta=bool(reason))
+    measured.meta_reason = reason
     return compare(report, model.rows, measured)
 
 
@@ -143,6 +162,6 @@ def compare(report, rows_to_modules: dict, m: Measured) -> CheckResult:
                      "FlopCounterMode counts only conv and matmul, so 2 x MACs is what it "
                      "measures.")
     else:
-        notes.append("too large for this machine's memory: shapes and params measured on the "
-                     "meta device; FLOPs and memory not measured.")
+        notes.append(m.meta_reason or "shapes and params measured on the meta device; FLOPs "
+                     "and memory not measured.")
     return CheckResult(report, m, rows, totals, notes)

@@ -14,7 +14,43 @@ from ..errors import SpecError, require
 SOURCES = ("synthetic", "digits", "cifar10:DIR", "imagefolder:DIR")
 
 
+CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def check_source(source: str) -> tuple[int | None, int | None]:
+    """Refuse a --data source that cannot be read, before anything is loaded.
+    Returns (images it holds at most, training images where known exactly),
+    None when unknown: for the memory check and the batch's check."""
+    kind, _, folder = source.partition(":")
+    if kind == "synthetic" and not folder:
+        return 640, 512
+    if kind == "digits" and not folder:
+        return 1797, 1797 - int(1797 * 0.2)
+    if kind == "cifar10" and folder:
+        if not os.path.isdir(folder):
+            raise SpecError(f"--data cifar10:{folder}: no such folder")
+        missing = [n for n in CIFAR_FILES if not os.path.isfile(os.path.join(folder, n))]
+        if missing:
+            raise SpecError(f"--data cifar10:{folder}: missing {', '.join(missing)} (the python "
+                            "version of CIFAR-10: data_batch_1..5 and test_batch)")
+        # 3,072 bytes of pixels per image: the files' sizes bound the count
+        return sum(os.path.getsize(os.path.join(folder, n)) for n in CIFAR_FILES) // 3072 + 1, None
+    if kind == "imagefolder" and folder:
+        if not os.path.isdir(folder):
+            raise SpecError(f"--data imagefolder:{folder}: no such folder")
+        if not os.path.isdir(os.path.join(folder, "train")) or not any(
+                os.path.isdir(os.path.join(folder, d)) for d in ("test", "val")):
+            raise SpecError(f"--data imagefolder:{folder}: needs train/ and test/ (or val/) "
+                            "folders with one subfolder per class")
+        n = 0
+        for _, _, files in os.walk(folder):
+            n += len(files)
+        return n, None
+    raise SpecError(f"--data takes one of {', '.join(SOURCES)}. Received: {source!r}")
+
+
 def load_data(source: str, shape: tuple, classes: int, seed: int):
+    check_source(source)
     kind, _, folder = source.partition(":")
     if kind == "synthetic" and not folder:
         return synthetic(shape, classes, seed)
@@ -67,23 +103,40 @@ def digits(shape, seed, test_fraction=0.2):
     return x[train], y[train], x[test], y[test]
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """CIFAR-10's batches are pickles: dicts of bytes, lists and numpy arrays.
+    Only numpy's array reconstruction may be named; any other global (os.system,
+    builtins.eval, ...) is refused, so a crafted file runs no code."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype"),
+               ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refused to load {module}.{name}: a data batch holds "
+                                     "only arrays, lists and bytes")
+
+
+def load_batch(fh):
+    return _ArrayUnpickler(fh, encoding="bytes").load()
+
+
 def cifar10(folder, shape):
     """The standard python-pickle CIFAR-10 batches (data_batch_1..5, test_batch)."""
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    if not os.path.isdir(folder):
-        raise SpecError(f"--data cifar10:{folder}: no such folder")
-    missing = [n for n in names if not os.path.isfile(os.path.join(folder, n))]
-    if missing:
-        raise SpecError(f"--data cifar10:{folder}: missing {', '.join(missing)} (the python "
-                        "version of CIFAR-10: data_batch_1..5 and test_batch)")
     parts = []
-    for name in names:
+    for name in CIFAR_FILES:
         try:
             with open(os.path.join(folder, name), "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
+                batch = load_batch(fh)
             data = torch.tensor(batch[b"data"], dtype=torch.uint8).view(-1, 3, 32, 32)
             labels = torch.tensor(batch[b"labels"], dtype=torch.long)
-        except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError, RuntimeError) as e:
+            if len(labels) != len(data) or (len(labels) and not 0 <= int(labels.min())
+                                            <= int(labels.max()) < 10):
+                raise ValueError("labels do not match the images (10 classes)")
+        except (OSError, pickle.UnpicklingError, KeyError, EOFError, ValueError, RuntimeError,
+                TypeError, IndexError, AttributeError) as e:
             raise SpecError(f"--data cifar10:{folder}: cannot read {name}: {e}") from None
         parts.append((fit(data.float() / 255.0, shape), labels))
     train_x = torch.cat([p[0] for p in parts[:5]])

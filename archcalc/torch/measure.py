@@ -29,16 +29,7 @@ class Measured:
     saved_bytes: int | None = None
     device: str = "cpu"
     meta: bool = False
-
-
-def fits_in_memory(report, fraction: float = 0.25) -> bool:
-    """Whether a real forward pass is reasonable on this machine's RAM."""
-    try:
-        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
-        return True
-    need = report.totals["train_memory_bytes"] + report.totals["activation_bytes"]
-    return need < fraction * total
+    meta_reason: str = ""                           # why it was measured on the meta device
 
 
 def measure(model: nn.Module, report, *, batch: int = 1, device: str = "cpu",

@@ -133,6 +133,8 @@ class PadShortcut(nn.Module):
 class MapToTokens(nn.Module):
     """(B, C, H, W) -> (B, H*W, C), as torchvision's ViT reads its patch map."""
 
+    init_args = ()
+
     def forward(self, x):
         return x.flatten(2).permute(0, 2, 1)
 

@@ -8,19 +8,25 @@ process would, and their averaged losses equal its losses.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
 import random
+import signal
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import SpecError
+from ..errors import RunError, SpecError
 from .build import build_model
-from .data import load_data
+from .data import check_source, load_data
+
+CHECKPOINT_FORMAT = 2   # what `--resume` reads: see _Saver.save
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 DEFAULT_LR = {"sgd": 0.05, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01,
@@ -45,6 +51,8 @@ class TrainConfig:
     out: str = "runs"
     plot: bool = False
     resume: bool = False
+    force: bool = False           # replace a run already in `out`
+    memory_check: bool = True     # refuse before allocating when it cannot fit
 
 
 @dataclass
@@ -56,8 +64,9 @@ class EpochMetrics:
     lr: float
     time_s: float
     samples_per_s: float
-    peak_memory_bytes: int
+    peak_memory_bytes: int        # torch's tensors (see tensor_memory), not the process RSS
     step_losses: list = field(default_factory=list)
+    predicted_memory_bytes: int = 0   # the analysis's training memory, to compare
 
 
 class Dist:
@@ -87,6 +96,16 @@ class Dist:
         t = torch.tensor([value], dtype=torch.float64, device=self._comm_device())
         dist.all_reduce(t)
         return t.item() / self.world
+
+    def step(self, loss: float, stop: bool) -> tuple[float, bool]:
+        """The mean loss of a step over the processes, and whether any of them
+        was asked to stop (Ctrl-C): they all stop after the same step."""
+        if self.world == 1:
+            return loss, stop
+        import torch.distributed as dist
+        t = torch.tensor([loss, float(stop)], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        return t[0].item() / self.world, t[1].item() > 0
 
     def sum(self, values: list) -> list:
         if self.world == 1:
@@ -162,12 +181,143 @@ def augment(x, kinds, generator):
 
 
 def save_atomic(obj, path):
+    """Write then rename: a reader never sees half a checkpoint, and an
+    interrupted or failed write leaves no temporary file behind."""
     tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(obj, tmp)
-    os.replace(tmp, path)  # a reader never sees half a checkpoint
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(e, (OSError, RuntimeError)):
+            raise RunError(f"cannot write {path}: {_first_line(e)}") from None
+        raise
+
+
+def remove_stale_temporaries(folder):
+    """Temporary files that a killed run left (their process is gone)."""
+    import re
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return
+    for name in names:
+        match = re.fullmatch(r"(?:checkpoint\.pt|metrics\.json|metrics\.csv)\.tmp(\d{1,10})",
+                             name)
+        if not match:
+            continue
+        pid = int(match.group(1))
+        if pid != os.getpid():
+            try:
+                os.kill(pid, 0)
+                continue        # a live process writes it
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError, ValueError, OSError):
+                continue
+        try:
+            os.remove(os.path.join(folder, name))
+        except OSError:
+            pass
+
+
+RUN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv")
+
+
+def refuse_overwrite(folder, resume: bool, force: bool) -> None:
+    """A folder that holds a run is continued (--resume) or replaced (--force),
+    never overwritten by accident."""
+    if resume or force or not os.path.isdir(folder):
+        return
+    found = [f for f in RUN_FILES if os.path.exists(os.path.join(folder, f))]
+    if found:
+        raise SpecError(f"-o {folder} already holds a run ({', '.join(found)}); --resume "
+                        "continues it, --force starts over and replaces it, or give another -o")
+
+
+def prepare_out(folder):
+    """The --out folder exists and takes files, or a one-line error (exit 2)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except FileExistsError:
+        raise SpecError(f"--out {folder}: a file is in the way; give a folder") from None
+    except OSError as e:
+        raise SpecError(f"--out {folder}: cannot create the folder ({e.strerror or e})") from None
+    if not os.path.isdir(folder):
+        raise SpecError(f"--out {folder}: not a folder")
+    import tempfile
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=folder)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise SpecError(f"--out {folder}: cannot write there ({e.strerror or e})") from None
+    remove_stale_temporaries(folder)
+
+
+def _first_line(e) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
+def _first_sentence(e) -> str:
+    return _first_line(e).split(". ")[0]
+
+
+def check_config(config: TrainConfig):
+    """Values the CLI validates too, for callers of the library."""
+    for name, value, low, high in (("--lr", config.lr, 0, None),
+                                   ("--weight-decay", config.weight_decay, 0, None),
+                                   ("--label-smoothing", config.label_smoothing, 0, 1)):
+        if value is None:
+            continue
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise SpecError(f"{name} must be a finite number. Received: {value!r}")
+        if value < low or (name == "--lr" and value == 0) or (high is not None and value >= high):
+            raise SpecError(f"{name} is out of range. Received: {value!r}")
+
+
+class _StopRequest:
+    """Ctrl-C during training: the first one asks to stop after the current
+    step (so what is saved is a whole step), a second one stops at once."""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            try:
+                self.previous = signal.signal(signal.SIGINT, self._handle)
+            except (ValueError, OSError):  # pragma: no cover - embedded interpreters
+                self.previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+        return False
+
+
+@dataclass
+class _Position:
+    """Where the loop is: what an interrupt may save."""
+    epoch: int
+    step: int = 0               # steps of this epoch done
+    in_update: bool = False     # between zero_grad and the recorded loss, or at the epoch's end
+    epoch_done: bool = False    # this epoch's metrics are in the history
+    moved: bool = False         # any step taken since the start (or the resume)
 
 
 def train(graph, config: TrainConfig, report=print, progress=None) -> list[EpochMetrics]:
+    check_config(config)
     dist = Dist(config.device)
     try:
         return _train(graph, config, dist, report, progress)
@@ -178,10 +328,25 @@ def train(graph, config: TrainConfig, report=print, progress=None) -> list[Epoch
 def _train(graph, config, dist: Dist, report, progress):
     if config.batch % dist.world:
         raise SpecError(f"--batch {config.batch} must divide among {dist.world} processes")
+    local = config.batch // dist.world
+    samples, train_samples = check_source(config.data)
+    if train_samples is not None and config.batch > train_samples:
+        raise SpecError(f"--batch {config.batch} is larger than the {train_samples} training samples")
+    if config.memory_check:
+        from . import memory
+        memory.guard(memory.for_train(graph, batch=local, optimizer=config.optimizer,
+                                      device=dist.device, samples=samples),
+                     command="train", hint="lower --batch")
+    if dist.main:
+        refuse_overwrite(config.out, config.resume, config.force)
+        prepare_out(config.out)
+    ckpt = os.path.join(config.out, "checkpoint.pt")
     torch.manual_seed(config.seed)
     random.seed(config.seed)
     model = build_model(graph)
+    identity = spec_identity(graph, model)
     classes = _classes(graph, model)
+    state = read_checkpoint(ckpt, model, config, identity) if config.resume else None
     train_x, train_y, test_x, test_y = load_data(config.data, graph.input, classes, config.seed)
     if int(train_y.max()) >= classes:
         raise SpecError(f"the data has {int(train_y.max()) + 1} classes but the model's last "
@@ -199,78 +364,361 @@ def _train(graph, config, dist: Dist, report, progress):
         raise SpecError(f"--batch {config.batch} is larger than the {len(train_y)} training samples")
     scheduler, per_batch = make_schedule(config.schedule, optimizer, config.epochs, steps_per_epoch)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    os.makedirs(config.out, exist_ok=True) if dist.main else None
-    ckpt = os.path.join(config.out, "checkpoint.pt")
-    history, start = [], 1
-    if config.resume:
-        if not os.path.isfile(ckpt):
-            raise SpecError(f"--resume: no checkpoint at {ckpt}")
-        state = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scheduler is not None and state.get("scheduler"):
-            scheduler.load_state_dict(state["scheduler"])
-        history = [EpochMetrics(**m) for m in state["history"]]
-        start = state["epoch"] + 1
-        torch.set_rng_state(state["rng"])
-        if dist.main:
-            report(f"resumed from {ckpt} after epoch {state['epoch']}")
-    local = config.batch // dist.world
     gen = torch.Generator().manual_seed(config.seed + 1)
-    epoch = start - 1
-    try:
-        for epoch in range(start, config.epochs + 1):
-            t0 = time.perf_counter()
-            if device.startswith("cuda"):
-                torch.cuda.reset_peak_memory_stats()
-            order = torch.randperm(len(train_y), generator=torch.Generator().manual_seed(
-                config.seed * 1000 + epoch))
-            net.train()
-            losses = []
-            for step in range(steps_per_epoch):
-                batch = order[step * config.batch:(step + 1) * config.batch][dist.rank::dist.world]
-                x, y = train_x[batch].to(device), train_y[batch].to(device)
-                if config.augment:
-                    x = augment(x, config.augment, gen)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(_logits(net(x)), y)
-                loss.backward()
-                optimizer.step()
-                if scheduler is not None and per_batch:
-                    scheduler.step()
-                losses.append(dist.mean(loss.item()))
-                if progress and dist.main:
-                    progress(epoch, step + 1, steps_per_epoch)
-            test_loss, accuracy = evaluate(net, test_x, test_y, loss_fn, local, device, dist)
-            lr = optimizer.param_groups[0]["lr"]
-            if scheduler is not None and not per_batch:
-                scheduler.step(test_loss) if config.schedule == "plateau" else scheduler.step()
-            elapsed = time.perf_counter() - t0
-            m = EpochMetrics(epoch, sum(losses) / len(losses), test_loss, accuracy, lr, elapsed,
-                             steps_per_epoch * config.batch / elapsed, peak_memory(device), losses)
-            history.append(m)
-            if dist.main:
-                report(m)
-                _checkpoint(ckpt, model, optimizer, scheduler, history, epoch)
-                write_metrics(config.out, history)
-    except KeyboardInterrupt:
+    # the header first: a resumed run then says where it picks up
+    predicted = predicted_memory(graph, local, config.optimizer)
+    if dist.main:
+        report(header(graph, model, config, len(train_y), len(test_y), steps_per_epoch, device,
+                      predicted))
+    history, start, resume_at = [], 1, None
+    if state is not None:
+        history, start, resume_at = restore(state, ckpt, model, optimizer, scheduler, gen,
+                                            device, len(train_y), steps_per_epoch)
         if dist.main:
-            done = history[-1].epoch if history else start - 1
-            _checkpoint(ckpt, model, optimizer, scheduler, history, done)
-            write_metrics(config.out, history)
-            report(f"interrupted during epoch {epoch}: checkpoint of epoch {done} saved to "
-                   f"{ckpt}; continue with --resume")
-        raise
+            where = (f"after epoch {state['epoch']}" if resume_at is None else
+                     f"in epoch {resume_at['epoch']} at step {resume_at['step']} of "
+                     f"{steps_per_epoch}")
+            report(f"resumed from {ckpt} {where}")
+            if start > config.epochs:
+                report(f"the checkpoint has {state['epoch']} epochs already; "
+                       f"--epochs {config.epochs} asks for no more")
+    saved_bytes = None   # what autograd keeps in a step: measured on the first one
+    pos = _Position(start)
+    order, losses, t0 = None, [], time.perf_counter()
+    saver = _Saver(ckpt, model, optimizer, scheduler, gen, identity, config, device)
+    with _StopRequest() as stop:
+        try:
+            for epoch in range(start, config.epochs + 1):
+                pos.epoch, pos.step, pos.epoch_done = epoch, 0, False
+                t0 = time.perf_counter()
+                if device.startswith("cuda"):
+                    torch.cuda.reset_peak_memory_stats()
+                if resume_at is not None and resume_at["epoch"] == epoch:
+                    order, losses = resume_at["order"], list(resume_at["losses"])
+                    pos.step = resume_at["step"]
+                    t0 -= resume_at["elapsed"]
+                else:
+                    order = epoch_order(len(train_y), config.seed, epoch)
+                    losses = []
+                net.train()
+                if progress and dist.main:
+                    progress(epoch, pos.step, steps_per_epoch)  # the bar knows its length at once
+                for step in range(pos.step, steps_per_epoch):
+                    batch = order[step * config.batch:(step + 1) * config.batch][dist.rank::dist.world]
+                    pos.in_update = True
+                    x, y = train_x[batch].to(device), train_y[batch].to(device)
+                    if config.augment:
+                        x = augment(x, config.augment, gen)
+                    optimizer.zero_grad(set_to_none=True)
+                    if saved_bytes is None:
+                        with _SavedBytes(model) as saved:
+                            loss = loss_fn(_logits(net(x)), y)
+                        saved_bytes = saved.total
+                    else:
+                        loss = loss_fn(_logits(net(x)), y)
+                    loss.backward()
+                    optimizer.step()
+                    if scheduler is not None and per_batch:
+                        scheduler.step()
+                    value, stopping = dist.step(loss.item(), stop.requested)
+                    losses.append(value)
+                    pos.step, pos.in_update, pos.moved = step + 1, False, True
+                    if not math.isfinite(value):
+                        raise RunError(diverged(epoch, step + 1, steps_per_epoch, value,
+                                                optimizer, ckpt, history))
+                    if progress and dist.main:
+                        progress(epoch, step + 1, steps_per_epoch)
+                    if stopping:
+                        raise KeyboardInterrupt
+                test_loss, accuracy = evaluate(net, test_x, test_y, loss_fn, local, device, dist)
+                if not math.isfinite(test_loss):
+                    raise RunError(diverged(epoch, steps_per_epoch, steps_per_epoch, test_loss,
+                                            optimizer, ckpt, history, "test loss"))
+                pos.in_update = True   # the epoch's end: the schedule steps, the history grows
+                lr = optimizer.param_groups[0]["lr"]
+                if scheduler is not None and not per_batch:
+                    scheduler.step(test_loss) if config.schedule == "plateau" else scheduler.step()
+                elapsed = time.perf_counter() - t0
+                m = EpochMetrics(epoch, sum(losses) / len(losses), test_loss, accuracy, lr, elapsed,
+                                 steps_per_epoch * config.batch / elapsed,
+                                 tensor_memory(model, optimizer, saved_bytes, device),
+                                 losses, predicted)
+                history.append(m)
+                pos.in_update, pos.epoch_done = False, True
+                if dist.main:
+                    saver.save(history, epoch)
+                    write_metrics(config.out, history)
+                    report(m)
+                if epoch < config.epochs and dist.step(0.0, stop.requested)[1]:
+                    raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            if dist.main:
+                report(saver.on_interrupt(pos, history, order if pos.step else None, losses,
+                                          time.perf_counter() - t0 if pos.step else 0.0,
+                                          steps_per_epoch, config.out))
+            raise
     if dist.main and config.plot:
         plot_curves(history, os.path.join(config.out, "curves.png"), graph.name)
     return history
 
 
-def _checkpoint(path, model, optimizer, scheduler, history, epoch):
-    save_atomic({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                 "history": [asdict(m) for m in history], "epoch": epoch,
-                 "rng": torch.get_rng_state()}, path)
+def epoch_order(n, seed, epoch):
+    """The data order of an epoch: a seeded permutation, the same in every run."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1000 + epoch))
+
+
+def diverged(epoch, step, steps, value, optimizer, ckpt, history, what="loss") -> str:
+    lr = optimizer.param_groups[0]["lr"]
+    kept = (f"{ckpt} keeps epoch {history[-1].epoch}" if history
+            else "no checkpoint was written")
+    return (f"training diverged: the {what} is {value} at epoch {epoch}, step {step} of "
+            f"{steps} (--lr {lr:g}); try a lower --lr; {kept}")
+
+
+class _Saver:
+    """Checkpoints: the last finished epoch, or an interrupted epoch with its
+    step, its data order and its random states, so that --resume continues
+    exactly where the run stopped."""
+
+    def __init__(self, path, model, optimizer, scheduler, gen, identity, config, device):
+        self.path, self.model, self.optimizer, self.scheduler = path, model, optimizer, scheduler
+        self.gen, self.identity, self.config, self.device = gen, identity, config, device
+        self.saved_epoch = None
+
+    def save(self, history, epoch, position=None):
+        state = {
+            "archcalc": CHECKPOINT_FORMAT,
+            "spec": self.identity,
+            "config": {k: getattr(self.config, k) for k in RESUME_SETTINGS},
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "history": [asdict(m) for m in history],
+            "epoch": epoch,
+            "position": position,
+            "rng": torch.get_rng_state(),
+            "augment_rng": self.gen.get_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if self.device.startswith("cuda") else None,
+        }
+        state["config"]["augment"] = list(state["config"]["augment"])
+        save_atomic(state, self.path)
+        self.saved_epoch = epoch
+
+    def on_interrupt(self, pos: _Position, history, order, losses, elapsed, steps, out) -> str:
+        """Save what is true now, and say exactly what it is."""
+        have = (f"{self.path} holds epoch {self.saved_epoch}" if self.saved_epoch is not None
+                else f"{self.path} is unchanged" if os.path.exists(self.path)
+                else "no checkpoint was written")
+        if pos.in_update:
+            return (f"interrupted in the middle of an update in epoch {pos.epoch}: "
+                    f"nothing newer is saved; {have}")
+        if not pos.moved:
+            return f"interrupted before any step: nothing new to save; {have}"
+        if pos.epoch_done:
+            if self.saved_epoch != pos.epoch:
+                self.save(history, pos.epoch)
+                write_metrics(out, history)
+            return (f"interrupted after epoch {pos.epoch}: checkpoint of epoch {pos.epoch} "
+                    f"saved to {self.path}; continue with --resume")
+        done = history[-1].epoch if history else 0
+        if pos.step == 0:  # the epoch had not started: the last one is what is saved
+            if self.saved_epoch != done:
+                self.save(history, done)
+            return (f"interrupted at the start of epoch {pos.epoch}: checkpoint of epoch "
+                    f"{done} saved to {self.path}; continue with --resume")
+        self.save(history, done, {"epoch": pos.epoch, "step": pos.step, "order": order,
+                                  "losses": list(losses), "elapsed": float(elapsed)})
+        if history:
+            write_metrics(out, history)
+        return (f"interrupted in epoch {pos.epoch} after step {pos.step} of {steps}: saved "
+                f"to {self.path} with its data order; --resume continues at step "
+                f"{pos.step + 1}")
+
+
+RESUME_SETTINGS = ("optimizer", "schedule", "batch", "seed", "data", "augment", "epochs")
+EXACT_SETTINGS = ("batch", "seed", "data", "augment")  # an interrupted epoch needs these
+
+
+def spec_identity(graph, model) -> dict:
+    """What a checkpoint is for: the spec's name, a fingerprint of the model
+    (its module tree with every argument, and the input), and the shapes."""
+    text = f"{tuple(graph.input)}\n{model!r}"
+    return {"name": str(graph.name), "input": [int(d) for d in graph.input],
+            "fingerprint": hashlib.sha256(text.encode()).hexdigest()[:16],
+            "shapes": {k: list(v.shape) for k, v in model.state_dict().items()}}
+
+
+def max_checkpoint_bytes(model) -> int:
+    """A checkpoint holds the weights, at most three optimizer tensors per
+    weight, and small things; anything far larger is not ours."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return 4 * weights + 512 * 2**20
+
+
+def read_checkpoint(path, model, config, identity) -> dict:
+    """Load with weights_only=True (tensors and plain data; no object is ever
+    built, no code runs), then check that it is this spec's, with this
+    optimizer and schedule. Every refusal is one line, exit 2."""
+    import pickle
+    if not os.path.isfile(path):
+        raise SpecError(f"--resume: no checkpoint at {path}")
+    size = os.path.getsize(path)
+    if size > max_checkpoint_bytes(model):
+        raise SpecError(f"--resume: {path} is {size / 1e9:.1f} GB, far more than a checkpoint "
+                        f"of this spec holds; it is not one")
+    import warnings
+    try:
+        with warnings.catch_warnings():   # torch warns about pickle protocols: one line only
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = str(e)
+        refused = next((line.strip() for line in text.splitlines()
+                        if "Unsupported global" in line), "")
+        if refused:
+            detail = refused.split("Unsupported global:")[-1].split(" was not")[0].strip()
+            raise SpecError(f"--resume: {path} was refused: it names Python objects "
+                            f"({detail[:120]}), not only tensors and plain data; nothing in it "
+                            "was run") from None
+        raise SpecError(f"--resume: {path} is not a checkpoint archcalc reads (a pickle it "
+                        f"refuses: {_first_line(text.split('error:')[-1])}); nothing in it was "
+                        "run") from None
+    except Exception as e:
+        raise SpecError(f"--resume: {path} is not a readable checkpoint "
+                        f"({type(e).__name__}: {_first_sentence(e)}); truncated, or another "
+                        "kind of file") from None
+    bad = f"--resume: {path} is not an archcalc checkpoint"
+    if not isinstance(state, dict) or state.get("archcalc") != CHECKPOINT_FORMAT:
+        old = isinstance(state, dict) and "model" in state and "archcalc" not in state
+        raise SpecError(bad + (" of this version (it was written by an older archcalc)"
+                               if old else ""))
+    theirs = state.get("spec")
+    if not isinstance(theirs, dict):
+        raise SpecError(bad + " (no spec identity)")
+    if theirs.get("fingerprint") != identity["fingerprint"]:
+        raise SpecError(f"--resume: {path} is for another model: {spec_difference(theirs, identity)}")
+    saved = state.get("config") if isinstance(state.get("config"), dict) else {}
+    differs = [f"--{k} {_show(saved.get(k))} there, {_show(getattr(config, k))} here"
+               for k in ("optimizer", "schedule") if saved.get(k) != getattr(config, k)]
+    position = state.get("position")
+    if position is not None:
+        mine = {k: list(v) if isinstance(v, tuple) else v
+                for k, v in ((k, getattr(config, k)) for k in EXACT_SETTINGS)}
+        differs += [f"--{k} {_show(saved.get(k))} there, {_show(mine[k])} here"
+                    for k in EXACT_SETTINGS if saved.get(k) != mine[k]]
+    if differs:
+        raise SpecError(f"--resume: {path} was written with other settings: "
+                        + "; ".join(differs) + " (use the same ones, or another --out folder)")
+    return state
+
+
+def _show(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "(none)"
+    return str(value)
+
+
+def spec_difference(theirs: dict, mine: dict) -> str:
+    """What differs between the checkpoint's model and this one, briefly."""
+    parts = []
+    if theirs.get("name") != mine["name"]:
+        parts.append(f"it was written for {str(theirs.get('name'))[:80]!r}, this spec is "
+                     f"{mine['name'][:80]!r}")
+    if theirs.get("input") != mine["input"]:
+        parts.append(f"input {theirs.get('input')} there, {mine['input']} here")
+    shapes = theirs.get("shapes") if isinstance(theirs.get("shapes"), dict) else {}
+    here = mine["shapes"]
+    changed = [f"{k} {shapes[k]} there, {here[k]} here" for k in here
+               if k in shapes and shapes[k] != here[k]]
+    missing = [k for k in here if k not in shapes]
+    extra = [k for k in shapes if k not in here]
+    if changed:
+        parts.append("; ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3
+                                               else ""))
+    if missing:
+        parts.append(f"{len(missing)} tensor(s) missing there ({', '.join(missing[:3])})")
+    if extra:
+        parts.append(f"{len(extra)} tensor(s) not in this model ({', '.join(str(k)[:40] for k in extra[:3])})")
+    if not parts:
+        parts.append("the same tensors, but other layer arguments (strides, padding, "
+                     "pooling or activations)")
+    return "; ".join(parts)
+
+
+def restore(state, path, model, optimizer, scheduler, gen, device, n_train, steps):
+    """Load a checked checkpoint into the model, optimizer, schedule and random
+    states. Returns (history, first epoch, interrupted position or None)."""
+    bad = f"--resume: {path}"
+    try:
+        model.load_state_dict(state["model"])
+    except Exception as e:
+        raise SpecError(f"{bad}: the weights do not fit this model ({_first_line(e)})") from None
+    check_optimizer_state(state.get("optimizer"), model, bad)
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and state.get("scheduler"):
+            scheduler.load_state_dict(state["scheduler"])
+    except Exception as e:
+        raise SpecError(f"{bad}: the optimizer state does not fit ({_first_line(e)})") from None
+    names = {f.name for f in fields(EpochMetrics)}
+    try:
+        history = [EpochMetrics(**m) for m in state["history"]]
+        for m in history:
+            values = [v for k, v in asdict(m).items() if k != "step_losses"] + m.step_losses
+            if set(asdict(m)) != names or not all(_number(v) for v in values):
+                raise TypeError("metrics that are not numbers")
+        epoch = state["epoch"]
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0 \
+                or [m.epoch for m in history] != list(range(1, epoch + 1)):
+            raise ValueError(f"epoch {epoch!r} does not match its history")
+        torch.set_rng_state(state["rng"])
+        gen.set_state(state["augment_rng"])
+        if device.startswith("cuda") and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"])
+    except SpecError:
+        raise
+    except Exception as e:
+        raise SpecError(f"{bad}: damaged ({type(e).__name__}: {_first_line(e)})") from None
+    position = state.get("position")
+    if position is None:
+        return history, epoch + 1, None
+    try:
+        step, order = position["step"], position["order"]
+        losses, at = [float(v) for v in position["losses"]], position["epoch"]
+        elapsed = float(position["elapsed"])
+        if at != epoch + 1 or not isinstance(step, int) or not 0 < step <= steps \
+                or len(losses) != step:
+            raise ValueError(f"step {step!r} of epoch {at!r}")
+        if not torch.is_tensor(order) or order.dtype != torch.int64 or order.dim() != 1 \
+                or len(order) != n_train \
+                or not torch.equal(order.sort().values, torch.arange(n_train)):
+            raise ValueError(f"its data order is not a permutation of the {n_train} samples")
+    except Exception as e:
+        raise SpecError(f"{bad}: damaged position ({type(e).__name__}: {_first_line(e)})") \
+            from None
+    return history, at, {"epoch": at, "step": step, "order": order, "losses": losses,
+                         "elapsed": elapsed}
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_optimizer_state(saved, model, bad):
+    """Every per-parameter tensor in the optimizer state has its parameter's shape."""
+    if not isinstance(saved, dict) or not isinstance(saved.get("state"), dict):
+        raise SpecError(f"{bad}: no optimizer state")
+    params = list(model.parameters())
+    names = [n for n, _ in model.named_parameters()]
+    for index, tensors in saved["state"].items():
+        if not isinstance(index, int) or not 0 <= index < len(params) \
+                or not isinstance(tensors, dict):
+            raise SpecError(f"{bad}: the optimizer state names parameter {index!r}, which "
+                            f"this model (with {len(params)}) does not have")
+        for key, value in tensors.items():
+            if torch.is_tensor(value) and value.dim() > 0 and value.shape != params[index].shape:
+                raise SpecError(f"{bad}: optimizer state {key!r} of {names[index]} has shape "
+                                f"{list(value.shape)}, the parameter {list(params[index].shape)}")
 
 
 def _classes(graph, model) -> int:
@@ -298,23 +746,101 @@ def evaluate(net, x, y, loss_fn, batch, device, dist: Dist):
     return total_loss / count, correct / count
 
 
-def peak_memory(device: str) -> int:
+def tensor_memory(model, optimizer, saved_bytes, device: str) -> int:
+    """What torch holds for training, comparable with the prediction: on CUDA
+    the allocator's peak; on the CPU (which keeps no allocator statistics)
+    the bytes of the weights, their gradients and the optimizer's state, plus
+    what autograd saved in a step (measured with saved_tensors_hooks).
+    Not the process's RSS, which counts the interpreter and libraries."""
     if device.startswith("cuda"):
         return torch.cuda.max_memory_allocated()
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # process peak RSS
+    total = 0
+    for p in model.parameters():
+        total += p.numel() * p.element_size()
+        if p.grad is not None:
+            total += p.grad.numel() * p.grad.element_size()
+    for state in optimizer.state.values():
+        for v in state.values():
+            if torch.is_tensor(v) and v.dim() > 0:
+                total += v.numel() * v.element_size()
+    return total + (saved_bytes or 0)
+
+
+class _SavedBytes:
+    """Bytes of the distinct storages autograd saves during a forward
+    (parameters left out: they are counted as weights)."""
+
+    def __init__(self, model):
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.seen = {}
+        self.total = 0
+
+    def _pack(self, t):
+        st = t.untyped_storage()
+        if st.data_ptr() not in self.params:
+            self.seen[st.data_ptr()] = st.nbytes()
+        return t
+
+    def __enter__(self):
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.__exit__(*exc)
+        self.total = sum(self.seen.values())
+        return False
+
+
+# the analysis counts optimizer state as copies of the weights: 0, 1 or 2
+STATE_COPIES = {"sgd": "sgd", "momentum": "momentum", "nesterov": "momentum",
+                "adagrad": "momentum", "rmsprop": "momentum", "adam": "adam"}
+
+
+def predicted_memory(graph, batch: int, optimizer: str) -> int:
+    """The analysis's training memory for this run (one process's batch)."""
+    from ..analysis import analyze
+    return analyze(graph, batch=batch, optimizer=STATE_COPIES[optimizer]).totals[
+        "train_memory_bytes"]
+
+
+def header(graph, model, config, n_train, n_test, steps, device, predicted) -> str:
+    """What a run is about to do, before its first step."""
+    from ..sym import human_bytes
+    params = sum(p.numel() for p in model.parameters())
+    return (f"training {graph.name}: {n_train:,} training and {n_test:,} test samples "
+            f"({config.data}), {steps:,} steps of {config.batch} per epoch, {config.epochs} "
+            f"epoch{'s' if config.epochs > 1 else ''} on {device}; {params:,} params; "
+            f"predicted training memory {human_bytes(predicted)} ({config.optimizer})")
 
 
 def write_metrics(folder, history):
-    rows = [asdict(m) for m in history]
-    with open(os.path.join(folder, "metrics.json"), "w") as fh:
-        json.dump(rows, fh, indent=1)
     import csv
-    with open(os.path.join(folder, "metrics.csv"), "w", newline="") as fh:
-        fields = [k for k in rows[0] if k != "step_losses"] if rows else []
-        writer = csv.DictWriter(fh, fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    import io
+    rows = [asdict(m) for m in history]
+    text = io.StringIO()
+    names = [k for k in rows[0] if k != "step_losses"] if rows else []
+    writer = csv.DictWriter(text, names, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    _write_atomic(os.path.join(folder, "metrics.json"), json.dumps(rows, indent=1))
+    _write_atomic(os.path.join(folder, "metrics.csv"), text.getvalue())
+
+
+def _write_atomic(path, text):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(e, OSError):
+            raise RunError(f"cannot write {path}: {e.strerror or e}") from None
+        raise
 
 
 def plot_curves(history, path, title):

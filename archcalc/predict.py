@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from . import sym
 from .analysis import DTYPES, analyze
 from .errors import SpecError
-from .layers.base import Cost
+from .layers.base import Cost, NoCostModel
 
 PROFILE_FORMAT = "archcalc-device-profile"
 PROFILE_VERSION = 1
@@ -458,7 +458,7 @@ class Predictor:
                            self.table.linear_rate(m, n, k, "log_backward"),
                            flops, 2 * flops, nbytes, fwd, bwd)
             return
-        elements = int(c.elements) * batch
+        elements = int(c.elements) * (1 if c.per_batch else batch)
         t = self.op_time(c.primitive, elements, "train" if train else "inference") * c.scale
         over = min(self.o_fwd, t)
         fwd.add(memory=(t - over) * self.elementwise_factor, overhead=over)
@@ -469,7 +469,15 @@ class Predictor:
 
     # -- one row ----------------------------------------------------------
     def row_costs(self, row):
-        """(kind or None, Cost, input elements per sample) for each op of a row."""
+        """(kind or None, Cost, input elements per sample) for each op of a row.
+        A kind without a cost model stops the prediction, by name."""
+        try:
+            return self._row_costs(row)
+        except NoCostModel as e:
+            raise SpecError(f"{row.name}: {e}: archcalc predict cannot predict its time "
+                            "(give the kind a cost() beside its FLOPs rule)") from None
+
+    def _row_costs(self, row):
         out = []
         if row.merge:
             y = row.output_shape

@@ -35,7 +35,7 @@ sys.path.insert(0, ROOT)
 ACCEPTANCE = ["resnet18", "vgg11", "googlenet", "densenet121", "alexnet", "mobilenet_v2"]
 HELD_OUT = ["resnet34", "resnet50", "vgg16", "zfnet", "resnext50_32x4d", "se_resnet50",
             "inception_v3", "lenet5", "nin_cifar", "resnet110_cifar", "mobilenet_v3_large",
-            "shufflenet_v2", "efficientnet_b0", "squeezenet", "vit_b_16"]
+            "shufflenet_v2_x1_0", "efficientnet_b0", "squeezenet1_0", "vit_b_16"]
 
 
 def load_avg():
@@ -60,6 +60,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--max-point-s", type=float, default=90,
                     help="skip a point whose predicted measuring time exceeds this")
+    ap.add_argument("--max-gb", type=float, default=5.0,
+                    help="skip a point whose predicted peak memory exceeds this (a shared machine)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "predict"))
@@ -73,7 +75,7 @@ def main():
     from archcalc.graph import build_graph
     from archcalc.predict import Profile, load_profile, predict
     from archcalc.spec.loader import load
-    from archcalc.torch.bench import Runner, check_fits
+    from archcalc.torch.bench import Runner, check_memory, predicted_memory
     if args.clock == "cpu" and torch.get_num_threads() != 1:
         ap.error("--clock cpu needs --threads 1")
 
@@ -124,9 +126,14 @@ def main():
             for batch in batches:
                 group = "acceptance" if name in ACCEPTANCE else "held-out"
                 try:
-                    check_fits(graph, batch, mode, None, "cpu")
+                    check_memory(graph, [batch], mode, None, "cpu")
                 except SpecError as e:
                     print(f"{name} {mode} b{batch}: skipped ({e})", flush=True)
+                    continue
+                need = predicted_memory(graph, batch, mode, None)
+                if need > args.max_gb * 1e9:
+                    print(f"{name} {mode} b{batch}: skipped (predicted {need / 1e9:.1f} GB "
+                          f"> --max-gb {args.max_gb})", flush=True)
                     continue
                 pred, = predict(graph, profile, batches=[batch], mode=mode)
                 cost = pred.step_ms / 1e3 * (args.warmup + args.steps) * args.repeats

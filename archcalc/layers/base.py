@@ -175,7 +175,8 @@ class Cost:
     says otherwise) and multiplied by ``scale``. ``tensors``: the element
     counts of the parameter tensors the optimizer steps. ``train_only``: the
     op does nothing at inference (dropout). ``backward``: whether the op
-    has a backward pass of its own.
+    has a backward pass of its own. ``per_batch``: ``elements`` counts the
+    whole step, not one sample (DropConnect's mask over the weights).
     """
     primitive: str
     elements: Any = 0
@@ -185,6 +186,12 @@ class Cost:
     tensors: tuple = ()
     train_only: bool = False
     backward: bool = True
+    per_batch: bool = False
+
+
+class NoCostModel(NotImplementedError):
+    """A kind without a cost model: ``archcalc predict`` names it and stops
+    (a time of 0, or a guess, would pass for a prediction)."""
 
 
 # --------------------------------------------------------------------------
@@ -256,14 +263,10 @@ class Kind:
         return NOTHING_SAVED
 
     def cost(self, a, x: Shape, y: Shape) -> tuple[Cost, ...]:
-        """What the forward pass runs, for ``archcalc predict``: by default one
-        elementwise pass over the output (read the input, write the output),
-        rated as a copy; a view costs the call only. Kinds whose cost differs
-        override this beside their FLOPs rule."""
-        if self.shares_storage(a) and self.view:
-            return (Cost("view", backward=False),)
-        p = self.params(a, x)
-        return (Cost("copy", elements=sym.prod(y), tensors=(p,) if p else ()),)
+        """What the forward pass runs, for ``archcalc predict``, as primitives
+        a device profile rates. Every kind states its own, beside its FLOPs
+        rule; a kind that does not is refused by predict, by name."""
+        raise NoCostModel(f"kind {self.name!r} has no cost model")
 
     def shares_storage(self, a) -> bool:
         """The output lives in the input's storage (a view, or an in-place op)."""

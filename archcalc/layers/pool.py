@@ -372,6 +372,13 @@ class MaxUnpool(Kind):
         from .conv import upsampled_receptive_field
         return upsampled_receptive_field(rf, jump, a.kernel, a.stride or a.kernel)
 
+    def cost(self, a, x, y):
+        """A zero fill of the output (half a copy: writes only) and a scatter
+        of the input into it; its backward gathers the gradient at the indices
+        (a copy of the input's size)."""
+        return (Cost("copy", elements=sym.prod(y), scale=0.5, backward=False),
+                Cost("copy", elements=sym.prod(x)))
+
     def check_references(self, a, x, find):
         kind, pool_in, pool_out = find(a.of)
         if kind != "maxpool":
@@ -410,6 +417,11 @@ class PadShortcut(Kind):
 
     def window(self, a, x):
         return (1, 1), tuple(a.stride)
+
+    def cost(self, a, x, y):
+        """A strided slice and a pad with zero channels: one copy into the
+        output (its backward slices the gradient back: a copy of the input)."""
+        return (Cost("copy", elements=sym.prod(y)),)
 
     def build(self, a, x):
         from ..torch.modules import PadShortcut as Module

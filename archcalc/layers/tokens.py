@@ -33,6 +33,11 @@ class Tokens(Kind):
     def output_shape(self, a, x):
         return (sym.norm(x[1] * x[2]), x[0])
 
+    def cost(self, a, x, y):
+        """A flatten and a transpose: views, the call only (the next op reads
+        the strided tokens)."""
+        return (Cost("view", backward=False),)
+
     def build(self, a, x):
         from ..torch.modules import MapToTokens
         return MapToTokens()

@@ -203,6 +203,7 @@ class Weighted:
     a batch norm and an activation, and backward = input grad + weight grad."""
     weighted = True
     fusable = True
+    autocast = "low"      # autocast runs convolutions and GEMMs in the low precision
 
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         forward = self.flops(a, x, y)
@@ -220,6 +221,10 @@ class Kind:
     nonlinear: bool = False             # counts as a nonlinearity (relu, tanh, maxout, ...)
     fusable: bool = False               # accepts batch_norm = true, activation = "relu"
     view: bool = False                  # output is a view of the input (flatten)
+    # under torch.autocast: "low" casts its input to the low precision (convs,
+    # GEMMs: a fp32 input is saved as its own cast copy, per consumer), "fp32"
+    # computes in fp32 (its output is fp32), "follow" runs in its input's dtype
+    autocast: str = "follow"
     inputs: str = "any"                 # "chw" | "tokens" | "any": what input rank it takes
 
     # -- the rules -------------------------------------------------------
@@ -261,6 +266,15 @@ class Kind:
 
     def saved(self, a, x: Shape, y: Shape) -> Saved:
         return NOTHING_SAVED
+
+    def autocast_mode(self, a, device: str) -> str:
+        """What torch.autocast does with this op on ``device``: low, fp32 or follow."""
+        return self.autocast
+
+    def saved_autocast(self, a, x: Shape, y: Shape, device: str) -> Saved:
+        """What a step keeps under torch.autocast on ``device``, where that
+        differs from ``saved`` (tensors kept in fp32): by default the same."""
+        return self.saved(a, x, y)
 
     def cost(self, a, x: Shape, y: Shape) -> tuple[Cost, ...]:
         """What the forward pass runs, for ``archcalc predict``, as primitives

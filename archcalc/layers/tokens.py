@@ -101,6 +101,7 @@ class SelfAttention(Kind):
     aliases = ("self_attention", "mhsa")
     primary = "heads"
     weighted = True
+    autocast = "low"
     summary = ("multi-head self-attention over N x D tokens: QKV and output projections "
                "(4*D^2 + 4*D params), softmax(Q K^T / sqrt(D/heads)) V per head")
     flops_rule = ("2 x MACs + 4 per attention score (scale, exp, sum, divide: "

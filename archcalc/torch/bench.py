@@ -116,12 +116,15 @@ def synchronize(device: str):
         torch.mps.synchronize()
 
 
-def predicted_memory(graph: Model, batch: int, mode: str, amp: str | None) -> int:
+def predicted_memory(graph: Model, batch: int, mode: str, amp: str | None,
+                     device: str = "cuda") -> int:
     """Bytes a step needs: fp32 weights, autocast's low-precision weight copies,
-    and in train mode gradients, momentum and the tensors saved for backward;
+    and in train mode gradients, momentum and the tensors saved for backward
+    (under autocast on ``device``: what runs in fp32 kept at 4 bytes);
     at inference the activations alive at the forward's peak."""
     act_dtype = amp or "fp32"
-    report = analyze(graph, batch=batch, dtype=act_dtype, optimizer="momentum")
+    report = analyze(graph, batch=batch, dtype=act_dtype, optimizer="momentum",
+                     autocast=("cpu" if device == "cpu" else "cuda") if amp else None)
     t = report.totals
     weights = t["params"] * DTYPES["fp32"]
     copies = t["params"] * DTYPES[amp] if amp else 0   # autocast's cached weight casts
@@ -187,7 +190,7 @@ def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "i
     device_peak = measure_peak(device, dtype) if peak == "measure" else known_peak(device)
     results = []
     for batch in batches:
-        need = predicted_memory(graph, batch, mode, amp)
+        need = predicted_memory(graph, batch, mode, amp, device)
         report = analyze(graph, batch=batch, dtype=dtype)
         per_sample = report.totals["flops"] + (report.totals["backward_flops"]
                                                if mode == "train" else 0)

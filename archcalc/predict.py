@@ -95,9 +95,11 @@ class Profile:
                                      for p in data["optimizer"] if "free_s" in p)
             self.tables = {name: Table(t, self) for name, t in data["tables"].items()}
             self.compile = data.get("compile") or {}
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise SpecError(f"{source or 'profile'}: a malformed profile ({type(e).__name__}: "
                             f"{e}); make one with `archcalc calibrate`") from None
+        _check(_finite(data), "a malformed profile (a time or rate that is not a finite, "
+               "non-negative number); make one with `archcalc calibrate`", source)
         _check(self.tables and self.bandwidth_curve and self.optimizer_curve,
                "the profile holds no measurements", source)
 
@@ -130,6 +132,19 @@ class Profile:
         free = interp(self.free_curve, max(elements, 1.0), log_y=True) \
             * max(1.0, elements / self.free_curve[-1][0]) if self.free_curve else 0.0
         return loglog_time(self.optimizer_curve, max(elements, 1.0)) + free
+
+
+def _finite(value) -> bool:
+    """Every number in the profile finite and non-negative (JSON admits NaN)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value) and value >= 0
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def interp(points, x, log_y=False, flat=False):

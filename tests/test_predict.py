@@ -205,6 +205,66 @@ def test_bad_profiles_are_one_line_errors(tmp_path):
         assert message in result.stderr and "Traceback" not in result.stderr
 
 
+def test_malformed_profiles_and_bad_batches_exit_2(tmp_path):
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(json.dumps(synthetic())[:200])
+    wrong_types = tmp_path / "types.json"
+    wrong_types.write_text(json.dumps(synthetic(tables=[1, 2])))
+    no_overhead = tmp_path / "no_overhead.json"
+    data = synthetic()
+    del data["overhead"]
+    no_overhead.write_text(json.dumps(data))
+    nan = tmp_path / "nan.json"
+    data = synthetic()
+    data["tables"]["fp32"]["conv"][0]["forward_s"] = float("nan")
+    nan.write_text(json.dumps(data))
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(synthetic()))
+    cases = [(["--profile", str(truncated)], "not a readable profile"),
+             (["--profile", str(wrong_types)], "a malformed profile"),
+             (["--profile", str(no_overhead)], "a malformed profile (KeyError"),
+             (["--profile", str(nan)], "not a finite"),
+             (["--profile", str(tmp_path)], "not a readable profile"),
+             (["--profile", str(good), "--batch", "0"], "--batch values must be positive"),
+             (["--profile", str(good), "--batch", "8,x"], "--batch takes a number"),
+             (["--profile", str(good), "--mode", "sleep"], "--mode"),
+             (["--profile", str(good), "--set", "X"], "NAME=VALUE")]
+    for args, message in cases:
+        result = CliRunner().invoke(main, ["predict", spec_path("lenet5.toml"), *args])
+        assert result.exit_code == 2, (args, result.output)
+        err = result.stderr.strip()
+        assert message in err and "Traceback" not in err, (args, err)
+        assert len(err.splitlines()) == 1, (args, err)
+
+
+def test_a_kind_without_a_cost_model_is_named(tmp_path):
+    from archcalc.layers.base import Kind
+    from archcalc.predict import Predictor
+    for kind in set(kinds().values()):   # every registered kind states its own cost
+        owner = next(c for c in type(kind).__mro__ if "cost" in c.__dict__)
+        assert owner is not Kind, kind.name
+    spec = archcalc.load(write_spec(tmp_path, ONE_CONV))
+    report = spec.analyze(batch=2)
+    row = report.rows[1]
+    op = row.ops[0]
+
+    class Mystery(type(op.kind)):
+        name = "mystery"
+        cost = Kind.cost
+    from dataclasses import replace
+    odd = replace(row, ops=(replace(op, kind=Mystery()),))
+    with pytest.raises(SpecError, match="'mystery' has no cost model: archcalc predict "
+                                        "cannot predict its time"):
+        Predictor(Profile(synthetic()), "inference").row_costs(odd)
+
+
+def test_predict_help_has_examples():
+    result = CliRunner().invoke(main, ["predict", "--help"])
+    assert result.exit_code == 0
+    assert "Examples:" in result.stdout and "--format json" in result.stdout
+    assert "--profile" in result.stdout and "torch is not needed" in result.stdout
+
+
 def test_predict_json(tmp_path):
     profile = tmp_path / "p.json"
     profile.write_text(json.dumps(synthetic()))

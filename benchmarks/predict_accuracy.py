@@ -10,6 +10,8 @@ and the worst cases; writes results under benchmarks/results/predict/.
     python benchmarks/predict_accuracy.py                      # calibrate + measure
     python benchmarks/predict_accuracy.py --profile cpu.json   # reuse a profile
     python benchmarks/predict_accuracy.py --specs resnet18,vgg11 --batches 8
+    python benchmarks/predict_accuracy.py --clock cpu --threads 1 --batches 8   # a shared CPU
+    python benchmarks/predict_accuracy.py --device cuda --amp bf16 --batches 64 # a GPU
 
 Measured = the median step of `--steps` timed steps (after `--warmup`) of
 `archcalc bench`'s runner, the median of `--repeats` such runs; the load
@@ -49,8 +51,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", help="a profile to reuse instead of calibrating")
     ap.add_argument("--budget-s", type=float, default=240, help="calibration budget")
-    ap.add_argument("--tables", default="fp32",
-                    help="the profile's tables (the benchmark measures fp32 steps)")
+    ap.add_argument("--tables", default=None,
+                    help="the profile's tables [the dtype the steps run in: fp32, or --amp's]")
     ap.add_argument("--specs", default=None, help="comma-separated spec names")
     ap.add_argument("--held-out", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--batches", default="1,8,32")
@@ -62,8 +64,15 @@ def main():
                     help="skip a point whose predicted measuring time exceeds this")
     ap.add_argument("--max-gb", type=float, default=5.0,
                     help="skip a point whose predicted peak memory exceeds this (a shared machine)")
+    ap.add_argument("--memory-check", action=argparse.BooleanOptionalAction, default=True,
+                    help="bench's upper bound against the RAM available (--no-memory-check: "
+                         "only --max-gb, the predicted step memory)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                    help="cuda: the GPU acceptance (e.g. --batches 64 --amp bf16)")
+    ap.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+                    help="autocast the steps (the profile needs that dtype's table)")
     ap.add_argument("--out", default=os.path.join(ROOT, "benchmarks", "results", "predict"))
     args = ap.parse_args()
 
@@ -76,12 +85,14 @@ def main():
     from archcalc.predict import Profile, load_profile, predict
     from archcalc.spec.loader import load
     from archcalc.torch.bench import Runner, check_memory, predicted_memory
-    if args.clock == "cpu" and torch.get_num_threads() != 1:
+    if args.device == "cuda" and not torch.cuda.is_available():
+        ap.error("--device cuda: no CUDA device here")
+    if args.clock == "cpu" and (args.device != "cpu" or torch.get_num_threads() != 1):
         ap.error("--clock cpu needs --threads 1")
 
     def measure(graph, batch, mode):
         """(wall, cpu) median step seconds of one run of the bench's runner."""
-        runner = Runner(graph, "cpu", mode, None, False, False)
+        runner = Runner(graph, args.device, mode, args.amp, False, False)
         x = runner.batch_input(batch)
         for _ in range(args.warmup):
             runner.step(x)
@@ -102,8 +113,9 @@ def main():
         from archcalc.torch.calibrate import calibrate
         t = time.perf_counter()
         print(f"calibrating (budget {args.budget_s:.0f} s, load {load_avg()}) ...", flush=True)
-        data = calibrate("cpu", budget_s=args.budget_s, timer=args.clock,
-                         tables=args.tables.split(","), compile=False,
+        data = calibrate(args.device, budget_s=args.budget_s, timer=args.clock,
+                         tables=(args.tables or args.amp or "fp32").split(","),
+                         compile=False,
                          progress=lambda s: print("  " + s, flush=True))
         profile_path = os.path.join(args.out, "profile.json")
         with open(profile_path, "w") as fh:
@@ -126,16 +138,17 @@ def main():
             for batch in batches:
                 group = "acceptance" if name in ACCEPTANCE else "held-out"
                 try:
-                    check_memory(graph, [batch], mode, None, "cpu")
+                    if args.memory_check:
+                        check_memory(graph, [batch], mode, args.amp, args.device)
                 except SpecError as e:
                     print(f"{name} {mode} b{batch}: skipped ({e})", flush=True)
                     continue
-                need = predicted_memory(graph, batch, mode, None)
-                if need > args.max_gb * 1e9:
+                need = predicted_memory(graph, batch, mode, args.amp, args.device)
+                if args.device == "cpu" and need > args.max_gb * 1e9:
                     print(f"{name} {mode} b{batch}: skipped (predicted {need / 1e9:.1f} GB "
                           f"> --max-gb {args.max_gb})", flush=True)
                     continue
-                pred, = predict(graph, profile, batches=[batch], mode=mode)
+                pred, = predict(graph, profile, batches=[batch], mode=mode, amp=args.amp)
                 cost = pred.step_ms / 1e3 * (args.warmup + args.steps) * args.repeats
                 if cost > args.max_point_s:
                     print(f"{name} {mode} b{batch}: skipped (about {cost:.0f} s to measure)",
@@ -206,7 +219,7 @@ def main():
         "device": profile.device_name, "torch": torch.__version__,
         "threads": torch.get_num_threads(), "profile": profile_path,
         "method": {"warmup": args.warmup, "steps": args.steps, "repeats": args.repeats,
-                   "clock": args.clock,
+                   "clock": args.clock, "device": args.device, "amp": args.amp,
                    "measured": "median of the repeats' median steps (archcalc bench runner)"},
         "summary": summary, "worst": worst, "points": points,
     }

@@ -25,14 +25,18 @@ def pool_cost(family: str, a, x, y, kernel, stride, scale: float = 1.0) -> Cost:
     in (kernel, stride), on the input's elements: 3x3 stride 2 (ResNet's stem),
     2x2 stride 2 (VGG, DenseNet's transitions), 3x3 stride 1 (Inception's pool
     branch). Another window scales that time by its reads per input element
-    (kh*kw / (sh*sw)), within [1/2, 4]."""
+    (kh*kw x outputs / inputs; the calibrated pools read kh*kw / (sh*sw)),
+    within [1/4, 4]: a 7x7 window over a 7x7 map reads each input once."""
     kk = kernel[0] * kernel[1]
     ss = stride[0] * stride[1]
     calibrated = {f"{family}3s2": (9, 4), f"{family}2s2": (4, 4), f"{family}3s1": (9, 1)}
     name = min(calibrated, key=lambda n: (abs(calibrated[n][1] - ss), abs(calibrated[n][0] - kk)))
     ref_kk, ref_ss = calibrated[name]
-    ratio = (kk / ss) / (ref_kk / ref_ss)
-    return Cost(name, elements=sym.prod(x), scale=scale * min(4.0, max(0.5, ratio)))
+    inputs, outputs = sym.prod(x), sym.prod(y)
+    reads = kk * outputs / inputs if isinstance(inputs, int) and isinstance(outputs, int) \
+        and inputs else kk / ss
+    ratio = reads / (ref_kk / ref_ss)
+    return Cost(name, elements=sym.prod(x), scale=scale * min(4.0, max(0.25, ratio)))
 
 
 class _Pool(Kind):

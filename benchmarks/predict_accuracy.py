@@ -117,7 +117,8 @@ def main():
                          tables=(args.tables or args.amp or "fp32").split(","),
                          compile=False,
                          progress=lambda s: print("  " + s, flush=True))
-        profile_path = os.path.join(args.out, "profile.json")
+        stamp = started.replace(":", "").replace("-", "")[:15]
+        profile_path = os.path.join(args.out, f"profile-{stamp}.json")
         with open(profile_path, "w") as fh:
             json.dump(data, fh, indent=1)
         profile = Profile(data, profile_path)

@@ -706,8 +706,7 @@ def _profile(name, device="cpu"):
 @click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
 @click.option("--summary", is_flag=True, help="Totals only, no per-layer table.")
-@click.option("--format", "fmt", type=click.Choice(("rich", "json")), default="rich",
-              show_default=True)
+@format_option()
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also write the JSON here.")
 def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, input_shape,
@@ -722,6 +721,10 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
       archcalc predict specs/resnet18.toml --profile cpu.json --batch 1,8,32
       archcalc predict specs/vgg16.toml --profile cpu.json --mode train --batch 8
       archcalc predict specs/resnet50.toml --profile h100.json --amp bf16 --format json
+      archcalc predict specs/vgg16.toml --batch 8 --format csv   # one row per layer
+
+    --format csv and markdown: one row per layer and batch (with --summary,
+    one per batch); json: the whole result, the profile it came from included.
     """
     from .predict import predict as run, to_json
     from .render.predict import render_rich
@@ -735,6 +738,11 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
                   input=input_shape)
     if fmt == "json":
         click.echo(to_json(results, profile, layers=not summary))
+    elif fmt in ("csv", "markdown"):
+        from .render.predict import records
+        from .render.records import render
+        rows, extra = records(results, profile, layers=not summary)
+        click.echo(render(rows, fmt, extra).rstrip("\n"))
     else:
         render_rich(results, profile, console(), layers=not summary)
     if output:

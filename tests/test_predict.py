@@ -291,6 +291,32 @@ def test_predict_json(tmp_path):
     assert "layer1 > basic1 > conv1" not in result.stdout
 
 
+def test_predict_csv_and_markdown(tmp_path):
+    import csv
+    import io
+    profile = tmp_path / "p.json"
+    profile.write_text(json.dumps(synthetic()))
+    args = ["predict", spec_path("resnet18.toml"), "--profile", str(profile), "--batch", "1,8"]
+    result = CliRunner().invoke(main, [*args, "--format", "json"])
+    data = json.loads(result.stdout)
+    result = CliRunner().invoke(main, [*args, "--format", "csv"])
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == ["batch", "index", "layer", "kind", "forward_ms", "backward_ms", "bound",
+                       "flops"]
+    layers = [r for r in rows[1:] if r[0] in ("1", "8")]
+    assert len(layers) == sum(len(r["layers"]) for r in data["results"])
+    first = data["results"][0]["layers"][0]
+    assert layers[0][2] == first["name"] == "conv1"
+    assert float(layers[0][4]) == pytest.approx(first["forward_ms"], rel=1e-3)
+    result = CliRunner().invoke(main, [*args, "--format", "markdown", "--summary"])
+    assert result.exit_code == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("| batch | mode | dtype | step_ms |")
+    assert lines[2].startswith("| 1 | inference | fp32 | ")
+    assert lines[3].startswith("| 8 | inference | fp32 | ")
+
+
 def test_predict_does_not_import_torch(tmp_path):
     profile = tmp_path / "p.json"
     profile.write_text(json.dumps(synthetic()))

@@ -97,3 +97,36 @@ def render_profile(profile: dict, path: str, console) -> None:
     t.add_row("elapsed", f"{profile['elapsed_s']:.0f} s (budget {profile['budget_s']:.0f} s)")
     console.print(t)
     console.print(f"wrote {markup(path)}", style="dim", highlight=False)
+
+
+def records(predictions, profile, layers: bool = True):
+    """(rows, extra) for --format csv or markdown: one row per layer and batch
+    (the step's totals per batch with ``layers=False``); extra: the totals,
+    the profile and the notes."""
+    rows = []
+    totals = []
+    notes = []
+    for p in predictions:
+        totals.append(f"batch {p.batch}: step {p.step_ms:.3f} ms (forward {p.forward_ms:.3f}, "
+                      f"backward {p.backward_ms:.3f}, optimizer {p.optimizer_ms:.3f}, "
+                      f"other {p.other_ms:.3f}), {p.samples_per_s:.1f} samples/s")
+        notes += [n for n in p.notes if n not in notes]
+        if not layers:
+            rows.append({"batch": p.batch, "mode": p.mode, "dtype": p.dtype,
+                         "step_ms": round(p.step_ms, 4), "forward_ms": round(p.forward_ms, 4),
+                         "backward_ms": round(p.backward_ms, 4),
+                         "optimizer_ms": round(p.optimizer_ms, 4),
+                         "other_ms": round(p.other_ms, 4),
+                         "samples_per_s": round(p.samples_per_s, 2)})
+            continue
+        for layer in p.layers:
+            rows.append({"batch": p.batch, "index": layer.index, "layer": layer.name,
+                         "kind": layer.type, "forward_ms": round(layer.forward_ms, 4),
+                         "backward_ms": round(layer.backward_ms, 4), "bound": layer.bound,
+                         "flops": layer.flops})
+    s = profile.summary
+    extra = {"totals": totals,
+             "profile": f"{s['file']} ({s['device_name']}, torch {s['torch']}, {s['date']})"}
+    if notes:
+        extra["notes"] = notes
+    return rows, extra

@@ -6,6 +6,12 @@
     >>> report.totals["params"]
     138357544
 
+A PyTorch model imports into a spec (torch needed)::
+
+    >>> import torchvision
+    >>> spec = archcalc.from_module(torchvision.models.resnet50(), input=(3, 224, 224))
+    >>> print(spec.to_toml())          # the spec's text, blocks and all
+
 The analysis core is pure Python; torch, pandas and sympy load only where a
 command or a method needs them.
 """
@@ -23,3 +29,17 @@ def load(path: str, **variables):
         from types import MappingProxyType
         spec = replace(spec, vars=MappingProxyType({**spec.vars, **variables}))
     return spec
+
+
+def from_module(module, input=(3, 224, 224), *, name: str | None = None,
+                source: str | None = None, allow_opaque: bool = False):
+    """The spec of a ``torch.nn.Module`` (what ``archcalc import`` writes): traced
+    with torch.fx at ``input`` (C, H, W), each call mapped to a kind, rows named
+    by module paths (the built spec loads the module's state_dict), repeated
+    structure folded into blocks. Operations without a kind raise
+    ``archcalc.torch.importer.Unsupported`` naming each, unless ``allow_opaque``
+    (opaque rows: shape and params measured, MACs an unbound variable)."""
+    from .errors import require
+    require("torch", "torch", "archcalc.from_module")
+    from .torch.importer import from_module as _from_module
+    return _from_module(module, input, name=name, source=source, allow_opaque=allow_opaque)

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 from . import limits, sym
 from .errors import SpecError, SpecWarning, path_text, split_path
-from .graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
-                    same_shape, shortcut_ops, split_sizes)
+from .graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, build_graph,
+                    ends_in_heads, in_place, is_leaf, same_shape, shortcut_ops, split_sizes)
 from .layers.base import fmt_shape
 
 DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp64": 8}
@@ -75,6 +75,13 @@ class Report:
     rows: list
     totals: dict
     findings: list
+    outputs: list = field(default_factory=list)   # [(name, shape)] of what the model returns
+    heads: list = field(default_factory=list)     # [{name, outputs, params, macs, flops}]
+
+    @property
+    def multi_output(self) -> bool:
+        """Whether the model returns named outputs (a dict) rather than one tensor."""
+        return bool(self.heads)
 
     @property
     def free_symbols(self) -> list[str]:
@@ -87,14 +94,23 @@ class Report:
         return bool(self.free_symbols)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "model": self.model.name,
             "input": [sym.to_json(d) for d in self.model.input],
             "batch": self.batch, "dtype": self.dtype, "optimizer": self.optimizer,
             "layers": [r.as_json() for r in self.rows],
             "totals": {k: sym.to_json(v) for k, v in self.totals.items()},
+            "outputs": [{"name": n, "shape": [sym.to_json(d) for d in shape]}
+                        for n, shape in self.outputs],
+            "heads": [{**h, "params": sym.to_json(h["params"]), "macs": sym.to_json(h["macs"]),
+                       "flops": sym.to_json(h["flops"])} for h in self.heads],
             "warnings": [str(w) for w in self.findings],
         }
+        opaque = [r.name for r in self.rows
+                  if any(op.kind.name == "opaque" for op in getattr(r, "ops", ()))]
+        if opaque:  # imported with --allow-opaque: the totals miss these rows' MACs
+            out["incomplete"] = opaque
+        return out
 
     def to_json(self, indent: int | None = 2) -> str:
         return json.dumps(self.to_dict(), indent=indent)
@@ -144,7 +160,25 @@ def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: st
         first = walker.findings[0]
         raise SpecError(f"{first.message} (--strict)", file=model.file, line=first.line,
                         path=first.path)
-    return Report(model, batch, dtype, optimizer, walker.rows, totals, walker.findings)
+    return Report(model, batch, dtype, optimizer, walker.rows, totals, walker.findings,
+                  walker.outputs, head_totals(walker))
+
+
+def head_totals(walker) -> list:
+    """Params, MACs and FLOPs of every head (nested heads inside their parent's),
+    and the outputs it gives."""
+    out = []
+    for path in walker.head_paths:
+        n = len(path)
+        rows = [r for r in walker.rows if tuple(r.path[:n]) == path]
+        prefix = path_text(path)
+        out.append({"name": prefix,
+                    "outputs": [name for name, _ in walker.outputs
+                                if name == prefix or name.startswith(prefix + ".")],
+                    "params": sym.total(r.params for r in rows),
+                    "macs": sym.total(r.macs for r in rows),
+                    "flops": sym.total(r.flops for r in rows)})
+    return out
 
 
 class _Walker:
@@ -171,6 +205,8 @@ class _Walker:
         # what pending merges hold: a residual's input, finished branches)
         self.held = 0
         self.peak_live = 0
+        self.outputs: list = []       # (name, shape) of each output, in order
+        self.head_paths: list = []
 
     def run(self):
         x = self.model.input
@@ -181,7 +217,12 @@ class _Walker:
             self.storage_bytes[0] = sym.prod(x) * 4 * self.batch
             self.wide.add(0)
         state = (x, (1, 1), (1, 1), 0)
-        self.walk(self.model.body, state, (), shared=True)
+        end = self.walk(self.model.body, state, (), shared=True)
+        if not self.head_paths:
+            self.outputs.append(("output", end[0]))
+        elif not ends_in_heads(self.model.body):
+            # heads along the way, and the main line goes on: its end is an output too
+            self.outputs.append(("output", end[0]))
 
     def walk(self, node, state, path, shared=False):
         """``shared``: the node's input is read by another path too (in-place is off)."""
@@ -198,7 +239,8 @@ class _Walker:
             inner = (*path, node.name) if node.name else path
             for item in node.items:
                 state = self.walk(item, state, inner, shared)
-                shared = False
+                # heads read this tensor (and may keep it for backward): no in-place op next
+                shared = ends_in_heads(item)
             return state
         if isinstance(node, Concat):
             return self.concat(node, state, path)
@@ -206,6 +248,10 @@ class _Walker:
             return self.split(node, state, path)
         if isinstance(node, Merge):
             return self.merge(node, state, path)
+        if isinstance(node, Heads):
+            return self.heads(node, state, path)
+        if isinstance(node, Transform):
+            return self.transform(node, state, path)
         raise TypeError(f"unknown graph node {type(node).__name__}")  # a bug, not input
 
     def nbytes(self, shape):
@@ -219,6 +265,36 @@ class _Walker:
             self.held += self.nbytes(outs[-1][0])  # kept until the concat
         self.held -= self.nbytes(state[0]) + sym.total(self.nbytes(o[0]) for o in outs)
         return self.concat_row(node, outs, path)
+
+    def heads(self, node: Heads, state, path):
+        """Each head reads the input; its output is kept (alive) to the end; the
+        input goes on unchanged."""
+        self.held += self.nbytes(state[0])
+        for head in node.heads:
+            hpath = (*path, head.name)
+            self.head_paths.append(hpath)
+            y = self.walk(head, state, path, shared=True)
+            if is_leaf(head):
+                self.outputs.append((path_text(hpath), y[0]))
+                self.held += self.nbytes(y[0])   # returned: alive to the end
+        self.held -= self.nbytes(state[0])
+        return state
+
+    def transform(self, node: Transform, state, path):
+        """The localisation net reads the input and gives theta (6 features);
+        the sampler row warps the input with it."""
+        self.held += self.nbytes(state[0])       # the sampler reads x after the loc net
+        theta = self.walk(node.loc, state, path, shared=True)
+        self.held -= self.nbytes(state[0])
+        if len(theta[0]) != 1 or sym.norm(theta[0][0] - 6) != 0:
+            raise self.error(f"a spatial transformer's localisation net must end in 6 features "
+                             f"(theta of the affine map); it gives {fmt_shape(theta[0])}",
+                             (*path, "loc"))
+        self.held += self.nbytes(theta[0])
+        y = self.row(node.name, node.sampler.kind.name, (node.sampler,), state, path,
+                     shared=True)
+        self.held -= self.nbytes(theta[0])
+        return y
 
     def split(self, node: Split, state, path):
         """Each branch reads a slice of the input's channels: a view, the same storage."""
@@ -266,7 +342,7 @@ class _Walker:
             except SpecError as e:
                 raise self.error(e.message, path) from None
             short = state if ops is None else \
-                self.row("shortcut", "+".join(o.kind.name for o in ops), ops, state, path,
+                self.row(node.shortcut_name, "+".join(o.kind.name for o in ops), ops, state, path,
                          shared=True)
         self.held -= self.nbytes(x) + self.nbytes(body[0])
         y, s = body[0], short[0]
@@ -436,6 +512,7 @@ class _Walker:
             "train_memory_bytes": sym.norm(2 * param_bytes + optimizer_bytes + saved),
             "weighted_layers": sum(1 for r in rows if r.weighted),
             "nonlinearities": self.nonlinearities,
+            "outputs": len(self.outputs),
             "receptive_field": sym.smax(*(sym.smax(*r.receptive_field) for r in rows)),
         }
         if isinstance(param_bytes, int) and isinstance(self.peak_live, int) and self.peak_live:

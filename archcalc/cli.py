@@ -208,12 +208,52 @@ def _report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"
 
 
 def _load_report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"):
-    """(spec, report): the spec too, to tell whether its notes apply."""
+    """(spec, report): the spec too, to tell whether its notes apply. A
+    MODULE:FACTORY in place of a spec is imported in memory, at --input."""
     from .analysis import analyze
     from .spec.loader import load
-    spec = load(spec_path)
+    if is_import_target(spec_path):
+        spec = _import_spec(spec_path, input_shape or "3x224x224", None, False)
+        input_shape = None
+    else:
+        spec = load(spec_path)
     return spec, analyze(spec, batch=batch, dtype=dtype, optimizer=optimizer, strict=strict,
                          variables=parse_sets(sets), input=input_shape)
+
+
+def is_import_target(text: str) -> bool:
+    """MODULE:FACTORY or FILE.py:NAME (not a spec file that exists)."""
+    if not isinstance(text, str) or ":" not in text or os.path.exists(text):
+        return False
+    where, _, attr = text.rpartition(":")
+    return bool(where) and bool(re.fullmatch(r"[A-Za-z_][\w.]*", attr)) and (
+        where.endswith(".py") or bool(re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*", where)))
+
+
+def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text=False):
+    """Import MODULE:FACTORY: the Spec (or its TOML text with text=True); the
+    user's code raising, or operations without a kind, exit 1 in one line."""
+    from .errors import require
+    require("torch", "torch", "archcalc import")
+    from .torch import importer
+    try:
+        model, label = importer.load_target(target, kwargs_json)
+        done = importer.import_module(model, input_shape, name=name, allow_opaque=allow_opaque,
+                                      label=label)
+    except (importer.ImportFailure, importer.Unsupported) as e:
+        fail(str(e), 1)
+    if done.unused:
+        click.echo(f"note: left out {', '.join(done.unused)} "
+                   f"({sum(done.unused.values()):,} params): not used by the forward at "
+                   "inference", err=True)
+    if done.opaque:
+        click.echo(f"note: {len(done.opaque)} opaque row(s): their MACs are unknown (the "
+                   f"variables {', '.join(done.opaque[:5])}{', ...' if len(done.opaque) > 5 else ''}"
+                   "); every total that includes them is a formula", err=True)
+    if text:
+        return done
+    from .spec.loader import loads
+    return loads(done.text, file=f"<import {label}>")
 
 
 def _warn(report):
@@ -260,6 +300,7 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, colum
       archcalc table specs/vgg16.toml --format json > vgg16.json
       archcalc table specs/googlenet.toml --depth 1     # one row per Inception module
       archcalc table specs/resnet50.toml --columns layer,output,params,params%,macs
+      archcalc table torchvision.models:resnet50     # a PyTorch model, imported in memory
     """
     from .render import table as render
     keys = render.parse_columns(columns)
@@ -280,6 +321,50 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, colum
     else:
         text = {"json": render.render_json, "csv": render.render_csv}[fmt](report)
         click.echo(text.rstrip("\n"))
+
+
+@main.command("import")
+@click.argument("target", metavar="MODULE:FACTORY")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="The TOML file to write [stdout].")
+@click.option("--input", "input_shape", metavar="CxHxW", default="3x224x224", show_default=True,
+              help="The input the model is traced at (the spec's input).")
+@click.option("--kwargs", "kwargs_json", metavar="JSON",
+              help="Keyword arguments for the factory, a JSON object (never evaluated as "
+                   "code), e.g. '{\"num_classes\": 10}'.")
+@click.option("--allow-opaque", is_flag=True,
+              help="Keep operations without a kind as opaque rows (shape and params "
+                   "measured, MACs an unbound variable: totals become formulas) instead of "
+                   "failing.")
+@click.option("--name", help="The spec's model name [the factory's].")
+def import_(target, output, input_shape, kwargs_json, allow_opaque, name):
+    """Import a PyTorch model as a spec: trace it (torch.fx), map each call to a
+    kind, fold the dataflow into residuals, concats and splits, and repeated
+    modules into blocks. Rows are named by module paths, so the spec's built
+    model loads the original's state_dict. Importing runs the Python module you
+    name (it imports it and calls the factory); the spec it writes never runs
+    anything. Operations without a kind fail the import, each listed with its
+    module path and count (exit 1), unless --allow-opaque.
+
+    \b
+    Examples:
+      archcalc import torchvision.models:resnet50 -o resnet50.toml
+      archcalc import torchvision.models:resnet18 --kwargs '{"num_classes": 10}' --input 3x32x32
+      archcalc import path/to/net.py:Net -o net.toml
+      archcalc import mypkg.nets:build_net --allow-opaque -o net.toml
+      archcalc table torchvision.models:mobilenet_v3_small    # imported in memory
+    """
+    done = _import_spec(target, input_shape, kwargs_json, allow_opaque, name, text=True)
+    if output:
+        try:
+            with open(output, "w", encoding="utf-8") as fh:
+                fh.write(done.text)
+        except OSError as e:
+            raise SpecError(f"cannot write {output}: {e.strerror}") from None
+        click.echo(f"wrote {output} ({done.text.count(chr(10))} lines, {done.params:,} params)",
+                   err=True)
+    else:
+        click.echo(done.text, nl=False)
 
 
 @main.command()
@@ -754,8 +839,9 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
 @main.command()
 @click.argument("spec", type=SPEC)
 @click.option("--data", default="synthetic", show_default=True,
-              metavar="synthetic|digits|cifar10:DIR|imagefolder:DIR",
+              metavar="synthetic|digits|digits-distorted|cifar10:DIR|imagefolder:DIR",
               help="digits: scikit-learn's bundled 8x8 digits, resized to the spec's input; "
+                   "digits-distorted: each rotated, scaled and shifted on a 32x32 canvas; "
                    "cifar10: the python pickle batches in DIR; no downloads.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=32, show_default=True,

@@ -17,6 +17,7 @@ FIGURES = (
     ("receptive_field", "receptive field", "receptive_field"),
     ("weighted_layers", "depth (weighted layers)", "weighted_layers"),
     ("nonlinearities", "nonlinearities", "nonlinearities"),
+    ("outputs", "outputs (named heads)", "outputs"),
 )
 
 
@@ -40,7 +41,10 @@ class Comparison:
 
     def as_json(self) -> dict:
         return {
-            "designs": [{"name": n, "file": f} for n, f in zip(self.names, self.files)],
+            "designs": [{"name": n, "file": f,
+                         "outputs": [{"name": o, "shape": [sym.to_json(d) for d in shape]}
+                                     for o, shape in r.outputs]}
+                        for n, f, r in zip(self.names, self.files, self.reports)],
             "figures": {key: {"values": [sym.to_json(v) for v in vals],
                               "ratios": [_ratio_json(self.ratio(key, i)) for i in range(len(vals))]}
                         for key, vals in self.values.items()},

@@ -19,10 +19,30 @@ Spec syntax for structure (in a layer list or as a reusable block):
                             # sizes default to equal slices; [] is the identity
     {residual = [...], shortcut = "auto"|"identity"|"projection"|"pad"|[...], activation = "relu"}
         ("pad": He et al.'s option A for CIFAR: subsample by the stride and
-        zero-pad the new channels, no parameters)
+        zero-pad the new channels, no parameters; shortcut_name = "downsample"
+        names the shortcut's level, "shortcut" by default)
     {scale = [...]}         # x * body(x)
     {dense = [...]}         # concat(x, body(x))
     {layers = [...]}        # a plain named sequence
+    {heads = [{name = "scores", layers = [...]}, {name = "offsets", layers = [...]}]}
+                            # named outputs: each head reads the current tensor,
+                            # the main line goes on unchanged after it; a head
+                            # whose list ends in heads of its own is not an output
+    {transform = [...], size = [H, W]}   # a spatial transformer: the list is the
+                            # localisation net (ending in 6 features, theta); its
+                            # sampler row warps the input (layers/transform.py)
+
+Names and levels: a named block or structure adds a level to the path of
+what is inside it. ``flat = true`` on a structure adds none: its rows, its
+branches and its merge row (named by ``name``) sit in the enclosing block,
+as when one PyTorch module adds twice (ViT's encoder block). A concat or
+split branch may be a table ``{name = "branch1", layers = [...]}`` (its
+level's name; b1, b2, ... by default) or ``{flat = true, layers = [...]}``.
+``flat = true`` on a class_token, position_embedding or layer_scale row
+puts its one parameter on the enclosing block under the row's name
+(torchvision's bare ``nn.Parameter`` attributes). A repeated name may hold
+``{expression}`` parts of the copy's index ``i`` (from 0): ``name = "{i + 1}"``
+names the copies 1, 2, 3, as an ``nn.Sequential`` numbers its children.
 """
 from __future__ import annotations
 
@@ -39,9 +59,12 @@ from .layers.base import Arg, Kind, fmt_shape
 from .spec.expr import UNBOUND, evaluate, evaluate_value
 from .spec.loader import RawLayer, Spec
 
-ROW_KEYS = {"name", "repeat", "kind", "when"}
+ROW_KEYS = {"name", "repeat", "kind", "when", "flat"}
+REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
+# kinds whose one parameter may sit on the enclosing block (`flat = true`)
+FLAT_KINDS = ("class_token", "position_embedding", "layer_scale")
 FUSED_KEYS = {"batch_norm", "activation"}
-STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense")
+STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense", "heads", "transform")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
 SHORTCUTS = ("auto", "identity", "projection", "pad")
 
@@ -61,6 +84,7 @@ class Layer:
     line: int | None = None
     label: str = ""        # how errors name it: its name, or "#2 (conv1)" when unnamed
     auto: bool = False     # the name was made up (relu2), not written in the spec
+    flat: bool = False     # its parameter sits on the enclosing block, named as the row
 
     @property
     def type(self) -> str:
@@ -88,12 +112,49 @@ class Split:
 
 
 @dataclass
+class Heads:
+    """Named outputs: each head (a named Sequence) reads the input; the node
+    passes its input on unchanged. A head is an output (a leaf) unless its
+    layer list ends in heads of its own (the RPN's 3x3 conv, then its scores
+    and offsets)."""
+    heads: list             # of Sequence, named by the spec
+    name: str = "heads"
+
+    @property
+    def branches(self):
+        return self.heads
+
+
+def is_leaf(head: Sequence) -> bool:
+    """A head is an output unless it ends in heads of its own."""
+    return not ends_in_heads(head)
+
+
+def ends_in_heads(seq) -> bool:
+    if isinstance(seq, Heads):
+        return True
+    if isinstance(seq, Sequence) and seq.items:
+        return ends_in_heads(seq.items[-1])
+    return False
+
+
+@dataclass
+class Transform:
+    """A spatial transformer: ``loc`` (a Sequence named "loc") regresses theta
+    from the input; ``sampler`` (an affine_sampler op) warps the input with it."""
+    loc: Sequence
+    sampler: "Op"
+    name: str = "sampler"
+
+
+@dataclass
 class Merge:
     body: Sequence
     shortcut: object        # "identity" | "auto" | "projection" | Sequence
     op: str                 # add | mul | concat
     post: tuple = ()        # fused ops after the merge
     name: str = "add"
+    shortcut_name: str = "shortcut"   # the shortcut's level (torchvision: "downsample")
 
     @property
     def adds_in_place(self) -> bool:
@@ -268,16 +329,29 @@ class _Builder:
         if primary is not None:
             args[kind.primary] = primary
         # a kind's own argument of that name (se's inner activation) is not a fused op
+        if getattr(kind, "structural", False):
+            raise SpecError(f"{kind.name} is the sampler row of a spatial transformer; write "
+                            "{transform = [...localisation net ending in 6 features...], "
+                            "size = [H, W]}")
         fused = {k: args.pop(k) for k in FUSED_KEYS if k in args and k not in kind.args}
         if fused and not kind.fusable:
             raise SpecError(f"{kind.name} takes no {' or '.join(sorted(fused))}; "
                             "only weighted rows (conv, fc, ...) fuse a batch norm or an activation")
+        flat = table.get("flat", False)
+        if flat is not False:
+            if flat is not True:
+                raise SpecError(f"flat takes true or false. Received: flat={flat!r}")
+            if kind.name not in FLAT_KINDS:
+                raise SpecError(f"flat = true puts a row's one parameter on its block; "
+                                f"{kind.name} is not one of {', '.join(FLAT_KINDS)}")
+            if fused:
+                raise SpecError("a flat row fuses no batch norm or activation")
         names = list(self._names(table, kind.name, scope))  # checks `when` first
         if not names:
             return
         ops = (Op(kind, kind.read_args(args, scope.env)),) + self.fused(fused, scope)
         for row_name, auto in names:
-            yield Layer(row_name, ops, auto=auto)
+            yield Layer(row_name, ops, auto=auto, flat=flat)
 
     def _names(self, table, base: str, scope: _Scope):
         """(name, made up?) per instance: `repeat` copies, none when `when` is false."""
@@ -289,11 +363,14 @@ class _Builder:
         limits.MAX_ROWS.check(self.rows, f"repeat = {repeat:,} brings the spec to "
                               f"{self.rows:,} rows or more")
         name = table.get("name")
-        if name is not None:
+        template = isinstance(name, str) and "{" in name
+        if name is not None and not template:
             check_name(name)
         for i in range(repeat):
             if name is None:
                 yield scope.auto_name(base), True
+            elif template:
+                yield check_name(_fill_name(name, {**scope.env, "i": i})), False
             else:
                 yield (f"{name}_{i + 1}" if repeat > 1 else name), False
 
@@ -369,19 +446,35 @@ class _Builder:
             try:
                 seq = self.structure(table, keys[0], inner, name)
             except SpecError as e:
-                raise e.at(layer=name) from None
+                # unnamed heads add no level to the path: no name in the message either
+                raise e.at(layer=None if keys[0] == "heads" and auto else name) from None
             seq.auto = auto
             yield seq
 
     def structure(self, table, key: str, scope: _Scope, name: str) -> Sequence:
-        allowed = {"name", "repeat", "when", key} | ({"sizes"} if key == "split" else set())
+        allowed = {"name", "repeat", "when", "flat", key} | \
+            ({"sizes"} if key == "split" else set()) | \
+            ({"size", "align_corners"} if key == "transform" else set())
         if key in MERGE_OPS:
-            allowed |= {"activation"} | ({"shortcut", "shortcut_when"} if key == "residual"
-                                         else set())
+            allowed |= {"activation"} | ({"shortcut", "shortcut_when", "shortcut_name"}
+                                         if key == "residual" else set())
         extra = set(table) - allowed - {"block", "with", "args"}
         if extra:
             raise SpecError(f"{key} takes {', '.join(sorted(allowed - {'name', 'repeat'}))}; "
                             f"unknown key(s): {', '.join(sorted(extra))}")
+        flat = table.get("flat", False)
+        if flat not in (True, False):
+            raise SpecError(f"flat takes true or false. Received: flat={flat!r}")
+        if flat:
+            # no level of its own: the structure's parts and its merge row (named
+            # `name`) sit in the enclosing block
+            if key == "layers" or ("shortcut_when" in table
+                                   and not self._when(table["shortcut_when"], scope)):
+                return Sequence(self.sequence(table[key], scope).items, "")  # no merge
+            inner = self.structure({k: v for k, v in table.items()
+                                    if k not in ("flat", "shortcut_when")}, key, scope, name)
+            inner.items[0].name = name
+            return Sequence(inner.items, "")
         if key == "layers":
             return self.sequence(table[key], scope, name)
         if key == "concat":
@@ -392,9 +485,9 @@ class _Builder:
             seqs = []
             for i, branch in enumerate(branches, 1):
                 try:
-                    branch = self._branch(branch, scope)
-                    if branch is not None:
-                        seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
+                    found = self._branch(branch, scope, f"b{i}")
+                    if found is not None:
+                        seqs.append(self.sequence(found[0], scope.child(), found[1]))
                 except SpecError as e:
                     raise e.at(layer=f"b{i}") from None
             if not seqs:
@@ -402,12 +495,25 @@ class _Builder:
             return Sequence([Concat(seqs)], name)
         if key == "split":
             return Sequence([self.split(table, scope)], name)
+        if key == "transform":
+            loc = self.sequence(table[key], scope.child(), "loc")
+            if not loc.items:
+                raise SpecError("transform needs a localisation net: a list of layers ending "
+                                "in 6 features (theta)")
+            sampler = lookup("affine_sampler")
+            args = {k: table[k] for k in ("size", "align_corners") if k in table}
+            return Sequence([Transform(loc, Op(sampler, sampler.read_args(args, scope.env)))],
+                            name)
+        if key == "heads":
+            return Sequence([self.heads(table[key], scope)],
+                            name if "name" in table else "")
         body = self.sequence(table[key], scope)
         if "shortcut_when" in table and not self._when(table["shortcut_when"], scope):
             return Sequence(body.items, name)  # no merge: the body alone
         shortcut = table.get("shortcut", "auto" if key == "residual" else "identity")
+        shortcut_name = check_name(table.get("shortcut_name", "shortcut"))
         if isinstance(shortcut, list):
-            shortcut = self.sequence(shortcut, scope.child(), "shortcut")
+            shortcut = self.sequence(shortcut, scope.child(), shortcut_name)
         elif shortcut not in SHORTCUTS:
             raise SpecError(f"shortcut takes {', '.join(map(repr, SHORTCUTS))} or a list of "
                             f"layers. Received: shortcut={shortcut!r}")
@@ -415,20 +521,52 @@ class _Builder:
                           scope)
         op = MERGE_OPS[key]
         merge_name = {"add": "add", "mul": "scale", "concat": "concat"}[op]
-        return Sequence([Merge(body, shortcut, op, post, merge_name)], name)
+        return Sequence([Merge(body, shortcut, op, post, merge_name, shortcut_name)], name)
 
-    def _branch(self, branch, scope: _Scope):
-        """A branch: a list of layers, or {layers = [...], when = "..."}; None when off."""
+    def _branch(self, branch, scope: _Scope, default: str):
+        """A branch: a list of layers, or {layers = [...], when = "...", name = "...",
+        flat = true}; (layers, level name: "" when flat) or None when off."""
         if hasattr(branch, "get"):
-            extra = set(branch) - {"layers", "when"}
+            extra = set(branch) - {"layers", "when", "name", "flat"}
             if extra or "layers" not in branch:
                 raise SpecError("a branch is a list of layers, or a table "
-                                "{layers = [...], when = \"condition\"}; "
+                                "{layers = [...], when = \"condition\", name = \"...\"}; "
                                 f"received the key(s) {', '.join(sorted(map(str, branch)))}")
             if "when" in branch and not self._when(branch["when"], scope):
                 return None
-            return branch["layers"]
-        return branch
+            flat = branch.get("flat", False)
+            if flat not in (True, False):
+                raise SpecError(f"flat takes true or false. Received: flat={flat!r}")
+            if flat and "name" in branch:
+                raise SpecError("a branch takes name (its level) or flat = true (none), "
+                                "not both")
+            return branch["layers"], ("" if flat else check_name(branch.get("name", default)))
+        return branch, default
+
+    def heads(self, heads, scope: _Scope) -> Heads:
+        if not isinstance(heads, list) or not heads:
+            raise SpecError("heads takes a list of named heads: heads = [{name = \"scores\", "
+                            "layers = [...]}, {name = \"offsets\", layers = [...]}]")
+        seqs = []
+        for i, head in enumerate(heads, 1):
+            if not hasattr(head, "get") or "name" not in head or "layers" not in head or \
+                    set(head) - {"name", "layers", "when"}:
+                keys = ", ".join(sorted(map(str, head))) if hasattr(head, "get") else repr(head)
+                raise SpecError(f"head #{i}: a head is a table {{name = \"...\", layers = [...]}} "
+                                f"(optional when); received {keys}")
+            name = check_name(head["name"])
+            if "when" in head and not self._when(head["when"], scope):
+                continue
+            try:
+                seq = self.sequence(head["layers"], scope.child(), name)
+            except SpecError as e:
+                raise e.at(layer=name) from None
+            if not seq.items:
+                raise SpecError(f"head {name!r} has no layers", path=(name,))
+            seqs.append(seq)
+        if not seqs:
+            raise SpecError("heads: every head is switched off by its `when`")
+        return Heads(seqs)
 
     def split(self, table, scope: _Scope) -> Split:
         branches, sizes = table["split"], table.get("sizes")
@@ -443,7 +581,10 @@ class _Builder:
         seqs = []
         for i, branch in enumerate(branches, 1):
             try:
-                seqs.append(self.sequence(branch, scope.child(), f"b{i}"))
+                found = self._branch(branch, scope, f"b{i}")
+                if found is None:
+                    raise SpecError("a split branch takes no `when`: every slice needs one")
+                seqs.append(self.sequence(found[0], scope.child(), found[1]))
             except SpecError as e:
                 raise e.at(layer=f"b{i}") from None
         return Split(seqs, sizes)
@@ -454,7 +595,12 @@ class _Builder:
         except SpecError as e:
             raise e.at(layer=str(table.get("name") or table.get("block"))) from None
         block_name = table["block"]
-        for name, auto in self._names(table, block_name, scope):
+        for copy, (name, auto) in enumerate(self._names(table, block_name, scope)):
+            if copy:   # `with` may read repeat_index: each copy its own values
+                try:
+                    values = self._block_call(table, scope, copy)[2]
+                except SpecError as e:
+                    raise e.at(layer=name) from None
             inner = scope.child(values, block_name)
             try:
                 seq = self.structure({**definition, "name": name}, keys[0], inner, name)
@@ -463,8 +609,11 @@ class _Builder:
             seq.auto = auto
             yield seq
 
-    def _block_call(self, table, scope: _Scope):
-        """Check a block call; its definition, structure key and argument values."""
+    def _block_call(self, table, scope: _Scope, copy: int = 0):
+        """Check a block call; its definition, structure key and argument values.
+        `with` expressions see `repeat_index`, the copy's index under `repeat`
+        (0, 1, ...; 0 without repeat): EfficientNet's drop-path rate grows
+        with the block's index."""
         block_name = table["block"]
         if not isinstance(block_name, str):
             raise SpecError(f"block takes the name of a [blocks.NAME] table. "
@@ -497,6 +646,7 @@ class _Builder:
                             f"{', '.join(sorted(unknown))}; its arguments: "
                             f"{', '.join(params) or 'none'}")
         values = dict(scope.env)
+        call_env = {**scope.env, REPEAT_INDEX: copy}
         for arg, default in params.items():
             if arg in with_:
                 raw = with_[arg]
@@ -506,14 +656,15 @@ class _Builder:
                 raise SpecError(f"block {block_name!r} needs the argument {arg!r} "
                                 f"(with = {{{arg} = ...}})")
             values[arg] = Arg("int").read(f"block {block_name}", arg, raw,
-                                          scope.env if arg in with_ else values)
+                                          call_env if arg in with_ else values)
         return definition, keys, values
 
 
 # A layer's name is a PyTorch module name and a path component everywhere
-# (table, JSON, export, `check`): letters, digits and underscores, no dots or
-# slashes, which would read as path separators.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_]{0,63}")
+# (table, JSON, export, `check`): letters, digits, underscores and hyphens
+# (torchvision's RegNet names its blocks block1-0), no dots or slashes, which
+# would read as path separators.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 # Attributes of torch.nn.Module and of the compiled model's classes: torch
 # refuses a submodule of that name, so the spec refuses it first (this module
 # never imports torch, hence the list).
@@ -536,7 +687,7 @@ def check_name(name) -> str:
         shown = repr(name) if not isinstance(name, str) or len(name) <= 40 else \
             repr(name[:37] + "...")
         raise SpecError(f"name {shown} is not a valid layer name: use 1 to 64 letters, "
-                        "digits and underscores, starting with a letter or digit "
+                        "digits, underscores and hyphens, starting with a letter or digit "
                         "(a name is a PyTorch module name and a path component)")
     if name in RESERVED:
         raise SpecError(f"name {name!r} is reserved: PyTorch modules have an attribute of "
@@ -570,23 +721,34 @@ def _level(seq: Sequence, deeper: list):
                 deeper.append(item)
             else:
                 yield from _level(item, deeper)
+        elif isinstance(item, Transform):
+            yield item.name, item
+            yield item.loc.name, item.loc
+            deeper.append(item.loc)
+        elif isinstance(item, Heads):
+            for head in item.heads:
+                yield head.name, head
+                deeper.append(head)
         elif isinstance(item, (Concat, Split)):
             yield item.name, item
             for branch in item.branches:
-                yield branch.name, branch
-                deeper.append(branch)
+                if branch.name:
+                    yield branch.name, branch
+                    deeper.append(branch)
+                else:  # a flat branch: its rows sit at this level
+                    yield from _level(branch, deeper)
         elif isinstance(item, Merge):
             yield item.name, item
             yield from _level(item.body, deeper)
             if item.shortcut != "identity":
-                yield "shortcut", item.shortcut
+                yield item.shortcut_name, item.shortcut
             if isinstance(item.shortcut, Sequence):
                 deeper.append(item.shortcut)
 
 
 def _collision(name, first, second, file) -> SpecError:
     def where(node) -> str:
-        if isinstance(node, (Concat, Split, Merge)) or isinstance(node, str):
+        if isinstance(node, (Concat, Split, Merge, Transform)) or isinstance(node, str):
             return "a generated row (a merge, a branch or a shortcut)"
         layer = node if isinstance(node, Layer) else next(walk(node), None)
         line = f"line {layer.line}" if layer is not None and layer.line else "a layer"
@@ -599,6 +761,26 @@ def _collision(name, first, second, file) -> SpecError:
     return SpecError(f"the name {name!r} is used twice in one block: {places}; the built "
                      "model keeps one module per name, so rename one",
                      file=file, line=layer.line if layer else None)
+
+
+def _fill_name(template: str, env: dict) -> str:
+    """'layer{i + 1}' with i = 0 -> 'layer1': each {expression} evaluated safely."""
+    out, rest = [], template
+    while "{" in rest:
+        head, _, tail = rest.partition("{")
+        expr, close, rest = tail.partition("}")
+        if not close or "{" in expr:
+            raise SpecError(f"name {template!r}: a {{ without its }}")
+        try:
+            value = evaluate_value(expr, env)
+        except SpecError as e:
+            raise SpecError(f"name {template!r}: {e.message}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(f"name {template!r}: {{{expr}}} must give an integer")
+        out += [head, str(value)]
+    if "}" in rest:
+        raise SpecError(f"name {template!r}: a }} without its {{")
+    return "".join(out) + rest
 
 
 def _is_instance(table) -> bool:
@@ -616,6 +798,9 @@ def _block_params(block: str, args) -> dict:
         name = name.strip()
         if not name.isidentifier():
             raise SpecError(f"[blocks.{block}] args: {a!r} is not a name")
+        if name == REPEAT_INDEX:
+            raise SpecError(f"[blocks.{block}] args: {REPEAT_INDEX!r} is the index of a "
+                            "repeated block call's copy; name the argument otherwise")
         params[name] = default.strip() if sep else None
     return params
 
@@ -636,9 +821,11 @@ def walk(node):
     elif isinstance(node, Sequence):
         for item in node.items:
             yield from walk(item)
-    elif isinstance(node, (Concat, Split)):
+    elif isinstance(node, (Concat, Split, Heads)):
         for branch in node.branches:
             yield from walk(branch)
+    elif isinstance(node, Transform):
+        yield from walk(node.loc)
     elif isinstance(node, Merge):
         yield from walk(node.body)
         if isinstance(node.shortcut, Sequence):
@@ -706,5 +893,5 @@ def same_shape(a, b) -> bool:
     return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
 
 
-__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Model", "build_graph",
+__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Heads", "Transform", "is_leaf", "Model", "build_graph",
            "walk", "shortcut_ops", "split_sizes", "parse_shape"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .graph import Concat, Layer, Merge, Sequence
+from .graph import Concat, Heads, Layer, Merge, Sequence, Transform
 
 
 class Misaligned(Exception):
@@ -19,7 +19,7 @@ class Misaligned(Exception):
 
 @dataclass
 class Node:
-    kind: str                 # "block", "layer", "concat" or "merge"
+    kind: str                 # "block", "layer", "concat", "merge" or "heads"
     name: str
     path: tuple
     row: object = None        # layer: its row; concat and merge: the merge row
@@ -72,15 +72,21 @@ def structure(report) -> Node:
             branches = [walk(b, path) for b in node.branches]
             return Node("concat", node.name, (*path, node.name),
                         take((*path, node.name)), children=branches)
+        if isinstance(node, Transform):   # the loc net as the body, the sampler row its merge
+            body = walk(node.loc, path)
+            return Node("merge", node.name, (*path, node.name), take((*path, node.name)),
+                        body=[body], shortcut=[], op="transform")
+        if isinstance(node, Heads):  # side outputs: no row of their own
+            return Node("heads", "", tuple(path), children=[walk(h, path) for h in node.heads])
         if isinstance(node, Merge):
             body = walk(node.body, path)
             body = body.children if not body.name else [body]
             if isinstance(node.shortcut, Sequence):
                 short = walk(node.shortcut, path)
                 short = short.children if not short.name else [short]
-            elif at[0] < len(rows) and tuple(rows[at[0]].path) == (*path, "shortcut"):
-                full = (*path, "shortcut")
-                short = [Node("layer", "shortcut", full, take(full))]
+            elif at[0] < len(rows) and tuple(rows[at[0]].path) == (*path, node.shortcut_name):
+                full = (*path, node.shortcut_name)
+                short = [Node("layer", node.shortcut_name, full, take(full))]
             else:
                 short = []
             return Node("merge", node.name, (*path, node.name), take((*path, node.name)),
@@ -101,6 +107,8 @@ def carriers(node: Node) -> list:
         return [node.row]
     if node.kind in ("concat", "merge"):
         return [node.row]
+    if node.kind == "heads":   # outputs beside the main line, which goes on unchanged
+        return []
     out = []
     for child in node.children:
         out.extend(carriers(child))

@@ -14,3 +14,4 @@ settings.load_profile("default")
 
 def spec_path(name: str) -> str:
     return os.path.join(SPECS, name)
+

@@ -19,6 +19,7 @@ from archcalc.torch.check import run_check  # noqa: E402
 ALL_SPECS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SPECS, "*.toml")))
 # issue 12's specs (up to 53 G MACs each at full size) are checked there instead
 from test_lecture_specs import CHECK_INPUTS as LECTURE_CHECK_INPUTS  # noqa: E402
+from test_heads import CHECKED_HERE as HEADS_CHECKED  # noqa: E402
 
 
 @pytest.mark.parametrize("name", ALL_SPECS)
@@ -27,6 +28,8 @@ def test_every_spec_compiles_and_every_figure_agrees(name):
     totals: params, fvcore MACs, FlopCounterMode, forward and saved memory."""
     if name[:-len(".toml")] in LECTURE_CHECK_INPUTS:
         pytest.skip("checked at batch 1 and 2 on a reduced input in test_lecture_specs.py")
+    if name[:-len(".toml")] in HEADS_CHECKED:
+        pytest.skip("checked at batch 1 and 2 in test_heads.py (R bound for Faster R-CNN)")
     result = run_check(load(spec_path(name)))
     bad = [(r.name, c.what, c.calculated, c.measured) for r in result.rows for c in r.checks
            if c.ok is False]
@@ -169,12 +172,8 @@ def test_export_python_resnet18_imports_builds_and_counts(tmp_path):
     assert tuple(model(torch.zeros(1, 3, 224, 224)).shape) == (1, 1000)
     # same weights, same function: the compiled model's state loads into the export
     compiled = load(spec_path("resnet18.toml")).build().eval()
-    prefixes = sorted(set(compiled.rows.values()), key=len, reverse=True)
-    renamed = {}
-    for key, value in compiled.state_dict().items():
-        prefix = next(p for p in prefixes if key.startswith(p + "."))
-        renamed[prefix.replace(".", "_") + key[len(prefix):]] = value
-    model.load_state_dict(renamed)
+    # the export keeps the compiled model's module tree: its state_dict loads as is
+    model.load_state_dict(compiled.state_dict(), strict=True)
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         assert torch.allclose(model.eval()(x), compiled(x), atol=1e-5)

@@ -154,6 +154,36 @@ def test_when_errors(when, fragment):
         analyze(loads(text))
 
 
+REPEATED = """
+[blocks.grow]
+args = ["c"]
+layers = [{conv = "c", kernel = 1}]
+
+[model]
+input = [3, 4, 4]
+layers = [{block = "grow", name = "g", with = {c = "8 + 4 * repeat_index"}, repeat = N}]
+"""
+
+
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_repeat_index_numbers_the_copies_of_a_block_call(n):
+    """Each copy's `with` sees its own 0-based index: c = 8, 12, 16, ...;
+    params follow from the chain 3 -> 8 -> 12 -> ... of 1x1 convs."""
+    report = analyze(loads(REPEATED.replace("N", str(n))))
+    widths = [8 + 4 * i for i in range(n)]
+    assert [r.output_shape[0] for r in report.rows[1:]] == widths
+    ins = [3] + widths[:-1]
+    assert report.totals["params"] == sum(i * o + o for i, o in zip(ins, widths))
+    names = [r.name for r in report.rows[1:]]
+    assert names == (["g.conv1"] if n == 1 else [f"g_{i + 1}.conv1" for i in range(n)])
+
+
+def test_repeat_index_is_not_an_argument_name():
+    text = REPEATED.replace('args = ["c"]', 'args = ["c", "repeat_index=0"]').replace("N", "2")
+    with pytest.raises(SpecError, match="repeat_index.*index of a repeated block call"):
+        analyze(loads(text))
+
+
 def test_float_variables_and_set():
     text = ('[vars]\nwidth = 1.0\n[model]\ninput = [3, 8, 8]\n'
             'layers = [{conv = "make_divisible(32 * width, 8)", kernel = 1}]\n')

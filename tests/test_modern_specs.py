@@ -247,26 +247,35 @@ def test_efficientnet_b7_from_the_command_line():
 
 def test_efficientnet_variants_build_torchvisions_layers():
     """B5: torchvision's batch norm (eps 1e-3, momentum 0.01), dropout 0.4,
-    ceil(L * 2.2) blocks per stage, its stochastic-depth probabilities where
-    a stage has one repeated block and their mean where it has more (torchvision:
-    0.2 * j / blocks for block j; the built model is small at 32 x 32)."""
+    ceil(L * 2.2) blocks per stage, and each residual block's own
+    stochastic-depth probability (0.2 * j / blocks for block j, through
+    `repeat_index`), read from torchvision's model itself."""
     import math
+    from torchvision.models.efficientnet import MBConv
     ours = spec("efficientnet_b0").build(variables=efficientnet_variables("b5"),
                                          input=(3, 32, 32))
     norms = [m for m in ours.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     assert {(m.eps, m.momentum) for m in norms} == {(1e-3, 0.01)}
     assert [m.p for m in ours.modules() if isinstance(m, torch.nn.Dropout)] == [0.4]
     layers = [math.ceil(n * 2.2) for n in (1, 2, 2, 3, 3, 4, 1)]
-    blocks = sum(layers)
-    expected, first = [], 0
-    for n in layers:  # every stage's first block changes the channels: no residual
-        expected += [0.2 * (2 * first + n) / (2 * blocks)] * (n - 1)
-        first += n
-    got = [m.p for m in ours.modules() if type(m).__name__ == "StochasticDepth"]
-    assert got == pytest.approx(expected)
     with torch.device("meta"):
         reference = tv.models.efficientnet_b5()
     assert [len(stage) for stage in reference.features[1:-1]] == layers
+    expected = [b.stochastic_depth.p for b in reference.modules()
+                if isinstance(b, MBConv) and b.use_res_connect]
+    got = [m.p for m in ours.modules() if type(m).__name__ == "StochasticDepth"]
+    assert len(got) == sum(layers) - len(layers) and got == pytest.approx(expected, abs=1e-12)
+    assert len(set(got)) == len(got)   # no two blocks share one probability
+
+
+def test_convnext_blocks_each_have_torchvisions_drop_probability():
+    from torchvision.models.convnext import CNBlock
+    ours = spec("convnext_tiny").build(input=(3, 32, 32))
+    with torch.device("meta"):
+        reference = tv.models.convnext_tiny()
+    expected = [b.stochastic_depth.p for b in reference.modules() if isinstance(b, CNBlock)]
+    got = [m.p for m in ours.modules() if type(m).__name__ == "StochasticDepth"]
+    assert len(got) == 18 and got == pytest.approx(expected, abs=1e-12)
 
 
 # -- width multipliers ----------------------------------------------------------------

@@ -210,4 +210,44 @@ class TokenPool(Kind):
         return Module(a.mode)
 
 
-__all__ = ["Tokens", "ClassToken", "PositionEmbedding", "SelfAttention", "TokenPool"]
+@register
+class TokensToMap(Kind):
+    """The inverse of `tokens`: N = H*W tokens of width D read back as a D x H x W
+    map (ConvNeXt's permute back to channels first after its per-position
+    layer norm and linears)."""
+    name = "to_map"
+    aliases = ("tokens_to_map", "untokens")
+    primary = "size"
+    summary = ("N x D tokens -> D x H x W with H*W = N (a view): size [h, w], "
+               "or a square map by default")
+    flops_rule = "0 (a transpose and a reshape: views)"
+    view = True
+    inputs = "tokens"
+    args = {"size": Arg("pair", None, min=1, numeric=True,
+                        doc="[h, w] with h*w = N; default: the square sqrt(N) x sqrt(N)")}
+
+    def size(self, a, x):
+        n = x[0]
+        if a.size is not None:
+            h, w = a.size
+            if isinstance(n, int) and h * w != n:
+                raise SpecError(f"to_map: {h} x {w} = {h * w} positions, but there are "
+                                f"{n} tokens")
+            return h, w
+        if not isinstance(n, int):
+            raise SpecError("to_map: give size = [h, w] where the token count is a formula")
+        side = isqrt(n)
+        if side * side != n:
+            raise SpecError(f"to_map: {n} tokens make no square map; give size = [h, w]")
+        return side, side
+
+    def output_shape(self, a, x):
+        return (x[1], *self.size(a, x))
+
+    def build(self, a, x):
+        from ..torch.modules import TokensToMap as Module
+        return Module(*self.size(a, x))
+
+
+__all__ = ["Tokens", "ClassToken", "PositionEmbedding", "SelfAttention", "TokenPool",
+           "TokensToMap"]

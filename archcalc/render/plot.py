@@ -69,7 +69,8 @@ def plot(reports, path: str, depth: int | None = None) -> int | None:
     bottom.set_xticklabels(names if k == 1 else names, rotation=75, fontsize=7, ha="right")
     summary = "; ".join(
         f"{_label(r.model.name)}: {sym.human(r.totals['params'])} params, {sym.human(r.totals['macs'])} "
-        f"MACs, {sym.human(r.totals['activations'])} activations" for r in reports)
+        f"MACs, {sym.human(r.totals['activations'])} activations"
+        + (f", {len(r.outputs)} outputs" if r.multi_output else "") for r in reports)
     fig.suptitle(summary, fontsize=10)
     fig.tight_layout()
     try:

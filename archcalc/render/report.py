@@ -217,6 +217,12 @@ def _graph(node, depth: int, open_depth: int) -> str:
             f'</div>' for b in node.children)
         return (f'<div class="ac-fork"><div class="ac-branches">{branches}</div>'
                 f'{_node(node.row, "ac-merge")}{_edge(node.row.output_shape)}</div>')
+    if node.kind == "heads":   # named outputs side by side; the main line goes on below
+        heads = "".join(
+            f'<div class="ac-branch"><div class="ac-branchname">{esc(h.name)}</div>'
+            f'{_graph_items(h.children if h.kind == "block" else [h], depth + 1, open_depth)}'
+            f'</div>' for h in node.children)
+        return f'<div class="ac-fork"><div class="ac-branches">{heads}</div></div>'
     if node.kind == "merge":
         body = _graph_items(node.body, depth + 1, open_depth)
         short = _graph_items(node.shortcut, depth + 1, open_depth) if node.shortcut else \

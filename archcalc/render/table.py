@@ -256,7 +256,26 @@ def summary_lines(report: Report) -> list[str]:
         f"{hb(t['param_bytes'])} + gradients {hb(t['gradient_bytes'])} + optimizer state "
         f"{hb(t['optimizer_state_bytes'])} + saved for backward "
         f"{hb(t['saved_activation_bytes'])} = {hb(t['train_memory_bytes'])}",
-    ]
+    ] + output_lines(report)
+
+
+def output_lines(report: Report) -> list[str]:
+    """A model with heads: each output's shape with its head's params and MACs,
+    each head that holds heads of its own with its totals."""
+    if not report.multi_output:
+        return []
+    shapes = dict(report.outputs)
+    lines = [f"OUTPUTS ({len(report.outputs)}, a dict by name): " + ", ".join(
+        f"{name} {fmt_shape(shape)}" for name, shape in report.outputs)]
+    for head in report.heads:
+        figures = f"params {both(head['params'])}, MACs {both(head['macs'])}"
+        if head["name"] in shapes:
+            lines.append(f"OUTPUT {head['name']} ({fmt_shape(shapes[head['name']])}): "
+                         f"{figures}")
+        else:
+            lines.append(f"HEAD {head['name']} (outputs {', '.join(head['outputs'])}): "
+                         f"{figures}")
+    return lines
 
 
 def spec_notes(report: Report) -> list[str]:

@@ -57,6 +57,11 @@ class Spec:
         from ..torch.build import build_model
         return build_model(self, **options)
 
+    def to_toml(self) -> str:
+        """The spec as TOML text (archcalc.spec.writer): includes merged in."""
+        from .writer import to_toml
+        return to_toml(self)
+
     def _repr_html_(self) -> str:
         """A notebook shows the spec's report at its own input."""
         from ..render.report import spec_html

@@ -15,7 +15,7 @@ import torch
 from ..analysis import DTYPES, analyze
 from ..errors import SpecError
 from ..graph import Model
-from .build import build_model
+from .build import build_model, scalar_of
 from .devices import Peak, known_peak, measure_peak
 
 AMP = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -103,7 +103,7 @@ class Runner:
             self.optimizer.zero_grad(set_to_none=True)
             with torch.autocast(self.device, dtype=dtype, enabled=amp):
                 out = self.module(x)
-                loss = out.float().square().mean()  # a scalar to differentiate
+                loss = scalar_of(out)  # a scalar to differentiate (every output)
             loss.backward()
             self.optimizer.step()
         synchronize(self.device)

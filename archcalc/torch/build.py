@@ -15,26 +15,65 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError, path_text, split_path
-from ..graph import (Concat, Layer, Merge, Model, Sequence, Split, build_graph, in_place,
-                     shortcut_ops, split_sizes, walk)
+from ..graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform,
+                     build_graph, ends_in_heads, in_place, is_leaf, shortcut_ops, split_sizes,
+                     walk)
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
 
 
+def run_steps(owner: nn.Module, steps, x):
+    """Run a level's steps on ``owner``, the module that holds the level's parts:
+    ("module", name) calls a child; ("structure", name) calls a structure whose
+    parts sit on ``owner`` (a flat merge, concat or split); ("param", name,
+    template, key) calls ``template`` (a one-parameter module, not registered)
+    with ``owner``'s parameter ``name`` in place of its own ``key``: torchvision's
+    bare parameters (class_token, pos_embedding, layer_scale)."""
+    for step in steps:
+        kind, name = step[0], step[1]
+        if kind == "module":
+            x = owner._modules[name](x)
+        elif kind == "structure":
+            x = owner._modules[name](x, owner)
+        else:
+            template, key = step[2], step[3]
+            x = torch.func.functional_call(template, {key: owner._parameters[name]}, (x,))
+    return x
+
+
 class SpecSequential(nn.Module):
     """Children run in order (named by the spec, which nn.Sequential allows too,
-    but a named class reads better in a printed model)."""
+    but a named class reads better in a printed model). ``steps`` (see
+    run_steps) replaces the plain order where the level holds flat structures
+    or parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self._steps = None
 
     def forward(self, x):
-        for module in self.children():
-            x = module(x)
-        return x
+        if self._steps is None:
+            for module in self.children():
+                x = module(x)
+            return x
+        return run_steps(self, self._steps, x)
 
 
 class ConcatBranches(nn.Module):
-    def forward(self, x):
-        return torch.cat([branch(x) for branch in self.children()], 1)
+    """Branches fed the same input, concatenated along channels: each child is a
+    branch, or ``branches`` lists each branch's steps on the owner (a flat
+    concat, or flat branches)."""
+
+    def __init__(self, branches=None):
+        super().__init__()
+        self._branches = branches
+
+    def forward(self, x, owner=None):
+        if self._branches is None:
+            return torch.cat([branch(x) for branch in self.children()], 1)
+        owner = self if owner is None else owner
+        return torch.cat([run_steps(owner, steps, x) for steps in self._branches], 1)
 
 
 class SplitBranches(nn.Module):
@@ -42,13 +81,19 @@ class SplitBranches(nn.Module):
     ShuffleNetV2's x.chunk(2, dim=1)); the outputs are concatenated. A branch
     with no layers passes its slice on."""
 
-    def __init__(self, sizes):
+    def __init__(self, sizes, branches=None):
         super().__init__()
         self.sizes = list(sizes)
+        self._branches = branches
 
-    def forward(self, x):
-        parts = torch.split(x, self.sizes, 1)
-        return torch.cat([branch(part) for branch, part in zip(self.children(), parts)], 1)
+    def forward(self, x, owner=None):
+        split = torch.split(x, self.sizes, 1)
+        parts = [split[i] for i in range(len(self.sizes))]   # indexed: torch.fx traces it
+        if self._branches is None:
+            return torch.cat([branch(part) for branch, part in zip(self.children(), parts)], 1)
+        owner = self if owner is None else owner
+        return torch.cat([run_steps(owner, steps, part)
+                          for steps, part in zip(self._branches, parts)], 1)
 
     def extra_repr(self):
         return f"sizes={self.sizes}"
@@ -56,24 +101,22 @@ class SplitBranches(nn.Module):
 
 class Residual(nn.Module):
     """body(x) merged with shortcut(x): add (in place, as torchvision), multiply
-    (a gate), or concat (DenseNet); then the fused ops (the post-add ReLU)."""
+    (a gate), or concat (DenseNet); then the fused ops (the post-add ReLU).
+    The body's parts and the shortcut are children of the module itself, or,
+    for a flat merge, of the block that calls it (``owner``)."""
 
-    def __init__(self, body: list, shortcut, post, op: str, add_in_place: bool = False):
+    def __init__(self, body_steps, shortcut_steps, post, op: str, add_in_place: bool = False):
         super().__init__()
         self.add_in_place = add_in_place
-        self.body_names = []
-        for name, module in body:
-            self.add_module(name, module)
-            self.body_names.append(name)
-        self.shortcut = shortcut
+        self._body = body_steps
+        self._shortcut = shortcut_steps    # None: the identity
         self.post = post
         self.op = op
 
-    def forward(self, x):
-        y = x
-        for name in self.body_names:
-            y = getattr(self, name)(y)
-        s = x if self.shortcut is None else self.shortcut(x)
+    def forward(self, x, owner=None):
+        owner = self if owner is None else owner
+        y = run_steps(owner, self._body, x)
+        s = x if self._shortcut is None else run_steps(owner, self._shortcut, x)
         if self.op == "add":
             # in place where the body's last output is fresh and kept by nobody
             # (torchvision's `out += identity`); a plain add otherwise
@@ -83,6 +126,59 @@ class Residual(nn.Module):
         else:
             y = torch.cat([s, y], 1)
         return y if self.post is None else self.post(y)
+
+
+class OutputTape:
+    """The outputs of the heads of one forward pass, by name."""
+
+    def __init__(self):
+        self.outputs = {}
+
+
+class Head(SpecSequential):
+    """One named head: runs its layers on the input, keeps the result on the
+    tape when it is an output (a leaf), and passes its input on unchanged: the
+    main line (or the next head) reads the same tensor."""
+
+    def __init__(self, tape: OutputTape, key: str, leaf: bool):
+        super().__init__()
+        self.tape, self.key, self.leaf = tape, key, leaf
+
+    def forward(self, x):
+        y = super().forward(x)
+        if self.leaf:
+            self.tape.outputs[self.key] = y
+        return x
+
+    def extra_repr(self):
+        return f"output={self.key!r}" if self.leaf else "heads inside"
+
+
+class SpatialTransformer(nn.Module):
+    """Jaderberg et al.'s module: ``loc`` regresses theta from x (its last layer
+    starts at the identity), ``sampler`` warps x with it."""
+
+    def __init__(self, loc: nn.Module, sampler: nn.Module):
+        super().__init__()
+        self.loc, self.sampler = loc, sampler
+
+    def forward(self, x):
+        return self.sampler(x, self.loc(x))
+
+
+IDENTITY_THETA = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def identity_init(loc: nn.Module) -> None:
+    """The localisation net's last weighted layer: weights 0, bias the identity
+    transform, so training starts from the untransformed input."""
+    last = [m for m in loc.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]
+    if not last or last[-1].bias is None or last[-1].bias.numel() != 6:
+        raise SpecError("a spatial transformer's localisation net must end in a layer with "
+                        "6 outputs and a bias (initialised to the identity transform)")
+    with torch.no_grad():
+        last[-1].weight.zero_()
+        last[-1].bias.copy_(torch.tensor(IDENTITY_THETA))
 
 
 class IndexTape:
@@ -118,17 +214,32 @@ class SpecModel(nn.Module):
     """The compiled model: ``rows`` maps each table row (its path) to the name
     of the module whose output is that row's output."""
 
-    def __init__(self, body: nn.Module, rows: dict, name: str):
+    def __init__(self, body: nn.Module, rows: dict, name: str, outputs: tuple = (),
+                 tape: OutputTape | None = None):
         super().__init__()
         for child_name, child in body.named_children():
             self.add_module(child_name, child)
+        for param_name, param in body.named_parameters(recurse=False):
+            self.register_parameter(param_name, param)   # flat parameters (class_token)
+        self._steps = body._steps
         self.rows = rows
         self.spec_name = name
+        # a spec with heads returns {output name: tensor}, in the spec's order
+        # ("output": the main line's end, where it goes on after the heads)
+        self.output_names = tuple(outputs)
+        self.tape = tape
 
     def forward(self, x):
-        for module in self.children():
-            x = module(x)
-        return x
+        if self._steps is None:
+            for module in self.children():
+                x = module(x)
+        else:
+            x = run_steps(self, self._steps, x)
+        if not self.output_names:
+            return x
+        got, self.tape.outputs = self.tape.outputs, {}
+        return {name: (x if name == "output" and name not in got else got[name])
+                for name in self.output_names}
 
 
 def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
@@ -147,7 +258,8 @@ def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
                         file=model.file)
     builder = _Builder(model, init, report)
     body, _ = builder.sequence(model.body, model.input, shared=True)
-    return SpecModel(body, builder.rows, model.name)
+    outputs = tuple(name for name, _ in report.outputs) if report.multi_output else ()
+    return SpecModel(body, builder.rows, model.name, outputs, builder.outputs)
 
 
 class _Builder:
@@ -159,6 +271,7 @@ class _Builder:
         self.init = init
         self.rows: dict[str, str] = {}        # row path "a.b.add" -> its module "a.b"
         self.tape = IndexTape()
+        self.outputs = OutputTape()
         self.unpooled = {path_text(split_path(op.args.of)) for layer in walk(model.body)
                          for op in layer.ops if op.kind.name == "max_unpool"}
         self.pool_inputs: dict[str, tuple] = {}
@@ -166,82 +279,159 @@ class _Builder:
     # each returns (module, output shape)
     def sequence(self, seq: Sequence, x, shared: bool, path=()) -> tuple:
         module = SpecSequential()
-        for item in seq.items:
-            child, x, name = self.node(item, x, shared, path)
-            _add(module, name, child)
-            shared = False
+        steps, x = self.items(seq.items, x, shared, path, module)
+        if any(step[0] != "module" for step in steps):
+            module._steps = steps
         return module, x
 
-    def node(self, node, x, shared, path):
+    def items(self, items, x, shared, path, owner) -> tuple:
+        """Build the nodes of one level onto ``owner``: (steps, output shape)."""
+        steps = []
+        for item in items:
+            if isinstance(item, Heads):
+                for head in self.heads(item, x, path):
+                    name = head.key.rsplit(".", 1)[-1]
+                    _add(owner, name, head)
+                    steps.append(("module", name))
+                shared = True   # the heads read this tensor: no in-place op on it next
+                continue
+            more, x = self.node(item, x, shared, path, owner)
+            steps.extend(more)
+            shared = isinstance(item, Sequence) and ends_in_heads(item)
+        return steps, x
+
+    def heads(self, node: Heads, x, path) -> list:
+        """One Head module per head, each built on the same input."""
+        entry = self.input_saved
+        out = []
+        for head in node.heads:
+            self.input_saved = entry
+            hpath = (*path, head.name)
+            module = Head(self.outputs, path_text(hpath), is_leaf(head))
+            steps, _ = self.items(head.items, x, True, hpath, module)
+            if any(step[0] != "module" for step in steps):
+                module._steps = steps
+            self.rows.setdefault(path_text(hpath), path_text(hpath))
+            out.append(module)
+        self.input_saved = entry
+        return out
+
+    def node(self, node, x, shared, path, owner) -> tuple:
         if isinstance(node, Layer):
+            if node.flat:
+                return self.flat_param(node, x, path, owner)
             module, y = self.layer(node.name, node.ops, x, shared, (*path, node.name))
-            return module, y, node.name
+            _add(owner, node.name, module)
+            return [("module", node.name)], y
         if isinstance(node, Sequence):
-            inner = (*path, node.name) if node.name else path
-            if len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge)):
-                module, y = self.structure(node.items[0], x, inner)
+            if not node.name:   # adds no level: its items sit on the owner
+                return self.items(node.items, x, shared, path, owner)
+            inner = (*path, node.name)
+            if len(node.items) == 1 and isinstance(node.items[0], Transform):
+                module, y = self.transform(node.items[0], x, inner)
+            elif len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge)):
+                module, y = self.structure(node.items[0], x, inner, None)
             else:
                 module, y = self.sequence(node, x, shared, inner)
             self.rows.setdefault(path_text(inner), path_text(inner))
-            return module, y, node.name
-        if isinstance(node, (Concat, Split, Merge)):
-            module, y = self.structure(node, x, path)
-            return module, y, node.name
+            _add(owner, node.name, module)
+            return [("module", node.name)], y
+        if isinstance(node, (Concat, Split, Merge)):   # flat: its parts sit on the owner
+            module, y = self.structure(node, x, path, owner)
+            _add(owner, node.name, module)
+            self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
+            return [("structure", node.name)], y
         raise TypeError(f"unknown graph node {type(node).__name__}")
 
-    def structure(self, node, x, path):
-        if isinstance(node, Concat):
-            module = ConcatBranches()
-            outs = []
-            entry = self.input_saved
-            for branch in node.branches:
-                self.input_saved = entry
-                child, y = self.sequence(branch, x, shared=True, path=(*path, branch.name))
-                _add(module, branch.name, child)
-                outs.append(y)
-            y = (sum(o[0] for o in outs), *outs[0][1:])
-            self.rows[path_text((*path, node.name))] = path_text(path)
-            self.input_saved = False
-            return module, y
-        if isinstance(node, Split):
-            sizes = split_sizes(node, x)
-            module = SplitBranches(sizes)
-            outs = []
-            entry = self.input_saved
-            for branch, c in zip(node.branches, sizes):
-                self.input_saved = entry
-                child, y = self.sequence(branch, (c, *x[1:]), shared=True,
-                                         path=(*path, branch.name))
-                _add(module, branch.name, child)
-                outs.append(y)
-            y = (sum(o[0] for o in outs), *outs[0][1:])
-            self.rows[path_text((*path, node.name))] = path_text(path)
-            self.input_saved = False
-            return module, y
-        body, y = [], x
-        shared = True
+    def flat_param(self, node: Layer, x, path, owner) -> tuple:
+        """A row whose one parameter sits on the block (torchvision's bare
+        nn.Parameter attributes): the module computes, the block holds."""
+        op = node.ops[0]
+        module = op.kind.build(op.args, x)
+        self.initialize(module)
+        params = list(module.named_parameters())
+        if len(params) != 1 or list(module.buffers()) or list(module.children()):
+            raise SpecError(f"{node.name}: flat = true needs a module with one parameter; "
+                            f"{op.kind.name} builds {type(module).__name__}")
+        key, param = params[0]
+        if node.name in owner._modules or hasattr(owner, node.name) and \
+                node.name not in owner._parameters:
+            raise SpecError(f"{node.name}: the block already has an attribute of that name")
+        owner.register_parameter(node.name, param)
+        self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
+        return [("param", node.name, module, key)], op.kind.output_shape(op.args, x)
+
+    def branch(self, branch: Sequence, x, path, owner) -> list:
+        """A concat or split branch on ``owner``: its steps (a named branch is one
+        child; a flat one's rows sit on the owner)."""
+        if branch.name:
+            child, y = self.sequence(branch, x, shared=True, path=(*path, branch.name))
+            _add(owner, branch.name, child)
+            return [("module", branch.name)], y
+        return self.items(branch.items, x, True, path, owner)
+
+    def transform(self, node: Transform, x, path):
+        """A spatial transformer: the localisation net, then the sampler."""
         entry = self.input_saved
-        for item in node.body.items:
-            child, y, name = self.node(item, y, shared, path)
-            body.append((name, child))
-            shared = False
+        loc, _ = self.sequence(node.loc, x, shared=True, path=(*path, "loc"))
+        identity_init(loc)
+        self.rows.setdefault(path_text((*path, "loc")), path_text((*path, "loc")))
         self.input_saved = entry
+        op = node.sampler
+        module = SpatialTransformer(loc, op.kind.build(op.args, x))
+        self.rows[path_text((*path, node.name))] = path_text((*path, "sampler"))
+        self.input_saved = False
+        return module, op.kind.output_shape(op.args, x)
+
+    def structure(self, node, x, path, owner):
+        """A concat, split or merge. ``owner`` None: the structure's module holds
+        its parts (the module of a named level); else they sit on ``owner``
+        (a flat structure) and the module computes with them."""
+        holder = owner
+        if isinstance(node, (Concat, Split)):
+            sizes = split_sizes(node, x) if isinstance(node, Split) else None
+            module = ConcatBranches() if sizes is None else SplitBranches(sizes)
+            holder = module if owner is None else owner
+            steps, outs = [], []
+            entry = self.input_saved
+            for i, branch in enumerate(node.branches):
+                self.input_saved = entry
+                xi = x if sizes is None else (sizes[i], *x[1:])
+                more, y = self.branch(branch, xi, path, holder)
+                steps.append(more)
+                outs.append(y)
+            if owner is not None or any(not b.name for b in node.branches):
+                module._branches = steps
+            y = (sum(o[0] for o in outs), *outs[0][1:])
+            self.rows[path_text((*path, node.name))] = path_text(path)
+            self.input_saved = False
+            return module, y
+        out_module = Residual([], None, None, node.op, node.adds_in_place)
+        holder = out_module if owner is None else owner
+        entry = self.input_saved
+        body_steps, y = self.items(node.body.items, x, True, path, holder)
+        self.input_saved = entry
+        shortcut_steps = None
         if isinstance(node.shortcut, Sequence):
             shortcut, _ = self.sequence(node.shortcut, x, shared=True,
-                                        path=(*path, "shortcut"))
+                                        path=(*path, node.shortcut_name))
+            _add(holder, node.shortcut_name, shortcut)
+            shortcut_steps = [("module", node.shortcut_name)]
         else:
             ops = shortcut_ops(node, x, y)
-            shortcut = None if ops is None else \
-                self.layer("shortcut", ops, x, True, (*path, "shortcut"))[0]
+            if ops is not None:
+                shortcut = self.layer(node.shortcut_name, ops, x, True,
+                                      (*path, node.shortcut_name))[0]
+                _add(holder, node.shortcut_name, shortcut)
+                shortcut_steps = [("module", node.shortcut_name)]
         out = (x[0] + y[0], *y[1:]) if node.op == "concat" else (x if node.op == "mul" else y)
-        post = None
         if node.post:
-            post = nn.Sequential(*(op.kind.build(op.args, out) for op in node.post))
-        module = Residual(body, shortcut, post, node.op, node.adds_in_place)
+            out_module.post = nn.Sequential(*(op.kind.build(op.args, out) for op in node.post))
+        out_module._body, out_module._shortcut = body_steps, shortcut_steps
         self.rows[path_text((*path, node.name))] = path_text(path)
         self.input_saved = bool(node.post) and node.post[-1].kind.saved(
             node.post[-1].args, out, out).output
-        return module, out
+        return out_module, out
 
     def layer(self, name, ops, x, shared, path):
         modules = []
@@ -284,6 +474,16 @@ class _Builder:
                     nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+
+def output_tensors(out) -> list:
+    """The tensors a model returns: one, or the values of its dict of outputs."""
+    return list(out.values()) if isinstance(out, dict) else [out]
+
+
+def scalar_of(out):
+    """A scalar to differentiate in a benchmark step: the mean square of every output."""
+    return sum(t.float().square().mean() for t in output_tensors(out))
 
 
 def _add(parent: nn.Module, name: str, child: nn.Module):

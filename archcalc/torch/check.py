@@ -127,6 +127,9 @@ def compare(report, rows_to_modules: dict, m: Measured) -> CheckResult:
         rows.append(rc)
     t = report.totals
     totals = [Check("params", t["params"], m.total_params)]
+    if report.multi_output:  # each output of the heads, by name, from the returned dict
+        totals += [Check(f"output {name}: shape", tuple(shape), m.outputs.get(name))
+                   for name, shape in report.outputs]
     notes = ["fvcore counts one fused multiply-add as one flop: its conv and linear counts "
              "are MACs, compared exactly."]
     if not m.meta:

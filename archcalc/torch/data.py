@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from ..errors import SpecError, require
 
-SOURCES = ("synthetic", "digits", "cifar10:DIR", "imagefolder:DIR")
+SOURCES = ("synthetic", "digits", "digits-distorted", "cifar10:DIR", "imagefolder:DIR")
 
 
 CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
@@ -24,7 +24,7 @@ def check_source(source: str) -> tuple[int | None, int | None]:
     kind, _, folder = source.partition(":")
     if kind == "synthetic" and not folder:
         return 640, 512
-    if kind == "digits" and not folder:
+    if kind in ("digits", "digits-distorted") and not folder:
         return 1797, 1797 - int(1797 * 0.2)
     if kind == "cifar10" and folder:
         if not os.path.isdir(folder):
@@ -56,6 +56,8 @@ def load_data(source: str, shape: tuple, classes: int, seed: int):
         return synthetic(shape, classes, seed)
     if kind == "digits" and not folder:
         return digits(shape, seed)
+    if kind == "digits-distorted" and not folder:
+        return digits(shape, seed, distort=True)
     if kind == "cifar10" and folder:
         return cifar10(folder, shape)
     if kind == "imagefolder" and folder:
@@ -89,18 +91,47 @@ def synthetic(shape, classes, seed, n_train=512, n_test=128):
     return (*make(n_train), *make(n_test))
 
 
-def digits(shape, seed, test_fraction=0.2):
-    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, values 0..16)."""
+def digits(shape, seed, test_fraction=0.2, distort=False):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, values 0..16).
+    ``distort``: each digit (train and test alike) enlarged to 16 x 16 on a
+    32 x 32 canvas and moved by its own random affine map (see ``distorted``),
+    as Jaderberg et al.'s rotated, scaled and translated MNIST."""
     datasets = require("sklearn.datasets", "train", "--data digits")
     bunch = datasets.load_digits()
     x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)
+    if distort:
+        x = distorted(x, seed)
     order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
     n_test = int(len(y) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     x = fit(x, shape)
     x = (x - x[train].mean()) / x[train].std()  # standardized with the training statistics
     return x[train], y[train], x[test], y[test]
+
+
+ROTATION_DEG, SCALE, SHIFT = 45.0, (0.7, 1.2), 0.15
+
+
+def distorted(x: torch.Tensor, seed: int, canvas: int = 32) -> torch.Tensor:
+    """Digits (N, 1, 8, 8) -> (N, 1, canvas, canvas): enlarged to half the
+    canvas, centred, then each rotated by up to +-45 degrees, scaled by 0.7 to
+    1.2 and shifted by up to 15% of the canvas along each axis (one fixed draw
+    per image from ``seed``), with bilinear sampling."""
+    n = len(x)
+    side = canvas // 2
+    x = F.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    pad = (canvas - side) // 2
+    x = F.pad(x, (pad, canvas - side - pad, pad, canvas - side - pad))
+    g = torch.Generator().manual_seed(seed + 12345)
+    angle = (torch.rand(n, generator=g) * 2 - 1) * ROTATION_DEG * torch.pi / 180
+    scale = SCALE[0] + torch.rand(n, generator=g) * (SCALE[1] - SCALE[0])
+    shift = (torch.rand(n, 2, generator=g) * 2 - 1) * SHIFT * 2   # [-1, 1] spans the canvas
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1),
+                         torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, canvas, canvas], align_corners=False)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class _ArrayUnpickler(pickle.Unpickler):

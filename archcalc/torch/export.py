@@ -1,14 +1,18 @@
 """Export a compiled spec: a readable, runnable PyTorch source file, or ONNX.
 
-The Python file is written from the compiled module tree: one attribute per
-table row (named by its spec path), and a forward written out line by line,
+The Python file is written from the compiled module tree, so its module tree
+and state_dict keys are the compiled model's (``layer1.0.conv1.weight``;
+nested levels are nn.ModuleDict), and a forward written out line by line,
 branches and shortcuts included, so a student sees the code their table
 describes. It needs only torch; modules PyTorch lacks are copied in.
 
 A spec is untrusted input, and the exported file is code someone will run, so
-no spec string reaches it as code: names become identifiers only through a
-strict ASCII sanitizer (unique, never a keyword, a builtin, torch's names or an
-nn.Module attribute); every other string (the model's name, its source and
+no spec string reaches it as code: the model's own attributes (the top level)
+and every local and class name become identifiers only through a strict ASCII
+sanitizer (unique, never a keyword, a builtin, torch's names or an nn.Module
+attribute; digits-only names, an nn.Sequential's, stay as they are, written
+as literals); names below the top level are ModuleDict keys written as
+literals, so the state_dict keys are the model's; every other string (the model's name, its source and
 notes, the spec's file name) is a literal written by ``ascii()`` (``repr()``
 with non-ASCII escaped), or a comment of printable ASCII; module arguments are
 parsed back from PyTorch's repr and re-emitted as literals. The result is
@@ -27,28 +31,38 @@ from torch import nn
 
 from . import lecture_modules as lecture
 from . import modules as custom
-from ..errors import path_text
-from .build import (ConcatBranches, PoolWithIndices, Residual, SpecModel, SpecSequential,
-                    SplitBranches, UnpoolFromTape)
+from ..errors import SpecError, path_text
+from .build import (ConcatBranches, Head, PoolWithIndices, Residual, SpatialTransformer,
+                    SpecModel, SpecSequential, SplitBranches, UnpoolFromTape)
 
 CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
           custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
           custom.LayerScale, custom.StochasticDepth, custom.MapToTokens, custom.ClassToken,
-          custom.PositionEmbedding, custom.SelfAttention, custom.TokenPool)
+          custom.PositionEmbedding, custom.SelfAttention, custom.TokenPool,
+          custom.TokensToMap)
 CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool,  # issue 12's kinds
-           lecture.DropConnectLinear)
+           lecture.DropConnectLinear, lecture.RoIPool, lecture.L2Norm, lecture.PerAnchor,
+           lecture.AffineSampler)
 # names the generated module defines or uses at its top level
 MODULE_NAMES = {"torch", "nn", "F", "model", *(c.__name__ for c in CUSTOM)}
 # attributes an nn.Module has (a layer attribute named `forward` or `training` would shadow it)
 MODULE_ATTRIBUTES = set(dir(nn.Module)) | {"training"}
+# keys an nn.ModuleDict cannot hold (its own methods: add_module refuses them)
+DICT_ATTRIBUTES = set(dir(nn.ModuleDict)) | {"training"}
+CONTAINERS = (SpecSequential, ConcatBranches, SplitBranches, Residual)
 
 
 def to_python(model: SpecModel, class_name: str | None = None, source: str = "",
               cite: str = "", notes: str = "") -> str:
-    """The model as a Python file. ``source``: the spec's file name; ``cite``
+    """The model as a Python file whose module tree, and so whose state_dict
+    keys, are the compiled model's. ``source``: the spec's file name; ``cite``
     and ``notes``: the spec's source and notes, quoted in the docstring."""
     writer = _Writer()
-    out = writer.sequence(model, "x", ())
+    out = writer.level(model, "x", ())
+    if model.output_names:  # a spec with heads: a dict of its outputs, by name
+        outputs = {**writer.outputs, "output": out}
+        out = "{" + ", ".join(f"{ascii(name)}: {outputs[name]}"
+                              for name in model.output_names) + "}"
     class_name = _class_name(class_name or model.spec_name)
     used = {type(m) for m in model.modules() if isinstance(m, CUSTOM)}
     doc = f"{model.spec_name}, exported by archcalc" + (f" from {source}" if source else "") + "."
@@ -64,7 +78,16 @@ def to_python(model: SpecModel, class_name: str | None = None, source: str = "",
             lines += ["", inspect.getsource(cls).rstrip(), ""]
     lines += ["", f"class {class_name}(nn.Module):", "    def __init__(self):",
               "        super().__init__()"]
-    lines += [f"        self.{name} = {ctor}" for name, ctor in writer.attrs]
+    for name, node in writer.tree.items():
+        text = _tree_source(node, 2)
+        if _attribute(name):
+            lines.append(f"        self.{name} = {text}")
+        else:
+            lines.append(f"        self.add_module({literal(name)}, {text})")
+    for path, step in writer.params:
+        owner = _access("self", path[:-1])
+        lines.append(f"        {owner}.register_parameter({literal(path[-1])}, "
+                     f"nn.Parameter({_param_init(step)}))")
     lines += ["", "    def forward(self, x):"]
     lines += [f"        {line}" for line in writer.code]
     lines += [f"        return {out}", "", "",
@@ -152,82 +175,196 @@ def _docstring(text: str) -> str:
 
 class _Writer:
     def __init__(self):
-        self.attrs: list[tuple[str, str]] = []
+        self.tree: dict = {}          # name -> module, or a dict (a ModuleDict) of them
+        self.params: list = []        # (path, step) of flat parameters
         self.code: list[str] = []
         self.count = 0
-        self.names = _Names()           # attributes of self
-        self.indices = _Names()         # locals holding max-pool indices
+        self.indices = _Names()       # locals holding max-pool indices
+        self.names = _Names()         # the model's own attributes (the top level)
+        self.outputs: dict[str, str] = {}   # output name -> the local holding it
+
+    def top(self, name: str) -> str:
+        """The top-level attribute for a name: itself when digits only (written
+        as a literal), else a sanitized, unique identifier."""
+        if name.isascii() and name.isdigit():
+            return name
+        return self.names(name)
 
     def var(self, hint="x"):
         self.count += 1
         return f"{hint}{self.count}"
 
     def attr(self, path, module) -> str:
-        name = self.names("_".join(path))
-        self.attrs.append((name, constructor(module)))
-        return name
+        """Place a module at its path in the tree; the expression that reaches it."""
+        path = (self.top(path[0]), *path[1:])
+        node = self.tree
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):  # a bug: a leaf above another module
+                raise TypeError(f"cannot export: {path_text(path)} sits below a module")
+        node[path[-1]] = module
+        return _access("self", path)
 
     def comment(self, path, what=""):
         self.code.append("# " + _comment(path_text(path) + what))
 
+    def steps(self, owner, steps, x, path) -> str:
+        """Code for a level's steps; ``path``: the owner's module path."""
+        if steps is None:
+            steps = [("module", name) for name, _ in owner.named_children()]
+        for step in steps:
+            kind, name = step[0], step[1]
+            if kind == "module":
+                x = self.node(name, owner._modules[name], x, path)
+            elif kind == "structure":
+                x = self.structure(name, owner._modules[name], x, path, owner)
+            else:
+                x = self.param(step, x, (*path, name))
+        return x
+
+    def level(self, module, x, path) -> str:
+        return self.steps(module, getattr(module, "_steps", None), x, path)
+
     def node(self, name, module, x, path) -> str:
-        path = (*path, name)
+        full = (*path, name)
+        if isinstance(module, SpatialTransformer):
+            self.comment(full, ": a spatial transformer (localisation net -> theta; "
+                               "affine grid and bilinear sampler)")
+            theta = self.level(module.loc, x, (*full, "loc"))
+            ref = self.attr((*full, "sampler"), module.sampler)
+            y = self.var()
+            self.code.append(f"{y} = {ref}({x}, {theta})")
+            return y
+        if isinstance(module, Head):   # before SpecSequential, which it extends
+            self.comment(full, ": a head (reads this tensor; the next layer reads it too)"
+                         if not module.leaf else f": the output {module.key!r}")
+            y = self.level(module, x, full)
+            if module.leaf:
+                self.outputs[module.key] = y
+            return x
         if isinstance(module, SpecSequential):
-            self.comment(path)
-            return self.sequence(module, x, path)
-        if isinstance(module, ConcatBranches):
-            self.comment(path, f": {len(list(module.children()))} branches, "
-                               "concatenated along channels")
-            outs = [self.sequence(branch, x, (*path, bname))
-                    for bname, branch in module.named_children()]
-            y = self.var()
-            self.code.append(f"{y} = torch.cat([{', '.join(outs)}], 1)")
-            return y
-        if isinstance(module, SplitBranches):
-            self.code.append(f"# {path_text(path)}: the channels split {module.sizes}, "
-                             "one slice per branch, concatenated")
-            parts = self.var("parts")
-            self.code.append(f"{parts} = torch.split({x}, {module.sizes}, 1)")
-            outs = [self.sequence(branch, f"{parts}[{i}]", (*path, bname))
-                    for i, (bname, branch) in enumerate(module.named_children())]
-            y = self.var()
-            self.code.append(f"{y} = torch.cat([{', '.join(outs)}], 1)")
-            return y
-        if isinstance(module, Residual):
-            self.comment(path, f": residual ({module.op})")
-            y = x
-            for bname in module.body_names:
-                y = self.node(bname, getattr(module, bname), y, path)
-            s = x if module.shortcut is None else self.node("shortcut", module.shortcut, x, path)
-            out = self.var()
-            merged = {"add": f"{y} + {s}", "mul": f"{s} * {y}",
-                      "concat": f"torch.cat([{s}, {y}], 1)"}[module.op]
-            if module.post is not None:
-                post = self.attr((*path, "post"), module.post)
-                merged = f"self.{post}({merged})"
-            self.code.append(f"{out} = {merged}")
-            return out
+            self.comment(full)
+            return self.level(module, x, full)
+        if isinstance(module, (ConcatBranches, SplitBranches, Residual)):
+            return self.structure(name, module, x, full, None)
         if isinstance(module, PoolWithIndices):
-            attr = self.attr(path, module.pool)
+            ref = self.attr(full, module.pool)
             y = self.var()
-            self.code.append(f"{y}, indices_{self.indices(module.key)} = self.{attr}({x})")
+            self.code.append(f"{y}, indices_{self.indices(module.key)} = {ref}({x})")
             return y
         if isinstance(module, UnpoolFromTape):
-            attr = self.attr(path, module.unpool)
+            ref = self.attr(full, module.unpool)
             y = self.var()
             size = literal(tuple(int(d) for d in module.size)[1:])
-            self.code.append(f"{y} = self.{attr}({x}, indices_{self.indices(module.key)}, "
+            self.code.append(f"{y} = {ref}({x}, indices_{self.indices(module.key)}, "
                              f"output_size={size})")
             return y
-        attr = self.attr(path, module)
+        ref = self.attr(full, module)
         y = self.var()
-        self.code.append(f"{y} = self.{attr}({x})")
+        self.code.append(f"{y} = {ref}({x})")
         return y
 
-    def sequence(self, module, x, path) -> str:
-        for name, child in module.named_children():
-            x = self.node(name, child, x, path)
-        return x
+    def structure(self, name, module, x, path, owner) -> str:
+        """A concat, split or merge. ``owner`` None: the module holds its parts and
+        ``path`` is its own; else its parts sit on ``owner`` at ``path``."""
+        holder = module if owner is None else owner
+        where = path if owner is None else (*path, name)
+        if isinstance(module, (ConcatBranches, SplitBranches)):
+            branches = module._branches or [[("module", n)] for n, _ in holder.named_children()]
+            if isinstance(module, SplitBranches):
+                sizes = literal([int(c) for c in module.sizes])
+                self.comment(where, f": the channels split {sizes}, "
+                                    "one slice per branch, concatenated")
+                parts = self.var("parts")
+                self.code.append(f"{parts} = torch.split({x}, {sizes}, 1)")
+                inputs = [f"{parts}[{i}]" for i in range(len(branches))]
+            else:
+                self.comment(where, f": {len(branches)} branches, concatenated along channels")
+                inputs = [x] * len(branches)
+            outs = [self.steps(holder, steps, xi, path) for steps, xi in zip(branches, inputs)]
+            y = self.var()
+            self.code.append(f"{y} = torch.cat([{', '.join(outs)}], 1)")
+            return y
+        self.comment(where, f": residual ({module.op})")
+        y = self.steps(holder, module._body, x, path)
+        s = x if module._shortcut is None else self.steps(holder, module._shortcut, x, path)
+        out = self.var()
+        merged = {"add": f"{y} + {s}", "mul": f"{s} * {y}",
+                  "concat": f"torch.cat([{s}, {y}], 1)"}[module.op]
+        if module.post is not None:
+            post = self.attr((*path, "post") if owner is None else (*path, name, "post"),
+                             module.post)
+            merged = f"{post}({merged})"
+        self.code.append(f"{out} = {merged}")
+        return out
+
+    def param(self, step, x, path) -> str:
+        """A flat parameter (torchvision's class_token, pos_embedding, layer_scale)."""
+        path = (self.top(path[0]), *path[1:])
+        self.params.append((path, step))
+        node = self.tree
+        for part in path[:-1]:       # the block that holds it exists in the tree
+            node = node.setdefault(part, {})
+        p = _access("self", path, parameter=True)
+        template = step[2]
+        y = self.var()
+        if isinstance(template, custom.ClassToken):
+            self.code.append(f"{y} = torch.cat([{p}.expand({x}.shape[0], -1, -1), {x}], 1)")
+        elif isinstance(template, custom.PositionEmbedding):
+            self.code.append(f"{y} = {x} + {p}")
+        elif isinstance(template, custom.LayerScale):
+            self.code.append(f"{y} = {p} * {x}")
+        else:  # a bug: graph.FLAT_KINDS and this list go together
+            raise TypeError(f"cannot export a flat {type(template).__name__}")
+        return y
+
+
+def _attribute(name: str) -> bool:
+    """A name written as an attribute (self.name): a plain ASCII identifier that
+    is no keyword and no attribute of nn.Module."""
+    return (re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name) is not None
+            and not keyword.iskeyword(name) and not keyword.issoftkeyword(name)
+            and name not in MODULE_ATTRIBUTES)
+
+
+def _access(root: str, path, parameter: bool = False) -> str:
+    """self.layer1["0"]["conv1"]: attributes at the top, ModuleDict keys below
+    (string literals); a parameter, the last part, by getattr on its module."""
+    if parameter:
+        owner = _access(root, path[:-1])
+        name = path[-1]
+        return f"{owner}.{name}" if _attribute(name) else f"getattr({owner}, {literal(name)})"
+    if not path:
+        return root
+    first, rest = path[0], path[1:]
+    text = f"{root}.{first}" if _attribute(first) else f"getattr({root}, {literal(first)})"
+    for part in rest:
+        text += f"[{literal(part)}]"
+    return text
+
+
+def _tree_source(node, indent: int) -> str:
+    if not isinstance(node, dict):
+        return constructor(node)
+    clash = sorted(k for k in node if k in DICT_ATTRIBUTES)
+    if clash:
+        raise SpecError(f"cannot export: a layer named {clash[0]!r} would shadow a method of "
+                        "nn.ModuleDict in the exported file; rename the layer")
+    pad = "    " * (indent + 1)
+    items = [f"{pad}{literal(key)}: {_tree_source(value, indent + 1)},"
+             for key, value in node.items()]
+    return "nn.ModuleDict({\n" + "\n".join(items) + "\n" + "    " * indent + "})"
+
+
+def _param_init(step) -> str:
+    template, key = step[2], step[3]
+    param = getattr(template, key)
+    shape = literal(tuple(int(d) for d in param.shape))
+    if isinstance(template, custom.LayerScale):
+        return f"torch.full({shape}, {literal(float(template.init_args[1]))})"
+    if isinstance(template, custom.PositionEmbedding):
+        return f"torch.empty({shape}).normal_(std=0.02)"
+    return f"torch.zeros({shape})"
 
 
 def constructor(module: nn.Module) -> str:

@@ -30,6 +30,7 @@ class Measured:
     device: str = "cpu"
     meta: bool = False
     meta_reason: str = ""                           # why it was measured on the meta device
+    outputs: dict = field(default_factory=dict)     # a model with heads: output name -> shape
 
 
 def measure(model: nn.Module, report, *, batch: int = 1, device: str = "cpu",
@@ -80,7 +81,9 @@ def _forward_shapes(model, x, out: Measured, modules_of) -> int:
                     storages[st.data_ptr()] = st.nbytes()
             hooks.append(module.register_forward_hook(hook))
     try:
-        model(x)
+        y = model(x)
+        if isinstance(y, dict):
+            out.outputs = {k: tuple(v.shape[1:]) for k, v in y.items()}
     finally:
         for h in hooks:
             h.remove()
@@ -150,9 +153,12 @@ def _saved_tensor_bytes(model: nn.Module, x, device: str) -> int:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
         before = torch.cuda.memory_allocated()
+        from .build import output_tensors
         y = model(x)
         torch.cuda.synchronize()
-        grown = torch.cuda.memory_allocated() - before - y.untyped_storage().nbytes()
+        grown = torch.cuda.memory_allocated() - before - sum(
+            {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes()
+             for t in output_tensors(y)}.values())
         del y
         return grown
     params = {p.untyped_storage().data_ptr() for p in model.parameters()}

@@ -163,19 +163,32 @@ class PositionEmbedding(nn.Module):
         return x + self.pos_embedding
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(nn.MultiheadAttention):
     """Multi-head self-attention as torchvision's encoder block calls it:
-    nn.MultiheadAttention(batch_first=True)(x, x, x, need_weights=False)."""
+    nn.MultiheadAttention(batch_first=True)(x, x, x, need_weights=False). The
+    module is the nn.MultiheadAttention itself, so its state_dict keys are
+    torchvision's (``self_attention.in_proj_weight``)."""
 
     def __init__(self, width, heads, bias=True, dropout=0.0):
-        super().__init__()
+        super().__init__(width, heads, dropout=dropout, bias=bias, batch_first=True)
         self.init_args = (width, heads, bias, dropout)
-        self.self_attention = nn.MultiheadAttention(width, heads, dropout=dropout, bias=bias,
-                                                    batch_first=True)
 
     def forward(self, x):
-        y, _ = self.self_attention(x, x, x, need_weights=False)
+        y, _ = super().forward(x, x, x, need_weights=False)
         return y
+
+
+class TokensToMap(nn.Module):
+    """(B, H*W, D) -> (B, D, H, W): tokens read back as a map (views), as
+    ConvNeXt's permute back to channels first."""
+
+    def __init__(self, height, width):
+        super().__init__()
+        self.init_args = (height, width)
+        self.height, self.width = height, width
+
+    def forward(self, x):
+        return x.permute(0, 2, 1).reshape(x.shape[0], x.shape[2], self.height, self.width)
 
 
 class TokenPool(nn.Module):

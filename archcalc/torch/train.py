@@ -180,19 +180,22 @@ def augment(x, kinds, generator):
     return x
 
 
-def save_atomic(obj, path):
+def save_atomic(obj, path, write=None):
     """Write then rename: a reader never sees half a checkpoint, and an
-    interrupted or failed write leaves no temporary file behind."""
+    interrupted or failed write leaves no temporary file behind. `write(obj,
+    tmp)` writes the file; torch.save by default."""
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        torch.save(obj, tmp)
+        (write or torch.save)(obj, tmp)
         os.replace(tmp, path)
     except BaseException as e:
         try:
             os.remove(tmp)
         except OSError:
             pass
-        if isinstance(e, (OSError, RuntimeError)):
+        if isinstance(e, OSError):
+            raise RunError(f"cannot write {path}: {e.strerror or _first_line(e)}") from None
+        if isinstance(e, RuntimeError):
             raise RunError(f"cannot write {path}: {_first_line(e)}") from None
         raise
 
@@ -728,6 +731,9 @@ def _classes(graph, model) -> int:
 
 
 def _logits(out):
+    if isinstance(out, dict):
+        raise SpecError(f"train fits one classifier output; this spec has {len(out)} named "
+                        f"outputs ({', '.join(out)}): detection losses are not built in")
     return out.flatten(1) if out.dim() > 2 else out
 
 
@@ -828,19 +834,12 @@ def write_metrics(folder, history):
 
 
 def _write_atomic(path, text):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "w", newline="") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise RunError(f"cannot write {path}: {e.strerror or e}") from None
-        raise
+    save_atomic(text, path, _write_text)
+
+
+def _write_text(text, path):
+    with open(path, "w", newline="") as fh:
+        fh.write(text)
 
 
 def plot_curves(history, path, title):

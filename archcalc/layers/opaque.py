@@ -1,0 +1,78 @@
+"""An opaque row: an operation archcalc has no kind for, kept by
+`archcalc import --allow-opaque` with what was measured on the real module
+(its output shape and parameter count) and what was not: its
+multiply-accumulates, left as a variable of the spec ("?", unbound), so every
+total that includes them is a formula, marked incomplete, never a silent 0.
+Bind it (`--set NAME=VALUE`) when the count is known.
+
+A spec never runs code, so an opaque row cannot be built: `check`, `export`,
+`train` and `bench` refuse a spec that has one.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import SpecError
+from .base import Arg, Kind, Saved, register
+
+
+@dataclass(frozen=True)
+class ShapeArg(Arg):
+    """A per-sample shape: a list of 1 to 3 positive integers."""
+
+    def read(self, kind, name, value, env):
+        if not isinstance(value, list) or not 1 <= len(value) <= 3:
+            raise SpecError(f"{kind}: {name} takes the output shape per sample, a list of "
+                            f"1 to 3 sizes such as [96, 56, 56]. Received: {name}={value!r}")
+        return tuple(Arg("int", min=1, numeric=True).read(kind, name, v, env) for v in value)
+
+@register
+class Opaque(Kind):
+    name = "opaque"
+    primary = "op"
+    summary = ("an operation archcalc has no kind for (imported with --allow-opaque): "
+               "measured output shape and params; MACs given or left unbound")
+    flops_rule = "2 x MACs (its other arithmetic is not known)"
+    args = {
+        "op": Arg("str", doc="what it stands for, e.g. the module's class"),
+        "output": ShapeArg("shape", doc="output shape per sample, as measured"),
+        "params": Arg("int", 0, min=0, numeric=True, doc="parameters, as measured"),
+        "buffers": Arg("int", 0, min=0, numeric=True),
+        "macs": Arg("int", min=0, doc="multiply-accumulates: a number, or a variable "
+                                      "declared \"?\" when not known"),
+    }
+
+    def output_shape(self, a, x):
+        return a.output
+
+    def params(self, a, x):
+        return a.params
+
+    def buffers(self, a, x):
+        return a.buffers
+
+    def macs(self, a, x, y):
+        return a.macs
+
+    def window(self, a, x):
+        # what it reads is not known: take the whole input as its window
+        return ((x[1], x[2]), (1, 1)) if len(x) == 3 else ((1, 1), (1, 1))
+
+    def saved(self, a, x, y):
+        return Saved(input=True)  # an assumption: its input (stated in the docs)
+
+    def findings(self, a, x):
+        return []
+
+    def build(self, a, x):
+        raise SpecError(f"an opaque row ({a.op}) stands for code that is not in the spec: "
+                        "it can be analyzed, not built; import the module again and map "
+                        "that operation, or replace the row with layers")
+
+def opaque_rows(report) -> list:
+    """The opaque rows of a report, for the 'incomplete' mark of its totals."""
+    return [r for r in report.rows if any(op.kind.name == "opaque" for op in r.ops)]
+
+
+__all__ = ["Opaque", "opaque_rows"]
+

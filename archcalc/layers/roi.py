@@ -1,0 +1,105 @@
+"""Region-of-interest pooling (Girshick 2015, Fast R-CNN) and RoI align (He et
+al. 2017, Mask R-CNN): R regions of the C x H x W feature map, each pooled to
+a fixed oh x ow grid of bins, so that fully connected layers can read them.
+
+Shape: C x H x W -> R x (C*oh*ow): one row per region, its pooled map
+flattened (as Fast R-CNN's fc6 reads it); an fc after it acts on each region
+(R tokens), so the whole second stage's cost is a formula in R, a spec
+variable (``--set R=300`` makes it a number).
+
+``stride``: the feature map's stride in input pixels (16 after VGG-16's
+conv5_3): torchvision's spatial_scale = 1/stride maps image boxes onto the map.
+
+No parameters and no MACs. FLOPs rules (region sizes are not known before the
+proposals exist, so the rules count per output bin):
+- roi_pool: one comparison per output element, R*C*oh*ow: a lower bound (a
+  bin of a region covering m x m map cells takes m*m - 1 comparisons);
+- roi_align: sampling^2 bilinear samples per bin, each 4 weighted terms
+  (4 multiplies + 3 adds = 7 FLOPs) plus one add into the bin's average:
+  8 * sampling^2 FLOPs per output element, R*C*oh*ow*8*sampling^2 in all.
+
+What autograd keeps (torchvision's autograd functions): the regions (R x 5:
+batch index and box) and, for roi_pool, the int32 argmax of every output
+element; never the feature map.
+
+Builder: torchvision.ops.roi_pool / roi_align over regions that `build`,
+`check` and `bench` generate deterministically (R boxes at low-discrepancy
+centres, 10% to 50% of the image per side, the same for every image): no
+region proposal network has to be trained for the figures to be measured.
+"""
+from __future__ import annotations
+
+from .. import limits, sym
+from .base import Arg, Kind, Saved, register
+from .linear import global_window
+
+INT32 = 4
+
+
+class _RoI(Kind):
+    primary = "output"
+    inputs = "chw"
+    args = {
+        "output": Arg("pair", min=1, numeric=True, doc="bins per region: 7 or [7, 7]"),
+        "regions": Arg("int", "R", min=1, doc="R, regions per image (a variable)"),
+        "stride": Arg("int", 16, min=1, numeric=True,
+                      doc="the map's stride in input pixels (spatial_scale = 1/stride)"),
+    }
+
+    def output_shape(self, a, x):
+        oh, ow = a.output
+        features = sym.norm(x[0] * oh * ow)
+        if isinstance(features, int):
+            limits.check_value(features, f"{self.name}: C*oh*ow features")
+        return (a.regions, features)
+
+    def window(self, a, x):
+        return global_window(x)   # a region may lie anywhere on the map
+
+    def size_arithmetic(self, a, x):
+        oh, ow = a.output
+        return [f"R x (C*oh*ow) = {sym.plain(a.regions)} x ({sym.plain(x[0])}*{oh}*{ow}) = "
+                f"{sym.fmt_int(a.regions)} x {sym.fmt_int(sym.norm(x[0] * oh * ow))}"]
+
+
+@register
+class RoIPool(_RoI):
+    name = "roi_pool"
+    aliases = ("roi_pooling", "roipool")
+    summary = ("RoI max pooling (Fast R-CNN): R regions of a C x H x W map, each to oh x ow "
+               "bins: R x (C*oh*ow)")
+    flops_rule = "1 comparison per output element, R*C*oh*ow (a lower bound: bins cover m*m cells)"
+
+    def flops(self, a, x, y):
+        return sym.prod(y)
+
+    def saved(self, a, x, y):
+        return Saved(extra=((sym.prod(y), INT32), (sym.norm(a.regions * 5), None)))
+
+    def build(self, a, x):
+        from ..torch.lecture_modules import RoIPool as Module
+        return Module(a.output, int(a.regions), a.stride, "max")
+
+
+@register
+class RoIAlign(_RoI):
+    name = "roi_align"
+    aliases = ("roialign",)
+    summary = ("RoI align (Mask R-CNN): bilinear samples instead of rounded bins: "
+               "R x (C*oh*ow)")
+    flops_rule = ("8 * sampling^2 per output element: sampling^2 bilinear samples per bin "
+                  "(4 multiplies + 3 adds each) and their average")
+    args = {**_RoI.args,
+            "sampling": Arg("int", 2, min=1, numeric=True,
+                            doc="samples per bin side (torchvision's sampling_ratio)"),
+            "aligned": Arg("bool", True, doc="half-pixel offset (torchvision's aligned)")}
+
+    def flops(self, a, x, y):
+        return sym.norm(sym.prod(y) * 8 * a.sampling * a.sampling)
+
+    def saved(self, a, x, y):
+        return Saved(extra=((sym.norm(a.regions * 5), None),))
+
+    def build(self, a, x):
+        from ..torch.lecture_modules import RoIPool as Module
+        return Module(a.output, int(a.regions), a.stride, "align", a.sampling, a.aligned)

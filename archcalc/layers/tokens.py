@@ -244,6 +244,10 @@ class TokensToMap(Kind):
     def output_shape(self, a, x):
         return (x[1], *self.size(a, x))
 
+    def cost(self, a, x, y):
+        """A transpose and a reshape: views, the call only."""
+        return (Cost("view", backward=False),)
+
     def build(self, a, x):
         from ..torch.modules import TokensToMap as Module
         return Module(*self.size(a, x))

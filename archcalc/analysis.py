@@ -44,6 +44,8 @@ class Row:
     allocates: bool = True
     weighted: bool = False
     ops: tuple = ()               # the ops of this row, for `archcalc explain`
+    merge: str = ""               # a merge row: "concat" | "add" | "mul" (archcalc predict)
+    post: tuple = ()              # a merge row's fused ops after the merge (the post-add relu)
     input_shape: tuple = ()
     rf_in: tuple = (1, 1)
     jump_in: tuple = (1, 1)
@@ -125,8 +127,12 @@ class Report:
 
 
 def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: str = "adam",
-            strict: bool = False, variables: dict | None = None, input=None) -> Report:
-    """Compute every row and the totals. ``spec_or_model``: a Spec or a built Model."""
+            strict: bool = False, variables: dict | None = None, input=None,
+            autocast: str | None = None) -> Report:
+    """Compute every row and the totals. ``spec_or_model``: a Spec or a built Model.
+    ``autocast``: the device (cpu, cuda) of a torch.autocast run in ``dtype``
+    with fp32 weights and input: tensors an op computes in fp32 (LRN, and what
+    follows it up to the next conv) are then counted at 4 bytes."""
     if dtype not in DTYPES:
         raise SpecError(f"dtype must be one of {', '.join(DTYPES)}. Received: {dtype!r}")
     if optimizer not in OPTIMIZERS:
@@ -136,7 +142,7 @@ def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: st
         raise SpecError(f"batch must be a positive integer. Received: {batch!r}")
     model = spec_or_model if isinstance(spec_or_model, Model) else \
         build_graph(spec_or_model, variables=variables, input=input)
-    walker = _Walker(model, DTYPES[dtype], batch)
+    walker = _Walker(model, DTYPES[dtype], batch, autocast if dtype != "fp32" else None)
     if any(sym.is_symbolic(v) and not isinstance(v, float) for v in model.env.values()):
         # formulas grow with every layer (nested floors of H): a time budget
         try:
@@ -181,10 +187,12 @@ class _Walker:
     The walk state is (shape, receptive field, jump, storage id of the tensor).
     """
 
-    def __init__(self, model: Model, dsize: int, batch: int):
+    def __init__(self, model: Model, dsize: int, batch: int, autocast: str | None = None):
         self.model = model
         self.dsize = dsize
         self.batch = batch
+        self.autocast = autocast        # a torch.autocast run on this device, or None
+        self.wide: set[int] = set()     # storages held in fp32 under autocast
         self.rows: list[Row] = []
         self.findings: list[SpecWarning] = []
         self._ids = itertools.count(1)
@@ -205,6 +213,9 @@ class _Walker:
         inp = Row(0, "input", (), "input", x, activations=sym.prod(x))
         self.rows.append(inp)
         self.storage_bytes[0] = sym.prod(x) * self.dsize * self.batch
+        if self.autocast:   # the input batch stays fp32; the first conv casts it
+            self.storage_bytes[0] = sym.prod(x) * 4 * self.batch
+            self.wide.add(0)
         state = (x, (1, 1), (1, 1), 0)
         end = self.walk(self.model.body, state, (), shared=True)
         if not self.head_paths:
@@ -316,7 +327,7 @@ class _Walker:
                     f"{sym.fmt_int(first[1])}x{sym.fmt_int(first[2])} of b1 (the first branch); "
                     "concat needs equal H and W", (*path, f"b{i}"))
         y = (sym.total(o[0][0] for o in outs), first[1], first[2])
-        return self.merged_row(node.name, "concat", (), outs, y, path, flops=0)
+        return self.merged_row(node.name, "concat", (), outs, y, path, flops=0, op="concat")
 
     def merge(self, node: Merge, state, path):
         x = state[0]
@@ -357,22 +368,26 @@ class _Walker:
         kept = (body[3], short[3]) if node.op == "mul" else ()
         into = body[3] if node.adds_in_place else None
         return self.merged_row(node.name, row_type, node.post, [body, short], out, path,
-                               flops=flops, kept=kept, into=into)
+                               flops=flops, kept=kept, into=into, op=node.op)
 
     def error(self, message, path) -> SpecError:
         """A merge error, located at the spec line of the block it sits in."""
         file, line = getattr(self, "where", (None, None))
         return SpecError(message, file=file or self.model.file, line=line, path=path)
 
-    def merged_row(self, name, row_type, post, outs, y, path, flops, kept=(), into=None):
+    def merged_row(self, name, row_type, post, outs, y, path, flops, kept=(), into=None,
+                   op="concat"):
         """The row of a merge (concat, add, mul), then its fused ops. ``into``:
         the storage an in-place add writes into (then the row allocates nothing)."""
         rf = (sym.smax(*(o[1][0] for o in outs)), sym.smax(*(o[1][1] for o in outs)))
         jump = (sym.smax(*(o[2][0] for o in outs)), sym.smax(*(o[2][1] for o in outs)))
         self.saved.update(kept)
         row = Row(len(self.rows), path_text((*path, name)), (*path, name), row_type, y,
-                  flops=sym.norm(flops), allocates=into is None)
-        storage = self.new_storage(sym.prod(y)) if into is None else into
+                  flops=sym.norm(flops), allocates=into is None, merge=op, post=tuple(post))
+        wide = any(o[3] in self.wide for o in outs)   # type promotion
+        storage = self.new_storage(sym.prod(y), 4 if wide else None) if into is None else into
+        if wide and into is None:
+            self.wide.add(storage)
         state = (y, rf, jump, storage)
         for op in post:
             state = self.op(op, row, *state)
@@ -440,14 +455,24 @@ class _Walker:
         rf, jump = kind.receptive_field(a, x, rf, jump)
         # storages: what a training step keeps for this op's backward
         fresh = not in_place(op, shared, storage in self.saved)
-        out = self.new_storage(sym.prod(y)) if fresh else storage
+        mode = kind.autocast_mode(a, self.autocast) if self.autocast else "follow"
+        wide_in = storage in self.wide
+        wide_out = mode == "fp32" or (mode == "follow" and wide_in)
+        out = self.new_storage(sym.prod(y), 4 if wide_out else None) if fresh else storage
+        if wide_out:
+            self.wide.add(out)
         if all(isinstance(v, int) for v in (*x, *y)) and isinstance(self.held, int):
             live = self.held + self.nbytes(x) + (self.nbytes(y) if fresh else 0)
             self.peak_live = max(self.peak_live, live)
-        kept = kind.saved(a, x, y)
-        if kept.input and not fresh and not kind.view:
-            # an in-place op that needs its input: autograd keeps a copy of it
+        kept = kind.saved_autocast(a, x, y, self.autocast) if self.autocast else \
+            kind.saved(a, x, y)
+        if kept.input and mode == "low" and wide_in:
+            # autocast casts a fp32 input for this op: the cast copy is kept
+            # (one per op that reads it: autocast caches only weights' casts)
             self.saved.add(self.new_storage(sym.prod(x)))
+        elif kept.input and not fresh and not kind.view:
+            # an in-place op that needs its input: autograd keeps a copy of it
+            self.saved.add(self.new_storage(sym.prod(x), 4 if wide_in else None))
         elif kept.input:
             self.saved.add(storage)
         if kept.output:

@@ -587,6 +587,9 @@ def parse_batches(text: str) -> list[int]:
 @click.option("--peak", type=click.Choice(("table", "measure")), default="table", show_default=True,
               help="Device peak FLOP/s: a table of known GPUs, or a matmul timed on the spot.")
 @click.option("--per-layer", is_flag=True, help="Time every layer beside its roofline.")
+@click.option("--predict", "predict_profile", default=None, metavar="PROFILE",
+              help="Put the time predicted from this profile (archcalc calibrate) beside "
+                   "the measured one, per layer and in total, with the error.")
 @click.option("--max-batch", is_flag=True, help="Find the largest batch that fits (predicted, then run).")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
 @click.option("--format", "fmt", type=click.Choice(("rich", "json", "csv", "markdown")), default="rich",
@@ -594,7 +597,7 @@ def parse_batches(text: str) -> list[int]:
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the results here.")
 @click.option("--no-memory-check", "no_memory_check", is_flag=True, help=MEMORY_CHECK_HELP)
 def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, steps, threads,
-          peak, per_layer, max_batch, sets, fmt, output, no_memory_check):
+          peak, per_layer, predict_profile, max_batch, sets, fmt, output, no_memory_check):
     """Run the compiled spec and time it: latency (median, p90), throughput,
     achieved FLOP/s from the calculated FLOPs, share of the device's peak, and
     peak memory measured vs predicted.
@@ -605,6 +608,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
       archcalc bench specs/resnet50.toml --device cuda --batch 64 --mode train --amp bf16
       archcalc bench specs/vgg16.toml --device cuda --batch 32 --per-layer
       archcalc bench specs/resnet50.toml --device cuda --mode train --max-batch
+      archcalc bench specs/resnet18.toml --batch 8 --predict cpu.json
     """
     from .errors import require
     require("torch", "torch", "archcalc bench")
@@ -623,6 +627,11 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     from .torch import bench as runner
     graph = build_graph(load(spec), variables=parse_sets(sets))
     _no_symbols(graph)
+    profile = _profile(predict_profile, device) if predict_profile else None
+    if profile is not None and device == "cpu" and \
+            profile.data.get("threads") not in (None, torch.get_num_threads()):
+        click.echo(f"note: the profile was measured with {profile.data['threads']} threads, "
+                   f"this run uses {torch.get_num_threads()} (--threads)", err=True)
     if max_batch:
         predicted, verified = runner.max_batch(graph, device=device, mode=mode, amp=amp,
                                                channels_last=channels_last)
@@ -640,10 +649,10 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
         results = runner.run_bench(graph, device=device, batches=batches, mode=mode, amp=amp,
                                    channels_last=channels_last, compile=compile_,
                                    warmup=warmup, steps=steps, peak=peak,
-                                   per_layer=per_layer, progress=progress,
+                                   per_layer=per_layer, progress=progress, profile=profile,
                                    memory_check=not no_memory_check)
     from .torch.devices import known_peak
-    peak_source = "measured (matmul, copy)" if peak == "measure" else \
+    peak_source = "measured (best of GEMMs and convs; copies by working set)" if peak == "measure" else \
         (known_peak(device).name + " data sheet" if known_peak(device) else "unknown device: use --peak measure")
     text = {"json": lambda: render.to_json(graph.name, results, peak_source),
             "csv": lambda: render.to_csv(results),
@@ -681,6 +690,150 @@ def _no_symbols(graph):
         raise SpecError(f"the spec has unbound variables ({', '.join(report.free_symbols)}): "
                         "a real model needs numbers; bind them with --set NAME=VALUE",
                         file=graph.file)
+
+
+@main.command()
+@click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="The profile to write [DEVICE-profile.json].")
+@click.option("--quick", is_flag=True,
+              help="About 45 s: one conv of every class, fp32 only, no torch.compile.")
+@click.option("--budget-s", type=click.FloatRange(min=1), default=None,
+              help="Seconds the microbenchmarks may take [240; --quick 45]; the shapes "
+                   "beyond it are skipped, the most important first.")
+@click.option("--tables", default=None, metavar="fp32,bf16,fp32-cl,...",
+              help="dtypes (-cl: channels-last) to time [fp32; bf16 and fp16 where the "
+                   "device has them; their channels-last twins].")
+@click.option("--compile/--no-compile", "compile_", default=None,
+              help="Also measure what torch.compile changes [on, except --quick].")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@click.option("--clock", type=click.Choice(("wall", "cpu")), default="wall", show_default=True,
+              help="cpu: the process's CPU time instead of wall time, for one thread on a "
+                   "machine others load (needs --threads 1).")
+def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock):
+    """Characterise this device for `archcalc predict`: microbenchmarks of
+    convolutions (3x3, 1x1, 5x5, 7x7 and 11x11 stems, strided, grouped,
+    depthwise; small to large), GEMMs, the elementwise, pooling and
+    normalization ops, copies (bandwidth by working set), the per-op overhead,
+    the SGD step and torch.compile, per dtype and memory format. Writes a
+    versioned JSON profile (device, torch version, date, load average).
+    Timings are medians; run it on an otherwise idle machine.
+
+    \b
+    Examples:
+      archcalc calibrate --device cpu -o cpu.json             # a few minutes
+      archcalc calibrate --quick -o quick.json                # about 45 s
+      archcalc calibrate --device cuda --tables bf16,fp32 -o h100.json
+    """
+    from .errors import require
+    require("torch", "torch", "archcalc calibrate")
+    _require_device(device)
+    import json
+    import torch
+    if threads:
+        torch.set_num_threads(threads)
+    if clock == "cpu" and (device != "cpu" or torch.get_num_threads() != 1):
+        raise SpecError("--clock cpu measures one CPU thread: use it with --device cpu "
+                        "--threads 1")
+    names = None
+    if tables:
+        names = [t.strip() for t in tables.split(",") if t.strip()]
+        bad = [t for t in names if t.split("-")[0] not in ("fp32", "bf16", "fp16")
+               or t.count("-") > 1 or (t.count("-") == 1 and not t.endswith("-cl"))]
+        if bad or not names:
+            raise SpecError(f"--tables takes dtypes fp32, bf16, fp16, each optionally with "
+                            f"-cl (channels-last). Received: {tables!r}")
+        if device == "cpu" and any(t.startswith("fp16") for t in names):
+            raise SpecError("--tables fp16 needs a GPU; on the CPU use bf16")
+    from .render.predict import render_profile
+    from .torch.calibrate import calibrate as run
+    output = output or f"{device}-profile.json"
+    err = _stderr_console()
+    with err.status("calibrating") as status:
+        profile = run(device, quick=quick, budget_s=budget_s, tables=names, compile=compile_,
+                      timer=clock, progress=lambda text: status.update(f"calibrating: {text}"))
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            json.dump(profile, fh, indent=1)
+            fh.write("\n")
+    except OSError as e:
+        raise SpecError(f"cannot write {output}: {e.strerror}") from None
+    render_profile(profile, output, console())
+
+
+def _profile(name, device="cpu"):
+    """--profile: a file or a shipped profile's name; left out, the shipped one."""
+    from . import profiles
+    from .predict import load_profile
+    if name is None:
+        name = profiles.default(device)
+        if name is None:
+            raise SpecError("--profile is needed: make one with `archcalc calibrate -o "
+                            f"FILE` (shipped: {', '.join(profiles.names()) or 'none'})")
+        click.echo(f"note: using the shipped profile {name} (measured on another machine; "
+                   "`archcalc calibrate` makes one for this one)", err=True)
+    return load_profile(name)
+
+
+@main.command()
+@click.argument("spec", type=SPEC)
+@click.option("--profile", "profile_name", default=None, metavar="FILE|NAME",
+              help="A profile from `archcalc calibrate`, or a shipped one by name "
+                   "[the shipped CPU profile].")
+@click.option("--batch", "-b", "batch_text", default="1", show_default=True, metavar="N[,N...]",
+              help="One batch size or a sweep: 1,8,32.")
+@click.option("--mode", type=click.Choice(("inference", "train")), default="inference",
+              show_default=True, help="train: forward + backward + SGD-momentum step.")
+@click.option("--amp", type=click.Choice(("bf16", "fp16")), default=None,
+              help="Autocast to this dtype (the profile's table of that dtype).")
+@click.option("--channels-last", is_flag=True, help="NHWC memory format.")
+@click.option("--compile", "compile_", is_flag=True, help="As if torch.compile'd.")
+@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
+@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@click.option("--summary", is_flag=True, help="Totals only, no per-layer table.")
+@format_option()
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Also write the JSON here.")
+def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, input_shape,
+            sets, summary, fmt, output):
+    """Predict the time of a step before running it: per layer, the forward
+    (and backward) time from the layer's shape and a device profile, and the
+    bound (compute, memory or overhead); per step, the total and samples/s.
+    Pure analysis: torch is not needed.
+
+    \b
+    Examples:
+      archcalc predict specs/resnet18.toml --profile cpu.json --batch 1,8,32
+      archcalc predict specs/vgg16.toml --profile cpu.json --mode train --batch 8
+      archcalc predict specs/resnet50.toml --profile h100.json --amp bf16 --format json
+      archcalc predict specs/vgg16.toml --batch 8 --format csv   # one row per layer
+
+    --format csv and markdown: one row per layer and batch (with --summary,
+    one per batch); json: the whole result, the profile it came from included.
+    """
+    from .predict import predict as run, to_json
+    from .render.predict import render_rich
+    from .spec.loader import load
+    batches = parse_batches(batch_text)
+    profile = _profile(profile_name)
+    if amp == "fp16" and profile.device == "cpu":
+        raise SpecError("--amp fp16 needs a GPU profile; on the CPU use --amp bf16")
+    results = run(load(spec), profile, batches=batches, mode=mode, amp=amp,
+                  channels_last=channels_last, compile=compile_, variables=parse_sets(sets),
+                  input=input_shape)
+    if fmt == "json":
+        click.echo(to_json(results, profile, layers=not summary))
+    elif fmt in ("csv", "markdown"):
+        from .render.predict import records
+        from .render.records import render
+        rows, extra = records(results, profile, layers=not summary)
+        click.echo(render(rows, fmt, extra).rstrip("\n"))
+    else:
+        render_rich(results, profile, console(), layers=not summary)
+    if output:
+        with open(output, "w") as fh:
+            fh.write(to_json(results, profile, layers=not summary))
+        click.echo(f"wrote {output}", err=True)
 
 
 @main.command()

@@ -11,7 +11,7 @@ overwriting), so in place saves forward memory there, not backward memory.
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 
 BOOL = 1
 
@@ -22,9 +22,19 @@ class Elementwise(Kind):
     keeps = "output"          # which tensor the backward needs
     torch_name = ""
     torch_args: tuple[str, ...] = ()
+    # cost (archcalc predict): the calibrated op table it is rated by, and a
+    # multiple of that op's time: piecewise-linear kinds run like relu,
+    # exp/tanh/erf kinds like sigmoid (memory-bound at CNN sizes either way)
+    primitive = "relu"
+    primitive_scale = 1.0
 
     def flops(self, a, x, y):
         return sym.norm(sym.prod(y) * self.per_element)
+
+    def cost(self, a, x, y):
+        p = self.params(a, x)
+        return (Cost(self.primitive, elements=sym.prod(x), scale=self.primitive_scale,
+                     tensors=(p,) if p else ()),)
 
     def saved(self, a, x, y):
         return Saved(input=self.keeps == "input", output=self.keeps == "output")
@@ -39,13 +49,14 @@ class Elementwise(Kind):
 
 
 def activation(name, *, per_element, keeps, torch_name, summary, aliases=(),
-               args=None, torch_args=()):
-    """Define and register one elementwise activation kind."""
+               args=None, torch_args=(), primitive="relu", primitive_scale=1.0):
+    """Define and register one elementwise activation kind; ``primitive``: the
+    calibrated op whose time it takes (times ``primitive_scale``)."""
     cls = type(name.title().replace("_", ""), (Elementwise,), {
         "name": name, "aliases": aliases, "per_element": per_element, "keeps": keeps,
         "torch_name": torch_name, "torch_args": torch_args, "summary": summary,
         "flops_rule": f"{per_element} per element",
-        "args": args or {},
+        "args": args or {}, "primitive": primitive, "primitive_scale": primitive_scale,
     })
     register(cls)
     return cls
@@ -58,13 +69,14 @@ activation("relu", per_element=1, keeps="output", torch_name="ReLU", args=INPLAC
 activation("leaky_relu", per_element=2, keeps="input", torch_name="LeakyReLU",
            aliases=("leakyrelu",), torch_args=("negative_slope",),
            args={"negative_slope": Arg("float", 0.01)}, summary="x if x > 0 else slope*x")
-activation("elu", per_element=4, keeps="input", torch_name="ELU",
+activation("elu", per_element=4, keeps="input", torch_name="ELU", primitive="sigmoid",
            args={"alpha": Arg("float", 1.0)}, torch_args=("alpha",),
            summary="x if x > 0 else alpha*(exp(x) - 1)")
-activation("tanh", per_element=1, keeps="output", torch_name="Tanh", summary="tanh(x)")
-activation("sigmoid", per_element=3, keeps="output", torch_name="Sigmoid",
+activation("tanh", per_element=1, keeps="output", torch_name="Tanh", summary="tanh(x)",
+           primitive="sigmoid")
+activation("sigmoid", per_element=3, keeps="output", torch_name="Sigmoid", primitive="sigmoid",
            summary="1 / (1 + exp(-x))")
-activation("softplus", per_element=5, keeps="input", torch_name="Softplus",
+activation("softplus", per_element=5, keeps="input", torch_name="Softplus", primitive="sigmoid",
            args={"beta": Arg("float", 1.0)}, torch_args=("beta",),
            summary="log(1 + exp(beta*x)) / beta")
 
@@ -75,6 +87,7 @@ class Gelu(Elementwise):
     summary = "x * Phi(x): erf form, or approximate = \"tanh\""
     keeps = "input"
     per_element = 5
+    primitive = "gelu"
     TANH_PER_ELEMENT = 9
     flops_rule = ("5 per element (x/sqrt2, erf, +1, *0.5, *x); tanh approximation: 9 "
                   "(x^3 2, *0.044715, +x, *sqrt(2/pi), tanh, +1, *0.5, *x)")
@@ -103,9 +116,11 @@ activation("hardsigmoid", per_element=4, keeps="input", torch_name="Hardsigmoid"
            args=INPLACE_OFF, torch_args=("inplace",), aliases=("hard_sigmoid",),
            summary="relu6(x + 3) / 6 (MobileNetV3's squeeze-excitation gate)")
 activation("silu", per_element=4, keeps="input", torch_name="SiLU", args=INPLACE_TV,
+           primitive="sigmoid",
            torch_args=("inplace",), aliases=("swish",),
            summary="x * sigmoid(x) (EfficientNet's swish)")
 activation("mish", per_element=5, keeps="input", torch_name="Mish", args=INPLACE_OFF,
+           primitive="sigmoid", primitive_scale=2.0,
            torch_args=("inplace",), summary="x * tanh(softplus(x)) (softplus: exp, +1, log)")
 
 
@@ -136,6 +151,7 @@ class Softmax(Elementwise):
     summary = "softmax over the channels / features (over each token's D on N x D tokens)"
     per_element = 3
     keeps = "output"
+    primitive = "softmax"
     flops_rule = "3 per element (exp, sum, divide)"
     args = {}
 
@@ -158,6 +174,10 @@ class Dropout(Kind):
     def saved(self, a, x, y):
         # training keeps a bool mask of the output's size
         return Saved(extra=((sym.prod(y), BOOL),))
+
+    def cost(self, a, x, y):
+        """Identity at inference (the call only); in training a mask and a multiply."""
+        return (Cost("dropout", elements=sym.prod(x), train_only=True),)
 
     def build(self, a, x):
         from torch import nn
@@ -192,6 +212,10 @@ class DropPath(Kind):
         if a.mode == "row":
             return Saved(extra=((1, None),))
         return Saved(per_batch=((1, None),))
+
+    def cost(self, a, x, y):
+        """Identity at inference; in training a per-sample noise times the input."""
+        return (Cost("mul", elements=sym.prod(x), train_only=True),)
 
     def build(self, a, x):
         from ..torch.modules import StochasticDepth
@@ -228,6 +252,11 @@ class Maxout(Kind):
 
     def saved(self, a, x, y):
         return Saved(extra=((sym.prod(y), 8),))  # int64 argmax indices
+
+    def cost(self, a, x, y):
+        """A view to (C/pieces, pieces, H, W) and a max over the pieces: a pass
+        over the input, rated as a 2x2 max pool is (one read per input element)."""
+        return (Cost("maxpool2s2", elements=sym.prod(x)),)
 
     def build(self, a, x):
         from ..torch.modules import Maxout as Module

@@ -157,6 +157,44 @@ NOTHING_SAVED = Saved()
 
 
 # --------------------------------------------------------------------------
+# what a layer costs a device (archcalc predict)
+
+
+@dataclass(frozen=True)
+class Cost:
+    """One primitive a layer's forward pass runs, in the terms a device
+    profile rates (``archcalc calibrate`` measures them, ``archcalc.predict``
+    turns them into time). A kind returns one or several (``Kind.cost``).
+
+    ``primitive``: ``"conv"`` (rated by the calibrated convolutions nearest
+    in shape: ``conv`` gives kh, kw, sh, sw, cin, cout, hout, wout, groups),
+    ``"linear"`` (a GEMM: ``gemm`` gives m per sample, n, k), ``"view"`` (no
+    work: the per-op overhead only), or the name of a calibrated op table
+    (``relu``, ``sigmoid``, ``batch_norm``, ``maxpool3s2``, ``cat``, ``copy``,
+    ...), rated on ``elements`` per sample (the op's input unless the kind
+    says otherwise) and multiplied by ``scale``. ``tensors``: the element
+    counts of the parameter tensors the optimizer steps. ``train_only``: the
+    op does nothing at inference (dropout). ``backward``: whether the op
+    has a backward pass of its own. ``per_batch``: ``elements`` counts the
+    whole step, not one sample (DropConnect's mask over the weights).
+    """
+    primitive: str
+    elements: Any = 0
+    scale: float = 1.0
+    conv: tuple | None = None
+    gemm: tuple | None = None
+    tensors: tuple = ()
+    train_only: bool = False
+    backward: bool = True
+    per_batch: bool = False
+
+
+class NoCostModel(NotImplementedError):
+    """A kind without a cost model: ``archcalc predict`` names it and stops
+    (a time of 0, or a guess, would pass for a prediction)."""
+
+
+# --------------------------------------------------------------------------
 # the kind contract
 
 
@@ -165,6 +203,7 @@ class Weighted:
     a batch norm and an activation, and backward = input grad + weight grad."""
     weighted = True
     fusable = True
+    autocast = "low"      # autocast runs convolutions and GEMMs in the low precision
 
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         forward = self.flops(a, x, y)
@@ -182,6 +221,10 @@ class Kind:
     nonlinear: bool = False             # counts as a nonlinearity (relu, tanh, maxout, ...)
     fusable: bool = False               # accepts batch_norm = true, activation = "relu"
     view: bool = False                  # output is a view of the input (flatten)
+    # under torch.autocast: "low" casts its input to the low precision (convs,
+    # GEMMs: a fp32 input is saved as its own cast copy, per consumer), "fp32"
+    # computes in fp32 (its output is fp32), "follow" runs in its input's dtype
+    autocast: str = "follow"
     inputs: str = "any"                 # "chw" | "tokens" | "any": what input rank it takes
 
     # -- the rules -------------------------------------------------------
@@ -223,6 +266,21 @@ class Kind:
 
     def saved(self, a, x: Shape, y: Shape) -> Saved:
         return NOTHING_SAVED
+
+    def autocast_mode(self, a, device: str) -> str:
+        """What torch.autocast does with this op on ``device``: low, fp32 or follow."""
+        return self.autocast
+
+    def saved_autocast(self, a, x: Shape, y: Shape, device: str) -> Saved:
+        """What a step keeps under torch.autocast on ``device``, where that
+        differs from ``saved`` (tensors kept in fp32): by default the same."""
+        return self.saved(a, x, y)
+
+    def cost(self, a, x: Shape, y: Shape) -> tuple[Cost, ...]:
+        """What the forward pass runs, for ``archcalc predict``, as primitives
+        a device profile rates. Every kind states its own, beside its FLOPs
+        rule; a kind that does not is refused by predict, by name."""
+        raise NoCostModel(f"kind {self.name!r} has no cost model")
 
     def shares_storage(self, a) -> bool:
         """The output lives in the input's storage (a view, or an in-place op)."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, fmt_shape, register
+from .base import Arg, Cost, Kind, Saved, fmt_shape, register
 
 
 @register
@@ -44,6 +44,11 @@ class L2Norm(Kind):
 
     def saved(self, a, x, y):
         return Saved(input=True, extra=((sym.norm(2 * x[1] * x[2]), None), (sym.prod(x), None)))
+
+    def cost(self, a, x, y):
+        """A normalisation over the channels at each position: rated as layer
+        norm on the input's elements, with its scale vector stepped."""
+        return (Cost("layer_norm", elements=sym.prod(x), tensors=(x[0],)),)
 
     def build(self, a, x):
         from ..torch.lecture_modules import L2Norm as Module
@@ -75,6 +80,10 @@ class PerAnchor(Kind):
         return [f"H*W*A = {sym.plain(x[1])}*{sym.plain(x[2])}*{sym.plain(n)} = "
                 f"{sym.fmt_int(sym.norm(x[1] * x[2] * n))} boxes of {sym.plain(a.values)} values "
                 f"(A = {sym.plain(x[0])}/{sym.plain(a.values)})"]
+
+    def cost(self, a, x, y):
+        """permute + reshape: a contiguous copy of the input."""
+        return (Cost("copy", elements=sym.prod(x)),)
 
     def build(self, a, x):
         from ..torch.lecture_modules import PerAnchor as Module

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import (Arg, Kind, Weighted, Saved, register, same_padding,
+from .base import (Arg, Cost, Kind, Weighted, Saved, register, same_padding,
                    sliding_output, tiling_remarks, sliding_arithmetic)
 
 AXES = ("height", "width")
@@ -143,6 +143,22 @@ class Conv(Weighted, Kind):
         f = sym.plain
         return f"({f(y[1])}*{f(y[2])}*{f(y[0])})*({f(kh)}*{f(kw)}*{f(self._fan_in(a, x))})"
 
+    def cost(self, a, x, y):
+        """Rated by the calibrated convolutions nearest in shape (kernel, stride,
+        groups; the GEMM dims M = batch*Hout*Wout, N = Cout/groups, K =
+        Cin/groups*kh*kw): a CPU conv (oneDNN) is no GEMM of fixed rate. A
+        padding mode other than zeros pads a copy first."""
+        kh, kw = a.kernel
+        sh, sw = a.stride
+        g = self.groups(a, x)
+        cost = Cost("conv", conv=(kh, kw, sh, sw, x[0], a.out, y[1], y[2], g),
+                    tensors=(kh * kw * self._fan_in(a, x) * a.out,) + ((a.out,) if a.bias else ()))
+        if a.padding_mode != "zeros":
+            pads = padding_pairs(a, a.kernel, a.dilation)
+            padded = x[0] * sym.prod(sym.norm(n + pb + pa) for n, (pb, pa) in zip(x[1:], pads))
+            return (Cost("copy", elements=padded), cost)
+        return (cost,)
+
     def size_arithmetic(self, a, x):
         if a.padding == "same":
             return ["padding 'same' keeps the size at stride 1"]
@@ -235,6 +251,17 @@ class ConvTable(Weighted, Kind):
         kh, kw = a.kernel
         f = sym.plain
         return f"({f(y[1])}*{f(y[2])})*({f(kh)}*{f(kw)})*{self.links(a)} connections"
+
+    def cost(self, a, x, y):
+        """One gather (index_select) and one single-map conv per output map."""
+        kh, kw = a.kernel
+        sh, sw = a.stride
+        out = len(a.connections)
+        fan = max(1, self.links(a) // out)
+        return (Cost("copy", elements=self.links(a) * x[1] * x[2]),
+                *(Cost("conv", conv=(kh, kw, sh, sw, fan, 1, y[1], y[2], 1),
+                       tensors=(kh * kw * fan,)) for _ in range(out)),
+                Cost("view", tensors=(out,) if a.bias else ()))
 
     def window(self, a, x):
         return effective_window(a.kernel, a.stride, self.dilation)
@@ -332,6 +359,14 @@ class ConvTranspose(Weighted, Kind):
         kernel = tuple(d * (f - 1) + 1 for f, d in zip(a.kernel, a.dilation))
         return upsampled_receptive_field(rf, jump, kernel, a.stride)
 
+    def cost(self, a, x, y):
+        """The backward (data) pass of a conv from the output to the input: rated
+        as that conv (Cout in, Cin out, on the input's grid), the same MACs."""
+        kh, kw = a.kernel
+        return (Cost("conv", conv=(kh, kw, 1, 1, a.out, x[0], x[1], x[2], a.groups),
+                     tensors=(self.params(a, x) - (a.out if a.bias else 0),)
+                     + ((a.out,) if a.bias else ())),)
+
     def saved(self, a, x, y):
         return Saved(input=True)
 
@@ -388,6 +423,15 @@ class LocallyConnected(Weighted, Kind):
 
     def window(self, a, x):
         return effective_window(a.kernel, a.stride, self.dilation)
+
+    def cost(self, a, x, y):
+        """Unfold the patches (a copy), then one GEMM per output position: M =
+        batch, N = Hout*Wout*Cout, K = Cin*kh*kw (no weight is shared)."""
+        kh, kw = a.kernel
+        patches = y[1] * y[2] * x[0] * kh * kw
+        return (Cost("copy", elements=patches),
+                Cost("linear", gemm=(1, sym.prod(y), x[0] * kh * kw),
+                     tensors=(self.params(a, x),)))
 
     def saved(self, a, x, y):
         # the unfolded input patches: Cin*kh*kw per output position

@@ -14,7 +14,7 @@ not kept)."""
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Saved, register
+from .base import Arg, Cost, Saved, register
 from .linear import FullyConnected
 
 BOOL = 1
@@ -36,6 +36,18 @@ class DropConnect(FullyConnected):
             raise SpecError(f"dropconnect: p must be below 1 (every weight dropped leaves "
                             f"nothing to scale by 1/(1 - p)). Received: p={a.p}")
         return super().output_shape(a, x)
+
+    def cost(self, a, x, y):
+        """The fc's GEMM; while training also one mask per step over the
+        weights and W * mask * scale (rated as a dropout of the weights, twice:
+        the backward recomputes the masked weights and masks their gradient).
+        Per step, not per sample."""
+        fc = super().cost(a, x, y)
+        if a.p == 0:
+            return fc
+        weights = sym.norm(self.fan_in(x) * a.out)
+        return (Cost("dropout", elements=weights, scale=2.0, train_only=True, per_batch=True),
+                *fc)
 
     def saved(self, a, x, y):
         if a.p == 0:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Kind, Saved, Weighted, register
+from .base import Arg, Cost, Kind, Saved, Weighted, register
 
 
 def global_window(x):
@@ -50,6 +50,13 @@ class FullyConnected(Weighted, Kind):
     def window(self, a, x):
         return global_window(x)
 
+    def cost(self, a, x, y):
+        """A GEMM: M = batch (times the tokens), N = out, K = in; rated by the
+        calibrated GEMMs nearest in shape, at least the time to read the weights."""
+        m = x[0] if len(x) == 2 else 1
+        return (Cost("linear", gemm=(m, a.out, self.fan_in(x)),
+                     tensors=(self.fan_in(x) * a.out,) + ((a.out,) if a.bias else ())),)
+
     def saved(self, a, x, y):
         return Saved(input=True)
 
@@ -69,6 +76,9 @@ class Flatten(Kind):
 
     def output_shape(self, a, x):
         return (sym.prod(x),)
+
+    def cost(self, a, x, y):
+        return (Cost("view", backward=False),)
 
     def window(self, a, x):
         return global_window(x)

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 from ..errors import SpecError
 from ..spec.expr import evaluate_value
-from .base import Arg, Kind, register
+from .base import Arg, Cost, Kind, register
 
 
 class Factor(Arg):
@@ -58,6 +58,13 @@ class Multiply(Kind):
     def flops(self, a, x, y):
         from .. import sym
         return sym.prod(y)
+
+    def cost(self, a, x, y):
+        """One read and one write per element, as the calibrated mul (a map
+        times a per-channel gate); its backward the same product of the
+        incoming gradient."""
+        from .. import sym
+        return (Cost("mul", elements=sym.prod(y)),)
 
     def shares_storage(self, a):
         return a.inplace

@@ -3,7 +3,7 @@ group norm, instance norm, and ConvNeXt's layer scale."""
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 
 FP32 = 4
 
@@ -31,6 +31,13 @@ class BatchNorm(Kind):
 
     def flops(self, a, x, y):
         return 2 * sym.prod(y)
+
+    def cost(self, a, x, y):
+        """Its calibrated op: one pass at inference (the statistics folded), the
+        batch statistics and the normalization in training (the profile times
+        each mode)."""
+        return (Cost("batch_norm", elements=sym.prod(x),
+                     tensors=(x[0], x[0]) if a.affine else ()),)
 
     def saved(self, a, x, y):
         # native_batch_norm keeps its input, the batch mean and inverse std
@@ -61,6 +68,11 @@ class LocalResponseNorm(Kind):
     def flops(self, a, x, y):
         return sym.prod(y) * (2 * a.size + 3)
 
+    def cost(self, a, x, y):
+        """PyTorch composes it of several ops (square, pad, avg_pool3d, pow,
+        div): its own calibrated table (size 5), the window's share beyond it."""
+        return (Cost("lrn", elements=sym.prod(x), scale=max(1.0, (2 * a.size + 3) / 13)),)
+
     def saved(self, a, x, y):
         # PyTorch composes LRN from x*x, pad, avg_pool3d, pow and div; autograd
         # keeps the input, the padded squares (C + size - 1 channels), the
@@ -68,6 +80,20 @@ class LocalResponseNorm(Kind):
         c, h, w = x
         return Saved(input=True, extra=(((c + a.size - 1) * h * w, None),
                                         (sym.prod(x), None), (sym.prod(x), None)))
+
+    # Under autocast LRN computes in fp32 and returns fp32: pow is on autocast's
+    # fp32 list (CUDA), avg_pool3d too (CPU), and the division by that fp32
+    # denominator promotes. So the power's input and result are kept in fp32
+    # (on the CPU the padded squares too), and the fp32 output flows on: the
+    # max pool after it keeps a fp32 input, and every conv that reads it keeps
+    # its own low-precision cast (GoogLeNet's 18-20% under bf16 autocast).
+    autocast = "fp32"
+
+    def saved_autocast(self, a, x, y, device):
+        c, h, w = x
+        squares = FP32 if device == "cpu" else None
+        return Saved(input=True, extra=(((c + a.size - 1) * h * w, squares),
+                                        (sym.prod(x), FP32), (sym.prod(x), FP32)))
 
     def build(self, a, x):
         from torch import nn
@@ -128,6 +154,16 @@ class LayerNorm(Kind):
     def flops(self, a, x, y):
         return _norm_flops(y, a.affine, a.affine and a.bias)
 
+    def cost(self, a, x, y):
+        """Its calibrated op on tokens; over a map's channels a permute before
+        and after (two copies)."""
+        p = self.params(a, x)
+        tensors = (self.width(x),) * (p // self.width(x)) if isinstance(p, int) and p else ()
+        norm = Cost("layer_norm", elements=sym.prod(x), tensors=tensors)
+        if len(x) == 3:
+            return (Cost("copy", elements=sym.prod(x)), norm, Cost("copy", elements=sym.prod(x)))
+        return (norm,)
+
     def saved(self, a, x, y):
         # native_layer_norm keeps its input and a mean and 1/std per position
         positions = x[1] * x[2] if len(x) == 3 else (x[0] if len(x) == 2 else 1)
@@ -174,6 +210,10 @@ class GroupNorm(Kind):
     def flops(self, a, x, y):
         return _norm_flops(y, a.affine, a.affine)
 
+    def cost(self, a, x, y):
+        return (Cost("group_norm", elements=sym.prod(x),
+                     tensors=(x[0], x[0]) if a.affine else ()),)
+
     def saved(self, a, x, y):
         # native_group_norm keeps its input and a mean and 1/std per group
         return Saved(input=True, extra=((2 * a.groups, FP32),))
@@ -213,6 +253,12 @@ class InstanceNorm(Kind):
     def flops(self, a, x, y):
         return _norm_flops(y, a.affine, a.affine)
 
+    def cost(self, a, x, y):
+        """A batch norm over (1, N*C, H, W): statistics at inference too, as
+        a batch norm in training computes them."""
+        return (Cost("group_norm", elements=sym.prod(x),
+                     tensors=(x[0], x[0]) if a.affine else ()),)
+
     def saved(self, a, x, y):
         # PyTorch runs a batch norm over (1, N*C, H, W): it keeps the input, a mean
         # and 1/std per channel and sample, and the weight and running stats
@@ -242,6 +288,9 @@ class LayerScale(Kind):
 
     def flops(self, a, x, y):
         return sym.prod(y)
+
+    def cost(self, a, x, y):
+        return (Cost("mul", elements=sym.prod(x), tensors=(x[0],)),)
 
     def saved(self, a, x, y):
         return Saved(input=True)  # gamma's gradient needs x

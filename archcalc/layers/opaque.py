@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Kind, NoCostModel, Saved, register
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,9 @@ class Opaque(Kind):
 
     def findings(self, a, x):
         return []
+
+    def cost(self, a, x, y):
+        raise NoCostModel(f"kind 'opaque' ({a.op}) has no cost model: its work is not known")
 
     def build(self, a, x):
         raise SpecError(f"an opaque row ({a.op}) stands for code that is not in the spec: "

@@ -13,11 +13,30 @@ from types import SimpleNamespace
 
 from .. import sym
 from ..errors import SpecError
-from .base import (NOTHING_SAVED, Arg, Kind, Saved, fmt_shape, register,
+from .base import (NOTHING_SAVED, Arg, Cost, Kind, Saved, fmt_shape, register,
                    sliding_arithmetic)
 from .conv import effective_window, sliding_findings, sliding_shape
 
 INT64 = 8
+
+
+def pool_cost(family: str, a, x, y, kernel, stride, scale: float = 1.0) -> Cost:
+    """A sliding-window pool rated by the calibrated pool of its family nearest
+    in (kernel, stride), on the input's elements: 3x3 stride 2 (ResNet's stem),
+    2x2 stride 2 (VGG, DenseNet's transitions), 3x3 stride 1 (Inception's pool
+    branch). Another window scales that time by its reads per input element
+    (kh*kw x outputs / inputs; the calibrated pools read kh*kw / (sh*sw)),
+    within [1/4, 4]: a 7x7 window over a 7x7 map reads each input once."""
+    kk = kernel[0] * kernel[1]
+    ss = stride[0] * stride[1]
+    calibrated = {f"{family}3s2": (9, 4), f"{family}2s2": (4, 4), f"{family}3s1": (9, 1)}
+    name = min(calibrated, key=lambda n: (abs(calibrated[n][1] - ss), abs(calibrated[n][0] - kk)))
+    ref_kk, ref_ss = calibrated[name]
+    inputs, outputs = sym.prod(x), sym.prod(y)
+    reads = kk * outputs / inputs if isinstance(inputs, int) and isinstance(outputs, int) \
+        and inputs else kk / ss
+    ratio = reads / (ref_kk / ref_ss)
+    return Cost(name, elements=sym.prod(x), scale=scale * min(4.0, max(0.25, ratio)))
 
 
 class _Pool(Kind):
@@ -73,6 +92,9 @@ class MaxPool(_Pool):
         kh, kw = a.kernel
         return sym.norm(sym.prod(y) * (kh * kw - 1))
 
+    def cost(self, a, x, y):
+        return (pool_cost("maxpool", a, x, y, a.kernel, self.stride(a)),)
+
     def saved(self, a, x, y):
         # max_pool2d_with_indices keeps its input and int64 indices of the output size
         return Saved(input=True, extra=((sym.prod(y), INT64),))
@@ -98,6 +120,9 @@ class AvgPool(_Pool):
         kh, kw = a.kernel
         return sym.norm(sym.prod(y) * kh * kw)
 
+    def cost(self, a, x, y):
+        return (pool_cost("avgpool", a, x, y, a.kernel, self.stride(a)),)
+
     def saved(self, a, x, y):
         return Saved(input=True)
 
@@ -122,6 +147,10 @@ class GlobalAvgPool(Kind):
 
     def flops(self, a, x, y):
         return sym.prod(x)
+
+    def cost(self, a, x, y):
+        """A mean over H x W: its calibrated op, on the input's elements."""
+        return (Cost("global_avgpool", elements=sym.prod(x)),)
 
     def window(self, a, x):
         return (x[1], x[2]), (x[1], x[2])
@@ -158,6 +187,12 @@ class Subsample(_Pool):
     def flops(self, a, x, y):
         kh, kw = a.kernel
         return sym.norm(sym.prod(y) * (kh * kw + 1))
+
+    def cost(self, a, x, y):
+        """An average pool, then a per-map scale and shift (two passes)."""
+        return (pool_cost("avgpool", a, x, y, a.kernel, self.stride(a)),
+                Cost("mul", elements=sym.prod(y), tensors=(x[0], x[0])),
+                Cost("add", elements=sym.prod(y)))
 
     def saved(self, a, x, y):
         # the average pool keeps its input; the per-map scale keeps the pooled map
@@ -221,6 +256,13 @@ class AdaptiveAvgPool(_AdaptivePool):
     def flops(self, a, x, y):
         return self._covered(a, x)
 
+    def cost(self, a, x, y):
+        """To 1 x 1 a mean (the global pool); otherwise a pool over its windows."""
+        if self.size(a, x) == (1, 1):
+            return (Cost("global_avgpool", elements=sym.prod(x)),)
+        kernel, stride = self.window(a, x)
+        return (pool_cost("avgpool", a, x, y, kernel, stride),)
+
     def saved(self, a, x, y):
         if self.size(a, x) == (1, 1):  # computed as a mean: nothing kept
             return NOTHING_SAVED
@@ -240,6 +282,10 @@ class AdaptiveMaxPool(_AdaptivePool):
 
     def flops(self, a, x, y):
         return sym.norm(self._covered(a, x) - sym.prod(y))
+
+    def cost(self, a, x, y):
+        kernel, stride = self.window(a, x)
+        return (pool_cost("maxpool", a, x, y, kernel, stride),)
 
     def saved(self, a, x, y):
         return Saved(input=True, extra=((sym.prod(y), INT64),))
@@ -287,6 +333,12 @@ class LPPool(_Pool):
         kh, kw = a.kernel
         return sym.norm(sym.prod(x) + sym.prod(y) * (kh * kw + 6))
 
+    def cost(self, a, x, y):
+        """x^p over the input, an average pool, then five elementwise ops on its output."""
+        return (Cost("sigmoid", elements=sym.prod(x)),
+                pool_cost("avgpool", a, x, y, a.kernel, self.stride(a)),
+                Cost("relu", elements=sym.prod(y), scale=5.0))
+
     def saved(self, a, x, y):
         # pow keeps x; avg_pool keeps x^p; abs, relu, the product (sign and relu
         # output) and the root keep four tensors of the output's size
@@ -323,6 +375,13 @@ class MaxUnpool(Kind):
     def receptive_field(self, a, x, rf, jump):
         from .conv import upsampled_receptive_field
         return upsampled_receptive_field(rf, jump, a.kernel, a.stride or a.kernel)
+
+    def cost(self, a, x, y):
+        """A zero fill of the output (half a copy: writes only) and a scatter
+        of the input into it; its backward gathers the gradient at the indices
+        (a copy of the input's size)."""
+        return (Cost("copy", elements=sym.prod(y), scale=0.5, backward=False),
+                Cost("copy", elements=sym.prod(x)))
 
     def check_references(self, a, x, find):
         kind, pool_in, pool_out = find(a.of)
@@ -362,6 +421,11 @@ class PadShortcut(Kind):
 
     def window(self, a, x):
         return (1, 1), tuple(a.stride)
+
+    def cost(self, a, x, y):
+        """A strided slice and a pad with zero channels: one copy into the
+        output (its backward slices the gradient back: a copy of the input)."""
+        return (Cost("copy", elements=sym.prod(y)),)
 
     def build(self, a, x):
         from ..torch.modules import PadShortcut as Module

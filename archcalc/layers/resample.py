@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, register
+from .base import Arg, Cost, Kind, register
 from .conv import upsampled_receptive_field
 
 BILINEAR_PER_OUTPUT = 7  # 4 weighted neighbours: 4 multiplies + 3 additions
@@ -37,6 +37,10 @@ class Upsample(Kind):
 
     def flops(self, a, x, y):
         return sym.prod(y) * BILINEAR_PER_OUTPUT if a.mode == "bilinear" else 0
+
+    def cost(self, a, x, y):
+        """A gather into the output: a copy's time on the output, three for bilinear."""
+        return (Cost("copy", elements=sym.prod(y), scale=3.0 if a.mode == "bilinear" else 1.0),)
 
     def receptive_field(self, a, x, rf, jump):
         scale = self._scale(a, x) or tuple(

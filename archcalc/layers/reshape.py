@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, fmt_shape, register
+from .base import Arg, Cost, Kind, fmt_shape, register
 from .linear import global_window
 
 
@@ -61,6 +61,10 @@ class Reshape(Kind):
                             f"{_fmt(a.shape)} ({sym.fmt_int(known)} elements); the counts "
                             "must agree")
         return tuple(a.shape)
+
+    def cost(self, a, x, y):
+        """A view: the call only."""
+        return (Cost("view", backward=False),)
 
     def window(self, a, x):
         # a reshape that keeps the map (C x H x W -> C x H x W) keeps the window;

@@ -30,7 +30,7 @@ region proposal network has to be trained for the figures to be measured.
 from __future__ import annotations
 
 from .. import limits, sym
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 from .linear import global_window
 
 INT32 = 4
@@ -55,6 +55,16 @@ class _RoI(Kind):
 
     def window(self, a, x):
         return global_window(x)   # a region may lie anywhere on the map
+
+    def cost(self, a, x, y):
+        """Not calibrated (region sizes are unknown before the proposals):
+        rated as a 3x3 max pool over the R*C*oh*ow output elements, each bin
+        reading a few cells, times the kind's scale (roi_align: its
+        sampling^2 bilinear samples of 4 reads)."""
+        return (Cost("maxpool3s2", elements=sym.prod(y), scale=self.cost_scale(a)),)
+
+    def cost_scale(self, a) -> float:
+        return 1.0
 
     def size_arithmetic(self, a, x):
         oh, ow = a.output
@@ -99,6 +109,9 @@ class RoIAlign(_RoI):
 
     def saved(self, a, x, y):
         return Saved(extra=((sym.norm(a.regions * 5), None),))
+
+    def cost_scale(self, a) -> float:
+        return 4.0 * a.sampling * a.sampling / 9.0
 
     def build(self, a, x):
         from ..torch.lecture_modules import RoIPool as Module

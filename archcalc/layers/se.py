@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, lookup, register
+from .base import Arg, Cost, Kind, Saved, lookup, register
 
 # inner activations: every elementwise activation without learned parameters
 SE_ACTIVATIONS = ("relu", "relu6", "silu", "hardswish", "gelu", "mish", "leaky_relu", "elu",
@@ -79,6 +79,18 @@ class SqueezeExcitation(Kind):
         return sym.norm(2 * self.macs(a, x, y) + 2 * sym.prod(x)
                         + act.flops(act_args, (s, 1, 1), (s, 1, 1))
                         + gate.flops(gate_args, (c, 1, 1), (c, 1, 1)))
+
+    def cost(self, a, x, y):
+        """A global pool, two 1x1 convs on a 1 x 1 map (tiny GEMMs), the two
+        activations, and the rescale of the input by the gate."""
+        c, s = x[0], self.squeeze(a, x)
+        (act, act_args), (gate, gate_args) = self._inner(a)
+        return (Cost("global_avgpool", elements=sym.prod(x)),
+                Cost("conv", conv=(1, 1, 1, 1, c, s, 1, 1, 1), tensors=(c * s, s)),
+                *act.cost(act_args, (s, 1, 1), (s, 1, 1)),
+                Cost("conv", conv=(1, 1, 1, 1, s, c, 1, 1, 1), tensors=(s * c, c)),
+                *gate.cost(gate_args, (c, 1, 1), (c, 1, 1)),
+                Cost("mul", elements=sym.prod(x)))
 
     def saved(self, a, x, y):
         # the pool is a mean (keeps nothing); the rescale keeps x and the gate;

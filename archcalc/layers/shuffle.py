@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, register
+from .base import Arg, Cost, Kind, register
 
 
 @register
@@ -24,6 +24,11 @@ class ChannelShuffle(Kind):
             raise SpecError(f"groups={a.groups} must divide the channels. "
                             f"Received: channels={c}")
         return x
+
+    def cost(self, a, x, y):
+        """A view to (groups, k, H, W), a transpose, and the copy that makes it
+        contiguous: a copy of the map (its backward the inverse copy)."""
+        return (Cost("copy", elements=sym.prod(y)),)
 
     def build(self, a, x):
         from torch import nn

@@ -17,7 +17,7 @@ import math
 
 from .. import limits, sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 from .linear import global_window
 
 INT64 = 8
@@ -71,6 +71,24 @@ class SpatialPyramidPool(Kind):
 
     def window(self, a, x):
         return global_window(x)
+
+    def cost(self, a, x, y):
+        """Per level an adaptive pool (to 1 x 1 an average is a mean: the
+        global pool; otherwise the calibrated pool nearest its windows), then
+        the flattened levels concatenated."""
+        from .pool import adaptive_windows, pool_cost
+        family = "maxpool" if a.mode == "max" else "avgpool"
+        out = []
+        for n in a.levels:
+            if n == 1 and a.mode == "avg":
+                out.append(Cost("global_avgpool", elements=sym.prod(x)))
+                continue
+            kernel = tuple(max(e - s for s, e in adaptive_windows(m, n)) if isinstance(m, int)
+                           else 1 for m in x[1:])
+            stride = tuple(max(1, m // n) if isinstance(m, int) else 1 for m in x[1:])
+            out.append(pool_cost(family, None, x, (x[0], n, n), kernel, stride))
+        out.append(Cost("cat", elements=sym.prod(y)))
+        return tuple(out)
 
     def saved(self, a, x, y):
         if a.mode == "max":

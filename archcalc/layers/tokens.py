@@ -15,7 +15,7 @@ from math import isqrt
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 
 FP32 = 4
 
@@ -32,6 +32,11 @@ class Tokens(Kind):
 
     def output_shape(self, a, x):
         return (sym.norm(x[1] * x[2]), x[0])
+
+    def cost(self, a, x, y):
+        """A flatten and a transpose: views, the call only (the next op reads
+        the strided tokens)."""
+        return (Cost("view", backward=False),)
 
     def build(self, a, x):
         from ..torch.modules import MapToTokens
@@ -56,6 +61,9 @@ class ClassToken(Kind):
     def params_formula(self, a, x):
         return sym.plain(x[1])
 
+    def cost(self, a, x, y):
+        return (Cost("cat", elements=sym.prod(y), tensors=(x[1],)),)
+
     def build(self, a, x):
         from ..torch.modules import ClassToken as Module
         return Module(x[1])
@@ -79,6 +87,9 @@ class PositionEmbedding(Kind):
     def flops(self, a, x, y):
         return sym.prod(y)
 
+    def cost(self, a, x, y):
+        return (Cost("add", elements=sym.prod(x), tensors=(sym.prod(x),)),)
+
     def build(self, a, x):
         from ..torch.modules import PositionEmbedding as Module
         return Module(x[0], x[1])
@@ -90,6 +101,7 @@ class SelfAttention(Kind):
     aliases = ("self_attention", "mhsa")
     primary = "heads"
     weighted = True
+    autocast = "low"
     summary = ("multi-head self-attention over N x D tokens: QKV and output projections "
                "(4*D^2 + 4*D params), softmax(Q K^T / sqrt(D/heads)) V per head")
     flops_rule = ("2 x MACs + 4 per attention score (scale, exp, sum, divide: "
@@ -137,6 +149,18 @@ class SelfAttention(Kind):
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         return sym.norm(2 * self.flops(a, x, y))
 
+    def cost(self, a, x, y):
+        """The QKV projection (a GEMM: N tokens, 3D out, D in), the scores and
+        the weighted sum (two GEMMs of N x N x D MACs, rated as such), the
+        softmax over heads*N*N scores, the output projection (N, D, D)."""
+        n, d = x
+        bias = (3 * d,) if a.bias else ()
+        return (Cost("linear", gemm=(n, 3 * d, d), tensors=(3 * d * d,) + bias),
+                Cost("linear", gemm=(n, n, d), backward=True),
+                Cost("softmax", elements=sym.norm(a.heads * n * n)),
+                Cost("linear", gemm=(n, d, n)),
+                Cost("linear", gemm=(n, d, d), tensors=(d * d,) + ((d,) if a.bias else ())))
+
     def receptive_field(self, a, x, rf, jump):
         # every token sees every other: the window is the token grid, taken
         # as isqrt(N) tokens a side (the class token adds none)
@@ -176,6 +200,11 @@ class TokenPool(Kind):
     def flops(self, a, x, y):
         return 0 if a.mode == "first" else sym.prod(x)
 
+    def cost(self, a, x, y):
+        if a.mode == "first":
+            return (Cost("view"),)
+        return (Cost("global_avgpool", elements=sym.prod(x)),)
+
     def build(self, a, x):
         from ..torch.modules import TokenPool as Module
         return Module(a.mode)
@@ -214,6 +243,10 @@ class TokensToMap(Kind):
 
     def output_shape(self, a, x):
         return (x[1], *self.size(a, x))
+
+    def cost(self, a, x, y):
+        """A transpose and a reshape: views, the call only."""
+        return (Cost("view", backward=False),)
 
     def build(self, a, x):
         from ..torch.modules import TokensToMap as Module

@@ -31,7 +31,7 @@ from the size), as measured by `check`.
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 
 
 @register
@@ -69,6 +69,15 @@ class AffineSampler(Kind):
     def saved(self, a, x, y):
         positions = sym.norm(y[1] * y[2])
         return Saved(input=True, extra=((sym.norm(2 * positions), None),))
+
+    def cost(self, a, x, y):
+        """No calibrated table for grid_sample: rated as copies of what it
+        touches, the grid (2 per output position) and 4 neighbours read per
+        output element (an approximation; bilinear gathers run slower than
+        streaming copies)."""
+        positions = sym.norm(y[1] * y[2])
+        return (Cost("copy", elements=sym.norm(2 * positions)),
+                Cost("copy", elements=sym.norm(y[0] * positions), scale=4.0))
 
     def size_arithmetic(self, a, x):
         y = self.output_shape(a, x)

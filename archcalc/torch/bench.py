@@ -40,9 +40,23 @@ class BenchResult:
     memory_measure: str
     steps: int
     layers: list = field(default_factory=list)
+    predicted_ms: float | None = None   # bench --predict: the profile's step time
 
     def as_json(self) -> dict:
-        return asdict(self)
+        d = asdict(self)
+        if self.predicted_ms is None:
+            d.pop("predicted_ms")
+            return d
+        # predicted_ms and its error beside latency_ms
+        out = {}
+        for k, v in d.items():
+            if k == "predicted_ms":
+                continue
+            out[k] = v
+            if k == "latency_ms":
+                out["predicted_ms"] = self.predicted_ms
+                out["predicted_error"] = (self.predicted_ms - v) / v if v else None
+        return out
 
 
 @dataclass
@@ -53,8 +67,10 @@ class LayerTiming:
     flops: int
     bytes_moved: int
     intensity: float            # FLOPs per byte
-    predicted_ms: float | None
-    bound: str | None           # "compute" | "memory"
+    predicted_ms: float | None  # the roofline; with bench --predict the profile's forward
+    bound: str | None           # "compute" | "memory" (| "overhead" with --predict)
+    roofline_ms: float | None = None
+    predicted_backward_ms: float | None = None   # bench --predict, train mode
 
 
 class Runner:
@@ -100,12 +116,15 @@ def synchronize(device: str):
         torch.mps.synchronize()
 
 
-def predicted_memory(graph: Model, batch: int, mode: str, amp: str | None) -> int:
+def predicted_memory(graph: Model, batch: int, mode: str, amp: str | None,
+                     device: str = "cuda") -> int:
     """Bytes a step needs: fp32 weights, autocast's low-precision weight copies,
-    and in train mode gradients, momentum and the tensors saved for backward;
+    and in train mode gradients, momentum and the tensors saved for backward
+    (under autocast on ``device``: what runs in fp32 kept at 4 bytes);
     at inference the activations alive at the forward's peak."""
     act_dtype = amp or "fp32"
-    report = analyze(graph, batch=batch, dtype=act_dtype, optimizer="momentum")
+    report = analyze(graph, batch=batch, dtype=act_dtype, optimizer="momentum",
+                     autocast=("cpu" if device == "cpu" else "cuda") if amp else None)
     t = report.totals
     weights = t["params"] * DTYPES["fp32"]
     copies = t["params"] * DTYPES[amp] if amp else 0   # autocast's cached weight casts
@@ -154,15 +173,24 @@ def check_memory(graph: Model, batches, mode: str, amp: str | None, device: str)
 def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "inference",
               amp: str | None = None, channels_last: bool = False, compile: bool = False,
               warmup: int = 3, steps: int = 10, peak: str = "table", per_layer: bool = False,
-              progress=None, memory_check: bool = True) -> list[BenchResult]:
+              progress=None, profile=None, memory_check: bool = True) -> list[BenchResult]:
+    """``profile``: an archcalc.predict.Profile (bench --predict): each result
+    gets the predicted step time and, per layer, the predicted forward time."""
     if memory_check:
         check_memory(graph, batches, mode, amp, device)
+    predictions = {}
+    if profile is not None:
+        from ..predict import predict
+        predictions = {p.batch: p for p in predict(graph, profile, batches=batches, mode=mode,
+                                                   amp=amp, channels_last=channels_last,
+                                                   compile=compile)}
+        per_layer = True
     runner = Runner(graph, device, mode, amp, channels_last, compile)
     dtype = amp or "fp32"
     device_peak = measure_peak(device, dtype) if peak == "measure" else known_peak(device)
     results = []
     for batch in batches:
-        need = predicted_memory(graph, batch, mode, amp)
+        need = predicted_memory(graph, batch, mode, amp, device)
         report = analyze(graph, batch=batch, dtype=dtype)
         per_sample = report.totals["flops"] + (report.totals["backward_flops"]
                                                if mode == "train" else 0)
@@ -197,8 +225,11 @@ def run_bench(graph: Model, *, device: str = "cpu", batches=(1,), mode: str = "i
             share_of_peak=achieved / peak_tflops if peak_tflops else None,
             predicted_memory_bytes=need,
             measured_memory_bytes=measured, memory_measure=how, steps=steps)
+        if batch in predictions:
+            result.predicted_ms = predictions[batch].step_ms
         if per_layer:
-            result.layers = layer_times(runner, report, x, device_peak, dtype, steps)
+            result.layers = layer_times(runner, report, x, device_peak, dtype, steps,
+                                        predictions.get(batch))
         results.append(result)
     return results
 
@@ -251,8 +282,10 @@ def _live_peak(runner: Runner, x) -> int:
     return peak[0]
 
 
-def layer_times(runner: Runner, report, x, peak: Peak | None, dtype: str, steps: int):
-    """Each row's module timed with synchronizing hooks, beside its roofline."""
+def layer_times(runner: Runner, report, x, peak: Peak | None, dtype: str, steps: int,
+                prediction=None):
+    """Each row's module timed with synchronizing hooks, beside its roofline (and
+    the profile's prediction of its forward time, bench --predict)."""
     modules = dict(runner.model.named_modules())
     rows = [r for r in report.rows[1:] if r.name in runner.model.rows
             and r.type.split("+")[0] not in ("concat", "add", "mul")]
@@ -291,12 +324,19 @@ def layer_times(runner: Runner, report, x, peak: Peak | None, dtype: str, steps:
         flops = row.flops * report.batch
         predicted = bound = None
         if peak:
-            t_compute, t_memory = flops / peak.flops(dtype), moved / peak.bandwidth
+            t_compute, t_memory = flops / peak.flops(dtype), moved / peak.bandwidth_at(moved)
             predicted = max(t_compute, t_memory) * 1e3
             bound = "memory" if t_memory > t_compute else "compute"
-        out.append(LayerTiming(row.name, row.type, statistics.median(spent[row.name]) * 1e3,
-                               int(flops), int(moved), flops / moved if moved else 0.0,
-                               predicted, bound))
+        timing = LayerTiming(row.name, row.type, statistics.median(spent[row.name]) * 1e3,
+                             int(flops), int(moved), flops / moved if moved else 0.0,
+                             predicted, bound, roofline_ms=predicted)
+        if prediction is not None:
+            mine = next((p for p in prediction.layers if p.name == row.name), None)
+            if mine is not None:
+                timing.predicted_ms, timing.bound = mine.forward_ms, mine.bound
+                if runner.mode == "train":
+                    timing.predicted_backward_ms = mine.backward_ms
+        out.append(timing)
         previous = by_name[row.name]
     return out
 

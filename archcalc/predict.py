@@ -1,0 +1,602 @@
+"""Predict a step's time before running it: per layer, from the layer's shape
+and a device profile that `archcalc calibrate` measured.
+
+The model. Each row's ops say what they run (``Kind.cost``, in each kind's
+own module beside its FLOPs rule) as primitives a profile rates:
+
+- a convolution: t = max(flops / rate, bytes / bandwidth) + overhead, where
+  the rate is interpolated from the calibrated convolutions nearest in shape
+  (kernel class, stride, dense/grouped/depthwise; then the GEMM dims M =
+  batch*Hout*Wout, N = Cout/groups, K = Cin/groups*kh*kw in log space,
+  inverse-distance weighted), and the bandwidth is the copy bandwidth at the
+  layer's working set (weights + input + output);
+- a fully connected layer (a GEMM): the same, from the calibrated GEMMs;
+- every other op (relu, batch norm, pools, LRN, add, concat, dropout, ...):
+  its calibrated table's time at that many elements (log-log interpolation
+  between the measured sizes, so caches are in the curve), times the kind's
+  scale; the per-op overhead is in the measured times;
+- the backward pass: the calibrated backward of the same primitive (for
+  convolutions and GEMMs a rate of their own; the first weighted layer
+  computes no input gradient, so half the FLOPs); a merge's backward adds the
+  gradient accumulation where its input forked;
+- a train step: forward (train-mode tables) + backward + the SGD-momentum
+  step (calibrated per parameter tensor, by size).
+
+Each layer's bound is the largest part of its time: compute (FLOPs at the
+calibrated rate), memory (bytes at the bandwidth; every elementwise op), or
+overhead (the per-op cost of the call, for tiny ops).
+
+Pure analysis: this module never imports torch.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+
+from . import sym
+from .analysis import DTYPES, analyze
+from .errors import SpecError
+from .layers.base import Cost, NoCostModel
+
+PROFILE_FORMAT = "archcalc-device-profile"
+PROFILE_VERSION = 1
+MODES = ("inference", "train")
+NEIGHBOURS = 4          # calibrated shapes an interpolation weighs
+# squared log2 distances added between conv classes: another kernel size
+# counts as a factor 4 off in one dimension, another stride as a factor 2;
+# grouped and depthwise stay apart from dense convs
+KERNEL_PENALTY, STRIDE_PENALTY, GROUP_PENALTY = 4.0, 1.0, 64.0
+
+# an op missing from a profile is rated as its nearest calibrated relative
+FALLBACK = {
+    "sigmoid": "relu", "gelu": "sigmoid", "softmax": "sigmoid", "layer_norm": "batch_norm",
+    "group_norm": "batch_norm", "lrn": "batch_norm", "maxpool3s1": "maxpool3s2",
+    "maxpool2s2": "maxpool3s2", "maxpool3s2": "copy", "avgpool2s2": "maxpool2s2",
+    "avgpool3s1": "maxpool3s1", "avgpool3s2": "maxpool3s2", "global_avgpool": "copy", "dropout": "mul", "mul": "add",
+    "add": "copy", "cat": "copy", "relu": "copy",
+}
+
+
+# --------------------------------------------------------------------------
+# the profile
+
+
+def _check(cond, message, source):
+    if not cond:
+        raise SpecError(f"{source}: {message}" if source else message)
+
+
+class Profile:
+    """A device profile: what `archcalc calibrate` measured (see its module)."""
+
+    def __init__(self, data: dict, source: str = ""):
+        _check(isinstance(data, dict) and data.get("format") == PROFILE_FORMAT,
+               f"not an archcalc device profile (no \"format\": \"{PROFILE_FORMAT}\"); "
+               "make one with `archcalc calibrate`", source)
+        version = data.get("version")
+        _check(version == PROFILE_VERSION,
+               f"profile version {version!r}; this archcalc reads version {PROFILE_VERSION}: "
+               "run `archcalc calibrate` again", source)
+        try:
+            self.data, self.source = data, source
+            self.device = str(data["device"])
+            self.device_name = str(data.get("device_name", self.device))
+            over = data["overhead"]
+            self.overhead = {"inference": float(over["forward_s"]),
+                             "train": float(over["forward_train_s"]),
+                             "backward": float(over["backward_s"])}
+            self.bandwidth_curve = sorted((float(p["bytes"]), float(p["bandwidth"]))
+                                          for p in data["bandwidth"])
+            self.optimizer_curve = sorted((float(p["elements"]), float(p["step_s"]))
+                                          for p in data["optimizer"])
+            self.free_curve = sorted((float(p["elements"]), max(float(p["free_s"]), 1e-9))
+                                     for p in data["optimizer"] if "free_s" in p)
+            self.tables = {name: Table(t, self) for name, t in data["tables"].items()}
+            self.compile = data.get("compile") or {}
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
+            raise SpecError(f"{source or 'profile'}: a malformed profile ({type(e).__name__}: "
+                            f"{e}); make one with `archcalc calibrate`") from None
+        _check(_finite(data), "a malformed profile (a time or rate that is not a finite, "
+               "non-negative number); make one with `archcalc calibrate`", source)
+        _check(self.tables and self.bandwidth_curve and self.optimizer_curve,
+               "the profile holds no measurements", source)
+
+    @property
+    def summary(self) -> dict:
+        d = self.data
+        return {"file": self.source, "device": self.device, "device_name": self.device_name,
+                "torch": d.get("torch"), "date": d.get("date"), "threads": d.get("threads"),
+                "quick": d.get("quick", False)}
+
+    def table(self, dtype: str, channels_last: bool, notes: list) -> "Table":
+        name = dtype + ("-cl" if channels_last else "")
+        if name in self.tables:
+            return self.tables[name]
+        if channels_last and dtype in self.tables:
+            notes.append(f"the profile has no channels-last {dtype} table: rated as the "
+                         f"{dtype} (NCHW) one")
+            return self.tables[dtype]
+        have = ", ".join(sorted(self.tables))
+        raise SpecError(f"the profile has no {name} table (it has: {have}); run "
+                        f"`archcalc calibrate` without --quick on a device that supports {dtype}")
+
+    def bandwidth(self, nbytes: float) -> float:
+        """Bytes/s of a copy whose working set is `nbytes` (caches included)."""
+        return interp(self.bandwidth_curve, max(nbytes, 1.0), log_y=True, flat=True)
+
+    def optimizer_s(self, elements: float) -> float:
+        """One SGD-momentum step on a parameter tensor of this many elements, and
+        freeing its gradient (zero_grad(set_to_none=True))."""
+        free = interp(self.free_curve, max(elements, 1.0), log_y=True) \
+            * max(1.0, elements / self.free_curve[-1][0]) if self.free_curve else 0.0
+        return loglog_time(self.optimizer_curve, max(elements, 1.0)) + free
+
+
+def _finite(value) -> bool:
+    """Every number in the profile finite and non-negative (JSON admits NaN)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, (int, float)):
+        return math.isfinite(value) and value >= 0
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return all(_finite(v) for v in value)
+    return True
+
+
+def interp(points, x, log_y=False, flat=False):
+    """Piecewise-linear in log x (and log y); beyond the ends the end value."""
+    if x <= points[0][0]:
+        return points[0][1]
+    if x >= points[-1][0]:
+        return points[-1][1]
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            f = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0)) if x1 > x0 else 0
+            if log_y:
+                return math.exp(math.log(y0) + f * (math.log(y1) - math.log(y0)))
+            return y0 + f * (y1 - y0)
+    return points[-1][1]  # pragma: no cover - sorted points cover every x
+
+
+def loglog_time(points, x, floor=None):
+    """A time at size x from (size, time) points: log-log between them; past
+    the largest, linear in the size (bandwidth-bound); below the smallest, the
+    smallest's time (overhead-bound), or with a ``floor`` (the per-call
+    overhead) that floor plus the smallest's work scaled down to x."""
+    pts = [(s, max(t, 1e-9)) for s, t in points if s > 0]
+    if not pts:
+        return 0.0
+    if x >= pts[-1][0]:
+        return pts[-1][1] * x / pts[-1][0]
+    if x <= pts[0][0]:
+        if floor is None or floor >= pts[0][1]:
+            return pts[0][1]
+        return floor + (pts[0][1] - floor) * x / pts[0][0]
+    return interp(pts, x, log_y=True)
+
+
+def _log2(v):
+    return math.log2(max(float(v), 1e-9))
+
+
+def conv_class(kh, kw, sh, sw, cin, cout, groups):
+    kernel = "1x1" if kh * kw == 1 else "3x3" if max(kh, kw) <= 3 else \
+        "5x5" if max(kh, kw) <= 5 else "large"
+    group = "depthwise" if groups > 1 and groups == cin else "grouped" if groups > 1 else "dense"
+    return kernel, sh * sw > 1, group
+
+
+def conv_features(kh, kw, sh, sw, cin, cout, ho, wo, groups, batch):
+    m = batch * ho * wo
+    if groups > 1 and groups == cin:   # depthwise: elements, channels, window
+        return (_log2(m), _log2(cin), _log2(kh * kw))
+    return (_log2(m), _log2(cout / groups), _log2(cin / groups * kh * kw))
+
+
+def conv_flops(kh, kw, sh, sw, cin, cout, ho, wo, groups, batch):
+    return 2 * batch * cout * ho * wo * (cin // groups) * kh * kw
+
+
+@dataclass
+class _Point:
+    cls: tuple
+    features: tuple
+    log_forward: float
+    log_backward: float | None
+
+
+def _idw(points, cls, features, which, penalty):
+    """Inverse-distance-weighted mean of log rates over the nearest points."""
+    scored = []
+    for p in points:
+        value = getattr(p, which)
+        if value is None:
+            continue
+        d2 = sum((a - b) ** 2 for a, b in zip(p.features, features)) + penalty(p.cls, cls)
+        scored.append((d2, value))
+    if not scored:
+        return None
+    scored.sort(key=lambda s: s[0])
+    near = scored[:NEIGHBOURS]
+    if near[0][0] < 1e-9:
+        return math.exp(near[0][1])
+    weights = [1.0 / (d2 + 0.05) for d2, _ in near]
+    return math.exp(sum(w * v for w, (_, v) in zip(weights, near)) / sum(weights))
+
+
+def _conv_penalty(a, b):
+    return (KERNEL_PENALTY * (a[0] != b[0]) + STRIDE_PENALTY * (a[1] != b[1])
+            + GROUP_PENALTY * (a[2] != b[2]))
+
+
+def _no_penalty(a, b):
+    return 0.0
+
+
+class Table:
+    """One dtype and memory format of a profile: conv and GEMM rates, op curves."""
+
+    def __init__(self, t: dict, profile: Profile):
+        o = profile.overhead
+        self.convs = []
+        for p in t.get("conv", []):
+            kh, kw = p["kernel"]
+            sh, sw = p["stride"]
+            n = p["size"]
+            ho = (n[0] + 2 * p["padding"][0] - kh) // sh + 1
+            wo = (n[1] + 2 * p["padding"][1] - kw) // sw + 1
+            dims = (kh, kw, sh, sw, p["cin"], p["cout"], ho, wo, p["groups"])
+            flops = conv_flops(*dims, p["batch"])
+            fwd = _rate(flops, p["forward_s"], o["inference"])
+            bwd = None
+            if "backward_s" in p:
+                bwd = _rate(flops * (2 if p.get("input_grad", True) else 1), p["backward_s"],
+                            o["backward"])
+            self.convs.append(_Point(conv_class(*dims[:6], p["groups"]),
+                                     conv_features(*dims, p["batch"]), fwd, bwd))
+        self.linears = []
+        for p in t.get("linear", []):
+            flops = 2 * p["m"] * p["n"] * p["k"]
+            fwd = _rate(flops, p["forward_s"], o["inference"])
+            bwd = _rate(2 * flops, p["backward_s"], o["backward"]) if "backward_s" in p else None
+            self.linears.append(_Point((), (_log2(p["m"]), _log2(p["n"]), _log2(p["k"])),
+                                       fwd, bwd))
+        self.ops = {}
+        for name, points in t.get("ops", {}).items():
+            pts = sorted(points, key=lambda p: p["elements"])
+            self.ops[name] = {
+                "inference": [(p["elements"], p["forward_s"]) for p in pts],
+                "train": [(p["elements"], p.get("forward_train_s", p["forward_s"])) for p in pts],
+                "backward": [(p["elements"], p["backward_s"]) for p in pts if "backward_s" in p],
+            }
+
+    def conv_rate(self, dims, batch, which):
+        cls = conv_class(*dims[:6], dims[8])
+        return _idw(self.convs, cls, conv_features(*dims, batch), which, _conv_penalty)
+
+    def linear_rate(self, m, n, k, which):
+        return _idw(self.linears, (), (_log2(m), _log2(n), _log2(k)), which, _no_penalty)
+
+    def op_curve(self, name, which, notes):
+        seen = []
+        while name and name not in self.ops:
+            seen.append(name)
+            name = FALLBACK.get(name)
+        if seen:
+            note = f"op {seen[0]!r} is not in the profile: rated as {name!r}" if name else \
+                f"op {seen[0]!r} is not in the profile: rated by the copy bandwidth"
+            if note not in notes:
+                notes.append(note)
+        if not name:
+            return None
+        return self.ops[name][which] or self.ops[name]["inference"]
+
+
+def _rate(flops, seconds, overhead):
+    """FLOP/s of the work itself: the call's overhead taken out (at most half)."""
+    return math.log(flops / max(seconds - overhead, seconds * 0.5, 1e-12))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A profile from a JSON file, or a shipped profile by its name."""
+    from .profiles import resolve
+    path = resolve(name_or_path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        from .profiles import names
+        raise SpecError(f"no such profile: {name_or_path} (make one with `archcalc calibrate "
+                        f"-o FILE`; shipped: {', '.join(names()) or 'none'})") from None
+    except (OSError, ValueError) as e:
+        raise SpecError(f"{name_or_path}: not a readable profile ({e})") from None
+    return Profile(data, source=path)
+
+
+# --------------------------------------------------------------------------
+# the prediction
+
+
+@dataclass
+class LayerPrediction:
+    index: int
+    name: str
+    type: str
+    forward_ms: float
+    backward_ms: float
+    bound: str                  # compute | memory | overhead
+    flops: int                  # forward, at this batch
+    compute_ms: float = 0.0
+    memory_ms: float = 0.0
+    overhead_ms: float = 0.0
+
+    @property
+    def total_ms(self) -> float:
+        return self.forward_ms + self.backward_ms
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class Prediction:
+    model: str
+    batch: int
+    mode: str
+    dtype: str
+    device: str
+    forward_ms: float
+    backward_ms: float
+    optimizer_ms: float
+    other_ms: float
+    step_ms: float
+    samples_per_s: float
+    bound_ms: dict
+    layers: list = field(default_factory=list)
+    notes: list = field(default_factory=list)
+
+    def as_json(self, layers: bool = True) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k not in ("layers", "notes")}
+        if layers:
+            d["layers"] = [layer.as_json() for layer in self.layers]
+        return d
+
+
+class _Parts:
+    """Seconds of one layer, split into compute, memory and overhead."""
+
+    def __init__(self):
+        self.compute = self.memory = self.overhead = 0.0
+
+    def add(self, compute=0.0, memory=0.0, overhead=0.0, scale=1.0):
+        self.compute += compute * scale
+        self.memory += memory * scale
+        self.overhead += overhead * scale
+
+    @property
+    def total(self):
+        return self.compute + self.memory + self.overhead
+
+
+class Predictor:
+    """Turns rows into times with one profile, dtype and mode."""
+
+    def __init__(self, profile: Profile, mode: str, amp: str | None = None,
+                 channels_last: bool = False, compile: bool = False):
+        if mode not in MODES:
+            raise SpecError(f"mode must be inference or train. Received: {mode!r}")
+        self.profile, self.mode, self.amp = profile, mode, amp
+        self.notes: list[str] = []
+        self.dtype = amp or "fp32"
+        self.dsize = DTYPES[self.dtype]
+        self.table = profile.table(self.dtype, channels_last, self.notes)
+        self.fp32 = profile.tables.get("fp32") or self.table
+        o = profile.overhead
+        self.o_fwd = o["train" if mode == "train" else "inference"]
+        self.o_bwd = o["backward"]
+        # a GPU runs a kernel while the host launches the next: the per-op
+        # overhead overlaps the work (max), where a CPU adds it (+)
+        self.overlap = profile.device == "cuda"
+        self.elementwise_factor = 1.0
+        if compile:
+            c = profile.compile.get(mode)
+            if isinstance(c, dict) and "elementwise_factor" in c:
+                self.elementwise_factor = float(c["elementwise_factor"])
+                self.notes.append(f"--compile: elementwise ops at {self.elementwise_factor:.2f}x "
+                                  "their eager time (the profile's conv + batch norm + relu "
+                                  "stack, compiled vs eager)")
+            else:
+                self.notes.append("--compile: the profile has no torch.compile measurement "
+                                  "(calibrate without --quick); predicted as eager")
+
+    # -- one primitive ------------------------------------------------------
+    def _roof(self, parts, t_c, t_m, over):
+        """max(compute, memory) + overhead (a CPU) or max of all three (a GPU)."""
+        if self.overlap and over > max(t_c, t_m):
+            parts.add(overhead=over)
+        elif t_c >= t_m:
+            parts.add(compute=t_c, overhead=0.0 if self.overlap else over)
+        else:
+            parts.add(memory=t_m, overhead=0.0 if self.overlap else over)
+
+    def gemm_like(self, rate_fwd, rate_bwd, flops, bwd_flops, nbytes, fwd, bwd):
+        """max(flops / rate, bytes / bandwidth) + overhead, forward and backward."""
+        bw = self.profile.bandwidth(nbytes)
+        t_mem = nbytes / bw
+        # nothing calibrated: the copy bandwidth alone
+        self._roof(fwd, flops / rate_fwd if rate_fwd else 0.0, t_mem, self.o_fwd)
+        if bwd is not None:
+            rate = rate_bwd or rate_fwd
+            self._roof(bwd, bwd_flops / rate if rate else 0.0, 2 * t_mem if bwd_flops else 0.0,
+                       self.o_bwd)
+
+    def op_time(self, name, elements, which):
+        curve = self.table.op_curve(name, which, self.notes)
+        floor = self.o_bwd if which == "backward" else self.o_fwd
+        if curve is None:   # not even a copy: twice the bytes at the bandwidth
+            nbytes = 2 * elements * self.dsize
+            return nbytes / self.profile.bandwidth(nbytes) + floor
+        return loglog_time(curve, elements, floor)
+
+    def cost(self, c: Cost, batch: int, x_elements, needs_input_grad: bool, grad: bool,
+             fwd: _Parts, bwd: _Parts | None):
+        """Add one primitive's seconds to fwd (and bwd in train mode)."""
+        train = self.mode == "train"
+        if bwd is not None and not (grad and c.backward):
+            bwd = None
+        if c.primitive == "view" or (c.train_only and not train):
+            fwd.add(overhead=self.o_fwd)
+            return
+        if c.primitive == "conv":
+            dims = tuple(int(v) for v in c.conv)
+            kh, kw, sh, sw, cin, cout, ho, wo, g = dims
+            flops = conv_flops(*dims, batch)
+            weights = kh * kw * (cin // g) * cout
+            # the input's elements: from the output grid back through the stride
+            inp = batch * cin * ((ho - 1) * sh + kh) * ((wo - 1) * sw + kw)
+            nbytes = (weights + inp + batch * cout * ho * wo) * self.dsize
+            bwd_flops = flops * (2 if needs_input_grad else 1)
+            self.gemm_like(self.table.conv_rate(dims, batch, "log_forward"),
+                           self.table.conv_rate(dims, batch, "log_backward"),
+                           flops, bwd_flops, nbytes, fwd, bwd)
+            return
+        if c.primitive == "linear":
+            m, n, k = (int(v) for v in c.gemm)
+            m *= batch
+            flops = 2 * m * n * k
+            nbytes = (n * k + m * k + m * n) * self.dsize
+            self.gemm_like(self.table.linear_rate(m, n, k, "log_forward"),
+                           self.table.linear_rate(m, n, k, "log_backward"),
+                           flops, 2 * flops, nbytes, fwd, bwd)
+            return
+        elements = int(c.elements) * (1 if c.per_batch else batch)
+        t = self.op_time(c.primitive, elements, "train" if train else "inference") * c.scale
+        over = min(self.o_fwd, t)
+        fwd.add(memory=(t - over) * self.elementwise_factor, overhead=over)
+        if bwd is not None:
+            tb = self.op_time(c.primitive, elements, "backward") * c.scale
+            over = min(self.o_bwd, tb)
+            bwd.add(memory=tb - over, overhead=over)
+
+    # -- one row ----------------------------------------------------------
+    def row_costs(self, row):
+        """(kind or None, Cost, input elements per sample) for each op of a row.
+        A kind without a cost model stops the prediction, by name."""
+        try:
+            return self._row_costs(row)
+        except NoCostModel as e:
+            raise SpecError(f"{row.name}: {e}: archcalc predict cannot predict its time "
+                            "(give the kind a cost() beside its FLOPs rule)") from None
+
+    def _row_costs(self, row):
+        out = []
+        if row.merge:
+            y = row.output_shape
+            name = {"concat": "cat", "add": "add", "mul": "mul"}.get(row.merge, "copy")
+            out.append((None, Cost(name, elements=sym.prod(y)), sym.prod(y)))
+            x = y
+            for op in row.post:
+                yy = op.kind.output_shape(op.args, x)
+                out += [(op.kind, c, sym.prod(x)) for c in op.kind.cost(op.args, x, yy)]
+                x = yy
+            return out
+        x = row.input_shape
+        for op in row.ops:
+            y = op.kind.output_shape(op.args, x)
+            out += [(op.kind, c, sym.prod(x)) for c in op.kind.cost(op.args, x, y)]
+            x = y
+        return out
+
+    def predict(self, report) -> Prediction:
+        batch = report.batch
+        train = self.mode == "train"
+        layers = []
+        tensors = []
+        seen_weighted = False
+        casts = 0
+        for row in report.rows[1:]:
+            fwd, bwd = _Parts(), (_Parts() if train else None)
+            costs = self.row_costs(row)
+            if len(costs) > 1 or row.merge:   # the container module's call
+                fwd.add(overhead=self.o_fwd)
+            for kind, c, _x in costs:
+                weighted = bool(kind is not None and kind.weighted)
+                first = weighted and not seen_weighted
+                # before the first weighted op nothing needs a gradient
+                grad = seen_weighted or weighted or bool(c.tensors)
+                self.cost(c, batch, _x, not first, grad, fwd, bwd)
+                seen_weighted = seen_weighted or weighted
+                tensors += [int(t) for t in c.tensors if t]
+                if self.amp and c.primitive in ("conv", "linear"):
+                    casts += sum(int(t) for t in c.tensors)
+            if train and row.merge and bwd is not None:
+                # where the merge's inputs forked, autograd sums their gradients
+                t = self.op_time("add", int(sym.prod(row.output_shape)) * batch, "inference")
+                bwd.add(memory=t)
+            both = _Parts()
+            both.add(fwd.compute, fwd.memory, fwd.overhead)
+            if bwd is not None:
+                both.add(bwd.compute, bwd.memory, bwd.overhead)
+            parts = {"compute": both.compute, "memory": both.memory, "overhead": both.overhead}
+            bound = max(parts, key=parts.get)
+            layers.append(LayerPrediction(
+                row.index, row.name, row.type, fwd.total * 1e3,
+                (bwd.total if bwd is not None else 0.0) * 1e3, bound,
+                int(sym.to_json(row.flops)) * batch if not sym.is_symbolic(row.flops) else 0,
+                both.compute * 1e3, both.memory * 1e3, both.overhead * 1e3))
+        forward = sum(layer.forward_ms for layer in layers)
+        backward = sum(layer.backward_ms for layer in layers)
+        optimizer = sum(self.profile.optimizer_s(t) for t in tensors) * 1e3 if train else 0.0
+        other = 0.0
+        if self.amp:   # autocast casts the weights once a step (and the image)
+            image = int(sym.prod(report.model.input)) * batch
+            copy = self.fp32.op_curve("copy", "inference", self.notes)
+            if copy:
+                other += (loglog_time(copy, casts) + loglog_time(copy, image)) * 1e3
+        if train:   # the loss (a square and a mean) and its backward
+            other += 4 * (self.o_fwd + self.o_bwd) * 1e3
+        step = forward + backward + optimizer + other
+        bound_ms = {k: sum(getattr(layer, f"{k}_ms") for layer in layers)
+                    for k in ("compute", "memory", "overhead")}
+        return Prediction(report.model.name, batch, self.mode, self.dtype, self.profile.device,
+                          forward, backward, optimizer, other, step,
+                          batch / step * 1e3 if step else 0.0, bound_ms, layers,
+                          list(self.notes))
+
+
+def predict(spec_or_model, profile: Profile, *, batches=(1,), mode: str = "inference",
+            amp: str | None = None, channels_last: bool = False, compile: bool = False,
+            variables: dict | None = None, input=None) -> list[Prediction]:
+    """Predicted time per layer and per step at each batch."""
+    predictor = Predictor(profile, mode, amp, channels_last, compile)
+    out = []
+    for batch in batches:
+        report = analyze(spec_or_model, batch=batch, dtype=amp or "fp32",
+                         variables=variables, input=input)
+        if report.symbolic:
+            raise SpecError(f"the spec has unbound variables ({', '.join(report.free_symbols)})"
+                            ": a time needs numbers; bind them with --set NAME=VALUE",
+                            file=report.model.file)
+        out.append(predictor.predict(report))
+    return out
+
+
+def to_json(predictions: list[Prediction], profile: Profile, layers: bool = True) -> str:
+    first = predictions[0]
+    notes = []
+    for p in predictions:
+        notes += [n for n in p.notes if n not in notes]
+    return json.dumps({
+        "model": first.model, "mode": first.mode, "dtype": first.dtype,
+        "device": first.device, "profile": profile.summary,
+        "results": [p.as_json(layers) for p in predictions],
+        "notes": notes,
+    }, indent=2)
+
+
+__all__ = ["Profile", "Prediction", "LayerPrediction", "load_profile", "predict",
+           "PROFILE_FORMAT", "PROFILE_VERSION"]

@@ -1,0 +1,658 @@
+"""`archcalc calibrate`: microbenchmarks that characterise a device, stored as
+a profile (JSON) that `archcalc predict` reads without torch.
+
+What is measured, per table (a dtype and a memory format: ``fp32``,
+``fp32-cl`` for channels-last, ``bf16``, ...):
+
+- ``conv``: representative convolution shapes (3x3, 1x1, 5x5, 7x7 stride 2,
+  11x11 stride 4, stride-2, grouped and depthwise, narrow and wide, at batch
+  1, 8 and 32), forward and backward time each. CPU convolutions (oneDNN)
+  are not GEMMs with a fixed rate: their throughput depends on the shape,
+  so the shapes are timed as convolutions, not only as matmuls;
+- ``linear``: GEMMs as fully connected layers (M = batch, N, K), small to
+  large, the memory-bound ones (a 25088 x 4096 weight at batch 1) included;
+- ``ops``: the elementwise, pooling, normalization and copy primitives the
+  layer kinds run (relu, sigmoid, batch norm, max/avg pool, global pool,
+  LRN, add, concat, dropout, ...), each at sizes from cache-resident to
+  memory-bound: forward at inference, forward in train mode, backward;
+- ``optimizer``: one SGD-momentum step per parameter tensor, by size;
+
+and once per device: the per-op overhead (a chain of tiny modules, forward
+and forward + backward), the memory bandwidth by working-set size (copies),
+the peak FLOP/s (the best of several GEMMs), and what ``torch.compile``
+changes (a conv + batch norm + relu stack, eager vs compiled).
+
+Timing: warm-up excluded, CUDA synchronized before every clock read, the
+median of several repetitions kept (the minimum too). A budget in seconds
+bounds the run: every section has its share and stops taking points when
+that share is spent, shapes in priority order (one of every class first).
+"""
+from __future__ import annotations
+
+import datetime
+import math
+import os
+import platform
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from ..predict import PROFILE_FORMAT, PROFILE_VERSION
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+# --------------------------------------------------------------------------
+# the shapes: (kernel, stride, padding, cin, cout, input size, groups),
+# one of every class first, then the stage shapes CNNs are built of.
+
+CONV_GRID = [
+    # one point of every class
+    (3, 1, 1, 64, 64, 56, 1),        # 3x3 stride 1, the workhorse
+    (1, 1, 0, 256, 64, 56, 1),       # 1x1: a plain GEMM
+    (7, 2, 3, 3, 64, 224, 1),        # the 7x7 stride-2 stem (3 input channels)
+    (3, 2, 1, 128, 256, 28, 1),      # 3x3 stride 2 (downsampling)
+    (1, 2, 0, 256, 512, 56, 1),      # 1x1 stride 2 (projection shortcut)
+    (5, 1, 2, 32, 96, 28, 1),        # 5x5
+    (3, 1, 1, 96, 96, 56, "dw"),     # depthwise 3x3
+    (3, 1, 1, 128, 128, 56, 32),     # grouped 3x3 (ResNeXt)
+    (11, 4, 2, 3, 64, 224, 1),       # 11x11 stride 4 stem
+    (3, 1, 1, 3, 64, 224, 1),        # 3x3 on the image (VGG's first conv)
+    # 3x3 stride 1: equal widths, stage by stage
+    (3, 1, 1, 128, 128, 28, 1), (3, 1, 1, 256, 256, 14, 1), (3, 1, 1, 512, 512, 7, 1),
+    (3, 1, 1, 64, 64, 112, 1), (3, 1, 1, 256, 256, 28, 1), (3, 1, 1, 512, 512, 14, 1),
+    (3, 1, 1, 32, 32, 112, 1), (3, 1, 1, 16, 16, 112, 1), (3, 1, 1, 128, 128, 56, 1),
+    (3, 1, 1, 512, 512, 28, 1), (3, 1, 1, 64, 64, 224, 1),
+    # 3x3 stride 1: widening and narrowing (x2, x1.5, /4: growth-rate convs)
+    (3, 1, 1, 64, 128, 112, 1), (3, 1, 1, 128, 256, 56, 1), (3, 1, 1, 256, 512, 28, 1),
+    (3, 1, 1, 64, 192, 56, 1), (3, 1, 1, 96, 128, 28, 1), (3, 1, 1, 128, 192, 28, 1),
+    (3, 1, 1, 112, 224, 14, 1), (3, 1, 1, 160, 320, 7, 1), (3, 1, 1, 192, 384, 13, 1),
+    (3, 1, 1, 384, 256, 13, 1), (3, 1, 1, 128, 32, 56, 1), (3, 1, 1, 128, 32, 28, 1),
+    (3, 1, 1, 128, 32, 14, 1), (3, 1, 1, 128, 32, 7, 1), (3, 1, 1, 48, 64, 35, 1),
+    (3, 1, 1, 32, 64, 147, 1),
+    # 1x1: expand, reduce, equal; large and small maps
+    (1, 1, 0, 64, 64, 56, 1), (1, 1, 0, 64, 256, 56, 1), (1, 1, 0, 128, 512, 28, 1),
+    (1, 1, 0, 512, 128, 28, 1), (1, 1, 0, 256, 1024, 14, 1), (1, 1, 0, 1024, 256, 14, 1),
+    (1, 1, 0, 512, 2048, 7, 1), (1, 1, 0, 2048, 512, 7, 1), (1, 1, 0, 192, 64, 28, 1),
+    (1, 1, 0, 192, 16, 28, 1), (1, 1, 0, 480, 192, 14, 1), (1, 1, 0, 832, 384, 7, 1),
+    (1, 1, 0, 128, 128, 56, 1), (1, 1, 0, 256, 128, 28, 1), (1, 1, 0, 512, 128, 14, 1),
+    (1, 1, 0, 1024, 128, 7, 1), (1, 1, 0, 512, 256, 28, 1), (1, 1, 0, 1024, 512, 14, 1),
+    (1, 1, 0, 32, 16, 112, 1), (1, 1, 0, 16, 96, 112, 1), (1, 1, 0, 144, 24, 56, 1),
+    (1, 1, 0, 24, 144, 56, 1), (1, 1, 0, 192, 32, 28, 1), (1, 1, 0, 384, 64, 14, 1),
+    (1, 1, 0, 960, 160, 7, 1), (1, 1, 0, 320, 1280, 7, 1), (1, 1, 0, 64, 64, 147, 1),
+    # strided and large kernels
+    (3, 2, 1, 64, 128, 56, 1), (3, 2, 1, 256, 512, 14, 1), (3, 2, 1, 3, 32, 224, 1),
+    (3, 2, 0, 288, 384, 35, 1), (3, 2, 1, 32, 32, 112, 1),
+    (1, 2, 0, 64, 128, 56, 1), (1, 2, 0, 512, 1024, 28, 1), (1, 2, 0, 1024, 2048, 14, 1),
+    (5, 1, 2, 16, 32, 28, 1), (5, 1, 2, 24, 64, 14, 1), (5, 1, 2, 48, 128, 7, 1),
+    (5, 1, 2, 96, 256, 27, 1), (5, 1, 2, 48, 64, 35, 1),
+    (7, 1, 3, 128, 128, 17, 1), (7, 2, 1, 3, 96, 224, 1), (11, 4, 0, 3, 96, 227, 1),
+    # depthwise and grouped
+    (3, 2, 1, 96, 96, 112, "dw"), (3, 1, 1, 144, 144, 56, "dw"), (3, 1, 1, 192, 192, 28, "dw"),
+    (3, 1, 1, 384, 384, 14, "dw"), (3, 1, 1, 960, 960, 7, "dw"), (3, 1, 1, 32, 32, 112, "dw"),
+    (5, 1, 2, 240, 240, 28, "dw"), (5, 2, 2, 144, 144, 56, "dw"), (7, 1, 3, 96, 96, 56, "dw"),
+    (3, 1, 1, 256, 256, 28, 32), (3, 1, 1, 512, 512, 14, 32), (3, 1, 1, 1024, 1024, 7, 32),
+    (3, 2, 1, 256, 256, 56, 32),
+    # small maps and narrow layers (CIFAR nets, LeNet): the call costs more than
+    # the FLOPs, which no ImageNet-sized point shows
+    (5, 1, 0, 1, 6, 32, 1), (5, 1, 0, 6, 16, 14, 1), (3, 1, 1, 16, 16, 32, 1),
+    (3, 1, 1, 32, 32, 16, 1), (3, 1, 1, 64, 64, 8, 1), (3, 2, 1, 16, 32, 32, 1),
+    (1, 1, 0, 16, 64, 32, 1), (1, 1, 0, 64, 16, 32, 1), (3, 1, 1, 3, 16, 32, 1),
+    (3, 1, 1, 16, 16, 32, "dw"), (3, 1, 1, 64, 64, 8, "dw"),
+]
+
+LINEAR_GRID = [  # (K in, N out)
+    (512, 1000), (4096, 4096), (9216, 4096), (25088, 4096), (2048, 1000), (4096, 1000),
+    (1024, 1000), (1280, 1000), (768, 3072), (3072, 768), (400, 120), (1024, 10),
+    (120, 84), (84, 10), (64, 10),
+]
+
+QUICK_CONV = 10   # quick mode: the one-of-every-class points only
+BATCHES = (1, 8, 32)
+
+# elementwise and other primitives: name -> (build(module, shape) maker, input shape for
+# a target element count, how many inputs)
+OP_SIZES = (2 ** 14, 2 ** 16, 2 ** 18, 2 ** 20, 2 ** 22, 2 ** 24)
+
+
+def _map_shape(elements: int, channels: int = 64, min_hw: int = 4):
+    """(B, C, H, W) with about `elements` elements: square maps, batch grows last."""
+    hw = max(min_hw, int(math.sqrt(elements / channels)))
+    batch = 1
+    while hw > 128:
+        batch *= 2
+        hw = max(min_hw, int(math.sqrt(elements / channels / batch)))
+    return (batch, channels, hw, hw)
+
+
+def _gap_shape(elements: int):
+    c = max(64, min(2048, elements // 49))
+    return (max(1, elements // (c * 49)), c, 7, 7)
+
+
+def _vec_shape(elements: int):
+    features = 4096 if elements >= 4096 else elements
+    return (max(1, elements // features), features)
+
+
+class _Cat(nn.Module):
+    def forward(self, x):
+        a, b = x.chunk(2, 1)
+        return torch.cat([a, b], 1)
+
+
+class _Add(nn.Module):
+    """A residual add, in place as torchvision's `out += identity` (in training
+    too: the sum is not kept for backward)."""
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("other", torch.randn(*shape) * 1e-3)
+
+    def forward(self, x):
+        return x.add_(self.other)
+
+
+class _Mul(nn.Module):
+    """x times a per-channel gate (squeeze-and-excitation's scale)."""
+    def __init__(self, shape):
+        super().__init__()
+        self.register_buffer("gate", torch.rand(shape[0], shape[1], 1, 1))
+
+    def forward(self, x):
+        return x * self.gate
+
+
+class _Copy(nn.Module):
+    def forward(self, x):
+        return x.clone()
+
+
+def _ops():
+    """name -> (module factory taking the input shape, shape for n elements)."""
+    return {
+        "relu": (lambda s: nn.ReLU(inplace=True), _map_shape),
+        "sigmoid": (lambda s: nn.Sigmoid(), _map_shape),
+        "gelu": (lambda s: nn.GELU(), _map_shape),
+        "batch_norm": (lambda s: nn.BatchNorm2d(s[1]), _map_shape),
+        "add": (lambda s: _Add(s), _map_shape),
+        "mul": (lambda s: _Mul(s), _map_shape),
+        "cat": (lambda s: _Cat(), _map_shape),
+        "copy": (lambda s: _Copy(), _map_shape),
+        "maxpool3s2": (lambda s: nn.MaxPool2d(3, 2, 1), _map_shape),
+        "maxpool2s2": (lambda s: nn.MaxPool2d(2, 2), _map_shape),
+        "maxpool3s1": (lambda s: nn.MaxPool2d(3, 1, 1), _map_shape),
+        "avgpool2s2": (lambda s: nn.AvgPool2d(2, 2), _map_shape),
+        "avgpool3s1": (lambda s: nn.AvgPool2d(3, 1, 1), _map_shape),
+        "avgpool3s2": (lambda s: nn.AvgPool2d(3, 2, 1), _map_shape),
+        "global_avgpool": (lambda s: nn.AdaptiveAvgPool2d(1), _gap_shape),
+        "lrn": (lambda s: nn.LocalResponseNorm(5), _map_shape),
+        "dropout": (lambda s: nn.Dropout(0.5), _vec_shape),
+        "softmax": (lambda s: nn.Softmax(1), _vec_shape),
+        "layer_norm": (lambda s: nn.LayerNorm(s[-1]), lambda n: (max(1, n // (197 * 768)) * 197, 768)
+                       if n >= 197 * 768 else (max(1, n // 768), 768)),
+        "group_norm": (lambda s: nn.GroupNorm(32, s[1]), _map_shape),
+    }
+
+
+IN_PLACE = ("relu", "add")   # the ops nets run in place (torchvision's ReLU, `out += x`)
+QUICK_OPS = ("relu", "batch_norm", "add", "cat", "maxpool3s2", "global_avgpool", "copy")
+
+# --------------------------------------------------------------------------
+# timing
+
+
+def sync(device: str):
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+class Clock:
+    """Times a callable: warm-up, then repetitions, each synchronized. Tiny
+    calls run in a loop between two clock reads (the per-call mean).
+
+    ``timer``: "wall" (time.perf_counter) or "cpu" (time.process_time: the
+    CPU time of this process, for one thread on a shared machine: the time
+    the work took, without the time other processes held the core)."""
+
+    def __init__(self, device: str, reps: int = 5, timer: str = "wall"):
+        self.device, self.reps = device, reps
+        self.timer = time.process_time if timer == "cpu" else time.perf_counter
+
+    def __call__(self, fn, setup=None, reps=None, inner=None):
+        reps = reps or self.reps
+        clock = self.timer
+        if setup:
+            setup()
+        sync(self.device)
+        t = clock()
+        fn()
+        sync(self.device)
+        first = clock() - t
+        if inner is None:
+            inner = 1 if setup else max(1, min(200, int(2e-3 / max(first, 1e-7))))
+        times = []
+        for _ in range(reps):
+            if setup:
+                setup()
+            sync(self.device)
+            t = clock()
+            for _ in range(inner):
+                fn()
+            sync(self.device)
+            times.append((clock() - t) / inner)
+        return statistics.median(times), min(times)
+
+
+class Budget:
+    """Seconds the microbenchmarks may take, on the timings' own clock: with
+    the CPU-time clock, CPU seconds, so that a loaded machine measures the
+    same points (taking longer), not fewer."""
+
+    def __init__(self, seconds: float, timer: str = "wall"):
+        self.now = time.process_time if timer == "cpu" else time.perf_counter
+        self.start = self.now()
+        self.wall_start = time.perf_counter()
+        self.seconds = seconds
+
+    def elapsed(self) -> float:
+        return self.now() - self.start
+
+    def until(self, share: float) -> float:
+        """The clock time by which a section that ends at `share` of the budget stops."""
+        return self.start + self.seconds * share
+
+
+# --------------------------------------------------------------------------
+# the sections
+
+
+def fill(t):
+    """Values for a timing: uniform in [-0.5, 0.5) (no denormals; faster to make
+    than a normal draw, which matters for a 100M-element weight)."""
+    with torch.no_grad():
+        return t.uniform_(-0.5, 0.5)
+
+
+def conv_out(n, k, s, p):
+    return (n + 2 * p - k) // s + 1
+
+
+def measure_conv(clock, device, dtype, channels_last, point, batch, train=True):
+    k, s, p, cin, cout, n, groups = point
+    g = cin if groups == "dw" else groups
+    conv = nn.utils.skip_init(nn.Conv2d, cin, cout, k, s, p, groups=g, bias=False,
+                              device=device, dtype=DTYPES[dtype])
+    fill(conv.weight)
+    x = fill(torch.empty(batch, cin, n, n, device=device, dtype=DTYPES[dtype]))
+    if channels_last:
+        conv = conv.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        fwd, fwd_min = clock(lambda: conv(x))
+    out = {"kernel": [k, k], "stride": [s, s], "padding": [p, p], "cin": cin, "cout": cout,
+           "size": [n, n], "groups": g, "depthwise": groups == "dw", "batch": batch,
+           "forward_s": fwd, "forward_min_s": fwd_min}
+    if train:
+        stem = cin <= 4          # a first layer: no gradient for the image
+        x.requires_grad_(not stem)
+        state = {}
+
+        def setup():
+            conv.weight.grad = None
+            x.grad = None
+            state["y"] = conv(x)
+            state["g"] = torch.ones_like(state["y"])
+
+        bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
+        out.update(backward_s=bwd, backward_min_s=bwd_min, input_grad=not stem)
+    return out
+
+
+def measure_linear(clock, device, dtype, m, k, n, train=True):
+    fc = nn.utils.skip_init(nn.Linear, k, n, device=device, dtype=DTYPES[dtype])
+    fill(fc.weight)
+    fill(fc.bias)
+    x = fill(torch.empty(m, k, device=device, dtype=DTYPES[dtype]))
+    with torch.no_grad():
+        fwd, fwd_min = clock(lambda: fc(x))
+    out = {"m": m, "k": k, "n": n, "forward_s": fwd, "forward_min_s": fwd_min}
+    if train:
+        x.requires_grad_(True)
+        state = {}
+
+        def setup():
+            fc.weight.grad = fc.bias.grad = x.grad = None
+            state["y"] = fc(x)
+            state["g"] = torch.ones_like(state["y"])
+
+        bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
+        out.update(backward_s=bwd, backward_min_s=bwd_min)
+    return out
+
+
+def measure_op(clock, device, dtype, channels_last, name, factory, shape, train=True):
+    module = factory(shape).to(device, DTYPES[dtype])
+    base = fill(torch.empty(*shape, device=device, dtype=DTYPES[dtype]))
+    if channels_last and base.dim() == 4:
+        base = base.contiguous(memory_format=torch.channels_last)
+    module.eval()
+    with torch.no_grad():
+        fwd, fwd_min = clock(lambda: module(base))
+    out = {"shape": list(shape), "elements": math.prod(shape), "forward_s": fwd,
+           "forward_min_s": fwd_min}
+    if train:
+        module.train()
+        x = base.clone().requires_grad_(True)
+        inplace = name in IN_PLACE
+        state = {}
+
+        def fwd_setup():
+            x.grad = None
+            for p in module.parameters():
+                p.grad = None
+            # an in-place op works on a fresh tensor (a leaf's is refused), as in a net
+            state["in"] = x.clone() if inplace else x
+
+        def forward():
+            state["y"] = module(state["in"])
+
+        ftrain, _ = clock(forward, setup=fwd_setup)
+
+        def setup():
+            fwd_setup()
+            state["y"] = module(state["in"])
+            state["g"] = torch.ones_like(state["y"])
+
+        bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
+        out.update(forward_train_s=ftrain, backward_s=bwd, backward_min_s=bwd_min)
+    return out
+
+
+def measure_overhead(clock, device, dtype):
+    """Per-op cost of a tiny module in a chain: forward (no grad), forward with
+    autograd recording, and backward."""
+    chain = nn.Sequential(*[nn.Hardtanh() for _ in range(64)]).to(device)
+    x = torch.randn(4, device=device)
+    with torch.no_grad():
+        fwd, _ = clock(lambda: chain(x))
+    xg = x.clone().requires_grad_(True)
+    ftrain, _ = clock(lambda: chain(xg))
+    state = {}
+
+    def setup():
+        xg.grad = None
+        state["y"] = chain(xg).sum()
+
+    bwd, _ = clock(lambda: state["y"].backward(), setup=setup)
+    n = len(chain)
+    return {"forward_s": fwd / n, "forward_train_s": ftrain / n, "backward_s": bwd / n,
+            "how": f"a chain of {n} tiny modules (4 elements), per module"}
+
+
+def measure_optimizer(clock, device, dtype, sizes):
+    """One SGD-momentum step (the bench's optimizer) per parameter tensor, by size."""
+    points = []
+    for elements in sizes:
+        count = max(1, min(64, 2 ** 22 // elements))
+        params = [torch.zeros(elements, device=device, requires_grad=True) for _ in range(count)]
+        for p in params:
+            p.grad = torch.randn_like(p)
+        opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
+        opt.step()   # the momentum buffers exist from the first step on
+        median, best = clock(opt.step)
+        # zero_grad(set_to_none=True) frees every gradient: large ones go back
+        # to the system (munmap), which the next backward pays for again
+        state = {}
+        free, _ = clock(lambda: state.pop("g"),
+                        setup=lambda: state.update(g=torch.ones(elements, device=device)))
+        points.append({"elements": elements, "step_s": median / count,
+                       "step_min_s": best / count, "free_s": free})
+        del params, opt
+    return points
+
+
+def measure_bandwidth(clock, device, sizes):
+    """Bytes per second of a copy (read + write), by working-set size."""
+    points = []
+    for nbytes in sizes:
+        src = torch.empty(nbytes // 4, device=device)
+        dst = torch.empty_like(src)
+        median, best = clock(lambda: dst.copy_(src))
+        points.append({"bytes": 2 * nbytes, "bandwidth": 2 * nbytes / median,
+                       "best_bandwidth": 2 * nbytes / best})
+    return points
+
+
+def measure_peak_flops(clock, device, dtype, quick=False):
+    """The best FLOP/s of several square GEMMs: an upper bound for a layer's rate."""
+    if device == "cpu":
+        sizes = (256, 512, 1024) if quick else (512, 1024, 2048, 3072)
+    else:
+        sizes = (1024, 2048, 4096) if quick else (2048, 4096, 8192)
+    best = 0.0
+    points = []
+    for n in sizes:
+        a = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
+        b = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
+        _, t = clock(lambda: a @ b, reps=3 if quick else 7)
+        points.append({"n": n, "flops_per_s": 2 * n ** 3 / t})
+        best = max(best, 2 * n ** 3 / t)
+    return {"flops_per_s": best, "gemms": points}
+
+
+def measure_compile(clock, device, dtype, budget_left):
+    """What torch.compile changes: a conv + batch norm + relu stack and the conv
+    alone, eager and compiled, inference and train."""
+    import copy
+    if budget_left < 30:
+        return {"skipped": "not enough budget left (compiling takes tens of seconds)"}
+    try:
+        def block(c):
+            return [nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+        net = nn.Sequential(*block(64), *block(64)).to(device, DTYPES[dtype])
+        convs = nn.Sequential(net[0], net[3])
+        x = torch.randn(8, 64, 56, 56, device=device, dtype=DTYPES[dtype])
+        out = {}
+        for mode in ("inference", "train"):
+            eager, conv_only = copy.deepcopy(net), copy.deepcopy(convs)
+            compiled = torch.compile(copy.deepcopy(net))
+            for m in (eager, compiled, conv_only):
+                m.train(mode == "train")
+
+            def step(m):
+                if mode == "inference":
+                    with torch.no_grad():
+                        m(x)
+                else:
+                    m(x).sum().backward()
+            step(compiled)          # compiles
+            t_eager, _ = clock(lambda: step(eager))
+            t_comp, _ = clock(lambda: step(compiled))
+            t_conv, _ = clock(lambda: step(conv_only))
+            rest_eager = max(t_eager - t_conv, 1e-9)
+            rest_comp = max(t_comp - t_conv, 0.0)
+            out[mode] = {"eager_s": t_eager, "compiled_s": t_comp, "conv_only_s": t_conv,
+                         "speedup": t_eager / t_comp,
+                         "elementwise_factor": min(1.0, rest_comp / rest_eager)}
+        return out
+    except Exception as e:  # no compiler toolchain: say so in the profile
+        return {"skipped": f"torch.compile failed: {type(e).__name__}: {str(e)[:200]}"}
+
+
+# --------------------------------------------------------------------------
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{model} ({torch.get_num_threads()} threads)"
+
+
+def bf16_supported(device: str) -> bool:
+    if device == "cuda":
+        return torch.cuda.is_bf16_supported()
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def default_tables(device: str, quick: bool) -> list[str]:
+    if quick:
+        return ["fp32"]
+    tables = ["fp32"]
+    if bf16_supported(device):
+        tables.append("bf16")
+    if device == "cuda":
+        tables.append("fp16")
+    tables += ["fp32-cl"] + (["bf16-cl"] if "bf16" in tables else [])
+    return tables
+
+
+def _load():
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except (OSError, AttributeError):  # pragma: no cover - not POSIX
+        return None
+
+
+def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | None = None,
+              tables: list[str] | None = None, compile: bool | None = None,
+              reps: int | None = None, timer: str = "wall", progress=None) -> dict:
+    """Run the microbenchmarks and return the profile (a JSON-ready dict).
+    ``timer="cpu"``: CPU time instead of wall time (one CPU thread only)."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("no CUDA device")
+    if timer == "cpu" and (device != "cpu" or torch.get_num_threads() != 1):
+        raise ValueError("the CPU-time clock measures one CPU thread: set threads to 1")
+    budget_s = budget_s if budget_s is not None else (45.0 if quick else 240.0)
+    budget = Budget(budget_s, timer)
+    clock = Clock(device, reps or (3 if quick else 5), timer)
+    tables = tables or default_tables(device, quick)
+    compile = (not quick) if compile is None else compile
+    say = progress or (lambda text: None)
+    torch.manual_seed(0)
+    load_before = _load()
+    profile = {
+        "format": PROFILE_FORMAT, "version": PROFILE_VERSION,
+        "device": device, "device_name": device_name(device),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "threads": torch.get_num_threads(),
+        "quick": quick, "budget_s": budget_s,
+        "timing": "median of %d repetitions after a warm-up" % clock.reps,
+        "clock": timer,
+        "host": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
+                 "load_before": load_before},
+        "tables": {},
+    }
+    # the shares of the budget each section may use, in order
+    shares = {"device": 0.08, "tables": 0.85 if compile else 0.97, "compile": 1.0}
+    say("overhead, bandwidth, peak")
+    profile["overhead"] = measure_overhead(clock, device, "fp32")
+    bw_sizes = [2 ** p for p in ((14, 18, 22, 24) if quick else (14, 16, 18, 20, 22, 24, 26))]
+    profile["bandwidth"] = measure_bandwidth(clock, device, bw_sizes)
+    profile["peak"] = {"fp32": measure_peak_flops(clock, device, "fp32", quick)}
+    opt_sizes = [2 ** p for p in ((6, 12, 18, 22) if quick else (6, 10, 14, 17, 20, 22, 24))]
+    profile["optimizer"] = measure_optimizer(clock, device, "fp32", opt_sizes)
+    profile["tables"] = {t: {"conv": [], "linear": [], "ops": {}} for t in tables}
+    # the tables: fp32 first and most; the others share what is left
+    weights = {t: (3.0 if t == "fp32" else 1.0) for t in tables}
+    start = budget.until(shares["device"])
+    end = budget.until(shares["tables"])
+    total_w = sum(weights.values())
+    for name in tables:
+        dtype, cl = name.split("-")[0], name.endswith("-cl")
+        if dtype not in profile["peak"] and not cl:
+            profile["peak"][dtype] = measure_peak_flops(clock, device, dtype, quick)
+        now = budget.now()
+        stop = max(now, start) + (end - start) * weights[name] / total_w
+        start = stop
+        say(f"table {name}")
+        _fill_table(profile["tables"][name], clock, device, dtype, cl, quick, stop, budget.now)
+    if compile and device in ("cpu", "cuda"):
+        say("torch.compile")
+        left = budget_s - budget.elapsed()
+        profile["compile"] = measure_compile(clock, device, "fp32", left)
+    profile["host"]["load_after"] = _load()
+    profile["elapsed_s"] = round(budget.elapsed(), 1)   # on the budget's clock
+    profile["wall_s"] = round(time.perf_counter() - budget.wall_start, 1)
+    return profile
+
+
+def _fill_table(table, clock, device, dtype, channels_last, quick, stop, now=time.perf_counter):
+    """Conv, linear and op points until `stop` (on the clock `now`): a round of
+    the most important points of each kind first (every op up to 4M elements:
+    an op missing from the profile is rated as a relative, which can be far
+    off: LRN is no batch norm), then the rest, interleaved."""
+    convs = CONV_GRID[:QUICK_CONV] if quick else CONV_GRID
+    ops = _ops()
+    op_names = [n for n in ops if n in QUICK_OPS] if quick else list(ops)
+    op_sizes = OP_SIZES[1:5] if quick else OP_SIZES
+    cap = 1.5e9 if quick else 6e9        # FLOPs per timed conv call
+    batches = (8,) if quick else BATCHES
+
+    jobs = []  # (priority, kind, payload)
+    for i, point in enumerate(convs):
+        k, s, p, cin, cout, n, groups = point
+        g = cin if groups == "dw" else groups
+        o = conv_out(n, k, s, p)
+        per_sample = 2 * cout * o * o * cin // g * k * k
+        for j, b in enumerate(batches):
+            if per_sample * b > cap and b != min(batches):
+                continue
+            if per_sample * b > 4 * cap:
+                continue
+            if b > 8 and o > 14:   # large maps saturate by batch 8: batch 32 adds little
+                continue
+            rank = (0 if i < QUICK_CONV else 1) + (0 if b == 8 else 1 + j)
+            jobs.append((rank, len(jobs), "conv", (point, b)))
+    for i, (k, n) in enumerate(LINEAR_GRID[:6] if quick else LINEAR_GRID):
+        for j, m in enumerate((1, 8, 32, 128) if not quick else (8, 32)):
+            if 2 * m * k * n > 2 * cap:
+                continue
+            jobs.append((0 if i < 4 and m in (8, 32) else 2, len(jobs), "linear", (m, k, n)))
+    for i, name in enumerate(op_names):
+        for j, size in enumerate(op_sizes):
+            jobs.append((0 if name in QUICK_OPS or size <= 4 * 2**20 else 1, len(jobs), "op",
+                         (name, size)))
+    jobs.sort()
+    if channels_last:  # only the kinds that depend on the layout
+        jobs = [j for j in jobs if j[2] != "linear"]
+    slow = set()   # ops whose largest size so far took long: larger ones extrapolate
+    for rank, _, kind, payload in jobs:
+        if now() > stop or (kind == "op" and payload[0] in slow):
+            table.setdefault("skipped", 0)
+            table["skipped"] += 1
+            continue
+        try:
+            if kind == "conv":
+                point, b = payload
+                table["conv"].append(measure_conv(clock, device, dtype, channels_last, point, b))
+            elif kind == "linear":
+                table["linear"].append(measure_linear(clock, device, dtype, *payload))
+            else:
+                name, size = payload
+                factory, shaper = ops[name]
+                point = measure_op(clock, device, dtype, channels_last, name, factory,
+                                   shaper(size))
+                table["ops"].setdefault(name, []).append(point)
+                if max(point["forward_s"], point.get("backward_s", 0)) > 0.05:
+                    slow.add(name)
+        except (RuntimeError, NotImplementedError) as e:  # a kernel this dtype lacks
+            table.setdefault("failed", []).append(f"{kind} {payload}: {str(e)[:120]}")
+    for points in table["ops"].values():
+        points.sort(key=lambda p: p["elements"])
+
+
+__all__ = ["calibrate", "CONV_GRID", "LINEAR_GRID"]

@@ -37,6 +37,28 @@ def dtype_option(f):
 def format_option(choices=FORMATS):
     return click.option("--format", "fmt", type=click.Choice(choices), default="rich",
                         show_default=True, help="rich (a terminal table) or a machine format.")
+
+
+def step_options(amp: str, compile_: str):
+    """--batch (a sweep), --mode, --amp, --channels-last, --compile: what `bench`
+    measures and `predict` predicts, spelled alike."""
+    options = (
+        click.option("--batch", "-b", "batch_text", default="1", show_default=True,
+                     metavar="N[,N...]", help="One batch size or a sweep: 1,8,32."),
+        click.option("--mode", type=click.Choice(("inference", "train")), default="inference",
+                     show_default=True, help="train: forward + backward + SGD-momentum step."),
+        click.option("--amp", type=click.Choice(("bf16", "fp16")), default=None, help=amp),
+        click.option("--channels-last", is_flag=True, help="NHWC memory format."),
+        click.option("--compile", "compile_", is_flag=True, help=compile_),
+    )
+
+    def apply(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+    return apply
+
+
 MEMORY_CHECK_HELP = ("Go on even when the estimated peak memory (an upper bound, computed "
                      "before anything is allocated) exceeds what is available.")
 
@@ -573,14 +595,7 @@ def parse_batches(text: str) -> list[int]:
 @main.command()
 @click.argument("spec", type=SPEC)
 @click.option("--device", type=click.Choice(("cpu", "cuda", "mps")), default="cpu", show_default=True)
-@click.option("--batch", "-b", "batch_text", default="1", show_default=True, metavar="N[,N...]",
-              help="One batch size or a sweep: 1,8,32,128.")
-@click.option("--mode", type=click.Choice(("inference", "train")), default="inference",
-              show_default=True, help="train: forward + backward + SGD-momentum step.")
-@click.option("--amp", type=click.Choice(("bf16", "fp16")), default=None,
-              help="Autocast to this dtype.")
-@click.option("--channels-last", is_flag=True, help="NHWC memory format.")
-@click.option("--compile", "compile_", is_flag=True, help="torch.compile the model first.")
+@step_options(amp="Autocast to this dtype.", compile_="torch.compile the model first.")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
@@ -780,14 +795,8 @@ def _profile(name, device="cpu"):
 @click.option("--profile", "profile_name", default=None, metavar="FILE|NAME",
               help="A profile from `archcalc calibrate`, or a shipped one by name "
                    "[the shipped CPU profile].")
-@click.option("--batch", "-b", "batch_text", default="1", show_default=True, metavar="N[,N...]",
-              help="One batch size or a sweep: 1,8,32.")
-@click.option("--mode", type=click.Choice(("inference", "train")), default="inference",
-              show_default=True, help="train: forward + backward + SGD-momentum step.")
-@click.option("--amp", type=click.Choice(("bf16", "fp16")), default=None,
-              help="Autocast to this dtype (the profile's table of that dtype).")
-@click.option("--channels-last", is_flag=True, help="NHWC memory format.")
-@click.option("--compile", "compile_", is_flag=True, help="As if torch.compile'd.")
+@step_options(amp="Autocast to this dtype (the profile's table of that dtype).",
+              compile_="As if torch.compile'd.")
 @click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
 @click.option("--summary", is_flag=True, help="Totals only, no per-layer table.")

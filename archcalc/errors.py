@@ -50,9 +50,20 @@ class SpecError(Exception):
         where = ""
         if self.file:
             where = self.file + (f":{self.line}" if self.line else "") + ": "
-        layer = f"layer {path_text(self.path)}: " if self.path else ""
+        layer = f"layer {path_text(tuple(map(_short, self.path)))}: " if self.path else ""
         # one line, control characters made visible: messages quote spec values
-        return printable(f"{where}{layer}{self.message}")
+        return _short(printable(f"{where}{layer}{self.message}"), MAX_LINE)
+
+
+# A message quotes spec values, which may be any length: one line stays readable.
+MAX_LINE = 1000
+
+
+def _short(text, limit: int = 64) -> str:
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit - 30]}... ({len(text) - (limit - 30):,} more characters)"
 
 
 _CONTROL = {c: "?" for c in (*range(0x20), *range(0x7f, 0xa0))}

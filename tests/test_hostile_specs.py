@@ -260,3 +260,15 @@ def test_markup_and_control_characters_are_data(tmp_path, text):
     proc, _ = run_cli(["table", "spec.toml"], tmp_path, env={"COLUMNS": "200"})
     if "\\" not in text:  # markup is printed as written, not interpreted
         assert text in proc.stdout
+
+
+@pytest.mark.parametrize("text", [
+    layer('{relu = true, name = "' + "{i}" * 5000 + '", repeat = 2}'),     # a name template
+    layer('{conv = 4, kernel = 1, padding = [' + ", ".join(["1"] * 3000) + "]}"),  # a value
+    layer('{name = "' + "a" * 20000 + '", relu = true}'),
+])
+def test_a_long_value_makes_one_readable_line(tmp_path, text):
+    """The message quotes the value; the line is cut at 1,000 characters and
+    says how much was left out."""
+    line = refused(tmp_path, text, "more characters)")
+    assert len(line) <= 1000 + len("error: "), len(line)

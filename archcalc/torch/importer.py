@@ -5,8 +5,8 @@ leaves, the rest is traced through) and run once on the meta device to
 measure every tensor's shape (a forward fx cannot trace, one that loops or
 branches on a shape, is exported with torch.export instead and its graph
 regrouped into the same calls: archcalc.torch.export_trace). Each call is
-mapped to a kind through one of two registries (leaf modules by type, functions and methods by target);
-reshapes are evaluated on an index tensor and recognized as what they do
+mapped to a kind through one of two registries (leaf modules by type,
+functions and methods by target); reshapes are evaluated on an index tensor and recognized as what they do
 (flatten, tokens, to_map, channel_shuffle, a token pick), whatever chain of
 view/permute/transpose writes them. An operation with no mapping is never
 counted as zero: the import fails naming each one with its module path and

@@ -6,11 +6,12 @@ measure every tensor's shape (a forward fx cannot trace, one that loops or
 branches on a shape, is exported with torch.export instead and its graph
 regrouped into the same calls: archcalc.torch.export_trace). Each call is
 mapped to a kind through one of two registries (leaf modules by type,
-functions and methods by target); reshapes are evaluated on an index tensor and recognized as what they do
-(flatten, tokens, to_map, channel_shuffle, a token pick), whatever chain of
-view/permute/transpose writes them. An operation with no mapping is never
-counted as zero: the import fails naming each one with its module path and
-count, or keeps it as an `opaque` row with `allow_opaque`.
+functions and methods by target); reshapes are evaluated on an index tensor
+and recognized as what they do (flatten, tokens, to_map, channel_shuffle, a
+token pick), whatever chain of view/permute/transpose writes them. An
+operation with no mapping is never counted as zero: the import fails naming
+each one with its module path and count, or keeps it as an `opaque` row with
+`allow_opaque`.
 
 The dataflow graph is folded back into the spec's structures: a fork and
 the node where its paths meet become a residual (add), a gate (mul), a concat

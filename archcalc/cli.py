@@ -264,6 +264,9 @@ def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text
                                       label=label)
     except (importer.ImportFailure, importer.Unsupported) as e:
         fail(str(e), 1)
+    if done.tracer != "torch.fx":
+        click.echo(f"note: traced with {done.tracer}: torch.fx cannot trace {label} "
+                   f"({done.fx_error})", err=True)
     if done.unused:
         click.echo(f"note: left out {', '.join(done.unused)} "
                    f"({sum(done.unused.values()):,} params): not used by the forward at "

@@ -2,13 +2,16 @@
 
 The model is traced with torch.fx (symbolic trace: known modules stay
 leaves, the rest is traced through) and run once on the meta device to
-measure every tensor's shape. Each call is mapped to a kind through one of
-two registries (leaf modules by type, functions and methods by target);
-reshapes are evaluated on an index tensor and recognized as what they do
-(flatten, tokens, to_map, channel_shuffle, a token pick), whatever chain of
-view/permute/transpose writes them. An operation with no mapping is never
-counted as zero: the import fails naming each one with its module path and
-count, or keeps it as an `opaque` row with `allow_opaque`.
+measure every tensor's shape (a forward fx cannot trace, one that loops or
+branches on a shape, is exported with torch.export instead and its graph
+regrouped into the same calls: archcalc.torch.export_trace). Each call is
+mapped to a kind through one of two registries (leaf modules by type,
+functions and methods by target); reshapes are evaluated on an index tensor
+and recognized as what they do (flatten, tokens, to_map, channel_shuffle, a
+token pick), whatever chain of view/permute/transpose writes them. An
+operation with no mapping is never counted as zero: the import fails naming
+each one with its module path and count, or keeps it as an `opaque` row with
+`allow_opaque`.
 
 The dataflow graph is folded back into the spec's structures: a fork and
 the node where its paths meet become a residual (add), a gate (mul), a concat
@@ -266,6 +269,7 @@ class _Tracer(fx.Tracer):
 
 
 def trace(model: nn.Module, opaque=()) -> fx.GraphModule:
+    """torch.fx's symbolic trace, the mapped modules as leaves."""
     tracer = _Tracer(opaque)
     try:
         with _quiet_warnings():
@@ -277,6 +281,44 @@ def trace(model: nn.Module, opaque=()) -> fx.GraphModule:
 
 class TraceFailure(Exception):
     pass
+
+
+class _Tracing:
+    """The model's graph at each try of the import: torch.fx's symbolic trace,
+    or, where fx cannot trace the forward, torch.export's graph rewritten to
+    fx's form (archcalc.torch.export_trace), exported once and regrouped for
+    each set of modules kept whole."""
+
+    def __init__(self, module: nn.Module, input_shape: tuple, label: str):
+        self.module, self.input_shape, self.label = module, input_shape, label
+        self.fx_error: str | None = None      # why fx could not trace it
+        self.exported = None
+
+    @property
+    def tracer(self) -> str:
+        return "torch.fx" if self.fx_error is None else "torch.export"
+
+    def graph(self, opaque=()) -> fx.GraphModule:
+        from . import export_trace
+        if self.fx_error is None:
+            try:
+                return trace(self.module, opaque)
+            except TraceFailure as e:
+                self.fx_error = str(e)
+        if self.exported is None:
+            try:
+                self.exported = export_trace.Exported(self.module, self.input_shape,
+                                                      PROBE_BATCH)
+            except export_trace.ExportFailure as e:
+                raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}), nor "
+                                f"can torch.export ({e})") from None
+        is_leaf = _Tracer(opaque).is_leaf_module
+        try:
+            with _quiet_warnings():
+                return export_trace.to_fx(self.exported, is_leaf)
+        except export_trace.ExportFailure as e:
+            raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}); "
+                            f"torch.export's graph of it cannot be read: {e}") from None
 
 
 @dataclass
@@ -938,6 +980,10 @@ LAYOUT_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose
                     torch.nn.functional.channel_shuffle, operator.getitem}
 LAYOUT_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze",
                   "unsqueeze", "view_as", "reshape_as", "__getitem__"}
+# reshapes that stay aten calls in torch.export's graph (x[:, 0], x[..., 1:])
+LAYOUT_FUNCTIONS |= {torch.ops.aten.select.int, torch.ops.aten.slice.Tensor,
+                     torch.ops.aten.unflatten.int, torch.ops.aten.t.default,
+                     torch.ops.aten.narrow.default}
 for _target in LAYOUT_FUNCTIONS:
     FUNCTION_MAPPERS[_target] = lambda c: LAYOUT
 for _name in LAYOUT_METHODS:
@@ -1018,6 +1064,8 @@ def _describe_target(n: fx.Node, module=None) -> str:
     if n.op == "call_method":
         return f"Tensor.{n.target}"
     target = n.target
+    if isinstance(target, torch._ops.OpOverload):    # an aten call (torch.export's graph)
+        return f"torch.ops.{target}"
     mod = getattr(target, "__module__", None) or ""
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", str(target))
     if mod in ("_operator", "operator"):
@@ -2227,6 +2275,8 @@ class Imported:
     params: int                   # the module's parameters the forward uses
     unused: dict                  # module path -> parameters the forward never reaches
     opaque: list                  # variables of the opaque rows' MACs
+    tracer: str = "torch.fx"      # or "torch.export", where fx cannot trace the forward
+    fx_error: str | None = None   # why fx could not
 
 
 def from_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = None,
@@ -2251,8 +2301,9 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     module.eval()
     try:
         opaque: set = set()
+        tracing = _Tracing(module, input_shape, label)
         for _ in range(8):
-            gm = _trace_or_fail(module, label, opaque)
+            gm = tracing.graph(opaque)
             found = _probe_or_fail(gm, input_shape, label, module)
             builder = _GraphBuilder(gm, found, input_shape, allow_opaque, opaque)
             builder.run()
@@ -2280,6 +2331,10 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))}: "
              f"every row is a call of the module's forward, named by its module path "
              f"(its state_dict keys)."]
+    if tracing.fx_error is not None:
+        notes.append(f"Traced with torch.export at that input, since torch.fx cannot trace "
+                     f"the forward ({tracing.fx_error}): what the forward decides from "
+                     "shapes is fixed to that input's.")
     if unused:
         total = sum(unused.values())
         notes.append(f"Left out: {', '.join(unused)} ({total:,} params) are not used by the "
@@ -2292,7 +2347,8 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
               "source": source or f"{label}, imported by archcalc", "notes": notes}
     text = writer.write(header, entries, {v: "?" for v in builder.opaque_vars},
                         fused_bn=bn_default)
-    return Imported(text, name, params, unused, list(builder.opaque_vars))
+    return Imported(text, name, params, unused, list(builder.opaque_vars), tracing.tracer,
+                    tracing.fx_error)
 
 
 def _input_shape(input) -> tuple:
@@ -2307,13 +2363,6 @@ def _input_shape(input) -> tuple:
         raise SpecError(f"input takes (C, H, W) or (F,) with positive sizes. "
                         f"Received: {input!r}")
     return shape
-
-
-def _trace_or_fail(module, label, opaque=()) -> fx.GraphModule:
-    try:
-        return trace(module, opaque)
-    except TraceFailure as e:
-        raise SpecError(f"torch.fx cannot trace {label}: {e}") from None
 
 
 def _probe_or_fail(gm, input_shape, label, module) -> Probed:

@@ -20,7 +20,15 @@ own module beside its FLOPs rule) as primitives a profile rates:
   computes no input gradient, so half the FLOPs); a merge's backward adds the
   gradient accumulation where its input forked;
 - a train step: forward (train-mode tables) + backward + the SGD-momentum
-  step (calibrated per parameter tensor, by size).
+  step (calibrated per parameter tensor, by size);
+- the network context (a CPU): calibration times each op in a loop, so an op
+  whose reads (input and weights) fit the core's L2 (the profile's
+  ``cache.l2_bytes``) ran with its data in the L2; in a network the other
+  layers' tensors pass through the L2 between its calls, so it reads and
+  writes its bytes at the bandwidth of memory beyond the caches instead
+  (``Predictor.context_s``: bytes / far bandwidth - bytes / the bandwidth at its
+  working set, once forward and twice backward). Nets of many small layers
+  (ShuffleNet, the CIFAR ResNets) are made of exactly such ops.
 
 Each layer's bound is the largest part of its time: compute (FLOPs at the
 calibrated rate), memory (bytes at the bandwidth; every elementwise op), or
@@ -95,6 +103,8 @@ class Profile:
                                      for p in data["optimizer"] if "free_s" in p)
             self.tables = {name: Table(t, self) for name, t in data["tables"].items()}
             self.compile = data.get("compile") or {}
+            cache = data.get("cache") or {}
+            self.l2_bytes = float(cache["l2_bytes"]) if cache.get("l2_bytes") else None
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise SpecError(f"{source or 'profile'}: a malformed profile ({type(e).__name__}: "
                             f"{e}); make one with `archcalc calibrate`") from None
@@ -434,6 +444,21 @@ class Predictor:
             self._roof(bwd, bwd_flops / rate if rate else 0.0, 2 * t_mem if bwd_flops else 0.0,
                        self.o_bwd)
 
+    def context_s(self, reads, writes):
+        """What an op pays in a network beyond its calibrated time (a CPU): the
+        calibration times each op in a loop, so the data it reads (input and
+        weights) stays in the core's L2 when it fits there; in a network the
+        ops between two calls of a layer pass other tensors through the L2, and
+        the layer reads its input and weights and writes its output at the
+        bandwidth of memory beyond the caches (the copy bandwidth at the largest
+        working set calibrated). Nothing for reads larger than the L2 (streamed
+        in the calibration too), nor on a GPU, nor without the profile's L2 size."""
+        if self.overlap or not self.profile.l2_bytes or reads > self.profile.l2_bytes:
+            return 0.0
+        nbytes = reads + writes
+        far = self.profile.bandwidth_curve[-1][1]
+        return max(0.0, nbytes / far - nbytes / self.profile.bandwidth(nbytes))
+
     def op_time(self, name, elements, which):
         curve = self.table.op_curve(name, which, self.notes)
         floor = self.o_bwd if which == "backward" else self.o_fwd
@@ -441,6 +466,15 @@ class Predictor:
             nbytes = 2 * elements * self.dsize
             return nbytes / self.profile.bandwidth(nbytes) + floor
         return loglog_time(curve, elements, floor)
+
+    def _context(self, reads, writes, fwd, bwd):
+        """The network-context time (context_s) as memory time: once forward,
+        twice backward (the gradients read and written, the saved input read)."""
+        t = self.context_s(reads, writes)
+        if t:
+            fwd.add(memory=t)
+            if bwd is not None:
+                bwd.add(memory=2 * t)
 
     def cost(self, c: Cost, batch: int, x_elements, needs_input_grad: bool, grad: bool,
              fwd: _Parts, bwd: _Parts | None):
@@ -460,6 +494,8 @@ class Predictor:
             inp = batch * cin * ((ho - 1) * sh + kh) * ((wo - 1) * sw + kw)
             nbytes = (weights + inp + batch * cout * ho * wo) * self.dsize
             bwd_flops = flops * (2 if needs_input_grad else 1)
+            self._context((inp + weights) * self.dsize, batch * cout * ho * wo * self.dsize,
+                          fwd, bwd)
             self.gemm_like(self.table.conv_rate(dims, batch, "log_forward"),
                            self.table.conv_rate(dims, batch, "log_backward"),
                            flops, bwd_flops, nbytes, fwd, bwd)
@@ -469,11 +505,13 @@ class Predictor:
             m *= batch
             flops = 2 * m * n * k
             nbytes = (n * k + m * k + m * n) * self.dsize
+            self._context((n * k + m * k) * self.dsize, m * n * self.dsize, fwd, bwd)
             self.gemm_like(self.table.linear_rate(m, n, k, "log_forward"),
                            self.table.linear_rate(m, n, k, "log_backward"),
                            flops, 2 * flops, nbytes, fwd, bwd)
             return
         elements = int(c.elements) * (1 if c.per_batch else batch)
+        self._context(elements * self.dsize, elements * self.dsize, fwd, bwd)
         t = self.op_time(c.primitive, elements, "train" if train else "inference") * c.scale
         over = min(self.o_fwd, t)
         fwd.add(memory=(t - over) * self.elementwise_factor, overhead=over)

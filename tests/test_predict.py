@@ -120,6 +120,52 @@ def test_rates_interpolate_between_calibrated_shapes(tmp_path):
     assert p.forward_ms == pytest.approx((flops / 50e9 + OVERHEAD) * 1e3, rel=1e-6)
 
 
+def test_an_op_whose_data_fit_the_l2_pays_the_far_bandwidth_in_a_network(tmp_path):
+    """Calibrated alone, an op keeps its data in the L2; in a network it reads
+    and writes it at the bandwidth of the largest working set calibrated. The
+    profile's L2 size turns that on; a read larger than the L2, a profile
+    without the size, or a GPU (overlap) leave the time as it was."""
+    text = """
+[model]
+name = "conv relu"
+input = [16, 32, 32]
+layers = [{conv = 16, kernel = 3, padding = 1}, {relu = true}]
+"""
+    spec = archcalc.load(write_spec(tmp_path, text))
+    near, far = 100e9, 10e9
+    bandwidth = [{"bytes": 1e3, "bandwidth": near}, {"bytes": 1e6, "bandwidth": near},
+                 {"bytes": 1e8, "bandwidth": far}]
+    plain = Profile(synthetic(bandwidth=bandwidth))
+    cached = Profile(synthetic(bandwidth=bandwidth, cache={"l2_bytes": 2 ** 21}))
+    elements = 8 * 16 * 32 * 32                      # 131072: 512 KiB read, 512 KiB written
+    nbytes = 2 * elements * 4
+    extra = nbytes / far - nbytes / cached.bandwidth(nbytes)
+    assert extra > 0
+    base, = predict(spec, plain, batches=[8])
+    p, = predict(spec, cached, batches=[8])
+    assert p.layers[1].type == "relu"
+    assert p.layers[1].forward_ms == pytest.approx(base.layers[1].forward_ms + extra * 1e3,
+                                                   rel=1e-6)
+    assert p.layers[1].memory_ms > base.layers[1].memory_ms
+    assert p.layers[0].forward_ms > base.layers[0].forward_ms   # the conv's reads fit too
+    base, = predict(spec, plain, batches=[8], mode="train")
+    p, = predict(spec, cached, batches=[8], mode="train")
+    assert p.layers[1].forward_ms == pytest.approx(base.layers[1].forward_ms + extra * 1e3,
+                                                   rel=1e-6)
+    assert p.layers[1].backward_ms == pytest.approx(base.layers[1].backward_ms
+                                                    + 2 * extra * 1e3, rel=1e-6)
+    # reads larger than the L2: streamed in the calibration too
+    small_l2 = Profile(synthetic(bandwidth=bandwidth, cache={"l2_bytes": 2 ** 18}))
+    base, = predict(spec, plain, batches=[8])
+    p, = predict(spec, small_l2, batches=[8])
+    assert p.forward_ms == pytest.approx(base.forward_ms, rel=1e-9)
+    # a GPU overlaps: no such term
+    p, = predict(spec, Profile(synthetic(bandwidth=bandwidth, device="cuda",
+                                         cache={"l2_bytes": 2 ** 21})), batches=[8])
+    q, = predict(spec, Profile(synthetic(bandwidth=bandwidth, device="cuda")), batches=[8])
+    assert p.forward_ms == pytest.approx(q.forward_ms, rel=1e-9)
+
+
 def test_op_curves_interpolate_in_log_log_and_scale_past_the_end():
     points = [(1e4, 1e-5), (1e6, 1e-3)]
     assert loglog_time(points, 1e5) == pytest.approx(1e-4)
@@ -363,6 +409,9 @@ def test_calibrate_with_a_tiny_budget_makes_a_profile_predict_reads(tmp_path):
     assert data["torch"] == torch.__version__ and data["quick"] is True
     assert data["tables"]["fp32"]["conv"], "the first conv class is always measured"
     assert data["peak"]["fp32"]["flops_per_s"] > 0
+    assert isinstance(data["cache"], dict)   # the L2 size where sysfs has it
+    if os.path.exists("/sys/devices/system/cpu/cpu0/cache/index2/size"):
+        assert data["cache"]["l2_bytes"] > 0
     result = CliRunner().invoke(main, ["predict", spec_path("lenet5.toml"), "--profile",
                                        str(out), "--batch", "8", "--format", "json"])
     assert result.exit_code == 0, result.stderr

@@ -18,7 +18,8 @@ What is measured, per table (a dtype and a memory format: ``fp32``,
 - ``optimizer``: one SGD-momentum step per parameter tensor, by size;
 
 and once per device: the per-op overhead (a chain of tiny modules, forward
-and forward + backward), the memory bandwidth by working-set size (copies),
+and forward + backward), the core's L2 size (sysfs: which ops ran with their
+data in the cache while timed alone), the memory bandwidth by working-set size (copies),
 the peak FLOP/s (the best of several GEMMs), and what ``torch.compile``
 changes (a conv + batch norm + relu stack, eager vs compiled).
 
@@ -100,6 +101,9 @@ CONV_GRID = [
     (3, 1, 1, 32, 32, 16, 1), (3, 1, 1, 64, 64, 8, 1), (3, 2, 1, 16, 32, 32, 1),
     (1, 1, 0, 16, 64, 32, 1), (1, 1, 0, 64, 16, 32, 1), (3, 1, 1, 3, 16, 32, 1),
     (3, 1, 1, 16, 16, 32, "dw"), (3, 1, 1, 64, 64, 8, "dw"),
+    # a conv onto a 1x1 map (LeNet's C5, a fc layer written as a conv): no
+    # other point has so few output positions
+    (5, 1, 0, 16, 120, 5, 1),
 ]
 
 LINEAR_GRID = [  # (K in, N out)
@@ -412,6 +416,33 @@ def measure_optimizer(clock, device, dtype, sizes):
     return points
 
 
+def cache_sizes(device: str) -> dict:
+    """The CPU core's L2 size (Linux sysfs), which `predict` needs to tell an
+    op whose data stayed in the cache while it was timed alone from one that
+    streamed from memory; empty where it cannot be read (and on a GPU)."""
+    if device != "cpu":
+        return {}
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for index in sorted(os.listdir(base)):
+            path = os.path.join(base, index)
+            if not index.startswith("index"):
+                continue
+            with open(os.path.join(path, "level")) as fh:
+                level = fh.read().strip()
+            with open(os.path.join(path, "type")) as fh:
+                kind = fh.read().strip()
+            if level == "2" and kind in ("Unified", "Data"):
+                with open(os.path.join(path, "size")) as fh:
+                    size = fh.read().strip()
+                units = {"K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30}
+                n = int(size[:-1]) * units[size[-1]] if size[-1] in units else int(size)
+                return {"l2_bytes": n, "how": f"{path}/size"}
+    except (OSError, ValueError):
+        pass
+    return {}
+
+
 def measure_bandwidth(clock, device, sizes):
     """Bytes per second of a copy (read + write), by working-set size."""
     points = []
@@ -560,6 +591,7 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     shares = {"device": 0.08, "tables": 0.85 if compile else 0.97, "compile": 1.0}
     say("overhead, bandwidth, peak")
     profile["overhead"] = measure_overhead(clock, device, "fp32")
+    profile["cache"] = cache_sizes(device)
     bw_sizes = [2 ** p for p in ((14, 18, 22, 24) if quick else (14, 16, 18, 20, 22, 24, 26))]
     profile["bandwidth"] = measure_bandwidth(clock, device, bw_sizes)
     profile["peak"] = {"fp32": measure_peak_flops(clock, device, "fp32", quick)}

@@ -19,10 +19,13 @@ sys.path.insert(0, ROOT)
 
 
 def wall(cmd, repeat):
+    """Median wall time of a whole process (this checkout's archcalc first on
+    the path); import_speed.py times its processes with it too."""
     times = []
     for _ in range(repeat):
         t = time.perf_counter()
-        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                       env={**os.environ, "PYTHONPATH": ROOT})
         times.append(time.perf_counter() - t)
     return statistics.median(times)
 

@@ -22,6 +22,8 @@ nn = torch.nn
 tv = pytest.importorskip("torchvision")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from archcalc.torch.measure import SavedBytes  # noqa: E402
+
 EXAMPLES = 40
 
 
@@ -53,24 +55,15 @@ def measure(make, shape, batch):
         module.train()
         torch.manual_seed(0)
         x = torch.randn(batch, *shape, requires_grad=True) * 1  # not a leaf: may be written in place
-        params = {p.untyped_storage().data_ptr() for p in module.parameters()}
-        seen = {}
-
-        def pack(t):
-            st = t.untyped_storage()
-            if st.data_ptr() not in params:
-                seen[st.data_ptr()] = st.nbytes()
-            return t
-
         counter = FlopCounterMode(display=False)
-        with counter, torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        with counter, SavedBytes(module) as saved:
             y = module(x)
     except (RuntimeError, ValueError) as e:
         return None, str(e)
     if 0 in y.shape:
         return None, f"empty output {tuple(y.shape)}"
     return {"shape": tuple(y.shape[1:]), "params": sum(p.numel() for p in module.parameters()),
-            "flops": counter.get_total_flops(), "saved": sum(seen.values())}, None
+            "flops": counter.get_total_flops(), "saved": saved.total}, None
 
 
 def agree(shape, layers, make, batch=1, saved=True):
@@ -110,20 +103,27 @@ def same_function(compiled, reference, shape, batch=2, train=False):
     ours, theirs = compiled.state_dict(), reference.state_dict()
     assert [v.shape for v in ours.values()] == [v.shape for v in theirs.values()]
     compiled.load_state_dict(dict(zip(ours, theirs.values())))
-    x = torch.randn(batch, *shape)
+    same_outputs(compiled, reference, torch.randn(batch, *shape), train, seed=1)
+
+
+def same_outputs(compiled, reference, x, train, seed):
+    """Both in train or eval mode, the same random draws (dropout, drop path):
+    the same outputs."""
     compiled.train(train), reference.train(train)
     with torch.no_grad():
-        torch.manual_seed(1)
+        torch.manual_seed(seed)
         a = compiled(x)
-        torch.manual_seed(1)
+        torch.manual_seed(seed)
         b = reference(x)
     assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
 
 
 # -- activations -----------------------------------------------------------------
 
+# spec activation name -> torch module (the SE tests below use it too)
 TORCH_ACTIVATIONS = {"relu6": nn.ReLU6, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid,
-                     "silu": nn.SiLU, "swish": nn.SiLU, "mish": nn.Mish}
+                     "silu": nn.SiLU, "swish": nn.SiLU, "mish": nn.Mish, "relu": nn.ReLU,
+                     "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 
 
 @settings(max_examples=EXAMPLES)
@@ -362,28 +362,18 @@ def test_convnext_block_equals_torchvision(p):
     compiled.load_state_dict({k: v.reshape(ours[k].shape) for k, v in zip(ours, theirs)})
     x = torch.randn(2, *shape)
     for train in (False, True):
-        compiled.train(train), reference.train(train)
-        with torch.no_grad():
-            torch.manual_seed(3)
-            a = compiled(x)
-            torch.manual_seed(3)
-            b = reference(x)
-        assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+        same_outputs(compiled, reference, x, train, seed=3)
 
 
 # -- squeeze-excitation -------------------------------------------------------------
-
-TV_ACT = {"relu": nn.ReLU, "silu": nn.SiLU, "hardswish": nn.Hardswish, "relu6": nn.ReLU6,
-          "gelu": nn.GELU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "hardsigmoid": nn.Hardsigmoid}
-
 
 @settings(max_examples=EXAMPLES)
 @given(se_layers())
 def test_se_matches_torchvision_squeeze_excitation(case):
     shape, layer = case
     squeeze = layer.get("squeeze") or shape[0] // layer["reduction"]
-    make = lambda: tv.ops.SqueezeExcitation(shape[0], squeeze, TV_ACT[layer["activation"]],  # noqa: E731
-                                            TV_ACT[layer["gate"]])
+    make = lambda: tv.ops.SqueezeExcitation(shape[0], squeeze, TORCH_ACTIVATIONS[layer["activation"]],  # noqa: E731
+                                            TORCH_ACTIVATIONS[layer["gate"]])
     if squeeze == 0:  # torch builds a conv with 0 channels; the engine refuses it
         with pytest.raises(SpecError, match="squeeze"):
             analyze(loads(network_text(shape, [layer])))

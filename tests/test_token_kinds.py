@@ -16,6 +16,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
+from archcalc.torch.measure import SavedBytes  # noqa: E402
+
 EXAMPLES = 30
 
 
@@ -111,22 +113,14 @@ def measured(module, shape, batch):
     FlopCounterMode on the meta device (the CPU fast path hides attention)."""
     module.train()
     x = torch.randn(batch, *shape)
-    params = {p.untyped_storage().data_ptr() for p in module.parameters()}
-    seen = {}
-
-    def pack(t):
-        st_ = t.untyped_storage()
-        if st_.data_ptr() not in params:
-            seen[st_.data_ptr()] = st_.nbytes()
-        return t
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    with SavedBytes(module) as saved:
         y = module(x)
     counter = FlopCounterMode(display=False)
     meta = module.to("meta").eval()
     with counter, torch.no_grad():
         meta(torch.zeros(batch, *shape, device="meta"))
     return {"shape": tuple(y.shape[1:]), "params": sum(p.numel() for p in module.parameters()),
-            "flops": counter.get_total_flops(), "saved": sum(seen.values())}
+            "flops": counter.get_total_flops(), "saved": saved.total}
 
 
 @settings(max_examples=EXAMPLES)

@@ -161,15 +161,33 @@ def _saved_tensor_bytes(model: nn.Module, x, device: str) -> int:
              for t in output_tensors(y)}.values())
         del y
         return grown
-    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-    seen = {}
+    with SavedBytes(model) as saved:
+        model(x)
+    return saved.total
 
-    def pack(t):
+
+class SavedBytes:
+    """Inside the block, the bytes of the distinct storages autograd saves for
+    backward (parameters left out: they are counted as weights); ``total``
+    once the block is left."""
+
+    def __init__(self, model: nn.Module):
+        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+        self.seen: dict[int, int] = {}
+        self.total = 0
+
+    def _pack(self, t):
         st = t.untyped_storage()
-        if st.data_ptr() not in params:
-            seen[st.data_ptr()] = st.nbytes()
+        if st.data_ptr() not in self.params:
+            self.seen[st.data_ptr()] = st.nbytes()
         return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
-    return sum(seen.values())
+    def __enter__(self):
+        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
+        self.hooks.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hooks.__exit__(*exc)
+        self.total = sum(self.seen.values())
+        return False

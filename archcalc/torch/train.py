@@ -24,6 +24,7 @@ from torch.nn import functional as F
 
 from ..errors import RunError, SpecError
 from .build import build_model
+from .measure import SavedBytes
 from .data import check_source, load_data
 
 CHECKPOINT_FORMAT = 2   # what `--resume` reads: see _Saver.save
@@ -414,7 +415,7 @@ def _train(graph, config, dist: Dist, report, progress):
                         x = augment(x, config.augment, gen)
                     optimizer.zero_grad(set_to_none=True)
                     if saved_bytes is None:
-                        with _SavedBytes(model) as saved:
+                        with SavedBytes(model) as saved:
                             loss = loss_fn(_logits(net(x)), y)
                         saved_bytes = saved.total
                     else:
@@ -770,32 +771,6 @@ def tensor_memory(model, optimizer, saved_bytes, device: str) -> int:
             if torch.is_tensor(v) and v.dim() > 0:
                 total += v.numel() * v.element_size()
     return total + (saved_bytes or 0)
-
-
-class _SavedBytes:
-    """Bytes of the distinct storages autograd saves during a forward
-    (parameters left out: they are counted as weights)."""
-
-    def __init__(self, model):
-        self.params = {p.untyped_storage().data_ptr() for p in model.parameters()}
-        self.seen = {}
-        self.total = 0
-
-    def _pack(self, t):
-        st = t.untyped_storage()
-        if st.data_ptr() not in self.params:
-            self.seen[st.data_ptr()] = st.nbytes()
-        return t
-
-    def __enter__(self):
-        self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.hooks.__exit__(*exc)
-        self.total = sum(self.seen.values())
-        return False
 
 
 # the analysis counts optimizer state as copies of the weights: 0, 1 or 2

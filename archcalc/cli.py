@@ -295,12 +295,9 @@ def _warn(report):
 @click.argument("spec", type=SPEC)
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
               help="Batch size: multiplies the bytes, never the shapes.")
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True,
-              help="Element type of activations and weights.")
-@click.option("--input", "input_shape", metavar="CxHxW",
-              help="Override the spec's input shape, e.g. 3x299x299.")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
-              help="Bind a variable (repeatable). Unbound variables give formulas.")
+@dtype_option
+@input_option
+@set_option
 @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")), default="adam",
               show_default=True, help="Optimizer whose state the training memory counts.")
 @click.option("--strict", is_flag=True, help="Make a layer that does not tile its input an error.")
@@ -312,7 +309,7 @@ def _warn(report):
                    "index,layer,kind,output,activations,params,macs,rf, fitted to the "
                    "terminal's width (COLUMNS); a narrow one drops detail, never digits "
                    "of a number.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
+@format_option()
 def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, columns, fmt):
     """Per-layer table of a spec: output shape, activations, params (with the
     arithmetic), MACs and receptive field, with totals under it.
@@ -433,8 +430,8 @@ def kinds(fmt):
 @click.argument("spec", type=SPEC)
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True)
-@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@input_option
+@set_option
 @click.option("--meta", is_flag=True, help="Shapes and params only, on the meta device.")
 @click.option("--all-rows", is_flag=True, help="Show every row, not only disagreements, "
               "for nets of more than 60 rows.")
@@ -487,7 +484,7 @@ def _require_device(device: str):
               show_default=True)
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="File to write (python: stdout when left out; onnx: SPEC_NAME.onnx).")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@set_option
 @click.option("--no-memory-check", "no_memory_check", is_flag=True,
               help="onnx: build and trace the model even when its estimated memory exceeds "
                    "what is available (python needs no memory: the model is built on the "
@@ -609,9 +606,8 @@ def parse_batches(text: str) -> list[int]:
               help="Put the time predicted from this profile (archcalc calibrate) beside "
                    "the measured one, per layer and in total, with the error.")
 @click.option("--max-batch", is_flag=True, help="Find the largest batch that fits (predicted, then run).")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
-@click.option("--format", "fmt", type=click.Choice(("rich", "json", "csv", "markdown")), default="rich",
-              show_default=True)
+@set_option
+@format_option()
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the results here.")
 @click.option("--no-memory-check", "no_memory_check", is_flag=True, help=MEMORY_CHECK_HELP)
 def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, steps, threads,
@@ -800,8 +796,8 @@ def _profile(name, device="cpu"):
                    "[the shipped CPU profile].")
 @step_options(amp="Autocast to this dtype (the profile's table of that dtype).",
               compile_="As if torch.compile'd.")
-@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@input_option
+@set_option
 @click.option("--summary", is_flag=True, help="Totals only, no per-layer table.")
 @format_option()
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
@@ -874,7 +870,7 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
 @click.option("--force", is_flag=True, help="Start over in an OUT that holds a run, replacing it.")
 @click.option("--plot", is_flag=True, help="Save the loss and accuracy curves as OUT/curves.png.")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@set_option
 @click.option("--no-memory-check", "no_memory_check", is_flag=True, help=MEMORY_CHECK_HELP)
 def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, label_smoothing,
           augment, seed, device, out_dir, resume, force, plot, sets, no_memory_check):
@@ -976,9 +972,9 @@ def _render_comparison(comparison, fmt, title):
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="Bind a variable in every spec that has it.")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
+@dtype_option
 @input_option
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
+@format_option()
 def compare(specs, sets, batch, dtype, input_shape, fmt):
     """Designs side by side: params, MACs, FLOPs, activations, training memory,
     receptive field, depth and nonlinearities, each with its ratio to the first.
@@ -1007,7 +1003,7 @@ def compare(specs, sets, batch, dtype, input_shape, fmt):
               help="Put numbers in for C (channels).")
 @click.option("--size", "-s", type=click.IntRange(min=1), default=None,
               help="Put numbers in for H and W.")
-@click.option("--format", "fmt", type=click.Choice(FORMATS), default="rich", show_default=True)
+@format_option()
 def trick(name, list_, channels, size, fmt):
     """The lectures' factorization tricks, as formulas in C (channels) and
     H, W, and as numbers with --channels and --size. Each design is a real
@@ -1048,9 +1044,9 @@ def trick(name, list_, channels, size, fmt):
 @click.argument("spec", type=SPEC)
 @click.argument("layer")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
-@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@dtype_option
+@input_option
+@set_option
 @format_option(("rich", "json", "markdown"))
 def explain(spec, layer, batch, dtype, input_shape, sets, fmt):
     """The arithmetic of one layer, step by step, as a lecture writes it:
@@ -1082,7 +1078,7 @@ def explain(spec, layer, batch, dtype, input_shape, sets, fmt):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="PNG or SVG file [SPEC_NAME.png].")
 @click.option("--depth", type=click.IntRange(min=1), default=None, help="One bar per block.")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@set_option
 def plot(specs, output, depth, sets):
     """Per-layer bars of activations and params (log scale) and MACs, with the
     spec's name and totals; several specs are overlaid. Past 60 layers, blocks
@@ -1114,11 +1110,10 @@ def plot(specs, output, depth, sets):
 
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=SPEC)
-@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
-@click.option("--set", "sets", multiple=True, metavar="NAME=VALUE", help="Bind a variable.")
+@input_option
+@set_option
 @click.option("--strict", is_flag=True, help="Exit 1 when there is any finding.")
-@click.option("--format", "fmt", type=click.Choice(("rich", "json")), default="rich",
-              show_default=True)
+@format_option(("rich", "json"))
 def lint(specs, input_shape, sets, strict, fmt):
     """The design smells the lectures teach, each with its arithmetic: a conv
     bias right before batch norm (redundant params), a representational
@@ -1155,10 +1150,10 @@ def lint(specs, input_shape, sets, strict, fmt):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The HTML file to write [SPEC_NAME.html]; - for stdout.")
 @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--dtype", type=click.Choice(DTYPE_NAMES), default="fp32", show_default=True)
+@dtype_option
 @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")), default="adam",
               show_default=True, help="Optimizer whose state the training memory counts.")
-@click.option("--input", "input_shape", metavar="CxHxW", help="Override the input shape.")
+@input_option
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="Bind a variable in every spec that has it.")
 @click.option("--title", default=None, help="The page's heading [the specs' names].")

@@ -61,11 +61,6 @@ SYMBOLIC_MS = Limit("symbolic_ms", 3000, "milliseconds of CPU time to analyze wi
                     "variables")
 MAX_FORMULA_NODES = Limit("max_formula_nodes", 5_000, "terms in a printed formula")
 
-ALL = (MAX_ROWS, MAX_NESTING, MAX_TOML_DEPTH, MAX_FILE_BYTES, MAX_INCLUDES,
-       MAX_INCLUDE_DEPTH, MAX_EXPR_CHARS, MAX_EXPR_DEPTH, MAX_VALUE_DIGITS, MAX_DEGREE,
-       SIMPLIFY_MS, SYMBOLIC_MS, MAX_FORMULA_NODES)
-
-
 def check_value(v: int, detail: str) -> int:
     """An integer within the value budget (10^18 by default): larger numbers
     are never a channel count or a size, and unbounded ones cost unbounded time."""
@@ -84,8 +79,3 @@ def parse_int(text: str, detail: str) -> int:
         raise SpecError(f"{detail}: {t[:24]}... has more than {MAX_VALUE_DIGITS.value} digits "
                         f"(raise with {MAX_VALUE_DIGITS.env}=N)")
     return int(t)
-
-
-def table_of_limits() -> list[tuple[str, int, str]]:
-    """(variable, value in force, what it bounds): for the README and `--help`."""
-    return [(lim.env, lim.value, lim.what) for lim in ALL]

@@ -186,20 +186,6 @@ def rows_of(entries):
                 yield from rows_of(v)
 
 
-def full_args(kind: str, entry: dict) -> dict:
-    """A row's arguments with the kind's defaults filled in (the primary by name)."""
-    k = REGISTRY[kind]
-    out = {}
-    for name, arg in k.args.items():
-        if name in entry:
-            out[name] = entry[name]
-        elif name == k.primary and entry.get(kind) is not True:
-            out[name] = entry.get(kind)
-        elif arg.default is not REQUIRED:
-            out[name] = arg.default
-    return out
-
-
 def choose_defaults(entries: list, blocks: dict, fused_bn: dict | None = None) -> dict:
     """[defaults.KIND]: per kind, each argument whose most common value differs
     from the kind's own default and is held by more than half of its rows.
@@ -371,15 +357,9 @@ def _share_shortcut_names(entries):
             e["shortcut_name"] = next(iter(names))
 
 
-def _structure_key(table: dict) -> str:
-    return next(k for k in ("layers", "concat", "split", "residual", "scale", "dense")
-                if k in table)
-
-
 def _named_level(e) -> bool:
     return isinstance(e, dict) and isinstance(e.get("name"), str) and not e.get("flat") \
-        and "block" not in e and any(k in e for k in ("layers", "concat", "split", "residual",
-                                                         "scale", "dense"))
+        and "block" not in e and any(k in e for k in STRUCTURE_KEYS if k != "shortcut")
 
 
 def _instances(entries, found: list, holder, key) -> int:

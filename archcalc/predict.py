@@ -95,6 +95,19 @@ class Profile:
             self.overhead = {"inference": float(over["forward_s"]),
                              "train": float(over["forward_train_s"]),
                              "backward": float(over["backward_s"])}
+            # a GPU profile times the host's launching and the device's kernels
+            # apart (calibrate's Clock.split): the prediction then follows both
+            self.split = self.device == "cuda" and "forward_host_s" in over
+            self.host_overhead = {k: float(over.get(f"{key}_host_s", over[f"{key}_s"]))
+                                  for k, key in (("inference", "forward"),
+                                                 ("train", "forward_train"),
+                                                 ("backward", "backward"))}
+            self.optimizer_host_curve = sorted(
+                (float(p["elements"]), float(p["step_host_s"])) for p in data["optimizer"]
+                if "step_host_s" in p)
+            self.optimizer_gpu_curve = sorted(
+                (float(p["elements"]), float(p["step_gpu_s"])) for p in data["optimizer"]
+                if "step_gpu_s" in p)
             self.bandwidth_curve = sorted((float(p["bytes"]), float(p["bandwidth"]))
                                           for p in data["bandwidth"])
             self.optimizer_curve = sorted((float(p["elements"]), float(p["step_s"]))
@@ -217,6 +230,8 @@ class _Point:
     features: tuple
     log_forward: float
     log_backward: float | None
+    log_forward_host: float | None = None    # a GPU profile: the host's launching
+    log_backward_host: float | None = None
 
 
 def _idw(points, cls, features, which, penalty):
@@ -251,7 +266,16 @@ class Table:
     """One dtype and memory format of a profile: conv and GEMM rates, op curves."""
 
     def __init__(self, t: dict, profile: Profile):
-        o = profile.overhead
+        # a GPU profile (split): rates from the kernels' own time, and the
+        # host's launching beside them; a CPU's: the call's time, its overhead out
+        split = profile.split
+        o = {k: 0.0 for k in profile.overhead} if split else profile.overhead
+        key = "_gpu_s" if split else "_s"
+
+        def host(p, which):
+            v = p.get(f"{which}_host_s")
+            return math.log(max(float(v), 1e-9)) if split and v is not None else None
+
         self.convs = []
         for p in t.get("conv", []):
             kh, kw = p["kernel"]
@@ -261,27 +285,47 @@ class Table:
             wo = (n[1] + 2 * p["padding"][1] - kw) // sw + 1
             dims = (kh, kw, sh, sw, p["cin"], p["cout"], ho, wo, p["groups"])
             flops = conv_flops(*dims, p["batch"])
-            fwd = _rate(flops, p["forward_s"], o["inference"])
+            fwd = _rate(flops, p.get("forward" + key, p["forward_s"]), o["inference"])
             bwd = None
             if "backward_s" in p:
-                bwd = _rate(flops * (2 if p.get("input_grad", True) else 1), p["backward_s"],
-                            o["backward"])
+                bwd = _rate(flops * (2 if p.get("input_grad", True) else 1),
+                            p.get("backward" + key, p["backward_s"]), o["backward"])
             self.convs.append(_Point(conv_class(*dims[:6], p["groups"]),
-                                     conv_features(*dims, p["batch"]), fwd, bwd))
+                                     conv_features(*dims, p["batch"]), fwd, bwd,
+                                     host(p, "forward"), host(p, "backward")))
         self.linears = []
         for p in t.get("linear", []):
             flops = 2 * p["m"] * p["n"] * p["k"]
-            fwd = _rate(flops, p["forward_s"], o["inference"])
-            bwd = _rate(2 * flops, p["backward_s"], o["backward"]) if "backward_s" in p else None
+            fwd = _rate(flops, p.get("forward" + key, p["forward_s"]), o["inference"])
+            bwd = _rate(2 * flops, p.get("backward" + key, p["backward_s"]), o["backward"]) \
+                if "backward_s" in p else None
             self.linears.append(_Point((), (_log2(p["m"]), _log2(p["n"]), _log2(p["k"])),
-                                       fwd, bwd))
+                                       fwd, bwd, host(p, "forward"), host(p, "backward")))
         self.ops = {}
         for name, points in t.get("ops", {}).items():
             pts = sorted(points, key=lambda p: p["elements"])
+
+            def curve(which, fallback=None, pts=pts):
+                out = []
+                for p in pts:
+                    v = p.get(which + key, p.get(which + "_s"))
+                    if v is None and fallback:
+                        v = p.get(fallback + key, p.get(fallback + "_s"))
+                    if v is not None:
+                        out.append((p["elements"], v))
+                return out
+
+            def host_curve(which, pts=pts):
+                return [(p["elements"], p[f"{which}_host_s"]) for p in pts
+                        if f"{which}_host_s" in p]
+
             self.ops[name] = {
-                "inference": [(p["elements"], p["forward_s"]) for p in pts],
-                "train": [(p["elements"], p.get("forward_train_s", p["forward_s"])) for p in pts],
-                "backward": [(p["elements"], p["backward_s"]) for p in pts if "backward_s" in p],
+                "inference": curve("forward"),
+                "train": curve("forward_train", "forward"),
+                "backward": curve("backward"),
+                "inference_host": host_curve("forward"),
+                "train_host": host_curve("forward_train"),
+                "backward_host": host_curve("backward"),
             }
 
     def conv_rate(self, dims, batch, which):
@@ -289,6 +333,15 @@ class Table:
         return _idw(self.convs, cls, conv_features(*dims, batch), which, _conv_penalty)
 
     def linear_rate(self, m, n, k, which):
+        return _idw(self.linears, (), (_log2(m), _log2(n), _log2(k)), which, _no_penalty)
+
+    # a GPU profile: the host's seconds to launch a primitive (the same
+    # interpolation, over the log of the host time)
+    def conv_host(self, dims, batch, which):
+        cls = conv_class(*dims[:6], dims[8])
+        return _idw(self.convs, cls, conv_features(*dims, batch), which, _conv_penalty)
+
+    def linear_host(self, m, n, k, which):
         return _idw(self.linears, (), (_log2(m), _log2(n), _log2(k)), which, _no_penalty)
 
     def op_curve(self, name, which, notes):
@@ -392,6 +445,41 @@ class _Parts:
         return self.compute + self.memory + self.overhead
 
 
+class _Timeline:
+    """The host and the device, each with its clock: an op is launched when the
+    host has launched the ones before it (host += its launch time) and runs
+    when it is launched and the device is free (device = max(device, host) +
+    its kernel time). What the device's clock advances by is the op's share of
+    the step: the wait for the host counted as overhead, the rest as the op's
+    bound."""
+
+    def __init__(self):
+        self.host = self.device = 0.0
+
+    def run(self, events) -> _Parts:
+        parts = _Parts()
+        for host_s, device_s, bound in events:
+            self.host += host_s
+            start = max(self.device, self.host)
+            waited = start - self.device
+            self.device = start + device_s
+            parts.add(overhead=waited)
+            if bound == "compute":
+                parts.add(compute=device_s)
+            elif bound == "memory":
+                parts.add(memory=device_s)
+            else:
+                parts.add(overhead=device_s)
+        return parts
+
+    def finish(self) -> float:
+        """Seconds the host still runs after the device's last kernel (the
+        step ends when both have)."""
+        extra = max(0.0, self.host - self.device)
+        self.device += extra
+        return extra
+
+
 class Predictor:
     """Turns rows into times with one profile, dtype and mode."""
 
@@ -459,9 +547,10 @@ class Predictor:
         far = self.profile.bandwidth_curve[-1][1]
         return max(0.0, nbytes / far - nbytes / self.profile.bandwidth(nbytes))
 
-    def op_time(self, name, elements, which):
+    def op_time(self, name, elements, which, floor=None):
         curve = self.table.op_curve(name, which, self.notes)
-        floor = self.o_bwd if which == "backward" else self.o_fwd
+        if floor is None:
+            floor = self.o_bwd if which == "backward" else self.o_fwd
         if curve is None:   # not even a copy: twice the bytes at the bandwidth
             nbytes = 2 * elements * self.dsize
             return nbytes / self.profile.bandwidth(nbytes) + floor
@@ -549,7 +638,166 @@ class Predictor:
             x = y
         return out
 
+    # -- a GPU: the host launches, the device runs --------------------------
+    def _host_op(self, name, elements, which):
+        """Host seconds to launch a table op (calibrated by size; the per-op
+        overhead where the profile has no host time for it)."""
+        floor = self.profile.host_overhead[which]
+        while name and name not in self.table.ops:
+            name = FALLBACK.get(name)
+        curve = self.table.ops[name].get(which + "_host") if name else None
+        if not curve:
+            return floor
+        return interp(curve, max(elements, 1.0), log_y=True)
+
+    def device_events(self, c: Cost, batch: int, needs_input_grad: bool, grad: bool):
+        """One primitive on a GPU: ([forward events], [backward events]), each
+        (host seconds, device seconds, bound): the host's launching and the
+        kernels' time, which the timeline overlaps."""
+        train = self.mode == "train"
+        h = self.profile.host_overhead
+        h_fwd = h["train" if train else "inference"]
+        # autograd's recording: what a module call costs the host in train mode
+        extra = max(0.0, h["train"] - h["inference"]) if train else 0.0
+        back = train and grad and c.backward
+        fwd, bwd = [], []
+        if c.primitive == "view" or (c.train_only and not train):
+            return [(h_fwd, 0.0, "overhead")], []
+        casts = [int(t) for t in c.tensors if t] if self.amp and c.primitive in (
+            "conv", "linear") else []
+        for t in casts:   # autocast's copy of each weight in the compute dtype
+            g = self._cast_device_s(t)
+            fwd.append((self._host_cast("inference"), g, "memory"))
+            if back:
+                bwd.append((self._host_cast("backward"), g, "memory"))
+        if c.primitive in ("conv", "linear"):
+            if c.primitive == "conv":
+                dims = tuple(int(v) for v in c.conv)
+                kh, kw, sh, sw, cin, cout, ho, wo, g_ = dims
+                flops = conv_flops(*dims, batch)
+                weights = kh * kw * (cin // g_) * cout
+                inp = batch * cin * ((ho - 1) * sh + kh) * ((wo - 1) * sw + kw)
+                nbytes = (weights + inp + batch * cout * ho * wo) * self.dsize
+                rate = lambda which: self.table.conv_rate(dims, batch, which)  # noqa: E731
+                host = lambda which: self.table.conv_host(dims, batch, which)  # noqa: E731
+            else:
+                m, n, k = (int(v) for v in c.gemm)
+                m *= batch
+                flops = 2 * m * n * k
+                nbytes = (n * k + m * k + m * n) * self.dsize
+                rate = lambda which: self.table.linear_rate(m, n, k, which)  # noqa: E731
+                host = lambda which: self.table.linear_host(m, n, k, which)  # noqa: E731
+            t_mem = nbytes / self.profile.bandwidth(nbytes)
+            r = rate("log_forward")
+            t_c = flops / r if r else 0.0
+            fwd.append(((host("log_forward_host") or h["inference"]) + extra, max(t_c, t_mem),
+                        "compute" if t_c >= t_mem else "memory"))
+            if back:
+                bflops = flops * (2 if needs_input_grad else 1)
+                rb = rate("log_backward") or r
+                t_c = bflops / rb if rb else 0.0
+                bwd.append((host("log_backward_host") or h["backward"], max(t_c, 2 * t_mem),
+                            "compute" if t_c >= 2 * t_mem else "memory"))
+            return fwd, bwd
+        elements = int(c.elements) * (1 if c.per_batch else batch)
+        which = "train" if train else "inference"
+        fwd.append((self._host_op(c.primitive, elements, which),
+                    self.op_time(c.primitive, elements, which, floor=0.0) * c.scale, "memory"))
+        if back:
+            bwd.append((self._host_op(c.primitive, elements, "backward"),
+                        self.op_time(c.primitive, elements, "backward", floor=0.0) * c.scale,
+                        "memory"))
+        return fwd, bwd
+
+    def _host_cast(self, which):
+        return self._host_op("copy", 1, which)
+
+    def _cast_device_s(self, elements):
+        copy = self.fp32.op_curve("copy", "inference", self.notes)
+        if copy:
+            return loglog_time(copy, elements)
+        nbytes = elements * (4 + self.dsize)
+        return nbytes / self.profile.bandwidth(nbytes)
+
+    def _predict_split(self, report) -> Prediction:
+        """A GPU: the host launches every op in order and runs ahead of the
+        device, which runs each kernel once the host has launched it and the
+        kernel before it has finished. Where the kernels are short the device
+        waits on the host (overhead-bound: small batches, many small layers);
+        where they are long the host's time hides under them."""
+        batch = report.batch
+        train = self.mode == "train"
+        h = self.profile.host_overhead
+        rows = []           # (row, forward events, backward events)
+        tensors = []
+        seen_weighted = False
+        for row in report.rows[1:]:
+            fwd, bwd = [], []
+            costs = self.row_costs(row)
+            if len(costs) > 1 or row.merge:   # the container module's call
+                fwd.append((h["train" if train else "inference"], 0.0, "overhead"))
+            for kind, c, _x in costs:
+                weighted = bool(kind is not None and kind.weighted)
+                first = weighted and not seen_weighted
+                grad = seen_weighted or weighted or bool(c.tensors)
+                f, b = self.device_events(c, batch, not first, grad)
+                fwd += f
+                bwd += b
+                seen_weighted = seen_weighted or weighted
+                tensors += [int(t) for t in c.tensors if t]
+            if train and row.merge:
+                # where the merge's inputs forked, autograd sums their gradients
+                n = int(sym.prod(row.output_shape)) * batch
+                bwd.append((0.0, self.op_time("add", n, "inference", floor=0.0), "memory"))
+            rows.append((row, fwd, bwd))
+        clock = _Timeline()
+        other = []
+        if self.amp:   # the image, cast by the first layer
+            image = int(sym.prod(report.model.input)) * batch
+            other.append((self._host_cast("inference"), self._cast_device_s(image), "memory"))
+        forward = {id(r): clock.run(f) for r, f, _ in rows}
+        loss = [(h["train"], 1e-6, "overhead")] * 4 + [(h["backward"], 1e-6, "overhead")] * 4 \
+            if train else []
+        other_parts = clock.run(other + loss)
+        backward = {id(r): clock.run(list(reversed(b))) for r, _, b in reversed(rows)} \
+            if train else {}
+        optimizer = _Parts()
+        if train:
+            host = sum(interp(self.profile.optimizer_host_curve, max(t, 1.0), log_y=True)
+                       for t in tensors) if self.profile.optimizer_host_curve else 0.0
+            dev = sum(loglog_time(self.profile.optimizer_gpu_curve, max(t, 1.0))
+                      for t in tensors) if self.profile.optimizer_gpu_curve else \
+                sum(self.profile.optimizer_s(t) for t in tensors)
+            optimizer = clock.run([(host, dev, "memory")])
+        tail = clock.finish()
+        layers = []
+        for row, _, _ in rows:
+            f = forward[id(row)]
+            b = backward.get(id(row))
+            both = _Parts()
+            both.add(f.compute, f.memory, f.overhead)
+            if b is not None:
+                both.add(b.compute, b.memory, b.overhead)
+            parts = {"compute": both.compute, "memory": both.memory, "overhead": both.overhead}
+            layers.append(LayerPrediction(
+                row.index, row.name, row.type, f.total * 1e3,
+                (b.total if b is not None else 0.0) * 1e3, max(parts, key=parts.get),
+                int(sym.to_json(row.flops)) * batch if not sym.is_symbolic(row.flops) else 0,
+                both.compute * 1e3, both.memory * 1e3, both.overhead * 1e3))
+        fw = sum(layer.forward_ms for layer in layers)
+        bw = sum(layer.backward_ms for layer in layers)
+        opt = optimizer.total * 1e3
+        oth = (other_parts.total + tail) * 1e3
+        step = fw + bw + opt + oth
+        bound_ms = {k: sum(getattr(layer, f"{k}_ms") for layer in layers)
+                    for k in ("compute", "memory", "overhead")}
+        return Prediction(report.model.name, batch, self.mode, self.dtype, self.profile.device,
+                          fw, bw, opt, oth, step, batch / step * 1e3 if step else 0.0, bound_ms,
+                          layers, list(self.notes))
+
     def predict(self, report) -> Prediction:
+        if self.profile.split:
+            return self._predict_split(report)
         batch = report.batch
         train = self.mode == "train"
         layers = []

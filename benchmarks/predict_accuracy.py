@@ -94,6 +94,8 @@ def main():
         """(wall, cpu) median step seconds of one run of the bench's runner."""
         runner = Runner(graph, args.device, mode, args.amp, False, False)
         x = runner.batch_input(batch)
+        if args.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
         for _ in range(args.warmup):
             runner.step(x)
         wall, cpu = [], []
@@ -102,7 +104,11 @@ def main():
             runner.step(x)
             cpu.append(time.process_time() - c)
             wall.append(time.perf_counter() - t)
-        return statistics.median(wall), statistics.median(cpu)
+        peak = torch.cuda.max_memory_allocated() if args.device == "cuda" else None
+        del runner, x
+        if args.device == "cuda":
+            torch.cuda.empty_cache()
+        return statistics.median(wall), statistics.median(cpu), peak
 
     os.makedirs(args.out, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -159,11 +165,14 @@ def main():
     # the repeats are passes over every point: a burst of load hits one run of
     # a point, not all of them
     runs = {i: ([], [], []) for i in range(len(plan))}
+    peaks = {}
     for rep in range(args.repeats):
         for i, (name, group, graph, mode, batch, pred) in enumerate(plan):
             walls, cpus, loads = runs[i]
             loads.append(load_avg())
-            wall, cpu = measure(graph, batch, mode)
+            wall, cpu, peak = measure(graph, batch, mode)
+            if peak is not None:
+                peaks[i] = max(peaks.get(i, 0), peak)
             walls.append(wall * 1e3)
             cpus.append(cpu * 1e3)
             now = (cpus if args.clock == "cpu" else walls)[-1]
@@ -187,6 +196,11 @@ def main():
                        "predicted_forward_ms": round(pred.forward_ms, 3),
                        "predicted_backward_ms": round(pred.backward_ms, 3),
                        "predicted_optimizer_ms": round(pred.optimizer_ms, 3)})
+        if i in peaks:   # CUDA: the allocator's peak beside the predicted step memory
+            points[-1].update(
+                measured_memory_bytes=peaks[i],
+                predicted_memory_bytes=predicted_memory(graph, batch, mode, args.amp,
+                                                        args.device))
     print()
     for p in points:
         print(f"{p['spec']:18s} {p['mode']:9s} b{p['batch']:<3d} predicted "
@@ -196,18 +210,22 @@ def main():
     def mape(sel):
         return statistics.mean(abs(p["error"]) for p in sel) if sel else None
 
-    accept8 = [p for p in points if p["group"] == "acceptance" and p["batch"] == 8]
+    main_batch = 8 if 8 in batches else batches[0]   # the acceptance batch (a GPU: 64)
+    accept8 = [p for p in points if p["group"] == "acceptance" and p["batch"] == main_batch]
+    key8 = f"acceptance_batch{main_batch}_mape"
     summary = {
-        "acceptance_batch8_mape": mape(accept8),
+        key8: mape(accept8),
         "acceptance_all_mape": mape([p for p in points if p["group"] == "acceptance"]),
         "held_out_mape": mape([p for p in points if p["group"] == "held-out"]),
         "all_mape": mape(points),
-        "per_net_batch8": {f"{p['spec']} {p['mode']}": p["error"] for p in accept8},
+        f"per_net_batch{main_batch}": {f"{p['spec']} {p['mode']}": p["error"] for p in accept8},
+        "nets_mape": mape(points) if points else None,
+        "nets": len({p["spec"] for p in points}),
         "points": len(points),
     }
     worst = sorted(points, key=lambda p: -abs(p["error"]))[:8]
     print()
-    for key in ("acceptance_batch8_mape", "acceptance_all_mape", "held_out_mape", "all_mape"):
+    for key in (key8, "acceptance_all_mape", "held_out_mape", "all_mape"):
         v = summary[key]
         print(f"{key:26s} {'-' if v is None else f'{v:.1%}'}")
     print("worst cases:")

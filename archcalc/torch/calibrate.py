@@ -114,6 +114,7 @@ LINEAR_GRID = [  # (K in, N out)
 
 QUICK_CONV = 10   # quick mode: the one-of-every-class points only
 BATCHES = (1, 8, 32)
+GPU_BATCHES = (1, 16, 64)   # a GPU is used at larger batches: 64 is timed first
 
 # elementwise and other primitives: name -> (build(module, shape) maker, input shape for
 # a target element count, how many inputs)
@@ -247,6 +248,72 @@ class Clock:
             times.append((clock() - t) / inner)
         return statistics.median(times), min(times)
 
+    # -- CUDA: the host's launching and the device's kernels apart ----------
+    _cycles_per_s = None
+
+    def _sleep_cycles_per_s(self) -> float:
+        """GPU clock cycles per second of torch.cuda._sleep (a spin on clock64)."""
+        if Clock._cycles_per_s is None:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(1000)
+            torch.cuda.synchronize()
+            start.record()
+            torch.cuda._sleep(10_000_000)
+            end.record()
+            torch.cuda.synchronize()
+            Clock._cycles_per_s = 1e7 / max(start.elapsed_time(end) / 1e3, 1e-6)
+        return Clock._cycles_per_s
+
+    def split(self, fn, setup=None, inner=None):
+        """CUDA: (host seconds, device seconds) per call, medians. While the host
+        launches, the device spins (torch.cuda._sleep) so that nothing the host
+        does shows in the events around the kernels: the host time is the
+        launching alone (Python, module call, dispatch, autograd), the device
+        time the kernels back to back. In a network the two overlap: the host
+        runs ahead of the device (see archcalc.predict)."""
+        if self.device != "cuda" or not hasattr(torch.cuda, "_sleep"):
+            return None
+        cps = self._sleep_cycles_per_s()
+        if setup:
+            setup()
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        first = time.perf_counter() - t
+        if inner is None:
+            inner = 1 if setup else max(1, min(50, int(2e-3 / max(first, 1e-7))))
+        hosts, devices = [], []
+        sleep_s = 2 * inner * first + 1e-3
+        for _ in range(self.reps):
+            for _attempt in range(4):
+                if setup:
+                    setup()
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                torch.cuda.synchronize()
+                torch.cuda._sleep(int(min(sleep_s, 1.0) * cps))
+                start.record()
+                t = time.perf_counter()
+                for _ in range(inner):
+                    fn()
+                host = time.perf_counter() - t
+                end.record()
+                torch.cuda.synchronize()
+                if host < 0.8 * sleep_s or sleep_s >= 1.0:
+                    break
+                sleep_s *= 4    # the sleep ended before the launching: longer
+            hosts.append(host / inner)
+            devices.append(start.elapsed_time(end) / 1e3 / inner)
+        return statistics.median(hosts), statistics.median(devices)
+
+
+def _split_into(out, key, clock, fn, setup=None):
+    """On CUDA, `key`_host_s and `key`_gpu_s beside `key`_s (Clock.split)."""
+    both = clock.split(fn, setup=setup)
+    if both is not None:
+        out[f"{key}_host_s"], out[f"{key}_gpu_s"] = both
+
 
 class Budget:
     """Seconds the microbenchmarks may take, on the timings' own clock: with
@@ -292,11 +359,12 @@ def measure_conv(clock, device, dtype, channels_last, point, batch, train=True):
     if channels_last:
         conv = conv.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
+    out = {"kernel": [k, k], "stride": [s, s], "padding": [p, p], "cin": cin, "cout": cout,
+           "size": [n, n], "groups": g, "depthwise": groups == "dw", "batch": batch}
     with torch.no_grad():
         fwd, fwd_min = clock(lambda: conv(x))
-    out = {"kernel": [k, k], "stride": [s, s], "padding": [p, p], "cin": cin, "cout": cout,
-           "size": [n, n], "groups": g, "depthwise": groups == "dw", "batch": batch,
-           "forward_s": fwd, "forward_min_s": fwd_min}
+        _split_into(out, "forward", clock, lambda: conv(x))
+    out.update(forward_s=fwd, forward_min_s=fwd_min)
     if train:
         stem = cin <= 4          # a first layer: no gradient for the image
         x.requires_grad_(not stem)
@@ -309,6 +377,7 @@ def measure_conv(clock, device, dtype, channels_last, point, batch, train=True):
             state["g"] = torch.ones_like(state["y"])
 
         bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
+        _split_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
         out.update(backward_s=bwd, backward_min_s=bwd_min, input_grad=not stem)
     return out
 
@@ -318,9 +387,11 @@ def measure_linear(clock, device, dtype, m, k, n, train=True):
     fill(fc.weight)
     fill(fc.bias)
     x = fill(torch.empty(m, k, device=device, dtype=DTYPES[dtype]))
+    out = {"m": m, "k": k, "n": n}
     with torch.no_grad():
         fwd, fwd_min = clock(lambda: fc(x))
-    out = {"m": m, "k": k, "n": n, "forward_s": fwd, "forward_min_s": fwd_min}
+        _split_into(out, "forward", clock, lambda: fc(x))
+    out.update(forward_s=fwd, forward_min_s=fwd_min)
     if train:
         x.requires_grad_(True)
         state = {}
@@ -331,6 +402,7 @@ def measure_linear(clock, device, dtype, m, k, n, train=True):
             state["g"] = torch.ones_like(state["y"])
 
         bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
+        _split_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
         out.update(backward_s=bwd, backward_min_s=bwd_min)
     return out
 
@@ -341,10 +413,11 @@ def measure_op(clock, device, dtype, channels_last, name, factory, shape, train=
     if channels_last and base.dim() == 4:
         base = base.contiguous(memory_format=torch.channels_last)
     module.eval()
+    out = {"shape": list(shape), "elements": math.prod(shape)}
     with torch.no_grad():
         fwd, fwd_min = clock(lambda: module(base))
-    out = {"shape": list(shape), "elements": math.prod(shape), "forward_s": fwd,
-           "forward_min_s": fwd_min}
+        _split_into(out, "forward", clock, lambda: module(base))
+    out.update(forward_s=fwd, forward_min_s=fwd_min)
     if train:
         module.train()
         x = base.clone().requires_grad_(True)
@@ -362,6 +435,7 @@ def measure_op(clock, device, dtype, channels_last, name, factory, shape, train=
             state["y"] = module(state["in"])
 
         ftrain, _ = clock(forward, setup=fwd_setup)
+        _split_into(out, "forward_train", clock, forward, fwd_setup)
 
         def setup():
             fwd_setup()
@@ -369,6 +443,7 @@ def measure_op(clock, device, dtype, channels_last, name, factory, shape, train=
             state["g"] = torch.ones_like(state["y"])
 
         bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
+        _split_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
         out.update(forward_train_s=ftrain, backward_s=bwd, backward_min_s=bwd_min)
     return out
 
@@ -390,8 +465,17 @@ def measure_overhead(clock, device, dtype):
 
     bwd, _ = clock(lambda: state["y"].backward(), setup=setup)
     n = len(chain)
-    return {"forward_s": fwd / n, "forward_train_s": ftrain / n, "backward_s": bwd / n,
-            "how": f"a chain of {n} tiny modules (4 elements), per module"}
+    out = {"forward_s": fwd / n, "forward_train_s": ftrain / n, "backward_s": bwd / n,
+           "how": f"a chain of {n} tiny modules (4 elements), per module"}
+    with torch.no_grad():
+        _split_into(out, "forward", clock, lambda: chain(x))
+    _split_into(out, "forward_train", clock, lambda: chain(xg))
+    _split_into(out, "backward", clock, lambda: state["y"].backward(), setup)
+    for key in ("forward_host_s", "forward_gpu_s", "forward_train_host_s",
+                "forward_train_gpu_s", "backward_host_s", "backward_gpu_s"):
+        if key in out:
+            out[key] /= n
+    return out
 
 
 def measure_optimizer(clock, device, dtype, sizes):
@@ -405,13 +489,17 @@ def measure_optimizer(clock, device, dtype, sizes):
         opt = torch.optim.SGD(params, lr=1e-3, momentum=0.9)
         opt.step()   # the momentum buffers exist from the first step on
         median, best = clock(opt.step)
+        split = clock.split(opt.step)
         # zero_grad(set_to_none=True) frees every gradient: large ones go back
         # to the system (munmap), which the next backward pays for again
         state = {}
         free, _ = clock(lambda: state.pop("g"),
                         setup=lambda: state.update(g=torch.ones(elements, device=device)))
-        points.append({"elements": elements, "step_s": median / count,
-                       "step_min_s": best / count, "free_s": free})
+        point = {"elements": elements, "step_s": median / count,
+                 "step_min_s": best / count, "free_s": free}
+        if split is not None:   # the foreach step: the host's launching, the kernels
+            point.update(step_host_s=split[0] / count, step_gpu_s=split[1] / count)
+        points.append(point)
         del params, opt
     return points
 
@@ -593,13 +681,15 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     profile["overhead"] = measure_overhead(clock, device, "fp32")
     profile["cache"] = cache_sizes(device)
     bw_sizes = [2 ** p for p in ((14, 18, 22, 24) if quick else (14, 16, 18, 20, 22, 24, 26))]
+    if device == "cuda" and not quick:   # beyond a GPU's L2 (50 MB on an H100)
+        bw_sizes += [2 ** 28]
     profile["bandwidth"] = measure_bandwidth(clock, device, bw_sizes)
     profile["peak"] = {"fp32": measure_peak_flops(clock, device, "fp32", quick)}
     opt_sizes = [2 ** p for p in ((6, 12, 18, 22) if quick else (6, 10, 14, 17, 20, 22, 24))]
     profile["optimizer"] = measure_optimizer(clock, device, "fp32", opt_sizes)
     profile["tables"] = {t: {"conv": [], "linear": [], "ops": {}} for t in tables}
     # the tables: fp32 first and most; the others share what is left
-    weights = {t: (3.0 if t == "fp32" else 1.0) for t in tables}
+    weights = {t: (3.0 if t == tables[0] else 1.0) for t in tables}   # the first most
     start = budget.until(shares["device"])
     end = budget.until(shares["tables"])
     total_w = sum(weights.values())
@@ -630,9 +720,12 @@ def _fill_table(table, clock, device, dtype, channels_last, quick, stop, now=tim
     convs = CONV_GRID[:QUICK_CONV] if quick else CONV_GRID
     ops = _ops()
     op_names = [n for n in ops if n in QUICK_OPS] if quick else list(ops)
-    op_sizes = OP_SIZES[1:5] if quick else OP_SIZES
-    cap = 1.5e9 if quick else 6e9        # FLOPs per timed conv call
-    batches = (8,) if quick else BATCHES
+    gpu = device == "cuda"
+    op_sizes = OP_SIZES[1:5] if quick else OP_SIZES + ((2 ** 26,) if gpu else ())
+    # FLOPs per timed conv call; a GPU runs a teraFLOP in milliseconds
+    cap = (1.5e9 if quick else 6e9) * (200 if gpu else 1)
+    batches = (8,) if quick else (GPU_BATCHES if gpu else BATCHES)
+    main = 64 if gpu and not quick else 8    # the batch timed first
 
     jobs = []  # (priority, kind, payload)
     for i, point in enumerate(convs):
@@ -645,15 +738,17 @@ def _fill_table(table, clock, device, dtype, channels_last, quick, stop, now=tim
                 continue
             if per_sample * b > 4 * cap:
                 continue
-            if b > 8 and o > 14:   # large maps saturate by batch 8: batch 32 adds little
+            if not gpu and b > 8 and o > 14:   # a CPU's large maps saturate by batch 8
                 continue
-            rank = (0 if i < QUICK_CONV else 1) + (0 if b == 8 else 1 + j)
+            rank = (0 if i < QUICK_CONV else 1) + (0 if b == main else 1 + j)
             jobs.append((rank, len(jobs), "conv", (point, b)))
     for i, (k, n) in enumerate(LINEAR_GRID[:6] if quick else LINEAR_GRID):
-        for j, m in enumerate((1, 8, 32, 128) if not quick else (8, 32)):
+        ms = (8, 32) if quick else (1, 16, 64, 256, 2048, 16384) if gpu else (1, 8, 32, 128)
+        for j, m in enumerate(ms):
             if 2 * m * k * n > 2 * cap:
                 continue
-            jobs.append((0 if i < 4 and m in (8, 32) else 2, len(jobs), "linear", (m, k, n)))
+            first = (16, 64) if gpu else (8, 32)
+            jobs.append((0 if i < 4 and m in first else 2, len(jobs), "linear", (m, k, n)))
     for i, name in enumerate(op_names):
         for j, size in enumerate(op_sizes):
             jobs.append((0 if name in QUICK_OPS or size <= 4 * 2**20 else 1, len(jobs), "op",

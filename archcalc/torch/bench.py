@@ -129,7 +129,11 @@ def predicted_memory(graph: Model, batch: int, mode: str, amp: str | None,
     weights = t["params"] * DTYPES["fp32"]
     copies = t["params"] * DTYPES[amp] if amp else 0   # autocast's cached weight casts
     if mode == "inference":  # activations alive at the peak of a no-grad forward
-        return weights + copies + t["inference_peak_bytes"] - t["param_bytes"]
+        alive = t["inference_peak_bytes"] - t["param_bytes"]
+        if device == "cuda":   # cuDNN's layout copies, cuBLAS's workspace (see memory.py)
+            from .memory import CUBLAS_WORKSPACE, cuda_conv_workspace
+            alive += cuda_conv_workspace(report, DTYPES[act_dtype]) + CUBLAS_WORKSPACE
+        return weights + copies + alive
     return weights * (2 + OPTIMIZER_STATES) + copies + t["saved_activation_bytes"]
 
 

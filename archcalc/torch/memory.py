@@ -187,6 +187,35 @@ def _workspace(report, dsize: int, train: bool = False) -> int:
     return worst
 
 
+# cuBLAS's workspace, which PyTorch takes from its caching allocator (on a
+# Hopper GPU 32 MiB; it shows in torch.cuda.max_memory_allocated)
+CUBLAS_WORKSPACE = 32 * 2**20
+
+
+def cuda_conv_workspace(report, dsize: int) -> int:
+    """The largest workspace cuDNN takes in a no-grad forward on a GPU: its
+    tensor-core kernels run channels-last, so a k x k convolution (k > 1) on
+    an NCHW map gets its input and its output in that layout in a workspace
+    (a 1x1 convolution is a GEMM on NCHW as it is; a first layer on the
+    image's few channels takes no such copy). Measured on an H100 (bf16,
+    benchmarks/results/h100): VGG-16 inference peak +620 MB at batch 64 and
+    +3,202 MB at 256 over the tensors (conv1_2's input and output: 822 and
+    3,288 MB); ResNet-50 +50 and +243 MB (layer1's 3x3: 51 and 206 MB)."""
+    worst = 0
+    prev = report.rows[0]
+    for row in report.rows[1:]:
+        x = row.input_shape or prev.output_shape
+        prev = row
+        for op in row.ops:
+            y = op.kind.output_shape(op.args, x)
+            kernel = getattr(op.args, "kernel", 1) if op.kind.name == "conv" else 1
+            k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)[:2]
+            if k != (1, 1) and len(x) == 3 and isinstance(x[0], int) and x[0] > 4:
+                worst = max(worst, (_bytes(_prod(x)) + _bytes(_prod(y))) * dsize * report.batch)
+            x = y
+    return worst
+
+
 def _prod(shape) -> int:
     n = 1
     for d in shape:

@@ -648,7 +648,7 @@ class Predictor:
         curve = self.table.ops[name].get(which + "_host") if name else None
         if not curve:
             return floor
-        return interp(curve, max(elements, 1.0), log_y=True)
+        return interp([(n, max(t, 1e-9)) for n, t in curve], max(elements, 1.0), log_y=True)
 
     def device_events(self, c: Cost, batch: int, needs_input_grad: bool, grad: bool):
         """One primitive on a GPU: ([forward events], [backward events]), each
@@ -751,20 +751,23 @@ class Predictor:
                 bwd.append((0.0, self.op_time("add", n, "inference", floor=0.0), "memory"))
             rows.append((row, fwd, bwd))
         clock = _Timeline()
-        other = []
-        if self.amp:   # the image, cast by the first layer
+        other_parts = _Parts()
+        if self.amp:   # the image, cast by the first layer before anything else
             image = int(sym.prod(report.model.input)) * batch
-            other.append((self._host_cast("inference"), self._cast_device_s(image), "memory"))
+            cast = clock.run([(self._host_cast("inference"), self._cast_device_s(image),
+                               "memory")])
+            other_parts.add(cast.compute, cast.memory, cast.overhead)
         forward = {id(r): clock.run(f) for r, f, _ in rows}
         loss = [(h["train"], 1e-6, "overhead")] * 4 + [(h["backward"], 1e-6, "overhead")] * 4 \
             if train else []
-        other_parts = clock.run(other + loss)
+        done = clock.run(loss)
+        other_parts.add(done.compute, done.memory, done.overhead)
         backward = {id(r): clock.run(list(reversed(b))) for r, _, b in reversed(rows)} \
             if train else {}
         optimizer = _Parts()
         if train:
-            host = sum(interp(self.profile.optimizer_host_curve, max(t, 1.0), log_y=True)
-                       for t in tensors) if self.profile.optimizer_host_curve else 0.0
+            curve = [(n, max(t, 1e-9)) for n, t in self.profile.optimizer_host_curve]
+            host = sum(interp(curve, max(t, 1.0), log_y=True) for t in tensors) if curve else 0.0
             dev = sum(loglog_time(self.profile.optimizer_gpu_curve, max(t, 1.0))
                       for t in tensors) if self.profile.optimizer_gpu_curve else \
                 sum(self.profile.optimizer_s(t) for t in tensors)

@@ -186,11 +186,11 @@ def rows_of(entries):
                 yield from rows_of(v)
 
 
-def choose_defaults(entries: list, blocks: dict, fused_bn: dict | None = None) -> dict:
+def choose_defaults(entries: list, blocks: dict, fused: dict | None = None) -> dict:
     """[defaults.KIND]: per kind, each argument whose most common value differs
     from the kind's own default and is held by more than half of its rows.
-    ``fused_bn``: the batch norm arguments fused rows need (they read
-    [defaults.batch_norm])."""
+    ``fused``: per kind, the arguments fused batch norms and activations need
+    (they read [defaults.KIND])."""
     counts: dict = {}
     all_rows = list(rows_of(entries)) + list(rows_of(list(blocks.values())))
     for kind, e in all_rows:
@@ -205,8 +205,9 @@ def choose_defaults(entries: list, blocks: dict, fused_bn: dict | None = None) -
             common, n = seen.most_common(1)[0]
             if n * 2 > len(rows) and common != _hashable(arg.default) and n > 1:
                 defaults.setdefault(kind, {})[name] = _unhash(common)
-    if fused_bn:
-        defaults["batch_norm"] = {**defaults.get("batch_norm", {}), **fused_bn}
+    for kind, args in (fused or {}).items():
+        if args:
+            defaults[kind] = {**defaults.get(kind, {}), **args}
     return defaults
 
 
@@ -246,11 +247,11 @@ def _unhash(v):
 
 
 def write(header: dict, entries: list, vars_: dict | None = None,
-          fused_bn: dict | None = None) -> str:
+          fused: dict | None = None) -> str:
     """A spec from recovered layer entries: blocks folded, defaults chosen."""
     blocks: dict = {}
     entries = fold(entries, blocks)
-    defaults = choose_defaults(entries, blocks, fused_bn)
+    defaults = choose_defaults(entries, blocks, fused)
     apply_defaults(entries, defaults)
     apply_defaults(list(blocks.values()), defaults)
     return document(header, entries, vars_, defaults, blocks)

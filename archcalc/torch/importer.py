@@ -2206,34 +2206,36 @@ def _plain(e: dict, kind: str) -> bool:
     return all(k in ("name", kind, "inplace") for k in e) and e[kind] is True
 
 
-def _fuse_levels(entries: list, bn_default: dict) -> list:
-    """_fuse_level on every named level, innermost first (names resolved)."""
+def _fuse_levels(entries: list, fused: dict) -> list:
+    """_fuse_level on every named level, innermost first (names resolved).
+    ``fused``: [defaults.KIND] of the fusable kinds (_fused_defaults)."""
     out = []
     for e in entries:
         if isinstance(e, list):
-            out.append(_fuse_levels(e, bn_default))
+            out.append(_fuse_levels(e, fused))
             continue
         if not isinstance(e, dict):
             out.append(e)
             continue
         for k in ("layers", "residual", "scale", "dense", "shortcut"):
             if isinstance(e.get(k), list):
-                e[k] = _fuse_levels(e[k], bn_default)
+                e[k] = _fuse_levels(e[k], fused)
         for k in ("concat", "split"):
             if isinstance(e.get(k), list):
-                e[k] = [dict(b, layers=_fuse_levels(b["layers"], bn_default))
-                        if isinstance(b, dict) else _fuse_levels(b, bn_default)
+                e[k] = [dict(b, layers=_fuse_levels(b["layers"], fused))
+                        if isinstance(b, dict) else _fuse_levels(b, fused)
                         for b in e[k]]
         if "layers" in e and isinstance(e.get("name"), str) and not e.get("flat"):
-            e = _fuse_level(e, bn_default)
+            e = _fuse_level(e, fused)
         out.append(e)
     return out
 
 
-def _fuse_level(entry: dict, bn_default: dict) -> dict:
+def _fuse_level(entry: dict, defaults: dict) -> dict:
     """torchvision's Conv2dNormActivation (conv, norm, activation as modules
     0, 1, 2 of one level) as one row with batch_norm and activation: it builds
-    the same nn.Sequential."""
+    the same nn.Sequential. The norm and the activation fuse when their
+    arguments are the [defaults.KIND] fused rows read."""
     layers = entry["layers"]
     if not 2 <= len(layers) <= 3 or [e.get("name") for e in layers] != \
             [str(i) for i in range(len(layers))]:
@@ -2245,23 +2247,32 @@ def _fuse_level(entry: dict, bn_default: dict) -> dict:
         # fc (dropconnect) on a C x H x W map builds nn.Sequential(Flatten, Linear): the
         # same modules
         return {"name": entry["name"], **{k: v for k, v in rest[0].items() if k != "name"}}
-    if kind not in ("conv", "fc", "conv_transpose") or first.get("flat"):
-        return entry
+    if kind is None or not lookup(kind).weighted or first.get("flat"):
+        return entry     # only weighted rows (conv, fc, conv_table, ...) fuse
     fused = {k: v for k, v in first.items() if k != "name"}
     if rest and _row_kind(rest[0]) == "batch_norm":
         bn = {k: v for k, v in rest[0].items() if k not in ("name", "batch_norm")}
-        if bn != bn_default:
+        if bn != defaults.get("batch_norm", {}):
             return entry
         fused["batch_norm"] = True
         rest = rest[1:]
     if rest:
         act = _row_kind(rest[0])
-        if act not in ACTIVATIONS or not _plain(rest[0], act) or len(rest) > 1:
+        if act not in ACTIVATIONS or len(rest) > 1 or \
+                _activation_args(rest[0], act) != defaults.get(act, {}):
             return entry
         fused["activation"] = act
     if len(fused) == len(first) - 1:
         return entry
     return {"name": entry["name"], **fused}
+
+
+def _activation_args(e: dict, kind: str) -> dict:
+    """An activation row's arguments beyond its kind (in place aside)."""
+    args = {k: v for k, v in e.items() if k not in ("name", kind, "inplace")}
+    if e[kind] is not True:    # a primary argument's value
+        args[kind] = e[kind]
+    return args
 
 
 # --------------------------------------------------------------------------
@@ -2322,10 +2333,11 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     recover = _Recover(nodes, output)
     items = recover.run()
     reached = {nodes[i] for i in recover.seen}
-    bn_default = _bn_default(reached)
+    fused = _fused_defaults(reached)
+    bn_default = fused.get("batch_norm", {})
     classes = {tuple(p.split(".")) if p else (): type(m).__name__
                for p, m in module.named_modules()}
-    entries = _fuse_levels(_resolve_names(_Emitter(bn_default).level(items, ())), bn_default)
+    entries = _fuse_levels(_resolve_names(_Emitter(bn_default).level(items, ())), fused)
     _annotate_classes(entries, (), classes)
     params, unused = _parameters(module, reached)
     notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))}: "
@@ -2346,7 +2358,7 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     header = {"name": name, "input": list(input_shape),
               "source": source or f"{label}, imported by archcalc", "notes": notes}
     text = writer.write(header, entries, {v: "?" for v in builder.opaque_vars},
-                        fused_bn=bn_default)
+                        fused=fused)
     return Imported(text, name, params, unused, list(builder.opaque_vars), tracing.tracer,
                     tracing.fx_error)
 
@@ -2382,18 +2394,24 @@ def _probe_or_fail(gm, input_shape, label, module) -> Probed:
                             f"{type(e).__name__}: {_first_line(e)}") from None
 
 
-def _bn_default(nodes) -> dict:
-    """The batch norm arguments most batch norms share (fused rows read them)."""
-    seen = Counter()
+def _fused_defaults(nodes) -> dict:
+    """Per fusable kind (batch norm, the activations), the arguments most of
+    its rows share: a row's fused batch norm and activation read them from
+    [defaults.KIND] (a channel-wise PReLU after every conv: per_channel)."""
+    seen: dict = {}
     for n in nodes:
         for kind, args in n.rows:
-            if kind == "batch_norm":
-                seen[tuple(sorted(_entry(kind, args).items()))] += 1
-    if not seen:
-        return {}
-    common = dict(seen.most_common(1)[0][0])
-    common.pop("batch_norm", None)
-    return common
+            if kind == "batch_norm" or kind in ACTIVATIONS:
+                entry = _entry(kind, args)
+                entry.pop("inplace", None)
+                seen.setdefault(kind, Counter())[tuple(sorted(entry.items()))] += 1
+    out = {}
+    for kind, counts in seen.items():
+        common = dict(counts.most_common(1)[0][0])
+        common.pop(kind, None)
+        if common or kind == "batch_norm":
+            out[kind] = common
+    return out
 
 
 def _parameters(module: nn.Module, reached) -> tuple:

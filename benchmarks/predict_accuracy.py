@@ -10,14 +10,14 @@ and the worst cases; writes results under benchmarks/results/predict/.
     python benchmarks/predict_accuracy.py                      # calibrate + measure
     python benchmarks/predict_accuracy.py --profile cpu.json   # reuse a profile
     python benchmarks/predict_accuracy.py --specs resnet18,vgg11 --batches 8
-    python benchmarks/predict_accuracy.py --clock cpu --threads 1 --batches 8   # a shared CPU
+    python benchmarks/predict_accuracy.py --threads 2 --clock wall  # an idle CPU, 2 threads
     python benchmarks/predict_accuracy.py --device cuda --amp bf16 --batches 64 # a GPU
 
 Measured = the median step of `--steps` timed steps (after `--warmup`) of
 `archcalc bench`'s runner, the median of `--repeats` such runs; the load
 average is recorded beside every point: on a shared machine timings are
-noisy. `--clock cpu --threads 1` times calibration and steps by the
-process's CPU time instead of the wall clock: on a machine others load, one
+noisy. On a CPU the default (`--threads 1 --clock cpu`) times calibration
+and steps by the process's CPU time instead of the wall clock: on a machine others load, one
 thread's CPU time is what the step costs without the time the others held
 the core (both clocks are recorded either way).
 """
@@ -67,8 +67,11 @@ def main():
     ap.add_argument("--memory-check", action=argparse.BooleanOptionalAction, default=True,
                     help="bench's upper bound against the RAM available (--no-memory-check: "
                          "only --max-gb, the predicted step memory)")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="intra-op threads [a CPU: 1; a GPU: torch's default]")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                    help="cpu: the process's CPU time (one thread) [a CPU at one thread: cpu; "
+                         "else wall]")
     ap.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                     help="cuda: the GPU acceptance (e.g. --batches 64 --amp bf16)")
     ap.add_argument("--amp", choices=("bf16", "fp16"), default=None,
@@ -77,6 +80,13 @@ def main():
     args = ap.parse_args()
 
     import torch
+    # a CPU by default: one thread timed by the process's CPU time, the one
+    # configuration that measures the same on a machine others load (two
+    # threads on two shared cores: passes of one point 2-15x apart)
+    if args.threads is None and args.device == "cpu":
+        args.threads = 1
+    if args.clock is None:
+        args.clock = "cpu" if args.device == "cpu" and args.threads == 1 else "wall"
     if args.threads:
         torch.set_num_threads(args.threads)
     from archcalc import bundled

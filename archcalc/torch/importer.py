@@ -16,8 +16,10 @@ each one with its module path and count, or keeps it as an `opaque` row with
 The dataflow graph is folded back into the spec's structures: a fork and
 the node where its paths meet become a residual (add), a gate (mul), a concat
 or a dense merge (DenseNet's running concatenation), a split/cat pair
-becomes a split. Rows are named and nested by the module paths, so the spec's
-built model has the original's state_dict keys; rows of stateless modules
+becomes a split; a max pool's indices are followed into the max unpools that
+read them (each unpool's `of` names the pool's row). Rows are named and
+nested by the module paths, so the spec's built model has the original's
+state_dict keys; rows of stateless modules
 (a ReLU called three times) get unique names of their own. The writer
 (archcalc.spec.writer) then folds repeated structure into blocks.
 
@@ -603,13 +605,44 @@ def _identity(c, m):
     return []
 
 
+@dataclass
+class PoolIndices:
+    """A max pool that also gives its indices (for a max unpool): its row, and
+    where the indices go: the call's second output (values, indices), or
+    archcalc's own tape (PoolWithIndices: (id of the tape, its key))."""
+    rows: list
+    tape: tuple | None = None
+
+
+@dataclass
+class Unpool:
+    """A max unpool: its row (its `of` set by the builder, from the pool whose
+    indices it reads), those indices (a _TensorArg, or a tape's (id, key)) and
+    the output_size it was called with."""
+    rows: list
+    indices: object
+    output_size: object = None
+
+
 @maps(nn.MaxPool2d)
 def _maxpool(c, m: nn.MaxPool2d):
     _input_chw(c, "MaxPool2d")
-    if m.return_indices:
-        raise _NoMapping("MaxPool2d with return_indices")
-    return row("maxpool", kernel=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size),
+    rows = row("maxpool", kernel=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size),
                padding=_pair(m.padding), dilation=_pair(m.dilation), ceil_mode=m.ceil_mode)
+    return PoolIndices(rows) if m.return_indices else rows
+
+
+def _unpool_row(kernel, stride, padding):
+    return row("max_unpool", kernel=_pair(kernel), stride=_pair(stride or kernel),
+               padding=_pair(padding))
+
+
+@maps(nn.MaxUnpool2d)
+def _max_unpool(c, m: nn.MaxUnpool2d):
+    _input_chw(c, "MaxUnpool2d")
+    return Unpool(_unpool_row(m.kernel_size, m.stride, m.padding),
+                  c.arg("MaxUnpool2d", 1, "indices"),
+                  c.arg("MaxUnpool2d", 2, "output_size", None))
 
 
 @maps(nn.AvgPool2d)
@@ -809,6 +842,20 @@ def _register_own():
     def _own_to_map(c, m):
         return row("to_map", size=_pair((m.height, m.width)))
 
+    from .build import PoolWithIndices, UnpoolFromTape
+
+    @maps(PoolWithIndices)
+    def _own_pool_indices(c, m):     # a compiled spec's max pool that an unpool names
+        found = _maxpool(c, m.pool)
+        return PoolIndices(found.rows if isinstance(found, PoolIndices) else found,
+                           (id(m.tape), m.key))
+
+    @maps(UnpoolFromTape)
+    def _own_unpool(c, m):
+        u = m.unpool
+        return Unpool(_unpool_row(u.kernel_size, u.stride, u.padding), (id(m.tape), m.key),
+                      m.size)
+
     @maps(own.PadShortcut)
     def _own_pad(c, m):
         return row("pad_shortcut", out=c.x[0] + m.extra, stride=_pair(m.stride))
@@ -928,18 +975,32 @@ def _f_adaptive_max(c):
     return _adaptive("adaptive_maxpool", c, c.arg("adaptive_max_pool2d", 1, "output_size"))
 
 
-@maps_call(F.max_pool2d, torch.max_pool2d)
+@maps_call(F.max_pool2d, torch.max_pool2d, F.max_pool2d_with_indices)
 def _f_maxpool(c):
     name = "max_pool2d"
     _input_chw(c, name)
-    if c.arg(name, 6, "return_indices", False):
-        raise _NoMapping("max_pool2d with return_indices")
     kernel = c.arg(name, 1, "kernel_size")
     stride = c.arg(name, 2, "stride", None) or kernel
-    return row("maxpool", kernel=_pair(kernel), stride=_pair(stride),
+    rows = row("maxpool", kernel=_pair(kernel), stride=_pair(stride),
                padding=_pair(c.arg(name, 3, "padding", 0)),
                dilation=_pair(c.arg(name, 4, "dilation", 1)),
                ceil_mode=bool(c.arg(name, 5, "ceil_mode", False)))
+    # F.max_pool2d(..., return_indices=True) is traced as max_pool2d_with_indices
+    if c.node.target is F.max_pool2d_with_indices or c.arg(name, 6, "return_indices", False):
+        return PoolIndices(rows)
+    return rows
+
+
+@maps_call(F.max_unpool2d)
+def _f_max_unpool(c):
+    name = "max_unpool2d"
+    _input_chw(c, name)
+    return Unpool(_unpool_row(c.arg(name, 2, "kernel_size"), c.arg(name, 3, "stride", None),
+                              c.arg(name, 4, "padding", 0)),
+                  c.arg(name, 1, "indices"), c.arg(name, 5, "output_size", None))
+
+
+UNPOOLS = (_max_unpool, _f_max_unpool)    # the mappers of calls that read a pool's indices
 
 
 @maps_call(F.avg_pool2d, torch._C._nn.avg_pool2d)
@@ -1019,6 +1080,7 @@ class Node:
     sizes: tuple = ()              # split: channels per slice
     slot: int = 0                  # slice: which
     what: str = ""                 # what it came from (errors, opaque rows)
+    of: int | None = None          # a max unpool: the index of the max pool it reads
 
     def __hash__(self):
         return self.index
@@ -1034,6 +1096,22 @@ class Param:
 class Expanded:
     """param.expand(batch, -1, -1): a class token on its way to a cat."""
     param: Param
+
+
+@dataclass
+class _Pooled:
+    """The (values, indices) pair of a max pool's row: items 0 and 1 only."""
+    pool: Node
+
+
+@dataclass
+class _Indices:
+    """A max pool's indices: only a max unpool reads them (its `of`)."""
+    pool: Node
+
+
+def _where(node: Node) -> str:
+    return ".".join(node.path) or "the model's forward"
 
 
 def _tensor(v) -> bool:
@@ -1096,6 +1174,7 @@ class _GraphBuilder:
         self.output = None
         self.used_state: set = set()      # module paths and parameter targets used
         self.modules = dict(gm.named_modules())
+        self.taped: dict = {}             # (id of an IndexTape, key) -> its max pool's Node
 
     # -- entry ------------------------------------------------------------
     def run(self):
@@ -1134,6 +1213,9 @@ class _GraphBuilder:
                 return
             out = n.args[0]
             got = self.value.get(out) if isinstance(out, fx.Node) else None
+            if isinstance(got, (_Pooled, _Indices)):
+                raise SpecError(f"the model's forward returns the indices of the max pool at "
+                                f"{_where(got.pool)}; import needs one tensor")
             if not isinstance(got, Node):
                 raise SpecError("the model's forward must return one tensor; it returns "
                                 f"{type(self.found.values.get(out, out)).__name__}")
@@ -1146,6 +1228,9 @@ class _GraphBuilder:
             if not self._has_mapper(n):
                 self._unsupported(n, "")
             self.value[n] = _POISON
+            return
+        held = [x for x in inputs if isinstance(x, (_Pooled, _Indices))]
+        if held and self._read_indices(n, held):
             return
         tensors = [x for x in inputs if isinstance(x, Node)]
         if not tensors and not any(isinstance(x, (Param, Expanded)) or x is _PENDING
@@ -1178,6 +1263,26 @@ class _GraphBuilder:
             return n.target in FUNCTION_MAPPERS or n.target in ADD + MUL + CAT + SPLIT or \
                 not _tensor_valued(self.found.values.get(n))
         return True
+
+    def _read_indices(self, n: fx.Node, held: list) -> bool:
+        """A node that reads a max pool's (values, indices) pair or its indices:
+        an item of the pair (True: done), or a max unpool (False: mapped as
+        one); anything else cannot follow the indices."""
+        pool = held[0].pool
+        if isinstance(held[0], _Pooled) and len(n.all_input_nodes) == 1 and \
+                n.op == "call_function" and n.target is operator.getitem and \
+                n.args[1] in (-2, -1, 0, 1):
+            self.value[n] = pool if n.args[1] % 2 == 0 else _Indices(pool)
+            return True
+        if all(isinstance(h, _Indices) for h in held):
+            if n.op == "call_module":
+                mapper = _mapper_for(self.modules[n.target])
+            else:
+                mapper = FUNCTION_MAPPERS.get(n.target) if n.op == "call_function" else None
+            if mapper in UNPOOLS:
+                return False
+        raise _NoMapping(f"reads the indices of the max pool at {_where(pool)}; only a max "
+                         "unpool (MaxUnpool2d, max_unpool2d) may use them")
 
     def _attr(self, target):
         obj = self.gm
@@ -1223,10 +1328,10 @@ class _GraphBuilder:
                     _per_sample(y) if _tensor(y) else None)
 
     def _row(self, n: fx.Node, x: Node, kinds: list, *, path=None, stateful=False,
-             name="", flat=False, what="") -> Node | None:
+             name="", flat=False, what="", out=None) -> Node | None:
         """A row (or several, e.g. a mean: pool then flatten) from x; checks that
-        the kinds give PyTorch's shape."""
-        y_torch = self.found.values.get(n)
+        the kinds give PyTorch's shape (``out``'s where the call gives several)."""
+        y_torch = self.found.values.get(n) if out is None else out
         y_torch = _per_sample(y_torch) if _tensor(y_torch) else None
         if not kinds:                   # an identity (nn.Identity, clone)
             self.value[n] = x
@@ -1258,8 +1363,64 @@ class _GraphBuilder:
             self.stateful_calls[n.target] = self.stateful_calls.get(n.target, 0) + 1
             self.used_state.add(n.target)
         path = _path(n.target)
-        self._row(n, x, found, path=path, stateful=stateful, name=path[-1] if path else "",
-                  what=_describe_target(n, module))
+        how = dict(path=path, stateful=stateful, name=path[-1] if path else "",
+                   what=_describe_target(n, module))
+        if isinstance(found, PoolIndices):
+            return self._pool_indices(n, x, found, how)
+        if isinstance(found, Unpool):
+            return self._unpool(n, x, found, how)
+        self._row(n, x, found, **how)
+
+    # -- max pool indices -----------------------------------------------------
+    def _pool_indices(self, n: fx.Node, x: Node, found: PoolIndices, how: dict):
+        """A max pool that gives its indices: its row is the values' (they flow on)."""
+        v = self.found.values.get(n)
+        pair = not _tensor(v)     # (values, indices); a tensor on a tape
+        node = self._row(n, x, found.rows, out=v[0] if pair else v, **how)
+        if found.tape is not None:
+            self.taped[found.tape] = node
+        if pair:
+            self.value[n] = _Pooled(node)
+
+    def _unpool(self, n: fx.Node, x: Node, found: Unpool, how: dict):
+        """A max unpool: `of` is the max pool whose indices it reads, which it
+        must undo (its input the pool's output, its output the pool's input)."""
+        if isinstance(found.indices, _TensorArg):
+            held = self.value.get(found.indices.node)
+            pool = held.pool if isinstance(held, _Indices) else None
+        else:
+            pool = self.taped.get(found.indices)
+        if pool is None:
+            raise _NoMapping("max unpool of indices that no max pool of the model gave")
+        pool_in = self.nodes[pool.inputs[0]].shape
+        size = "x".join(map(str, pool_in[1:]))
+        if found.output_size is not None:
+            asked = tuple(int(d) for d in list(found.output_size)[-2:])
+            if asked != tuple(pool_in[1:]):
+                raise _NoMapping(f"max unpool to output_size {'x'.join(map(str, asked))}, "
+                                 f"but the max pool at {_where(pool)} pooled {size}; "
+                                 "archcalc's max_unpool gives its pool's input size")
+        if tuple(x.shape) != tuple(pool.shape):
+            raise _NoMapping(f"max unpool of a {list(x.shape)} input with the indices of the "
+                             f"{list(pool.shape)} output of the max pool at {_where(pool)}")
+        seen, todo = set(), [x.index]
+        while todo and pool.index not in seen:
+            i = todo.pop()
+            if i not in seen:
+                seen.add(i)
+                todo.extend(self.nodes[i].inputs)
+        if pool.index not in seen:
+            raise _NoMapping(f"max unpool on a path that does not go through the max pool at "
+                             f"{_where(pool)}, whose indices it reads")
+        (kind, args), = found.rows
+        args["of"] = _where(pool)      # a stand-in: the emitter writes the pool's row path
+        y = _kind_shape(kind, args, x.shape)
+        if tuple(y) != tuple(pool_in):
+            raise _NoMapping(f"max unpool to {'x'.join(map(str, y[1:]))}, but the max pool at "
+                             f"{_where(pool)} pooled {size}; archcalc's max_unpool gives its "
+                             "pool's input size")
+        node = self._row(n, x, found.rows, **how)
+        node.of = pool.index
 
     # -- functions and methods ----------------------------------------------
     def _function(self, n: fx.Node, tensors: list, inputs: list):
@@ -1305,6 +1466,10 @@ class _GraphBuilder:
         found = mapper(self._call(n, x))
         if found is LAYOUT:
             return self._layout(n, {n: n})
+        if isinstance(found, (PoolIndices, Unpool)):
+            how = dict(name=_op_name(fname, found.rows), what=_describe_target(n))
+            return (self._pool_indices if isinstance(found, PoolIndices) else self._unpool)(
+                n, x, found, how)
         self._row(n, x, found, name=_op_name(fname, found), what=_describe_target(n))
 
     def _binary(self, n, op, inputs):
@@ -1874,9 +2039,32 @@ def _levels(items) -> list:
     return out
 
 
+class _Ref:
+    """A max unpool's `of`: the path of its max pool's row, once names are chosen."""
+
+    def __init__(self, rows: dict, pool: int):
+        self.rows, self.pool = rows, pool
+
+    @property
+    def value(self) -> str:
+        prefix, name = self.rows[self.pool]
+        return ".".join((*prefix, name.value if isinstance(name, _Name) else name))
+
+
 class _Emitter:
     def __init__(self, bn_default: dict):
         self.bn_default = bn_default
+        self.rows: dict = {}      # node index -> (level path, its row's name or _Name)
+
+    def named(self, node: Node, prefix: tuple, name, entry: dict) -> dict:
+        """Note where a row sits; a max unpool's `of` names its pool's row."""
+        self.rows[node.index] = (prefix, name)
+        if node.of is not None:
+            if node.of not in self.rows:
+                raise SpecError(f"{'.'.join(node.path) or 'the model'}: a max unpool before "
+                                "the max pool whose indices it reads")
+            entry["of"] = _Ref(self.rows, node.of)
+        return entry
 
     def level(self, items, prefix: tuple) -> list:
         level = _Level(prefix)
@@ -1932,7 +2120,8 @@ class _Emitter:
                 # a stateless module computed in its own forward (a Permute): one row
                 # named after it
                 level.fix(home, "row")
-                entries.append({"name": home, **_entry(*group[0].rows[0])})
+                entries.append(self.named(group[0], prefix, home,
+                                          {"name": home, **_entry(*group[0].rows[0])}))
                 continue
             name = level.fix(_check_module_name(home, (*prefix, home)), "level")
             if len(group) == 1 and not isinstance(group[0], Node) and \
@@ -1966,7 +2155,7 @@ class _Emitter:
             rest = [{"name": level.defer(f"{node.rows[0][0]}_{kind}"), **e}
                     for e, (kind, _) in zip(entries[1:], node.rows[1:])]
             return {"_rows": [first, *rest]}
-        entry = {"name": name, **entries[0]}
+        entry = self.named(node, prefix, name, {"name": name, **entries[0]})
         if node.flat:
             entry["flat"] = True
         return entry
@@ -2141,7 +2330,7 @@ def _entry(kind: str, args: dict) -> dict:
         default = k.args[key].default
         if default is not REQUIRED and default is not None and _same(value, default):
             continue
-        if kind in ("maxpool", "avgpool", "lp_pool") and key == "stride" and \
+        if kind in ("maxpool", "avgpool", "lp_pool", "max_unpool") and key == "stride" and \
                 _same(value, args.get("kernel")):
             continue
         out[key] = value
@@ -2441,7 +2630,7 @@ def _top_unused(pname: str, used: set) -> str:
 
 
 def _resolve_names(v):
-    if isinstance(v, _Name):
+    if isinstance(v, (_Name, _Ref)):
         return v.value
     if isinstance(v, dict):
         return {k: _resolve_names(x) for k, x in v.items()}

@@ -19,9 +19,9 @@ or a dense merge (DenseNet's running concatenation), a split/cat pair
 becomes a split; a max pool's indices are followed into the max unpools that
 read them (each unpool's `of` names the pool's row). Rows are named and
 nested by the module paths, so the spec's built model has the original's
-state_dict keys; rows of stateless modules
-(a ReLU called three times) get unique names of their own. The writer
-(archcalc.spec.writer) then folds repeated structure into blocks.
+state_dict keys; rows of stateless modules (a ReLU called three times) get
+unique names of their own. The writer (archcalc.spec.writer) then folds
+repeated structure into blocks.
 
 Importing runs the user's Python (the module they name); the spec it writes
 never runs anything.

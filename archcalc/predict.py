@@ -335,15 +335,6 @@ class Table:
     def linear_rate(self, m, n, k, which):
         return _idw(self.linears, (), (_log2(m), _log2(n), _log2(k)), which, _no_penalty)
 
-    # a GPU profile: the host's seconds to launch a primitive (the same
-    # interpolation, over the log of the host time)
-    def conv_host(self, dims, batch, which):
-        cls = conv_class(*dims[:6], dims[8])
-        return _idw(self.convs, cls, conv_features(*dims, batch), which, _conv_penalty)
-
-    def linear_host(self, m, n, k, which):
-        return _idw(self.linears, (), (_log2(m), _log2(n), _log2(k)), which, _no_penalty)
-
     def op_curve(self, name, which, notes):
         seen = []
         while name and name not in self.ops:
@@ -565,6 +556,24 @@ class Predictor:
             if bwd is not None:
                 bwd.add(memory=2 * t)
 
+    def work(self, c: Cost, batch: int):
+        """A conv's or an fc's work at this batch: (FLOPs, weight, input and
+        output elements, its rate lookup): ``rate("log_forward")`` is the
+        profile's FLOP/s for its shape (``log_backward``; on a GPU profile
+        ``log_forward_host`` and ``log_backward_host`` give the host's seconds)."""
+        if c.primitive == "conv":
+            dims = tuple(int(v) for v in c.conv)
+            kh, kw, sh, sw, cin, cout, ho, wo, g = dims
+            weights = kh * kw * (cin // g) * cout
+            # the input's elements: from the output grid back through the stride
+            inp = batch * cin * ((ho - 1) * sh + kh) * ((wo - 1) * sw + kw)
+            return (conv_flops(*dims, batch), weights, inp, batch * cout * ho * wo,
+                    lambda which: self.table.conv_rate(dims, batch, which))
+        m, n, k = (int(v) for v in c.gemm)
+        m *= batch
+        return (2 * m * n * k, n * k, m * k, m * n,
+                lambda which: self.table.linear_rate(m, n, k, which))
+
     def cost(self, c: Cost, batch: int, x_elements, needs_input_grad: bool, grad: bool,
              fwd: _Parts, bwd: _Parts | None):
         """Add one primitive's seconds to fwd (and bwd in train mode)."""
@@ -574,30 +583,14 @@ class Predictor:
         if c.primitive == "view" or (c.train_only and not train):
             fwd.add(overhead=self.o_fwd)
             return
-        if c.primitive == "conv":
-            dims = tuple(int(v) for v in c.conv)
-            kh, kw, sh, sw, cin, cout, ho, wo, g = dims
-            flops = conv_flops(*dims, batch)
-            weights = kh * kw * (cin // g) * cout
-            # the input's elements: from the output grid back through the stride
-            inp = batch * cin * ((ho - 1) * sh + kh) * ((wo - 1) * sw + kw)
-            nbytes = (weights + inp + batch * cout * ho * wo) * self.dsize
-            bwd_flops = flops * (2 if needs_input_grad else 1)
-            self._context((inp + weights) * self.dsize, batch * cout * ho * wo * self.dsize,
-                          fwd, bwd)
-            self.gemm_like(self.table.conv_rate(dims, batch, "log_forward"),
-                           self.table.conv_rate(dims, batch, "log_backward"),
+        if c.primitive in ("conv", "linear"):
+            flops, weights, inp, out, rate = self.work(c, batch)
+            nbytes = (weights + inp + out) * self.dsize
+            # an fc's input gradient is always counted (as calibrated: a GEMM's backward)
+            bwd_flops = flops * (2 if needs_input_grad or c.primitive == "linear" else 1)
+            self._context((inp + weights) * self.dsize, out * self.dsize, fwd, bwd)
+            self.gemm_like(rate("log_forward"), rate("log_backward"),
                            flops, bwd_flops, nbytes, fwd, bwd)
-            return
-        if c.primitive == "linear":
-            m, n, k = (int(v) for v in c.gemm)
-            m *= batch
-            flops = 2 * m * n * k
-            nbytes = (n * k + m * k + m * n) * self.dsize
-            self._context((n * k + m * k) * self.dsize, m * n * self.dsize, fwd, bwd)
-            self.gemm_like(self.table.linear_rate(m, n, k, "log_forward"),
-                           self.table.linear_rate(m, n, k, "log_backward"),
-                           flops, 2 * flops, nbytes, fwd, bwd)
             return
         elements = int(c.elements) * (1 if c.per_batch else batch)
         self._context(elements * self.dsize, elements * self.dsize, fwd, bwd)
@@ -671,32 +664,18 @@ class Predictor:
             if back:
                 bwd.append((self._host_cast("backward"), g, "memory"))
         if c.primitive in ("conv", "linear"):
-            if c.primitive == "conv":
-                dims = tuple(int(v) for v in c.conv)
-                kh, kw, sh, sw, cin, cout, ho, wo, g_ = dims
-                flops = conv_flops(*dims, batch)
-                weights = kh * kw * (cin // g_) * cout
-                inp = batch * cin * ((ho - 1) * sh + kh) * ((wo - 1) * sw + kw)
-                nbytes = (weights + inp + batch * cout * ho * wo) * self.dsize
-                rate = lambda which: self.table.conv_rate(dims, batch, which)  # noqa: E731
-                host = lambda which: self.table.conv_host(dims, batch, which)  # noqa: E731
-            else:
-                m, n, k = (int(v) for v in c.gemm)
-                m *= batch
-                flops = 2 * m * n * k
-                nbytes = (n * k + m * k + m * n) * self.dsize
-                rate = lambda which: self.table.linear_rate(m, n, k, which)  # noqa: E731
-                host = lambda which: self.table.linear_host(m, n, k, which)  # noqa: E731
+            flops, weights, inp, out, rate = self.work(c, batch)
+            nbytes = (weights + inp + out) * self.dsize
             t_mem = nbytes / self.profile.bandwidth(nbytes)
             r = rate("log_forward")
             t_c = flops / r if r else 0.0
-            fwd.append(((host("log_forward_host") or h["inference"]) + extra, max(t_c, t_mem),
+            fwd.append(((rate("log_forward_host") or h["inference"]) + extra, max(t_c, t_mem),
                         "compute" if t_c >= t_mem else "memory"))
             if back:
                 bflops = flops * (2 if needs_input_grad else 1)
                 rb = rate("log_backward") or r
                 t_c = bflops / rb if rb else 0.0
-                bwd.append((host("log_backward_host") or h["backward"], max(t_c, 2 * t_mem),
+                bwd.append((rate("log_backward_host") or h["backward"], max(t_c, 2 * t_mem),
                             "compute" if t_c >= 2 * t_mem else "memory"))
             return fwd, bwd
         elements = int(c.elements) * (1 if c.per_batch else batch)

@@ -194,7 +194,8 @@ TORCHVISION_FORM = ["alexnet", "convnext_tiny", "densenet121", "efficientnet_b0"
 # back into its row through [defaults.KIND], so even the activation totals match
 @pytest.mark.parametrize("name", TORCHVISION_FORM + ["fractalnet_cifar", "xception",
                                                      "prelu_net_a", "prelu_net_c", "yolov1",
-                                                     "lenet5_lecun98"])
+                                                     "lenet5_lecun98", "inception_v4",
+                                                     "inception_resnet_v2"])
 def test_compiled_spec_imports_back_to_the_same_totals(name):
     spec = load(spec_path(name + ".toml"))
     report = analyze(spec)

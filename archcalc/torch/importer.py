@@ -2016,6 +2016,10 @@ def _home(item, prefix: tuple):
                                 f"level ({'.'.join(prefix) or 'the model'}); the spec cannot "
                                 "keep its name")
         firsts = {p[n] for p in paths}
+        if not isinstance(item, Node):
+            # a structure whose stateless rows live elsewhere (a concat of a max
+            # pool in b1 and a conv in b2) belongs to the level above both
+            firsts |= {p[n] if len(p) > n else None for p in _levels([item]) if p[:n] == prefix}
         if len(firsts) == 1 and all(len(p) > n + 1 for p in paths):
             return firsts.pop(), True
         return None, True

@@ -102,9 +102,9 @@ class Profile:
                                   for k, key in (("inference", "forward"),
                                                  ("train", "forward_train"),
                                                  ("backward", "backward"))}
-            self.optimizer_host_curve = sorted(
-                (float(p["elements"]), float(p["step_host_s"])) for p in data["optimizer"]
-                if "step_host_s" in p)
+            self.optimizer_host_curve = sorted(   # > 0: interpolated in log space
+                (float(p["elements"]), max(float(p["step_host_s"]), 1e-9))
+                for p in data["optimizer"] if "step_host_s" in p)
             self.optimizer_gpu_curve = sorted(
                 (float(p["elements"]), float(p["step_gpu_s"])) for p in data["optimizer"]
                 if "step_gpu_s" in p)
@@ -315,8 +315,8 @@ class Table:
                         out.append((p["elements"], v))
                 return out
 
-            def host_curve(which, pts=pts):
-                return [(p["elements"], p[f"{which}_host_s"]) for p in pts
+            def host_curve(which, pts=pts):   # > 0: interpolated in log space
+                return [(p["elements"], max(float(p[f"{which}_host_s"]), 1e-9)) for p in pts
                         if f"{which}_host_s" in p]
 
             self.ops[name] = {
@@ -430,6 +430,11 @@ class _Parts:
         self.compute += compute * scale
         self.memory += memory * scale
         self.overhead += overhead * scale
+
+    def merge(self, other: "_Parts | None"):
+        if other is not None:
+            self.add(other.compute, other.memory, other.overhead)
+        return self
 
     @property
     def total(self):
@@ -641,7 +646,7 @@ class Predictor:
         curve = self.table.ops[name].get(which + "_host") if name else None
         if not curve:
             return floor
-        return interp([(n, max(t, 1e-9)) for n, t in curve], max(elements, 1.0), log_y=True)
+        return interp(curve, max(elements, 1.0), log_y=True)
 
     def device_events(self, c: Cost, batch: int, needs_input_grad: bool, grad: bool):
         """One primitive on a GPU: ([forward events], [backward events]), each
@@ -709,20 +714,14 @@ class Predictor:
         h = self.profile.host_overhead
         rows = []           # (row, forward events, backward events)
         tensors = []
-        seen_weighted = False
-        for row in report.rows[1:]:
+        for row, container, ops in self.walk(report):
             fwd, bwd = [], []
-            costs = self.row_costs(row)
-            if len(costs) > 1 or row.merge:   # the container module's call
+            if container:   # the container module's call
                 fwd.append((h["train" if train else "inference"], 0.0, "overhead"))
-            for kind, c, _x in costs:
-                weighted = bool(kind is not None and kind.weighted)
-                first = weighted and not seen_weighted
-                grad = seen_weighted or weighted or bool(c.tensors)
-                f, b = self.device_events(c, batch, not first, grad)
+            for c, _x, needs_input_grad, grad in ops:
+                f, b = self.device_events(c, batch, needs_input_grad, grad)
                 fwd += f
                 bwd += b
-                seen_weighted = seen_weighted or weighted
                 tensors += [int(t) for t in c.tensors if t]
             if train and row.merge:
                 # where the merge's inputs forked, autograd sums their gradients
@@ -733,49 +732,64 @@ class Predictor:
         other_parts = _Parts()
         if self.amp:   # the image, cast by the first layer before anything else
             image = int(sym.prod(report.model.input)) * batch
-            cast = clock.run([(self._host_cast("inference"), self._cast_device_s(image),
-                               "memory")])
-            other_parts.add(cast.compute, cast.memory, cast.overhead)
+            other_parts.merge(clock.run([(self._host_cast("inference"),
+                                          self._cast_device_s(image), "memory")]))
         forward = {id(r): clock.run(f) for r, f, _ in rows}
         loss = [(h["train"], 1e-6, "overhead")] * 4 + [(h["backward"], 1e-6, "overhead")] * 4 \
             if train else []
-        done = clock.run(loss)
-        other_parts.add(done.compute, done.memory, done.overhead)
+        other_parts.merge(clock.run(loss))
         backward = {id(r): clock.run(list(reversed(b))) for r, _, b in reversed(rows)} \
             if train else {}
         optimizer = _Parts()
         if train:
-            curve = [(n, max(t, 1e-9)) for n, t in self.profile.optimizer_host_curve]
+            curve = self.profile.optimizer_host_curve
             host = sum(interp(curve, max(t, 1.0), log_y=True) for t in tensors) if curve else 0.0
             dev = sum(loglog_time(self.profile.optimizer_gpu_curve, max(t, 1.0))
                       for t in tensors) if self.profile.optimizer_gpu_curve else \
                 sum(self.profile.optimizer_s(t) for t in tensors)
             optimizer = clock.run([(host, dev, "memory")])
         tail = clock.finish()
-        layers = []
-        for row, _, _ in rows:
-            f = forward[id(row)]
-            b = backward.get(id(row))
-            both = _Parts()
-            both.add(f.compute, f.memory, f.overhead)
-            if b is not None:
-                both.add(b.compute, b.memory, b.overhead)
-            parts = {"compute": both.compute, "memory": both.memory, "overhead": both.overhead}
-            layers.append(LayerPrediction(
-                row.index, row.name, row.type, f.total * 1e3,
-                (b.total if b is not None else 0.0) * 1e3, max(parts, key=parts.get),
-                int(sym.to_json(row.flops)) * batch if not sym.is_symbolic(row.flops) else 0,
-                both.compute * 1e3, both.memory * 1e3, both.overhead * 1e3))
-        fw = sum(layer.forward_ms for layer in layers)
-        bw = sum(layer.backward_ms for layer in layers)
-        opt = optimizer.total * 1e3
-        oth = (other_parts.total + tail) * 1e3
-        step = fw + bw + opt + oth
+        layers = [self._layer(row, batch, forward[id(row)], backward.get(id(row)))
+                  for row, _, _ in rows]
+        return self._prediction(report, layers, optimizer.total * 1e3,
+                                (other_parts.total + tail) * 1e3)
+
+    def walk(self, report):
+        """Each row with its primitives: (row, whether a container module is
+        called, [(Cost, input elements, needs its input's gradient, has a
+        backward pass)]). Before the first weighted op nothing needs a
+        gradient, and that op computes no input gradient."""
+        seen_weighted = False
+        for row in report.rows[1:]:
+            costs = self.row_costs(row)
+            ops = []
+            for kind, c, x in costs:
+                weighted = bool(kind is not None and kind.weighted)
+                first = weighted and not seen_weighted
+                ops.append((c, x, not first, seen_weighted or weighted or bool(c.tensors)))
+                seen_weighted = seen_weighted or weighted
+            yield row, len(costs) > 1 or bool(row.merge), ops
+
+    @staticmethod
+    def _layer(row, batch: int, fwd: _Parts, bwd: _Parts | None) -> LayerPrediction:
+        both = _Parts().merge(fwd).merge(bwd)
+        parts = {"compute": both.compute, "memory": both.memory, "overhead": both.overhead}
+        return LayerPrediction(
+            row.index, row.name, row.type, fwd.total * 1e3,
+            (bwd.total if bwd is not None else 0.0) * 1e3, max(parts, key=parts.get),
+            int(sym.to_json(row.flops)) * batch if not sym.is_symbolic(row.flops) else 0,
+            both.compute * 1e3, both.memory * 1e3, both.overhead * 1e3)
+
+    def _prediction(self, report, layers, optimizer_ms, other_ms) -> Prediction:
+        forward = sum(layer.forward_ms for layer in layers)
+        backward = sum(layer.backward_ms for layer in layers)
+        step = forward + backward + optimizer_ms + other_ms
         bound_ms = {k: sum(getattr(layer, f"{k}_ms") for layer in layers)
                     for k in ("compute", "memory", "overhead")}
-        return Prediction(report.model.name, batch, self.mode, self.dtype, self.profile.device,
-                          fw, bw, opt, oth, step, batch / step * 1e3 if step else 0.0, bound_ms,
-                          layers, list(self.notes))
+        return Prediction(report.model.name, report.batch, self.mode, self.dtype,
+                          self.profile.device, forward, backward, optimizer_ms, other_ms, step,
+                          report.batch / step * 1e3 if step else 0.0, bound_ms, layers,
+                          list(self.notes))
 
     def predict(self, report) -> Prediction:
         if self.profile.split:
@@ -784,20 +798,13 @@ class Predictor:
         train = self.mode == "train"
         layers = []
         tensors = []
-        seen_weighted = False
         casts = 0
-        for row in report.rows[1:]:
+        for row, container, ops in self.walk(report):
             fwd, bwd = _Parts(), (_Parts() if train else None)
-            costs = self.row_costs(row)
-            if len(costs) > 1 or row.merge:   # the container module's call
+            if container:   # the container module's call
                 fwd.add(overhead=self.o_fwd)
-            for kind, c, _x in costs:
-                weighted = bool(kind is not None and kind.weighted)
-                first = weighted and not seen_weighted
-                # before the first weighted op nothing needs a gradient
-                grad = seen_weighted or weighted or bool(c.tensors)
-                self.cost(c, batch, _x, not first, grad, fwd, bwd)
-                seen_weighted = seen_weighted or weighted
+            for c, x, needs_input_grad, grad in ops:
+                self.cost(c, batch, x, needs_input_grad, grad, fwd, bwd)
                 tensors += [int(t) for t in c.tensors if t]
                 if self.amp and c.primitive in ("conv", "linear"):
                     casts += sum(int(t) for t in c.tensors)
@@ -805,19 +812,7 @@ class Predictor:
                 # where the merge's inputs forked, autograd sums their gradients
                 t = self.op_time("add", int(sym.prod(row.output_shape)) * batch, "inference")
                 bwd.add(memory=t)
-            both = _Parts()
-            both.add(fwd.compute, fwd.memory, fwd.overhead)
-            if bwd is not None:
-                both.add(bwd.compute, bwd.memory, bwd.overhead)
-            parts = {"compute": both.compute, "memory": both.memory, "overhead": both.overhead}
-            bound = max(parts, key=parts.get)
-            layers.append(LayerPrediction(
-                row.index, row.name, row.type, fwd.total * 1e3,
-                (bwd.total if bwd is not None else 0.0) * 1e3, bound,
-                int(sym.to_json(row.flops)) * batch if not sym.is_symbolic(row.flops) else 0,
-                both.compute * 1e3, both.memory * 1e3, both.overhead * 1e3))
-        forward = sum(layer.forward_ms for layer in layers)
-        backward = sum(layer.backward_ms for layer in layers)
+            layers.append(self._layer(row, batch, fwd, bwd))
         optimizer = sum(self.profile.optimizer_s(t) for t in tensors) * 1e3 if train else 0.0
         other = 0.0
         if self.amp:   # autocast casts the weights once a step (and the image)
@@ -827,13 +822,7 @@ class Predictor:
                 other += (loglog_time(copy, casts) + loglog_time(copy, image)) * 1e3
         if train:   # the loss (a square and a mean) and its backward
             other += 4 * (self.o_fwd + self.o_bwd) * 1e3
-        step = forward + backward + optimizer + other
-        bound_ms = {k: sum(getattr(layer, f"{k}_ms") for layer in layers)
-                    for k in ("compute", "memory", "overhead")}
-        return Prediction(report.model.name, batch, self.mode, self.dtype, self.profile.device,
-                          forward, backward, optimizer, other, step,
-                          batch / step * 1e3 if step else 0.0, bound_ms, layers,
-                          list(self.notes))
+        return self._prediction(report, layers, optimizer, other)
 
 
 def predict(spec_or_model, profile: Profile, *, batches=(1,), mode: str = "inference",

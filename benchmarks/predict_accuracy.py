@@ -224,21 +224,20 @@ def main():
     def mape(sel):
         return statistics.mean(abs(p["error"]) for p in sel) if sel else None
 
-    accept8 = [p for p in points if p["group"] == "acceptance" and p["batch"] == main_batch]
-    key8 = f"acceptance_batch{main_batch}_mape"
+    accepted = [p for p in points if p["group"] == "acceptance" and p["batch"] == main_batch]
+    accept_key = f"acceptance_batch{main_batch}_mape"
     summary = {
-        key8: mape(accept8),
+        accept_key: mape(accepted),
         "acceptance_all_mape": mape([p for p in points if p["group"] == "acceptance"]),
         "held_out_mape": mape([p for p in points if p["group"] == "held-out"]),
         "all_mape": mape(points),
-        f"per_net_batch{main_batch}": {f"{p['spec']} {p['mode']}": p["error"] for p in accept8},
-        "nets_mape": mape(points) if points else None,
+        f"per_net_batch{main_batch}": {f"{p['spec']} {p['mode']}": p["error"] for p in accepted},
         "nets": len({p["spec"] for p in points}),
         "points": len(points),
     }
     worst = sorted(points, key=lambda p: -abs(p["error"]))[:8]
     print()
-    for key in (key8, "acceptance_all_mape", "held_out_mape", "all_mape"):
+    for key in (accept_key, "acceptance_all_mape", "held_out_mape", "all_mape"):
         v = summary[key]
         print(f"{key:26s} {'-' if v is None else f'{v:.1%}'}")
     print("worst cases:")

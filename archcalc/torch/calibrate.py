@@ -311,6 +311,16 @@ class Clock:
         return statistics.median(hosts), statistics.median(devices)
 
 
+def _time_into(out, key, clock, fn, setup=None, best=True):
+    """`key`_s (the median) and `key`_min_s of one timed call into `out`; on
+    CUDA also `key`_host_s and `key`_gpu_s (Clock.split)."""
+    median, least = clock(fn, setup=setup)
+    out[f"{key}_s"] = median
+    if best:
+        out[f"{key}_min_s"] = least
+    _split_into(out, key, clock, fn, setup)
+
+
 def _split_into(out, key, clock, fn, setup=None):
     """On CUDA, `key`_host_s and `key`_gpu_s beside `key`_s (Clock.split)."""
     both = clock.split(fn, setup=setup)
@@ -365,9 +375,7 @@ def measure_conv(clock, device, dtype, channels_last, point, batch, train=True):
     out = {"kernel": [k, k], "stride": [s, s], "padding": [p, p], "cin": cin, "cout": cout,
            "size": [n, n], "groups": g, "depthwise": groups == "dw", "batch": batch}
     with torch.no_grad():
-        fwd, fwd_min = clock(lambda: conv(x))
-        _split_into(out, "forward", clock, lambda: conv(x))
-    out.update(forward_s=fwd, forward_min_s=fwd_min)
+        _time_into(out, "forward", clock, lambda: conv(x))
     if train:
         stem = cin <= 4          # a first layer: no gradient for the image
         x.requires_grad_(not stem)
@@ -379,9 +387,8 @@ def measure_conv(clock, device, dtype, channels_last, point, batch, train=True):
             state["y"] = conv(x)
             state["g"] = torch.ones_like(state["y"])
 
-        bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
-        _split_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
-        out.update(backward_s=bwd, backward_min_s=bwd_min, input_grad=not stem)
+        _time_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
+        out["input_grad"] = not stem
     return out
 
 
@@ -392,9 +399,7 @@ def measure_linear(clock, device, dtype, m, k, n, train=True):
     x = fill(torch.empty(m, k, device=device, dtype=DTYPES[dtype]))
     out = {"m": m, "k": k, "n": n}
     with torch.no_grad():
-        fwd, fwd_min = clock(lambda: fc(x))
-        _split_into(out, "forward", clock, lambda: fc(x))
-    out.update(forward_s=fwd, forward_min_s=fwd_min)
+        _time_into(out, "forward", clock, lambda: fc(x))
     if train:
         x.requires_grad_(True)
         state = {}
@@ -404,9 +409,7 @@ def measure_linear(clock, device, dtype, m, k, n, train=True):
             state["y"] = fc(x)
             state["g"] = torch.ones_like(state["y"])
 
-        bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
-        _split_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
-        out.update(backward_s=bwd, backward_min_s=bwd_min)
+        _time_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
     return out
 
 
@@ -418,9 +421,7 @@ def measure_op(clock, device, dtype, channels_last, name, factory, shape, train=
     module.eval()
     out = {"shape": list(shape), "elements": math.prod(shape)}
     with torch.no_grad():
-        fwd, fwd_min = clock(lambda: module(base))
-        _split_into(out, "forward", clock, lambda: module(base))
-    out.update(forward_s=fwd, forward_min_s=fwd_min)
+        _time_into(out, "forward", clock, lambda: module(base))
     if train:
         module.train()
         x = base.clone().requires_grad_(True)
@@ -437,17 +438,14 @@ def measure_op(clock, device, dtype, channels_last, name, factory, shape, train=
         def forward():
             state["y"] = module(state["in"])
 
-        ftrain, _ = clock(forward, setup=fwd_setup)
-        _split_into(out, "forward_train", clock, forward, fwd_setup)
+        _time_into(out, "forward_train", clock, forward, fwd_setup, best=False)
 
         def setup():
             fwd_setup()
             state["y"] = module(state["in"])
             state["g"] = torch.ones_like(state["y"])
 
-        bwd, bwd_min = clock(lambda: state["y"].backward(state["g"]), setup=setup)
-        _split_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
-        out.update(forward_train_s=ftrain, backward_s=bwd, backward_min_s=bwd_min)
+        _time_into(out, "backward", clock, lambda: state["y"].backward(state["g"]), setup)
     return out
 
 
@@ -729,6 +727,7 @@ def _fill_table(table, clock, device, dtype, channels_last, quick, stop, now=tim
     cap = (1.5e9 if quick else 6e9) * (200 if gpu else 1)
     batches = (8,) if quick else (GPU_BATCHES if gpu else BATCHES)
     main = 64 if gpu and not quick else 8    # the batch timed first
+    first_m = (16, 64) if gpu else (8, 32)   # the GEMM rows timed first
 
     jobs = []  # (priority, kind, payload)
     for i, point in enumerate(convs):
@@ -750,8 +749,7 @@ def _fill_table(table, clock, device, dtype, channels_last, quick, stop, now=tim
         for j, m in enumerate(ms):
             if 2 * m * k * n > 2 * cap:
                 continue
-            first = (16, 64) if gpu else (8, 32)
-            jobs.append((0 if i < 4 and m in first else 2, len(jobs), "linear", (m, k, n)))
+            jobs.append((0 if i < 4 and m in first_m else 2, len(jobs), "linear", (m, k, n)))
     for i, name in enumerate(op_names):
         for j, size in enumerate(op_sizes):
             jobs.append((0 if name in QUICK_OPS or size <= 4 * 2**20 else 1, len(jobs), "op",

@@ -1393,13 +1393,16 @@ class _GraphBuilder:
         if pool is None:
             raise _NoMapping("max unpool of indices that no max pool of the model gave")
         pool_in = self.nodes[pool.inputs[0]].shape
-        size = "x".join(map(str, pool_in[1:]))
+
+        def undo(what, hw):
+            """The unpool must give the pool's input size, as archcalc's does."""
+            if tuple(hw) != tuple(pool_in[1:]):
+                raise _NoMapping(f"max unpool to {what}{'x'.join(map(str, hw))}, but the max "
+                                 f"pool at {_where(pool)} pooled "
+                                 f"{'x'.join(map(str, pool_in[1:]))}; archcalc's max_unpool "
+                                 "gives its pool's input size")
         if found.output_size is not None:
-            asked = tuple(int(d) for d in list(found.output_size)[-2:])
-            if asked != tuple(pool_in[1:]):
-                raise _NoMapping(f"max unpool to output_size {'x'.join(map(str, asked))}, "
-                                 f"but the max pool at {_where(pool)} pooled {size}; "
-                                 "archcalc's max_unpool gives its pool's input size")
+            undo("output_size ", [int(d) for d in list(found.output_size)[-2:]])
         if tuple(x.shape) != tuple(pool.shape):
             raise _NoMapping(f"max unpool of a {list(x.shape)} input with the indices of the "
                              f"{list(pool.shape)} output of the max pool at {_where(pool)}")
@@ -1414,11 +1417,7 @@ class _GraphBuilder:
                              f"{_where(pool)}, whose indices it reads")
         (kind, args), = found.rows
         args["of"] = _where(pool)      # a stand-in: the emitter writes the pool's row path
-        y = _kind_shape(kind, args, x.shape)
-        if tuple(y) != tuple(pool_in):
-            raise _NoMapping(f"max unpool to {'x'.join(map(str, y[1:]))}, but the max pool at "
-                             f"{_where(pool)} pooled {size}; archcalc's max_unpool gives its "
-                             "pool's input size")
+        undo("", _kind_shape(kind, args, x.shape)[1:])
         node = self._row(n, x, found.rows, **how)
         node.of = pool.index
 

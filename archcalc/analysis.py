@@ -21,7 +21,8 @@ from . import limits, sym
 from .errors import SpecError, SpecWarning, path_text, split_path
 from .graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, build_graph,
                     ends_in_heads, in_place, is_leaf, same_shape, shortcut_ops, split_sizes)
-from .layers.base import fmt_shape
+from .layers.base import fmt_shape, sliding_arithmetic
+from .spec.defaults import SLIDING_KINDS
 
 DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp64": 8}
 OPTIMIZERS = {"sgd": 0, "momentum": 1, "adam": 2}  # state tensors per parameter
@@ -229,8 +230,11 @@ class _Walker:
         if isinstance(node, Layer):
             self.where = (node.file, node.line)
             try:
-                return self.row(node.name, node.type, node.ops, state, path, node.line,
-                                shared)
+                out = self.row(node.name, node.type, node.ops, state, path, node.line,
+                               shared)
+                if not node.grows:
+                    self.grows_map(self.rows[-1], node.line)
+                return out
             except SpecError as e:
                 if not e.path:
                     e.path = (*path, node.label or node.name)
@@ -415,6 +419,26 @@ class _Walker:
             self.findings.append(SpecWarning(message, row.path, line))
         self.rows.append(row)
         return state
+
+    def grows_map(self, row, line) -> None:
+        """A sliding window whose output is larger than its input: a padding
+        beyond the kernel's reach (a 1x1 conv with padding 1), nearly always
+        a slip; the layer says `grows = true` when it is meant."""
+        main = row.ops[0]
+        x, y = row.input_shape, row.output_shape
+        if main.kind.name not in SLIDING_KINDS or len(x) != 3 or len(y) != 3:
+            return
+        grown = [axis for axis, n, m in zip(("height", "width"), x[1:], y[1:])
+                 if isinstance(n, int) and isinstance(m, int) and m > n]
+        if not grown:
+            return
+        a = main.args
+        arithmetic = "; ".join(main.kind.size_arithmetic(a, x) or sliding_arithmetic(
+            x, a.kernel, a.stride or a.kernel, a.padding, getattr(a, "dilation", (1, 1))))
+        self.findings.append(SpecWarning(
+            f"grows its map ({fmt_shape(x)} in, {fmt_shape(y)} out): {arithmetic}; "
+            "a padding beyond (F - 1)/2 pads more than the kernel reaches (write "
+            "grows = true on the layer if that is meant)", row.path, line, rule="grows-map"))
 
     def find(self, name: str):
         """An earlier row by its name or its path (block.pool, in any spelling)."""

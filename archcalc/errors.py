@@ -83,12 +83,15 @@ class RunError(Exception):
 
 
 class SpecWarning:
-    """A finding that is not fatal (a layer that does not tile its input)."""
+    """A finding that is not fatal (a layer that does not tile its input or
+    grows its map)."""
 
-    def __init__(self, message: str, path: tuple[str, ...] = (), line: int | None = None):
+    def __init__(self, message: str, path: tuple[str, ...] = (), line: int | None = None,
+                 rule: str = "dropped-input"):
         self.message = message
         self.path = tuple(path)
         self.line = line
+        self.rule = rule        # the lint rule it is (dropped-input, grows-map)
 
     def __str__(self) -> str:
         layer = f"layer {path_text(self.path)}: " if self.path else ""

@@ -58,8 +58,9 @@ from .layers.activation import ACTIVATIONS
 from .layers.base import Arg, Kind, fmt_shape
 from .spec.expr import UNBOUND, evaluate, evaluate_value
 from .spec.loader import RawLayer, Spec
+from .spec.defaults import fit_inherited_padding
 
-ROW_KEYS = {"name", "repeat", "kind", "when", "flat"}
+ROW_KEYS = {"name", "repeat", "kind", "when", "flat", "grows"}
 REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
 # kinds whose one parameter may sit on the enclosing block (`flat = true`)
 FLAT_KINDS = ("class_token", "position_embedding", "layer_scale")
@@ -85,6 +86,7 @@ class Layer:
     label: str = ""        # how errors name it: its name, or "#2 (conv1)" when unnamed
     auto: bool = False     # the name was made up (relu2), not written in the spec
     flat: bool = False     # its parameter sits on the enclosing block, named as the row
+    grows: bool = False    # `grows = true`: a map that grows is meant (no warning)
 
     @property
     def type(self) -> str:
@@ -346,12 +348,18 @@ class _Builder:
                                 f"{kind.name} is not one of {', '.join(FLAT_KINDS)}")
             if fused:
                 raise SpecError("a flat row fuses no batch norm or activation")
+        grows = table.get("grows", False)
+        if not isinstance(grows, bool):
+            raise SpecError(f"grows takes true or false. Received: grows={grows!r}")
         names = list(self._names(table, kind.name, scope))  # checks `when` first
         if not names:
             return
-        ops = (Op(kind, kind.read_args(args, scope.env)),) + self.fused(fused, scope)
+        main = kind.read_args(args, scope.env)
+        if "padding" in self.defaults.get(kind.name, {}) and "padding" not in table:
+            fit_inherited_padding(kind.name, main)   # a 1x1 never takes a 3x3's padding
+        ops = (Op(kind, main),) + self.fused(fused, scope)
         for row_name, auto in names:
-            yield Layer(row_name, ops, auto=auto, flat=flat)
+            yield Layer(row_name, ops, auto=auto, flat=flat, grows=grows)
 
     def _names(self, table, base: str, scope: _Scope):
         """(name, made up?) per instance: `repeat` copies, none when `when` is false."""

@@ -6,16 +6,24 @@ Rules (each finding names its layer and shows the numbers):
   subtracts the batch mean, which cancels the bias, and BN's own shift beta
   does its job: the biases are redundant parameters.
 - ``representational-bottleneck``: Inception-v3's first principle. Early in
-  the net (the first half of the main path), one step shrinks the activations
-  per sample by more than 4x (more than halving H and W at constant
-  channels), and a later layer holds more again: the representation is
-  squeezed, then expanded.
+  the net (the first half of the main path), one step that reduces the grid
+  shrinks the activations per sample by more than 4x (more than halving H and
+  W at constant channels), and a later layer holds more again: the
+  representation is squeezed, then expanded. A 1x1 that only cuts channels
+  at the same grid is the lectures' bottleneck trick (ResNet, MobileNet-V2's
+  linear bottleneck), not this smell.
 - ``dropped-input``: a layer that does not tile its input leaves real input
   rows or columns that no window covers.
+- ``grows-map``: a conv or pool whose output map is larger than its input
+  (a padding beyond the kernel's reach, e.g. a 1x1 conv with padding 1),
+  unless the layer says ``grows = true``.
 - ``expand-before-reduce``: a 1x1 conv with more outputs than inputs right
   before a spatial reduction (half the grid or less left): it computes
   outputs the reduction throws away (the grid-reduction and stride-vs-pool
-  lesson).
+  lesson). Not before a depthwise conv (MobileNet-V2's inverted residual
+  expands so that the depthwise filters see more channels; a strided 1x1
+  would drop the pixels its 3x3 windows read) nor before a global pool (the
+  head's features are made at full resolution on purpose).
 - ``fc-heavy``: fully connected layers hold most of the parameters (VGG's
   lesson: a global average pool before one classifier removes them).
 
@@ -34,6 +42,8 @@ RULES = {
     "representational-bottleneck": "a sharp early drop in activations per sample, "
                                    "expanded again later (Inception-v3, principle 1)",
     "dropped-input": "input rows or columns no window covers (a layer that does not tile)",
+    "grows-map": "a conv or pool whose output map is larger than its input "
+                 "(a padding beyond the kernel's reach)",
     "expand-before-reduce": "a 1x1 conv that adds channels right before a spatial reduction",
     "fc-heavy": "fully connected layers hold most of the parameters (VGG)",
 }
@@ -89,6 +99,7 @@ def lint(report) -> list[Finding]:
     if root is not None:
         found += _bottleneck(report, [report.rows[0]] + carriers(root))
     found += _dropped_input(report)
+    found += _grows_map(report)
     if root is not None:
         found += _expand_before_reduce(report, root)
     found += _fc_heavy(report)
@@ -143,7 +154,8 @@ def _bottleneck(report, main) -> list[Finding]:
         a, b = before.activations, row.activations
         if not (isinstance(a, int) and isinstance(b, int)) or b <= 0:
             continue
-        if not _spatial(row.output_shape) or a <= BOTTLENECK_RATIO * b:
+        if not _spatial(row.output_shape) or a <= BOTTLENECK_RATIO * b \
+                or not _grid_shrinks(before.output_shape, row.output_shape):
             continue
         later = [r for r in main[i + 1:] if isinstance(r.activations, int)]
         peak = max(later, key=lambda r: r.activations, default=None)
@@ -162,10 +174,19 @@ def _bottleneck(report, main) -> list[Finding]:
     return out
 
 
+def _grid_shrinks(x, y) -> bool:
+    """Whether H x W gets smaller from x to y (a channel-only squeeze does not)."""
+    if len(x) != 3 or len(y) != 3 or not all(isinstance(v, int) for v in (*x[1:], *y[1:])):
+        return False
+    return y[1] * y[2] < x[1] * x[2]
+
+
 def _dropped_input(report) -> list[Finding]:
     out = []
     rows = {tuple(r.path): r for r in report.rows}
     for w in report.findings:
+        if getattr(w, "rule", "dropped-input") != "dropped-input":
+            continue
         row = rows.get(tuple(w.path))
         shape = f" ({fmt_shape(row.input_shape)} in, {fmt_shape(row.output_shape)} out)" \
             if row is not None and row.input_shape else ""
@@ -176,6 +197,30 @@ def _dropped_input(report) -> list[Finding]:
                            "that (N - F + 2P)/S + 1 is an integer",
                            arithmetic or text))
     return out
+
+
+def _grows_map(report) -> list[Finding]:
+    out = []
+    for w in report.findings:
+        if getattr(w, "rule", "") != "grows-map":
+            continue
+        head, _, arithmetic = w.message.partition(": ")
+        out.append(Finding("grows-map", path_text(w.path),
+                           f"{head}: its padding pads more than the kernel reaches; use "
+                           "padding = \"same\" (or (F - 1)/2), or write grows = true "
+                           "on the layer if the larger map is meant",
+                           arithmetic.partition("; a padding")[0] or w.message))
+    return out
+
+
+def _depthwise(row) -> bool:
+    """A conv with one group per input channel (MobileNet's depthwise 3x3)."""
+    op = _main(row)
+    if op is None or op.kind.name != "conv":
+        return False
+    groups = getattr(op.args, "groups", 1)
+    return bool(getattr(op.args, "depthwise", False)) or \
+        (isinstance(groups, int) and groups > 1 and groups == row.input_shape[0])
 
 
 def _reduces(row) -> bool:
@@ -205,9 +250,11 @@ def _expand_before_reduce(report, root) -> list[Finding]:
             return
         c_in, c_out = row.input_shape[0], row.output_shape[0]
         if not (isinstance(c_in, int) and isinstance(c_out, int) and c_out > c_in) \
-                or not _reduces(nxt):
+                or not _reduces(nxt) or _depthwise(nxt):
             return
         x, y = nxt.input_shape, nxt.output_shape
+        if y[1] == 1 and y[2] == 1:
+            return   # a global pool: the head's features, made at full grid on purpose
         keep = (y[1] * y[2]) / (x[1] * x[2])
         at_reduced = c_in * c_out * y[1] * y[2]
         out.append(Finding(

@@ -222,10 +222,25 @@ def apply_defaults(entries, defaults: dict):
         for name, v in table.items():
             own = k.args[name].default
             if name in e:
-                if _hashable(e[name]) == _hashable(v):
+                if _hashable(e[name]) == _hashable(v) and \
+                        (name != "padding" or _inherits_as_is(e, table, k)):
                     del e[name]
             elif _hashable(own) != _hashable(v):
                 e[name] = own
+
+
+def _inherits_as_is(e: dict, table: dict, kind) -> bool:
+    """Whether a row would read the default padding unchanged: an inherited
+    padding is fitted to the row's kernel (archcalc.spec.defaults), so a
+    padding beyond the kernel's reach stays written on the row."""
+    from .defaults import SLIDING_KINDS, fitted_padding
+    if kind.name not in SLIDING_KINDS or "kernel" not in kind.args:
+        return True
+    kernel = e.get("kernel", table.get("kernel", kind.args["kernel"].default))
+    dilation = e.get("dilation", table.get("dilation", 1))
+    stride = e.get("stride", table.get("stride", 1))
+    padding = e["padding"]
+    return _hashable(fitted_padding(padding, kernel, dilation, stride)) == _hashable(padding)
 
 
 def _hashable(v):

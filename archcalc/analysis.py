@@ -21,6 +21,7 @@ from . import limits, sym
 from .errors import SpecError, SpecWarning, path_text, split_path
 from .graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, build_graph,
                     ends_in_heads, in_place, is_leaf, same_shape, shortcut_ops, split_sizes)
+from .graph import walk as walk_layers
 from .layers.base import fmt_shape, sliding_arithmetic
 from .spec.defaults import SLIDING_KINDS
 
@@ -114,7 +115,8 @@ class Report:
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
-        return json.dumps(self.to_dict(), indent=indent)
+        from .render.safe import json_text  # no lone surrogates, no NaN
+        return json_text(self.to_dict(), indent=indent)
 
     def _repr_html_(self) -> str:
         """A notebook shows the report: graph, table, charts (archcalc.render.report)."""
@@ -239,6 +241,9 @@ class _Walker:
                 if not e.path:
                     e.path = (*path, node.label or node.name)
                 raise e.at(file=node.file, line=node.line) from None
+        first = next(walk_layers(node), None)
+        if first is not None:   # a structure's own errors (split sizes) name its line
+            self.where = (first.file, first.line)
         if isinstance(node, Sequence):
             inner = (*path, node.name) if node.name else path
             for item in node.items:

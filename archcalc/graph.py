@@ -275,9 +275,18 @@ class _Builder:
         self.defaults = {}
         for key, table in spec.defaults.items():
             try:
-                self.defaults[lookup(key).name] = dict(table)
+                kind = lookup(key)
             except SpecError as e:
                 raise e.at(file=spec.file) from None
+            self.defaults[kind.name] = dict(table)
+            for arg in table:   # a typo is reported at its own line
+                if arg not in kind.args and arg not in FUSED_KEYS:
+                    file, line = spec.default_lines.get((key, arg), (spec.file, None))
+                    try:
+                        kind.read_args({arg: table[arg]}, {})
+                    except SpecError as e:
+                        raise SpecError(f"[defaults.{key}]: {e.message}", file=file,
+                                        line=line) from None
 
     # -- entry points -----------------------------------------------------
     def top_level(self, raw: RawLayer, index: int, scope: _Scope):

@@ -18,7 +18,7 @@ from .. import sym
 from ..analysis import DTYPES, Report
 from ..errors import SpecError
 from ..layers.base import fmt_shape
-from .safe import clean, markup, rich_text
+from .safe import clean, csv_row, markup, md_cell, rich_text
 
 CONVENTIONS = (
     "Conventions: shapes per sample (C x H x W); params = weights + biases (+ BN affine); "
@@ -286,7 +286,8 @@ def spec_notes(report: Report) -> list[str]:
 def own_settings(spec, report: Report) -> bool:
     """Whether the report shows the spec at its own input and variables, where
     the notes its author wrote about the figures hold. Binding a variable the
-    spec leaves unbound ("?") keeps them; another --input or --set does not."""
+    spec leaves unbound ("?") keeps them; another --input or --set (an integer
+    or a float such as a width multiplier) does not."""
     from ..graph import resolve_env
     from ..layers.base import Arg
     env = report.model.env
@@ -297,8 +298,10 @@ def own_settings(spec, report: Report) -> bool:
             return False
     except SpecError:
         return False
+    # numbers only: a variable the spec leaves as a formula has no figures to keep;
+    # floats too (--set width=0.5 changes MobileNet's counts as much as C=32 does)
     return all(env.get(name) == value for name, value in own.items()
-               if isinstance(value, int))
+               if isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 # -- rich ------------------------------------------------------------------------
@@ -430,18 +433,18 @@ def render_csv(report: Report) -> str:
     writer.writerow(CSV_FIELDS)
     data = report.to_dict()
     for row in data["layers"]:
-        writer.writerow(["x".join(map(str, row[k])) if k == "output_shape" else row[k]
-                         for k in CSV_FIELDS])
+        writer.writerow(csv_row("x".join(map(str, row[k])) if k == "output_shape" else row[k]
+                                for k in CSV_FIELDS))
     # the totals as a last row (a spreadsheet sums nothing by itself: views and
     # in-place rows allocate no activations, so a column sum would be wrong)
     t = data["totals"]
-    writer.writerow(["total", "TOTAL", "", "", t["params"], t["macs"], t["flops"],
-                     t["activations"], t.get("receptive_field", "")])
+    writer.writerow(csv_row(["total", "TOTAL", "", "", t["params"], t["macs"], t["flops"],
+                             t["activations"], t.get("receptive_field", "")]))
     return out.getvalue()
 
 
 def _md(text: str) -> str:
-    return clean(text).replace("|", r"\|").replace("*", r"\*")
+    return md_cell(text)
 
 
 def render_markdown(report: Report, columns=None, own: bool = True) -> str:

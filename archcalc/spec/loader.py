@@ -43,6 +43,8 @@ class Spec:
     layers: tuple[RawLayer, ...]
     extra: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     var_files: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    # (kind, argument) -> (file, line) of each [defaults.KIND] entry, for its errors
+    default_lines: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
 
     # the Python API: archcalc.load(...).analyze(...)
     def analyze(self, **options):
@@ -271,6 +273,7 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
     base_vars: dict = {}
     var_files: dict = {}     # where each variable is written, for its errors
     base_defaults: dict = {}
+    default_lines: dict = {}
     base_blocks: dict = {}
     includes = data.get("include", [])
     if isinstance(includes, str):
@@ -283,6 +286,7 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
         var_files.update(lib.var_files)
         for kind, d in lib.defaults.items():
             base_defaults.setdefault(kind, {}).update(d)
+        default_lines.update(lib.default_lines)
         base_blocks.update(lib.blocks)
 
     if not isinstance(model, dict):
@@ -311,6 +315,7 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
                             f"[table] header belong to that table; move {key} above the "
                             "[defaults] tables (e.g. under [model])", file=path)
         base_defaults.setdefault(kind, {}).update(d)
+    default_lines.update(defaults_lines(text, defaults, path))
     base_vars.update(vars_)
     var_files.update(dict.fromkeys(vars_, path))
     blocks = _table(data, "blocks", path)
@@ -370,7 +375,34 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
                 blocks=MappingProxyType(base_blocks), layers=tuple(raw),
                 extra=MappingProxyType({k: v for k, v in model.items()
                                         if k in ("init", "notes")}),
-                var_files=MappingProxyType(var_files))
+                var_files=MappingProxyType(var_files),
+                default_lines=MappingProxyType(default_lines))
+
+
+def defaults_lines(text: str, defaults: dict, path: str) -> dict:
+    """(kind, argument) -> (file, line) of the [defaults] entries: a typo in
+    [defaults.conv] is reported where it is written, not at the first conv.
+    Keys of a [defaults.KIND] table by their line; an inline table
+    (conv = {...} under [defaults]) by the line of its kind."""
+    found: dict = {}
+    kind = None          # the [defaults.KIND] table the lines are in, "" for [defaults]
+    for number, line in enumerate(text.splitlines(), 1):
+        header = re.match(r"\s*\[\s*defaults\s*(?:\.\s*[\"']?([\w-]+)[\"']?\s*)?\]", line)
+        if header:
+            kind = header.group(1) or ""
+            continue
+        if re.match(r"\s*\[", line):
+            kind = None
+            continue
+        key = re.match(r"\s*[\"']?([\w-]+)[\"']?\s*=", line)
+        if kind is None or not key:
+            continue
+        if kind:
+            found.setdefault((kind, key.group(1)), (path, number))
+        elif isinstance(defaults.get(key.group(1)), dict):
+            for arg in defaults[key.group(1)]:
+                found.setdefault((key.group(1), arg), (path, number))
+    return found
 
 
 def _short(value) -> str:

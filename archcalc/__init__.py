@@ -21,9 +21,12 @@ __version__ = "0.1.0"
 
 
 def load(path: str, **variables):
-    """Read a spec; keyword arguments bind its variables (``C=64``)."""
+    """Read a spec; keyword arguments bind its variables (``C=64``). A path
+    that does not exist names a shipped spec as on the command line:
+    ``archcalc.load("vgg16")`` or ``"specs/vgg16.toml"`` from any folder."""
+    from .bundled import resolve
     from .spec.loader import load as _load
-    spec = _load(path)
+    spec = _load(resolve(path) if isinstance(path, str) else path)
     if variables:
         from dataclasses import replace
         from types import MappingProxyType

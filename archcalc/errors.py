@@ -104,7 +104,8 @@ class MissingExtra(Exception):
     def __init__(self, module: str, extra: str, purpose: str):
         super().__init__(
             f"{purpose} needs the '{module}' package, which is not installed. "
-            f'Install it with: pip install "archcalc[{extra}]"')
+            f'Install it from the archcalc clone with: pip install ".[{extra}]" '
+            f'(or pip install "archcalc[{extra}]" where archcalc comes from a package index)')
 
 
 def require(module: str, extra: str, purpose: str):

@@ -160,7 +160,7 @@ def compare(report, rows_to_modules: dict, m: Measured) -> CheckResult:
                          + ": not MACs, so not a mismatch.")
         if m.fvcore_total is None:
             notes.append("fvcore is not installed: MACs per module not measured "
-                         '(pip install "archcalc[torch]").')
+                         '(pip install ".[torch]" in the archcalc clone).')
         notes.append(f"FLOPs (2 x MACs + elementwise) = {t['flops']:,} per sample; "
                      "FlopCounterMode counts only conv and matmul, so 2 x MACs is what it "
                      "measures.")

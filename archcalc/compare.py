@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from . import sym
 from .analysis import analyze
+from .graph import Concat, Heads, Layer, Merge, Sequence, Split, Transform, walk
 
 FIGURES = (
     ("params", "params", "params"),
@@ -15,7 +16,10 @@ FIGURES = (
     ("activations", "activations (per sample)", "activations"),
     ("train_memory_bytes", "training memory (bytes)", "train_memory_bytes"),
     ("receptive_field", "receptive field", "receptive_field"),
-    ("weighted_layers", "depth (weighted layers)", "weighted_layers"),
+    # the papers' depth (VGG-16, ResNet-50, GoogLeNet's 22): weighted layers on
+    # the longest path; every weighted layer of every branch apart (GoogLeNet 58)
+    ("depth", "depth (weighted layers on the longest path)", "depth"),
+    ("weighted_layers", "weighted layers (all branches)", "weighted_layers"),
     ("nonlinearities", "nonlinearities", "nonlinearities"),
     ("outputs", "outputs (named heads)", "outputs"),
 )
@@ -75,8 +79,38 @@ def ratio_text(r) -> str:
 def compare(specs, *, variables=None, batch=1, dtype="fp32", input=None) -> Comparison:
     reports = [analyze(spec, variables=_known(spec, variables), batch=batch, dtype=dtype,
                        input=input) for spec in specs]
-    values = {key: [r.totals[total] for r in reports] for key, _, total in FIGURES}
+    values = {key: [depth(r.model.body) if total == "depth" else r.totals[total]
+                    for r in reports] for key, _, total in FIGURES}
     return Comparison([r.model.name for r in reports], [s.file for s in specs], values, reports)
+
+
+def _weighted(layer: Layer) -> int:
+    return 1 if layer.ops and layer.ops[0].kind.weighted else 0
+
+
+def depth(node) -> int:
+    """Weighted layers (conv, fc, ...) on the longest path from the input to an
+    output: branches count their deepest, a projection shortcut one, heads
+    branch off the main line. What "VGG-16" and "ResNet-50" count."""
+    if isinstance(node, Layer):
+        return _weighted(node)
+    if isinstance(node, Sequence):
+        line = deepest = 0
+        for item in node.items:
+            if isinstance(item, Heads):   # side outputs; the main line goes on
+                deepest = max(deepest, line + depth(item))
+            else:
+                line += depth(item)
+        return max(line, deepest)
+    if isinstance(node, (Concat, Split, Heads)):
+        return max((depth(b) for b in node.branches), default=0)
+    if isinstance(node, Merge):
+        short = node.shortcut
+        across = depth(short) if isinstance(short, Sequence) else int(short != "identity")
+        return max(depth(node.body), across)
+    if isinstance(node, Transform):
+        return depth(node.loc) + (1 if node.sampler.kind.weighted else 0)
+    return sum(_weighted(layer) for layer in walk(node))   # any other node: all of it
 
 
 def _known(spec, variables):

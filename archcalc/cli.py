@@ -1201,3 +1201,9 @@ def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
     except OSError as e:
         raise SpecError(f"cannot write {output}: {e.strerror}") from None
     click.echo(f"wrote {output} ({len(text.encode()) / 1e3:,.0f} KB)", err=True)
+
+
+# `archcalc sweep` lives in its own package; only click is imported here
+from .sweep.command import register as _register_sweep  # noqa: E402
+
+_register_sweep(main, SPEC, dtype_option, input_option, set_option, format_option)

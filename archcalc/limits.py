@@ -7,7 +7,9 @@ the message that refuses it names the environment variable that raises it
 """
 from __future__ import annotations
 
+import contextvars
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .errors import SpecError
@@ -60,6 +62,19 @@ SIMPLIFY_MS = Limit("simplify_ms", 1000, "milliseconds of CPU time to simplify a
 SYMBOLIC_MS = Limit("symbolic_ms", 3000, "milliseconds of CPU time to analyze with unbound "
                     "variables")
 MAX_FORMULA_NODES = Limit("max_formula_nodes", 5_000, "terms in a printed formula")
+MAX_PROFILE_BYTES = Limit("max_profile_bytes", 8 << 20, "bytes per device profile")
+MAX_PROFILE_DEPTH = Limit("max_profile_depth", 16, "levels of nested JSON in a device profile")
+MAX_PROFILE_POINTS = Limit("max_profile_points", 2_000, "items per list of a device profile")
+MAX_SWEEP_POINTS = Limit("max_sweep_points", 100_000, "points in a sweep's grid")
+MAX_EXPANSION = Limit("max_expansion", 300_000, "steps of expanding a spec (each row, "
+                      "switched-off or zero-repeat row, block call, structure and branch, "
+                      "and each operation of an expression)")
+MAX_BATCHES = Limit("max_batches", 64, "batch sizes in one --batch list")
+MAX_JSON_BYTES = Limit("max_json_bytes", 1 << 20, "bytes of JSON in one option or file")
+MAX_JSON_DEPTH = Limit("max_json_depth", 32, "levels of nested JSON arrays and objects")
+MAX_SOURCE_BYTES = Limit("max_source_bytes", 16 << 20, "bytes of a Python file to import")
+IMPORT_TIMEOUT_S = Limit("import_timeout_s", 120, "seconds to import and trace a model "
+                         "(the default of archcalc import --timeout)")
 
 def check_value(v: int, detail: str) -> int:
     """An integer within the value budget (10^18 by default): larger numbers
@@ -79,3 +94,64 @@ def parse_int(text: str, detail: str) -> int:
         raise SpecError(f"{detail}: {t[:24]}... has more than {MAX_VALUE_DIGITS.value} digits "
                         f"(raise with {MAX_VALUE_DIGITS.env}=N)")
     return int(t)
+
+
+class Work:
+    """The expansion budget of one graph build: every step of expanding a
+    spec costs one, whether it makes a row or not (a switched-off row, a
+    zero-repeat row, a block call), so a block of 100 switched-off rows called
+    99,000 times is refused at the budget instead of running for minutes."""
+
+    def __init__(self):
+        self.steps = 0
+        self.cap = MAX_EXPANSION.value
+
+    def charge(self, steps: int, detail: str) -> None:
+        self.steps += steps
+        if self.steps > self.cap:
+            raise MAX_EXPANSION.exceeded(detail)
+
+    def predict(self, more: int, detail: str) -> None:
+        """Refuse now what the remaining copies of a repeat would reach: a
+        10^8 fan-out stops after one copy per level, not at the budget."""
+        if self.steps + more > self.cap:
+            raise MAX_EXPANSION.exceeded(f"{detail}: about {self.steps + more:,} steps")
+
+
+_WORK: contextvars.ContextVar = contextvars.ContextVar("archcalc_work", default=None)
+
+
+@contextmanager
+def metered():
+    """A fresh Work for one build; expressions evaluated inside charge it."""
+    token = _WORK.set(Work())
+    try:
+        yield _WORK.get()
+    finally:
+        _WORK.reset(token)
+
+
+def current_work() -> "Work | None":
+    return _WORK.get()
+
+
+def charge(steps: int, detail: str) -> None:
+    """Charge the build in progress, if any (an expression outside a build is
+    bounded by its own length)."""
+    work = _WORK.get()
+    if work is not None:
+        work.charge(steps, detail)
+
+
+def all_limits() -> list[Limit]:
+    """Every Limit of this module, in the order they are defined."""
+    return [v for v in globals().values() if isinstance(v, Limit)]
+
+
+def table_markdown() -> str:
+    """docs/limits.md's table, generated so it cannot go stale."""
+    rows = ["| Limit | Environment variable | Default | What it bounds |",
+            "|---|---|---:|---|"]
+    for limit in all_limits():
+        rows.append(f"| {limit.name} | `{limit.env}` | {limit.default:,} | {limit.what} |")
+    return "\n".join(rows) + "\n"

@@ -376,15 +376,14 @@ def import_(target, output, input_shape, kwargs_json, allow_opaque, name):
       archcalc import mypkg.nets:build_net --allow-opaque -o net.toml
       archcalc table torchvision.models:mobilenet_v3_small    # imported in memory
     """
+    from .output import check_output_path, shown, write_atomic
+    if output:
+        check_output_path(output, "-o")
     done = _import_spec(target, input_shape, kwargs_json, allow_opaque, name, text=True)
     if output:
-        try:
-            with open(output, "w", encoding="utf-8") as fh:
-                fh.write(done.text)
-        except OSError as e:
-            raise SpecError(f"cannot write {output}: {e.strerror}") from None
-        click.echo(f"wrote {output} ({done.text.count(chr(10))} lines, {done.params:,} params)",
-                   err=True)
+        write_atomic(output, done.text)
+        click.echo(f"wrote {shown(output)} ({done.text.count(chr(10))} lines, "
+                   f"{done.params:,} params)", err=True)
     else:
         click.echo(done.text, nl=False)
 
@@ -502,6 +501,11 @@ def export(spec, target, output, sets, no_memory_check):
       archcalc export specs/vgg16.toml --to onnx -o vgg16.onnx
     """
     from .errors import require
+    from .output import check_output_path, default_output, shown, write_atomic
+    if target == "onnx":
+        output = output or default_output(spec, ".onnx")
+    if output:
+        check_output_path(output, "-o")
     require("torch", "torch", "archcalc export")
     import os
     import torch
@@ -510,17 +514,14 @@ def export(spec, target, output, sets, no_memory_check):
     from .torch.build import build_model
     from .torch import export as exporter
     graph = build_graph(load(spec), variables=parse_sets(sets))
-    if target == "onnx":
-        output = output or os.path.splitext(os.path.basename(spec))[0] + ".onnx"
-    if output:
-        check_output(output, "-o")
     if target == "python":
         with torch.device("meta"):  # the file needs the structure, not the weights
             model = build_model(graph)
         text = exporter.to_python(model, source=os.path.basename(spec), cite=str(graph.source),
                                   notes=str(graph.extra.get("notes", "")))
         if output:
-            write_output(output, text, "-o")
+            write_atomic(output, text)
+            click.echo(f"wrote {shown(output)}", err=True)
         else:
             click.echo(text, nl=False)
         return
@@ -529,57 +530,8 @@ def export(spec, target, output, sets, no_memory_check):
         from .torch import memory
         memory.guard(memory.for_export(graph), command="export")
     model = build_model(graph)
-    try:
-        exporter.to_onnx(model, graph.input, output)
-    except OSError as e:
-        raise RunError(f"cannot write {output}: {e.strerror or e}") from None
-    click.echo(f"wrote {output}", err=True)
-
-
-def check_output(path: str, option: str) -> None:
-    """Refuse an output path that cannot be written, before any work: a missing
-    folder, a directory, a place where no file can be created (/proc/x).
-    Exit 2 (a bad path). The test opens the file for appending (nothing is
-    truncated) and removes it again when it did not exist."""
-    import os
-    existed = os.path.lexists(path)
-    try:
-        with open(path, "a"):
-            pass
-    except IsADirectoryError:
-        raise SpecError(f"{option} {path}: is a directory; give a file name") from None
-    except (FileNotFoundError, NotADirectoryError) as e:
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise SpecError(f"{option} {path}: no such folder ({folder})") from None
-        raise SpecError(f"{option} {path}: a file cannot be created there "
-                        f"({e.strerror or e})") from None
-    except PermissionError:
-        raise SpecError(f"{option} {path}: permission denied") from None
-    except OSError as e:
-        raise SpecError(f"{option} {path}: cannot be written ({e.strerror or e})") from None
-    if not existed:
-        try:
-            os.remove(path)
-        except OSError:
-            pass
-
-
-def write_output(path: str, text: str, option: str) -> None:
-    """Write a text file; a failure while writing (a full disk, /dev/full, an
-    I/O error) is a failed run: exit 1 with one line."""
-    try:
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except IsADirectoryError:
-        raise SpecError(f"{option} {path}: is a directory; give a file name") from None
-    except (FileNotFoundError, NotADirectoryError):
-        raise SpecError(f"{option} {path}: the folder does not exist") from None
-    except PermissionError:
-        raise SpecError(f"{option} {path}: permission denied") from None
-    except OSError as e:
-        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
-    click.echo(f"wrote {path}", err=True)
+    write_atomic(output, lambda tmp: exporter.to_onnx(model, graph.input, tmp), by_path=True)
+    click.echo(f"wrote {shown(output)}", err=True)
 
 
 def parse_batches(text: str) -> list[int]:
@@ -632,7 +584,8 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     if device == "cpu" and amp == "fp16":
         raise SpecError("--amp fp16 needs a GPU; on the CPU use --amp bf16")
     if output:
-        check_output(output, "-o")
+        from .output import check_output_path
+        check_output_path(output, "-o")
     if threads:
         torch.set_num_threads(cap_threads(threads))
     from .graph import build_graph
@@ -676,7 +629,9 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     else:
         click.echo(text[fmt]().rstrip("\n"))
     if output:
-        write_output(output, text.get(fmt, text["json"])(), "-o")
+        from .output import shown, write_atomic
+        write_atomic(output, text.get(fmt, text["json"])())
+        click.echo(f"wrote {shown(output)}", err=True)
 
 
 def cap_threads(threads: int) -> int:
@@ -740,9 +695,11 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
       archcalc calibrate --device cuda --tables bf16,fp32 -o h100.json
     """
     from .errors import require
+    from .output import check_output_path, write_atomic
+    output = output or f"{device}-profile.json"
+    check_output_path(output, "-o")  # before minutes of measuring
     require("torch", "torch", "archcalc calibrate")
     _require_device(device)
-    import json
     import torch
     if threads:
         torch.set_num_threads(threads)
@@ -760,18 +717,13 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
         if device == "cpu" and any(t.startswith("fp16") for t in names):
             raise SpecError("--tables fp16 needs a GPU; on the CPU use bf16")
     from .render.predict import render_profile
+    from .render.safe import json_text
     from .torch.calibrate import calibrate as run
-    output = output or f"{device}-profile.json"
     err = _stderr_console()
     with err.status("calibrating") as status:
         profile = run(device, quick=quick, budget_s=budget_s, tables=names, compile=compile_,
                       timer=clock, progress=lambda text: status.update(f"calibrating: {text}"))
-    try:
-        with open(output, "w", encoding="utf-8") as fh:
-            json.dump(profile, fh, indent=1)
-            fh.write("\n")
-    except OSError as e:
-        raise SpecError(f"cannot write {output}: {e.strerror}") from None
+    write_atomic(output, json_text(profile, indent=1) + "\n")
     render_profile(profile, output, console())
 
 
@@ -822,7 +774,10 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
     from .predict import predict as run, to_json
     from .render.predict import render_rich
     from .spec.loader import load
+    from .output import check_output_path, shown, write_atomic
     batches = parse_batches(batch_text)
+    if output:
+        check_output_path(output, "-o")
     profile = _profile(profile_name)
     if amp == "fp16" and profile.device == "cpu":
         raise SpecError("--amp fp16 needs a GPU profile; on the CPU use --amp bf16")
@@ -839,9 +794,8 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
     else:
         render_rich(results, profile, console(), layers=not summary)
     if output:
-        with open(output, "w") as fh:
-            fh.write(to_json(results, profile, layers=not summary))
-        click.echo(f"wrote {output}", err=True)
+        write_atomic(output, to_json(results, profile, layers=not summary))
+        click.echo(f"wrote {shown(output)}", err=True)
 
 
 @main.command()
@@ -1092,20 +1046,18 @@ def plot(specs, output, depth, sets):
       archcalc plot specs/vgg16.toml specs/vgg19.toml -o vgg.png
     """
     import os
+    from .output import check_output_path, default_output, shown
     from .render.plot import ROW_LIMIT, plot as draw
-    reports = [_report(s, 1, "fp32", None, sets, False) for s in specs]
-    output = output or os.path.splitext(os.path.basename(specs[0]))[0] + ".png"
+    output = output or default_output(specs[0], ".png")
     if not output.lower().endswith((".png", ".svg", ".pdf")):
-        raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {output!r}")
-    check_output(output, "-o")
-    try:
-        used = draw(reports, output, depth)
-    except OSError as e:
-        raise RunError(f"cannot write {output}: {e.strerror or e}") from None
+        raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {shown(output)!r}")
+    check_output_path(output, "-o")
+    reports = [_report(s, 1, "fp32", None, sets, False) for s in specs]
+    used = draw(reports, output, depth)
     if used and not depth:
         click.echo(f"note: more than {ROW_LIMIT} layers: one bar per block at depth {used} "
                    "(--depth N to choose)", err=True)
-    click.echo(f"wrote {output}", err=True)
+    click.echo(f"wrote {shown(output)}", err=True)
 
 
 @main.command()
@@ -1176,6 +1128,13 @@ def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
     from .render import report as html
     from .render.table import own_settings
     from .spec.loader import load
+    from .output import check_output_path, default_output, shown, write_atomic
+    if output != "-":
+        output = output or default_output(specs[0], ".html")
+        if not output.lower().endswith((".html", ".htm")):
+            raise SpecError(f"-o takes an .html file (or - for stdout). "
+                            f"Received: {shown(output)!r}")
+        check_output_path(output, "-o")
     values = parse_sets(sets)
     loaded = [load(s) for s in specs]
     for name in values:
@@ -1192,15 +1151,8 @@ def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
     if output == "-":
         click.echo(text, nl=False)
         return
-    output = output or os.path.splitext(os.path.basename(specs[0]))[0] + ".html"
-    if not output.lower().endswith((".html", ".htm")):
-        raise SpecError(f"-o takes an .html file (or - for stdout). Received: {output!r}")
-    try:
-        with open(output, "w", encoding="utf-8") as fh:
-            fh.write(text)
-    except OSError as e:
-        raise SpecError(f"cannot write {output}: {e.strerror}") from None
-    click.echo(f"wrote {output} ({len(text.encode()) / 1e3:,.0f} KB)", err=True)
+    write_atomic(output, text)
+    click.echo(f"wrote {shown(output)} ({len(text.encode()) / 1e3:,.0f} KB)", err=True)
 
 
 # `archcalc sweep` lives in its own package; only click is imported here

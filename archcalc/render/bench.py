@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from .. import sym
+from .safe import csv_row, json_text
 
 FIELDS = ("batch", "mode", "device", "dtype", "latency_ms", "latency_p90_ms", "throughput",
           "flops_per_step", "achieved_tflops", "peak_tflops", "share_of_peak",
@@ -13,7 +13,7 @@ FIELDS = ("batch", "mode", "device", "dtype", "latency_ms", "latency_p90_ms", "t
 
 
 def to_json(spec_name, results, peak_source) -> str:
-    return json.dumps({"model": spec_name, "peak_source": peak_source,
+    return json_text({"model": spec_name, "peak_source": peak_source,
                        "results": [r.as_json() for r in results]}, indent=2)
 
 
@@ -23,7 +23,7 @@ def to_csv(results) -> str:
     writer.writerow(FIELDS)
     for r in results:
         d = r.as_json()
-        writer.writerow([d[k] for k in FIELDS])
+        writer.writerow(csv_row(d[k] for k in FIELDS))
     return out.getvalue()
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 
 from .. import sym
+from .safe import csv_row, json_text, md_cell
 from ..compare import FIGURES, ratio_text
 
 
@@ -40,11 +40,10 @@ def render_rich(comparison, console, title="Comparison") -> None:
 
 
 def render_markdown(comparison) -> str:
-    from .safe import clean
-    out = ["| figure | " + " | ".join(clean(n).replace("|", r"\|") for n in comparison.names) + " |",
+    out = ["| figure | " + " | ".join(md_cell(n) for n in comparison.names) + " |",
            "|---|" + "---:|" * len(comparison.names)]
     for label, cells in rows(comparison):
-        out.append(f"| {label} | " + " | ".join(c.replace("*", r"\*") for c in cells) + " |")
+        out.append(f"| {md_cell(label)} | " + " | ".join(md_cell(c) for c in cells) + " |")
     return "\n".join(out) + "\n"
 
 
@@ -52,13 +51,14 @@ def render_csv(comparison) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     # ratios twice: a number a spreadsheet can use, and the exact text (27/49)
-    w.writerow(["figure", *comparison.names, *(f"ratio {n}" for n in comparison.names[1:]),
-                *(f"exact ratio {n}" for n in comparison.names[1:])])
+    w.writerow(csv_row(["figure", *comparison.names,
+                        *(f"ratio {n}" for n in comparison.names[1:]),
+                        *(f"exact ratio {n}" for n in comparison.names[1:])]))
     for key, label, _ in FIGURES:
         vals = comparison.values[key]
         ratios = [comparison.ratio(key, i) for i in range(1, len(vals))]
-        w.writerow([key, *(sym.to_json(v) for v in vals), *(_number(r) for r in ratios),
-                    *(ratio_text(r) for r in ratios)])
+        w.writerow(csv_row([key, *(sym.to_json(v) for v in vals), *(_number(r) for r in ratios),
+                            *(ratio_text(r) for r in ratios)]))
     return buf.getvalue()
 
 
@@ -73,4 +73,4 @@ def _number(r):
 
 
 def render_json(comparison) -> str:
-    return json.dumps(comparison.as_json(), indent=2)
+    return json_text(comparison.as_json(), indent=2)

@@ -3,8 +3,11 @@ The VGG-16 plot shows the lecture's point at a glance: memory sits in the
 early convs, parameters in the first fully connected layer."""
 from __future__ import annotations
 
+import os
+
 from .. import sym
 from ..errors import SpecError, require
+from ..output import shown
 
 TITLES = ("Activations and parameters per layer (log scale)", "MACs per layer (log scale)")
 ROW_LIMIT = 60  # more bars than this are unreadable: fold blocks into one bar each
@@ -73,10 +76,13 @@ def plot(reports, path: str, depth: int | None = None) -> int | None:
         + (f", {len(r.outputs)} outputs" if r.multi_output else "") for r in reports)
     fig.suptitle(summary, fontsize=10)
     fig.tight_layout()
+    from ..output import write_atomic
+    # savefig into the atomic writer's file object: the format from the suffix
+    suffix = os.path.splitext(str(path))[1].lstrip(".").lower() or "png"
     try:
-        fig.savefig(path)
-    except (OSError, ValueError) as e:
-        raise SpecError(f"cannot write {path}: {e}") from None
+        write_atomic(path, lambda fh: fig.savefig(fh, format=suffix))
+    except ValueError as e:
+        raise SpecError(f"cannot write {shown(path)}: {e}") from None
     finally:
         plt.close(fig)
     return depth

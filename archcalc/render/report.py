@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import html
 import itertools
-import json
 import math
 
 from .. import __version__, sym
 from ..analysis import DTYPES, Report, fold
 from ..layers.base import fmt_shape
-from .safe import clean
+from .safe import clean, json_text
 from ..errors import path_text
 
 _ids = itertools.count(1)
@@ -37,7 +36,7 @@ def esc(text) -> str:
 
 def script_json(data) -> str:
     """JSON safe inside <script>: no '</script>', no '<!--', no line separators."""
-    text = json.dumps(data, separators=(",", ":"))
+    text = json_text(data, separators=(",", ":"))
     return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 

@@ -9,7 +9,6 @@ process would, and their averaged losses equal its losses.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import random
@@ -182,50 +181,20 @@ def augment(x, kinds, generator):
 
 
 def save_atomic(obj, path, write=None):
-    """Write then rename: a reader never sees half a checkpoint, and an
-    interrupted or failed write leaves no temporary file behind. `write(obj,
-    tmp)` writes the file; torch.save by default."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    """A checkpoint (torch.save) or, with ``write(obj, fh)``, any file, through
+    the one atomic writer (archcalc.output): a reader never sees half a file,
+    and a failed or interrupted write leaves the old file and no temporary."""
+    from ..output import write_atomic
     try:
-        (write or torch.save)(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise RunError(f"cannot write {path}: {e.strerror or _first_line(e)}") from None
-        if isinstance(e, RuntimeError):
-            raise RunError(f"cannot write {path}: {_first_line(e)}") from None
-        raise
+        write_atomic(path, lambda fh: (write or torch.save)(obj, fh))
+    except RuntimeError as e:  # torch.save's stream writer fails with RuntimeError
+        raise RunError(f"cannot write {path}: {_first_line(e)}") from None
 
 
 def remove_stale_temporaries(folder):
     """Temporary files that a killed run left (their process is gone)."""
-    import re
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return
-    for name in names:
-        match = re.fullmatch(r"(?:checkpoint\.pt|metrics\.json|metrics\.csv)\.tmp(\d{1,10})",
-                             name)
-        if not match:
-            continue
-        pid = int(match.group(1))
-        if pid != os.getpid():
-            try:
-                os.kill(pid, 0)
-                continue        # a live process writes it
-            except ProcessLookupError:
-                pass
-            except (PermissionError, OverflowError, ValueError, OSError):
-                continue
-        try:
-            os.remove(os.path.join(folder, name))
-        except OSError:
-            pass
+    from ..output import remove_stale_temporaries as remove
+    remove(folder)
 
 
 RUN_FILES = ("checkpoint.pt", "metrics.json", "metrics.csv")
@@ -804,17 +773,10 @@ def write_metrics(folder, history):
     writer = csv.DictWriter(text, names, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    _write_atomic(os.path.join(folder, "metrics.json"), json.dumps(rows, indent=1))
-    _write_atomic(os.path.join(folder, "metrics.csv"), text.getvalue())
-
-
-def _write_atomic(path, text):
-    save_atomic(text, path, _write_text)
-
-
-def _write_text(text, path):
-    with open(path, "w", newline="") as fh:
-        fh.write(text)
+    from ..output import write_atomic
+    from ..render.safe import json_text
+    write_atomic(os.path.join(folder, "metrics.json"), json_text(rows, indent=1))
+    write_atomic(os.path.join(folder, "metrics.csv"), text.getvalue())
 
 
 def plot_curves(history, path, title):
@@ -834,8 +796,11 @@ def plot_curves(history, path, title):
     ax2.set_xlabel("epoch")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    from ..output import write_atomic
+    try:
+        write_atomic(path, lambda fh: fig.savefig(fh, format="png"))
+    finally:
+        plt.close(fig)
 
 
 __all__ = ["TrainConfig", "EpochMetrics", "train", "OPTIMIZERS", "SCHEDULES", "AUGMENTS"]

@@ -47,9 +47,9 @@ from . import sym
 from .analysis import DTYPES, analyze
 from .errors import SpecError
 from .layers.base import Cost, NoCostModel
+from .profiles.schema import PROFILE_FORMAT, PROFILE_VERSION, ProfileError, read_json, validate
+from .profiles.trust import Usage, warnings_for
 
-PROFILE_FORMAT = "archcalc-device-profile"
-PROFILE_VERSION = 1
 MODES = ("inference", "train")
 NEIGHBOURS = 4          # calibrated shapes an interpolation weighs
 # squared log2 distances added between conv classes: another kernel size
@@ -71,22 +71,11 @@ FALLBACK = {
 # the profile
 
 
-def _check(cond, message, source):
-    if not cond:
-        raise SpecError(f"{source}: {message}" if source else message)
-
-
 class Profile:
     """A device profile: what `archcalc calibrate` measured (see its module)."""
 
     def __init__(self, data: dict, source: str = ""):
-        _check(isinstance(data, dict) and data.get("format") == PROFILE_FORMAT,
-               f"not an archcalc device profile (no \"format\": \"{PROFILE_FORMAT}\"); "
-               "make one with `archcalc calibrate`", source)
-        version = data.get("version")
-        _check(version == PROFILE_VERSION,
-               f"profile version {version!r}; this archcalc reads version {PROFILE_VERSION}: "
-               "run `archcalc calibrate` again", source)
+        validate(data, source)   # once: types, ranges, finite numbers (profiles/schema.py)
         try:
             self.data, self.source = data, source
             self.device = str(data["device"])
@@ -114,24 +103,24 @@ class Profile:
                                           for p in data["optimizer"])
             self.free_curve = sorted((float(p["elements"]), max(float(p["free_s"]), 1e-9))
                                      for p in data["optimizer"] if "free_s" in p)
-            self.tables = {name: Table(t, self) for name, t in data["tables"].items()}
+            self.tables = {name: Table(t, self, name) for name, t in data["tables"].items()}
             self.compile = data.get("compile") or {}
             cache = data.get("cache") or {}
             self.l2_bytes = float(cache["l2_bytes"]) if cache.get("l2_bytes") else None
-        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
-            raise SpecError(f"{source or 'profile'}: a malformed profile ({type(e).__name__}: "
-                            f"{e}); make one with `archcalc calibrate`") from None
-        _check(_finite(data), "a malformed profile (a time or rate that is not a finite, "
-               "non-negative number); make one with `archcalc calibrate`", source)
-        _check(self.tables and self.bandwidth_curve and self.optimizer_curve,
-               "the profile holds no measurements", source)
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError):
+            # the schema admits only what this reads: a bug if it ever shows
+            raise ProfileError("a malformed profile that passed its schema; make one with "
+                               "`archcalc calibrate`", file=source or "profile") from None
 
     @property
     def summary(self) -> dict:
         d = self.data
-        return {"file": self.source, "device": self.device, "device_name": self.device_name,
+        # a path from the command line may hold undecodable bytes (lone surrogates)
+        source = self.source.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        return {"file": source, "device": self.device, "device_name": self.device_name,
                 "torch": d.get("torch"), "date": d.get("date"), "threads": d.get("threads"),
-                "quick": d.get("quick", False)}
+                "quick": d.get("quick", False),
+                "measured_under_load": bool((d.get("trust") or {}).get("measured_under_load"))}
 
     def table(self, dtype: str, channels_last: bool, notes: list) -> "Table":
         name = dtype + ("-cl" if channels_last else "")
@@ -142,8 +131,9 @@ class Profile:
                          f"{dtype} (NCHW) one")
             return self.tables[dtype]
         have = ", ".join(sorted(self.tables))
-        raise SpecError(f"the profile has no {name} table (it has: {have}); run "
-                        f"`archcalc calibrate` without --quick on a device that supports {dtype}")
+        raise ProfileError(f"the profile has no {name} table (it has: {have}); run "
+                           f"`archcalc calibrate` without --quick on a device that supports "
+                           f"{dtype}", file=self.source or "profile")
 
     def bandwidth(self, nbytes: float) -> float:
         """Bytes/s of a copy whose working set is `nbytes` (caches included)."""
@@ -155,19 +145,6 @@ class Profile:
         free = interp(self.free_curve, max(elements, 1.0), log_y=True) \
             * max(1.0, elements / self.free_curve[-1][0]) if self.free_curve else 0.0
         return loglog_time(self.optimizer_curve, max(elements, 1.0)) + free
-
-
-def _finite(value) -> bool:
-    """Every number in the profile finite and non-negative (JSON admits NaN)."""
-    if isinstance(value, bool):
-        return True
-    if isinstance(value, (int, float)):
-        return math.isfinite(value) and value >= 0
-    if isinstance(value, dict):
-        return all(_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return all(_finite(v) for v in value)
-    return True
 
 
 def interp(points, x, log_y=False, flat=False):
@@ -265,7 +242,8 @@ def _no_penalty(a, b):
 class Table:
     """One dtype and memory format of a profile: conv and GEMM rates, op curves."""
 
-    def __init__(self, t: dict, profile: Profile):
+    def __init__(self, t: dict, profile: Profile, name: str = "fp32"):
+        self.name, self.planned = name, dict(t.get("planned") or {})
         # a GPU profile (split): rates from the kernels' own time, and the
         # host's launching beside them; a CPU's: the call's time, its overhead out
         split = profile.split
@@ -357,18 +335,12 @@ def _rate(flops, seconds, overhead):
 
 def load_profile(name_or_path: str) -> Profile:
     """A profile from a JSON file, or a shipped profile by its name."""
-    from .profiles import resolve
+    from .profiles import names, resolve
     path = resolve(name_or_path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except FileNotFoundError:
-        from .profiles import names
-        raise SpecError(f"no such profile: {name_or_path} (make one with `archcalc calibrate "
-                        f"-o FILE`; shipped: {', '.join(names()) or 'none'})") from None
-    except (OSError, ValueError) as e:
-        raise SpecError(f"{name_or_path}: not a readable profile ({e})") from None
-    return Profile(data, source=path)
+    if not os.path.lexists(path):
+        raise ProfileError(f"no such profile: {name_or_path} (make one with `archcalc "
+                           f"calibrate -o FILE`; shipped: {', '.join(names()) or 'none'})")
+    return Profile(read_json(path), source=path)
 
 
 # --------------------------------------------------------------------------
@@ -412,9 +384,10 @@ class Prediction:
     bound_ms: dict
     layers: list = field(default_factory=list)
     notes: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)   # reasons not to trust it (profiles/trust.py)
 
     def as_json(self, layers: bool = True) -> dict:
-        d = {k: v for k, v in asdict(self).items() if k not in ("layers", "notes")}
+        d = {k: v for k, v in asdict(self).items() if k not in ("layers", "notes", "warnings")}
         if layers:
             d["layers"] = [layer.as_json() for layer in self.layers]
         return d
@@ -485,6 +458,7 @@ class Predictor:
             raise SpecError(f"mode must be inference or train. Received: {mode!r}")
         self.profile, self.mode, self.amp = profile, mode, amp
         self.notes: list[str] = []
+        self.usage = Usage()      # what the prediction asks of the table, for its warnings
         self.dtype = amp or "fp32"
         self.dsize = DTYPES[self.dtype]
         self.table = profile.table(self.dtype, channels_last, self.notes)
@@ -545,6 +519,7 @@ class Predictor:
 
     def op_time(self, name, elements, which, floor=None):
         curve = self.table.op_curve(name, which, self.notes)
+        self.usage.op(name, len(curve or ()))
         if floor is None:
             floor = self.o_bwd if which == "backward" else self.o_fwd
         if curve is None:   # not even a copy: twice the bytes at the bandwidth
@@ -569,12 +544,14 @@ class Predictor:
         if c.primitive == "conv":
             dims = tuple(int(v) for v in c.conv)
             kh, kw, sh, sw, cin, cout, ho, wo, g = dims
+            self.usage.convs[conv_class(kh, kw, sh, sw, cin, cout, g)[2]] += 1
             weights = kh * kw * (cin // g) * cout
             # the input's elements: from the output grid back through the stride
             inp = batch * cin * ((ho - 1) * sh + kh) * ((wo - 1) * sw + kw)
             return (conv_flops(*dims, batch), weights, inp, batch * cout * ho * wo,
                     lambda which: self.table.conv_rate(dims, batch, which))
         m, n, k = (int(v) for v in c.gemm)
+        self.usage.linears += 1
         m *= batch
         return (2 * m * n * k, n * k, m * k, m * n,
                 lambda which: self.table.linear_rate(m, n, k, which))
@@ -789,11 +766,14 @@ class Predictor:
         return Prediction(report.model.name, report.batch, self.mode, self.dtype,
                           self.profile.device, forward, backward, optimizer_ms, other_ms, step,
                           report.batch / step * 1e3 if step else 0.0, bound_ms, layers,
-                          list(self.notes))
+                          list(self.notes),
+                          warnings_for(self.profile, self.table, self.usage, self.mode))
 
     def predict(self, report) -> Prediction:
-        if self.profile.split:
-            return self._predict_split(report)
+        self.usage = Usage()
+        return (self._predict_split if self.profile.split else self._predict_host)(report)
+
+    def _predict_host(self, report) -> Prediction:
         batch = report.batch
         train = self.mode == "train"
         layers = []
@@ -844,15 +824,20 @@ def predict(spec_or_model, profile: Profile, *, batches=(1,), mode: str = "infer
 
 def to_json(predictions: list[Prediction], profile: Profile, layers: bool = True) -> str:
     first = predictions[0]
-    notes = []
+    notes, warnings = [], []
     for p in predictions:
         notes += [n for n in p.notes if n not in notes]
-    return json.dumps({
-        "model": first.model, "mode": first.mode, "dtype": first.dtype,
-        "device": first.device, "profile": profile.summary,
-        "results": [p.as_json(layers) for p in predictions],
-        "notes": notes,
-    }, indent=2)
+        warnings += [w for w in p.warnings if w not in warnings]
+    try:   # the schema keeps every time finite; never NaN or Infinity in JSON
+        return json.dumps({
+            "model": first.model, "mode": first.mode, "dtype": first.dtype,
+            "device": first.device, "profile": profile.summary,
+            "results": [p.as_json(layers) for p in predictions],
+            "notes": notes, "warnings": warnings,
+        }, indent=2, allow_nan=False)
+    except ValueError:
+        raise ProfileError("predicts a time that is not a finite number",
+                           file=profile.source or "profile") from None
 
 
 __all__ = ["Profile", "Prediction", "LayerPrediction", "load_profile", "predict",

@@ -267,9 +267,9 @@ def test_malformed_profiles_and_bad_batches_exit_2(tmp_path):
     good = tmp_path / "good.json"
     good.write_text(json.dumps(synthetic()))
     cases = [(["--profile", str(truncated)], "not a readable profile"),
-             (["--profile", str(wrong_types)], "a malformed profile"),
-             (["--profile", str(no_overhead)], "a malformed profile (KeyError"),
-             (["--profile", str(nan)], "not a finite"),
+             (["--profile", str(wrong_types)], "field tables: must be an object"),
+             (["--profile", str(no_overhead)], "field overhead: missing"),
+             (["--profile", str(nan)], "must be a finite number"),
              (["--profile", str(tmp_path)], "not a readable profile"),
              (["--profile", str(good), "--batch", "0"], "--batch values must be positive"),
              (["--profile", str(good), "--batch", "8,x"], "--batch takes a number"),

@@ -1,0 +1,93 @@
+"""Whether a prediction can trust its profile: which tables a prediction drew
+its rates from, how many points those tables hold, and what `archcalc
+calibrate` recorded about the machine while it measured (load, spread,
+sanity). A table the prediction needs and the profile lacks is an error; a
+thin one, or a profile measured under load, is a warning (one line per
+issue, never one per layer), which ``predict --strict`` refuses.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .schema import ProfileError
+
+# fewer points than this and a rate is an extrapolation from a few shapes:
+# the quick grid's one conv of every class is 10, its GEMM rows 12
+MIN_POINTS = {"conv": 8, "linear": 3}
+MIN_OP_SIZES = 2          # one size: no curve, a constant
+MIN_COVERAGE = 0.5        # of the points calibrate planned for the table
+KIND_WORDS = {"conv": "conv layers", "linear": "fc layers (GEMMs)", "ops": "ops"}
+
+
+@dataclass
+class Usage:
+    """What one prediction asked of a table: conv layers by kind of conv
+    (dense, grouped, depthwise), fc layers, and each op with the number of
+    sizes its curve has."""
+    convs: Counter = field(default_factory=Counter)
+    linears: int = 0
+    ops: Counter = field(default_factory=Counter)
+    op_sizes: dict = field(default_factory=dict)
+
+    def op(self, name: str, sizes: int) -> None:
+        self.ops[name] += 1
+        self.op_sizes[name] = sizes
+
+
+def _missing(who, table, kind, count):
+    return ProfileError(
+        f"table {table} has no {kind} points, and {count} {KIND_WORDS[kind]} of the spec need "
+        f"them; make the profile again with `archcalc calibrate` (a larger --budget-s)",
+        file=who)
+
+
+def warnings_for(profile, table, usage: Usage, mode: str) -> list[str]:
+    """One line per reason not to trust this prediction; a table it needs
+    and the profile lacks raises ProfileError (naming the profile)."""
+    who = profile.source or "profile"
+    n_conv = sum(usage.convs.values())
+    if n_conv and not table.convs:
+        raise _missing(who, table.name, "conv", n_conv)
+    if usage.linears and not table.linears:
+        raise _missing(who, table.name, "linear", usage.linears)
+    if usage.ops and not table.ops:
+        raise _missing(who, table.name, "ops", sum(usage.ops.values()))
+    out = []
+    say = out.append
+    have = {"conv": len(table.convs), "linear": len(table.linears),
+            "ops": sum(len(c["inference"]) for c in table.ops.values())}
+    used = {"conv": n_conv, "linear": usage.linears, "ops": sum(usage.ops.values())}
+    for kind in ("conv", "linear"):
+        if used[kind] and have[kind] < MIN_POINTS[kind]:
+            say(f"profile {who}: rates for {used[kind]} {KIND_WORDS[kind]} come from a table "
+                f"({table.name}) of {have[kind]} points (fewer than {MIN_POINTS[kind]})")
+    kinds = {p.cls[2] for p in table.convs}
+    for kind, count in sorted(usage.convs.items()):
+        if table.convs and kind not in kinds:
+            say(f"profile {who}: {count} {kind} conv layers are rated from other kinds of conv "
+                f"(table {table.name} has no {kind} point)")
+    thin = sorted(name for name, sizes in usage.op_sizes.items() if sizes < MIN_OP_SIZES)
+    if thin:
+        say(f"profile {who}: rates for {sum(usage.ops[n] for n in thin)} ops "
+            f"({', '.join(thin[:6])}{', ...' if len(thin) > 6 else ''}) come from curves of "
+            f"fewer than {MIN_OP_SIZES} sizes in table {table.name}")
+    if mode == "train" and n_conv and table.convs and \
+            all(p.log_backward is None for p in table.convs):
+        say(f"profile {who}: table {table.name} has no backward times: the backward pass is "
+            "rated as the forward")
+    for kind, planned in sorted(table.planned.items()):
+        if used.get(kind) and planned and have.get(kind, 0) < MIN_COVERAGE * planned:
+            say(f"profile {who}: table {table.name} holds {have[kind]} of the {planned} "
+                f"{kind} points calibrate planned (its budget ran out)")
+    trust = profile.data.get("trust") or {}
+    if trust.get("measured_under_load"):
+        why = "; ".join(trust.get("reasons") or []) or "as calibrate recorded"
+        say(f"profile {who}: measured under load ({why}): its times may be slower than this "
+            "device's")
+    for issue in trust.get("sanity") or []:
+        say(f"profile {who}: {issue}")
+    return out
+
+
+__all__ = ["Usage", "warnings_for", "MIN_POINTS", "MIN_OP_SIZES", "MIN_COVERAGE"]

@@ -1,6 +1,20 @@
-import os
-import sys
+"""Shared test settings: hypothesis profiles, the `slow` marker, memory hygiene
+between modules, and the suite's wall time and peak RSS in the summary
+(docs/testing.md).
 
+The whole suite runs in one process, so what a module leaves behind (models,
+caches, freed-but-unreturned malloc arenas) adds to the peak of every module
+after it; CI's budget is 10 minutes and 4 GB on 2 cores.
+"""
+import ctypes
+import gc
+import json
+import os
+import resource
+import sys
+import time
+
+import pytest
 from hypothesis import HealthCheck, settings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -9,9 +23,57 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 settings.register_profile("default", deadline=None, print_blob=True,
                           suppress_health_check=[HealthCheck.too_slow])
-settings.load_profile("default")
+# CI: no example database (a fresh clone has none to replay); tests that set
+# their own max_examples keep it, the others draw hypothesis's default 100
+settings.register_profile("ci", parent=settings.get_profile("default"), database=None)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() in ("1", "true") else "default")
+
+SLOW = os.environ.get("ARCHCALC_SLOW", "") not in ("", "0")
+_STARTED = time.monotonic()
 
 
 def spec_path(name: str) -> str:
     return os.path.join(SPECS, name)
 
+
+def pytest_configure(config):
+    # pyproject's addopts deselect `slow` (-m "not slow"); ARCHCALC_SLOW=1 runs
+    # everything, as `-m ""` does; an explicit -m on the command line wins
+    if SLOW and config.option.markexpr == "not slow":
+        config.option.markexpr = ""
+
+
+def _return_freed_memory():
+    gc.collect()
+    try:  # glibc keeps freed arenas mapped; hand them back to the OS
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _free_memory_after_each_module():
+    """Module-scoped fixtures (imported models, built networks) are torn down
+    before this one: collect them and trim the heap so the next module starts
+    from the floor, not from this module's peak."""
+    yield
+    _return_freed_memory()
+
+
+def _peak_rss_bytes(who) -> int:
+    return resource.getrusage(who).ru_maxrss * 1024  # KiB on Linux
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The budget's two figures, on every run (.ci/run checks them)."""
+    stats = {"wall_seconds": round(time.monotonic() - _STARTED, 1),
+             "peak_rss_bytes": _peak_rss_bytes(resource.RUSAGE_SELF),
+             "peak_child_rss_bytes": _peak_rss_bytes(resource.RUSAGE_CHILDREN)}
+    terminalreporter.write_line(
+        f"suite: wall {stats['wall_seconds']:.0f} s, peak RSS "
+        f"{stats['peak_rss_bytes'] / 2**30:.2f} GiB (largest subprocess "
+        f"{stats['peak_child_rss_bytes'] / 2**30:.2f} GiB)")
+    path = os.environ.get("ARCHCALC_SUITE_STATS")
+    if path:
+        with open(path, "w") as f:
+            json.dump(stats, f)

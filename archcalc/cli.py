@@ -264,16 +264,18 @@ def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text
                                       label=label)
     except (importer.ImportFailure, importer.Unsupported) as e:
         fail(str(e), 1)
+    from .render.safe import clean  # the model's own names and messages: data
     if done.tracer != "torch.fx":
-        click.echo(f"note: traced with {done.tracer}: torch.fx cannot trace {label} "
-                   f"({done.fx_error})", err=True)
+        click.echo(clean(f"note: traced with {done.tracer}: torch.fx cannot trace {label} "
+                         f"({done.fx_error})"), err=True)
     if done.unused:
-        click.echo(f"note: left out {', '.join(done.unused)} "
+        click.echo(f"note: left out {clean(', '.join(done.unused))} "
                    f"({sum(done.unused.values()):,} params): not used by the forward at "
                    "inference", err=True)
     if done.opaque:
         click.echo(f"note: {len(done.opaque)} opaque row(s): their MACs are unknown (the "
-                   f"variables {', '.join(done.opaque[:5])}{', ...' if len(done.opaque) > 5 else ''}"
+                   f"variables {clean(', '.join(done.opaque[:5]))}"
+                   f"{', ...' if len(done.opaque) > 5 else ''}"
                    "); every total that includes them is a formula", err=True)
     if text:
         return done
@@ -906,8 +908,10 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
         except KeyboardInterrupt:
             sys.exit(130)
     if int(os.environ.get("RANK", "0")) == 0:
-        out.print(f"metrics: {out_dir}/metrics.csv, {out_dir}/metrics.json; checkpoint: "
-                  f"{out_dir}/checkpoint.pt" + (f"; curves: {out_dir}/curves.png" if plot else ""),
+        shown_dir = markup(out_dir)  # a folder name is data, not rich markup
+        out.print(f"metrics: {shown_dir}/metrics.csv, {shown_dir}/metrics.json; checkpoint: "
+                  f"{shown_dir}/checkpoint.pt"
+                  + (f"; curves: {shown_dir}/curves.png" if plot else ""),
                   style="dim", highlight=False)
 
 
@@ -1015,16 +1019,20 @@ def explain(spec, layer, batch, dtype, input_shape, sets, fmt):
     from .explain import explain as run, find_row
     report = _report(spec, batch, dtype, input_shape, sets, False)
     lines = run(report, layer)
+    from .render.safe import clean, json_text, md_cell
     if fmt == "json":
-        import json
         row = find_row(report, layer)
-        click.echo(json.dumps({"layer": row.name, "row": row.as_json(), "steps": lines},
-                              indent=2))
+        click.echo(json_text({"layer": row.name, "row": row.as_json(), "steps": lines},
+                             indent=2))
     elif fmt == "markdown":
-        click.echo(f"### {lines[0]}\n\n```\n" + "\n".join(lines[1:]) + "\n```")
+        body = [clean(line) for line in lines[1:]]
+        # a fence longer than any run of backticks in the text: a name cannot close it
+        fence = "`" * max(3, 1 + max((len(r) for b in body for r in re.findall("`+", b)),
+                                     default=0))
+        click.echo(f"### {md_cell(lines[0])}\n\n{fence}\n" + "\n".join(body) + f"\n{fence}")
     else:
         for line in lines:
-            click.echo(line)
+            click.echo(clean(line))
 
 
 @main.command()
@@ -1080,15 +1088,15 @@ def lint(specs, input_shape, sets, strict, fmt):
       archcalc lint specs/vgg16.toml --input 3x225x225 --strict
       archcalc lint specs/alexnet.toml specs/resnet50.toml --format json
     """
-    import json
     from . import lint as rules
     results = []
     for spec in specs:
         _, report = _load_report(spec, 1, "fp32", input_shape, sets, False)
         results.append((report, rules.lint(report)))
     if fmt == "json":
+        from .render.safe import json_text
         data = [rules.to_json(r, found) for r, found in results]
-        click.echo(json.dumps(data[0] if len(data) == 1 else data, indent=2))
+        click.echo(json_text(data[0] if len(data) == 1 else data, indent=2))
     else:
         out = console()
         for report, found in results:

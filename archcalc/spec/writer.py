@@ -21,6 +21,7 @@ import re
 from collections import Counter
 
 from ..layers import REGISTRY
+from ..render.safe import json_safe
 from ..layers.base import REQUIRED
 
 STRUCTURE_KEYS = ("layers", "concat", "split", "residual", "scale", "dense", "shortcut")
@@ -43,8 +44,8 @@ def value(v) -> str:
             raise ValueError(f"a spec holds finite numbers; received {v}")
         text = repr(v)
         return text if any(c in text for c in ".en") else text + ".0"
-    if isinstance(v, str):
-        return json.dumps(v)
+    if isinstance(v, str):  # a TOML basic string; TOML has no lone surrogates
+        return json.dumps(json_safe(v))
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(value(x) for x in v) + "]"
     if isinstance(v, dict):
@@ -53,7 +54,7 @@ def value(v) -> str:
 
 
 def key(k: str) -> str:
-    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(json_safe(k))
 
 
 def _is_table_list(v) -> bool:

@@ -105,7 +105,8 @@ def run_fit(evaluator: Evaluator, constraints, objectives, variable: str,
         answers.append(_fit_one(lambda i, b=base: at(b, i), len(values), constraints,
                                 maximize, variable, base))
     points = sorted(done.values(), key=lambda p: p.index)
-    return finish(evaluator, points, constraints, objectives, fit={
+    # no front: the points a fit looks at are a bisection's, not a design space
+    return finish(evaluator, points, constraints, [], fit={
         "variable": variable, "goal": "maximize" if maximize else "minimize",
         "constraints": [c.text for c in constraints], "values": len(values),
         "answers": answers})

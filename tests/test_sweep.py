@@ -1,0 +1,273 @@
+"""archcalc sweep: every figure equals `table`'s on the same bound spec, the
+Pareto front against the definition, grids, links, constraints and their
+one-line errors, the point limit refused before work, --fit."""
+import json
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
+
+from archcalc.cli import main
+from archcalc.sweep import sweep
+from archcalc.sweep.pareto import brute_front, front
+from archcalc.sweep.space import parse_grid
+from conftest import spec_path
+
+TABLE_KEYS = ("params", "trainable_params", "macs", "flops", "activations",
+              "activation_bytes", "param_bytes", "saved_activation_bytes",
+              "train_memory_bytes")
+
+
+def run(*args, env=None):
+    return CliRunner().invoke(main, list(args), env=env)
+
+
+def table_totals(spec, sets, input_shape, batch=1, dtype="fp32"):
+    args = ["table", spec, "--format", "json", "--batch", str(batch), "--dtype", dtype]
+    for k, v in sets.items():
+        args += ["--set", f"{k}={v}"]
+    if input_shape:
+        args += ["--input", "x".join(map(str, input_shape))]
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)["totals"]
+
+
+# -- every figure is the table's --------------------------------------------------------
+
+# shipped specs with variables, and grids over them (input sizes too)
+SPACES = [
+    ("efficientnet_b0.toml", "width", [0.5, 0.75, 1.0, 1.1, 1.4, 2.0]),
+    ("efficientnet_b0.toml", "depth", [1.0, 1.2, 1.8, 3.1]),
+    ("resnet50_scaled.toml", "width", [0.25, 0.5, 0.98, 1.0, 1.5]),
+    ("resnet50_scaled.toml", "depth", [0.34, 1.0, 1.5]),
+    ("tricks/7x7-vs-3x3/three_3x3.toml", "C", [1, 16, 64, 256]),
+    ("tricks/5x5-vs-3x3/one_5x5.toml", "C", [3, 32, 512]),
+]
+
+
+@settings(max_examples=12)
+@given(space=st.sampled_from(SPACES), data=st.data())
+def test_every_figure_equals_table_on_the_bound_spec(space, data):
+    name, var, values = space
+    chosen = data.draw(st.lists(st.sampled_from(values), min_size=1, max_size=2, unique=True))
+    size = data.draw(st.sampled_from([32, 64, 224]))
+    batch = data.draw(st.sampled_from([1, 8]))
+    dtype = data.draw(st.sampled_from(["fp32", "bf16"]))
+    grids = [f"{var}=" + ",".join(map(str, chosen))]
+    sets = {}
+    if name.startswith("tricks"):          # C, H, W are variables there
+        grids.append(f"H={size}")
+        sets["W"] = size
+        input_shape = None
+    else:
+        input_shape = f"3,{size},{size}"
+    result = sweep(spec_path(name), grids, input=input_shape, sets=sets, batch=batch,
+                   dtype=dtype)
+    assert len(result.points) == len(chosen)
+    for p in result.points:
+        assert p.error is None
+        bound = {**sets, **{k: v for k, v in p.variables.items()}}
+        shape = None if input_shape is None else (3, size, size)
+        want = table_totals(spec_path(name), bound, shape, batch, dtype)
+        for key in TABLE_KEYS:
+            assert p.metrics[key] == want[key], (name, p.variables, key)
+
+
+def test_train_memory_call_equals_table_at_its_batch_and_dtype():
+    want = table_totals(spec_path("resnet18.toml"), {}, None, 64, "bf16")["train_memory_bytes"]
+    assert want == 854_728_000
+    result = sweep(spec_path("resnet18.toml"), ["batch=1,2"],
+                   where=[f"train_memory(batch=64, dtype=bf16) <= {want - 1}"])
+    assert all(p.cut_by for p in result.points)
+    result = sweep(spec_path("resnet18.toml"), ["batch=1,2"],
+                   where=[f"train_memory(batch=64, dtype=bf16) <= {want}"])
+    assert all(p.feasible for p in result.points)
+
+
+# -- the Pareto front ------------------------------------------------------------------
+
+vectors = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=0, max_size=40)
+vectors3 = st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4), st.integers(0, 4)),
+                    min_size=0, max_size=40)
+
+
+@given(st.one_of(vectors, vectors3), st.randoms(use_true_random=False))
+def test_front_is_the_definition_and_independent_of_order(points, rnd):
+    assert front(points) == brute_front(points)
+    shuffled = list(range(len(points)))
+    rnd.shuffle(shuffled)
+    again = front([points[i] for i in shuffled])
+    assert sorted(points[shuffled[i]] for i in again) == sorted(points[i] for i in front(points))
+
+
+def test_front_keeps_every_tie():
+    pts = [(1, 5), (2, 2), (2, 2), (5, 1), (3, 3), (1, 5)]
+    assert front(pts) == [0, 1, 2, 3, 5]
+
+
+def test_front_of_a_hundred_thousand_points_is_linear_work():
+    rnd = random.Random(0)
+    pts = [(rnd.random(), rnd.random()) for _ in range(100_000)]
+    on = front(pts)
+    # the least x and the least y are always on it; the front is a staircase
+    assert min(range(len(pts)), key=lambda i: pts[i]) in on
+    ys = [pts[i][1] for i in sorted(on, key=lambda i: pts[i])]
+    assert ys == sorted(ys, reverse=True)
+
+
+# -- grids, links, the input ---------------------------------------------------------------
+
+def test_grid_forms():
+    assert parse_grid("C=32,48,64").values == (32, 48, 64)
+    assert parse_grid("width=0.5:2.0:0.25").values == (0.5, 0.75, 1, 1.25, 1.5, 1.75, 2)
+    assert parse_grid("w=0.1:0.3:0.1").values == (0.1, 0.2, 0.3)
+    assert parse_grid("batch=1:64:*2").values == (1, 2, 4, 8, 16, 32, 64)
+    assert parse_grid("n=1:4").values == (1, 2, 3, 4)
+    assert parse_grid("C=8,8,16").values == (8, 16)
+
+
+def test_efficientnet_compound_scaling_links_and_input():
+    result = sweep(spec_path("efficientnet_b0.toml"), ["phi=0:2"],
+                   links=["depth=1.2**phi", "width=1.1**phi", "res=round(224*1.15**phi)"],
+                   input="3,res,res")
+    assert [p.input for p in result.points] == [(3, 224, 224), (3, 258, 258), (3, 296, 296)]
+    assert [p.variables["depth"] for p in result.points] == [1, 1.2, 1.2 ** 2]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--grid", "C"], "--grid takes NAME=VALUES"),
+    (["--grid", "C=a,b"], "'a' is not a number"),
+    (["--grid", "C=8:4"], "ends (4) before it starts (8)"),
+    (["--grid", "C=1:8:0"], "the step must be positive"),
+    (["--grid", "C=1:8:*1"], "needs F > 1"),
+    (["--grid", "foo=1,2"], "'foo' is not a variable of the spec"),
+    (["--grid", "C=8", "--grid", "C=16"], "given twice"),
+    (["--grid", "C=8", "--link", "D=E*2"], "reads E, which is not a --grid variable"),
+    (["--grid", "C=8", "--link", "D"], "--link takes NAME=EXPRESSION"),
+    (["--grid", "C=8", "--link", "D=__import__('os')", "--input", "3,D,D"], "not allowed"),
+    (["--grid", "C=8", "--where", "parms <= 1"], "unknown name 'parms'"),
+    (["--grid", "C=8", "--where", "params <="], "not a valid expression"),
+    (["--grid", "C=8", "--where", "params + 1"], "not true or false"),
+    (["--grid", "C=8", "--where", "train_memory(batch=8, dtype=fp99) < 1"],
+     "dtype must be one of"),
+    (["--grid", "C=8", "--where", "train_memory(8) < 1"], "keyword options only"),
+    (["--grid", "C=8", "--objectives", "params,speed"], "unknown objective 'speed'"),
+    (["--grid", "C=8", "--fit", "params < 1"], "--fit CONSTRAINT goes with one of"),
+    (["--grid", "C=8", "--fit", "params < 1", "--maximize", "W"], "not a --grid variable"),
+    (["--grid", "C=8", "--input", "3,K,K"], "reads K, which is not a --grid"),
+    (["--grid", "C=8", "-o", "out.txt"], "the suffix says what to write"),
+])
+def test_bad_sweeps_are_one_line_and_exit_2(args, message):
+    spec = spec_path("tricks/5x5-vs-3x3/two_3x3.toml")
+    result = run("sweep", spec, "--set", "H=16", "--set", "W=16", *args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+    assert "Traceback" not in result.output
+
+
+def test_a_grid_over_the_limit_is_refused_before_work():
+    spec = spec_path("tricks/5x5-vs-3x3/two_3x3.toml")
+    # 10^12 values: refused from the count, not built (this would not finish otherwise)
+    result = run("sweep", spec, "--grid", "C=1:1000000000000", "--set", "H=8", "--set", "W=8")
+    assert result.exit_code == 2
+    assert "ARCHCALC_MAX_SWEEP_POINTS" in result.output and "1,000,000,000,000" in result.output
+    result = run("sweep", spec, "--grid", "C=1:10", "--grid", "H=1:10", "--set", "W=8",
+                 env={"ARCHCALC_MAX_SWEEP_POINTS": "99"})
+    assert result.exit_code == 2 and "10 x 10 = 100 points" in result.output
+    assert "over the limit of 99" in result.output
+    result = run("sweep", spec, "--grid", "C=1:10", "--grid", "H=1:10", "--set", "W=8",
+                 env={"ARCHCALC_MAX_SWEEP_POINTS": "100"})
+    assert result.exit_code == 0, result.output
+
+
+def test_points_that_cannot_be_built_are_counted_not_fatal():
+    # H = 1 and 2: the 5x5 with padding 2 works, but a 3x3 without padding
+    # would not; here: a grid where some inputs are too small for the VGG pools
+    result = sweep(spec_path("vgg16.toml"), ["res=16,32,224"], input="3,res,res")
+    bad = [p for p in result.points if p.error]
+    assert [p.variables["res"] for p in bad] == [16]
+    assert result.errors and not bad[0].feasible
+
+
+def test_infeasible_points_are_counted_by_the_constraint_that_cut_them():
+    spec = spec_path("tricks/7x7-vs-3x3/three_3x3.toml")
+    result = sweep(spec, ["C=16,32,64,128,256"], sets={"H": 14, "W": 14},
+                   where=["params <= 100000", "macs <= 5e6"])
+    # three 3x3 convs, no bias: 27 C^2 params; 27 C^2 H W MACs
+    params = {p.variables["C"]: p.metrics["params"] for p in result.points}
+    assert params == {c: 27 * c * c for c in (16, 32, 64, 128, 256)}
+    # 27 * 64^2 = 110,592 > 100,000; 27 * 32^2 * 14 * 14 = 5,419,008 > 5e6
+    assert dict(result.infeasible) == {"params <= 100000": 3, "macs <= 5e6": 1}
+    assert [p.variables["C"] for p in result.feasible] == [16]
+
+
+def test_json_and_csv_list_every_point():
+    spec = spec_path("tricks/7x7-vs-3x3/three_3x3.toml")
+    args = ["sweep", spec, "--grid", "C=16,32,64", "--grid", "H=7,14", "--set", "W=14",
+            "--where", "macs <= 20e6"]
+    data = json.loads(run(*args, "--format", "json").stdout)
+    assert data["evaluated"] == 6 and len(data["points"]) == 6
+    assert data["infeasible"] == {"macs <= 20e6": 1}
+    assert sorted(data["front"]) == sorted(p["index"] for p in data["points"] if p["front"])
+    csv = run(*args, "--format", "csv").stdout.splitlines()
+    assert len(csv) == 7 and csv[0].startswith("index,C,H,input,")
+
+
+# -- --fit ---------------------------------------------------------------------------
+
+def test_fit_by_bisection_equals_the_grid_scan():
+    spec = spec_path("resnet50_scaled.toml")
+    fit = sweep(spec, ["width=0.5:1.5:0.01"], fit="params <= 25e6 and macs <= 4e9",
+                maximize="width")
+    answer = fit.fit["answers"][0]
+    assert answer["method"].startswith("bisection")
+    assert len(fit.points) < 20                        # 101 values, a few evaluated
+    scan = sweep(spec, ["width=0.5:1.5:0.01"], where=["params <= 25e6 and macs <= 4e9"])
+    assert answer["value"] == max(p.variables["width"] for p in scan.feasible) == 0.98
+
+
+def test_fit_says_when_it_scans_the_grid():
+    # params = 25 C^2 is divisible by 3 only where C is: feasibility flips
+    # back and forth along C, so bisection would be wrong; every value is tried
+    spec = spec_path("tricks/5x5-vs-3x3/one_5x5.toml")
+    fit = sweep(spec, ["C=1:40"], sets={"H": 8, "W": 8}, fit="params % 3 == 0 and C <= 31",
+                maximize="C")
+    answer = fit.fit["answers"][0]
+    assert answer["method"].startswith("grid (every value: feasibility changes")
+    assert answer["value"] == 30
+    assert fit.points[answer["point"]].metrics["params"] == 25 * 30 * 30
+
+
+# -- the sweep path stays pure Python ---------------------------------------------------
+
+def test_sweep_does_not_import_torch_or_matplotlib(tmp_path):
+    code = ("import sys; from archcalc.cli import main\n"
+            "try: main(['sweep', sys.argv[1], '--grid', 'width=0.5,1', '--format', 'json',"
+            " '-o', sys.argv[2]])\n"
+            "except SystemExit: pass\n"
+            "bad = [m for m in ('torch', 'pandas', 'sympy', 'matplotlib') if m in sys.modules]\n"
+            "print('HEAVY', bad)")
+    out = subprocess.run([sys.executable, "-c", code, spec_path("resnet50_scaled.toml"),
+                          str(tmp_path / "points.json")], capture_output=True, text=True,
+                         timeout=120)
+    assert "HEAVY []" in out.stdout, out.stdout + out.stderr
+    assert json.loads((tmp_path / "points.json").read_text())["evaluated"] == 2
+
+
+def test_plot_and_page_are_written(tmp_path):
+    spec = spec_path("tricks/7x7-vs-3x3/three_3x3.toml")
+    for name in ("front.png", "front.svg", "front.html"):
+        out = tmp_path / name
+        result = run("sweep", spec, "--grid", "C=16,32,64", "--grid", "H=7,14",
+                     "--set", "W=14", "-o", str(out))
+        assert result.exit_code == 0, result.output
+        assert out.stat().st_size > 1000
+    assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
+    page = (tmp_path / "front.html").read_text()
+    assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page

@@ -669,7 +669,7 @@ def _no_symbols(graph):
               help="The profile to write [DEVICE-profile.json].")
 @click.option("--quick", is_flag=True,
               help="About 45 s: one conv of every class, fp32 only, no torch.compile.")
-@click.option("--budget-s", type=click.FloatRange(min=1), default=None,
+@click.option("--budget-s", type=FiniteFloat(min=1, max=1e6), default=None,
               help="Seconds the microbenchmarks may take [240; --quick 45]; the shapes "
                    "beyond it are skipped, the most important first.")
 @click.option("--tables", default=None, metavar="fp32,bf16,fp32-cl,...",
@@ -721,12 +721,25 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
     from .render.predict import render_profile
     from .render.safe import json_text
     from .torch.calibrate import calibrate as run
-    err = _stderr_console()
-    with err.status("calibrating") as status:
+    from .render.predict import calibrate_progress
+    with calibrate_progress(_stderr_console()) as progress:
         profile = run(device, quick=quick, budget_s=budget_s, tables=names, compile=compile_,
-                      timer=clock, progress=lambda text: status.update(f"calibrating: {text}"))
+                      timer=clock, progress=progress)
     write_atomic(output, json_text(profile, indent=1) + "\n")
     render_profile(profile, output, console())
+
+
+def _profile_warnings(results, strict: bool) -> None:
+    """Each reason not to trust a prediction once on stderr; --strict refuses."""
+    warnings = []
+    for p in results:
+        warnings += [w for w in p.warnings if w not in warnings]
+    if strict and warnings:
+        more = f" (and {len(warnings) - 1} more)" if len(warnings) > 1 else ""
+        raise SpecError(f"{warnings[0]}{more}; --strict refuses a profile this prediction "
+                        "cannot trust: calibrate again on an idle machine with a larger budget")
+    for w in warnings:
+        click.echo(f"warning: {printable(w)} (--strict makes this an error)", err=True)
 
 
 def _profile(name, device="cpu"):
@@ -756,8 +769,11 @@ def _profile(name, device="cpu"):
 @format_option()
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Also write the JSON here.")
+@click.option("--strict", is_flag=True,
+              help="Refuse (exit 2) a prediction the profile cannot be trusted for: too few "
+                   "points in a table it rates from, measured under load, suspect numbers.")
 def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, input_shape,
-            sets, summary, fmt, output):
+            sets, summary, fmt, output, strict):
     """Predict the time of a step before running it: per layer, the forward
     (and backward) time from the layer's shape and a device profile, and the
     bound (compute, memory or overhead); per step, the total and samples/s.
@@ -786,6 +802,7 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
     results = run(load(spec), profile, batches=batches, mode=mode, amp=amp,
                   channels_last=channels_last, compile=compile_, variables=parse_sets(sets),
                   input=input_shape)
+    _profile_warnings(results, strict)
     if fmt == "json":
         click.echo(to_json(results, profile, layers=not summary))
     elif fmt in ("csv", "markdown"):

@@ -90,4 +90,49 @@ def warnings_for(profile, table, usage: Usage, mode: str) -> list[str]:
     return out
 
 
-__all__ = ["Usage", "warnings_for", "MIN_POINTS", "MIN_OP_SIZES", "MIN_COVERAGE"]
+# --------------------------------------------------------------------------
+# what calibrate records
+
+LOAD_SHARE = 0.5       # a load average above half the cores: others compete for them
+SPREAD_LIMIT = 0.15    # median (median - min) / median of a point's repetitions
+PEAK_MARGIN = 1.2      # a low-precision peak this far above fp32's without hardware for it
+
+
+def assess_calibration(*, cpu_count: int, threads: int, clock: str, load_before, load_after,
+                       spreads: list, peaks: dict, native: dict) -> dict:
+    """The profile's ``trust`` record: whether the machine was busy while
+    calibrate measured (the load average before, and after beyond
+    calibrate's own threads, over half the cores; or repetitions of one point
+    spread widely) and what looks wrong in the numbers themselves (a bf16
+    peak above fp32's where the device has no bf16 hardware: the fp32 GEMMs
+    ran slow). With the CPU-time clock the load average is no reason: the
+    clock counts this process's time alone."""
+    reasons = []
+    limit = cpu_count * LOAD_SHARE
+    if clock != "cpu":
+        if load_before and load_before[0] > limit:
+            reasons.append(f"load average {load_before[0]:.2f} on {cpu_count} cores before "
+                           f"calibrating (over {limit:g})")
+        others = load_after[0] - threads if load_after else 0.0
+        if others > limit:
+            reasons.append(f"load average {load_after[0]:.2f} after, {others:.2f} beyond "
+                           f"calibrate's own {threads} threads")
+    ordered = sorted(s for s in spreads if s == s)
+    spread = ordered[len(ordered) // 2] if ordered else 0.0
+    if spread > SPREAD_LIMIT:
+        reasons.append(f"repetitions of a point spread {spread:.0%} (median over the points; "
+                       f"over {SPREAD_LIMIT:.0%})")
+    sanity = []
+    fp32 = (peaks.get("fp32") or {}).get("flops_per_s")
+    for dtype, peak in sorted(peaks.items()):
+        rate = peak.get("flops_per_s", 0.0)
+        if dtype != "fp32" and fp32 and rate > PEAK_MARGIN * fp32 and not native.get(dtype):
+            sanity.append(f"the {dtype} GEMM peak ({rate / 1e9:,.1f} GFLOP/s) is above fp32's "
+                          f"({fp32 / 1e9:,.1f}) on a device without {dtype} hardware: the fp32 "
+                          "timings were likely disturbed")
+    return {"measured_under_load": bool(reasons), "reasons": reasons,
+            "spread": round(spread, 4), "load_limit": limit, "sanity": sanity}
+
+
+__all__ = ["Usage", "warnings_for", "assess_calibration", "MIN_POINTS", "MIN_OP_SIZES",
+           "MIN_COVERAGE"]

@@ -80,9 +80,13 @@ def render_profile(profile: dict, path: str, console) -> None:
               f"{o['forward_s'] * 1e6:.1f} / {o['forward_train_s'] * 1e6:.1f} / "
               f"{o['backward_s'] * 1e6:.1f} us")
     for name, table in profile["tables"].items():
-        t.add_row(f"table {name}", f"{len(table['conv'])} convs, {len(table['linear'])} GEMMs, "
-                                   f"{sum(len(v) for v in table['ops'].values())} op points"
-                  + (f" ({table['skipped']} skipped: budget)" if table.get("skipped") else ""))
+        planned = table.get("planned", {})
+        have = {"conv": len(table["conv"]), "linear": len(table["linear"]),
+                "ops": sum(len(v) for v in table["ops"].values())}
+        t.add_row(f"table {name}: measured of planned", ", ".join(
+            f"{have[k]} of {planned.get(k, have[k])} {word}"
+            for k, word in (("conv", "convs"), ("linear", "GEMMs"), ("ops", "op points")))
+            + (f" ({table['skipped']} skipped: budget)" if table.get("skipped") else ""))
     c = profile.get("compile")
     if c:
         if "skipped" in c:
@@ -95,8 +99,43 @@ def render_profile(profile: dict, path: str, console) -> None:
     t.add_row("load average before / after",
               f"{host.get('load_before')} / {host.get('load_after')}")
     t.add_row("elapsed", f"{profile['elapsed_s']:.0f} s (budget {profile['budget_s']:.0f} s)")
+    trust = profile.get("trust") or {}
+    t.add_row("repetitions' spread (median)", f"{trust.get('spread', 0):.1%}")
     console.print(t)
     console.print(f"wrote {markup(path)}", style="dim", highlight=False)
+    if trust.get("measured_under_load"):
+        console.print(f"warning: measured under load ({markup('; '.join(trust['reasons']))}): "
+                      "predictions from this profile will say so; calibrate again on an idle "
+                      "machine", style="yellow", highlight=False)
+    for issue in trust.get("sanity", []):
+        console.print(f"warning: {markup(issue)}", style="yellow", highlight=False)
+
+
+class calibrate_progress:
+    """A rich progress bar on stderr for `archcalc calibrate`: one line per
+    section (the device's constants, each table), points done of planned,
+    and the seconds of the budget left. Called as progress(what, done,
+    planned, budget_left_s)."""
+
+    def __init__(self, console):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("{task.fields[left]}"),
+                            console=console)
+        self.tasks = {}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def __call__(self, what, done, total, left_s):
+        if what not in self.tasks:
+            self.tasks[what] = self.bar.add_task(markup(what), total=total, left="")
+        self.bar.update(self.tasks[what], completed=done, total=total,
+                        left=f"{left_s:,.0f} s of the budget left")
 
 
 def records(predictions, profile, layers: bool = True):

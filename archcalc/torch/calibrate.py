@@ -40,85 +40,15 @@ import time
 import torch
 from torch import nn
 
-from ..predict import PROFILE_FORMAT, PROFILE_VERSION
+from ..profiles.schedule import run_fair
+from ..profiles.schema import PROFILE_FORMAT, PROFILE_VERSION
+from ..profiles.trust import assess_calibration
+from .grid import CONV_GRID, LINEAR_GRID, conv_out, table_jobs  # noqa: F401 (re-exported)
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
-# --------------------------------------------------------------------------
-# the shapes: (kernel, stride, padding, cin, cout, input size, groups),
-# one of every class first, then the stage shapes CNNs are built of.
-
-CONV_GRID = [
-    # one point of every class
-    (3, 1, 1, 64, 64, 56, 1),        # 3x3 stride 1, the workhorse
-    (1, 1, 0, 256, 64, 56, 1),       # 1x1: a plain GEMM
-    (7, 2, 3, 3, 64, 224, 1),        # the 7x7 stride-2 stem (3 input channels)
-    (3, 2, 1, 128, 256, 28, 1),      # 3x3 stride 2 (downsampling)
-    (1, 2, 0, 256, 512, 56, 1),      # 1x1 stride 2 (projection shortcut)
-    (5, 1, 2, 32, 96, 28, 1),        # 5x5
-    (3, 1, 1, 96, 96, 56, "dw"),     # depthwise 3x3
-    (3, 1, 1, 128, 128, 56, 32),     # grouped 3x3 (ResNeXt)
-    (11, 4, 2, 3, 64, 224, 1),       # 11x11 stride 4 stem
-    (3, 1, 1, 3, 64, 224, 1),        # 3x3 on the image (VGG's first conv)
-    # 3x3 stride 1: equal widths, stage by stage
-    (3, 1, 1, 128, 128, 28, 1), (3, 1, 1, 256, 256, 14, 1), (3, 1, 1, 512, 512, 7, 1),
-    (3, 1, 1, 64, 64, 112, 1), (3, 1, 1, 256, 256, 28, 1), (3, 1, 1, 512, 512, 14, 1),
-    (3, 1, 1, 32, 32, 112, 1), (3, 1, 1, 16, 16, 112, 1), (3, 1, 1, 128, 128, 56, 1),
-    (3, 1, 1, 512, 512, 28, 1), (3, 1, 1, 64, 64, 224, 1),
-    # 3x3 stride 1: widening and narrowing (x2, x1.5, /4: growth-rate convs)
-    (3, 1, 1, 64, 128, 112, 1), (3, 1, 1, 128, 256, 56, 1), (3, 1, 1, 256, 512, 28, 1),
-    (3, 1, 1, 64, 192, 56, 1), (3, 1, 1, 96, 128, 28, 1), (3, 1, 1, 128, 192, 28, 1),
-    (3, 1, 1, 112, 224, 14, 1), (3, 1, 1, 160, 320, 7, 1), (3, 1, 1, 192, 384, 13, 1),
-    (3, 1, 1, 384, 256, 13, 1), (3, 1, 1, 128, 32, 56, 1), (3, 1, 1, 128, 32, 28, 1),
-    (3, 1, 1, 128, 32, 14, 1), (3, 1, 1, 128, 32, 7, 1), (3, 1, 1, 48, 64, 35, 1),
-    (3, 1, 1, 32, 64, 147, 1),
-    # 1x1: expand, reduce, equal; large and small maps
-    (1, 1, 0, 64, 64, 56, 1), (1, 1, 0, 64, 256, 56, 1), (1, 1, 0, 128, 512, 28, 1),
-    (1, 1, 0, 512, 128, 28, 1), (1, 1, 0, 256, 1024, 14, 1), (1, 1, 0, 1024, 256, 14, 1),
-    (1, 1, 0, 512, 2048, 7, 1), (1, 1, 0, 2048, 512, 7, 1), (1, 1, 0, 192, 64, 28, 1),
-    (1, 1, 0, 192, 16, 28, 1), (1, 1, 0, 480, 192, 14, 1), (1, 1, 0, 832, 384, 7, 1),
-    (1, 1, 0, 128, 128, 56, 1), (1, 1, 0, 256, 128, 28, 1), (1, 1, 0, 512, 128, 14, 1),
-    (1, 1, 0, 1024, 128, 7, 1), (1, 1, 0, 512, 256, 28, 1), (1, 1, 0, 1024, 512, 14, 1),
-    (1, 1, 0, 32, 16, 112, 1), (1, 1, 0, 16, 96, 112, 1), (1, 1, 0, 144, 24, 56, 1),
-    (1, 1, 0, 24, 144, 56, 1), (1, 1, 0, 192, 32, 28, 1), (1, 1, 0, 384, 64, 14, 1),
-    (1, 1, 0, 960, 160, 7, 1), (1, 1, 0, 320, 1280, 7, 1), (1, 1, 0, 64, 64, 147, 1),
-    # strided and large kernels
-    (3, 2, 1, 64, 128, 56, 1), (3, 2, 1, 256, 512, 14, 1), (3, 2, 1, 3, 32, 224, 1),
-    (3, 2, 0, 288, 384, 35, 1), (3, 2, 1, 32, 32, 112, 1),
-    (1, 2, 0, 64, 128, 56, 1), (1, 2, 0, 512, 1024, 28, 1), (1, 2, 0, 1024, 2048, 14, 1),
-    (5, 1, 2, 16, 32, 28, 1), (5, 1, 2, 24, 64, 14, 1), (5, 1, 2, 48, 128, 7, 1),
-    (5, 1, 2, 96, 256, 27, 1), (5, 1, 2, 48, 64, 35, 1),
-    (7, 1, 3, 128, 128, 17, 1), (7, 2, 1, 3, 96, 224, 1), (11, 4, 0, 3, 96, 227, 1),
-    # depthwise and grouped
-    (3, 2, 1, 96, 96, 112, "dw"), (3, 1, 1, 144, 144, 56, "dw"), (3, 1, 1, 192, 192, 28, "dw"),
-    (3, 1, 1, 384, 384, 14, "dw"), (3, 1, 1, 960, 960, 7, "dw"), (3, 1, 1, 32, 32, 112, "dw"),
-    (5, 1, 2, 240, 240, 28, "dw"), (5, 2, 2, 144, 144, 56, "dw"), (7, 1, 3, 96, 96, 56, "dw"),
-    (3, 1, 1, 256, 256, 28, 32), (3, 1, 1, 512, 512, 14, 32), (3, 1, 1, 1024, 1024, 7, 32),
-    (3, 2, 1, 256, 256, 56, 32),
-    # small maps and narrow layers (CIFAR nets, LeNet): the call costs more than
-    # the FLOPs, which no ImageNet-sized point shows
-    (5, 1, 0, 1, 6, 32, 1), (5, 1, 0, 6, 16, 14, 1), (3, 1, 1, 16, 16, 32, 1),
-    (3, 1, 1, 32, 32, 16, 1), (3, 1, 1, 64, 64, 8, 1), (3, 2, 1, 16, 32, 32, 1),
-    (1, 1, 0, 16, 64, 32, 1), (1, 1, 0, 64, 16, 32, 1), (3, 1, 1, 3, 16, 32, 1),
-    (3, 1, 1, 16, 16, 32, "dw"), (3, 1, 1, 64, 64, 8, "dw"),
-    # a conv onto a 1x1 map (LeNet's C5, a fc layer written as a conv): no
-    # other point has so few output positions
-    (5, 1, 0, 16, 120, 5, 1),
-]
-
-LINEAR_GRID = [  # (K in, N out)
-    (512, 1000), (4096, 4096), (9216, 4096), (25088, 4096), (2048, 1000), (4096, 1000),
-    (1024, 1000), (1280, 1000), (768, 3072), (3072, 768), (400, 120), (1024, 10),
-    (120, 84), (84, 10), (64, 10),
-]
-
-QUICK_CONV = 10   # quick mode: the one-of-every-class points only
-BATCHES = (1, 8, 32)
-GPU_BATCHES = (1, 16, 64)   # a GPU is used at larger batches: 64 is timed first
-
 # elementwise and other primitives: name -> (build(module, shape) maker, input shape for
 # a target element count, how many inputs)
-OP_SIZES = (2 ** 14, 2 ** 16, 2 ** 18, 2 ** 20, 2 ** 22, 2 ** 24)
 
 
 def _map_shape(elements: int, channels: int = 64, min_hw: int = 4):
@@ -201,7 +131,6 @@ def _ops():
 
 
 IN_PLACE = ("relu", "add")   # the ops nets run in place (torchvision's ReLU, `out += x`)
-QUICK_OPS = ("relu", "batch_norm", "add", "cat", "maxpool3s2", "global_avgpool", "copy")
 
 # --------------------------------------------------------------------------
 # timing
@@ -223,6 +152,7 @@ class Clock:
     def __init__(self, device: str, reps: int = 5, timer: str = "wall"):
         self.device, self.reps = device, reps
         self.timer = time.process_time if timer == "cpu" else time.perf_counter
+        self.spreads = []   # (median - min) / median of each timing: a busy machine's is wide
 
     def __call__(self, fn, setup=None, reps=None, inner=None):
         reps = reps or self.reps
@@ -246,7 +176,10 @@ class Clock:
                 fn()
             sync(self.device)
             times.append((clock() - t) / inner)
-        return statistics.median(times), min(times)
+        median = statistics.median(times)
+        if median > 0:
+            self.spreads.append((median - min(times)) / median)
+        return median, min(times)
 
     # -- CUDA: the host's launching and the device's kernels apart ----------
     _cycles_per_s = None
@@ -356,10 +289,6 @@ def fill(t):
     than a normal draw, which matters for a 100M-element weight)."""
     with torch.no_grad():
         return t.uniform_(-0.5, 0.5)
-
-
-def conv_out(n, k, s, p):
-    return (n + 2 * p - k) // s + 1
 
 
 def measure_conv(clock, device, dtype, channels_last, point, batch, train=True):
@@ -660,7 +589,11 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     clock = Clock(device, reps or (3 if quick else 5), timer)
     tables = tables or default_tables(device, quick)
     compile = (not quick) if compile is None else compile
-    say = progress or (lambda text: None)
+
+    def say(what, done=0, total=1):
+        """progress(what, points done, points planned, seconds of the budget left)"""
+        if progress:
+            progress(what, done, total, max(0.0, budget_s - budget.elapsed()))
     torch.manual_seed(0)
     load_before = _load()
     profile = {
@@ -678,7 +611,7 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     }
     # the shares of the budget each section may use, in order
     shares = {"device": 0.08, "tables": 0.85 if compile else 0.97, "compile": 1.0}
-    say("overhead, bandwidth, peak")
+    say("overhead, bandwidth, peak", 0, 1)
     profile["overhead"] = measure_overhead(clock, device, "fp32")
     profile["cache"] = cache_sizes(device)
     bw_sizes = [2 ** p for p in ((14, 18, 22, 24) if quick else (14, 16, 18, 20, 22, 24, 26))]
@@ -688,6 +621,7 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     profile["peak"] = {"fp32": measure_peak_flops(clock, device, "fp32", quick)}
     opt_sizes = [2 ** p for p in ((6, 12, 18, 22) if quick else (6, 10, 14, 17, 20, 22, 24))]
     profile["optimizer"] = measure_optimizer(clock, device, "fp32", opt_sizes)
+    say("overhead, bandwidth, peak", 1, 1)
     profile["tables"] = {t: {"conv": [], "linear": [], "ops": {}} for t in tables}
     # the tables: fp32 first and most; the others share what is left
     weights = {t: (3.0 if t == tables[0] else 1.0) for t in tables}   # the first most
@@ -699,70 +633,40 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
         if dtype not in profile["peak"] and not cl:
             profile["peak"][dtype] = measure_peak_flops(clock, device, dtype, quick)
         now = budget.now()
-        stop = max(now, start) + (end - start) * weights[name] / total_w
+        # never past the tables' end: a section that overran (a busy machine)
+        # leaves the tables less, not the run longer than its budget
+        stop = min(end, max(now, start) + (end - start) * weights[name] / total_w)
         start = stop
-        say(f"table {name}")
-        _fill_table(profile["tables"][name], clock, device, dtype, cl, quick, stop, budget.now)
+        _fill_table(profile["tables"][name], clock, device, dtype, cl, quick, stop, budget.now,
+                    lambda done, total, name=name: say(f"table {name}", done, total))
     if compile and device in ("cpu", "cuda"):
-        say("torch.compile")
+        say("torch.compile", 0, 1)
         left = budget_s - budget.elapsed()
         profile["compile"] = measure_compile(clock, device, "fp32", left)
+        say("torch.compile", 1, 1)
     profile["host"]["load_after"] = _load()
+    profile["trust"] = assess_calibration(
+        cpu_count=os.cpu_count() or 1, threads=torch.get_num_threads(), clock=timer,
+        load_before=load_before, load_after=profile["host"]["load_after"],
+        spreads=clock.spreads, peaks=profile["peak"],
+        native={d: device == "cuda" or (d == "bf16" and bf16_supported(device))
+                for d in profile["peak"]})
     profile["elapsed_s"] = round(budget.elapsed(), 1)   # on the budget's clock
     profile["wall_s"] = round(time.perf_counter() - budget.wall_start, 1)
     return profile
 
 
-def _fill_table(table, clock, device, dtype, channels_last, quick, stop, now=time.perf_counter):
-    """Conv, linear and op points until `stop` (on the clock `now`): a round of
-    the most important points of each kind first (every op up to 4M elements:
-    an op missing from the profile is rated as a relative, which can be far
-    off: LRN is no batch norm), then the rest, interleaved."""
-    convs = CONV_GRID[:QUICK_CONV] if quick else CONV_GRID
+def _fill_table(table, clock, device, dtype, channels_last, quick, stop, now=time.perf_counter,
+                progress=None):
+    """Conv, linear and op points until `stop` (on the clock `now`), the
+    kinds sharing the time (profiles/schedule.py); the table's coverage
+    (points planned per kind, skipped) recorded beside them."""
     ops = _ops()
-    op_names = [n for n in ops if n in QUICK_OPS] if quick else list(ops)
-    gpu = device == "cuda"
-    op_sizes = OP_SIZES[1:5] if quick else OP_SIZES + ((2 ** 26,) if gpu else ())
-    # FLOPs per timed conv call; a GPU runs a teraFLOP in milliseconds
-    cap = (1.5e9 if quick else 6e9) * (200 if gpu else 1)
-    batches = (8,) if quick else (GPU_BATCHES if gpu else BATCHES)
-    main = 64 if gpu and not quick else 8    # the batch timed first
-    first_m = (16, 64) if gpu else (8, 32)   # the GEMM rows timed first
+    slow = {}   # op -> a size that took long: larger ones extrapolate
 
-    jobs = []  # (priority, kind, payload)
-    for i, point in enumerate(convs):
-        k, s, p, cin, cout, n, groups = point
-        g = cin if groups == "dw" else groups
-        o = conv_out(n, k, s, p)
-        per_sample = 2 * cout * o * o * cin // g * k * k
-        for j, b in enumerate(batches):
-            if per_sample * b > cap and b != min(batches):
-                continue
-            if per_sample * b > 4 * cap:
-                continue
-            if not gpu and b > 8 and o > 14:   # a CPU's large maps saturate by batch 8
-                continue
-            rank = (0 if i < QUICK_CONV else 1) + (0 if b == main else 1 + j)
-            jobs.append((rank, len(jobs), "conv", (point, b)))
-    for i, (k, n) in enumerate(LINEAR_GRID[:6] if quick else LINEAR_GRID):
-        ms = (8, 32) if quick else (1, 16, 64, 256, 2048, 16384) if gpu else (1, 8, 32, 128)
-        for j, m in enumerate(ms):
-            if 2 * m * k * n > 2 * cap:
-                continue
-            jobs.append((0 if i < 4 and m in first_m else 2, len(jobs), "linear", (m, k, n)))
-    for i, name in enumerate(op_names):
-        for j, size in enumerate(op_sizes):
-            jobs.append((0 if name in QUICK_OPS or size <= 4 * 2**20 else 1, len(jobs), "op",
-                         (name, size)))
-    jobs.sort()
-    if channels_last:  # only the kinds that depend on the layout
-        jobs = [j for j in jobs if j[2] != "linear"]
-    slow = set()   # ops whose largest size so far took long: larger ones extrapolate
-    for rank, _, kind, payload in jobs:
-        if now() > stop or (kind == "op" and payload[0] in slow):
-            table.setdefault("skipped", 0)
-            table["skipped"] += 1
-            continue
+    def measure(kind, payload):
+        if kind == "op" and payload[1] > slow.get(payload[0], math.inf):
+            return False
         try:
             if kind == "conv":
                 point, b = payload
@@ -776,9 +680,17 @@ def _fill_table(table, clock, device, dtype, channels_last, quick, stop, now=tim
                                    shaper(size))
                 table["ops"].setdefault(name, []).append(point)
                 if max(point["forward_s"], point.get("backward_s", 0)) > 0.05:
-                    slow.add(name)
+                    slow[name] = min(size, slow.get(name, math.inf))
+            return True
         except (RuntimeError, NotImplementedError) as e:  # a kernel this dtype lacks
             table.setdefault("failed", []).append(f"{kind} {payload}: {str(e)[:120]}")
+            return False
+
+    coverage = run_fair(table_jobs(device, channels_last, quick, list(ops)), measure, now,
+                        stop, progress)
+    table["planned"] = coverage["planned"]
+    if coverage["skipped"]:
+        table["skipped"] = coverage["skipped"]
     for points in table["ops"].values():
         points.sort(key=lambda p: p["elements"])
 

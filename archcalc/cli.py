@@ -39,6 +39,12 @@ def format_option(choices=FORMATS):
                         show_default=True, help="rich (a terminal table) or a machine format.")
 
 
+def threads_option(help_text="CPU threads."):
+    """--threads, spelled alike wherever a command runs the model on the CPU."""
+    return click.option("--threads", type=click.IntRange(min=1), default=None,
+                        metavar="N", help=help_text)
+
+
 def step_options(amp: str, compile_: str):
     """--batch (a sweep), --mode, --amp, --channels-last, --compile: what `bench`
     measures and `predict` predicts, spelled alike."""
@@ -552,7 +558,7 @@ def parse_batches(text: str) -> list[int]:
 @step_options(amp="Autocast to this dtype.", compile_="torch.compile the model first.")
 @click.option("--warmup", type=click.IntRange(min=0), default=3, show_default=True)
 @click.option("--steps", type=click.IntRange(min=1), default=10, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@threads_option()
 @click.option("--peak", type=click.Choice(("table", "measure")), default="table", show_default=True,
               help="Device peak FLOP/s: a table of known GPUs, or a matmul timed on the spot.")
 @click.option("--per-layer", is_flag=True, help="Time every layer beside its roofline.")
@@ -677,7 +683,7 @@ def _no_symbols(graph):
                    "device has them; their channels-last twins].")
 @click.option("--compile/--no-compile", "compile_", default=None,
               help="Also measure what torch.compile changes [on, except --quick].")
-@click.option("--threads", type=click.IntRange(min=1), default=None, help="CPU threads.")
+@threads_option()
 @click.option("--clock", type=click.Choice(("wall", "cpu")), default="wall", show_default=True,
               help="cpu: the process's CPU time instead of wall time, for one thread on a "
                    "machine others load (needs --threads 1).")
@@ -838,6 +844,8 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
 @click.option("--augment", default="", metavar="crop,flip", help="Random crop and/or flip.")
 @click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--device", type=click.Choice(("cpu", "cuda", "mps")), default="cpu", show_default=True)
+@threads_option("CPU threads [auto: one per 100 M forward MACs of a step, at most the idle "
+                "physical cores; the header shows the choice].")
 @click.option("-o", "--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Folder for checkpoint.pt, metrics.csv/json, curves.png [runs/SPEC_NAME].")
 @click.option("--resume", is_flag=True, help="Continue from OUT/checkpoint.pt.")
@@ -846,7 +854,7 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
 @set_option
 @click.option("--no-memory-check", "no_memory_check", is_flag=True, help=MEMORY_CHECK_HELP)
 def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, label_smoothing,
-          augment, seed, device, out_dir, resume, force, plot, sets, no_memory_check):
+          augment, seed, device, threads, out_dir, resume, force, plot, sets, no_memory_check):
     """Train the compiled spec and report per epoch: train loss, test loss and
     accuracy, time, samples/s and peak memory. Checkpoints are written
     atomically each epoch; Ctrl-C finishes the step under way, saves that state
@@ -878,7 +886,7 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
                          batch=batch, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                          schedule=schedule, label_smoothing=label_smoothing, augment=kinds,
                          seed=seed, device=device, out=out_dir, plot=plot, resume=resume,
-                         force=force,
+                         force=force, threads=cap_threads(threads) if threads else None,
                          memory_check=not no_memory_check)
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
@@ -887,10 +895,14 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
     out = console()
     main_rank = int(os.environ.get("RANK", "0")) == 0
     interactive = sys.stderr.isatty()
+    # on one terminal the lines and the bar go through one console, whose live
+    # display clears the bar's line before a line is printed (two consoles
+    # would print "0:00:00epoch 1/2 ..." onto the bar's line)
+    bar_console = out if interactive and sys.stdout.isatty() else _stderr_console()
     with Progress(TextColumn("[bold]epoch {task.fields[epoch]}"), BarColumn(),
                   MofNCompleteColumn(), TextColumn("steps"),
                   TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                  console=_stderr_console(), transient=True,
+                  console=bar_console, transient=True,
                   disable=not main_rank or not interactive) as bar:
         task = bar.add_task("train", total=None, epoch=1, rate="")
         started = {}

@@ -53,6 +53,7 @@ class TrainConfig:
     resume: bool = False
     force: bool = False           # replace a run already in `out`
     memory_check: bool = True     # refuse before allocating when it cannot fit
+    threads: int | None = None    # CPU threads; None: chosen from the step's work (threads.py)
 
 
 @dataclass
@@ -292,9 +293,11 @@ class _Position:
 def train(graph, config: TrainConfig, report=print, progress=None) -> list[EpochMetrics]:
     check_config(config)
     dist = Dist(config.device)
+    threads = torch.get_num_threads()   # the run's choice is not left on the caller's process
     try:
         return _train(graph, config, dist, report, progress)
     finally:
+        torch.set_num_threads(threads)
         dist.close()
 
 
@@ -339,10 +342,15 @@ def _train(graph, config, dist: Dist, report, progress):
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     gen = torch.Generator().manual_seed(config.seed + 1)
     # the header first: a resumed run then says where it picks up
-    predicted = predicted_memory(graph, local, config.optimizer)
+    totals = analysis_totals(graph, local, config.optimizer)
+    predicted = totals["train_memory_bytes"]
+    from .threads import choose_threads, load_average
+    threads = choose_threads(totals["macs"] * local, device, config.threads,
+                             load=load_average(), current=torch.get_num_threads())
+    torch.set_num_threads(threads.threads)
     if dist.main:
         report(header(graph, model, config, len(train_y), len(test_y), steps_per_epoch, device,
-                      predicted))
+                      predicted, threads.describe()))
     history, start, resume_at = [], 1, None
     if state is not None:
         history, start, resume_at = restore(state, ckpt, model, optimizer, scheduler, gen,
@@ -747,21 +755,23 @@ STATE_COPIES = {"sgd": "sgd", "momentum": "momentum", "nesterov": "momentum",
                 "adagrad": "momentum", "rmsprop": "momentum", "adam": "adam"}
 
 
-def predicted_memory(graph, batch: int, optimizer: str) -> int:
-    """The analysis's training memory for this run (one process's batch)."""
+def analysis_totals(graph, batch: int, optimizer: str) -> dict:
+    """The analysis's totals for this run (one process's batch): its training
+    memory to compare with the measured one, its MACs to choose the threads."""
     from ..analysis import analyze
-    return analyze(graph, batch=batch, optimizer=STATE_COPIES[optimizer]).totals[
-        "train_memory_bytes"]
+    return analyze(graph, batch=batch, optimizer=STATE_COPIES[optimizer]).totals
 
 
-def header(graph, model, config, n_train, n_test, steps, device, predicted) -> str:
+def header(graph, model, config, n_train, n_test, steps, device, predicted,
+           threads="") -> str:
     """What a run is about to do, before its first step."""
     from ..sym import human_bytes
     params = sum(p.numel() for p in model.parameters())
     return (f"training {graph.name}: {n_train:,} training and {n_test:,} test samples "
             f"({config.data}), {steps:,} steps of {config.batch} per epoch, {config.epochs} "
             f"epoch{'s' if config.epochs > 1 else ''} on {device}; {params:,} params; "
-            f"predicted training memory {human_bytes(predicted)} ({config.optimizer})")
+            f"predicted training memory {human_bytes(predicted)} ({config.optimizer})"
+            + (f"; {threads}" if threads else ""))
 
 
 def write_metrics(folder, history):

@@ -3,7 +3,8 @@ commands) and the layer-kinds reference (from the kinds registry).
 
 They are built from the code each time the site is built (docs/hooks.py), so
 they cannot go stale. `python -m archcalc.docs DIR` writes them as files too,
-to read them without MkDocs.
+to read them without MkDocs; `python -m archcalc.docs --limits` prints the
+limits table of the README's Trust section.
 """
 from __future__ import annotations
 
@@ -144,6 +145,18 @@ def kinds_markdown() -> str:
     ])
 
 
+def limits_markdown() -> str:
+    """The table of every limit in archcalc/limits.py: how to raise it, its
+    default and what it bounds (the README's Trust section holds a copy, which
+    tests/test_readme.py compares with this)."""
+    from . import limits
+    rows = ["| raise with | default | bounds |", "|---|---|---|"]
+    for limit in vars(limits).values():
+        if isinstance(limit, limits.Limit):
+            rows.append(f"| `{limit.env}=N` | {limit.default:,} | {_cell(limit.what)} |")
+    return "\n".join(rows) + "\n"
+
+
 GENERATED = {"cli.md": cli_markdown, "kinds.md": kinds_markdown}
 
 
@@ -159,5 +172,8 @@ def write(directory: str) -> list[str]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--limits"]:   # the table to paste into the README's Trust section
+        print(limits_markdown(), end="")
+        sys.exit(0)
     for written_path in write(sys.argv[1] if len(sys.argv) > 1 else "site-generated"):
         print(written_path)

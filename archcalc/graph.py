@@ -56,7 +56,7 @@ from .errors import SpecError
 from .layers import REGISTRY, lookup
 from .layers.activation import ACTIVATIONS
 from .layers.base import Arg, Kind, fmt_shape
-from .spec.expr import UNBOUND, evaluate, evaluate_value
+from .spec.expr import UNBOUND, check_identifier, evaluate, evaluate_value
 from .spec.loader import RawLayer, Spec
 from .spec.defaults import fit_inherited_padding
 
@@ -229,6 +229,12 @@ def resolve_env(spec: Spec, overrides: dict | None) -> dict:
 
 def build_graph(spec: Spec, *, variables: dict | None = None,
                 input: tuple | str | None = None) -> Model:
+    # every step of the expansion, rows or none, costs against MAX_EXPANSION
+    with limits.metered():
+        return _build_graph(spec, variables, input)
+
+
+def _build_graph(spec: Spec, variables: dict | None, input: tuple | str | None) -> Model:
     env = resolve_env(spec, variables)
     if isinstance(input, str):
         input = parse_shape(input)
@@ -311,6 +317,8 @@ class _Builder:
         if not hasattr(table, "get"):
             raise SpecError(f"a layer must be a table such as {{conv = 64, kernel = 3}}. "
                             f"Received: {table!r}")
+        # a switched-off or zero-repeat row costs its step too
+        limits.charge(1, "expanding the spec")
         table = dict(table)
         if "block" in table:
             yield from self.block_instances(table, scope)
@@ -383,7 +391,17 @@ class _Builder:
         template = isinstance(name, str) and "{" in name
         if name is not None and not template:
             check_name(name)
+        work = limits.current_work()
+        start, rows = (work.steps if work else 0), self.rows
         for i in range(repeat):
+            if work is not None:
+                if i == 1:  # the first copy's rows and steps, times the copies left
+                    more = (self.rows - rows) * (repeat - 1)
+                    limits.MAX_ROWS.check(self.rows + more, f"repeat = {repeat:,} of {base} "
+                                          f"brings the spec to {self.rows + more:,} rows")
+                    work.predict((work.steps - start) * (repeat - 1),
+                                 f"repeat = {repeat:,} of {base}")
+                work.charge(1, f"repeat = {repeat:,} of {base}")
             if name is None:
                 yield scope.auto_name(base), True
             elif template:
@@ -543,6 +561,7 @@ class _Builder:
     def _branch(self, branch, scope: _Scope, default: str):
         """A branch: a list of layers, or {layers = [...], when = "...", name = "...",
         flat = true}; (layers, level name: "" when flat) or None when off."""
+        limits.charge(1, "expanding the spec")
         if hasattr(branch, "get"):
             extra = set(branch) - {"layers", "when", "name", "flat"}
             if extra or "layers" not in branch:
@@ -813,8 +832,7 @@ def _block_params(block: str, args) -> dict:
     for a in args:
         name, sep, default = a.partition("=")
         name = name.strip()
-        if not name.isidentifier():
-            raise SpecError(f"[blocks.{block}] args: {a!r} is not a name")
+        check_identifier(name, f"[blocks.{block}] args: the name")
         if name == REPEAT_INDEX:
             raise SpecError(f"[blocks.{block}] args: {REPEAT_INDEX!r} is the index of a "
                             "repeated block call's copy; name the argument otherwise")

@@ -66,9 +66,8 @@ MAX_PROFILE_BYTES = Limit("max_profile_bytes", 8 << 20, "bytes per device profil
 MAX_PROFILE_DEPTH = Limit("max_profile_depth", 16, "levels of nested JSON in a device profile")
 MAX_PROFILE_POINTS = Limit("max_profile_points", 2_000, "items per list of a device profile")
 MAX_SWEEP_POINTS = Limit("max_sweep_points", 100_000, "points in a sweep's grid")
-MAX_EXPANSION = Limit("max_expansion", 300_000, "steps of expanding a spec (each row, "
-                      "switched-off or zero-repeat row, block call, structure and branch, "
-                      "and each operation of an expression)")
+MAX_EXPANSION = Limit("max_expansion", 300_000, "expansion steps (rows, switched-off and "
+                      "zero-repeat rows, block calls, branches, expression operations)")
 MAX_BATCHES = Limit("max_batches", 64, "batch sizes in one --batch list")
 MAX_JSON_BYTES = Limit("max_json_bytes", 1 << 20, "bytes of JSON in one option or file")
 MAX_JSON_DEPTH = Limit("max_json_depth", 32, "levels of nested JSON arrays and objects")

@@ -21,8 +21,11 @@ through ``floor``, ``ceil``, ``round``, ``int`` or ``make_divisible``.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
+import re
+import unicodedata
 from typing import Mapping
 
 from .. import limits, sym
@@ -96,6 +99,22 @@ def evaluate_value(text: str, env: Mapping[str, sym.Num]):
     if not isinstance(text, str):
         raise SpecError(f"an expression must be a string. Received: {text!r}")
     limits.MAX_EXPR_CHARS.check(len(text), f"the expression {_short(text)}")
+    if not text.isascii():
+        # Python reads 'Xﬁ' as 'Xfi' (NFKC): a look-alike would silently name another variable
+        char = next(c for c in text if not c.isascii())
+        raise SpecError(f"in {_short(text)}: the character {char!r} (U+{ord(char):04X}) is "
+                        "not ASCII; expressions are ASCII names, numbers and operators")
+    body, depth, nodes = _parsed(text)
+    limits.MAX_EXPR_DEPTH.check(depth, f"the expression {_short(text)} nests {depth} levels")
+    limits.charge(nodes, f"expanding the spec (at the expression {_short(text)})")
+    return _Evaluator(env, text).eval(body)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed(text: str):
+    """(tree body, depth, node count): parsed once per text, since a block
+    called a thousand times evaluates the same few expressions (the tree is
+    only read, never changed)."""
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except (SyntaxError, ValueError):
@@ -103,23 +122,42 @@ def evaluate_value(text: str, env: Mapping[str, sym.Num]):
                         f"expression (allowed: {ALLOWED})") from None
     except (RecursionError, MemoryError):
         raise limits.MAX_EXPR_DEPTH.exceeded(f"the expression {_short(text)}") from None
-    depth = _depth(tree.body)
-    limits.MAX_EXPR_DEPTH.check(depth, f"the expression {_short(text)} nests {depth} levels")
-    return _Evaluator(env, text).eval(tree.body)
+    depth, nodes = _depth(tree.body)
+    return tree.body, depth, nodes
+
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def check_identifier(name, what: str) -> str:
+    """A variable or argument name: ASCII letters, digits and underscores.
+    Non-ASCII names are refused, not NFKC-folded: Python folds 'Xﬁ' to 'Xfi',
+    so a look-alike would name another variable without a word."""
+    if isinstance(name, str) and _IDENTIFIER.fullmatch(name):
+        return name
+    if isinstance(name, str) and not name.isascii():
+        folded = unicodedata.normalize("NFKC", name)
+        hint = f", which Python reads as {folded[:40]!r}" if folded != name else ""
+        raise SpecError(f"{what} {name[:40]!r} is not an ASCII identifier{hint}; names are "
+                        "ASCII letters, digits and underscores (at most 64)")
+    shown = repr(name[:60]) if isinstance(name, str) else repr(name)[:60]
+    raise SpecError(f"{what} {shown} is not an identifier (ASCII letters, digits and "
+                    "underscores, at most 64, not starting with a digit)")
 
 
 def _short(text: str) -> str:
     return repr(text if len(text) <= 60 else text[:57] + "...")
 
 
-def _depth(node) -> int:
-    """Nesting depth of an AST, without recursion (the tree may be deep)."""
-    deepest, stack = 0, [(node, 1)]
+def _depth(node) -> tuple[int, int]:
+    """Nesting depth and node count of an AST, without recursion (the tree
+    may be deep)."""
+    deepest, count, stack = 0, 0, [(node, 1)]
     while stack:
         n, d = stack.pop()
-        deepest = max(deepest, d)
+        deepest, count = max(deepest, d), count + 1
         stack.extend((c, d + 1) for c in ast.iter_child_nodes(n))
-    return deepest
+    return deepest, count
 
 
 class _Evaluator:
@@ -152,7 +190,16 @@ class _Evaluator:
         return v
 
     def eval(self, node):
-        return self.checked(self._eval(node))
+        try:
+            value = self._eval(node)
+        except ZeroDivisionError:
+            raise self.fail(f"{_unparse(node)!r} divides by zero") from None
+        except OverflowError:
+            raise self.fail(f"{_unparse(node)!r} is too large to compute") from None
+        except (ValueError, TypeError, ArithmeticError) as e:
+            raise self.fail(f"{_unparse(node)!r} cannot be computed "
+                            f"({str(e)[:80] or 'invalid operands'})") from None
+        return self.checked(value)
 
     def _eval(self, node):
         if isinstance(node, ast.Constant):
@@ -324,7 +371,10 @@ class _Evaluator:
             if args[1] == 0:
                 raise self.fail("ceil_div() by zero")
             if isinstance(args[0], float) or isinstance(args[1], float):
-                return math.ceil(args[0] / args[1])
+                quotient = args[0] / args[1]
+                if not math.isfinite(quotient):   # ceil_div(1e17, 1e-300)
+                    raise self.fail(f"{_unparse(node)!r} is too large to compute")
+                return math.ceil(quotient)
         if name == "make_divisible":
             if not (isinstance(args[1], int) and args[1] > 0):
                 raise self.fail(f"make_divisible(v, d): d must be a positive integer. "

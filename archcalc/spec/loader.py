@@ -11,13 +11,14 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from .. import limits
 from ..errors import SpecError
+from ..inputs import check_input_file, read_input_text
+from .expr import check_identifier
 
 HEADER_KEYS = {"name", "input", "source", "init", "notes"}
 TOP_KEYS = {"model", "vars", "defaults", "layers", "include", "blocks"}
@@ -78,39 +79,8 @@ def read_toml(path: str) -> tuple[dict, str]:
 
 def read_text(path: str) -> str:
     """A spec file's text: a regular file only (a FIFO would block, /dev/zero
-    fill memory), at most ARCHCALC_MAX_FILE_BYTES, UTF-8."""
-    cap = limits.MAX_FILE_BYTES.value
-    try:
-        # O_NONBLOCK: opening a FIFO must not wait for a writer
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise SpecError("no such file", file=path) from None
-    except IsADirectoryError:
-        raise SpecError("is a directory, not a spec file", file=path) from None
-    except OSError as e:
-        raise SpecError(f"cannot read the file: {e.strerror}", file=path) from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise SpecError("is a directory, not a spec file", file=path)
-        if not stat.S_ISREG(info.st_mode):
-            raise SpecError("is not a regular file (a device, FIFO or socket); "
-                            "a spec is a TOML file", file=path)
-        if info.st_size > cap:
-            raise limits.MAX_FILE_BYTES.exceeded(f"{info.st_size:,} bytes").at(file=path)
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(cap + 1)
-    except OSError as e:
-        raise SpecError(f"cannot read the file: {e.strerror}", file=path) from None
-    finally:
-        os.close(fd)
-    if len(raw) > cap:  # grew while we read it
-        raise limits.MAX_FILE_BYTES.exceeded(f"more than {cap:,} bytes").at(file=path)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SpecError("is not UTF-8 text; a spec is a TOML file", file=path) from None
-    return text
+    fill memory), at most ARCHCALC_MAX_FILE_BYTES, UTF-8 (archcalc.inputs)."""
+    return read_input_text(path, "a spec file", limits.MAX_FILE_BYTES)
 
 
 def parse_toml(text: str, path: str) -> dict:
@@ -230,8 +200,12 @@ class _Loading:
             raise SpecError(f"includes itself ({chain})", file=path)
         if self.stack:  # an included file, not the top one
             self.counter[0] += 1
-            limits.MAX_INCLUDES.check(self.counter[0], f"including {path}")
-            limits.MAX_INCLUDE_DEPTH.check(len(self.stack), f"including {path}")
+            try:
+                limits.MAX_INCLUDES.check(self.counter[0], f"included file #{self.counter[0]}")
+                limits.MAX_INCLUDE_DEPTH.check(len(self.stack),
+                                               f"included {len(self.stack)} levels deep")
+            except SpecError as e:
+                raise e.at(file=path) from None
         return _Loading((*self.stack, real), self.counter)
 
 
@@ -240,6 +214,8 @@ def load(path: str, _loading: _Loading | None = None) -> Spec:
     if not isinstance(path, (str, os.PathLike)):
         raise SpecError(f"a spec path must be a file name. Received: {path!r}")
     path = os.fspath(path)
+    # before realpath, which fails on a NUL byte
+    check_input_file(path, "a spec file", limits.MAX_FILE_BYTES)
     real = os.path.realpath(path)
     loading = (_loading or _Loading()).enter(path, real)
     data, text = read_toml(path)
@@ -281,7 +257,7 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise SpecError("include takes a file name or a list of file names", file=path)
     for inc in includes:
-        lib = load(_relative(path, inc), loading)
+        lib = _load_include(path, inc, loading, None)
         base_vars.update(lib.vars)
         var_files.update(lib.var_files)
         for kind, d in lib.defaults.items():
@@ -298,8 +274,10 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
 
     vars_ = _table(data, "vars", path)
     for name, value in vars_.items():
-        if not re.fullmatch(r"[A-Za-z_]\w{0,63}", name):
-            raise SpecError(f"[vars] name {name[:70]!r} is not an identifier", file=path)
+        try:
+            check_identifier(name, "[vars] name")
+        except SpecError as e:
+            raise e.at(file=path) from None
         if isinstance(value, bool) or not isinstance(value, (int, float, str)) or \
                 (isinstance(value, float) and not math.isfinite(value)):
             raise SpecError(f"[vars] {name} must be a number, an expression string or \"?\". "
@@ -343,7 +321,7 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
             if set(table) - {"include"}:
                 raise SpecError("a layer entry with include takes nothing else",
                                 file=path, line=line)
-            part = load(_relative(path, table["include"]), loading)
+            part = _load_include(path, table["include"], loading, line)
             raw.extend(part.layers)
             continue
         raw.append(RawLayer(MappingProxyType(table), path, line))
@@ -412,8 +390,24 @@ def _short(value) -> str:
 
 def _relative(path: str, inc) -> str:
     if not isinstance(inc, str):
-        raise SpecError(f"include takes a file name. Received: include={inc!r}", file=path)
+        raise SpecError(f"include takes a file name. Received: include={_short(inc)}",
+                        file=path)
+    if not inc.strip():
+        raise SpecError("include takes a file name; received an empty one", file=path)
+    if "\0" in inc:
+        raise SpecError(f"include {_short(inc)}: a file name has no NUL byte", file=path)
     return os.path.join(os.path.dirname(path), inc)
+
+
+def _load_include(path: str, inc, loading: _Loading, line: int | None) -> Spec:
+    """An included file; what is wrong with the file itself (missing, a
+    directory, a FIFO, too big) is named from the spec that includes it."""
+    target = _relative(path, inc)
+    try:
+        check_input_file(target, "a spec file", limits.MAX_FILE_BYTES)
+    except SpecError as e:
+        raise SpecError(f"include {_short(inc)}: {e.message}", file=path, line=line) from None
+    return load(target, loading)
 
 
 def _table(data: dict, key: str, path: str) -> dict:

@@ -43,7 +43,7 @@ def table_totals(spec, sets, input_shape, batch=1, dtype="fp32"):
 SPACES = [
     ("efficientnet_b0.toml", "width", [0.5, 0.75, 1.0, 1.1, 1.4, 2.0]),
     ("efficientnet_b0.toml", "depth", [1.0, 1.2, 1.8, 3.1]),
-    ("resnet50_scaled.toml", "width", [0.25, 0.5, 0.98, 1.0, 1.5]),
+    ("resnet50_scaled.toml", "widen", [0.25, 0.5, 0.98, 1.0, 1.5]),
     ("resnet50_scaled.toml", "depth", [0.34, 1.0, 1.5]),
     ("tricks/7x7-vs-3x3/three_3x3.toml", "C", [1, 16, 64, 256]),
     ("tricks/5x5-vs-3x3/one_5x5.toml", "C", [3, 32, 512]),
@@ -223,13 +223,13 @@ def test_json_and_csv_list_every_point():
 
 def test_fit_by_bisection_equals_the_grid_scan():
     spec = spec_path("resnet50_scaled.toml")
-    fit = sweep(spec, ["width=0.5:1.5:0.01"], fit="params <= 25e6 and macs <= 4e9",
-                maximize="width")
+    fit = sweep(spec, ["widen=0.5:1.5:0.01"], fit="params <= 25e6 and macs <= 4e9",
+                maximize="widen")
     answer = fit.fit["answers"][0]
     assert answer["method"].startswith("bisection")
     assert len(fit.points) < 20                        # 101 values, a few evaluated
-    scan = sweep(spec, ["width=0.5:1.5:0.01"], where=["params <= 25e6 and macs <= 4e9"])
-    assert answer["value"] == max(p.variables["width"] for p in scan.feasible) == 0.98
+    scan = sweep(spec, ["widen=0.5:1.5:0.01"], where=["params <= 25e6 and macs <= 4e9"])
+    assert answer["value"] == max(p.variables["widen"] for p in scan.feasible) == 0.98
 
 
 def test_fit_says_when_it_scans_the_grid():
@@ -248,7 +248,7 @@ def test_fit_says_when_it_scans_the_grid():
 
 def test_sweep_does_not_import_torch_or_matplotlib(tmp_path):
     code = ("import sys; from archcalc.cli import main\n"
-            "try: main(['sweep', sys.argv[1], '--grid', 'width=0.5,1', '--format', 'json',"
+            "try: main(['sweep', sys.argv[1], '--grid', 'widen=0.5,1', '--format', 'json',"
             " '-o', sys.argv[2]])\n"
             "except SystemExit: pass\n"
             "bad = [m for m in ('torch', 'pandas', 'sympy', 'matplotlib') if m in sys.modules]\n"

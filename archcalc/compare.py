@@ -79,9 +79,14 @@ def ratio_text(r) -> str:
 def compare(specs, *, variables=None, batch=1, dtype="fp32", input=None) -> Comparison:
     reports = [analyze(spec, variables=_known(spec, variables), batch=batch, dtype=dtype,
                        input=input) for spec in specs]
-    values = {key: [depth(r.model.body) if total == "depth" else r.totals[total]
-                    for r in reports] for key, _, total in FIGURES}
-    return Comparison([r.model.name for r in reports], [s.file for s in specs], values, reports)
+    return Comparison([r.model.name for r in reports], [s.file for s in specs],
+                      figure_values(reports), reports)
+
+
+def figure_values(reports) -> dict:
+    """Each figure's value per design (depth is walked, the others are totals)."""
+    return {key: [depth(r.model.body) if total == "depth" else r.totals[total]
+                  for r in reports] for key, _, total in FIGURES}
 
 
 def _weighted(layer: Layer) -> int:

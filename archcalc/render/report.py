@@ -381,10 +381,9 @@ def _data(report: Report, findings) -> dict:
 # -- several specs ---------------------------------------------------------------------------
 
 def _compare(reports) -> str:
-    from ..compare import FIGURES, Comparison, ratio_text
-    values = {key: [r.totals[total] for r in reports] for key, _, total in FIGURES}
-    c = Comparison([r.model.name for r in reports], [r.model.file for r in reports], values,
-                   reports)
+    from ..compare import FIGURES, Comparison, figure_values, ratio_text
+    c = Comparison([r.model.name for r in reports], [r.model.file for r in reports],
+                   figure_values(reports), reports)
     head = "".join(f"<th>{esc(n)}</th>" for n in c.names)
     rows = []
     for key, label, _ in FIGURES:

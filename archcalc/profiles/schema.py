@@ -70,8 +70,9 @@ class Num(Field):
     def __init__(self, lo, hi, unit="", integer=False, positive=False):
         self.lo, self.hi, self.unit, self.integer, self.positive = lo, hi, unit, integer, positive
         kind = "an integer" if integer else "a number"
-        low = f"above {lo:g}" if positive else f"from {lo:g}"
-        self.what = f"{kind}{' of ' + unit if unit else ''} {low} to {hi:g}"
+        low = f"above {_num(lo)}" if positive else f"from {_num(lo)}"
+        self.what = f"{kind} {low} to {_num(hi)}{' ' + unit if unit else ''}" if lo != hi \
+            else f"{_num(lo)}"
 
     def check(self, value, path):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -86,6 +87,11 @@ class Num(Field):
             self.fail(path, value)
 
 
+def _num(x) -> str:
+    """1,048,576 rather than 1.04858e+06; 1e+18 stays short."""
+    return f"{int(x):,}" if float(x).is_integer() and abs(x) < 1e16 else f"{x:g}"
+
+
 def Int(lo, hi, unit=""):
     return Num(lo, hi, unit, integer=True)
 
@@ -93,7 +99,7 @@ def Int(lo, hi, unit=""):
 class Pair(Field):
     def __init__(self, item: Num):
         self.item = item
-        self.what = f"two integers from {item.lo:g} to {item.hi:g}"
+        self.what = f"two integers from {_num(item.lo)} to {_num(item.hi)}"
 
     def check(self, value, path):
         if not isinstance(value, list) or len(value) != 2:
@@ -114,7 +120,8 @@ class Text(Field):
         self.size, self.plain, self.choices, self.pattern = size, plain, choices, pattern
         self.what = ("one of " + ", ".join(map(repr, choices)) if choices else
                      f"a name matching {pattern.pattern}" if pattern else
-                     f"text of at most {size} characters")
+                     f"{'plain text (no control characters)' if plain else 'text'} of at "
+                     f"most {size} characters")
 
     def check(self, value, path):
         if not isinstance(value, str):
@@ -147,8 +154,8 @@ class Nullable(Field):
 class List(Field):
     def __init__(self, item: Field, least=0, most=None):
         self.item, self.least, self.most = item, least, most
-        self.what = (f"a list of at least {least} " if least else "a list of ") + \
-            getattr(item, "noun", item.what)
+        self.what = (f"a list of at least {least} item{'s' if least > 1 else ''}, each "
+                     if least else "a list, each item ") + getattr(item, "noun", item.what)
 
     def check(self, value, path):
         if not isinstance(value, list):
@@ -255,7 +262,7 @@ def _generic(value, path) -> None:
 # the profile
 
 TIME = Num(0, 3600, "seconds")             # one timed call: never an hour
-RATE = Num(0, 1e18, "per second", positive=True)
+RATE = Num(1, 1e18, "per second")         # at least 1/s: bytes / rate stays finite
 SIZE = Num(1, 2 ** 50, "elements or bytes")
 DIM = Int(1, 2 ** 20)
 LOAD = Nullable(List(Num(0, 1e6), 1, 3))
@@ -452,3 +459,7 @@ def markdown() -> str:
 
 def _md(text: str) -> str:
     return text.replace("|", "\\|")
+
+
+if __name__ == "__main__":   # python -m archcalc.profiles.schema: docs/profiles.md's table
+    print(markdown(), end="")

@@ -585,15 +585,15 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
       archcalc bench specs/resnet18.toml --batch 8 --predict cpu.json
     """
     from .errors import require
+    if output:
+        from .output import check_output_path
+        check_output_path(output, "-o")
     require("torch", "torch", "archcalc bench")
     batches = parse_batches(batch_text)
     _require_device(device)
     import torch
     if device == "cpu" and amp == "fp16":
         raise SpecError("--amp fp16 needs a GPU; on the CPU use --amp bf16")
-    if output:
-        from .output import check_output_path
-        check_output_path(output, "-o")
     if threads:
         torch.set_num_threads(cap_threads(threads))
     from .graph import build_graph

@@ -67,10 +67,11 @@ def render_csv(result) -> str:
 
 def summary_lines(result) -> list[str]:
     n, feasible = len(result.points), len(result.feasible)
-    lines = [f"{result.model}: {n:,} points evaluated, {feasible:,} feasible, "
-             f"{len(result.front):,} on the Pareto front of "
-             f"{', '.join(o.text for o in result.objectives) or '(no objectives)'} "
-             "(- minimised, + maximised)"]
+    head = f"{result.model}: {n:,} points evaluated, {feasible:,} feasible"
+    if result.objectives:
+        head += (f", {len(result.front):,} on the Pareto front of "
+                 f"{', '.join(o.text for o in result.objectives)} (- minimised, + maximised)")
+    lines = [head]
     for text, count in result.infeasible.most_common():
         lines.append(f"cut by {text}: {count:,} points")
     for text, count in result.errors.most_common(3):
@@ -113,36 +114,52 @@ def front_rows(result, limit: int | None = None):
     return rows if limit is None else rows[:limit]
 
 
+def shown_rows(result) -> tuple[str, list]:
+    """A small sweep: every point, the front marked; a large one: its front."""
+    if len(result.points) <= RICH_ROWS:
+        return ("Every point (state: * on the Pareto front, or the constraint that cut it)"
+                if result.objectives else "Every point evaluated"), result.points
+    rows = front_rows(result)
+    more = f" (first {RICH_ROWS} of {len(rows):,})" if len(rows) > RICH_ROWS else ""
+    return "Pareto front" + more, rows[:RICH_ROWS]
+
+
+def _cells(p, names, keys) -> list[str]:
+    state = "*" if p.front else ("" if p.feasible else
+                                 "cut: " + (p.cut_by or "") if p.cut_by else "error")
+    return [str(p.index), *(number(p.variables[n]) for n in names),
+            "x".join(map(str, p.input)), *(number(p.metrics.get(k, "")) for k in keys), state]
+
+
 def render_markdown(result) -> str:
+    from .safe import md_cell
     names, keys = variable_names(result), columns(result)
-    head = ["#", *names, "input", *keys]
-    lines = [f"*{line}*" if i == 0 else f"- {line}" for i, line in
+    head = ["#", *names, "input", *keys, "state"]
+    title, rows = shown_rows(result)
+    lines = [f"*{md_cell(line)}*" if i == 0 else f"- {md_cell(line)}" for i, line in
              enumerate(summary_lines(result))]
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
-    for p in front_rows(result):
-        cells = [str(p.index), *(number(p.variables[n]) for n in names),
-                 "x".join(map(str, p.input)), *(number(p.metrics.get(k, "")) for k in keys)]
-        lines.append("| " + " | ".join(cells) + " |")
+    if not rows:
+        return "\n".join(lines) + "\n"
+    lines += ["", f"{title}:", "", "| " + " | ".join(head) + " |", "|" + "---:|" * len(head)]
+    for p in rows:
+        lines.append("| " + " | ".join(md_cell(c) for c in _cells(p, names, keys)) + " |")
     return "\n".join(lines) + "\n"
 
 
 def render_rich(result, console) -> None:
     from rich.table import Table
-    from rich.text import Text
+    from .safe import rich_text
     lines = summary_lines(result)
-    console.print(Text(lines[0], style="bold"))
+    console.print(rich_text(lines[0], style="bold"))
     for line in lines[1:]:
-        console.print(Text(line))
+        console.print(rich_text(line))
     names, keys = variable_names(result), columns(result)
-    rows = front_rows(result)
+    title, rows = shown_rows(result)
     if not rows:
         return
-    table = Table(title="Pareto front" + (f" (first {RICH_ROWS} of {len(rows)})"
-                                          if len(rows) > RICH_ROWS else ""))
-    for head in ["#", *names, "input", *keys]:
+    table = Table(title=title)
+    for head in ["#", *names, "input", *keys, "state"]:
         table.add_column(head, justify="right")
-    for p in rows[:RICH_ROWS]:
-        table.add_row(str(p.index), *(number(p.variables[n]) for n in names),
-                      "x".join(map(str, p.input)),
-                      *(number(p.metrics.get(k, "")) for k in keys))
+    for p in rows:
+        table.add_row(*(rich_text(c) for c in _cells(p, names, keys)))
     console.print(table)

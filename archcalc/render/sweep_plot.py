@@ -29,13 +29,17 @@ def plot(result, path: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 5.5))
     ax.scatter([p.value(x_name) for p in feasible], [p.value(y_name) for p in feasible],
                s=14, color="#9bb3d6", label=f"feasible ({len(feasible):,})")
+    cut = [p for p in result.points if not p.feasible and not p.error]
+    if cut:
+        ax.scatter([p.value(x_name) for p in cut], [p.value(y_name) for p in cut], s=14,
+                   marker="x", color="#aaaaaa", label=f"cut by a constraint ({len(cut):,})")
     front = sorted(result.front, key=lambda p: (p.value(x_name), p.value(y_name)))
-    ax.plot([p.value(x_name) for p in front], [p.value(y_name) for p in front], "o-",
-            color="#e07b39", markersize=5, label=f"Pareto front ({len(front):,})")
-    cut = len(result.points) - len(feasible)
+    if front:
+        ax.plot([p.value(x_name) for p in front], [p.value(y_name) for p in front], "o-",
+                color="#e07b39", markersize=5, label=f"Pareto front ({len(front):,})")
     ax.set_xlabel(clean(x_name).replace("$", r"\$"))
     ax.set_ylabel(clean(y_name).replace("$", r"\$"))
-    ax.set_title(clean(f"{result.model}: {len(result.points):,} points, {cut:,} infeasible")
+    ax.set_title(clean(f"{result.model}: {len(result.points):,} points, {len(cut):,} infeasible")
                  .replace("$", r"\$"))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize="small")

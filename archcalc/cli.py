@@ -674,7 +674,8 @@ def _no_symbols(graph):
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The profile to write [DEVICE-profile.json].")
 @click.option("--quick", is_flag=True,
-              help="About 45 s: one conv of every class, fp32 only, no torch.compile.")
+              help="A 45 s budget for the microbenchmarks: one conv of every class, fp32 "
+                   "only, no torch.compile (starting torch and the rest take longer).")
 @click.option("--budget-s", type=FiniteFloat(min=1, max=1e6), default=None,
               help="Seconds the microbenchmarks may take [240; --quick 45]; the shapes "
                    "beyond it are skipped, the most important first.")
@@ -699,7 +700,7 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
     \b
     Examples:
       archcalc calibrate --device cpu -o cpu.json             # a few minutes
-      archcalc calibrate --quick -o quick.json                # about 45 s
+      archcalc calibrate --quick -o quick.json                # a 45 s budget
       archcalc calibrate --device cuda --tables bf16,fp32 -o h100.json
     """
     from .errors import require

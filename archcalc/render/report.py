@@ -166,7 +166,7 @@ def _table(report: Report, uid: str) -> str:
             f'placeholder="filter layers: name or kind" aria-label="filter layers"> '
             f'<span class="ac-count">{len(report.rows)} rows</span> '
             f'<span class="ac-dim">click a header to sort; hover a row for its arithmetic</span>'
-            f'</div><div class="ac-scroll"><table class="ac-layers" id="{uid}-table">'
+            f'</div><div class="ac-scroll ac-tablescroll"><table class="ac-layers" id="{uid}-table">'
             f'<thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>')
 
 
@@ -242,7 +242,9 @@ def _graph_html(report: Report) -> str:
         root = structure(report)
     except Misaligned:
         return '<p class="ac-dim">(the graph view needs an unfolded report)</p>'
-    open_depth = 2 if len(report.rows) <= 150 else 1
+    # the page opens on the top level: blocks closed (ResNet-50's stages, GoogLeNet's
+    # inception modules), open only when the whole net is a screen of nodes
+    open_depth = 1 if len(report.rows) <= 40 else 0
     first = report.rows[0]
     return (f'<div class="ac-graph">{_node(first, "ac-input")}{_edge(first.output_shape)}'
             f'{_graph_items(root.children, 0, open_depth)}</div>')
@@ -259,42 +261,84 @@ def _ticks(lo: int, hi: int):
     return range(lo, hi + 1, step)
 
 
-def bar_chart(items, title: str, color: str, width: int = 960, height: int = 220) -> str:
-    """Bars on a log scale, one per (label, value); zero bars stay empty.
-    Every bar carries its exact value in a <title> (a tooltip)."""
-    values = [v for _, v in items if isinstance(v, int) and v > 0]
-    if not values:
-        return f'<figure class="ac-chart"><figcaption>{esc(title)}: all zero</figcaption></figure>'
-    # half a decade below the smallest bar, so that it shows
-    lo, hi = math.floor(math.log10(min(values) / 3)), math.ceil(math.log10(max(values)))
-    hi = max(hi, lo + 1)
-    left, bottom, top = 56, 18, 8
-    plot_w, plot_h = width - left - 8, height - bottom - top
-    n = len(items)
-    step = plot_w / n
+PANEL_HEIGHT = 120    # one figure's bars, in the SVG's units (960 wide)
+LABEL_CHARS = 28      # longer layer names keep their end: "...layer4.bottleneck3.conv3"
+LABEL_CHAR_WIDTH = 5.2   # at the 9px label font
+LABEL_SPACING = 10    # the least room between two labels; denser ones label every k-th bar
+
+
+def _axis_label(text: str) -> str:
+    return text if len(text) <= LABEL_CHARS else "\u2026" + text[-(LABEL_CHARS - 1):]
+
+
+def _log_panel(values, lo_hi, top: int, left: int, right: int, step: float, color: str,
+               labels, rows) -> list:
+    """One figure's bars on a log scale between y = top and top + PANEL_HEIGHT."""
+    lo, hi = lo_hi
     bar = max(step * 0.8, 0.5)
 
     def y(v):
-        return top + plot_h * (1 - (math.log10(v) - lo) / (hi - lo))
-    parts = [f'<svg class="ac-svg" viewBox="0 0 {width} {height}" width="100%" role="img" '
-             f'aria-label="{esc(title)}">']
+        return top + PANEL_HEIGHT * (1 - (math.log10(v) - lo) / (hi - lo))
+    parts = []
     for e in _ticks(lo, hi):
         ty = y(10 ** e)
-        parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{ty:.1f}" y2="{ty:.1f}" '
-                     f'class="ac-grid"/><text x="{left - 4}" y="{ty + 4:.1f}" '
+        parts.append(f'<line x1="{left}" x2="{right}" y1="{ty:.1f}" y2="{ty:.1f}" '
+                     f'class="ac-grid"/><text x="{left - 4}" y="{ty + 3.5:.1f}" '
                      f'text-anchor="end" class="ac-tick">{esc(sym.human(10 ** e))}</text>')
-    for i, (label, v) in enumerate(items):
+    for i, v in enumerate(values):
         if not (isinstance(v, int) and v > 0):
             continue
         x, top_y = left + i * step + (step - bar) / 2, y(v)
+        row = f' data-row="{rows[i]}"' if rows else ""
         parts.append(f'<rect x="{x:.2f}" y="{top_y:.2f}" width="{bar:.2f}" '
-                     f'height="{top + plot_h - top_y:.2f}" fill="{color}" data-i="{i}">'
-                     f'<title>{esc(label)}: {esc(_num(v))}</title></rect>')
-    parts.append(f'<line x1="{left}" x2="{width - 8}" y1="{top + plot_h}" y2="{top + plot_h}" '
-                 f'class="ac-axis"/><text x="{left}" y="{height - 4}" class="ac-tick">'
-                 f'{n} {"layers" if n != 1 else "layer"}, in table order (log scale; '
-                 f'hover a bar)</text></svg>')
-    return f'<figure class="ac-chart"><figcaption>{esc(title)}</figcaption>{"".join(parts)}</figure>'
+                     f'height="{top + PANEL_HEIGHT - top_y:.2f}" fill="{color}" '
+                     f'data-i="{i}"{row}><title>{esc(labels[i])}: {esc(_num(v))}</title></rect>')
+    bottom = top + PANEL_HEIGHT
+    parts.append(f'<line x1="{left}" x2="{right}" y1="{bottom}" y2="{bottom}" class="ac-axis"/>')
+    return parts
+
+
+def layer_charts(labels, panels, rows=None, width: int = 960, unit: str = "layer") -> str:
+    """Per-layer bars, one log-scale panel per (title, values, color), stacked
+    over one x axis that names the layers (every k-th when they are dense), so
+    that a printed page reads without hovering; each bar's <title> holds its
+    layer and exact value. ``rows``: the table row of each bar, for a click;
+    ``unit``: what a bar is (a layer, or a block when the rows are folded)."""
+    n = len(labels)
+    if not n:
+        return ""
+    left, right = 56, width - 8
+    step = (right - left) / n
+    every = max(1, math.ceil(LABEL_SPACING / step))
+    longest = max(len(_axis_label(t)) for t in labels)
+    label_room = int(longest * LABEL_CHAR_WIDTH) + 8
+    title_room = 22   # the panel's title over its top tick
+    height = len(panels) * (PANEL_HEIGHT + title_room + 6) + label_room
+    parts, top = [], 0
+    for title, values, color in panels:
+        positive = [v for v in values if isinstance(v, int) and v > 0]
+        parts.append(f'<text x="{left}" y="{top + 10}" class="ac-paneltitle">{esc(title)}'
+                     f'{"" if positive else ": all zero"}</text>')
+        top += title_room
+        if positive:
+            # half a decade below the smallest bar, so that it shows
+            lo = math.floor(math.log10(min(positive) / 3))
+            hi = max(math.ceil(math.log10(max(positive))), lo + 1)
+            parts += _log_panel(values, (lo, hi), top, left, right, step, color, labels, rows)
+        top += PANEL_HEIGHT + 6
+    for i in range(0, n, every):
+        x = left + i * step + step / 2
+        parts.append(f'<text class="ac-xlabel" data-i="{i}" text-anchor="end" '
+                     f'dominant-baseline="central" '
+                     f'transform="translate({x:.2f},{top - 2}) rotate(-90)">'
+                     f'{esc(_axis_label(labels[i]))}<title>{esc(labels[i])}</title></text>')
+    what = unit if n == 1 else unit + "s"
+    shown = f"one name in {every} shown" if every > 1 else "every name shown"
+    caption = (f"Per {unit}: {n} {what} in table order ({shown}; log scales; hover a bar "
+               f"for its value, click it for its row)")
+    return (f'<figure class="ac-chart ac-perlayer"><figcaption>{esc(caption)}</figcaption>'
+            f'<svg class="ac-svg" viewBox="0 0 {width} {height}" width="100%" role="img" '
+            f'aria-label="{esc(caption)}">{"".join(parts)}</svg></figure>')
 
 
 def memory_chart(report: Report, width: int = 960) -> str:
@@ -337,14 +381,12 @@ def _charts(report: Report) -> str:
     rows = fold(report.rows, depth) if depth else report.rows
     note = (f'<p class="ac-dim">{len(report.rows)} rows: one bar per block at depth {depth}.</p>'
             if depth else "")
-    labels = [_label(r) for r in rows]
-    return (note + memory_chart(report)
-            + bar_chart(list(zip(labels, [r.activations for r in rows])),
-                        "Activations per layer (elements per sample)", COLORS[0])
-            + bar_chart(list(zip(labels, [r.params for r in rows])), "Params per layer",
-                        COLORS[1])
-            + bar_chart(list(zip(labels, [r.macs for r in rows])), "MACs per layer",
-                        COLORS[2]))
+    panels = (("activations (elements per sample)", [r.activations for r in rows], COLORS[0]),
+              ("params", [r.params for r in rows], COLORS[1]),
+              ("MACs", [r.macs for r in rows], COLORS[2]))
+    return note + memory_chart(report) + layer_charts(
+        [_label(r) for r in rows], panels, None if depth else [r.index for r in rows],
+        unit="block" if depth else "layer")
 
 
 def _section(report: Report, own: bool, i: int, uid: str) -> str:
@@ -398,11 +440,14 @@ def _compare(reports) -> str:
         if not all(isinstance(v, int) for v in vals) or not max(vals):
             continue
         top = max(vals)
-        bars.append(f'<div class="ac-cmp"><b>{esc(label)}</b>' + "".join(
-            f'<div class="ac-cmprow"><span>{esc(n)}</span><i style="width:{100 * v / top:.1f}%;'
-            f'background:{COLORS[j % len(COLORS)]}" title="{esc(_num(v))}"></i>'
-            f'<em>{esc(sym.human(v))}</em></div>' for j, (n, v) in enumerate(zip(c.names, vals)))
-            + "</div>")
+        # one grid per figure: the names' column has one width, so every bar
+        # starts at the same x and the bars' track is as wide on every row
+        bars.append(f'<div class="ac-cmp" data-key="{key}"><b>{esc(label)}</b>' + "".join(
+            f'<span class="ac-cmpname" title="{esc(n)}">{esc(n)}</span>'
+            f'<span class="ac-cmptrack"><i style="width:{100 * v / top:.3f}%;'
+            f'background:{COLORS[j % len(COLORS)]}" data-value="{v}" title="{esc(n)}: '
+            f'{esc(_num(v))}"></i></span><em>{esc(sym.human(v))}</em>'
+            for j, (n, v) in enumerate(zip(c.names, vals))) + "</div>")
     return (f'<section class="ac-compare"><h2>Side by side</h2><div class="ac-scroll">'
             f'<table class="ac-cmptable"><thead><tr><th>figure</th>{head}</tr></thead>'
             f'<tbody>{"".join(rows)}</tbody></table></div>'
@@ -426,7 +471,7 @@ CSS = """
 .ac-notes,.ac-findings{padding-left:18px}.ac-warning{color:#9a5b00}.ac-arith{font-family:ui-monospace,Menlo,Consolas,monospace;
  font-size:12px;color:var(--dim)}
 .ac-chart{margin:8px 0 14px}.ac-chart figcaption{font-weight:600;font-size:13px}
-.ac-svg{display:block;max-width:100%;height:auto}.ac-svg rect:hover{opacity:.7}
+.ac-svg{display:block;max-width:100%;height:auto}
 .ac-grid{stroke:#e6e9ee}.ac-axis{stroke:#8892a0}.ac-tick{font-size:10px;fill:var(--dim)}
 .ac-legend{display:flex;flex-wrap:wrap;gap:12px;font-size:12px;margin-top:4px}
 .ac-key i{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px}
@@ -453,10 +498,15 @@ CSS = """
 .ac-layers td.ac-layer,.ac-layers td.ac-kind,.ac-layers td.ac-output,.ac-layers th:nth-child(2),
 .ac-layers th:nth-child(3),.ac-layers th:nth-child(4),.ac-cmptable th{text-align:left}
 .ac-layers tr:hover td{background:var(--soft)}.ac-layers tr.ac-hit td{background:var(--hi)}
-.ac-cmpbars{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:10px}
-.ac-cmprow{display:flex;align-items:center;gap:6px;font-size:12px}.ac-cmprow span{width:110px;overflow:hidden;
- text-overflow:ellipsis;white-space:nowrap}.ac-cmprow i{height:10px;display:inline-block;border-radius:2px}
-.ac-cmprow em{font-style:normal;color:var(--dim)}
+.ac-cmpbars{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:12px 18px}
+.ac-cmp{display:grid;grid-template-columns:9em minmax(0,1fr) 4.5em;gap:3px 6px;align-items:center;font-size:12px}
+.ac-cmp>b{grid-column:1/-1}.ac-cmpname{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
+.ac-cmptrack{display:block;height:10px}.ac-cmptrack i{display:block;height:100%;min-width:1px;border-radius:2px}
+.ac-cmp em{font-style:normal;color:var(--dim);white-space:nowrap}
+.ac-paneltitle{font-size:11px;font-weight:600;fill:var(--fg)}.ac-xlabel{font-size:9px;fill:var(--fg)}
+.ac-perlayer rect,.ac-xlabel{cursor:pointer}.ac-perlayer .ac-hit{opacity:.55}.ac-xlabel.ac-hit{font-weight:700;opacity:1}
+.ac-tablescroll{max-height:60vh;overflow:auto}
+@media print{.ac-tablescroll{max-height:none;overflow:visible}.ac-tablebar,.ac-graphbar{display:none}}
 """
 
 JS = r"""
@@ -497,7 +547,7 @@ JS = r"""
       b.addEventListener("click",function(){var open=b.getAttribute("data-act")==="open";
         sec.querySelectorAll("details.ac-block").forEach(function(d){d.open=open;});});
     });
-    sec.querySelectorAll(".ac-node[data-row]").forEach(function(node){
+    sec.querySelectorAll(".ac-node[data-row],.ac-perlayer rect[data-row]").forEach(function(node){
       node.addEventListener("click",function(){
         var tr=table&&table.querySelector('tr[data-row="'+node.getAttribute("data-row")+'"]');
         sec.querySelectorAll(".ac-hit").forEach(function(e){e.classList.remove("ac-hit");});
@@ -505,7 +555,20 @@ JS = r"""
         if(tr){tr.classList.add("ac-hit");tr.style.display="";tr.scrollIntoView({block:"center"});}
       });
     });
+    // a bar or a name under the chart: the layer's bars in every panel, and its name
+    sec.querySelectorAll(".ac-perlayer svg").forEach(function(svg){
+      function mark(on){return function(ev){var i=ev.target.getAttribute&&ev.target.getAttribute("data-i");
+        if(i===null)return;svg.querySelectorAll('[data-i="'+i+'"]').forEach(function(e){
+          e.classList.toggle("ac-hit",on);});};}
+      svg.addEventListener("mouseover",mark(true));svg.addEventListener("mouseout",mark(false));
+    });
   });
+  // printed, every block is open; the screen gets its own state back
+  var closed=[];
+  window.addEventListener("beforeprint",function(){closed=Array.prototype.filter.call(
+    root.querySelectorAll("details.ac-block"),function(d){return !d.open;});
+    closed.forEach(function(d){d.open=true;});});
+  window.addEventListener("afterprint",function(){closed.forEach(function(d){d.open=false;});});
 })(document.getElementById("%(uid)s"));
 """
 

@@ -157,9 +157,31 @@ def render_rich(result, console) -> None:
     title, rows = shown_rows(result)
     if not rows:
         return
+    heads = ["#", *names, "input", *keys, "state"]
+    cells = [_cells(p, names, keys) for p in rows]
+    keep = _fitting(heads, cells, console.width)
     table = Table(title=title)
-    for head in ["#", *names, "input", *keys, "state"]:
-        table.add_column(head, justify="right")
-    for p in rows:
-        table.add_row(*(rich_text(c) for c in _cells(p, names, keys)))
+    for i in keep:
+        table.add_column(heads[i], justify="right", no_wrap=True)
+    for row in cells:
+        table.add_row(*(rich_text(row[i]) for i in keep))
     console.print(table)
+    left = [heads[i] for i in range(len(heads)) if i not in keep]
+    if left:
+        console.print(rich_text(f"(left out to fit {console.width} columns: {', '.join(left)}; "
+                                "a wider COLUMNS or --format csv shows them)"))
+
+
+def _fitting(heads, cells, width: int) -> list[int]:
+    """The columns that fit whole, in order of importance: the index, the
+    variables and the input, the objectives, the state, then the others. A
+    number is never cut short: a column that does not fit is left out."""
+    need = [max(len(h), *(len(r[i]) for r in cells)) + 3 for i, h in enumerate(heads)]
+    order = [0, *range(1, len(heads) - 1)]
+    order.insert(min(len(order), 1 + heads.index("input") + 2), len(heads) - 1)
+    keep, used = [], 1
+    for i in order:
+        if used + need[i] <= width or not keep:
+            keep.append(i)
+            used += need[i]
+    return sorted(keep)

@@ -6,7 +6,11 @@ Counting conventions (also in the README and the table's footer):
 - MACs = multiply-accumulates of conv and fc (what fvcore calls flops);
   FLOPs = 2 x MACs + each other kind's elementwise rule;
 - activations = elements of each row's output per sample, the input included;
-  views and in-place layers allocate nothing of their own;
+  views and in-place layers allocate nothing of their own; a row's fused ops
+  count as the rows they would be written apart: a fused batch norm's output
+  and the conv output it reads both (what PyTorch allocates either way), so a
+  model gives one total whether its spec fuses conv + bn + relu in one row
+  (specs/resnet50.toml) or lists them apart (torchvision's, imported);
 - saved_activation_bytes = every tensor a training step keeps for backward,
   each storage once (max-pool indices int64, dropout masks bool);
 - train memory = weights + gradients + optimizer state + saved activations.
@@ -43,6 +47,7 @@ class Row:
     flops: sym.Num = 0
     backward_flops: sym.Num = 0
     activations: sym.Num = 0
+    fused_activations: sym.Num = 0  # outputs of its fused ops that a later fused op replaces
     allocates: bool = True
     weighted: bool = False
     ops: tuple = ()               # the ops of this row, for `archcalc explain`
@@ -411,8 +416,14 @@ class _Walker:
         row = Row(len(self.rows), path_text(full), full, row_type, state[0],
                   allocates=allocates, weighted=main.kind.weighted,
                   ops=tuple(ops), input_shape=state[0], rf_in=state[1], jump_in=state[2])
+        fresh = None   # elements of the row's latest new tensor
         for i, op in enumerate(ops):
+            before = state[3]
             state = self.op(op, row, *state, shared=shared and i == 0)
+            if state[3] != before:
+                if fresh is not None:   # conv's output under its fused batch norm's
+                    row.fused_activations = sym.norm(row.fused_activations + fresh)
+                fresh = sym.prod(state[0])
         return self.finish(row, state, line)
 
     def finish(self, row, state, line=None):
@@ -521,7 +532,8 @@ class _Walker:
     def totals(self, states):
         rows, dsize, batch = self.rows, self.dsize, self.batch
         params = sym.total(r.params for r in rows)
-        activations = sym.total(r.activations for r in rows if r.allocates)
+        activations = sym.norm(sym.total(r.activations for r in rows if r.allocates)
+                               + sym.total(r.fused_activations for r in rows))
         saved = sym.total(self.storage_bytes[s] for s in sorted(self.saved))
         param_bytes = sym.norm(params * dsize)
         optimizer_bytes = sym.norm(param_bytes * states)

@@ -918,16 +918,31 @@ def _fn(kind, **fixed):
     return lambda c: row(kind, **fixed)
 
 
-for _target in (F.relu, torch.relu, torch.relu_, F.relu_):
-    FUNCTION_MAPPERS[_target] = _fn("relu")
+def _fn_inplace(kind):
+    """F.relu(x, inplace=False) and its kin: in place only when the call says so
+    (PyTorch's default is off; a row's own default may be on, as torchvision's)."""
+    return lambda c: row(kind, inplace=bool(c.arg(kind, 1, "inplace", False)))
+
+
+# torch.relu and x.relu() return a new tensor, torch.relu_ and x.relu_() write in place
+for _target, _inplace in ((torch.relu, False), (torch.relu_, True), (F.relu_, True)):
+    FUNCTION_MAPPERS[_target] = _fn("relu", inplace=_inplace)
+FUNCTION_MAPPERS[F.relu] = _fn_inplace("relu")
 for _name, _kind in (("relu", "relu"), ("relu_", "relu"), ("sigmoid", "sigmoid"),
                      ("sigmoid_", "sigmoid"), ("tanh", "tanh"), ("tanh_", "tanh")):
-    METHOD_MAPPERS[_name] = _fn(_kind)
+    METHOD_MAPPERS[_name] = _fn(_kind, **({"inplace": _name == "relu_"} if _kind == "relu"
+                                          else {}))
 for _target, _kind in ((F.relu6, "relu6"), (F.silu, "silu"), (F.hardswish, "hardswish"),
-                       (F.hardsigmoid, "hardsigmoid"), (torch.sigmoid, "sigmoid"),
-                       (F.sigmoid, "sigmoid"), (torch.tanh, "tanh"), (F.tanh, "tanh"),
-                       (F.mish, "mish")):
+                       (F.hardsigmoid, "hardsigmoid"), (F.mish, "mish")):
+    FUNCTION_MAPPERS[_target] = _fn_inplace(_kind)
+for _target, _kind in ((torch.sigmoid, "sigmoid"), (F.sigmoid, "sigmoid"), (torch.tanh, "tanh"),
+                       (F.tanh, "tanh")):
     FUNCTION_MAPPERS[_target] = _fn(_kind)
+# torch.export's in-place overloads (export_trace keeps them as aten calls)
+for _op, _kind in ((torch.ops.aten.silu_.default, "silu"),
+                   (torch.ops.aten.hardswish_.default, "hardswish"),
+                   (torch.ops.aten.hardsigmoid_.default, "hardsigmoid")):
+    FUNCTION_MAPPERS[_op] = _fn(_kind, inplace=True)
 
 
 @maps_call(F.gelu, methods=())
@@ -2020,6 +2035,8 @@ def _home(item, prefix: tuple):
             # pool in b1 and a conv in b2) belongs to the level above both
             firsts |= {p[n] if len(p) > n else None for p in _levels([item]) if p[:n] == prefix}
         if len(firsts) == 1 and all(len(p) > n + 1 for p in paths):
+            if _skip_called_here(item, prefix, next(iter(firsts))):
+                return None, True
             return firsts.pop(), True
         return None, True
     scopes = [p for p in _levels([item]) if p[:n] == prefix and len(p) > n]
@@ -2027,6 +2044,13 @@ def _home(item, prefix: tuple):
     if len(firsts) == 1 and scopes:
         return firsts.pop(), False
     return None, False
+
+
+def _skip_called_here(item, prefix: tuple, child: str) -> bool:
+    """y + skip(y) added in this level's forward: the add belongs here, with
+    `skip` as its shortcut (not a residual block named skip)."""
+    return isinstance(item, MergeItem) and item.op == "add" and not all(item.branches) \
+        and _is_shortcut_name(child) and tuple(_levels([item.node])[0]) == tuple(prefix)
 
 
 def _levels(items) -> list:
@@ -2190,6 +2214,14 @@ class _Emitter:
             return {"scale": self.items(a or b, prefix, level)}
         if not a or not b:
             body = a or b
+            named = self._shortcut_level(body, prefix)
+            if _is_shortcut_name(named):
+                # y + skip(y): the module says it is the shortcut; the body is y itself
+                level.fix(_check_module_name(named, (*prefix, named)), "shortcut")
+                entry = {"residual": [], "shortcut": self.level(body, (*prefix, named))}
+                if named != "shortcut":
+                    entry["shortcut_name"] = named
+                return entry
             entry = {"residual": self.items(body, prefix, level)}
             if flat:
                 entry["shortcut"] = "identity"
@@ -2200,7 +2232,10 @@ class _Emitter:
             raise SpecError(f"{'.'.join(item.node.path) or 'the model'}: both paths of an add "
                             "have layers directly in this module; a spec's shortcut is a "
                             "module of its own (e.g. downsample)")
-        body, short = min(options, key=lambda o: _count(o[1]))
+        # the path whose module is named as a shortcut (skip, downsample) is the
+        # shortcut; else the shorter one
+        named = [o for o in options if _is_shortcut_name(self._shortcut_level(o[1], prefix))]
+        body, short = min(named or options, key=lambda o: _count(o[1]))
         name = self._shortcut_level(short, prefix)
         level.fix(_check_module_name(name, (*prefix, name)), "shortcut")
         entry = {"residual": self.items(body, prefix, level)}
@@ -2294,6 +2329,16 @@ def _structure_name(item) -> str:
     if isinstance(item, MergeItem):
         return item.op
     return "concat"
+
+
+SHORTCUT_NAMES = re.compile(r"(skip|shortcut|short_cut|downsample|proj|projection)"
+                            r"(_\w+|\d+)?", re.I)
+
+
+def _is_shortcut_name(name) -> bool:
+    """A module named as a shortcut: skip, shortcut, downsample, proj (and
+    skip_1, skip_connection, ...)."""
+    return isinstance(name, str) and SHORTCUT_NAMES.fullmatch(name) is not None
 
 
 def _count(items) -> int:

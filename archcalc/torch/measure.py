@@ -72,6 +72,13 @@ def _forward_shapes(model, x, out: Measured, modules_of) -> int:
     alive = []  # keep every row output so the allocator cannot reuse its storage
     hooks = []
     for name, module in modules_of.named_modules():
+        if name in names and type(module) is nn.Sequential:
+            # a row's fused ops (conv, batch norm, relu): each op's new tensor
+            # counts, as the engine counts a fused row (the in-place relu's is
+            # the batch norm's storage again)
+            for child in module.children():
+                hooks.append(child.register_forward_hook(
+                    lambda mod, args, result: _keep(result, storages, alive)))
         if name in names:
             def hook(mod, args, result, name=name):
                 out.shapes[name] = tuple(result.shape[1:])
@@ -88,6 +95,13 @@ def _forward_shapes(model, x, out: Measured, modules_of) -> int:
         for h in hooks:
             h.remove()
     return sum(storages.values())
+
+
+def _keep(result, storages: dict, alive: list) -> None:
+    if isinstance(result, torch.Tensor) and result.device.type != "meta":
+        alive.append(result)
+        st = result.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
 
 
 def _flop_counter(model, x) -> int:

@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from .errors import SpecError
 
 
+# limits read once for a run of many analyses (a sweep): see pinned()
+_PINNED: contextvars.ContextVar = contextvars.ContextVar("archcalc_pinned", default=None)
+
+
 @dataclass(frozen=True)
 class Limit:
     name: str          # the environment variable is ARCHCALC_<NAME upper>
@@ -27,6 +31,14 @@ class Limit:
 
     @property
     def value(self) -> int:
+        pinned = _PINNED.get()
+        if pinned is not None:
+            if self.name not in pinned:
+                pinned[self.name] = self._read()
+            return pinned[self.name]
+        return self._read()
+
+    def _read(self) -> int:
         raw = os.environ.get(self.env)
         if raw is None:
             return self.default
@@ -128,6 +140,18 @@ def metered():
         yield _WORK.get()
     finally:
         _WORK.reset(token)
+
+
+@contextmanager
+def pinned():
+    """Every limit read from the environment once, for work that analyses a
+    spec thousands of times (archcalc sweep): looking ARCHCALC_* up in
+    os.environ at each check was a seventh of a sweep's time."""
+    token = _PINNED.set({})
+    try:
+        yield
+    finally:
+        _PINNED.reset(token)
 
 
 def current_work() -> "Work | None":

@@ -28,13 +28,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-# spec, label, the "rebuilt" grids, the "reused" grids (each 1,000 points)
+# spec, label, the "rebuilt" grids, the "reused" grids (each 1,000 points); the
+# depth multipliers stay near 1 so that the nets stay ResNet-50- and B0-sized
+# (34 to 67 weighted layers for the ResNet)
 CASES = (
     ("specs/resnet50_scaled.toml", "ResNet-50",
-     ["widen=0.5:1.495:0.005", "depth=1,1.34,1.67,2,2.5"],
+     ["widen=0.5:1.495:0.005", "depth=0.67,0.84,1,1.17,1.34"],
      ["widen=0.75,1,1.25,1.5", "res=128:377:1"]),
     ("specs/efficientnet_b0.toml", "EfficientNet-B0",
-     ["width=0.5:1.495:0.005", "depth=1,1.2,1.4,1.8,2.2"],
+     ["width=0.5:1.495:0.005", "depth=0.6,0.8,1,1.2,1.4"],
      ["width=1,1.1,1.2,1.4", "res=128:377:1"]),
 )
 

@@ -5,6 +5,7 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .. import limits
 from ..errors import SpecError
 from . import pareto
 from .engine import Evaluator, Point, objective_key
@@ -34,8 +35,9 @@ class SweepResult:
 
 
 def run_sweep(evaluator: Evaluator, constraints, objectives) -> SweepResult:
-    points = [evaluator.point(i, values, constraints)
-              for i, values in enumerate(evaluator.space.points())]
+    with limits.pinned():
+        points = [evaluator.point(i, values, constraints)
+                  for i, values in enumerate(evaluator.space.points())]
     return finish(evaluator, points, constraints, objectives)
 
 
@@ -100,10 +102,11 @@ def run_fit(evaluator: Evaluator, constraints, objectives, variable: str,
             done[key] = evaluator.point(len(done), point, constraints)
         return done[key]
 
-    for combo in itertools.product(*(g.values for g in others)):
-        base = dict(zip((g.name for g in others), combo))
-        answers.append(_fit_one(lambda i, b=base: at(b, i), len(values), constraints,
-                                maximize, variable, base))
+    with limits.pinned():
+        for combo in itertools.product(*(g.values for g in others)):
+            base = dict(zip((g.name for g in others), combo))
+            answers.append(_fit_one(lambda i, b=base: at(b, i), len(values), constraints,
+                                    maximize, variable, base))
     points = sorted(done.values(), key=lambda p: p.index)
     # no front: the points a fit looks at are a bisection's, not a design space
     return finish(evaluator, points, constraints, [], fit={

@@ -1073,7 +1073,8 @@ def explain(spec, layer, batch, dtype, input_shape, sets, fmt):
 @set_option
 def plot(specs, output, depth, sets):
     """Per-layer bars of activations and params (log scale) and MACs, with the
-    spec's name and totals; several specs are overlaid. Past 60 layers, blocks
+    spec's name and totals; several specs stand side by side, one column each
+    under its own layer names (scales shared). Past 60 layers, blocks
     fold into one bar each (the deepest level that fits; --depth to choose).
     The file type follows the suffix: .png, .svg or .pdf.
 

@@ -32,9 +32,11 @@ def _label(text: str) -> str:
     return clean(text).replace("$", r"\$")
 
 
-def plot(reports, path: str, depth: int | None = None) -> int | None:
-    """Draw the bars into ``path`` (.png, .svg or .pdf by its suffix). Returns the
-    depth the bars were folded to (--depth, or chosen past ROW_LIMIT rows)."""
+def figure(reports, depth: int | None = None):
+    """The matplotlib figure and the depth its bars were folded to (--depth, or
+    chosen past ROW_LIMIT rows). Several nets stand side by side, one column
+    of panels each, every column under its own net's layer names: nets of
+    other depths never share an axis of layer indices."""
     matplotlib = require("matplotlib", "plot", "archcalc plot")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -46,36 +48,56 @@ def plot(reports, path: str, depth: int | None = None) -> int | None:
     if depth is None:
         depth = auto_depth([r.rows for r in reports])
     series = [fold(r.rows, depth) if depth else r.rows for r in reports]
-    n = max(len(s) for s in series)
-    k = len(reports)
-    width = 0.8 / (2 * k)
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(max(10, 0.45 * n), 8), sharex=True)
+    bars = [max(len(rows), 1) for rows in series]
+    # one bar as wide in every column: the columns' widths follow their bar counts
+    fig, axes = plt.subplots(2, len(reports), figsize=(max(10, 0.45 * sum(bars) + len(bars)), 8),
+                             sharex="col", sharey="row", squeeze=False,
+                             gridspec_kw={"width_ratios": bars})
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for i, (report, rows) in enumerate(zip(reports, series)):
-        xs = range(len(rows))
-        c1, c2 = colors[(2 * i) % len(colors)], colors[(2 * i + 1) % len(colors)]
-        label = f" ({_label(report.model.name)})" if k > 1 else ""
-        top.bar([x + (2 * i) * width - 0.4 + width / 2 for x in xs],
-                [max(r.activations, 0) for r in rows], width, color=c1,
-                label="activations" + label)
-        top.bar([x + (2 * i + 1) * width - 0.4 + width / 2 for x in xs],
-                [max(r.params, 0) for r in rows], width, color=c2, label="params" + label)
-        bottom.bar([x + i * 2 * width - 0.4 + width for x in xs], [r.macs for r in rows],
-                   2 * width, color=c1, label="MACs" + label)
-    for ax, title in zip((top, bottom), TITLES):
-        ax.set_yscale("log")
-        ax.set_title(title)
-        ax.legend(loc="upper right", fontsize="small")
-        ax.grid(axis="y", alpha=0.3)
-    names = [_label(r.name) for r in series[0]]
-    bottom.set_xticks(range(len(names)))
-    bottom.set_xticklabels(names if k == 1 else names, rotation=75, fontsize=7, ha="right")
+    for column, (report, rows) in enumerate(zip(reports, series)):
+        top, bottom = axes[0][column], axes[1][column]
+        _draw_net(top, bottom, rows, colors)
+        if len(reports) > 1:
+            name = _label(report.model.name)
+            top.set_title(f"{name}: activations and params per layer (log)", fontsize=10)
+            bottom.set_title(f"{name}: MACs per layer (log)", fontsize=10)
+        else:
+            top.set_title(TITLES[0])
+            bottom.set_title(TITLES[1])
+        if column == 0:
+            top.legend(loc="upper right", fontsize="small")
+            bottom.legend(loc="upper right", fontsize="small")
     summary = "; ".join(
         f"{_label(r.model.name)}: {sym.human(r.totals['params'])} params, {sym.human(r.totals['macs'])} "
         f"MACs, {sym.human(r.totals['activations'])} activations"
         + (f", {len(r.outputs)} outputs" if r.multi_output else "") for r in reports)
     fig.suptitle(summary, fontsize=10)
     fig.tight_layout()
+    return fig, depth
+
+
+def _draw_net(top, bottom, rows, colors):
+    """One net's column: activations and params side by side on the top panel,
+    MACs on the bottom one, its own layer names under both."""
+    xs = range(len(rows))
+    top.bar([x - 0.2 for x in xs], [max(r.activations, 0) for r in rows], 0.4,
+            color=colors[0], label="activations")
+    top.bar([x + 0.2 for x in xs], [max(r.params, 0) for r in rows], 0.4, color=colors[1],
+            label="params")
+    bottom.bar(list(xs), [max(r.macs, 0) for r in rows], 0.8, color=colors[2], label="MACs")
+    for ax in (top, bottom):
+        ax.set_yscale("log")
+        ax.grid(axis="y", alpha=0.3)
+    bottom.set_xticks(list(xs))
+    bottom.set_xticklabels([_label(r.name) for r in rows], rotation=75, fontsize=7, ha="right")
+    bottom.set_xlim(-0.6, max(len(rows), 1) - 0.4)
+
+
+def plot(reports, path: str, depth: int | None = None) -> int | None:
+    """Draw the bars into ``path`` (.png, .svg or .pdf by its suffix). Returns the
+    depth the bars were folded to (--depth, or chosen past ROW_LIMIT rows)."""
+    fig, depth = figure(reports, depth)
+    import matplotlib.pyplot as plt   # figure() asked for matplotlib (a clear error without)
     from ..output import write_atomic
     # savefig into the atomic writer's file object: the format from the suffix
     suffix = os.path.splitext(str(path))[1].lstrip(".").lower() or "png"

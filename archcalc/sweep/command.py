@@ -9,41 +9,52 @@ from ..errors import SpecError
 OUTPUT_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".htm", ".json", ".csv")
 
 
+# the sweep's own options, applied in order under the argument
+SPACE_OPTIONS = (
+    click.option("--grid", "grids", multiple=True, required=True, metavar="NAME=VALUES",
+                 help="A variable's values: a list (C=32,48,64), a range with both ends "
+                      "(width=0.5:2:0.25), a geometric range (batch=1:4096:*2). "
+                      "Repeatable: the points are the product of the grids. NAME is a "
+                      "variable of the spec, batch, or one read by --link/--input."),
+    click.option("--link", "links", multiple=True, metavar="NAME=EXPR",
+                 help="A variable computed from the grids, e.g. \"depth=1.2**phi\" "
+                      "(repeatable, in order; the specs' safe evaluator)."),
+    click.option("--where", "where", multiple=True, metavar="EXPR",
+                 help="A constraint over the totals and variables, e.g. \"params <= 10e6\", "
+                      "\"train_memory(batch=64, dtype=bf16) <= 40e9\", \"predicted_ms <= 20\" "
+                      "(repeatable; all must hold)."),
+    click.option("--objectives", default="params,macs", show_default=True,
+                 metavar="NAME,NAME...",
+                 help="The totals (or variables) of the Pareto front: minimised, or "
+                      "maximised with a leading + (+width)."),
+    click.option("--fit", default=None, metavar="EXPR",
+                 help="A budget for --maximize/--minimize: e.g. \"params <= 25e6\"."),
+    click.option("--maximize", default=None, metavar="VAR",
+                 help="With --fit: the largest value of this --grid variable that fits."),
+    click.option("--minimize", default=None, metavar="VAR",
+                 help="With --fit: the smallest value of this --grid variable that fits."),
+    click.option("--profile", "profile_name", default=None, metavar="FILE|NAME",
+                 help="A device profile (archcalc calibrate): gives predicted_ms."),
+    click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
+                 help="The batch of the memory totals and of predicted_ms."),
+    click.option("--mode", type=click.Choice(("inference", "train")), default="inference",
+                 show_default=True, help="The step predicted_ms times."),
+    click.option("--amp", type=click.Choice(("bf16", "fp16")), default=None,
+                 help="predicted_ms under autocast to this dtype."),
+)
+
+
 def register(main, SPEC, dtype_option, input_option, set_option, format_option):
     """Declare the command on the CLI group, with the options every command shares."""
 
+    def space_options(f):
+        for option in reversed(SPACE_OPTIONS):
+            f = option(f)
+        return f
+
     @main.command("sweep")
     @click.argument("spec", type=SPEC)
-    @click.option("--grid", "grids", multiple=True, required=True, metavar="NAME=VALUES",
-                  help="A variable's values: a list (C=32,48,64), a range with both ends "
-                       "(width=0.5:2:0.25), a geometric range (batch=1:4096:*2). "
-                       "Repeatable: the points are the product of the grids. NAME is a "
-                       "variable of the spec, batch, or one read by --link/--input.")
-    @click.option("--link", "links", multiple=True, metavar="NAME=EXPR",
-                  help="A variable computed from the grids, e.g. \"depth=1.2**phi\" "
-                       "(repeatable, in order; the specs' safe evaluator).")
-    @click.option("--where", "where", multiple=True, metavar="EXPR",
-                  help="A constraint over the totals and variables, e.g. \"params <= 10e6\", "
-                       "\"train_memory(batch=64, dtype=bf16) <= 40e9\", \"predicted_ms <= 20\" "
-                       "(repeatable; all must hold).")
-    @click.option("--objectives", default="params,macs", show_default=True,
-                  metavar="NAME,NAME...",
-                  help="The totals (or variables) of the Pareto front: minimised, or "
-                       "maximised with a leading + (+width).")
-    @click.option("--fit", default=None, metavar="EXPR",
-                  help="A budget for --maximize/--minimize: e.g. \"params <= 25e6\".")
-    @click.option("--maximize", default=None, metavar="VAR",
-                  help="With --fit: the largest value of this --grid variable that fits.")
-    @click.option("--minimize", default=None, metavar="VAR",
-                  help="With --fit: the smallest value of this --grid variable that fits.")
-    @click.option("--profile", "profile_name", default=None, metavar="FILE|NAME",
-                  help="A device profile (archcalc calibrate): gives predicted_ms.")
-    @click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
-                  help="The batch of the memory totals and of predicted_ms.")
-    @click.option("--mode", type=click.Choice(("inference", "train")), default="inference",
-                  show_default=True, help="The step predicted_ms times.")
-    @click.option("--amp", type=click.Choice(("bf16", "fp16")), default=None,
-                  help="predicted_ms under autocast to this dtype.")
+    @space_options
     @dtype_option
     @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")),
                   default="adam", show_default=True,
@@ -73,7 +84,7 @@ def register(main, SPEC, dtype_option, input_option, set_option, format_option):
               --link "depth=1.2**phi" --link "width=1.1**phi" \\
               --link "res=round(224*1.15**phi)" --input 3,res,res -o front.html
           archcalc sweep specs/tricks/7x7-vs-3x3/three_3x3.toml \\
-              --grid C=16,64,256 --grid H=7:56:7 --where "params <= 1e6" --format csv
+              --grid C=16,64,256 --grid H=7:56:7 --link W=H --where "params <= 1e6" --format csv
         """
         from ..cli import _profile, console, parse_sets
         from . import sweep as run

@@ -271,3 +271,25 @@ def test_plot_and_page_are_written(tmp_path):
     assert (tmp_path / "front.png").read_bytes()[:4] == b"\x89PNG"
     page = (tmp_path / "front.html").read_text()
     assert "http://" not in page.replace("http://www.w3.org", "") and "https://" not in page
+
+
+def test_predicted_ms_is_predicts_step_time():
+    spec = spec_path("resnet18.toml")
+    out = run("predict", spec, "--profile", "cpu-xeon-1t", "--batch", "8", "--mode", "train",
+              "--format", "json")
+    assert out.exit_code == 0, out.output
+    want = json.loads(out.stdout)["results"][0]["step_ms"]
+    data = json.loads(run("sweep", spec, "--grid", "batch=8,16", "--profile", "cpu-xeon-1t",
+                          "--mode", "train", "--where", f"predicted_ms <= {want}",
+                          "--objectives", "predicted_ms,train_memory",
+                          "--format", "json").stdout)
+    first, second = data["points"]
+    assert first["totals"]["predicted_ms"] == pytest.approx(want, abs=1e-6)
+    assert first["feasible"] and second["cut_by"] == f"predicted_ms <= {want}"
+    # a call with its own options: the inference step at batch 32
+    out = run("predict", spec, "--profile", "cpu-xeon-1t", "--batch", "32", "--format", "json")
+    at32 = json.loads(out.stdout)["results"][0]["step_ms"]
+    data = json.loads(run("sweep", spec, "--grid", "batch=8", "--profile", "cpu-xeon-1t",
+                          "--where", f"predicted_ms(batch=32, mode=inference) < {at32}",
+                          "--format", "json").stdout)
+    assert data["infeasible"] == {f"predicted_ms(batch=32, mode=inference) < {at32}": 1}

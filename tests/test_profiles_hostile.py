@@ -44,7 +44,22 @@ def small_profile() -> dict:
     return d
 
 
+def small_cuda_profile() -> dict:
+    """SMALL made a GPU profile (as test_predict_gpu does): every time also
+    split into the host's launching and the kernels (predict's timeline path)."""
+    d = small_profile()
+    d.update(device="cuda", device_name="synthetic GPU")
+    t = d["tables"]["fp32"]
+    points = t["conv"] + t["linear"] + [p for ps in t["ops"].values() for p in ps]
+    for p in points + d["optimizer"] + [d["overhead"]]:
+        for which in ("forward", "forward_train", "backward", "step"):
+            if f"{which}_s" in p:
+                p[f"{which}_gpu_s"], p[f"{which}_host_s"] = p[f"{which}_s"] / 50, 5e-6
+    return d
+
+
 SMALL = small_profile()
+SMALL_CUDA = small_cuda_profile()
 LENET = archcalc.load(spec_path("lenet5.toml"))
 RESNET = archcalc.load(spec_path("resnet18.toml"))
 SOURCE = "hostile.json"
@@ -94,6 +109,7 @@ def families(data):
 
 
 FAMILIES = families(SMALL)
+CUDA_FAMILIES = [p for p in families(SMALL_CUDA) if pattern(p) not in set(map(pattern, FAMILIES))]
 
 
 def deep(levels):
@@ -140,7 +156,8 @@ def outcome(data, spec=LENET, mode="train"):
 def test_the_shipped_profile_and_its_cut_are_valid():
     assert outcome(copy.deepcopy(SHIPPED)) is None
     assert outcome(copy.deepcopy(SMALL), RESNET) is None
-    assert len(FAMILIES) > 60, len(FAMILIES)
+    assert outcome(copy.deepcopy(SMALL_CUDA), RESNET) is None
+    assert len(FAMILIES) > 60 and len(CUDA_FAMILIES) >= 10, (len(FAMILIES), len(CUDA_FAMILIES))
 
 
 @pytest.mark.parametrize("value", HOSTILE, ids=lambda v: repr(v)[:20])
@@ -149,19 +166,21 @@ def test_every_field_family_with_a_hostile_value(value):
     the host, the overhead, the caches, the peaks, the trust record) set to
     one hostile value: an error naming the file, or a finite prediction."""
     errors = 0
-    for path in FAMILIES:
-        data = copy.deepcopy(SMALL)
-        set_path(data, path, value)
-        if outcome(data) is not None:
-            errors += 1
+    for base, fields in ((SMALL, FAMILIES), (SMALL_CUDA, CUDA_FAMILIES)):
+        for path in fields:
+            data = copy.deepcopy(base)
+            set_path(data, path, value)
+            if outcome(data) is not None:
+                errors += 1
     assert errors     # every hostile value is refused somewhere (the format, the version)
 
 
 def test_every_field_family_removed():
-    for path in FAMILIES:
-        data = copy.deepcopy(SMALL)
-        set_path(data, path, None, delete=True)
-        outcome(data)
+    for base, fields in ((SMALL, FAMILIES), (SMALL_CUDA, CUDA_FAMILIES)):
+        for path in fields:
+            data = copy.deepcopy(base)
+            set_path(data, path, None, delete=True)
+            outcome(data)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -172,6 +191,15 @@ def test_any_field_any_value(path, value):
     """Hypothesis: any field of the profile, anywhere (every point, not one
     per family), set to any value."""
     data = copy.deepcopy(SMALL)
+    set_path(data, path, value)
+    outcome(data)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(path=st.sampled_from([p for p in paths(SMALL_CUDA) if p]),
+       value=st.one_of(st.sampled_from(HOSTILE), st.floats(), st.integers(-1, 10 ** 20)))
+def test_any_field_of_a_gpu_profile_any_value(path, value):
+    data = copy.deepcopy(SMALL_CUDA)
     set_path(data, path, value)
     outcome(data)
 

@@ -25,8 +25,13 @@ changes (a conv + batch norm + relu stack, eager vs compiled).
 
 Timing: warm-up excluded, CUDA synchronized before every clock read, the
 median of several repetitions kept (the minimum too). A budget in seconds
-bounds the run: every section has its share and stops taking points when
-that share is spent, shapes in priority order (one of every class first).
+bounds the tables: each table has its share, and within it convs, GEMMs and
+ops share the time (archcalc.profiles.schedule), each kind in priority order
+(one conv of every class first), so a budget that runs out leaves some of
+every kind. Each table records the points it planned; the profile's
+``trust`` record says whether the machine was busy (load average, the spread
+of repetitions) and what looks wrong (archcalc.profiles.trust). The shapes
+and their order: archcalc.torch.grid.
 """
 from __future__ import annotations
 
@@ -579,7 +584,9 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
               tables: list[str] | None = None, compile: bool | None = None,
               reps: int | None = None, timer: str = "wall", progress=None) -> dict:
     """Run the microbenchmarks and return the profile (a JSON-ready dict).
-    ``timer="cpu"``: CPU time instead of wall time (one CPU thread only)."""
+    ``timer="cpu"``: CPU time instead of wall time (one CPU thread only).
+    ``progress(what, done, planned, budget_left_s)``: called as each section
+    and each point goes (the CLI's progress bar)."""
     if device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("no CUDA device")
     if timer == "cpu" and (device != "cpu" or torch.get_num_threads() != 1):
@@ -591,7 +598,6 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     compile = (not quick) if compile is None else compile
 
     def say(what, done=0, total=1):
-        """progress(what, points done, points planned, seconds of the budget left)"""
         if progress:
             progress(what, done, total, max(0.0, budget_s - budget.elapsed()))
     torch.manual_seed(0)

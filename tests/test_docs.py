@@ -4,6 +4,8 @@ A page's fenced blocks are read in order:
 - ```bash: each line that starts with `archcalc` (after optional VAR=value
   settings) runs in-process through click's CliRunner; it must exit 0, or the
   status its comment names (`# exits 2`); `> FILE` writes stdout to FILE;
+  a comment `# slow` moves the line into a slow test (with the page's other
+  slow lines, in order);
 - ```console: `$ archcalc ...` runs the same way, and every output line shown
   (a line of `...` skips) must appear in the real output, spaces aside;
 - ```toml / ```python with `title="FILE"`: written to FILE before the page's
@@ -141,12 +143,16 @@ def _needs_gpu(command: str) -> bool:
     return any(flag in command for flag in GPU)
 
 
+def _is_slow(command: str) -> bool:
+    return bool(re.search(r"#.*\bslow\b", command))
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_page_commands_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(_page_folder(tmp_path, page))
     ran = 0
     for command, shown in commands(page):
-        if not _needs_gpu(command):
+        if not _needs_gpu(command) and not _is_slow(command):
             run_command(command, shown)
             ran += 1
     for language, title, body in blocks(page):
@@ -157,6 +163,19 @@ def test_page_commands_run(page, tmp_path, monkeypatch):
             ran += 1
     if not ran:
         pytest.skip(f"{page} shows no command")
+
+
+SLOW_PAGES = [page for page in PAGES if any(_is_slow(c) for c, _ in commands(page))]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", SLOW_PAGES)
+def test_page_slow_commands_run(page, tmp_path, monkeypatch):
+    """The lines marked `# slow` (a calibration: about a minute here), in order."""
+    monkeypatch.chdir(_page_folder(tmp_path, page))
+    for command, shown in commands(page):
+        if _is_slow(command) and not _needs_gpu(command):
+            run_command(command, shown)
 
 
 GPU_COMMANDS = [(page, c) for page in PAGES for c, _ in commands(page) if _needs_gpu(c)]

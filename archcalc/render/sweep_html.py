@@ -182,6 +182,6 @@ def page(result, reports: dict) -> str:
             f'page embeds the tables of the first {FRONT_TABLES} front points).</p>'
             f"{tables}</div>"
             f'<p class="ac-dim">archcalc {esc(__version__)}; the figures are '
-            f'`archcalc table`\'s for each bound spec.</p>'
+            f'<code>archcalc table</code>\'s for each bound spec.</p>'
             f'<script type="application/json" id="sw-data">{script_json(data)}</script>'
             f"<script>{SWEEP_JS}</script></div></body></html>\n")

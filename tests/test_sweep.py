@@ -293,3 +293,36 @@ def test_predicted_ms_is_predicts_step_time():
                           "--where", f"predicted_ms(batch=32, mode=inference) < {at32}",
                           "--format", "json").stdout)
     assert data["infeasible"] == {f"predicted_ms(batch=32, mode=inference) < {at32}": 1}
+
+
+@given(start=st.integers(-50, 50), length=st.integers(0, 200), step=st.integers(1, 9),
+       scale=st.sampled_from([1, 10, 100, 1000]))
+def test_a_range_has_the_counted_values_within_its_ends(start, length, step, scale):
+    # decimal ranges (0.05:1.2:0.05) count like integer ones: no value lost to rounding
+    lo, hi, by = start / scale, (start + length) / scale, step / scale
+    values = parse_grid(f"x={lo}:{hi}:{by}").values
+    assert len(values) == length // step + 1
+    assert values[0] == lo and all(lo <= v <= hi for v in values)
+    assert all(b > a for a, b in zip(values, values[1:]))
+
+
+def test_fit_minimize_and_its_json():
+    # the smallest C whose 7x7 conv needs at least 1M params: 49 C^2 >= 1e6 -> C = 143
+    spec = spec_path("tricks/7x7-vs-3x3/one_7x7.toml")
+    out = run("sweep", spec, "--grid", "C=1:1000", "--set", "H=8", "--set", "W=8",
+              "--fit", "params >= 1e6", "--minimize", "C", "--format", "json")
+    assert out.exit_code == 0, out.output
+    fit = json.loads(out.stdout)["fit"]
+    assert fit["goal"] == "minimize" and fit["answers"][0]["value"] == 143
+    assert 49 * 142 ** 2 < 1e6 <= 49 * 143 ** 2
+
+
+def test_the_page_escapes_what_the_spec_says(tmp_path):
+    spec = tmp_path / "evil.toml"
+    spec.write_text('[vars]\nC = 4\n[model]\nname = "</script><script>alert(1)</script>"\n'
+                    'input = [3, 8, 8]\nlayers = [{conv = "C", kernel = 3}]\n')
+    out = tmp_path / "evil.html"
+    result = run("sweep", str(spec), "--grid", "C=4,8", "-o", str(out))
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "<script>alert(1)" not in page and "&lt;/script&gt;&lt;script&gt;alert(1)" in page

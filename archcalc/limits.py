@@ -76,7 +76,8 @@ SYMBOLIC_MS = Limit("symbolic_ms", 3000, "milliseconds of CPU time to analyze wi
 MAX_FORMULA_NODES = Limit("max_formula_nodes", 5_000, "terms in a printed formula")
 MAX_PROFILE_BYTES = Limit("max_profile_bytes", 8 << 20, "bytes per device profile")
 MAX_PROFILE_DEPTH = Limit("max_profile_depth", 16, "levels of nested JSON in a device profile")
-MAX_PROFILE_POINTS = Limit("max_profile_points", 2_000, "items per list of a device profile")
+MAX_PROFILE_POINTS = Limit("max_profile_points", 2_000,
+                           "items per list (or names per object) of a device profile")
 MAX_SWEEP_POINTS = Limit("max_sweep_points", 100_000, "points in a sweep's grid")
 MAX_EXPANSION = Limit("max_expansion", 300_000, "expansion steps (rows, switched-off and "
                       "zero-repeat rows, block calls, branches, expression operations)")

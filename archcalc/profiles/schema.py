@@ -212,6 +212,7 @@ class Map(Field):
     def check(self, value, path):
         if not isinstance(value, dict) or len(value) < self.least:
             self.fail(path, value, self.what + (" (at least one)" if self.least else ""))
+        limits.MAX_PROFILE_POINTS.check(len(value), f"field {path}: {len(value):,} names")
         for name, v in value.items():
             try:
                 self.key.check(name, path)
@@ -365,7 +366,7 @@ def validate(data, source: str = "") -> None:
                            file=where)
     try:
         PROFILE.check(data, "")
-    except ProfileError as e:
+    except SpecError as e:   # a ProfileError, or a limit's
         raise e.at(file=where) from None
 
 

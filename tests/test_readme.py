@@ -49,3 +49,13 @@ def test_trust_section_lists_every_limit():
     assert len(every) >= 10
     for limit in every:
         assert f"| `{limit.env}=N` | {limit.default:,} |" in trust, limit.env
+
+
+def test_one_torch_pin_everywhere():
+    """The README's test command, CI and the docs pin the same torch and torchvision."""
+    import glob
+    texts = [README, open(os.path.join(ROOT, ".ci", "run")).read()] + [
+        open(p, encoding="utf-8").read() for p in glob.glob(os.path.join(ROOT, "docs", "*.md"))]
+    for package in ("torch", "torchvision"):
+        pins = {pin for text in texts for pin in re.findall(rf'"{package}==([\d.]+)"', text)}
+        assert len(pins) == 1, (package, pins)

@@ -263,3 +263,25 @@ def test_hovering_a_bar_marks_its_layer_and_a_click_finds_its_row(resnet50):
     bar.click()
     row = d.find_element(By.CSS_SELECTOR, "table.ac-layers tr.ac-hit")
     assert row.get_attribute("data-path") == "conv1"
+
+
+def test_printing_opens_every_block_and_the_whole_table(resnet50):
+    d = resnet50
+    d.execute_script(
+        "window.__printed = null; window.addEventListener('beforeprint', function () {"
+        "window.__printed = [document.querySelectorAll('details.ac-block[open]').length,"
+        "document.querySelectorAll('details.ac-block').length]; });")
+    pdf = d.execute_cdp_cmd("Page.printToPDF", {})
+    assert len(pdf["data"]) > 10_000
+    opened, blocks = d.execute_script("return window.__printed")
+    assert opened == blocks == 20            # 16 bottlenecks in 4 stages, all open on paper
+    assert d.execute_script("return document.querySelectorAll('details.ac-block[open]')"
+                            ".length") == 0  # and closed again on the screen
+    d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    try:
+        assert d.execute_script("return getComputedStyle(document.querySelector("
+                                "'.ac-tablescroll')).maxHeight") == "none"
+        labels = _boxes(d, ".ac-perlayer .ac-xlabel")
+        assert len(labels) == 73 and all(b["height"] > 0 for b in labels)
+    finally:
+        d.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})

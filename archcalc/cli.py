@@ -82,6 +82,30 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
+class BatchSize(click.IntRange):
+    """--batch N: a positive integer of at most ARCHCALC_MAX_VALUE_DIGITS digits
+    (a 4,000-digit batch is refused, not multiplied into every figure)."""
+
+    name = "batch size"
+
+    def __init__(self):
+        super().__init__(min=1)
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str):
+            from .limits import parse_int
+            try:
+                value = parse_int(value, "--batch")
+            except SpecError as e:
+                self.fail(str(e), param, ctx)
+            except ValueError:
+                self.fail(f"{value[:40]!r} is not an integer", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+BATCH = BatchSize()
+
+
 class _Group(click.Group):
     """Turns every bad-input error into one line and exit 2 (no usage dump, no traceback)."""
 
@@ -202,6 +226,8 @@ def parse_sets(values) -> dict:
         name, value = name.strip(), value.strip()
         if not sep or not name.isidentifier():
             raise SpecError(f"--set takes NAME=VALUE, e.g. --set C=256. Received: {item[:60]!r}")
+        from .spec.expr import check_identifier
+        check_identifier(name, "--set: the name")
         try:
             number = parse_int(value, f"--set {name}") if re.fullmatch(r"[+-]?\d+", value) \
                 else float(value)
@@ -258,16 +284,21 @@ def is_import_target(text: str) -> bool:
         where.endswith(".py") or bool(re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*", where)))
 
 
-def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text=False):
+def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text=False,
+                 timeout=None):
     """Import MODULE:FACTORY: the Spec (or its TOML text with text=True); the
-    user's code raising, or operations without a kind, exit 1 in one line."""
+    user's code raising, or operations without a kind, exit 1 in one line;
+    its code exiting, or running past --timeout, exit 2 in one line."""
     from .errors import require
+    from .usercode import parse_timeout, running_user_code
+    seconds = parse_timeout(timeout)
     require("torch", "torch", "archcalc import")
     from .torch import importer
     try:
-        model, label = importer.load_target(target, kwargs_json)
-        done = importer.import_module(model, input_shape, name=name, allow_opaque=allow_opaque,
-                                      label=label)
+        with running_user_code(printable(target)[:80], seconds):
+            model, label = importer.load_target(target, kwargs_json)
+            done = importer.import_module(model, input_shape, name=name,
+                                          allow_opaque=allow_opaque, label=label)
     except (importer.ImportFailure, importer.Unsupported) as e:
         fail(str(e), 1)
     from .render.safe import clean  # the model's own names and messages: data
@@ -301,7 +332,7 @@ def _warn(report):
 
 @main.command()
 @click.argument("spec", type=SPEC)
-@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--batch", "-b", type=BATCH, default=1, show_default=True,
               help="Batch size: multiplies the bytes, never the shapes.")
 @dtype_option
 @input_option
@@ -367,7 +398,10 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, colum
                    "measured, MACs an unbound variable: totals become formulas) instead of "
                    "failing.")
 @click.option("--name", help="The spec's model name [the factory's].")
-def import_(target, output, input_shape, kwargs_json, allow_opaque, name):
+@click.option("--timeout", metavar="SECONDS",
+              help="Stop an import whose module, factory or forward runs longer "
+                   "[120, or ARCHCALC_IMPORT_TIMEOUT_S].")
+def import_(target, output, input_shape, kwargs_json, allow_opaque, name, timeout):
     """Import a PyTorch model as a spec: trace it (torch.fx), map each call to a
     kind, fold the dataflow into residuals, concats and splits, and repeated
     modules into blocks. Rows are named by module paths, so the spec's built
@@ -387,7 +421,8 @@ def import_(target, output, input_shape, kwargs_json, allow_opaque, name):
     from .output import check_output_path, shown, write_atomic
     if output:
         check_output_path(output, "-o")
-    done = _import_spec(target, input_shape, kwargs_json, allow_opaque, name, text=True)
+    done = _import_spec(target, input_shape, kwargs_json, allow_opaque, name, text=True,
+                        timeout=timeout)
     if output:
         write_atomic(output, done.text)
         click.echo(f"wrote {shown(output)} ({done.text.count(chr(10))} lines, "
@@ -435,7 +470,7 @@ def kinds(fmt):
 
 @main.command()
 @click.argument("spec", type=SPEC)
-@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", "-b", type=BATCH, default=1, show_default=True)
 @click.option("--device", type=click.Choice(("cpu", "cuda")), default="cpu", show_default=True)
 @input_option
 @set_option
@@ -543,12 +578,18 @@ def export(spec, target, output, sets, no_memory_check):
 
 
 def parse_batches(text: str) -> list[int]:
+    """--batch 1,8,32: at most ARCHCALC_MAX_BATCHES sizes of bounded digits,
+    counted before any is converted."""
+    from .limits import MAX_BATCHES, parse_int
+    items = [b for b in text.split(",") if b.strip()]
+    MAX_BATCHES.check(len(items), f"--batch lists {len(items):,} sizes")
     try:
-        batches = [int(b) for b in text.split(",") if b.strip()]
+        batches = [parse_int(b, "--batch") for b in items]
     except ValueError:
-        raise SpecError(f"--batch takes a number or a list such as 1,8,32. Received: {text!r}") from None
+        raise SpecError(f"--batch takes a number or a list such as 1,8,32. "
+                        f"Received: {text[:60]!r}") from None
     if not batches or any(b < 1 for b in batches):
-        raise SpecError(f"--batch values must be positive integers. Received: {text!r}")
+        raise SpecError(f"--batch values must be positive integers. Received: {text[:60]!r}")
     return batches
 
 
@@ -836,7 +877,7 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
                    "digits-distorted: each rotated, scaled and shifted on a 32x32 canvas; "
                    "cifar10: the python pickle batches in DIR; no downloads.")
 @click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch", "-b", type=click.IntRange(min=1), default=32, show_default=True,
+@click.option("--batch", "-b", type=BATCH, default=32, show_default=True,
               help="Global batch (divided among torchrun processes).")
 @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "nesterov", "adagrad",
                                                 "rmsprop", "adam")), default="adam", show_default=True)
@@ -963,7 +1004,7 @@ def _render_comparison(comparison, fmt, title):
 @click.argument("specs", nargs=-1, required=True, type=SPEC)
 @click.option("--set", "sets", multiple=True, metavar="NAME=VALUE",
               help="Bind a variable in every spec that has it.")
-@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", "-b", type=BATCH, default=1, show_default=True)
 @dtype_option
 @input_option
 @format_option()
@@ -1035,7 +1076,7 @@ def trick(name, list_, channels, size, fmt):
 @main.command()
 @click.argument("spec", type=SPEC)
 @click.argument("layer")
-@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", "-b", type=BATCH, default=1, show_default=True)
 @dtype_option
 @input_option
 @set_option
@@ -1144,7 +1185,7 @@ def lint(specs, input_shape, sets, strict, fmt):
 @click.argument("specs", nargs=-1, required=True, type=SPEC)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
               help="The HTML file to write [SPEC_NAME.html]; - for stdout.")
-@click.option("--batch", "-b", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--batch", "-b", type=BATCH, default=1, show_default=True)
 @dtype_option
 @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")), default="adam",
               show_default=True, help="Optimizer whose state the training memory counts.")

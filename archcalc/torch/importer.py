@@ -33,7 +33,6 @@ import difflib
 import importlib
 import importlib.util
 import inspect
-import json
 import math
 import operator
 import os
@@ -139,11 +138,8 @@ def load_target(target: str, kwargs_text: str | None = None):
 def parse_kwargs(text: str | None) -> dict:
     if text is None or not text.strip():
         return {}
-    try:
-        value = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
-        raise SpecError(f"--kwargs takes a JSON object such as '{{\"num_classes\": 10}}': "
-                        f"{getattr(e, 'msg', e)}") from None
+    from ..inputs import parse_json   # bounded: size, depth, digits, finite numbers
+    value = parse_json(text, "--kwargs")
     if not isinstance(value, dict):
         raise SpecError(f"--kwargs takes a JSON object such as '{{\"num_classes\": 10}}'. "
                         f"Received a JSON {type(value).__name__}")
@@ -155,8 +151,9 @@ def parse_kwargs(text: str | None) -> dict:
 
 def _import(where: str, target: str):
     if where.endswith(".py") or os.sep in where or "/" in where:
-        if not os.path.isfile(where):
-            raise SpecError(f"no such file: {where}")
+        from .. import limits
+        from ..inputs import check_input_file   # a regular file of bounded size
+        check_input_file(where, "a Python file", limits.MAX_SOURCE_BYTES)
         name = "archcalc_import_" + re.sub(r"\W", "_", os.path.splitext(
             os.path.basename(where))[0])
         spec = importlib.util.spec_from_file_location(name, where)

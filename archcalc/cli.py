@@ -649,9 +649,9 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
         click.echo(f"note: the profile was measured with {profile.data['threads']} threads, "
                    f"this run uses {torch.get_num_threads()} (--threads)", err=True)
     if profile is not None:   # what predict would warn about this profile, before the run
-        from .predict import predict as predicted
-        _profile_warnings(predicted(graph, profile, batches=batches, mode=mode, amp=amp,
-                                    channels_last=channels_last), strict=False)
+        from .predict import predict as predict_steps
+        _profile_warnings(predict_steps(graph, profile, batches=batches, mode=mode, amp=amp,
+                                        channels_last=channels_last), strict=False)
     if max_batch:
         predicted, verified = runner.max_batch(graph, device=device, mode=mode, amp=amp,
                                                channels_last=channels_last)

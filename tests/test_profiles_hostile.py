@@ -213,7 +213,8 @@ def test_any_field_of_a_gpu_profile_any_value(path, value):
     (("bandwidth", 0, "bandwidth"), 10 ** 400, "an integer of 401 digits"),
     (("overhead", "forward_s"), float("nan"), "must be a finite number"),
     (("device_name",), "\ud800", "field device_name: text with a lone surrogate"),
-    (("device_name",), "\x1b]0;pwned\x07", "field device_name: must be plain text (no control characters)"),
+    (("device_name",), "\x1b]0;pwned\x07",
+     "field device_name: must be plain text (no control characters)"),
     (("tables", "fp32", "ops", "relu"), [], "field tables.fp32.ops.relu: must be a list of at "
                                             "least 1 item"),
     (("tables", "fp32", "linear", 0, "m"), 8.5, "field tables.fp32.linear[0].m: must be an "

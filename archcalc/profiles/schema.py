@@ -40,8 +40,9 @@ def _show(value) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return "NaN" if value != value else ("Infinity" if value > 0 else "-Infinity")
     if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
-        return f"an integer of {len(str(value)) if value.bit_length() < 14000 else 'thousands of'}" \
-               " digits"
+        # str() of an int past 4,300 digits is refused: count those roughly
+        digits = len(str(value)) if value.bit_length() < 14000 else "thousands of"
+        return f"an integer of {digits} digits"
     try:
         text = json.dumps(value, ensure_ascii=True, default=str)
     except (ValueError, RecursionError):   # pragma: no cover - depth is bounded on read

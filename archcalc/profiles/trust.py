@@ -17,7 +17,15 @@ from .schema import ProfileError
 MIN_POINTS = {"conv": 8, "linear": 3}
 MIN_OP_SIZES = 2          # one size: no curve, a constant
 MIN_COVERAGE = 0.5        # of the points calibrate planned for the table
-KIND_WORDS = {"conv": "conv layers", "linear": "fc layers (GEMMs)", "ops": "ops"}
+KIND_WORDS = {"conv": "conv layer", "linear": "fc layer (GEMM)", "ops": "op"}
+
+
+def _count(n: int, word: str) -> str:
+    """'1 conv layer', '20 conv layers', '2 fc layers (GEMMs)'."""
+    if n == 1:
+        return f"1 {word}"
+    head, _, tail = word.partition(" (")
+    return f"{n} {head}s" + (f" ({tail[:-1]}s)" if tail else "")
 
 
 @dataclass
@@ -37,8 +45,9 @@ class Usage:
 
 def _missing(who, table, kind, count):
     return ProfileError(
-        f"table {table} has no {kind} points, and {count} {KIND_WORDS[kind]} of the spec need "
-        f"them; make the profile again with `archcalc calibrate` (a larger --budget-s)",
+        f"table {table} has no {kind} points, and {_count(count, KIND_WORDS[kind])} of the "
+        f"spec need{'s' if count == 1 else ''} them; make the profile again with `archcalc "
+        "calibrate` (a larger --budget-s)",
         file=who)
 
 
@@ -60,16 +69,18 @@ def warnings_for(profile, table, usage: Usage, mode: str) -> list[str]:
     used = {"conv": n_conv, "linear": usage.linears, "ops": sum(usage.ops.values())}
     for kind in ("conv", "linear"):
         if used[kind] and have[kind] < MIN_POINTS[kind]:
-            say(f"profile {who}: rates for {used[kind]} {KIND_WORDS[kind]} come from a table "
-                f"({table.name}) of {have[kind]} points (fewer than {MIN_POINTS[kind]})")
+            say(f"profile {who}: rates for {_count(used[kind], KIND_WORDS[kind])} come from a "
+                f"table ({table.name}) of {_count(have[kind], 'point')} (fewer than "
+                f"{MIN_POINTS[kind]})")
     kinds = {p.cls[2] for p in table.convs}
     for kind, count in sorted(usage.convs.items()):
         if table.convs and kind not in kinds:
-            say(f"profile {who}: {count} {kind} conv layers are rated from other kinds of conv "
+            say(f"profile {who}: {_count(count, kind + ' conv layer')} "
+                f"{'is' if count == 1 else 'are'} rated from other kinds of conv "
                 f"(table {table.name} has no {kind} point)")
     thin = sorted(name for name, sizes in usage.op_sizes.items() if sizes < MIN_OP_SIZES)
     if thin:
-        say(f"profile {who}: rates for {sum(usage.ops[n] for n in thin)} ops "
+        say(f"profile {who}: rates for {_count(sum(usage.ops[n] for n in thin), 'op')} "
             f"({', '.join(thin[:6])}{', ...' if len(thin) > 6 else ''}) come from curves of "
             f"fewer than {MIN_OP_SIZES} sizes in table {table.name}")
     if mode == "train" and n_conv and table.convs and \

@@ -57,15 +57,20 @@ def test_the_user_and_the_launcher_decide_first():
     assert (omp.threads, omp.reason) == (1, "OMP_NUM_THREADS")
     gpu = choose_threads(step, "cuda:0", cores=16, environment={}, current=16)
     assert gpu.threads == 16 and "runs on cuda:0" in gpu.reason
+    # processes launched without OMP_NUM_THREADS share the cores
+    shared = choose_threads(step, "cpu", cores=16, load=0.0, environment={}, processes=4)
+    assert shared.threads == 4 and shared.reason.endswith("16 cores, load 0.0, 4 processes")
 
 
 @given(st.integers(0, 10**13), st.integers(0, 10**13), st.integers(1, 256),
-       st.one_of(st.none(), st.floats(0, 512)))
-def test_threads_grow_with_the_work_and_stay_within_the_idle_cores(a, b, cores, load):
+       st.one_of(st.none(), st.floats(0, 512)), st.integers(1, 16))
+def test_threads_grow_with_the_work_and_stay_within_the_idle_cores(a, b, cores, load,
+                                                                   processes):
     small, large = sorted((a, b))
-    n_small = choose_threads(small, "cpu", cores=cores, load=load, environment={}).threads
-    n_large = choose_threads(large, "cpu", cores=cores, load=load, environment={}).threads
+    n_small, n_large = (choose_threads(work, "cpu", cores=cores, load=load, environment={},
+                                       processes=processes).threads for work in (small, large))
     assert 1 <= n_small <= n_large <= cores
+    assert n_large == 1 or n_large * processes <= cores      # the processes never oversubscribe
     if small < 2 * MACS_PER_THREAD:
         assert n_small == 1
     if load is not None:

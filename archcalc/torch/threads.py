@@ -53,10 +53,12 @@ def load_average() -> float | None:
 
 def choose_threads(step_macs: int, device: str, requested: int | None = None,
                    cores: int | None = None, load: float | None = None,
-                   environment: dict | None = None, current: int = 1) -> ThreadChoice:
+                   environment: dict | None = None, current: int = 1,
+                   processes: int = 1) -> ThreadChoice:
     """The thread count for steps of `step_macs` forward MACs (per process).
     `requested` is --threads; an OMP_NUM_THREADS the environment sets (torchrun
-    sets 1 per process) is the user's choice too. `current` is torch's count."""
+    sets 1 per process) is the user's choice too. `current` is torch's count;
+    `processes` on this machine share its cores."""
     environment = os.environ if environment is None else environment
     if requested is not None:
         return ThreadChoice(requested, "--threads")
@@ -65,12 +67,14 @@ def choose_threads(step_macs: int, device: str, requested: int | None = None,
     if str(environment.get("OMP_NUM_THREADS", "")).strip().isdigit():
         return ThreadChoice(current, "OMP_NUM_THREADS")
     cores = physical_cores() if cores is None else cores
+    processes = max(1, processes)
     by_work = int(step_macs // MACS_PER_THREAD)
     idle = cores if load is None else int(round(cores - load))
-    threads = max(1, min(cores, idle, by_work))
+    threads = max(1, min(cores // processes, idle // processes, by_work))
     work = f"{_short(step_macs)} forward MACs a step, one thread per {_short(MACS_PER_THREAD)}"
     machine = f"{cores} core{'s' if cores != 1 else ''}" + \
-        ("" if load is None else f", load {load:.1f}")
+        ("" if load is None else f", load {load:.1f}") + \
+        (f", {processes} processes" if processes > 1 else "")
     return ThreadChoice(threads, f"auto: {work}; {machine}")
 
 

@@ -346,7 +346,8 @@ def _train(graph, config, dist: Dist, report, progress):
     predicted = totals["train_memory_bytes"]
     from .threads import choose_threads, load_average
     threads = choose_threads(totals["macs"] * local, device, config.threads,
-                             load=load_average(), current=torch.get_num_threads())
+                             load=load_average(), current=torch.get_num_threads(),
+                             processes=int(os.environ.get("LOCAL_WORLD_SIZE", dist.world)))
     torch.set_num_threads(threads.threads)
     if dist.main:
         report(header(graph, model, config, len(train_y), len(test_y), steps_per_epoch, device,

@@ -47,7 +47,7 @@ def _option_row(param: click.Parameter) -> str:
         value = "flag"
     elif param.metavar:
         value = f"`{param.metavar}`"
-    elif isinstance(param.type, click.types._NumberRangeBase):
+    elif hasattr(param.type, "_describe_range"):
         # click's own wording of the range, as --help prints it ("x>=1")
         value = f"{param.type.name.split()[0]}, {param.type._describe_range()}"
     else:

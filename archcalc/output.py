@@ -75,6 +75,10 @@ def check_output_path(path, option: str = "-o") -> None:
     if text.endswith(os.sep) or os.path.basename(text) in (".", ".."):
         raise _refuse(option, text, "is a directory; give a file name")
     target = _resolved(text)
+    parent = os.path.dirname(os.path.abspath(target))
+    name_max = _name_max(parent if os.path.isdir(parent) else os.sep)
+    if len(os.fsencode(os.path.basename(target))) > name_max:
+        raise _refuse(option, text, f"the file name is longer than {name_max} bytes")
     try:
         st = os.stat(target)
     except FileNotFoundError:
@@ -95,9 +99,6 @@ def check_output_path(path, option: str = "-o") -> None:
         if os.path.lexists(folder):
             raise _refuse(option, text, f"{shown(folder)} is not a folder")
         raise _refuse(option, text, f"no such folder ({shown(folder)})")
-    name_max = _name_max(folder)
-    if len(os.fsencode(os.path.basename(target))) > name_max:
-        raise _refuse(option, text, f"the file name is longer than {name_max} bytes")
     _probe(folder, option, text)
 
 

@@ -270,7 +270,7 @@ def test_malformed_profiles_and_bad_batches_exit_2(tmp_path):
              (["--profile", str(wrong_types)], "field tables: must be an object"),
              (["--profile", str(no_overhead)], "field overhead: missing"),
              (["--profile", str(nan)], "must be a finite number"),
-             (["--profile", str(tmp_path)], "not a readable profile"),
+             (["--profile", str(tmp_path)], "is a directory, not a device profile"),
              (["--profile", str(good), "--batch", "0"], "--batch values must be positive"),
              (["--profile", str(good), "--batch", "8,x"], "--batch takes a number"),
              (["--profile", str(good), "--mode", "sleep"], "--mode"),

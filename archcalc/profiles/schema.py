@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import stat
 
 from .. import limits
 from ..errors import SpecError
@@ -376,45 +374,20 @@ def validate(data, source: str = "") -> None:
 
 
 def read_json(path: str, what: str = "profile") -> object:
-    """A JSON file from a stranger: a regular file only (a FIFO would block,
-    /dev/zero fill memory), at most ARCHCALC_MAX_PROFILE_BYTES, UTF-8, nested
-    at most ARCHCALC_MAX_PROFILE_DEPTH levels. Every failure a ProfileError
-    naming the file ("not a readable profile")."""
-    cap = limits.MAX_PROFILE_BYTES.value
-
-    def refuse(why):
-        return ProfileError(f"not a readable {what} ({why})", file=path)
-
+    """A JSON file from a stranger, read through archcalc.inputs (a regular
+    file only: a FIFO would block, /dev/zero fill memory; at most
+    ARCHCALC_MAX_PROFILE_BYTES), nested at most ARCHCALC_MAX_PROFILE_DEPTH
+    levels. NaN and Infinity parse here and are refused by the schema, which
+    names their field. Every failure a SpecError naming the file."""
+    from ..inputs import read_input_text
+    text = read_input_text(path, f"a device {what}", limits.MAX_PROFILE_BYTES)
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
-    except FileNotFoundError:
-        raise ProfileError(f"no such {what}", file=path) from None
-    except OSError as e:
-        raise refuse(e.strerror or type(e).__name__) from None
-    try:
-        info = os.fstat(fd)
-        if stat.S_ISDIR(info.st_mode):
-            raise refuse("a directory")
-        if not stat.S_ISREG(info.st_mode):
-            raise refuse("not a regular file: a device, FIFO or socket")
-        if info.st_size > cap:
-            raise limits.MAX_PROFILE_BYTES.exceeded(f"{info.st_size:,} bytes").at(file=path)
-        with os.fdopen(fd, "rb", closefd=False) as fh:
-            raw = fh.read(cap + 1)
-    except OSError as e:
-        raise refuse(e.strerror or type(e).__name__) from None
-    finally:
-        os.close(fd)
-    if len(raw) > cap:   # grew while read
-        raise limits.MAX_PROFILE_BYTES.exceeded(f"more than {cap:,} bytes").at(file=path)
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise refuse("not UTF-8 text") from None
+        data = json.loads(text)
     except RecursionError:
         raise limits.MAX_PROFILE_DEPTH.exceeded("nests too deeply").at(file=path) from None
     except ValueError as e:   # invalid JSON; an integer of over 4,300 digits
-        raise refuse(f"invalid JSON: {str(e)[:100]}") from None
+        raise ProfileError(f"not a readable {what} (invalid JSON: {str(e)[:100]})",
+                           file=path) from None
     depth = _depth(data)
     if depth > limits.MAX_PROFILE_DEPTH.value:
         raise limits.MAX_PROFILE_DEPTH.exceeded(f"nests {depth} levels").at(file=path)

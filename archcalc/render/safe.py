@@ -69,7 +69,7 @@ def csv_cell(value):
     with a single quote, as OWASP recommends, so a spreadsheet shows it as text."""
     if value is None:
         return ""
-    if isinstance(value, (bool, int, float)):
+    if isinstance(value, (bool, int)) or isinstance(value, float) and math.isfinite(value):
         return value
     raw = str(value)
     if _PLAIN_NUMBER.fullmatch(raw):

@@ -375,3 +375,11 @@ layers = [{name = "c", conv = 8, kernel = 3, padding = 1, batch_norm = true, act
                               nn.ReLU(inplace=True)).eval()
     expected = forward_storage_elements(reference, torch.zeros(1, 3, 16, 16))
     assert analyze(loads(text)).totals["activations"] == expected == 3 * 256 + 2 * 8 * 256
+
+
+def test_lenet5_activations_are_what_its_built_model_allocates():
+    """conv + tanh rows: nn.Tanh is not in place, so each row holds two tensors."""
+    spec = archcalc.load(spec_path("lenet5.toml"))
+    model = spec.build().eval()
+    x = torch.zeros(1, 1, 32, 32)
+    assert spec.analyze().totals["activations"] == forward_storage_elements(model, x) == 15_626

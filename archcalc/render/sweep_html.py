@@ -91,8 +91,16 @@ def _scale(values, lo_px, hi_px):
     return to_px, use_log, (lo, hi)
 
 
+def drawn(result) -> list:
+    """The points on the page: the front first, then the others, DRAWN at most."""
+    ok = [p for p in result.points if not p.error]
+    if len(ok) <= DRAWN:
+        return ok
+    return sorted(ok, key=lambda p: not p.front)[:DRAWN]
+
+
 def scatter(result, x_name, y_name, width=900, height=460) -> str:
-    shown = [p for p in result.points if not p.error][:DRAWN]
+    shown = drawn(result)
     if not shown:
         return '<p class="ac-dim">no point could be analysed</p>'
     left, right, top, bottom = 80, 20, 20, 50
@@ -144,9 +152,7 @@ def command(result, p) -> str:
 
 def _point_data(result, keys) -> list:
     out = []
-    for p in result.points:
-        if p.error:
-            continue
+    for p in drawn(result):
         out.append({"index": p.index, "variables": {k: number(v) for k, v in p.variables.items()},
                     "totals_text": {k: number(v) for k, v in p.metrics.items()
                                     if k in keys or k in ("params", "macs")},
@@ -163,7 +169,11 @@ def page(result, reports: dict) -> str:
     for p in data["points"]:   # a variable on an axis: hover shows it like a total
         for name in (x_name, y_name):
             p["totals_text"].setdefault(name, p["variables"].get(name, ""))
-    summary = "".join(f"<li>{esc(line)}</li>" for line in summary_lines(result))
+    lines = summary_lines(result)
+    if len(data["points"]) < len(result.points) - sum(result.errors.values()):
+        lines.append(f"drawn: {len(data['points']):,} points (the front first; all of them "
+                     "are in --format json or csv)")
+    summary = "".join(f"<li>{esc(line)}</li>" for line in lines)
     tables = "".join(f'<div class="sw-layers" data-index="{i}" hidden>{_table(r, f"sw-{i}")}'
                      f'</div>' for i, r in reports.items())
     title = f"{result.model}: design sweep"

@@ -165,8 +165,8 @@ def write(directory: str) -> list[str]:
     written = []
     for name, make in GENERATED.items():
         path = os.path.join(directory, name)
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(make())
+        from .output import write_atomic  # the one writer: a failed write keeps the old page
+        write_atomic(path, make())
         written.append(path)
     return written
 

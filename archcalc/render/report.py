@@ -499,7 +499,7 @@ CSS = """
 .ac-layers th:nth-child(3),.ac-layers th:nth-child(4),.ac-cmptable th{text-align:left}
 .ac-layers tr:hover td{background:var(--soft)}.ac-layers tr.ac-hit td{background:var(--hi)}
 .ac-cmpbars{display:grid;grid-template-columns:repeat(auto-fill,minmax(320px,1fr));gap:12px 18px}
-.ac-cmp{display:grid;grid-template-columns:9em minmax(0,1fr) 4.5em;gap:3px 6px;align-items:center;font-size:12px}
+.ac-cmp{display:grid;grid-template-columns:10em minmax(0,1fr) 4.5em;gap:3px 6px;align-items:center;font-size:12px}
 .ac-cmp>b{grid-column:1/-1}.ac-cmpname{overflow:hidden;text-overflow:ellipsis;white-space:nowrap}
 .ac-cmptrack{display:block;height:10px}.ac-cmptrack i{display:block;height:100%;min-width:1px;border-radius:2px}
 .ac-cmp em{font-style:normal;color:var(--dim);white-space:nowrap}

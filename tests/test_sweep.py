@@ -187,6 +187,15 @@ def test_efficientnet_compound_scaling_links_and_input():
     (["--grid", "C=8", "--fit", "params < 1", "--maximize", "W"], "not a --grid variable"),
     (["--grid", "C=8", "--input", "3,K,K"], "reads K, which is not a --grid"),
     (["--grid", "C=8", "-o", "out.txt"], "the suffix says what to write"),
+    (["--grid", "C=1e400"], "is not a finite number"),
+    (["--grid", "C=nan"], "is not a finite number"),
+    (["--grid", "C=99999999999999999999999"], "has more than 18 digits"),
+    (["--grid", "C=0:1e300:1e-300"], "more than 10^18 values"),
+    (["--grid", "C=8", "--where", "1+" * 600 + "1 > 0"], "ARCHCALC_MAX_EXPR_CHARS"),
+    (["--grid", "C=8", "--where", "-" * 200 + "1 > 0"], "ARCHCALC_MAX_EXPR_DEPTH"),
+    (["--grid", "C=8", "--link", "D=2**10000", "--input", "3,D,D"], "out of range"),
+    (["--grid", "C=8", "--input", "3,0,0"], "a size is a positive integer"),
+    (["--grid", "C=8", "--where", "train_memory(batch=0) < 1"], "a batch is a positive"),
 ])
 def test_bad_sweeps_are_one_line_and_exit_2(args, message):
     spec = spec_path("tricks/5x5-vs-3x3/two_3x3.toml")

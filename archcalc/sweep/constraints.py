@@ -17,6 +17,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from .. import limits
 from ..analysis import DTYPES, OPTIMIZERS
 from ..errors import SpecError
 from ..spec.expr import evaluate_value
@@ -36,6 +37,16 @@ CALLS = {
 }
 WORDS = {"dtype": tuple(DTYPES), "optimizer": tuple(OPTIMIZERS), "mode": ("inference", "train"),
          "amp": ("bf16", "fp16")}
+
+
+def _depth(node) -> int:
+    """Nesting depth of an AST, without recursion."""
+    deepest, stack = 0, [(node, 1)]
+    while stack:
+        n, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((c, d + 1) for c in ast.iter_child_nodes(n))
+    return deepest
 
 
 @dataclass(frozen=True)
@@ -70,12 +81,19 @@ def known_names(variables, profile: bool) -> list[str]:
 
 def parse_constraint(text: str, variables, profile: bool, option="--where") -> Constraint:
     """Parse, take out the keyword calls, and check every name, before any work."""
+    where = f"{option} {text[:60]!r}"
+    limits.MAX_EXPR_CHARS.check(len(text), where)
     try:
         tree = ast.parse(text.strip(), mode="eval")
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        raise SpecError(f"{option} {text[:60]!r}: not a valid expression; write a comparison "
+    except (SyntaxError, ValueError):
+        raise SpecError(f"{where}: not a valid expression; write a comparison "
                         "such as \"params <= 10e6\" or \"train_memory(batch=64, dtype=bf16) "
                         "<= 40e9\"") from None
+    except (RecursionError, MemoryError):
+        raise limits.MAX_EXPR_DEPTH.exceeded(where) from None
+    # the rewriting below recurses: the nesting is bounded first, as the evaluator does
+    depth = _depth(tree.body)
+    limits.MAX_EXPR_DEPTH.check(depth, f"{where} nests {depth} levels")
     calls: list[Call] = []
 
     class TakeCalls(ast.NodeTransformer):

@@ -91,16 +91,26 @@ def _range(text: str, option: str) -> tuple:
             raise SpecError(f"{option}: a geometric step *F needs F > 1. Received: {factor}")
         if not start > 0:
             raise SpecError(f"{option}: a geometric range starts above 0. Received: {start}")
-        count = math.floor(math.log(stop / start) / math.log(factor) + 1e-9) + 1
-        limits.MAX_SWEEP_POINTS.check(count, f"{option}: {count:,} values")
+        count = _count(math.log(stop / start) / math.log(factor), option)
         return tuple(_tidy(start * factor ** i) for i in range(count))
     step = _number(step_text, option)
     if not step > 0:
         raise SpecError(f"{option}: the step must be positive. Received: {step}")
     # counted before made: 0:1e12 is refused, not built
-    count = math.floor((stop - start) / step + 1e-9) + 1
-    limits.MAX_SWEEP_POINTS.check(count, f"{option}: {count:,} values")
+    count = _count((stop - start) / step, option)
     return tuple(_tidy(start + i * step) for i in range(count))
+
+
+def _count(steps: float, option: str) -> int:
+    """The values of a range (steps + 1), refused past the limit before any is made;
+    an astronomically long range is named by the limit, not printed in full."""
+    cap = limits.MAX_SWEEP_POINTS.value
+    if not math.isfinite(steps) or steps > 1e18:
+        raise limits.MAX_SWEEP_POINTS.exceeded(f"{option}: more than 10^18 values")
+    count = math.floor(steps + 1e-9) + 1
+    if count > cap:
+        raise limits.MAX_SWEEP_POINTS.exceeded(f"{option}: {count:,} values")
+    return count
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from .. import limits
 from ..errors import SpecError
 from . import pareto
+from .constraints import ALIASES
 from .engine import Evaluator, Point, objective_key
 
 
@@ -141,7 +142,7 @@ def _not_monotone(points, constraints, variable) -> str | None:
     flips = sum(1 for a, b in zip(points, points[1:]) if a.feasible != b.feasible)
     if flips > 1:
         return f"feasibility changes {flips} times along {variable}"
-    read = set().union(*(c.names for c in constraints)) if constraints else set()
+    read = {ALIASES.get(n, n) for c in constraints for n in c.names}
     for name in sorted(read):
         values = [p.metrics.get(name) for p in points]
         if any(v is None for v in values):

@@ -601,10 +601,11 @@ def test_wrote_lines_and_default_names_carry_no_control_characters(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     hostile = "a\x1b]0;pwned\x07b.toml"
     (tmp_path / hostile).write_text(TINY)
-    code, _, err = run_in(tmp_path, "report", hostile)
-    assert code == 0, err
-    assert_terminal_safe(err)
-    assert (tmp_path / "a_]0;pwned_b.html").exists()
+    for command, made in (("report", "a_]0;pwned_b.html"), ("plot", "a_]0;pwned_b.png")):
+        code, out, err = run_in(tmp_path, command, hostile)
+        assert code == 0, err
+        assert_terminal_safe(out + err)
+        assert f"wrote {made}" in err and (tmp_path / made).exists()
 
 
 def test_a_lone_surrogate_in_a_profile_s_device_name_never_reaches_json(tmp_path):

@@ -24,7 +24,7 @@ from .errors import RunError, SpecError
 _TEMP_RE = re.compile(r"\.(?:.+)\.archcalc-(?P<pid>\d{1,10})(?:-\d+)?\.tmp"
                       r"|(?:checkpoint\.pt|metrics\.json|metrics\.csv)\.tmp(?P<old>\d{1,10})")
 # a temporary's name must fit NAME_MAX (255 bytes) whatever the target's length
-_TEMP_STEM_CHARS = 60
+_TEMP_STEM_BYTES = 100
 
 _KINDS = ((stat.S_ISDIR, "is a directory; give a file name"),
           (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file"),
@@ -144,7 +144,9 @@ def _create_temp(folder: str, stem: str) -> tuple[int, str]:
     link planted there), mode 0666 less the umask, as open() would make it."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) \
         | getattr(os, "O_CLOEXEC", 0)
-    base = f".{stem[:_TEMP_STEM_CHARS]}.archcalc-{os.getpid()}"
+    while len(os.fsencode(stem)) > _TEMP_STEM_BYTES:   # whole characters, never half
+        stem = stem[:-1]
+    base = f".{stem}.archcalc-{os.getpid()}"
     for attempt in range(100):
         name = os.path.join(folder, base + (f"-{attempt}" if attempt else "") + ".tmp")
         try:

@@ -11,6 +11,7 @@ from ..output import shown
 
 TITLES = ("Activations and parameters per layer (log scale)", "MACs per layer (log scale)")
 ROW_LIMIT = 60  # more bars than this are unreadable: fold blocks into one bar each
+MAX_BARS = 400  # even at a --depth asked for: past this, runs of rows share a bar
 
 
 def auto_depth(series, limit: int = ROW_LIMIT) -> int | None:
@@ -45,9 +46,13 @@ def figure(reports, depth: int | None = None):
         if r.symbolic:
             raise SpecError("cannot plot formulas: bind the unbound variables with --set",
                             file=r.model.file)
+    auto = depth is None
     if depth is None:
         depth = auto_depth([r.rows for r in reports])
     series = [fold(r.rows, depth) if depth else r.rows for r in reports]
+    # a net with no blocks to fold (10,000 plain rows) would draw a figure
+    # 4,500 inches wide: runs of consecutive rows share a bar instead
+    series = [_runs(rows, ROW_LIMIT if auto else MAX_BARS) for rows in series]
     bars = [max(len(rows), 1) for rows in series]
     # one bar as wide in every column: the columns' widths follow their bar counts
     fig, axes = plt.subplots(2, len(reports), figsize=(max(10, 0.45 * sum(bars) + len(bars)), 8),
@@ -74,6 +79,23 @@ def figure(reports, depth: int | None = None):
     fig.suptitle(summary, fontsize=10)
     fig.tight_layout()
     return fig, depth
+
+
+def _runs(rows, limit: int) -> list:
+    """At most ``limit`` bars: runs of consecutive rows summed into one bar
+    each, named by their first and last rows; rows as they are when they fit."""
+    if len(rows) <= limit:
+        return rows
+    from types import SimpleNamespace
+    size = -(-len(rows) // limit)
+    out = []
+    for start in range(0, len(rows), size):
+        run = rows[start:start + size]
+        out.append(SimpleNamespace(
+            name=f"{run[0].name} .. {run[-1].name}" if len(run) > 1 else run[0].name,
+            activations=sum(r.activations for r in run if getattr(r, "allocates", True)),
+            params=sum(r.params for r in run), macs=sum(r.macs for r in run)))
+    return out
 
 
 def _draw_net(top, bottom, rows, colors):

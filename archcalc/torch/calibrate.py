@@ -573,11 +573,31 @@ def default_tables(device: str, quick: bool) -> list[str]:
     return tables
 
 
+LIGHT_BUDGET_S = 120   # under it, the peak's GEMMs at the quick sizes
+
+
 def _load():
     try:
         return [round(v, 2) for v in os.getloadavg()]
     except (OSError, AttributeError):  # pragma: no cover - not POSIX
         return None
+
+
+def _measure_device(profile, clock, device, quick, budget_s):
+    """The device's constants, once per profile: the per-op overhead, the L2,
+    the copy bandwidth by working set, the fp32 peak, the optimizer step."""
+    profile["overhead"] = measure_overhead(clock, device, "fp32")
+    profile["cache"] = cache_sizes(device)
+    bw_sizes = [2 ** p for p in ((14, 18, 22, 24) if quick else (14, 16, 18, 20, 22, 24, 26))]
+    if device == "cuda" and not quick:   # beyond a GPU's L2 (50 MB on an H100)
+        bw_sizes += [2 ** 28]
+    profile["bandwidth"] = measure_bandwidth(clock, device, bw_sizes)
+    # the large GEMMs of the peak take tens of seconds on a busy CPU: under 2
+    # minutes of budget, the quick sizes (the tables need the time more)
+    light = quick or budget_s < LIGHT_BUDGET_S
+    profile["peak"] = {"fp32": measure_peak_flops(clock, device, "fp32", light)}
+    opt_sizes = [2 ** p for p in ((6, 12, 18, 22) if quick else (6, 10, 14, 17, 20, 22, 24))]
+    profile["optimizer"] = measure_optimizer(clock, device, "fp32", opt_sizes)
 
 
 def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | None = None,
@@ -618,15 +638,7 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     # the shares of the budget each section may use, in order
     shares = {"device": 0.08, "tables": 0.85 if compile else 0.97, "compile": 1.0}
     say("overhead, bandwidth, peak", 0, 1)
-    profile["overhead"] = measure_overhead(clock, device, "fp32")
-    profile["cache"] = cache_sizes(device)
-    bw_sizes = [2 ** p for p in ((14, 18, 22, 24) if quick else (14, 16, 18, 20, 22, 24, 26))]
-    if device == "cuda" and not quick:   # beyond a GPU's L2 (50 MB on an H100)
-        bw_sizes += [2 ** 28]
-    profile["bandwidth"] = measure_bandwidth(clock, device, bw_sizes)
-    profile["peak"] = {"fp32": measure_peak_flops(clock, device, "fp32", quick)}
-    opt_sizes = [2 ** p for p in ((6, 12, 18, 22) if quick else (6, 10, 14, 17, 20, 22, 24))]
-    profile["optimizer"] = measure_optimizer(clock, device, "fp32", opt_sizes)
+    _measure_device(profile, clock, device, quick, budget_s)
     say("overhead, bandwidth, peak", 1, 1)
     profile["tables"] = {t: {"conv": [], "linear": [], "ops": {}} for t in tables}
     # the tables: fp32 first and most; the others share what is left
@@ -637,7 +649,8 @@ def calibrate(device: str = "cpu", *, quick: bool = False, budget_s: float | Non
     for name in tables:
         dtype, cl = name.split("-")[0], name.endswith("-cl")
         if dtype not in profile["peak"] and not cl:
-            profile["peak"][dtype] = measure_peak_flops(clock, device, dtype, quick)
+            profile["peak"][dtype] = measure_peak_flops(clock, device, dtype,
+                                                        quick or budget_s < LIGHT_BUDGET_S)
         now = budget.now()
         # never past the tables' end: a section that overran (a busy machine)
         # leaves the tables less, not the run longer than its budget

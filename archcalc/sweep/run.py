@@ -36,9 +36,15 @@ class SweepResult:
 
 
 def run_sweep(evaluator: Evaluator, constraints, objectives) -> SweepResult:
+    # points that bind the spec's variables alike are evaluated one after the
+    # other, so that they share a built graph whatever the order of the grids
+    # (the graphs kept are few); the points keep their grid order and index
+    todo = list(enumerate(evaluator.space.points()))
+    graph_vars = [n for n in evaluator.space.names if n in evaluator.spec.vars]
+    todo.sort(key=lambda item: tuple(item[1][n] for n in graph_vars))
     with limits.pinned():
-        points = [evaluator.point(i, values, constraints)
-                  for i, values in enumerate(evaluator.space.points())]
+        points = [evaluator.point(i, values, constraints) for i, values in todo]
+    points.sort(key=lambda p: p.index)
     return finish(evaluator, points, constraints, objectives)
 
 

@@ -173,6 +173,24 @@ def test_permissions_and_symlinks_survive_a_rewrite(tmp_path):
     assert os.stat(target).st_mode & 0o777 == 0o640
 
 
+def test_a_long_multibyte_name_gets_a_temporary_that_fits(tmp_path):
+    target = tmp_path / ("\u4e2d" * 80 + ".txt")     # 244 bytes, within NAME_MAX
+    target.write_bytes(OLD)
+    write_atomic(str(target), "new")
+    assert tree(tmp_path) == {target.name: b"new"}
+
+
+def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
+    from archcalc.output import remove_stale_temporaries
+    dead = tmp_path / ".checkpoint.pt.archcalc-4194305.tmp"   # above Linux's largest pid
+    live = tmp_path / f".x.archcalc-{os.getppid()}.tmp"       # its writer still runs
+    other = tmp_path / "notes.tmp"
+    for path in (dead, live, other):
+        path.write_bytes(b"x")
+    remove_stale_temporaries(str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == sorted([live.name, other.name])
+
+
 def test_a_default_output_name_holds_no_control_character():
     assert default_output("specs/a\x1bb\n.toml", ".html") == "a_b_.html"
     assert default_output("vgg16", ".png") == "vgg16.png"

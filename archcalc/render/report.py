@@ -334,8 +334,9 @@ def layer_charts(labels, panels, rows=None, width: int = 960, unit: str = "layer
                      f'{esc(_axis_label(labels[i]))}<title>{esc(labels[i])}</title></text>')
     what = unit if n == 1 else unit + "s"
     shown = f"one name in {every} shown" if every > 1 else "every name shown"
+    click = ", click it for its row" if rows else ""
     caption = (f"Per {unit}: {n} {what} in table order ({shown}; log scales; hover a bar "
-               f"for its value, click it for its row)")
+               f"for its value{click})")
     return (f'<figure class="ac-chart ac-perlayer"><figcaption>{esc(caption)}</figcaption>'
             f'<svg class="ac-svg" viewBox="0 0 {width} {height}" width="100%" role="img" '
             f'aria-label="{esc(caption)}">{"".join(parts)}</svg></figure>')

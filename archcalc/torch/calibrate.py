@@ -473,8 +473,9 @@ def measure_bandwidth(clock, device, sizes):
         src = torch.empty(nbytes // 4, device=device)
         dst = torch.empty_like(src)
         median, best = clock(lambda: dst.copy_(src))
-        points.append({"bytes": 2 * nbytes, "bandwidth": 2 * nbytes / median,
-                       "best_bandwidth": 2 * nbytes / best})
+        # a clock tick of 0 (a coarse timer) is no infinite bandwidth
+        points.append({"bytes": 2 * nbytes, "bandwidth": 2 * nbytes / max(median, 1e-12),
+                       "best_bandwidth": 2 * nbytes / max(best, 1e-12)})
     return points
 
 
@@ -490,8 +491,8 @@ def measure_peak_flops(clock, device, dtype, quick=False):
         a = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
         b = torch.randn(n, n, device=device, dtype=DTYPES[dtype])
         _, t = clock(lambda: a @ b, reps=3 if quick else 7)
-        points.append({"n": n, "flops_per_s": 2 * n ** 3 / t})
-        best = max(best, 2 * n ** 3 / t)
+        points.append({"n": n, "flops_per_s": 2 * n ** 3 / max(t, 1e-12)})
+        best = max(best, points[-1]["flops_per_s"])
     return {"flops_per_s": best, "gemms": points}
 
 

@@ -762,7 +762,8 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
                         "--threads 1")
     names = None
     if tables:
-        names = [t.strip() for t in tables.split(",") if t.strip()]
+        # each table once: a repeated name would time it twice into one table
+        names = list(dict.fromkeys(t.strip() for t in tables.split(",") if t.strip()))
         bad = [t for t in names if t.split("-")[0] not in ("fp32", "bf16", "fp16")
                or t.count("-") > 1 or (t.count("-") == 1 and not t.endswith("-cl"))]
         if bad or not names:

@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 from hypothesis import given, strategies as st
@@ -159,8 +160,9 @@ def run_in_terminal(args, tmp_path, columns=100):
                             stdout=slave, stderr=slave, env=env, cwd=str(tmp_path))
     os.close(slave)
     chunks = []
+    give_up = time.monotonic() + 300     # a hang guard, not a timing
     try:
-        while True:
+        while time.monotonic() < give_up:
             ready, _, _ = select.select([master], [], [], 1.0)
             if not ready:
                 if proc.poll() is not None:
@@ -173,7 +175,11 @@ def run_in_terminal(args, tmp_path, columns=100):
             if not data:
                 break
             chunks.append(data)
-        code = proc.wait(timeout=300)   # a hang guard, not a timing
+        try:
+            code = proc.wait(timeout=max(1.0, give_up - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            code = proc.wait()
     finally:
         os.close(master)
         if proc.poll() is None:

@@ -9,6 +9,8 @@ pool), which PyTorch computes as a mean: a mean's backward needs only the
 input's shape, so nothing is kept."""
 from __future__ import annotations
 
+import math
+
 from types import SimpleNamespace
 
 from .. import sym
@@ -208,6 +210,15 @@ def adaptive_windows(n: int, m: int):
     return [(i * n // m, -(-(i + 1) * n // m)) for i in range(m)]
 
 
+def adaptive_window_stats(n: int, m: int) -> tuple[int, int]:
+    """(total length, longest) of the m windows over n, in closed form: an
+    output size of 10^8 must not list 10^8 windows. Window i has length
+    ceil((r_i + n) / m) with r_i = i*n mod m, the multiples of g = gcd(n, m)
+    below m: the longest has r = m - g, and the lengths add up to n + m - g."""
+    g = math.gcd(n, m)
+    return n + m - g, -(-(m - g + n) // m)
+
+
 class _AdaptivePool(Kind):
     primary = "size"
     inputs = "chw"
@@ -221,24 +232,24 @@ class _AdaptivePool(Kind):
     def output_shape(self, a, x):
         return (x[0], *self.size(a, x))
 
-    def _windows(self, a, x):
+    def _stats(self, a, x):
         if not all(isinstance(v, int) for v in x[1:]):
             return None
-        return [adaptive_windows(n, m) for n, m in zip(x[1:], self.size(a, x))]
+        return [adaptive_window_stats(n, m) for n, m in zip(x[1:], self.size(a, x))]
 
     def _covered(self, a, x):
         """Input elements summed over every output's window (windows may overlap)."""
-        wins = self._windows(a, x)
-        if wins is None:  # symbolic: each input element once
+        stats = self._stats(a, x)
+        if stats is None:  # symbolic: each input element once
             return sym.prod(x)
-        rows, cols = (sum(e - s for s, e in w) for w in wins)
+        (rows, _), (cols, _) = stats
         return x[0] * rows * cols
 
     def window(self, a, x):
-        wins = self._windows(a, x)
-        if wins is None:
+        stats = self._stats(a, x)
+        if stats is None:
             return (1, 1), (1, 1)
-        kernel = tuple(max(e - s for s, e in w) for w in wins)
+        kernel = tuple(longest for _, longest in stats)
         stride = tuple(max(1, n // m) for n, m in zip(x[1:], self.size(a, x)))
         return kernel, stride
 

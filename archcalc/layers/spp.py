@@ -76,14 +76,14 @@ class SpatialPyramidPool(Kind):
         """Per level an adaptive pool (to 1 x 1 an average is a mean: the
         global pool; otherwise the calibrated pool nearest its windows), then
         the flattened levels concatenated."""
-        from .pool import adaptive_windows, pool_cost
+        from .pool import adaptive_window_stats, pool_cost
         family = "maxpool" if a.mode == "max" else "avgpool"
         out = []
         for n in a.levels:
             if n == 1 and a.mode == "avg":
                 out.append(Cost("global_avgpool", elements=sym.prod(x)))
                 continue
-            kernel = tuple(max(e - s for s, e in adaptive_windows(m, n)) if isinstance(m, int)
+            kernel = tuple(adaptive_window_stats(m, n)[1] if isinstance(m, int)
                            else 1 for m in x[1:])
             stride = tuple(max(1, m // n) if isinstance(m, int) else 1 for m in x[1:])
             out.append(pool_cost(family, None, x, (x[0], n, n), kernel, stride))

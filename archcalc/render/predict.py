@@ -31,10 +31,12 @@ def render_rich(predictions, profile, console, layers: bool = True) -> None:
         t.add_row(*row)
     console.print(t)
     s = profile.summary
-    console.print(f"profile: {markup(s['file'])} ({markup(str(s['device_name']))}, torch "
-                  f"{markup(str(s['torch']))}, {markup(str(s['date']))}"
-                  + (", quick" if s.get("quick") else "") + "); compute / memory / overhead: "
-                  "the share of the layers' time bound by each.", style="dim", highlight=False)
+    about = [str(s["device_name"])] + [f"torch {s['torch']}"] * bool(s.get("torch")) + \
+        [str(s["date"])] * bool(s.get("date")) + ["quick"] * bool(s.get("quick")) + \
+        ["measured under load"] * bool(s.get("measured_under_load"))
+    console.print(f"profile: {markup(s['file'])} ({markup(', '.join(about))}); compute / "
+                  "memory / overhead: the share of the layers' time bound by each.",
+                  style="dim", highlight=False)
     notes = []
     for p in predictions:
         notes += [n for n in p.notes if n not in notes]

@@ -262,3 +262,13 @@ def test_site_builds_strict(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "site" / "cli" / "index.html").exists()
     assert (tmp_path / "site" / "kinds" / "index.html").exists()
+
+
+def test_every_page_is_in_the_nav():
+    """A page missing from mkdocs.yml's nav builds but cannot be reached from the menu."""
+    config = open(os.path.join(ROOT, "mkdocs.yml"), encoding="utf-8").read()
+    nav = config[config.index("\nnav:"):]
+    listed = set(re.findall(r":\s*([\w./-]+\.md)\s*$", nav, re.M))
+    pages = {os.path.basename(p) for p in PAGES if p.startswith("docs")}
+    from archcalc.docs import GENERATED
+    assert pages | set(GENERATED) <= listed, sorted(pages | set(GENERATED) - listed)

@@ -211,7 +211,8 @@ def output_width() -> int:
 
 def console():
     from rich.console import Console
-    return Console(width=output_width(), soft_wrap=False)
+    # emoji=False: a name holding :warning: is text, not a picture
+    return Console(width=output_width(), soft_wrap=False, emoji=False)
 
 
 def parse_sets(values) -> dict:
@@ -419,11 +420,11 @@ def import_(target, output, input_shape, kwargs_json, allow_opaque, name, timeou
       archcalc table torchvision.models:mobilenet_v3_small    # imported in memory
     """
     from .output import check_output_path, shown, write_atomic
-    if output:
+    if output is not None:
         check_output_path(output, "-o")
     done = _import_spec(target, input_shape, kwargs_json, allow_opaque, name, text=True,
                         timeout=timeout)
-    if output:
+    if output is not None:
         write_atomic(output, done.text)
         click.echo(f"wrote {shown(output)} ({done.text.count(chr(10))} lines, "
                    f"{done.params:,} params)", err=True)
@@ -546,8 +547,8 @@ def export(spec, target, output, sets, no_memory_check):
     from .errors import require
     from .output import check_output_path, default_output, shown, write_atomic
     if target == "onnx":
-        output = output or default_output(spec, ".onnx")
-    if output:
+        output = default_output(spec, ".onnx") if output is None else output
+    if output is not None:
         check_output_path(output, "-o")
     require("torch", "torch", "archcalc export")
     import os
@@ -562,7 +563,7 @@ def export(spec, target, output, sets, no_memory_check):
             model = build_model(graph)
         text = exporter.to_python(model, source=os.path.basename(spec), cite=str(graph.source),
                                   notes=str(graph.extra.get("notes", "")))
-        if output:
+        if output is not None:
             write_atomic(output, text)
             click.echo(f"wrote {shown(output)}", err=True)
         else:
@@ -626,7 +627,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
       archcalc bench specs/resnet18.toml --batch 8 --predict cpu.json
     """
     from .errors import require
-    if output:
+    if output is not None:
         from .output import check_output_path
         check_output_path(output, "-o")
     require("torch", "torch", "archcalc bench")
@@ -681,7 +682,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
         render.render_rich(graph.name, results, peak_source, console())
     else:
         click.echo(text[fmt]().rstrip("\n"))
-    if output:
+    if output is not None:
         from .output import shown, write_atomic
         write_atomic(output, text.get(fmt, text["json"])())
         click.echo(f"wrote {shown(output)}", err=True)
@@ -702,7 +703,7 @@ def cap_threads(threads: int) -> int:
 
 def _stderr_console():
     from rich.console import Console
-    return Console(stderr=True)
+    return Console(stderr=True, emoji=False)
 
 
 def _no_symbols(graph):
@@ -750,7 +751,7 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
     """
     from .errors import require
     from .output import check_output_path, write_atomic
-    output = output or f"{device}-profile.json"
+    output = f"{device}-profile.json" if output is None else output
     check_output_path(output, "-o")  # before minutes of measuring
     require("torch", "torch", "archcalc calibrate")
     _require_device(device)
@@ -847,7 +848,7 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
     from .spec.loader import load
     from .output import check_output_path, shown, write_atomic
     batches = parse_batches(batch_text)
-    if output:
+    if output is not None:
         check_output_path(output, "-o")
     profile = _profile(profile_name)
     if amp == "fp16" and profile.device == "cpu":
@@ -865,7 +866,7 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
         click.echo(render(rows, fmt, extra).rstrip("\n"))
     else:
         render_rich(results, profile, console(), layers=not summary)
-    if output:
+    if output is not None:
         write_atomic(output, to_json(results, profile, layers=not summary))
         click.echo(f"wrote {shown(output)}", err=True)
 
@@ -1133,7 +1134,7 @@ def plot(specs, output, depth, sets):
     import os
     from .output import check_output_path, default_output, shown
     from .render.plot import ROW_LIMIT, plot as draw
-    output = output or default_output(specs[0], ".png")
+    output = default_output(specs[0], ".png") if output is None else output
     if not output.lower().endswith((".png", ".svg", ".pdf")):
         raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {shown(output)!r}")
     check_output_path(output, "-o")
@@ -1215,7 +1216,7 @@ def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
     from .spec.loader import load
     from .output import check_output_path, default_output, shown, write_atomic
     if output != "-":
-        output = output or default_output(specs[0], ".html")
+        output = default_output(specs[0], ".html") if output is None else output
         if not output.lower().endswith((".html", ".htm")):
             raise SpecError(f"-o takes an .html file (or - for stdout). "
                             f"Received: {shown(output)!r}")

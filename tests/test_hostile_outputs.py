@@ -226,6 +226,7 @@ def bad_paths(folder, suffix):
         (f"new\nline{suffix}", "control character"),
         (f"esc\x1b[31m{suffix}", "control character"),
         ("n" * 300 + suffix, "longer than 255 bytes"),
+        ("", ""),                           # -o '': refused, not the default name
         (f"/proc/self/archcalc-x{suffix}", "no file can be created"),
         # root ignores permission bits; a read-only pseudo file system does not
         (f"/sys/archcalc-x{suffix}", "no file can be created"),
@@ -644,3 +645,14 @@ def test_a_lone_surrogate_in_a_profile_s_device_name_never_reaches_json(tmp_path
     code, out, err = run_in(tmp_path, "predict", tmp_path / "tiny.toml", "--profile", path)
     assert code == 0, err
     assert_terminal_safe(out)
+
+
+@pytest.mark.parametrize("command", [["table"], ["compare", "SPEC"], ["lint"]])
+def test_markup_and_emoji_codes_in_a_name_are_printed_as_written(tmp_path, command):
+    name = ":warning: [bold]x[/] :red_circle:"
+    spec = tmp_path / "s.toml"
+    spec.write_text(spec_text(name, name), encoding="utf-8")
+    args = [spec if a == "SPEC" else a for a in command]
+    code, out, err = run_in(tmp_path, *args[:1], spec, *args[1:])
+    assert code == 0, err
+    assert name in out and "\u26a0" not in out, out

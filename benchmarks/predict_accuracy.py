@@ -133,7 +133,10 @@ def main():
         data = calibrate(args.device, budget_s=args.budget_s, timer=args.clock,
                          tables=(args.tables or args.amp or "fp32").split(","),
                          compile=False,
-                         progress=lambda s: print("  " + s, flush=True))
+                         progress=lambda what, done, total, left: (
+                             done == total or done % 50 == 0) and print(
+                             f"  {what}: {done}/{total} ({left:.0f} s of the budget left)",
+                             flush=True))
         stamp = started.replace(":", "").replace("-", "")[:15]
         profile_path = os.path.join(args.out, f"profile-{stamp}.json")
         with open(profile_path, "w") as fh:

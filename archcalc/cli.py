@@ -775,8 +775,8 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
     from .render.predict import render_profile
     from .render.safe import json_text
     from .torch.calibrate import calibrate as run
-    from .render.predict import calibrate_progress
-    with calibrate_progress(_stderr_console()) as progress:
+    from .render.predict import CalibrateProgress
+    with CalibrateProgress(_stderr_console()) as progress:
         profile = run(device, quick=quick, budget_s=budget_s, tables=names, compile=compile_,
                       timer=clock, progress=progress)
     write_atomic(output, json_text(profile, indent=1) + "\n")

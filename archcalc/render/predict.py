@@ -113,7 +113,7 @@ def render_profile(profile: dict, path: str, console) -> None:
         console.print(f"warning: {markup(issue)}", style="yellow", highlight=False)
 
 
-class calibrate_progress:
+class CalibrateProgress:
     """A rich progress bar on stderr for `archcalc calibrate`: one line per
     section (the device's constants, each table), points done of planned,
     and the seconds of the budget left. Called as progress(what, done,

@@ -34,6 +34,11 @@ Each layer's bound is the largest part of its time: compute (FLOPs at the
 calibrated rate), memory (bytes at the bandwidth; every elementwise op), or
 overhead (the per-op cost of the call, for tiny ops).
 
+The profile is read and validated in archcalc/profiles/ (rates.py, schema.py);
+what a prediction asked of it is checked against what it holds there too
+(trust.py): a table the spec needs and the profile lacks is an error, a thin
+one or a profile measured under load a warning on the Prediction.
+
 Pure analysis: this module never imports torch.
 """
 from __future__ import annotations

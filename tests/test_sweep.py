@@ -361,3 +361,16 @@ def test_the_page_escapes_what_the_spec_says(tmp_path):
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert "<script>alert(1)" not in page and "&lt;/script&gt;&lt;script&gt;alert(1)" in page
+
+
+def test_progress_is_reported_and_ends_at_the_total(monkeypatch):
+    import itertools
+
+    import archcalc.sweep.run as run_module
+    ticks = itertools.count(0, 2)          # a clock two seconds further at each reading
+    monkeypatch.setattr(run_module.time, "monotonic", lambda: next(ticks))
+    calls = []
+    spec = spec_path("tricks/7x7-vs-3x3/three_3x3.toml")
+    sweep(spec, ["C=16,32,64"], sets={"H": 7, "W": 7},
+          progress=lambda done, total: calls.append((done, total)))
+    assert calls[-1] == (3, 3) and [d for d, _ in calls[:3]] == [1, 2, 3]

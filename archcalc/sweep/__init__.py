@@ -13,11 +13,12 @@ from __future__ import annotations
 
 def sweep(spec, grids, *, links=(), where=(), objectives="params,macs", input=None,
           sets=None, batch=1, dtype="fp32", optimizer="adam", profile=None,
-          mode="inference", amp=None, fit=None, maximize=None, minimize=None):
+          mode="inference", amp=None, fit=None, maximize=None, minimize=None, progress=None):
     """The Python API of `archcalc sweep` (a SweepResult): ``spec`` a Spec or a
     path, ``grids`` texts such as "C=32,48,64", ``links`` "NAME=EXPR" texts,
     ``where`` constraint texts; with ``fit`` (a constraint) and ``maximize`` or
-    ``minimize`` (a grid variable), the best value of that variable under it."""
+    ``minimize`` (a grid variable), the best value of that variable under it;
+    ``progress(done, total)`` is called about once a second."""
     from ..errors import SpecError
     from .constraints import parse_constraint, parse_objectives
     from .engine import Evaluator
@@ -40,7 +41,7 @@ def sweep(spec, grids, *, links=(), where=(), objectives="params,macs", input=No
             raise SpecError("--fit CONSTRAINT goes with one of --maximize VAR or --minimize VAR")
         constraints.append(parse_constraint(fit, variables, has_profile, "--fit"))
         return run_fit(evaluator, constraints, goals, maximize or minimize, bool(maximize))
-    return run_sweep(evaluator, constraints, goals)
+    return run_sweep(evaluator, constraints, goals, progress)
 
 
 __all__ = ["sweep"]

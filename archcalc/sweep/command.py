@@ -95,12 +95,26 @@ def register(main, SPEC, dtype_option, input_option, set_option, format_option):
         result = run(spec, grids, links=links, where=where, objectives=objectives,
                      input=input_shape, sets=parse_sets(sets), batch=batch, dtype=dtype,
                      optimizer=optimizer, profile=profile, mode=mode, amp=amp, fit=fit,
-                     maximize=maximize, minimize=minimize)
+                     maximize=maximize, minimize=minimize, progress=_progress())
         _print(result, fmt, console)
         if output:
             _write(result, output)
 
     return sweep
+
+
+def _progress():
+    """A counter on stderr while a long sweep runs, on a terminal only (a pipe
+    or a log gets the result alone)."""
+    import sys
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        end = "\n" if done == total else ""
+        click.echo(f"\r{done:,} / {total:,} points", err=True, nl=False)
+        click.echo(end, err=True, nl=False)
+    return show
 
 
 def _check_output(output: str) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -35,15 +36,24 @@ class SweepResult:
         return [p for p in self.points if p.feasible]
 
 
-def run_sweep(evaluator: Evaluator, constraints, objectives) -> SweepResult:
+def run_sweep(evaluator: Evaluator, constraints, objectives, progress=None) -> SweepResult:
+    """``progress(done, total)``: called about once a second (the CLI's counter
+    on a terminal)."""
     # points that bind the spec's variables alike are evaluated one after the
     # other, so that they share a built graph whatever the order of the grids
     # (the graphs kept are few); the points keep their grid order and index
     todo = list(enumerate(evaluator.space.points()))
     graph_vars = [n for n in evaluator.space.names if n in evaluator.spec.vars]
     todo.sort(key=lambda item: tuple(item[1][n] for n in graph_vars))
+    points, last, shown = [], time.monotonic(), False
     with limits.pinned():
-        points = [evaluator.point(i, values, constraints) for i, values in todo]
+        for i, values in todo:
+            points.append(evaluator.point(i, values, constraints))
+            if progress is not None and time.monotonic() - last >= 1:
+                progress(len(points), len(todo))
+                last, shown = time.monotonic(), True
+    if shown:
+        progress(len(todo), len(todo))
     points.sort(key=lambda p: p.index)
     return finish(evaluator, points, constraints, objectives)
 

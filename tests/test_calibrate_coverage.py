@@ -175,6 +175,21 @@ def test_a_budget_that_ran_out_and_load_are_warned():
         "profile p.json: the bf16 GEMM peak is above fp32's"]
 
 
+def test_an_older_profile_is_judged_by_the_load_it_recorded():
+    """No trust record (an older calibrate): the load averages it kept decide;
+    with the CPU-time clock (the shipped profile's) load is no reason."""
+    data = thin(50)
+    data["host"].update(load_before=[6.12, 4.0, 2.0], load_after=[2.0, 1.0, 1.0],
+                        cpu_count=2)
+    resnet = archcalc.load(spec_path("resnet18.toml"))
+    assert predict(resnet, Profile(data, "p.json"), batches=[8])[0].warnings == []  # cpu clock
+    data["clock"] = "wall"
+    p, = predict(resnet, Profile(data, "p.json"), batches=[8])
+    assert p.warnings == ["profile p.json: measured under load (load average 6.12 on 2 cores "
+                          "before calibrating (over 1)): its times may be slower than this "
+                          "device's"]
+
+
 def test_a_missing_table_is_an_error_naming_table_and_profile():
     with pytest.raises(SpecError, match=r"^p.json: table fp32 has no conv points, and 20 conv "
                                         r"layers of the spec need them"):

@@ -91,7 +91,7 @@ def warnings_for(profile, table, usage: Usage, mode: str) -> list[str]:
         if used.get(kind) and planned and have.get(kind, 0) < MIN_COVERAGE * planned:
             say(f"profile {who}: table {table.name} holds {have[kind]} of the {planned} "
                 f"{kind} points calibrate planned (its budget ran out)")
-    trust = profile.data.get("trust") or {}
+    trust = profile.data.get("trust") or _legacy_trust(profile.data)
     if trust.get("measured_under_load"):
         why = "; ".join(trust.get("reasons") or []) or "as calibrate recorded"
         say(f"profile {who}: measured under load ({why}): its times may be slower than this "
@@ -99,6 +99,19 @@ def warnings_for(profile, table, usage: Usage, mode: str) -> list[str]:
     for issue in trust.get("sanity") or []:
         say(f"profile {who}: {issue}")
     return out
+
+
+def _legacy_trust(data: dict) -> dict:
+    """A profile from a calibrate that recorded no trust: judged by the load
+    averages it did record (no spread, no peaks: those it cannot tell)."""
+    host = data.get("host") or {}
+    if not host.get("load_before") and not host.get("load_after"):
+        return {}
+    return assess_calibration(cpu_count=host.get("cpu_count") or 1,
+                              threads=data.get("threads") or 1, clock=data.get("clock", "wall"),
+                              load_before=host.get("load_before"),
+                              load_after=host.get("load_after"), spreads=[], peaks={},
+                              native={})
 
 
 # --------------------------------------------------------------------------

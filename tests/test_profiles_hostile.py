@@ -238,13 +238,10 @@ def test_a_missing_table_the_prediction_needs_is_an_error_naming_it():
         data["tables"]["fp32"][kind] = {} if kind == "ops" else []
         line = outcome(data, needs)
         assert line and f"table fp32 has no {kind} points" in line, line
-    # a table the spec does not need may be empty: a net of convs alone needs no GEMM
+    # a table the spec does not need may be empty: NIN (convs, pools) needs no GEMM
     data = copy.deepcopy(SMALL)
     data["tables"]["fp32"]["linear"] = []
-    conv_only = archcalc.load(spec_path("fcn32s.toml")) if os.path.exists(
-        spec_path("fcn32s.toml")) else None
-    if conv_only is not None and not any(r.type == "fc" for r in conv_only.analyze().rows):
-        assert outcome(data, conv_only, "inference") is None
+    assert outcome(data, archcalc.load(spec_path("nin_cifar.toml")), "train") is None
 
 
 # --------------------------------------------------------------------------

@@ -146,6 +146,14 @@ def test_front_of_a_hundred_thousand_points_is_linear_work():
     assert ys == sorted(ys, reverse=True)
 
 
+def test_three_objectives_with_nearly_everything_on_the_front():
+    # maximise w and d, minimise w*d: no point dominates another with w, d >= 1;
+    # every (0, d) and (w, 0) is dominated by (0, 0): 299^2 + 1 on the front.
+    # The quadratic method would need about 4 x 10^9 comparisons here.
+    pts = [(w, d, -(w * d)) for w in range(300) for d in range(300)]
+    assert len(front(pts)) == 299 * 299 + 1
+
+
 # -- grids, links, the input ---------------------------------------------------------------
 
 def test_grid_forms():

@@ -99,7 +99,7 @@ class BatchSize(click.IntRange):
             except SpecError as e:
                 self.fail(str(e), param, ctx)
             except ValueError:
-                self.fail(f"{value[:40]!r} is not an integer", param, ctx)
+                self.fail(f"{value[:40]!r} is not a valid integer.", param, ctx)
         return super().convert(value, param, ctx)
 
 

@@ -406,7 +406,8 @@ def _load_include(path: str, inc, loading: _Loading, line: int | None) -> Spec:
     try:
         check_input_file(target, "a spec file", limits.MAX_FILE_BYTES)
     except SpecError as e:
-        raise SpecError(f"include {_short(inc)}: {e.message}", file=path, line=line) from None
+        shown = inc if len(inc) <= 60 else _short(inc)   # as written: "include lib.toml: ..."
+        raise SpecError(f"include {shown}: {e.message}", file=path, line=line) from None
     return load(target, loading)
 
 

@@ -268,7 +268,7 @@ def _load_report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="
     from .analysis import analyze
     from .spec.loader import load
     if is_import_target(spec_path):
-        spec = _import_spec(spec_path, input_shape or "3x224x224", None, False)
+        spec = _import_spec(spec_path, input_shape, None, False)
         input_shape = None
     else:
         spec = load(spec_path)
@@ -294,11 +294,12 @@ def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text
     from .usercode import parse_timeout, running_user_code
     seconds = parse_timeout(timeout)
     require("torch", "torch", "archcalc import")
-    from .torch import importer
+    from .torch import import_targets, importer
     try:
         with running_user_code(printable(target)[:80], seconds):
-            model, label = importer.load_target(target, kwargs_json)
-            done = importer.import_module(model, input_shape, name=name,
+            built = import_targets.load(target, kwargs_json)
+            model, label = built.model, built.label
+            done = importer.import_module(model, input_shape or built.default_input, name=name,
                                           allow_opaque=allow_opaque, label=label)
     except (importer.ImportFailure, importer.Unsupported) as e:
         fail(str(e), 1)
@@ -389,10 +390,11 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, colum
 @click.argument("target", metavar="MODULE:FACTORY")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="The TOML file to write [stdout].")
-@click.option("--input", "input_shape", metavar="CxHxW", default="3x224x224", show_default=True,
-              help="The input the model is traced at (the spec's input).")
+@click.option("--input", "input_shape", metavar="CxHxW", default=None,
+              help="The input the model is traced at (the spec's input) [a timm model's "
+                   "pretrained input_size; 3x224x224 otherwise].")
 @click.option("--kwargs", "kwargs_json", metavar="JSON",
-              help="Keyword arguments for the factory, a JSON object (never evaluated as "
+              help="Keyword arguments for the factory (timm: for create_model), a JSON object (never evaluated as "
                    "code), e.g. '{\"num_classes\": 10}'.")
 @click.option("--allow-opaque", is_flag=True,
               help="Keep operations without a kind as opaque rows (shape and params "
@@ -414,6 +416,7 @@ def import_(target, output, input_shape, kwargs_json, allow_opaque, name, timeou
     \b
     Examples:
       archcalc import torchvision.models:resnet50 -o resnet50.toml
+      archcalc import timm:resnet50 -o resnet50.toml    # timm's create_model, never pretrained
       archcalc import torchvision.models:resnet18 --kwargs '{"num_classes": 10}' --input 3x32x32
       archcalc import path/to/net.py:Net -o net.toml
       archcalc import mypkg.nets:build_net --allow-opaque -o net.toml
@@ -421,7 +424,7 @@ def import_(target, output, input_shape, kwargs_json, allow_opaque, name, timeou
     """
     from .output import check_output_path, shown, write_atomic
     if output is not None:
-        check_output_path(output, "-o")
+        check_output_path(output, "-o", [target.rpartition(":")[0]])
     done = _import_spec(target, input_shape, kwargs_json, allow_opaque, name, text=True,
                         timeout=timeout)
     if output is not None:
@@ -549,7 +552,7 @@ def export(spec, target, output, sets, no_memory_check):
     if target == "onnx":
         output = default_output(spec, ".onnx") if output is None else output
     if output is not None:
-        check_output_path(output, "-o")
+        check_output_path(output, "-o", [spec])
     require("torch", "torch", "archcalc export")
     import os
     import torch
@@ -629,7 +632,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     from .errors import require
     if output is not None:
         from .output import check_output_path
-        check_output_path(output, "-o")
+        check_output_path(output, "-o", [spec, predict_profile])
     require("torch", "torch", "archcalc bench")
     batches = parse_batches(batch_text)
     _require_device(device)
@@ -849,7 +852,7 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
     from .output import check_output_path, shown, write_atomic
     batches = parse_batches(batch_text)
     if output is not None:
-        check_output_path(output, "-o")
+        check_output_path(output, "-o", [spec, profile_name])
     profile = _profile(profile_name)
     if amp == "fp16" and profile.device == "cpu":
         raise SpecError("--amp fp16 needs a GPU profile; on the CPU use --amp bf16")
@@ -1137,7 +1140,7 @@ def plot(specs, output, depth, sets):
     output = default_output(specs[0], ".png") if output is None else output
     if not output.lower().endswith((".png", ".svg", ".pdf")):
         raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {shown(output)!r}")
-    check_output_path(output, "-o")
+    check_output_path(output, "-o", specs)
     reports = [_report(s, 1, "fp32", None, sets, False) for s in specs]
     used = draw(reports, output, depth)
     if used and not depth:
@@ -1220,7 +1223,7 @@ def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
         if not output.lower().endswith((".html", ".htm")):
             raise SpecError(f"-o takes an .html file (or - for stdout). "
                             f"Received: {shown(output)!r}")
-        check_output_path(output, "-o")
+        check_output_path(output, "-o", specs)
     values = parse_sets(sets)
     loaded = [load(s) for s in specs]
     for name in values:

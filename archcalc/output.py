@@ -58,12 +58,13 @@ def _kind_problem(mode: int) -> str | None:
     return None if stat.S_ISREG(mode) else "is not a regular file"
 
 
-def check_output_path(path, option: str = "-o") -> None:
+def check_output_path(path, option: str = "-o", inputs=()) -> None:
     """Refuse, before any work, an output path that cannot be written: an
     empty name, a name with a control character (a newline in a file name
     breaks every script that lists the folder), a missing folder, a folder
     where no file can be created (read-only, /proc), an existing directory,
-    FIFO, socket or device, or a file without write permission. Raises
+    FIFO, socket or device, a file without write permission, or one of the
+    command's ``inputs`` (export SPEC -o SPEC would replace the spec). Raises
     SpecError (exit 2). Nothing is opened, and nothing is left behind."""
     text = os.fsdecode(path) if isinstance(path, bytes) else str(path)
     if not text:
@@ -94,12 +95,23 @@ def check_output_path(path, option: str = "-o") -> None:
             raise _refuse(option, text, problem)
         if not os.access(target, os.W_OK):
             raise _refuse(option, text, "permission denied (the file is read-only)")
+        for source in inputs:
+            if _same_file(st, source):
+                raise _refuse(option, text, f"is this command's input ({shown(source)}); "
+                                            "give another file name")
     folder = os.path.dirname(os.path.abspath(target))
     if not os.path.isdir(folder):
         if os.path.lexists(folder):
             raise _refuse(option, text, f"{shown(folder)} is not a folder")
         raise _refuse(option, text, f"no such folder ({shown(folder)})")
     _probe(folder, option, text)
+
+
+def _same_file(st, source) -> bool:
+    try:
+        return os.path.samestat(st, os.stat(source))
+    except (OSError, TypeError, ValueError):   # not a file (a shipped spec's name)
+        return False
 
 
 def _resolved(path: str) -> str:

@@ -656,3 +656,18 @@ def test_markup_and_emoji_codes_in_a_name_are_printed_as_written(tmp_path, comma
     code, out, err = run_in(tmp_path, *args[:1], spec, *args[1:])
     assert code == 0, err
     assert name in out and "\u26a0" not in out, out
+
+
+@pytest.mark.parametrize("args", [
+    ["export", "tiny.toml", "-o", "tiny.toml"],
+    ["export", "tiny.toml", "-o", "link.toml"],          # a symlink to the input
+    ["predict", "tiny.toml", "-o", "tiny.toml"],
+    ["import", "net.py:Net", "--input", "3x8x8", "-o", "net.py"],
+    ["bench", "tiny.toml", "-o", "tiny.toml"],
+])
+def test_an_output_that_is_the_command_s_input_is_refused(in_work, args):
+    (in_work / "link.toml").symlink_to(in_work / "tiny.toml")
+    before = tree(in_work)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "is this command's input" in one_line(result.stderr)
+    assert tree(in_work) == before

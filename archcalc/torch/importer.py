@@ -429,6 +429,20 @@ class Call:
         return default
 
 
+def _single_output(out):
+    """A dict, tuple or list of one tensor (torchvision's segmentation models
+    return {"out": x}) is that tensor; several outputs are refused by name."""
+    if isinstance(out, dict) and len(out) == 1:
+        return next(iter(out.values()))
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        return out[0]
+    if isinstance(out, dict) and len(out) > 1:
+        raise SpecError(f"the model's forward returns {len(out)} outputs "
+                        f"({', '.join(map(str, out))}); import needs one tensor (a "
+                        "dict of several is not yet written as heads)")
+    return out
+
+
 class _NoMapping(Exception):
     """This call has no faithful kind (the reason says what differs)."""
 
@@ -1223,7 +1237,7 @@ class _GraphBuilder:
         if n.op == "output":
             if self.unsupported:
                 return
-            out = n.args[0]
+            out = _single_output(n.args[0])
             got = self.value.get(out) if isinstance(out, fx.Node) else None
             if isinstance(got, (_Pooled, _Indices)):
                 raise SpecError(f"the model's forward returns the indices of the max pool at "

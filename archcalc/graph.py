@@ -591,6 +591,7 @@ class _Builder:
                 raise SpecError(f"head #{i}: a head is a table {{name = \"...\", layers = [...]}} "
                                 f"(optional when); received {keys}")
             name = check_name(head["name"])
+            limits.charge(1, "expanding the spec")   # a head switched off costs its step too
             if "when" in head and not self._when(head["when"], scope):
                 continue
             try:
@@ -676,6 +677,8 @@ class _Builder:
             raise SpecError(f"a block call takes block, with, name, repeat and when; "
                             f"unknown key(s): {', '.join(sorted(extra))}")
         params = _block_params(block_name, definition.get("args", []))
+        # every argument is read at every call, literal or not
+        limits.charge(len(params), f"calls of block {block_name!r}")
         unknown = set(with_) - set(params)
         if unknown:
             raise SpecError(f"block {block_name!r} has no argument(s) "

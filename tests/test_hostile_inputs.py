@@ -77,6 +77,21 @@ def test_many_empty_branches(tmp_path, branches):
     refused(tmp_path, text, "ARCHCALC_MAX_")
 
 
+def test_switched_off_heads_count(tmp_path):
+    heads = ", ".join(f'{{name = "h{i}", layers = [{{relu = true}}], when = false}}'
+                      for i in range(5_000))
+    refused(tmp_path, HEADER + f'[blocks.b]\nheads = [{heads}, {{name = "on", layers = '
+            '[{relu = true}]}]\n[[layers]]\nrelu = true\n[[layers]]\nblock = "b"\n'
+            'repeat = 2000\n', "ARCHCALC_MAX_EXPANSION")
+
+
+def test_block_arguments_are_read_at_every_call(tmp_path):
+    args = ", ".join(f'"a{i}=1"' for i in range(10_000))
+    refused(tmp_path, HEADER + f'[blocks.b]\nargs = [{args}]\nlayers = [{{relu = true, '
+            'repeat = 0}]\n[[layers]]\nrelu = true\n[[layers]]\nblock = "b"\n'
+            'repeat = 90000\n', "ARCHCALC_MAX_EXPANSION")
+
+
 def test_long_conditions_count_their_operations(tmp_path):
     cond = " and ".join(["1 == 1"] * 90) + " and 0 == 1"     # ~900 characters
     refused(tmp_path, block_called([f'{{relu = true, when = "{cond}"}}'] * 20, 2_000),
@@ -293,7 +308,8 @@ def test_import_of_a_module_that_exits(tmp_path):
      "        while True:\n            pass\n", ["--timeout", "2"], "--timeout"),
     ("import torch.nn as nn\nNet = nn.ReLU\n", ["--kwargs", "{\"a\": " + "9" * 5000 + "}"],
      "--kwargs"),
-    ("import torch.nn as nn\nNet = nn.ReLU\n", ["--kwargs", "[" * 100_000 + "]" * 100_000],
+    # 120,000 characters: one argument is at most 128 KiB on Linux
+    ("import torch.nn as nn\nNet = nn.ReLU\n", ["--kwargs", "[" * 60_000 + "]" * 60_000],
      "ARCHCALC_MAX_JSON_DEPTH"),
 ])
 def test_import_cli(tmp_path, body, args, fragment):

@@ -9,6 +9,8 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from torch import nn
 from torch.nn import functional as F
 
@@ -383,3 +385,21 @@ def test_lenet5_activations_are_what_its_built_model_allocates():
     model = spec.build().eval()
     x = torch.zeros(1, 1, 32, 32)
     assert spec.analyze().totals["activations"] == forward_storage_elements(model, x) == 15_626
+
+
+@settings(max_examples=60)
+@given(k=st.integers(1, 7), d=st.integers(1, 3), p=st.integers(0, 6), extra=st.integers(0, 9))
+def test_a_fitted_default_padding_never_grows_the_map(k, d, p, extra):
+    """Whatever the default padding, PyTorch's output of the fitted padding is
+    at most the input; a padding that fits (2P <= D(F - 1)) is kept as is."""
+    n = d * (k - 1) + 1 + extra
+    fitted = fitted_padding(p, k, dilation=d)
+    pad = fitted if isinstance(fitted, int) else fitted[0]
+    x = torch.empty(1, 1, n, n, device="meta")
+    w = torch.empty(1, 1, k, k, device="meta")
+    out = F.conv2d(x, w, padding=pad, dilation=d).shape[-1]
+    assert out <= n
+    if 2 * p <= d * (k - 1):
+        assert pad == p
+    else:
+        assert out == n - (d * (k - 1)) % 2     # the most the kernel can keep

@@ -194,7 +194,10 @@ class SavedBytes:
         st = t.untyped_storage()
         if st.data_ptr() not in self.params:
             self.seen[st.data_ptr()] = st.nbytes()
-        return t
+        # a new tensor on the same storage: returning t itself, when t is the
+        # op's output, makes a cycle (t -> grad_fn -> saved t) that no gc sees,
+        # and the whole graph, weights included, leaked on every measurement
+        return t.detach()
 
     def __enter__(self):
         self.hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda t: t)

@@ -32,6 +32,7 @@ from .. import limits, sym
 from ..errors import SpecError
 
 UNBOUND = "?"
+SYMBOLIC_STEPS = 20   # expansion steps per operation on a formula (unbound variables)
 
 _ARITH = {
     ast.Add: operator.add,
@@ -180,6 +181,8 @@ class _Evaluator:
                 raise self.fail(f"the value {v:.3g} has more than "
                                 f"{limits.MAX_VALUE_DIGITS.value} digits")
             return v
+        # a sympy operation costs ~100 times an integer one: it counts as SYMBOLIC_STEPS
+        limits.charge(SYMBOLIC_STEPS, f"expanding the spec (at the formula {_short(self.text)})")
         v = sym.norm(v)
         if isinstance(v, int):
             return limits.check_value(v, f"in {_short(self.text)}")

@@ -341,6 +341,7 @@ def summarize(records: list[dict]) -> dict:
         "status": {s: status[s] for s in STATUSES},
         "imported": imported,
         "exact": status[EXACT],
+        "built_on_cpu": sum(1 for r in records if r.get("device") == "cpu"),
         "opaque_rows_median": _median([r["opaque_rows"] for r in records
                                        if r["status"] == OPAQUE]),
         "families": {f: dict(c) for f, c in sorted(families.items())},
@@ -374,6 +375,7 @@ def render_markdown(summary: dict, title="Import sweep") -> str:
              f"{summary['opaque_rows_median']})",
              f"- fail even with --allow-opaque: {s[FAILED]}; time limit: {s[TIMEOUT]}; "
              f"crashed: {s[CRASHED]}",
+             f"- built on CPU (not on the meta device): {summary.get('built_on_cpu', 0)}",
              f"- worker seconds in all: {summary['seconds_total']}", "",
              "## Failure families (the work list)", "",
              "| cause | models | examples |", "|---|---:|---|"]
@@ -409,10 +411,10 @@ def versions() -> dict:
             "timm": timm.__version__, "python": sys.version.split()[0]}
 
 
-def write(records, args, out_dir, done=True):
+def write(records, args, out_dir, done=True, versions_of=None):
     summary = summarize(records)
     os.makedirs(out_dir, exist_ok=True)
-    data = {"args": vars(args), "versions": versions(), "complete": done,
+    data = {"args": vars(args), "versions": versions_of or versions(), "complete": done,
             "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "summary": summary, "records": sorted(records, key=lambda r: r["target"])}
     for name, text in (("import_sweep.json", json.dumps(data, indent=1)),
@@ -429,7 +431,7 @@ def _footer(data):
     a = data["args"]
     return (f"\n---\n{data['date']}; torch {v['torch']}, torchvision {v['torchvision']}, "
             f"timm {v['timm']}; --workers {a['workers']} --timeout {a['timeout']} "
-            f"--sample {a['sample']} --only {a['only']} --limit {a['limit']} --plus {a['plus']}"
+            f"--sample {a['sample']} --only {a['only']} --limit {a['limit']} --plus {a.get('plus')}"
             f"{'' if data['complete'] else ' (INCOMPLETE: the run was still going)'}\n")
 
 
@@ -447,11 +449,28 @@ def parse_args(argv=None):
                     help="RLIMIT_AS of each worker, GiB [12]; 0: none")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
     ap.add_argument("--out", default=RESULTS, help="the folder of the results")
+    ap.add_argument("--from-json", nargs="+", metavar="JSON",
+                    help="import nothing: summarize the records of these results files (a "
+                         "later file's record of a target replaces an earlier one's)")
     return ap.parse_args(argv)
+
+
+def from_json(args):
+    records, versions_of, complete, run_args = {}, None, True, args
+    for path in args.from_json:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        records.update((r["target"], r) for r in data["records"])
+        versions_of, complete = data["versions"], complete and data.get("complete", True)
+        run_args = argparse.Namespace(**{**data["args"], "from_json": None})
+    summary = write(list(records.values()), run_args, args.out, complete, versions_of)
+    print(render_markdown(summary), end="")
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.from_json:
+        return from_json(args)
     import archcalc.torch.importer  # noqa: F401  (loaded once; the forked workers share it)
     jobs = select(timm_targets() + torchvision_targets(), args.only, args.sample, args.limit,
                   args.plus)

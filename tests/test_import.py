@@ -7,8 +7,8 @@
   whole list in about a minute);
 - a representative subset with real weights: the spec's built model loads
   the original's state_dict strictly and gives its outputs within 1e-5, and
-  `export --to python` keeps the keys; the whole list so with ARCHCALC_SLOW=1
-  (marked slow);
+  `export --to python` keeps the keys; the whole list so under `-m slow` or
+  ARCHCALC_SLOW=1 (marked slow, deselected by default);
 - round trips: a shipped torchvision-form spec, compiled and imported back,
   has the shipped spec's totals;
 - the command line: files, --kwargs, --input, --allow-opaque, one-line errors
@@ -43,7 +43,6 @@ MODELS = tv.models.list_models(module=tv.models)
 NO_KIND = {"maxvit_t", "swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s", "swin_v2_b"}
 SIZE = {"vit_b_16": 224, "vit_b_32": 224, "vit_l_16": 224, "vit_l_32": 224, "vit_h_14": 224,
         "inception_v3": 96}
-SLOW = os.environ.get("ARCHCALC_SLOW", "") not in ("", "0")
 
 
 def empty_model(name):
@@ -169,8 +168,7 @@ def test_built_spec_loads_the_state_dict_and_computes_the_same(name, tmp_path):
                                         "convnext_tiny"), tmp_path=tmp_path)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not SLOW, reason="the full sweep with real weights: ARCHCALC_SLOW=1")
+@pytest.mark.slow   # the full sweep with real weights
 @pytest.mark.parametrize("name", sorted(set(MODELS) - NO_KIND - set(SUBSET)))
 def test_full_sweep_state_dict_and_outputs(name):
     size = SIZE.get(name, 64)

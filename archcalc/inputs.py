@@ -128,6 +128,9 @@ def parse_json(text: str, what: str):
     except RecursionError:
         raise limits.MAX_JSON_DEPTH.exceeded(f"{what}: JSON nested too deeply") from None
     except ValueError as e:  # an integer of over 4,300 digits; NaN, Infinity
+        if "digits" in str(e):
+            raise SpecError(f"{what}: an integer of more than 4,300 digits; values past "
+                            f"10^{limits.MAX_VALUE_DIGITS.value} are refused") from None
         raise SpecError(f"{what}: invalid JSON: {str(e)[:120]}") from None
     _check_values(value, what)
     return value

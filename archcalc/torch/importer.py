@@ -139,7 +139,13 @@ def parse_kwargs(text: str | None) -> dict:
     if text is None or not text.strip():
         return {}
     from ..inputs import parse_json   # bounded: size, depth, digits, finite numbers
-    value = parse_json(text, "--kwargs")
+    try:
+        value = parse_json(text, "--kwargs")
+    except SpecError as e:
+        if "ARCHCALC_" in e.message:   # a limit's message says how to raise it
+            raise
+        raise SpecError(f"--kwargs takes a JSON object such as '{{\"num_classes\": 10}}'; "
+                        f"{e.message.removeprefix('--kwargs: ')}") from None
     if not isinstance(value, dict):
         raise SpecError(f"--kwargs takes a JSON object such as '{{\"num_classes\": 10}}'. "
                         f"Received a JSON {type(value).__name__}")

@@ -228,3 +228,19 @@ def test_error_family_takes_out_names_and_numbers():
     assert a == b
     with pytest.raises(SpecError):
         import_targets.timm_name("timm:not a name")
+
+
+def test_from_json_summarizes_saved_records(tmp_path, capsys):
+    """--from-json imports nothing: a later file's record replaces an earlier one's."""
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    saved = {"args": {"workers": 2, "timeout": 180, "sample": None, "only": None,
+                      "limit": None, "plus": None}, "complete": True,
+             "versions": {"torch": "t", "torchvision": "v", "timm": "1.0.31"}}
+    first.write_text(json.dumps({**saved, "records": FAKE}))
+    fixed = fake("timm:dla34", "timm.dla", "exact", params_ok=True, macs_ok=True)
+    second.write_text(json.dumps({**saved, "records": [fixed]}))
+    SWEEP.main(["--from-json", str(first), str(second), "--out", str(tmp_path / "out")])
+    data = json.loads((tmp_path / "out" / "import_sweep.json").read_text())
+    assert data["summary"]["models"] == 7 and data["summary"]["exact"] == 2
+    assert "- exact (params == sum(numel)" in capsys.readouterr().out
+    assert "timm 1.0.31" in (tmp_path / "out" / "import_sweep.md").read_text()

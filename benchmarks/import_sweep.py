@@ -304,14 +304,39 @@ class Pool:
 # -- the summary ---------------------------------------------------------------
 
 
+# the spellings of one operation: torch.nn.functional.linear, torch._C._nn.linear,
+# torch.ops.aten.linear.default (torch.export's graph), Tensor.view, operator.matmul
+_OP_PREFIX = re.compile(r"^(torch\.nn\.functional\.|torch\._C\._nn\.|torch\.ops\.aten\."
+                        r"|torch\._VariableFunctionsClass\.|torch\.|Tensor\.|operator\.)")
+_OP_OVERLOAD = re.compile(r"\.(default|Tensor|Scalar|dtype|int|self|dim|using_ints)$")
+# an op in Unsupported's message: "torch.nn.functional.batch_norm (why): 33 calls, at"
+_OP_IN_MESSAGE = re.compile(r"(?:: |; )([\w.]+)(?: \([^)]*\))?: \d+ calls?, at")
+
+
+def operation(op: str) -> str:
+    """One name for an op's spellings: batch_norm, matmul, view; a module
+    class (timm.models.cait.LayerScaleBlockClassAttn) stays whole."""
+    if op.startswith("timm.") or ".modules." in op:
+        return op
+    return _OP_OVERLOAD.sub("", _OP_PREFIX.sub("", op))
+
+
+def record_ops(rec) -> list[str]:
+    """The operations without a kind a record names: its ops, or those of its
+    error message where the import failed even with --allow-opaque."""
+    ops = rec.get("ops") or _OP_IN_MESSAGE.findall(rec.get("error") or "")
+    return sorted({operation(op) for op in ops})
+
+
 def error_family(rec) -> list[str]:
     """The failure families a record belongs to: one per op without a kind
     (an import can lack several), else its error with names and numbers
     taken out, so one cause groups the models it stops."""
     if rec["status"] == MISMATCH:
         return [f"imports, but {' and '.join(w for w, ok in (('params', rec.get('params_ok')), ('MACs', rec.get('macs_ok'))) if not ok)} differ"]
-    if rec.get("ops"):
-        return [f"no kind: {op}" for op in rec["ops"]]
+    ops = record_ops(rec)
+    if ops:
+        return [f"no kind: {op}" for op in ops]
     text = rec.get("error") or "?"
     text = re.sub(r"cannot import [^:]+:[^:\s]+:?", "cannot import MODEL:", text)
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", text)
@@ -334,7 +359,7 @@ def summarize(records: list[dict]) -> dict:
         if r["status"] != EXACT:
             for cause in error_family(r):
                 causes[cause].append(r["target"])
-    sole = Counter(r["ops"][0] for r in records if len(r.get("ops") or ()) == 1)
+    sole = Counter(ops[0] for ops in map(record_ops, records) if len(ops) == 1)
     slow = sorted(records, key=lambda r: -r.get("seconds", 0))[:max(1, n // 100)] if n else []
     return {
         "models": n,

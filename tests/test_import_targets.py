@@ -180,13 +180,13 @@ def test_summary_counts_the_fake_sweep():
                            "timeout": 1, "crashed": 0}
     assert s["opaque_rows_median"] == 49
     causes = {c: (n, ex) for c, n, ex in s["causes"]}
-    assert causes["no kind: torch.nn.functional.batch_norm"] == (
+    assert causes["no kind: batch_norm"] == (
         2, ["timm:efficientnet_b0", "timm:convnext_tiny"])
     # names and numbers taken out: one cause for both DLAs
     dla = [c for c in causes if "share the name" in c]
     assert len(dla) == 1 and causes[dla[0]][0] == 2
     assert causes["imports, but MACs differ"] == (1, ["timm:resnet50"])
-    assert s["sole_blocker"] == {"torch.nn.functional.batch_norm": 1}
+    assert s["sole_blocker"] == {"batch_norm": 1}
     assert s["families"]["timm.dla"] == {"models": 2, "failed": 2}
     assert s["slowest"] == [["timm:huge", 180.0]]
     text = SWEEP.render_markdown(s)
@@ -218,6 +218,24 @@ def test_select_only_limit_plus():
         [{"target": "torchvision.models:alexnet", "family": "torchvision.alexnet"}]
     got = SWEEP.select(targets, only="^timm:", limit=2, plus="^torchvision")
     assert [t["target"] for t in got] == ["timm:m0", "timm:m1", "torchvision.models:alexnet"]
+
+
+def test_one_operation_one_family_whatever_its_spelling():
+    """fx's and torch.export's names of one op; a module kept whole stays whole."""
+    spellings = ["torch.nn.functional.linear", "torch._C._nn.linear",
+                 "torch.ops.aten.linear.default"]
+    assert {SWEEP.operation(op) for op in spellings} == {"linear"}
+    assert SWEEP.operation("operator.matmul") == SWEEP.operation(
+        "torch.ops.aten.matmul.default") == "matmul"
+    assert SWEEP.operation("timm.models.cait.LayerScaleBlockClassAttn") == \
+        "timm.models.cait.LayerScaleBlockClassAttn"
+    # an import that failed even with --allow-opaque: its ops read from the message
+    rec = fake("timm:x", "timm.x", "failed", error=(
+        "Unsupported: cannot import timm:x: 5 operation(s) have no archcalc kind: "
+        "timm.models.efficientvim.EfficientViMBlock (its output is not one tensor): 4 calls, "
+        "at stages.0; torch.nn.functional.batch_norm: 1 call, at bn1. --allow-opaque ..."))
+    assert SWEEP.error_family(rec) == ["no kind: batch_norm",
+                                       "no kind: timm.models.efficientvim.EfficientViMBlock"]
 
 
 def test_error_family_takes_out_names_and_numbers():

@@ -341,7 +341,8 @@ def _warn(report):
 @set_option
 @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")), default="adam",
               show_default=True, help="Optimizer whose state the training memory counts.")
-@click.option("--strict", is_flag=True, help="Make a layer that does not tile its input an error.")
+@click.option("--strict", is_flag=True, help="Make a warning an error: a layer that does not "
+              "tile its input, or one that grows its map (unless it says grows = true).")
 @click.option("--depth", type=click.IntRange(min=1), default=None,
               help="Fold everything below this depth into one row per block (sums).")
 @click.option("--columns", metavar="COL,COL...",

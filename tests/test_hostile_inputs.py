@@ -425,6 +425,24 @@ def test_bad_include_paths_name_the_spec(tmp_path, include, fragment, where):
     assert "Error" not in line.split("error:", 1)[1]   # no Python exception name
 
 
+@settings(max_examples=200)
+@given(name=st.text(min_size=0, max_size=40), where=st.sampled_from(["top", "layer"]))
+def test_any_include_name_is_a_file_or_one_line_naming_the_spec(tmp_path_factory, name, where):
+    """Random include names (NUL bytes, separators, '..', controls, empty): the
+    spec loads or one SpecError names the spec file; never another exception."""
+    from archcalc.spec.loader import load
+    folder = tmp_path_factory.mktemp("inc")
+    quoted = json.dumps(name)   # a TOML basic string is JSON's, for these characters
+    text = (f"include = [{quoted}]\n" + layer("{relu = true}")) if where == "top" else \
+        HEADER + f"layers = [{{include = {quoted}}}]\n"
+    (folder / "spec.toml").write_text(text, encoding="utf-8")
+    try:
+        load(str(folder / "spec.toml"))
+    except SpecError as e:
+        assert "spec.toml" in str(e) or "ARCHCALC_" in str(e), str(e)
+        assert "\n" not in str(e)
+
+
 def test_every_limit_is_documented():
     """docs/limits.md carries limits.table_markdown() as generated, so a limit
     added without its documentation fails here."""

@@ -224,6 +224,8 @@ def load(path: str, _loading: _Loading | None = None) -> Spec:
 
 def loads(text: str, file: str = "<spec>") -> Spec:
     """A spec from TOML text; includes are relative to the current directory."""
+    if not isinstance(file, str) or "\0" in file:
+        raise SpecError(f"loads(): file must be a name without NUL bytes. Received: {file!r:.60}")
     loading = _Loading().enter(file, os.path.realpath(file))
     return _from_data(parse_toml(text, file), text, file, loading)
 

@@ -272,3 +272,28 @@ def test_every_page_is_in_the_nav():
     pages = {os.path.basename(p) for p in PAGES if p.startswith("docs")}
     from archcalc.docs import GENERATED
     assert pages | set(GENERATED) <= listed, sorted(pages | set(GENERATED) - listed)
+
+
+def _help_examples():
+    """Every example line of every command's --help (continuation lines joined)."""
+    from archcalc.cli import main
+    from archcalc.docs import _help_parts
+    found = []
+    for name, command in sorted(main.commands.items()):
+        text = "\n".join(_help_parts(command)[1]).replace("\\\n", " ")
+        found += [(name, line) for line in text.splitlines() if line.startswith("archcalc ")]
+    return found
+
+
+@pytest.mark.parametrize("name,example", _help_examples())
+def test_help_examples_parse(name, example):
+    """The CLI reference shows each command's --help examples; running them all
+    would import models and read data folders, so their options are checked:
+    every option exists and every value is one the option accepts."""
+    from archcalc.cli import main
+    words = shlex.split(example.split(" #")[0])
+    if ">" in words:
+        words = words[:words.index(">")]
+    command = main.get_command(None, words[1])     # import's help shows a table example too
+    assert command is not None, example
+    command.make_context(words[1], words[2:])

@@ -403,3 +403,15 @@ def test_a_fitted_default_padding_never_grows_the_map(k, d, p, extra):
         assert pad == p
     else:
         assert out == n - (d * (k - 1)) % 2     # the most the kernel can keep
+
+
+@pytest.mark.parametrize("inplace", [True, False])
+def test_activation_modules_import_with_their_inplace(inplace):
+    """nn.ReLU() (PyTorch's default: not in place) in a conv-bn-relu Sequential:
+    the imported total is what the module's forward allocates either way."""
+    model = nn.Sequential(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False),
+                                        nn.BatchNorm2d(8), nn.ReLU(inplace=inplace))).eval()
+    x = torch.zeros(1, 3, 16, 16)
+    spec = archcalc.from_module(model, input=(3, 16, 16))
+    assert spec.analyze().totals["activations"] == forward_storage_elements(model, x) \
+        == 3 * 256 + (2 if inplace else 3) * 8 * 256

@@ -561,7 +561,13 @@ def _batch_norm(c: Call, m):
 
 
 def _act(kind, **args):
-    return lambda c, m: row(kind, **args)
+    """An activation module; nn.ReLU() is not in place (PyTorch's default), so
+    its row says so where the kind's own default is in place."""
+    def mapper(c, m):
+        if isinstance(getattr(m, "inplace", None), bool):
+            return row(kind, inplace=m.inplace, **args)
+        return row(kind, **args)
+    return mapper
 
 
 for _cls, _kind in ((nn.ReLU, "relu"), (nn.ReLU6, "relu6"), (nn.Hardswish, "hardswish"),
@@ -2512,7 +2518,8 @@ def _fuse_level(entry: dict, defaults: dict) -> dict:
         rest = rest[1:]
     if rest:
         act = _row_kind(rest[0])
-        if act not in ACTIVATIONS or len(rest) > 1 or \
+        # an nn.ReLU() that is not in place stays a row: fused, it would work in place
+        if act not in ACTIVATIONS or len(rest) > 1 or "inplace" in rest[0] or \
                 _activation_args(rest[0], act) != defaults.get(act, {}):
             return entry
         fused["activation"] = act

@@ -61,7 +61,8 @@ class Row:
     findings: list = field(default_factory=list)
 
     def as_json(self) -> dict:
-        j = sym.to_json
+        def j(x):  # ints (nearly every figure) skip sym's checks: 100,000 rows add up
+            return x if type(x) is int else sym.to_json(x)
         return {
             "index": self.index, "name": self.name, "path": list(self.path),
             "type": self.type, "output_shape": [j(d) for d in self.output_shape],
@@ -120,8 +121,10 @@ class Report:
         return out
 
     def to_json(self, indent: int | None = 2) -> str:
-        from .render.safe import json_text  # no lone surrogates, no NaN
-        return json_text(self.to_dict(), indent=indent)
+        from .render.safe import json_document, json_text  # no lone surrogates, no NaN
+        if indent is None:
+            return json_text(self.to_dict())
+        return json_document(self.to_dict(), rows="layers")
 
     def _repr_html_(self) -> str:
         """A notebook shows the report: graph, table, charts (archcalc.render.report)."""

@@ -1,4 +1,15 @@
-"""Layer kinds. Importing this package registers every kind once."""
+"""Layer kinds. Importing this package registers every kind once.
+
+Convention: a family of kinds lives in ``<family>.py`` (pure Python: the
+argument schema, shape, params, MACs/FLOPs, backward, saved tensors, receptive
+field, cost model, lint remarks and ``build``). The nn.Module classes
+torch.nn lacks that its kinds build live beside it in ``<family>_torch.py``
+(e.g. ``conv.py`` -> ``conv_torch.py``: PartialConv2d, LocallyConnected2d),
+imported only inside ``build``, so analysing a spec never imports torch. A
+kind names those classes in ``torch_classes``; ``Kind.module_classes()``
+returns them, and ``archcalc export`` copies them into exported files from
+there. Tables of kinds elsewhere are derived from the kinds' attributes.
+"""
 from .base import REGISTRY, Arg, Kind, Saved, kinds, lookup, register  # noqa: F401
 from . import conv, pool, linear, norm, activation, resample, se, shuffle, tokens, opaque  # noqa: F401,E501  (registration)
 from . import multiply, reshape, spp, dropconnect  # noqa: F401  (registration: the lectures' later systems)

@@ -190,6 +190,7 @@ class DropPath(Kind):
     identity at inference; in training each sample ("row") or the whole batch
     ("batch") is dropped with probability p and the rest scaled by 1/(1 - p)."""
     name = "drop_path"
+    torch_classes = ('StochasticDepth',)  # in activation_torch.py
     aliases = ("stochastic_depth",)
     primary = "p"
     summary = "stochastic depth: drop a residual branch per sample (mode row) or per batch"
@@ -218,7 +219,7 @@ class DropPath(Kind):
         return (Cost("mul", elements=sym.prod(x), train_only=True),)
 
     def build(self, a, x):
-        from ..torch.modules import StochasticDepth
+        from .activation_torch import StochasticDepth
         return StochasticDepth(a.p, a.mode)
 
 
@@ -233,6 +234,7 @@ class Maxout(Kind):
     """Maxout over channels (Goodfellow et al. 2013): the max of each group of
     `pieces` consecutive channels; follow a conv or fc with pieces x the units."""
     name = "maxout"
+    torch_classes = ('Maxout',)  # in activation_torch.py
     nonlinear = True
     primary = "pieces"
     summary = "max over groups of `pieces` channels: C x H x W -> C/pieces x H x W"
@@ -259,5 +261,5 @@ class Maxout(Kind):
         return (Cost("maxpool2s2", elements=sym.prod(x)),)
 
     def build(self, a, x):
-        from ..torch.modules import Maxout as Module
+        from .activation_torch import Maxout as Module
         return Module(a.pieces)

@@ -226,6 +226,10 @@ class Kind:
     # computes in fp32 (its output is fp32), "follow" runs in its input's dtype
     autocast: str = "follow"
     inputs: str = "any"                 # "chw" | "tokens" | "any": what input rank it takes
+    # names of the nn.Module classes torch.nn lacks that ``build`` returns,
+    # defined in the companion module ``<family>_torch.py`` beside the kind's
+    # file (``export`` copies them into exported files; see ``module_classes``)
+    torch_classes: tuple[str, ...] = ()
 
     # -- the rules -------------------------------------------------------
     def output_shape(self, a, x: Shape) -> Shape:
@@ -310,6 +314,15 @@ class Kind:
     def findings(self, a, x: Shape) -> list[str]:
         """Non-fatal remarks (a layer that does not tile its input)."""
         return []
+
+    def module_classes(self) -> tuple:
+        """The classes named by ``torch_classes``, from the kind's companion
+        module (imports torch: call it only where torch is wanted)."""
+        if not self.torch_classes:
+            return ()
+        import importlib
+        companion = importlib.import_module(type(self).__module__ + "_torch")
+        return tuple(getattr(companion, name) for name in self.torch_classes)
 
     def build(self, a, x: Shape):  # pragma: no cover - each kind overrides
         raise NotImplementedError(f"{self.name} has no PyTorch builder yet")

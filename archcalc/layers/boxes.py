@@ -25,6 +25,7 @@ from .base import Arg, Cost, Kind, Saved, fmt_shape, register
 @register
 class L2Norm(Kind):
     name = "l2norm"
+    torch_classes = ('L2Norm',)  # in boxes_torch.py
     aliases = ("l2_norm", "l2_normalize")
     primary = "scale"
     inputs = "chw"
@@ -51,13 +52,14 @@ class L2Norm(Kind):
         return (Cost("layer_norm", elements=sym.prod(x), tensors=(x[0],)),)
 
     def build(self, a, x):
-        from ..torch.lecture_modules import L2Norm as Module
+        from .boxes_torch import L2Norm as Module
         return Module(int(x[0]), a.scale, a.eps)
 
 
 @register
 class PerAnchor(Kind):
     name = "per_anchor"
+    torch_classes = ('PerAnchor',)  # in boxes_torch.py
     aliases = ("anchor_rows",)
     primary = "values"
     inputs = "chw"
@@ -86,5 +88,5 @@ class PerAnchor(Kind):
         return (Cost("copy", elements=sym.prod(x)),)
 
     def build(self, a, x):
-        from ..torch.lecture_modules import PerAnchor as Module
+        from .boxes_torch import PerAnchor as Module
         return Module(int(a.values))

@@ -203,6 +203,7 @@ class Conv(Weighted, Kind):
 class ConvTable(Weighted, Kind):
     """LeNet-5's C3: each output map reads only a listed subset of the inputs."""
     name = "conv_table"
+    torch_classes = ('PartialConv2d',)  # in conv_torch.py
     aliases = ("partial_conv",)
     primary = "connections"
     summary = "conv whose output map i reads only the input maps connections[i] (LeNet-5 C3)"
@@ -276,7 +277,7 @@ class ConvTable(Weighted, Kind):
         return sliding_findings(a, x, a.kernel, a.stride, self.dilation)
 
     def build(self, a, x):
-        from ..torch.modules import PartialConv2d
+        from .conv_torch import PartialConv2d
         return PartialConv2d(a.connections, tuple(a.kernel), tuple(a.stride),
                              torch_padding(a), a.bias)
 
@@ -382,6 +383,7 @@ class LocallyConnected(Weighted, Kind):
     """Like conv, but every output position has its own weights (no sharing):
     the lecture's 32x32x3 input with 5x5 fields and 30 maps."""
     name = "local"
+    torch_classes = ('LocallyConnected2d',)  # in conv_torch.py
     aliases = ("locally_connected",)
     primary = "out"
     summary = "locally connected (unshared weights): out maps, kernel, stride, padding"
@@ -442,7 +444,7 @@ class LocallyConnected(Weighted, Kind):
         return sliding_findings(a, x, a.kernel, a.stride, self.dilation)
 
     def build(self, a, x):
-        from ..torch.modules import LocallyConnected2d
+        from .conv_torch import LocallyConnected2d
         y = self.output_shape(a, x)
         return LocallyConnected2d(x[0], a.out, (y[1], y[2]), tuple(a.kernel), tuple(a.stride),
                                   tuple(a.padding), a.bias)

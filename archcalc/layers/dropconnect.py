@@ -23,6 +23,7 @@ BOOL = 1
 @register
 class DropConnect(FullyConnected):
     name = "dropconnect"
+    torch_classes = ('DropConnectLinear',)  # in dropconnect_torch.py
     aliases = ("drop_connect", "dropconnect_fc")
     summary = ("fully connected with DropConnect: each weight dropped with probability p while "
                "training (one mask per minibatch, kept weights / (1 - p)); an fc at inference")
@@ -58,6 +59,6 @@ class DropConnect(FullyConnected):
     def build(self, a, x):
         from torch import nn
 
-        from ..torch.lecture_modules import DropConnectLinear
+        from .dropconnect_torch import DropConnectLinear
         linear = DropConnectLinear(self.fan_in(x), a.out, bias=a.bias, p=a.p)
         return nn.Sequential(nn.Flatten(), linear) if len(x) == 3 else linear

@@ -45,6 +45,7 @@ class Factor(Arg):
 @register
 class Multiply(Kind):
     name = "multiply"
+    torch_classes = ('Multiply',)  # in multiply_torch.py
     aliases = ("mul_const", "scale_by")
     primary = "by"
     summary = ('x times a constant: 0.17 (Inception-ResNet\'s residual scaling) or "1/3" '
@@ -70,5 +71,5 @@ class Multiply(Kind):
         return a.inplace
 
     def build(self, a, x):
-        from ..torch.lecture_modules import Multiply as Module
+        from .multiply_torch import Multiply as Module
         return Module(a.by, a.inplace)

@@ -127,6 +127,7 @@ class LayerNorm(Kind):
     over the width D of each of N x D tokens, or over the features of an F
     vector (nn.LayerNorm)."""
     name = "layer_norm"
+    torch_classes = ('LayerNorm2d',)  # in norm_torch.py
     aliases = ("ln", "layernorm")
     summary = ("layer norm over the channels at each position (ConvNeXt's LayerNorm2d), "
                "over each token's D, or over the features (F)")
@@ -172,7 +173,7 @@ class LayerNorm(Kind):
     def build(self, a, x):
         from torch import nn
         if len(x) == 3:
-            from ..torch.modules import LayerNorm2d
+            from .norm_torch import LayerNorm2d
             return LayerNorm2d(x[0], eps=a.eps, elementwise_affine=a.affine,
                                bias=a.bias)
         return nn.LayerNorm(self.width(x), eps=a.eps, elementwise_affine=a.affine, bias=a.bias)
@@ -278,6 +279,7 @@ class InstanceNorm(Kind):
 class LayerScale(Kind):
     """ConvNeXt's (and CaiT's) learned per-channel scale of a residual branch."""
     name = "layer_scale"
+    torch_classes = ('LayerScale',)  # in norm_torch.py
     primary = "init"
     summary = "x times a learned per-channel gamma (ConvNeXt), initialized to init"
     flops_rule = "1 per element"
@@ -296,5 +298,5 @@ class LayerScale(Kind):
         return Saved(input=True)  # gamma's gradient needs x
 
     def build(self, a, x):
-        from ..torch.modules import LayerScale as Module
+        from .norm_torch import LayerScale as Module
         return Module(x[0], a.init, len(x))

@@ -173,6 +173,7 @@ class Subsample(_Pool):
     """LeCun 1998's S2/S4: the sum of each 2x2 window times a trainable
     coefficient plus a trainable bias, per map (2 parameters a map)."""
     name = "subsample"
+    torch_classes = ('Subsample',)  # in pool_torch.py
     aliases = ("lecun_subsample",)
     summary = "LeNet-5 subsampling: average pool times a learned coefficient plus a learned bias, per map"
     flops_rule = "kh*kw + 1 per output element (average, then scale and shift)"
@@ -201,7 +202,7 @@ class Subsample(_Pool):
         return Saved(input=True, extra=((sym.prod(y), None),))
 
     def build(self, a, x):
-        from ..torch.modules import Subsample as Module
+        from .pool_torch import Subsample as Module
         return Module(x[0], tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding))
 
 
@@ -417,6 +418,7 @@ class PadShortcut(Kind):
     """He et al. 2015's option A shortcut (CIFAR ResNets): take every S-th
     pixel and append zero channels up to `out`. No parameters, no FLOPs."""
     name = "pad_shortcut"
+    torch_classes = ('PadShortcut',)  # in pool_torch.py
     summary = "x[:, :, ::S, ::S] with zero channels appended up to out (ResNet option A)"
     flops_rule = "0 (a strided copy)"
     inputs = "chw"
@@ -439,5 +441,5 @@ class PadShortcut(Kind):
         return (Cost("copy", elements=sym.prod(y)),)
 
     def build(self, a, x):
-        from ..torch.modules import PadShortcut as Module
+        from .pool_torch import PadShortcut as Module
         return Module(a.out - x[0], tuple(a.stride))

@@ -38,6 +38,7 @@ class ShapeArg(Arg):
 @register
 class Reshape(Kind):
     name = "reshape"
+    torch_classes = ('Reshape',)  # in reshape_torch.py
     aliases = ("view",)
     primary = "shape"
     summary = ("each sample reshaped to [C, H, W], [N, D] or [F] (one size may be -1); "
@@ -82,7 +83,7 @@ class Reshape(Kind):
         return [f"{before} = {' * '.join(sym.plain(d) for d in y)} elements"]
 
     def build(self, a, x):
-        from ..torch.lecture_modules import Reshape as Module
+        from .reshape_torch import Reshape as Module
         return Module(self.output_shape(a, x))
 
 

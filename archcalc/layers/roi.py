@@ -75,6 +75,7 @@ class _RoI(Kind):
 @register
 class RoIPool(_RoI):
     name = "roi_pool"
+    torch_classes = ('RoIPool',)  # in roi_torch.py
     aliases = ("roi_pooling", "roipool")
     summary = ("RoI max pooling (Fast R-CNN): R regions of a C x H x W map, each to oh x ow "
                "bins: R x (C*oh*ow)")
@@ -87,13 +88,14 @@ class RoIPool(_RoI):
         return Saved(extra=((sym.prod(y), INT32), (sym.norm(a.regions * 5), None)))
 
     def build(self, a, x):
-        from ..torch.lecture_modules import RoIPool as Module
+        from .roi_torch import RoIPool as Module
         return Module(a.output, int(a.regions), a.stride, "max")
 
 
 @register
 class RoIAlign(_RoI):
     name = "roi_align"
+    torch_classes = ('RoIPool',)  # in roi_torch.py
     aliases = ("roialign",)
     summary = ("RoI align (Mask R-CNN): bilinear samples instead of rounded bins: "
                "R x (C*oh*ow)")
@@ -114,5 +116,5 @@ class RoIAlign(_RoI):
         return 4.0 * a.sampling * a.sampling / 9.0
 
     def build(self, a, x):
-        from ..torch.lecture_modules import RoIPool as Module
+        from .roi_torch import RoIPool as Module
         return Module(a.output, int(a.regions), a.stride, "align", a.sampling, a.aligned)

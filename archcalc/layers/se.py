@@ -23,6 +23,7 @@ SE_GATES = ("sigmoid", "hardsigmoid")
 @register
 class SqueezeExcitation(Kind):
     name = "se"
+    torch_classes = ('SqueezeExcitation',)  # in se_torch.py
     aliases = ("squeeze_excitation",)
     primary = "reduction"
     summary = ("squeeze-and-excitation: x * gate(fc(act(fc(gap(x))))), squeeze = C / reduction "
@@ -106,5 +107,5 @@ class SqueezeExcitation(Kind):
         return Saved(input=True, extra=tuple(extra))
 
     def build(self, a, x):
-        from ..torch.modules import SqueezeExcitation as Module
+        from .se_torch import SqueezeExcitation as Module
         return Module(x[0], self.squeeze(a, x), a.activation, a.gate)

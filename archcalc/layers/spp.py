@@ -35,6 +35,7 @@ class Levels(Arg):
 @register
 class SpatialPyramidPool(Kind):
     name = "spp"
+    torch_classes = ('SpatialPyramidPool',)  # in spp_torch.py
     aliases = ("spatial_pyramid_pool", "spatial_pyramid_pooling")
     primary = "levels"
     inputs = "chw"
@@ -111,5 +112,5 @@ class SpatialPyramidPool(Kind):
         return []
 
     def build(self, a, x):
-        from ..torch.lecture_modules import SpatialPyramidPool as Module
+        from .spp_torch import SpatialPyramidPool as Module
         return Module(a.levels, a.mode)

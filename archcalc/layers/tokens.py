@@ -23,6 +23,7 @@ FP32 = 4
 @register
 class Tokens(Kind):
     name = "tokens"
+    torch_classes = ('MapToTokens',)  # in tokens_torch.py
     aliases = ("patches_to_tokens",)
     summary = "C x H x W -> (H*W) x C: a map read as N = H*W tokens of width D = C (a view)"
     flops_rule = "0 (a reshape and a transpose: views)"
@@ -39,13 +40,14 @@ class Tokens(Kind):
         return (Cost("view", backward=False),)
 
     def build(self, a, x):
-        from ..torch.modules import MapToTokens
+        from .tokens_torch import MapToTokens
         return MapToTokens()
 
 
 @register
 class ClassToken(Kind):
     name = "class_token"
+    torch_classes = ('ClassToken',)  # in tokens_torch.py
     aliases = ("cls_token",)
     summary = "a learned token put before the others: N x D -> (N + 1) x D; D params"
     flops_rule = "0 (a concatenation)"
@@ -65,13 +67,14 @@ class ClassToken(Kind):
         return (Cost("cat", elements=sym.prod(y), tensors=(x[1],)),)
 
     def build(self, a, x):
-        from ..torch.modules import ClassToken as Module
+        from .tokens_torch import ClassToken as Module
         return Module(x[1])
 
 
 @register
 class PositionEmbedding(Kind):
     name = "position_embedding"
+    torch_classes = ('PositionEmbedding',)  # in tokens_torch.py
     aliases = ("pos_embedding",)
     summary = "a learned N x D embedding added to the tokens (N*D params)"
     flops_rule = "N*D (one addition per element)"
@@ -91,13 +94,14 @@ class PositionEmbedding(Kind):
         return (Cost("add", elements=sym.prod(x), tensors=(sym.prod(x),)),)
 
     def build(self, a, x):
-        from ..torch.modules import PositionEmbedding as Module
+        from .tokens_torch import PositionEmbedding as Module
         return Module(x[0], x[1])
 
 
 @register
 class SelfAttention(Kind):
     name = "attention"
+    torch_classes = ('SelfAttention',)  # in tokens_torch.py
     aliases = ("self_attention", "mhsa")
     primary = "heads"
     weighted = True
@@ -178,13 +182,14 @@ class SelfAttention(Kind):
                                         (sym.norm(a.heads * n), FP32)))
 
     def build(self, a, x):
-        from ..torch.modules import SelfAttention as Module
+        from .tokens_torch import SelfAttention as Module
         return Module(x[1], a.heads, a.bias, a.dropout)
 
 
 @register
 class TokenPool(Kind):
     name = "token_pool"
+    torch_classes = ('TokenPool',)  # in tokens_torch.py
     primary = "mode"
     summary = "N x D tokens -> D: the first (class) token, or the mean of all"
     flops_rule = "first: 0 (a view); mean: N*D"
@@ -206,7 +211,7 @@ class TokenPool(Kind):
         return (Cost("global_avgpool", elements=sym.prod(x)),)
 
     def build(self, a, x):
-        from ..torch.modules import TokenPool as Module
+        from .tokens_torch import TokenPool as Module
         return Module(a.mode)
 
 
@@ -216,6 +221,7 @@ class TokensToMap(Kind):
     map (ConvNeXt's permute back to channels first after its per-position
     layer norm and linears)."""
     name = "to_map"
+    torch_classes = ('TokensToMap',)  # in tokens_torch.py
     aliases = ("tokens_to_map", "untokens")
     primary = "size"
     summary = ("N x D tokens -> D x H x W with H*W = N (a view): size [h, w], "
@@ -249,7 +255,7 @@ class TokensToMap(Kind):
         return (Cost("view", backward=False),)
 
     def build(self, a, x):
-        from ..torch.modules import TokensToMap as Module
+        from .tokens_torch import TokensToMap as Module
         return Module(*self.size(a, x))
 
 

@@ -37,6 +37,7 @@ from .base import Arg, Cost, Kind, Saved, register
 @register
 class AffineSampler(Kind):
     name = "affine_sampler"
+    torch_classes = ('AffineSampler',)  # in transform_torch.py
     aliases = ("bilinear_sampler", "grid_sample")
     structural = True      # only as the sampler row of a `transform` structure
     inputs = "chw"
@@ -85,6 +86,6 @@ class AffineSampler(Kind):
                 f"positions to a source point; {sym.plain(y[0])} channels sampled there"]
 
     def build(self, a, x):
-        from ..torch.lecture_modules import AffineSampler as Module
+        from .transform_torch import AffineSampler as Module
         y = self.output_shape(a, x)
         return Module((int(y[1]), int(y[2])), a.align_corners)

@@ -29,20 +29,16 @@ import re
 
 from torch import nn
 
-from . import lecture_modules as lecture
-from . import modules as custom
 from ..errors import SpecError, path_text
+from ..layers import kinds
+from ..layers.norm_torch import LayerScale
+from ..layers.tokens_torch import ClassToken, PositionEmbedding
 from .build import (ConcatBranches, Head, PoolWithIndices, Residual, SpatialTransformer,
                     SpecModel, SpecSequential, SplitBranches, UnpoolFromTape)
 
-CUSTOM = (custom.PartialConv2d, custom.Subsample, custom.LocallyConnected2d,
-          custom.SqueezeExcitation, custom.Maxout, custom.PadShortcut, custom.LayerNorm2d,
-          custom.LayerScale, custom.StochasticDepth, custom.MapToTokens, custom.ClassToken,
-          custom.PositionEmbedding, custom.SelfAttention, custom.TokenPool,
-          custom.TokensToMap)
-CUSTOM += (lecture.Multiply, lecture.Reshape, lecture.SpatialPyramidPool,  # issue 12's kinds
-           lecture.DropConnectLinear, lecture.RoIPool, lecture.L2Norm, lecture.PerAnchor,
-           lecture.AffineSampler)
+# archcalc's own modules (what torch.nn lacks), copied into a file that uses
+# them: every kind's, from the registry, each once
+CUSTOM = tuple(dict.fromkeys(cls for kind in kinds().values() for cls in kind.module_classes()))
 # names the generated module defines or uses at its top level
 MODULE_NAMES = {"torch", "nn", "F", "model", *(c.__name__ for c in CUSTOM)}
 # attributes an nn.Module has (a layer attribute named `forward` or `training` would shadow it)
@@ -308,11 +304,11 @@ class _Writer:
         p = _access("self", path, parameter=True)
         template = step[2]
         y = self.var()
-        if isinstance(template, custom.ClassToken):
+        if isinstance(template, ClassToken):
             self.code.append(f"{y} = torch.cat([{p}.expand({x}.shape[0], -1, -1), {x}], 1)")
-        elif isinstance(template, custom.PositionEmbedding):
+        elif isinstance(template, PositionEmbedding):
             self.code.append(f"{y} = {x} + {p}")
-        elif isinstance(template, custom.LayerScale):
+        elif isinstance(template, LayerScale):
             self.code.append(f"{y} = {p} * {x}")
         else:  # a bug: graph.FLAT_KINDS and this list go together
             raise TypeError(f"cannot export a flat {type(template).__name__}")
@@ -360,9 +356,9 @@ def _param_init(step) -> str:
     template, key = step[2], step[3]
     param = getattr(template, key)
     shape = literal(tuple(int(d) for d in param.shape))
-    if isinstance(template, custom.LayerScale):
+    if isinstance(template, LayerScale):
         return f"torch.full({shape}, {literal(float(template.init_args[1]))})"
-    if isinstance(template, custom.PositionEmbedding):
+    if isinstance(template, PositionEmbedding):
         return f"torch.empty({shape}).normal_(std=0.02)"
     return f"torch.zeros({shape})"
 

@@ -1,0 +1,34 @@
+"""PyTorch modules of the kinds in ``se.py`` that torch.nn lacks.
+
+Imported only by those kinds' ``build`` (and ``module_classes``), so the
+analysis never imports torch. ``archcalc export --to python`` copies each
+class into the exported file with ``inspect.getsource``: a class here uses
+only ``torch``, ``nn`` and ``F`` (no other module-level name)."""
+from __future__ import annotations
+
+from torch import nn
+
+
+class SqueezeExcitation(nn.Module):
+    """torchvision.ops.SqueezeExcitation: the same submodules under the same names
+    (avgpool, fc1, fc2 as 1x1 convs, activation, scale_activation), so a
+    torchvision state dict loads into it. ``activation`` and ``gate`` name
+    activations (relu, silu, hardsigmoid, ...)."""
+
+    TORCH_NAMES = {"relu": "ReLU", "relu6": "ReLU6", "silu": "SiLU", "hardswish": "Hardswish",
+                   "gelu": "GELU", "mish": "Mish", "leaky_relu": "LeakyReLU", "elu": "ELU",
+                   "tanh": "Tanh", "sigmoid": "Sigmoid", "hardsigmoid": "Hardsigmoid",
+                   "softplus": "Softplus"}
+
+    def __init__(self, channels, squeeze, activation="relu", gate="sigmoid"):
+        super().__init__()
+        self.init_args = (channels, squeeze, activation, gate)
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc1 = nn.Conv2d(channels, squeeze, 1)
+        self.fc2 = nn.Conv2d(squeeze, channels, 1)
+        self.activation = getattr(nn, self.TORCH_NAMES[activation])()
+        self.scale_activation = getattr(nn, self.TORCH_NAMES[gate])()
+
+    def forward(self, x):
+        scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
+        return scale * x

@@ -12,7 +12,7 @@ import sys
 
 import click
 
-from .errors import MissingExtra, RunError, SpecError, printable
+from ..errors import MissingExtra, RunError, SpecError, printable
 
 FORMATS = ("rich", "json", "csv", "markdown")
 DTYPE_NAMES = ("fp32", "fp16", "bf16", "int8")
@@ -93,7 +93,7 @@ class BatchSize(click.IntRange):
 
     def convert(self, value, param, ctx):
         if isinstance(value, str):
-            from .limits import parse_int
+            from ..limits import parse_int
             try:
                 value = parse_int(value, "--batch")
             except SpecError as e:
@@ -181,7 +181,7 @@ class SpecPath(click.Path):
         super().__init__(dir_okay=True)
 
     def convert(self, value, param, ctx):
-        from . import bundled
+        from .. import bundled
         return bundled.resolve(super().convert(value, param, ctx))
 
 
@@ -220,14 +220,14 @@ def parse_sets(values) -> dict:
     `when`), or a finite positive float (a width multiplier such as 1.1)."""
     import math
 
-    from .limits import parse_int
+    from ..limits import parse_int
     out = {}
     for item in values:
         name, sep, value = item.partition("=")
         name, value = name.strip(), value.strip()
         if not sep or not name.isidentifier():
             raise SpecError(f"--set takes NAME=VALUE, e.g. --set C=256. Received: {item[:60]!r}")
-        from .spec.expr import check_identifier
+        from ..spec.expr import check_identifier
         check_identifier(name, "--set: the name")
         try:
             number = parse_int(value, f"--set {name}") if re.fullmatch(r"[+-]?\d+", value) \
@@ -265,8 +265,8 @@ def _report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"
 def _load_report(spec_path, batch, dtype, input_shape, sets, strict, optimizer="adam"):
     """(spec, report): the spec too, to tell whether its notes apply. A
     MODULE:FACTORY in place of a spec is imported in memory, at --input."""
-    from .analysis import analyze
-    from .spec.loader import load
+    from ..analysis import analyze
+    from ..spec.loader import load
     if is_import_target(spec_path):
         spec = _import_spec(spec_path, input_shape, None, False)
         input_shape = None
@@ -290,11 +290,11 @@ def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text
     """Import MODULE:FACTORY: the Spec (or its TOML text with text=True); the
     user's code raising, or operations without a kind, exit 1 in one line;
     its code exiting, or running past --timeout, exit 2 in one line."""
-    from .errors import require
-    from .usercode import parse_timeout, running_user_code
+    from ..errors import require
+    from ..usercode import parse_timeout, running_user_code
     seconds = parse_timeout(timeout)
     require("torch", "torch", "archcalc import")
-    from .torch import import_targets, importer
+    from ..torch import import_targets, importer
     try:
         with running_user_code(printable(target)[:80], seconds):
             built = import_targets.load(target, kwargs_json)
@@ -303,7 +303,7 @@ def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text
                                           allow_opaque=allow_opaque, label=label)
     except (importer.ImportFailure, importer.Unsupported) as e:
         fail(str(e), 1)
-    from .render.safe import clean  # the model's own names and messages: data
+    from ..render.safe import clean  # the model's own names and messages: data
     if done.tracer != "torch.fx":
         click.echo(clean(f"note: traced with {done.tracer}: torch.fx cannot trace {label} "
                          f"({done.fx_error})"), err=True)
@@ -318,7 +318,7 @@ def _import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text
                    "); every total that includes them is a formula", err=True)
     if text:
         return done
-    from .spec.loader import loads
+    from ..spec.loader import loads
     return loads(done.text, file=f"<import {label}>")
 
 
@@ -366,7 +366,7 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, colum
       archcalc table specs/resnet50.toml --columns layer,output,params,params%,macs
       archcalc table torchvision.models:resnet50     # a PyTorch model, imported in memory
     """
-    from .render import table as render
+    from ..render import table as render
     keys = render.parse_columns(columns)
     if keys and fmt in ("json", "csv"):
         raise SpecError(f"--columns applies to --format rich or markdown; {fmt} keeps its "
@@ -376,7 +376,7 @@ def table(spec, batch, dtype, input_shape, sets, optimizer, strict, depth, colum
     own = render.own_settings(loaded, report)
     if depth:
         from dataclasses import replace
-        from .analysis import fold
+        from ..analysis import fold
         report = replace(report, rows=fold(report.rows, depth))
     if fmt == "rich":
         render.render_rich(report, console(), keys, own=own)
@@ -423,7 +423,7 @@ def import_(target, output, input_shape, kwargs_json, allow_opaque, name, timeou
       archcalc import mypkg.nets:build_net --allow-opaque -o net.toml
       archcalc table torchvision.models:mobilenet_v3_small    # imported in memory
     """
-    from .output import check_output_path, shown, write_atomic
+    from ..output import check_output_path, shown, write_atomic
     if output is not None:
         check_output_path(output, "-o", [target.rpartition(":")[0]])
     done = _import_spec(target, input_shape, kwargs_json, allow_opaque, name, text=True,
@@ -447,8 +447,8 @@ def kinds(fmt):
       archcalc kinds --format json
     """
     from rich.table import Table
-    from .layers import kinds as all_kinds
-    from .layers.base import REQUIRED
+    from ..layers import kinds as all_kinds
+    from ..layers.base import REQUIRED
     records = []
     for name, kind in all_kinds().items():
         args = ", ".join(
@@ -460,7 +460,7 @@ def kinds(fmt):
         records.append({"kind": name, "aliases": ", ".join(kind.aliases), "arguments": args,
                         "flops_rule": kind.flops_rule, "summary": kind.summary})
     if fmt != "rich":
-        from .render.records import render
+        from ..render.records import render
         click.echo(render(records, fmt).rstrip("\n"))
         return
     t = Table(title="Layer kinds", header_style="bold")
@@ -499,19 +499,19 @@ def check(spec, batch, device, input_shape, sets, meta, all_rows, no_memory_chec
       archcalc check specs/vgg16.toml --device cuda
       archcalc check specs/lenet5.toml --format json
     """
-    from .errors import require
+    from ..errors import require
     require("torch", "torch", "archcalc check")
     _require_device(device)
-    from .render.check import render_check
-    from .spec.loader import load
-    from .torch.check import run_check
+    from ..render.check import render_check
+    from ..spec.loader import load
+    from ..torch.check import run_check
     result = run_check(load(spec), batch=batch, device=device, variables=parse_sets(sets),
                        input=input_shape, force_meta=meta, memory_check=not no_memory_check)
     if fmt == "rich":
         render_check(result, console(), all_rows=all_rows)
     else:
-        from .render.check import check_records
-        from .render.records import render
+        from ..render.check import check_records
+        from ..render.records import render
         rows, extra = check_records(result)
         click.echo(render(rows, fmt, extra).rstrip("\n"))
     sys.exit(0 if result.ok else 1)
@@ -548,8 +548,8 @@ def export(spec, target, output, sets, no_memory_check):
       python resnet18.py                      # builds it, prints 11689512
       archcalc export specs/vgg16.toml --to onnx -o vgg16.onnx
     """
-    from .errors import require
-    from .output import check_output_path, default_output, shown, write_atomic
+    from ..errors import require
+    from ..output import check_output_path, default_output, shown, write_atomic
     if target == "onnx":
         output = default_output(spec, ".onnx") if output is None else output
     if output is not None:
@@ -557,10 +557,10 @@ def export(spec, target, output, sets, no_memory_check):
     require("torch", "torch", "archcalc export")
     import os
     import torch
-    from .graph import build_graph
-    from .spec.loader import load
-    from .torch.build import build_model
-    from .torch import export as exporter
+    from ..graph import build_graph
+    from ..spec.loader import load
+    from ..torch.build import build_model
+    from ..torch import export as exporter
     graph = build_graph(load(spec), variables=parse_sets(sets))
     if target == "python":
         with torch.device("meta"):  # the file needs the structure, not the weights
@@ -575,7 +575,7 @@ def export(spec, target, output, sets, no_memory_check):
         return
     require("onnx", "onnx", "archcalc export --to onnx")
     if not no_memory_check:
-        from .torch import memory
+        from ..torch import memory
         memory.guard(memory.for_export(graph), command="export")
     model = build_model(graph)
     write_atomic(output, lambda tmp: exporter.to_onnx(model, graph.input, tmp), by_path=True)
@@ -585,7 +585,7 @@ def export(spec, target, output, sets, no_memory_check):
 def parse_batches(text: str) -> list[int]:
     """--batch 1,8,32: at most ARCHCALC_MAX_BATCHES sizes of bounded digits,
     counted before any is converted."""
-    from .limits import MAX_BATCHES, parse_int
+    from ..limits import MAX_BATCHES, parse_int
     items = [b for b in text.split(",") if b.strip()]
     MAX_BATCHES.check(len(items), f"--batch lists {len(items):,} sizes")
     try:
@@ -630,9 +630,9 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
       archcalc bench specs/resnet50.toml --device cuda --mode train --max-batch
       archcalc bench specs/resnet18.toml --batch 8 --predict cpu.json
     """
-    from .errors import require
+    from ..errors import require
     if output is not None:
-        from .output import check_output_path
+        from ..output import check_output_path
         check_output_path(output, "-o", [spec, predict_profile])
     require("torch", "torch", "archcalc bench")
     batches = parse_batches(batch_text)
@@ -642,10 +642,10 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
         raise SpecError("--amp fp16 needs a GPU; on the CPU use --amp bf16")
     if threads:
         torch.set_num_threads(cap_threads(threads))
-    from .graph import build_graph
-    from .render import bench as render
-    from .spec.loader import load
-    from .torch import bench as runner
+    from ..graph import build_graph
+    from ..render import bench as render
+    from ..spec.loader import load
+    from ..torch import bench as runner
     graph = build_graph(load(spec), variables=parse_sets(sets))
     _no_symbols(graph)
     profile = _profile(predict_profile, device) if predict_profile else None
@@ -654,7 +654,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
         click.echo(f"note: the profile was measured with {profile.data['threads']} threads, "
                    f"this run uses {torch.get_num_threads()} (--threads)", err=True)
     if profile is not None:   # what predict would warn about this profile, before the run
-        from .predict import predict as predict_steps
+        from ..predict import predict as predict_steps
         _profile_warnings(predict_steps(graph, profile, batches=batches, mode=mode, amp=amp,
                                         channels_last=channels_last), strict=False)
     if max_batch:
@@ -676,7 +676,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
                                    warmup=warmup, steps=steps, peak=peak,
                                    per_layer=per_layer, progress=progress, profile=profile,
                                    memory_check=not no_memory_check)
-    from .torch.devices import known_peak
+    from ..torch.devices import known_peak
     peak_source = "measured (best of GEMMs and convs; copies by working set)" if peak == "measure" else \
         (known_peak(device).name + " data sheet" if known_peak(device) else "unknown device: use --peak measure")
     text = {"json": lambda: render.to_json(graph.name, results, peak_source),
@@ -687,7 +687,7 @@ def bench(spec, device, batch_text, mode, amp, channels_last, compile_, warmup, 
     else:
         click.echo(text[fmt]().rstrip("\n"))
     if output is not None:
-        from .output import shown, write_atomic
+        from ..output import shown, write_atomic
         write_atomic(output, text.get(fmt, text["json"])())
         click.echo(f"wrote {shown(output)}", err=True)
 
@@ -711,7 +711,7 @@ def _stderr_console():
 
 
 def _no_symbols(graph):
-    from .analysis import analyze
+    from ..analysis import analyze
     report = analyze(graph)
     if report.symbolic:
         raise SpecError(f"the spec has unbound variables ({', '.join(report.free_symbols)}): "
@@ -753,8 +753,8 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
       archcalc calibrate --quick -o quick.json                # a 45 s budget
       archcalc calibrate --device cuda --tables bf16,fp32 -o h100.json
     """
-    from .errors import require
-    from .output import check_output_path, write_atomic
+    from ..errors import require
+    from ..output import check_output_path, write_atomic
     output = f"{device}-profile.json" if output is None else output
     check_output_path(output, "-o")  # before minutes of measuring
     require("torch", "torch", "archcalc calibrate")
@@ -776,10 +776,10 @@ def calibrate(device, output, quick, budget_s, tables, compile_, threads, clock)
                             f"-cl (channels-last). Received: {tables!r}")
         if device == "cpu" and any(t.startswith("fp16") for t in names):
             raise SpecError("--tables fp16 needs a GPU; on the CPU use bf16")
-    from .render.predict import render_profile
-    from .render.safe import json_text
-    from .torch.calibrate import calibrate as run
-    from .render.predict import CalibrateProgress
+    from ..render.predict import render_profile
+    from ..render.safe import json_text
+    from ..torch.calibrate import calibrate as run
+    from ..render.predict import CalibrateProgress
     with CalibrateProgress(_stderr_console()) as progress:
         profile = run(device, quick=quick, budget_s=budget_s, tables=names, compile=compile_,
                       timer=clock, progress=progress)
@@ -802,8 +802,8 @@ def _profile_warnings(results, strict: bool) -> None:
 
 def _profile(name, device="cpu"):
     """--profile: a file or a shipped profile's name; left out, the shipped one."""
-    from . import profiles
-    from .predict import load_profile
+    from .. import profiles
+    from ..predict import load_profile
     if name is None:
         name = profiles.default(device)
         if name is None:
@@ -847,10 +847,10 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
     --format csv and markdown: one row per layer and batch (with --summary,
     one per batch); json: the whole result, the profile it came from included.
     """
-    from .predict import predict as run, to_json
-    from .render.predict import render_rich
-    from .spec.loader import load
-    from .output import check_output_path, shown, write_atomic
+    from ..predict import predict as run, to_json
+    from ..render.predict import render_rich
+    from ..spec.loader import load
+    from ..output import check_output_path, shown, write_atomic
     batches = parse_batches(batch_text)
     if output is not None:
         check_output_path(output, "-o", [spec, profile_name])
@@ -864,8 +864,8 @@ def predict(spec, profile_name, batch_text, mode, amp, channels_last, compile_, 
     if fmt == "json":
         click.echo(to_json(results, profile, layers=not summary))
     elif fmt in ("csv", "markdown"):
-        from .render.predict import records
-        from .render.records import render
+        from ..render.predict import records
+        from ..render.records import render
         rows, extra = records(results, profile, layers=not summary)
         click.echo(render(rows, fmt, extra).rstrip("\n"))
     else:
@@ -920,7 +920,7 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
           --optimizer momentum --lr 0.1 --schedule cosine --augment crop,flip --device cuda
       torchrun --nproc_per_node 2 -m archcalc train specs/lenet5.toml --data digits
     """
-    from .errors import require
+    from ..errors import require
     require("torch", "torch", "archcalc train")
     _require_device(device)
     kinds = tuple(a for a in augment.split(",") if a)
@@ -928,9 +928,9 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
     if bad:
         raise SpecError(f"--augment takes crop and/or flip, e.g. crop,flip. Received: {augment!r}")
     import os
-    from .graph import build_graph
-    from .spec.loader import load
-    from .torch.train import TrainConfig, train as run_train
+    from ..graph import build_graph
+    from ..spec.loader import load
+    from ..torch.train import TrainConfig, train as run_train
     graph = build_graph(load(spec), variables=parse_sets(sets))
     _no_symbols(graph)
     out_dir = out_dir or os.path.join("runs", os.path.splitext(os.path.basename(spec))[0])
@@ -942,8 +942,8 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
                          memory_check=not no_memory_check)
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                                TimeRemainingColumn)
-    from .render.safe import markup
-    from .sym import human_bytes
+    from ..render.safe import markup
+    from ..sym import human_bytes
     out = console()
     main_rank = int(os.environ.get("RANK", "0")) == 0
     interactive = sys.stderr.isatty()
@@ -997,7 +997,7 @@ def train(spec, data, epochs, batch, optimizer, lr, weight_decay, schedule, labe
 
 
 def _render_comparison(comparison, fmt, title):
-    from .render import compare as render
+    from ..render import compare as render
     if fmt == "rich":
         render.render_rich(comparison, console(), title)
     else:
@@ -1027,8 +1027,8 @@ def compare(specs, sets, batch, dtype, input_shape, fmt):
     """
     if len(specs) < 2:
         raise SpecError("compare needs at least two specs")
-    from .compare import compare as run
-    from .spec.loader import load
+    from ..compare import compare as run
+    from ..spec.loader import load
     comparison = run([load(s) for s in specs], variables=parse_sets(sets), batch=batch,
                      input=input_shape,
                      dtype=dtype)
@@ -1055,15 +1055,15 @@ def trick(name, list_, channels, size, fmt):
       archcalc trick 7x7-vs-3x3 --channels 64 --size 56
       archcalc trick nxn-vs-asym
     """
-    from . import tricks
+    from .. import tricks
     if list_ or not name:
         width = max(len(n) for n in tricks.TRICKS)
         for t in tricks.TRICKS.values():
             click.echo(f"{t.name:<{width}}  {t.summary}")
         return
     t = tricks.lookup(name)
-    from .compare import compare as run
-    from .spec.loader import load
+    from ..compare import compare as run
+    from ..spec.loader import load
     specs = [load(f) for f in tricks.spec_files(t)]
     comparison = run(specs)
     _render_comparison(comparison, fmt, f"{t.name}: {t.summary}")
@@ -1097,10 +1097,10 @@ def explain(spec, layer, batch, dtype, input_shape, sets, fmt):
       archcalc explain specs/googlenet.toml inception_3a.b2.3x3
       archcalc explain specs/vgg16.toml conv1_1 --input 3x227x227 --format json
     """
-    from .explain import explain as run, find_row
+    from ..explain import explain as run, find_row
     report = _report(spec, batch, dtype, input_shape, sets, False)
     lines = run(report, layer)
-    from .render.safe import clean, json_text, md_cell
+    from ..render.safe import clean, json_text, md_cell
     if fmt == "json":
         row = find_row(report, layer)
         click.echo(json_text({"layer": row.name, "row": row.as_json(), "steps": lines},
@@ -1136,8 +1136,8 @@ def plot(specs, output, depth, sets):
       archcalc plot specs/vgg16.toml specs/vgg19.toml -o vgg.png
     """
     import os
-    from .output import check_output_path, default_output, shown
-    from .render.plot import ROW_LIMIT, plot as draw
+    from ..output import check_output_path, default_output, shown
+    from ..render.plot import ROW_LIMIT, plot as draw
     output = default_output(specs[0], ".png") if output is None else output
     if not output.lower().endswith((".png", ".svg", ".pdf")):
         raise SpecError(f"-o takes a .png, .svg or .pdf file. Received: {shown(output)!r}")
@@ -1170,13 +1170,13 @@ def lint(specs, input_shape, sets, strict, fmt):
       archcalc lint specs/vgg16.toml --input 3x225x225 --strict
       archcalc lint specs/alexnet.toml specs/resnet50.toml --format json
     """
-    from . import lint as rules
+    from .. import lint as rules
     results = []
     for spec in specs:
         _, report = _load_report(spec, 1, "fp32", input_shape, sets, False)
         results.append((report, rules.lint(report)))
     if fmt == "json":
-        from .render.safe import json_text
+        from ..render.safe import json_text
         data = [rules.to_json(r, found) for r, found in results]
         click.echo(json_text(data[0] if len(data) == 1 else data, indent=2))
     else:
@@ -1214,11 +1214,11 @@ def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
       archcalc report specs/resnet50.toml --batch 64 --dtype bf16 -o r50.html
     """
     import os
-    from .analysis import analyze
-    from .render import report as html
-    from .render.table import own_settings
-    from .spec.loader import load
-    from .output import check_output_path, default_output, shown, write_atomic
+    from ..analysis import analyze
+    from ..render import report as html
+    from ..render.table import own_settings
+    from ..spec.loader import load
+    from ..output import check_output_path, default_output, shown, write_atomic
     if output != "-":
         output = default_output(specs[0], ".html") if output is None else output
         if not output.lower().endswith((".html", ".htm")):
@@ -1246,6 +1246,6 @@ def report(specs, output, batch, dtype, optimizer, input_shape, sets, title):
 
 
 # `archcalc sweep` lives in its own package; only click is imported here
-from .sweep.command import register as _register_sweep  # noqa: E402
+from ..sweep.command import register as _register_sweep  # noqa: E402
 
 _register_sweep(main, SPEC, dtype_option, input_option, set_option, format_option)

@@ -55,10 +55,13 @@ from . import limits, sym
 from .errors import SpecError
 from .layers import REGISTRY, lookup
 from .layers.activation import ACTIVATIONS
-from .layers.base import Arg, Kind, fmt_shape
+from .layers.base import Arg, fmt_shape
 from .spec.expr import UNBOUND, check_identifier, evaluate, evaluate_value
 from .spec.loader import RawLayer, Spec
 from .spec.defaults import fit_inherited_padding
+# the node classes and their walk live in structures.py; importers read them here too
+from .structures import (NODE_CLASSES, Concat, Heads, Layer, Merge, Node, Op, Sequence, Split,
+                         Transform, Visitor, ends_in_heads, in_place, is_leaf, walk)
 
 ROW_KEYS = {"name", "repeat", "kind", "when", "flat", "grows"}
 REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
@@ -68,114 +71,6 @@ FUSED_KEYS = {"batch_norm", "activation"}
 STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense", "heads", "transform")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
 SHORTCUTS = ("auto", "identity", "projection", "pad")
-
-
-@dataclass(frozen=True)
-class Op:
-    kind: Kind
-    args: SimpleNamespace
-
-
-@dataclass
-class Layer:
-    """One row of the table: its main op, then fused ops (batch norm, activation)."""
-    name: str
-    ops: tuple[Op, ...]
-    file: str | None = None
-    line: int | None = None
-    label: str = ""        # how errors name it: its name, or "#2 (conv1)" when unnamed
-    auto: bool = False     # the name was made up (relu2), not written in the spec
-    flat: bool = False     # its parameter sits on the enclosing block, named as the row
-    grows: bool = False    # `grows = true`: a map that grows is meant (no warning)
-
-    @property
-    def type(self) -> str:
-        return "+".join(op.kind.name for op in self.ops)
-
-
-@dataclass
-class Sequence:
-    items: list
-    name: str = ""          # "" adds no level to the path
-    auto: bool = False      # the name was made up (residual1, basic2)
-
-
-@dataclass
-class Concat:
-    branches: list          # of Sequence, named b1, b2, ...
-    name: str = "concat"
-
-
-@dataclass
-class Split:
-    branches: list          # of Sequence, named b1, b2, ...; an empty one is the identity
-    sizes: tuple | None     # channels per branch; None: equal slices
-    name: str = "concat"    # the row where the branches are concatenated again
-
-
-@dataclass
-class Heads:
-    """Named outputs: each head (a named Sequence) reads the input; the node
-    passes its input on unchanged. A head is an output (a leaf) unless its
-    layer list ends in heads of its own (the RPN's 3x3 conv, then its scores
-    and offsets)."""
-    heads: list             # of Sequence, named by the spec
-    name: str = "heads"
-
-    @property
-    def branches(self):
-        return self.heads
-
-
-def is_leaf(head: Sequence) -> bool:
-    """A head is an output unless it ends in heads of its own."""
-    return not ends_in_heads(head)
-
-
-def ends_in_heads(seq) -> bool:
-    if isinstance(seq, Heads):
-        return True
-    if isinstance(seq, Sequence) and seq.items:
-        return ends_in_heads(seq.items[-1])
-    return False
-
-
-@dataclass
-class Transform:
-    """A spatial transformer: ``loc`` (a Sequence named "loc") regresses theta
-    from the input; ``sampler`` (an affine_sampler op) warps the input with it."""
-    loc: Sequence
-    sampler: "Op"
-    name: str = "sampler"
-
-
-@dataclass
-class Merge:
-    body: Sequence
-    shortcut: object        # "identity" | "auto" | "projection" | Sequence
-    op: str                 # add | mul | concat
-    post: tuple = ()        # fused ops after the merge
-    name: str = "add"
-    shortcut_name: str = "shortcut"   # the shortcut's level (torchvision: "downsample")
-
-    @property
-    def adds_in_place(self) -> bool:
-        """torchvision's `out += identity`: safe when the body ends in a layer
-        whose output is fresh (no view) and kept by no backward."""
-        if self.op != "add" or not self.body.items or not isinstance(self.body.items[-1], Layer):
-            return False
-        op = self.body.items[-1].ops[-1]
-        dummy = (1, 1, 1)
-        return not in_place(op, shared=False) and not op.kind.saved(op.args, dummy, dummy).output
-
-
-def in_place(op: "Op", shared: bool, input_saved: bool = False) -> bool:
-    """Whether an op writes into its input: an in-place kind (ReLU), unless its
-    input is shared: the first op of a branch, a residual body or the model,
-    whose input other paths still read; or unless an earlier op keeps that
-    input for its backward (a sigmoid's output: overwriting it would break
-    the backward pass)."""
-    return op.kind.shares_storage(op.args) and (op.kind.view or not (shared or input_saved))
 
 
 @dataclass
@@ -305,11 +200,10 @@ class _Builder:
             raise e.at(file=raw.file, line=raw.line,
                        layer=None if named else str(label)) from None
         for node in nodes:
-            if isinstance(node, Layer):
-                node.file, node.line = raw.file, raw.line
+            for layer in node.layers():   # rows of a block keep their own lines
+                layer.file, layer.line = layer.file or raw.file, layer.line or raw.line
+            if node.leaf:
                 node.label = node.name if "name" in raw.table else f"{label} ({node.name})"
-            else:
-                _locate(node, raw.file, raw.line)
         return nodes
 
     def entry(self, table, scope: _Scope):
@@ -751,52 +645,65 @@ def check_names(body: Sequence, file: str | None) -> None:
 def _level(seq: Sequence, deeper: list):
     """(name, node) of everything whose path is one level below ``seq``; named
     sub-sequences go on ``deeper`` to be checked as levels of their own."""
+    names = _LevelNames(deeper)
     for item in seq.items:
-        if isinstance(item, Layer):
-            yield item.name, item
-        elif isinstance(item, Sequence):
-            if item.name:
-                yield item.name, item
-                deeper.append(item)
-            else:
-                yield from _level(item, deeper)
-        elif isinstance(item, Transform):
-            yield item.name, item
-            yield item.loc.name, item.loc
-            deeper.append(item.loc)
-        elif isinstance(item, Heads):
-            for head in item.heads:
-                yield head.name, head
-                deeper.append(head)
-        elif isinstance(item, (Concat, Split)):
-            yield item.name, item
-            for branch in item.branches:
-                if branch.name:
-                    yield branch.name, branch
-                    deeper.append(branch)
-                else:  # a flat branch: its rows sit at this level
-                    yield from _level(branch, deeper)
-        elif isinstance(item, Merge):
-            yield item.name, item
-            yield from _level(item.body, deeper)
-            if item.shortcut != "identity":
-                yield item.shortcut_name, item.shortcut
-            if isinstance(item.shortcut, Sequence):
-                deeper.append(item.shortcut)
+        yield from names.visit(item)
+
+
+class _LevelNames(Visitor):
+    """The names one node puts on its level (check_names)."""
+
+    def __init__(self, deeper: list):
+        self.deeper = deeper
+
+    def visit_layer(self, node: Layer):
+        yield node.name, node
+
+    def visit_sequence(self, node: Sequence):
+        if node.name:
+            yield node.name, node
+            self.deeper.append(node)
+        else:   # an unnamed sequence or a flat branch: its rows sit at this level
+            for item in node.items:
+                yield from self.visit(item)
+
+    def visit_transform(self, node: Transform):
+        yield node.name, node
+        yield from self.visit(node.loc)
+
+    def visit_heads(self, node: Heads):
+        for head in node.heads:
+            yield from self.visit(head)
+
+    def visit_concat(self, node: Concat):
+        yield node.name, node
+        for branch in node.branches:
+            yield from self.visit(branch)
+
+    visit_split = visit_concat
+
+    def visit_merge(self, node: Merge):
+        yield node.name, node
+        for item in node.body.items:   # the body adds no level
+            yield from self.visit(item)
+        if node.shortcut != "identity":
+            yield node.shortcut_name, node.shortcut
+        if node.shortcut_layers is not None:
+            self.deeper.append(node.shortcut)
 
 
 def _collision(name, first, second, file) -> SpecError:
     def where(node) -> str:
-        if isinstance(node, (Concat, Split, Merge, Transform)) or isinstance(node, str):
+        if isinstance(node, str) or node.generated_row:   # a shortcut mode or a merge
             return "a generated row (a merge, a branch or a shortcut)"
-        layer = node if isinstance(node, Layer) else next(walk(node), None)
+        layer = next(node.layers(), None)
         line = f"line {layer.line}" if layer is not None and layer.line else "a layer"
         if getattr(node, "auto", False):
             return f"{line} (an unnamed {getattr(node, 'type', 'block')} named so automatically)"
         return line
     a, b = where(first), where(second)
     places = f"{a} and {b}" if a != b else f"{a} (two tables on that line)"
-    layer = second if isinstance(second, Layer) else None
+    layer = second if getattr(second, "leaf", False) else None
     return SpecError(f"the name {name!r} is used twice in one block: {places}; the built "
                      "model keeps one module per name, so rename one",
                      file=file, line=layer.line if layer else None)
@@ -843,31 +750,8 @@ def _block_params(block: str, args) -> dict:
     return params
 
 
-def _locate(node, file, line):
-    for layer in walk(node):
-        layer.file, layer.line = layer.file or file, layer.line or line
-
-
 def _args(table):
     return {k: v for k, v in table.items() if k not in ROW_KEYS}
-
-
-def walk(node):
-    """Every Layer under a node, in order (shortcut layers after the body)."""
-    if isinstance(node, Layer):
-        yield node
-    elif isinstance(node, Sequence):
-        for item in node.items:
-            yield from walk(item)
-    elif isinstance(node, (Concat, Split, Heads)):
-        for branch in node.branches:
-            yield from walk(branch)
-    elif isinstance(node, Transform):
-        yield from walk(node.loc)
-    elif isinstance(node, Merge):
-        yield from walk(node.body)
-        if isinstance(node.shortcut, Sequence):
-            yield from walk(node.shortcut)
 
 
 # --------------------------------------------------------------------------

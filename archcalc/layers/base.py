@@ -230,6 +230,16 @@ class Kind:
     # defined in the companion module ``<family>_torch.py`` beside the kind's
     # file (``export`` copies them into exported files; see ``module_classes``)
     torch_classes: tuple[str, ...] = ()
+    # for tests/test_registry_kinds.py, which checks every kind against
+    # PyTorch: why torch's FlopCounterMode does not see this kind's MACs (it
+    # counts convolutions and matrix products only; "" = compare them), why
+    # the kind cannot run alone (its input comes from elsewhere; "" = run it),
+    # why it has no PyTorch module at all; and, per argument, example values
+    # (or callables of the input shape) where the schema alone cannot draw one
+    flop_counter_gap: str = ""
+    needs_context: str = ""
+    not_built: str = ""
+    arg_examples: dict = {}
 
     # -- the rules -------------------------------------------------------
     def output_shape(self, a, x: Shape) -> Shape:

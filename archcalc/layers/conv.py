@@ -203,6 +203,8 @@ class Conv(Weighted, Kind):
 class ConvTable(Weighted, Kind):
     """LeNet-5's C3: each output map reads only a listed subset of the inputs."""
     name = "conv_table"
+    arg_examples = {"connections": (lambda x: [[0]], lambda x: [[i] for i in range(x[0])],
+                                    lambda x: [list(range(x[0])), [x[0] - 1]] * 2)}
     torch_classes = ('PartialConv2d',)  # in conv_torch.py
     aliases = ("partial_conv",)
     primary = "connections"
@@ -383,6 +385,8 @@ class LocallyConnected(Weighted, Kind):
     """Like conv, but every output position has its own weights (no sharing):
     the lecture's 32x32x3 input with 5x5 fields and 30 maps."""
     name = "local"
+    flop_counter_gap = ("its torch.einsum lowers to a broadcast multiply and sum, not a "
+                        "counted matrix product, where a dimension is 1")
     torch_classes = ('LocallyConnected2d',)  # in conv_torch.py
     aliases = ("locally_connected",)
     primary = "out"

@@ -29,6 +29,7 @@ class ShapeArg(Arg):
 @register
 class Opaque(Kind):
     name = "opaque"
+    not_built = "it stands for code that is not in the spec"
     primary = "op"
     summary = ("an operation archcalc has no kind for (imported with --allow-opaque): "
                "measured output shape and params; MACs given or left unbound")

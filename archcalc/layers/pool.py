@@ -367,6 +367,8 @@ class MaxUnpool(Kind):
     """Places each value back where its max pool found it (DeconvNet, SegNet);
     `of` names the max pool whose indices it uses."""
     name = "max_unpool"
+    needs_context = "its indices come from the max pool that `of` names"
+    arg_examples = {"of": ("pool1",)}
     aliases = ("maxunpool", "unpool")
     primary = "kernel"
     summary = "max unpool: out = (N - 1)S - 2P + F; of = the max pool whose indices it uses"

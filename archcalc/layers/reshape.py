@@ -38,6 +38,7 @@ class ShapeArg(Arg):
 @register
 class Reshape(Kind):
     name = "reshape"
+    arg_examples = {"shape": ([-1], [1, -1], [-1, 1, 1], lambda x: list(x[::-1]))}
     torch_classes = ('Reshape',)  # in reshape_torch.py
     aliases = ("view",)
     primary = "shape"

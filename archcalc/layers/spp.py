@@ -35,6 +35,7 @@ class Levels(Arg):
 @register
 class SpatialPyramidPool(Kind):
     name = "spp"
+    arg_examples = {"levels": ([1], [2, 1], [3, 2, 1])}
     torch_classes = ('SpatialPyramidPool',)  # in spp_torch.py
     aliases = ("spatial_pyramid_pool", "spatial_pyramid_pooling")
     primary = "levels"

@@ -37,6 +37,7 @@ from .base import Arg, Cost, Kind, Saved, register
 @register
 class AffineSampler(Kind):
     name = "affine_sampler"
+    needs_context = "its theta comes from the localisation net beside it"
     torch_classes = ('AffineSampler',)  # in transform_torch.py
     aliases = ("bilinear_sampler", "grid_sample")
     structural = True      # only as the sampler row of a `transform` structure

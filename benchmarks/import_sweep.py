@@ -148,9 +148,14 @@ def meta_macs(model, shape):
 
 
 def _build(job, meta):
-    from archcalc.torch import import_targets
+    from archcalc.torch.importer import targets as import_targets
     built = import_targets.load(job["target"], job.get("kwargs"), meta=meta)
     shape = tuple(job.get("input") or built.default_input)
+    size = getattr(built.model, "image_size", None)
+    if isinstance(size, int) and job.get("input"):
+        # torchvision's ViT-H/14 is built for 224 with weights=None, though its
+        # only weights (SWAG) are at 518: the model's own size wins
+        shape = (shape[0], size, size)
     return built.model.eval(), shape
 
 
@@ -359,6 +364,10 @@ def summarize(records: list[dict]) -> dict:
         if r["status"] != EXACT:
             for cause in error_family(r):
                 causes[cause].append(r["target"])
+    sources = defaultdict(Counter)   # timm, torchvision.models, ....segmentation
+    for r in records:
+        sources[r["target"].partition(":")[0]]["models"] += 1
+        sources[r["target"].partition(":")[0]][r["status"]] += 1
     sole = Counter(ops[0] for ops in map(record_ops, records) if len(ops) == 1)
     slow = sorted(records, key=lambda r: -r.get("seconds", 0))[:max(1, n // 100)] if n else []
     return {
@@ -369,6 +378,7 @@ def summarize(records: list[dict]) -> dict:
         "built_on_cpu": sum(1 for r in records if r.get("device") == "cpu"),
         "opaque_rows_median": _median([r["opaque_rows"] for r in records
                                        if r["status"] == OPAQUE]),
+        "sources": {k: dict(c) for k, c in sorted(sources.items())},
         "families": {f: dict(c) for f, c in sorted(families.items())},
         "causes": sorted(([cause, len(ts), ts[:5]] for cause, ts in causes.items()),
                          key=lambda c: (-c[1], c[0])),
@@ -401,9 +411,12 @@ def render_markdown(summary: dict, title="Import sweep") -> str:
              f"- fail even with --allow-opaque: {s[FAILED]}; time limit: {s[TIMEOUT]}; "
              f"crashed: {s[CRASHED]}",
              f"- built on CPU (not on the meta device): {summary.get('built_on_cpu', 0)}",
-             f"- worker seconds in all: {summary['seconds_total']}", "",
-             "## Failure families (the work list)", "",
-             "| cause | models | examples |", "|---|---:|---|"]
+             f"- worker seconds in all: {summary['seconds_total']}", ""]
+    for source, c in summary.get("sources", {}).items():
+        lines.insert(-1, f"- {source}: {c.get(EXACT, 0)} of {c['models']} exact, "
+                         f"{c.get(EXACT, 0) + c.get(MISMATCH, 0)} import")
+    lines += ["## Failure families (the work list)", "",
+              "| cause | models | examples |", "|---|---:|---|"]
     for cause, count, examples in summary["causes"]:
         lines.append(f"| {_cell(cause)} | {count} | {_cell(', '.join(examples))} |")
     if summary["sole_blocker"]:
@@ -457,7 +470,8 @@ def _footer(data):
     return (f"\n---\n{data['date']}; torch {v['torch']}, torchvision {v['torchvision']}, "
             f"timm {v['timm']}; --workers {a['workers']} --timeout {a['timeout']} "
             f"--sample {a['sample']} --only {a['only']} --limit {a['limit']} --plus {a.get('plus')}"
-            f"{'' if data['complete'] else ' (INCOMPLETE: the run was still going)'}\n")
+            f"{'' if data['complete'] else ' (INCOMPLETE: the run was still going)'}"
+            f"{'; records of a later run merged' if a.get('merged') else ''}\n")
 
 
 def parse_args(argv=None):
@@ -487,7 +501,9 @@ def from_json(args):
             data = json.load(f)
         records.update((r["target"], r) for r in data["records"])
         versions_of, complete = data["versions"], complete and data.get("complete", True)
-        run_args = argparse.Namespace(**{**data["args"], "from_json": None})
+        if run_args is args:   # the first file's run; later files' records replace its own
+            run_args = argparse.Namespace(**{**data["args"], "from_json": None,
+                                             "merged": len(args.from_json) - 1})
     summary = write(list(records.values()), run_args, args.out, complete, versions_of)
     print(render_markdown(summary), end="")
 

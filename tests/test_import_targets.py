@@ -22,7 +22,8 @@ tv = pytest.importorskip("torchvision")
 timm = pytest.importorskip("timm")
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 
-from archcalc.torch import import_targets, importer  # noqa: E402
+from archcalc.torch import importer  # noqa: E402
+from archcalc.torch.importer import targets as import_targets  # noqa: E402
 
 
 def run(*args):

@@ -13,8 +13,60 @@ from strategies import (adaptive_pool_layers, as_pair, conv_layers, conv_transpo
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
-from archcalc.torch.modules import (LocallyConnected2d, Maxout, PartialConv2d,  # noqa: E402
-                                    SqueezeExcitation, Subsample)
+F = torch.nn.functional
+
+
+# Independent references for the kinds torch.nn lacks, in plain torch code
+# (never archcalc's own modules, which would check the engine against itself).
+
+class ConvPerMapReference(nn.Module):
+    """LeNet-5's C3 as the paper draws it: output map i is its own conv over
+    the input maps connections[i] only."""
+
+    def __init__(self, connections, kernel):
+        super().__init__()
+        self.connections = connections
+        self.convs = nn.ModuleList(nn.Conv2d(len(maps), 1, kernel) for maps in connections)
+
+    def forward(self, x):
+        return torch.cat([conv(x[:, maps]) for conv, maps in zip(self.convs, self.connections)], 1)
+
+
+class UnsharedConvReference(nn.Module):
+    """A locally connected layer: one nn.Linear per output position, fed that
+    position's receptive field (F.unfold), so no weight is shared."""
+
+    def __init__(self, channels, out, out_size, kernel):
+        super().__init__()
+        self.kernel, self.out, self.out_size = kernel, out, out_size
+        fan_in = channels * kernel[0] * kernel[1]
+        self.positions = nn.ModuleList(nn.Linear(fan_in, out, bias=False)
+                                       for _ in range(out_size[0] * out_size[1]))
+        self.bias = nn.Parameter(torch.zeros(out, *out_size))  # untied: one per position
+
+    def forward(self, x):
+        fields = F.unfold(x, self.kernel)  # N, fan_in, positions
+        y = torch.stack([lin(fields[:, :, i]) for i, lin in enumerate(self.positions)], 2)
+        return y.reshape(x.shape[0], self.out, *self.out_size) + self.bias
+
+
+def maxout_reference(pieces, channels):
+    """Maxout over each run of `pieces` consecutive channels, as a 3-D max pool
+    whose window spans channels only."""
+    return nn.Sequential(nn.Unflatten(1, (1, channels)),
+                         nn.MaxPool3d((pieces, 1, 1)), nn.Flatten(1, 2))
+
+
+def subsample_reference(channels):
+    """LeCun 1998's S-layer: 2x2 average, then a trainable coefficient and bias
+    per map (a depthwise 1x1 conv)."""
+    return nn.Sequential(nn.AvgPool2d(2, 2), nn.Conv2d(channels, channels, 1, groups=channels))
+
+
+def squeeze_excitation_reference(channels, squeeze):
+    """torchvision's own SqueezeExcitation (the block MobileNetV3 and EfficientNet use)."""
+    from torchvision.ops import SqueezeExcitation
+    return SqueezeExcitation(channels, squeeze)
 
 
 def note(message):
@@ -112,12 +164,12 @@ def test_adaptive_pool_matches_torch(case):
 
 
 @pytest.mark.parametrize("layer, module", [
-    ({"local": 30, "kernel": 5}, lambda c: LocallyConnected2d(c, 30, (5, 3), (5, 5))),
+    ({"local": 30, "kernel": 5}, lambda c: UnsharedConvReference(c, 30, (5, 3), (5, 5))),
     ({"upsample": 2}, lambda c: nn.Upsample(scale_factor=2.0)),
     ({"upsample": True, "size": [20, 21], "mode": "bilinear"},
      lambda c: nn.Upsample(size=(20, 21), mode="bilinear")),
-    ({"se": 2}, lambda c: SqueezeExcitation(c, c // 2)),
-    ({"maxout": 3}, lambda c: Maxout(3)),
+    ({"se": 2}, lambda c: squeeze_excitation_reference(c, c // 2)),
+    ({"maxout": 3}, lambda c: maxout_reference(3, c)),
     ({"conv": 6, "kernel": [1, 7], "padding": [0, 3]}, lambda c: nn.Conv2d(c, 6, (1, 7), padding=(0, 3))),
     ({"conv": 6, "kernel": 3, "depthwise": True, "bias": False},
      lambda c: nn.Conv2d(c, 6, 3, groups=c, bias=False)),
@@ -126,9 +178,9 @@ def test_adaptive_pool_matches_torch(case):
     ({"lrn": 5}, lambda c: nn.LocalResponseNorm(5)),
     ({"global_avgpool": True}, lambda c: nn.AdaptiveAvgPool2d(1)),
     ({"flatten": True}, lambda c: nn.Flatten()),
-    ({"subsample": 2}, lambda c: Subsample(c, (2, 2), (2, 2))),
+    ({"subsample": 2}, lambda c: subsample_reference(c)),
     ({"conv_table": [[0, 1], [2, 3, 4], [5]], "kernel": 3},
-     lambda c: PartialConv2d([[0, 1], [2, 3, 4], [5]], (3, 3))),
+     lambda c: ConvPerMapReference([[0, 1], [2, 3, 4], [5]], (3, 3))),
     ({"softmax": True}, lambda c: nn.Softmax(1)),
     ({"gelu": True}, lambda c: nn.GELU()),
     ({"dropout": 0.3}, lambda c: nn.Dropout(0.3)),

@@ -1,12 +1,15 @@
 """The fuzz property: any TOML document, valid or corrupted, gives a report or
 a SpecError, nothing else, within a memory budget (an alarm is the hang
-guard, not a speed check). 5,000 documents per run (ARCHCALC_FUZZ_EXAMPLES
-changes it); a failure prints the document.
+guard, not a speed check). 1,000 documents per run by default, 5,000 in the
+slow run (-m slow); ARCHCALC_FUZZ_EXAMPLES sets the default run's number. A
+failure prints the document. Drawing the documents is most of the cost.
 """
 import io
 import os
 import resource
 import signal
+
+import pytest
 
 from hypothesis import HealthCheck, given, settings
 from rich.console import Console
@@ -17,7 +20,8 @@ from archcalc.render.table import render_rich
 from archcalc.spec.loader import loads
 from spec_documents import corrupted_texts, documents
 
-EXAMPLES = int(os.environ.get("ARCHCALC_FUZZ_EXAMPLES", "5000"))
+EXAMPLES = int(os.environ.get("ARCHCALC_FUZZ_EXAMPLES", "1000"))
+SIZES = [EXAMPLES, pytest.param(5000, marks=pytest.mark.slow)]
 SECONDS = 60          # per document: a hang is a failure, not a stuck CI
 MEMORY_BYTES = 1_500_000_000
 
@@ -63,10 +67,11 @@ FUZZ = settings(max_examples=EXAMPLES // 2, deadline=None, database=None,
                 suppress_health_check=list(HealthCheck))
 
 
-def test_documents_give_a_report_or_a_spec_error():
+@pytest.mark.parametrize("examples", SIZES)
+def test_documents_give_a_report_or_a_spec_error(examples):
     seen = []
 
-    @FUZZ
+    @settings(FUZZ, max_examples=examples // 2)
     @given(documents())
     def run(text):
         _check(text, seen)
@@ -76,10 +81,11 @@ def test_documents_give_a_report_or_a_spec_error():
     assert seen.count("error") >= len(seen) // 4
 
 
-def test_corrupted_texts_give_a_report_or_a_spec_error():
+@pytest.mark.parametrize("examples", SIZES)
+def test_corrupted_texts_give_a_report_or_a_spec_error(examples):
     seen = []
 
-    @FUZZ
+    @settings(FUZZ, max_examples=examples // 2)
     @given(corrupted_texts())
     def run(text):
         _check(text, seen)

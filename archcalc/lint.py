@@ -89,11 +89,8 @@ def _kind(row) -> str:
 
 def lint(report) -> list[Finding]:
     """Every finding of every rule, in table order within each rule."""
-    from .tree import Misaligned, carriers, structure
-    try:
-        root = structure(report)
-    except Misaligned:
-        root = None
+    from .tree import carriers
+    root = report.row_tree   # None for a folded report
     found = []
     found += _bias_before_bn(report)
     if root is not None:
@@ -111,7 +108,7 @@ def lint(report) -> list[Finding]:
 def _bias_count(row):
     """The biases of a conv/fc row's main op, or 0."""
     op = _main(row)
-    if op is None or op.kind.name not in ("conv", "conv_transpose", "fc") \
+    if op is None or not op.kind.bias_redundant_before_norm \
             or not getattr(op.args, "bias", False):
         return 0
     return op.args.out
@@ -234,9 +231,9 @@ def _expand_before_reduce(report, root) -> list[Finding]:
     out = []
 
     def visit(node):
-        items = node.children if node.kind == "block" else []
+        items = node.children if node.role == "block" else []
         for first, second in zip(items, items[1:]):
-            if first.kind == "layer" and second.kind == "layer":
+            if first.role == "layer" and second.role == "layer":
                 check(first.row, second.row)
         for child in node.children + node.body + node.shortcut:
             visit(child)

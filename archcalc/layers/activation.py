@@ -11,7 +11,7 @@ overwriting), so in place saves forward memory there, not backward memory.
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Cost, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, kinds, register
 
 BOOL = 1
 
@@ -27,6 +27,7 @@ class Elementwise(Kind):
     # exp/tanh/erf kinds like sigmoid (memory-bound at CNN sizes either way)
     primitive = "relu"
     primitive_scale = 1.0
+    fused_aliases: tuple[str, ...] = ()   # other names a row's activation = "..." accepts
 
     def flops(self, a, x, y):
         return sym.norm(sym.prod(y) * self.per_element)
@@ -49,7 +50,8 @@ class Elementwise(Kind):
 
 
 def activation(name, *, per_element, keeps, torch_name, summary, aliases=(),
-               args=None, torch_args=(), primitive="relu", primitive_scale=1.0):
+               args=None, torch_args=(), primitive="relu", primitive_scale=1.0,
+               fused_aliases=()):
     """Define and register one elementwise activation kind; ``primitive``: the
     calibrated op whose time it takes (times ``primitive_scale``)."""
     cls = type(name.title().replace("_", ""), (Elementwise,), {
@@ -57,6 +59,7 @@ def activation(name, *, per_element, keeps, torch_name, summary, aliases=(),
         "torch_name": torch_name, "torch_args": torch_args, "summary": summary,
         "flops_rule": f"{per_element} per element",
         "args": args or {}, "primitive": primitive, "primitive_scale": primitive_scale,
+        "fused_aliases": fused_aliases,
     })
     register(cls)
     return cls
@@ -117,7 +120,7 @@ activation("hardsigmoid", per_element=4, keeps="input", torch_name="Hardsigmoid"
            summary="relu6(x + 3) / 6 (MobileNetV3's squeeze-excitation gate)")
 activation("silu", per_element=4, keeps="input", torch_name="SiLU", args=INPLACE_TV,
            primitive="sigmoid",
-           torch_args=("inplace",), aliases=("swish",),
+           torch_args=("inplace",), aliases=("swish",), fused_aliases=("swish",),
            summary="x * sigmoid(x) (EfficientNet's swish)")
 activation("mish", per_element=5, keeps="input", torch_name="Mish", args=INPLACE_OFF,
            primitive="sigmoid", primitive_scale=2.0,
@@ -223,10 +226,10 @@ class DropPath(Kind):
         return StochasticDepth(a.p, a.mode)
 
 
-# the kinds a conv or fc row fuses with activation = "..."
-ACTIVATIONS = ("relu", "leaky_relu", "prelu", "elu", "tanh", "sigmoid", "softplus",
-               "gelu", "softmax", "relu6", "hardswish", "hardsigmoid", "silu", "swish",
-               "mish")
+# the names a conv or fc row fuses with activation = "...": every elementwise
+# kind's, in registration order (the kinds above; silu also as "swish")
+ACTIVATIONS = tuple(name for kind in kinds().values() if isinstance(kind, Elementwise)
+                    for name in (kind.name, *kind.fused_aliases))
 
 
 @register

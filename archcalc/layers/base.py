@@ -230,6 +230,11 @@ class Kind:
     # defined in the companion module ``<family>_torch.py`` beside the kind's
     # file (``export`` copies them into exported files; see ``module_classes``)
     torch_classes: tuple[str, ...] = ()
+    # im2col copies of the input a CPU forward makes (a slow-path conv
+    # unfolds its input once; a locally connected layer twice): the memory check
+    im2col_copies: int = 0
+    # lint: a bias this kind adds is cancelled by a batch norm right after it
+    bias_redundant_before_norm: bool = False
     # for tests/test_registry_kinds.py, which checks every kind against
     # PyTorch: why torch's FlopCounterMode does not see this kind's MACs (it
     # counts convolutions and matrix products only; "" = compare them), why

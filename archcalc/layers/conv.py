@@ -70,6 +70,8 @@ def torch_padding(a):
 @register
 class Conv(Weighted, Kind):
     name = "conv"
+    im2col_copies = 1
+    bias_redundant_before_norm = True
     aliases = ("conv2d", "convolution")
     primary = "out"
     summary = "2-D convolution: out channels, kernel (k or [kh, kw]), stride, padding, dilation, groups"
@@ -203,6 +205,7 @@ class Conv(Weighted, Kind):
 class ConvTable(Weighted, Kind):
     """LeNet-5's C3: each output map reads only a listed subset of the inputs."""
     name = "conv_table"
+    im2col_copies = 1
     arg_examples = {"connections": (lambda x: [[0]], lambda x: [[i] for i in range(x[0])],
                                     lambda x: [list(range(x[0])), [x[0] - 1]] * 2)}
     torch_classes = ('PartialConv2d',)  # in conv_torch.py
@@ -301,6 +304,8 @@ def upsampled_receptive_field(rf, jump, kernel, stride):
 class ConvTranspose(Weighted, Kind):
     """Transposed ("de-") convolution, as in FCN and the segmentation lecture."""
     name = "conv_transpose"
+    im2col_copies = 1
+    bias_redundant_before_norm = True
     aliases = ("deconv", "convtranspose2d", "transposed_conv")
     primary = "out"
     summary = ("transposed conv: out = (N - 1)S - 2P + D(F - 1) + output_padding + 1")
@@ -385,6 +390,7 @@ class LocallyConnected(Weighted, Kind):
     """Like conv, but every output position has its own weights (no sharing):
     the lecture's 32x32x3 input with 5x5 fields and 30 maps."""
     name = "local"
+    im2col_copies = 2
     flop_counter_gap = ("its torch.einsum lowers to a broadcast multiply and sum, not a "
                         "counted matrix product, where a dimension is 1")
     torch_classes = ('LocallyConnected2d',)  # in conv_torch.py

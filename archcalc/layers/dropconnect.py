@@ -23,6 +23,7 @@ BOOL = 1
 @register
 class DropConnect(FullyConnected):
     name = "dropconnect"
+    bias_redundant_before_norm = False  # the lint rule was never stated for it
     torch_classes = ('DropConnectLinear',)  # in dropconnect_torch.py
     aliases = ("drop_connect", "dropconnect_fc")
     summary = ("fully connected with DropConnect: each weight dropped with probability p while "

@@ -15,6 +15,7 @@ def global_window(x):
 @register
 class FullyConnected(Weighted, Kind):
     name = "fc"
+    bias_redundant_before_norm = True
     aliases = ("linear", "dense", "fully_connected")
     primary = "out"
     summary = ("fully connected: out features (a C x H x W input is flattened first, as in the "

@@ -42,7 +42,6 @@ RUNTIME = 320 * 2**20
 CUDA_HOST = 3 * 2**30           # host RSS of the CUDA runtime, cuDNN and cuBLAS
 CUDA_DEVICE = 512 * 2**20       # allocator blocks rounding up, cuBLAS workspaces
 STATES = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1, "adam": 2}
-CONV_KINDS = {"conv": 1, "conv_transpose": 1, "conv_table": 1, "local": 2}  # im2col copies
 
 
 @dataclass
@@ -171,7 +170,7 @@ def _workspace(report, dsize: int, train: bool = False) -> int:
         inp = _bytes(_prod(x)) * dsize * report.batch
         cost = inp + out
         op = row.ops[0] if row.ops else None
-        copies = CONV_KINDS.get(op.kind.name if op is not None else "", 0)
+        copies = op.kind.im2col_copies if op is not None else 0
         if train and _slow_convolutions():
             copies *= 2
         kernel = getattr(op.args, "kernel", None) if op is not None else None

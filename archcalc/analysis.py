@@ -23,11 +23,11 @@ from dataclasses import dataclass, field
 
 from . import limits, sym
 from .errors import SpecError, SpecWarning, path_text, split_path
-from .graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, build_graph,
-                    ends_in_heads, in_place, is_leaf, same_shape, shortcut_ops, split_sizes)
-from .graph import walk as walk_layers
+from .graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, Visitor,
+                    build_graph, in_place, is_leaf, same_shape, shortcut_ops, split_sizes)
 from .layers.base import fmt_shape, sliding_arithmetic
 from .spec.defaults import SLIDING_KINDS
+from .tree import TreeNode
 
 DTYPES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "fp64": 8}
 OPTIMIZERS = {"sgd": 0, "momentum": 1, "adam": 2}  # state tensors per parameter
@@ -85,6 +85,19 @@ class Report:
     findings: list
     outputs: list = field(default_factory=list)   # [(name, shape)] of what the model returns
     heads: list = field(default_factory=list)     # [{name, outputs, params, macs, flops}]
+    tree: TreeNode | None = None   # the rows hung on the graph, built by the walk
+
+    @property
+    def row_tree(self) -> TreeNode | None:
+        """The tree of this report's rows; None once they are folded (--depth),
+        when the table's rows are no longer the tree's."""
+        if self.tree is None:
+            return None
+        rows = iter(self.rows[1:])
+        if all(row is next(rows, None) for row in self.tree.rows()) and \
+                next(rows, None) is None:
+            return self.tree
+        return None
 
     @property
     def multi_output(self) -> bool:
@@ -172,7 +185,7 @@ def analyze(spec_or_model, *, batch: int = 1, dtype: str = "fp32", optimizer: st
         raise SpecError(f"{first.message} (--strict)", file=model.file, line=first.line,
                         path=first.path)
     return Report(model, batch, dtype, optimizer, walker.rows, totals, walker.findings,
-                  walker.outputs, head_totals(walker))
+                  walker.outputs, head_totals(walker), walker.tree)
 
 
 def head_totals(walker) -> list:
@@ -192,8 +205,9 @@ def head_totals(walker) -> list:
     return out
 
 
-class _Walker:
-    """Walks the graph carrying the shape, receptive field and tensor storages.
+class _Walker(Visitor):
+    """Walks the graph carrying the shape, receptive field and tensor storages,
+    and hangs each row it makes on the report's tree (tree.py).
 
     The walk state is (shape, receptive field, jump, storage id of the tensor).
     """
@@ -218,6 +232,8 @@ class _Walker:
         self.peak_live = 0
         self.outputs: list = []       # (name, shape) of each output, in order
         self.head_paths: list = []
+        self.tree = TreeNode("block", "", ())
+        self.level = self.tree.children   # the tree level the walk adds to
 
     def run(self):
         x = self.model.input
@@ -231,77 +247,100 @@ class _Walker:
         end = self.walk(self.model.body, state, (), shared=True)
         if not self.head_paths:
             self.outputs.append(("output", end[0]))
-        elif not ends_in_heads(self.model.body):
+        elif not self.model.body.ends_in_heads():
             # heads along the way, and the main line goes on: its end is an output too
             self.outputs.append(("output", end[0]))
 
     def walk(self, node, state, path, shared=False):
         """``shared``: the node's input is read by another path too (in-place is off)."""
-        if isinstance(node, Layer):
-            self.where = (node.file, node.line)
-            try:
-                out = self.row(node.name, node.type, node.ops, state, path, node.line,
-                               shared)
-                if not node.grows:
-                    self.grows_map(self.rows[-1], node.line)
-                return out
-            except SpecError as e:
-                if not e.path:
-                    e.path = (*path, node.label or node.name)
-                raise e.at(file=node.file, line=node.line) from None
-        first = next(walk_layers(node), None)
-        if first is not None:   # a structure's own errors (split sizes) name its line
-            self.where = (first.file, first.line)
-        if isinstance(node, Sequence):
-            inner = (*path, node.name) if node.name else path
-            for item in node.items:
-                state = self.walk(item, state, inner, shared)
-                # heads read this tensor (and may keep it for backward): no in-place op next
-                shared = ends_in_heads(item)
-            return state
-        if isinstance(node, Concat):
-            return self.concat(node, state, path)
-        if isinstance(node, Split):
-            return self.split(node, state, path)
-        if isinstance(node, Merge):
-            return self.merge(node, state, path)
-        if isinstance(node, Heads):
-            return self.heads(node, state, path)
-        if isinstance(node, Transform):
-            return self.transform(node, state, path)
-        raise TypeError(f"unknown graph node {type(node).__name__}")  # a bug, not input
+        if not node.leaf:
+            first = next(node.layers(), None)
+            if first is not None:   # a structure's own errors (split sizes) name its line
+                self.where = (first.file, first.line)
+        return self.visit(node, state, path, shared)
+
+    def gather(self, node, state, path, shared=False):
+        """Walk a node onto a tree level of its own: (its tree nodes, the state after it)."""
+        outer, self.level = self.level, []
+        state = self.walk(node, state, path, shared)
+        gathered, self.level = self.level, outer
+        return gathered, state
+
+    def visit_layer(self, node: Layer, state, path, shared):
+        self.where = (node.file, node.line)
+        try:
+            out = self.row(node.name, node.type, node.ops, state, path, node.line, shared)
+            if not node.grows:
+                self.grows_map(self.rows[-1], node.line)
+        except SpecError as e:
+            if not e.path:
+                e.path = (*path, node.label or node.name)
+            raise e.at(file=node.file, line=node.line) from None
+        self.level.append(TreeNode("layer", node.name, (*path, node.name), self.rows[-1]))
+        return out
+
+    def visit_sequence(self, node: Sequence, state, path, shared):
+        if not node.name:   # no level of its own: its items hang on the current one
+            return self.items(node, state, path, shared)
+        inner = (*path, node.name)
+        children, state = self.gather_items(node, state, inner, shared)
+        self.level.append(TreeNode("block", node.name, inner, children=children))
+        return state
+
+    def gather_items(self, node: Sequence, state, path, shared):
+        outer, self.level = self.level, []
+        state = self.items(node, state, path, shared)
+        gathered, self.level = self.level, outer
+        return gathered, state
+
+    def items(self, node: Sequence, state, path, shared):
+        for item in node.items:
+            state = self.walk(item, state, path, shared)
+            # heads read this tensor (and may keep it for backward): no in-place op next
+            shared = item.ends_in_heads()
+        return state
+
+    def branch(self, node: Sequence, state, path):
+        """A concat or split branch: (its tree node, its end state)."""
+        nodes, end = self.gather(node, state, path, shared=True)
+        return (nodes[0] if node.name else TreeNode("block", "", path, children=nodes)), end
 
     def nbytes(self, shape):
         return sym.prod(shape) * self.dsize * self.batch
 
-    def concat(self, node: Concat, state, path):
-        outs = []
+    def visit_concat(self, node: Concat, state, path, shared):
+        outs, branches = [], []
         self.held += self.nbytes(state[0])       # every branch reads the input
         for branch in node.branches:
-            outs.append(self.walk(branch, state, path, shared=True))
+            tree, end = self.branch(branch, state, path)
+            outs.append(end)
+            branches.append(tree)
             self.held += self.nbytes(outs[-1][0])  # kept until the concat
         self.held -= self.nbytes(state[0]) + sym.total(self.nbytes(o[0]) for o in outs)
-        return self.concat_row(node, outs, path)
+        return self.concat_row(node, outs, path, branches)
 
-    def heads(self, node: Heads, state, path):
+    def visit_heads(self, node: Heads, state, path, shared):
         """Each head reads the input; its output is kept (alive) to the end; the
         input goes on unchanged."""
         self.held += self.nbytes(state[0])
+        heads = []
         for head in node.heads:
             hpath = (*path, head.name)
             self.head_paths.append(hpath)
-            y = self.walk(head, state, path, shared=True)
+            tree, y = self.gather(head, state, path, shared=True)
+            heads.extend(tree)
             if is_leaf(head):
                 self.outputs.append((path_text(hpath), y[0]))
                 self.held += self.nbytes(y[0])   # returned: alive to the end
         self.held -= self.nbytes(state[0])
+        self.level.append(TreeNode("heads", "", path, children=heads))   # no row of its own
         return state
 
-    def transform(self, node: Transform, state, path):
+    def visit_transform(self, node: Transform, state, path, shared):
         """The localisation net reads the input and gives theta (6 features);
         the sampler row warps the input with it."""
         self.held += self.nbytes(state[0])       # the sampler reads x after the loc net
-        theta = self.walk(node.loc, state, path, shared=True)
+        loc, theta = self.gather(node.loc, state, path, shared=True)
         self.held -= self.nbytes(state[0])
         if len(theta[0]) != 1 or sym.norm(theta[0][0] - 6) != 0:
             raise self.error(f"a spatial transformer's localisation net must end in 6 features "
@@ -311,28 +350,32 @@ class _Walker:
         y = self.row(node.name, node.sampler.kind.name, (node.sampler,), state, path,
                      shared=True)
         self.held -= self.nbytes(theta[0])
+        # drawn as a merge: the loc net its body, the sampler row its merge row
+        self.level.append(TreeNode("merge", node.name, (*path, node.name), self.rows[-1],
+                                   body=loc, op="transform"))
         return y
 
-    def split(self, node: Split, state, path):
+    def visit_split(self, node: Split, state, path, shared):
         """Each branch reads a slice of the input's channels: a view, the same storage."""
         x, rf, jump, storage = state
         try:
             sizes = split_sizes(node, x)
         except SpecError as e:
             raise self.error(e.message, path) from None
-        outs = []
+        outs, branches = [], []
         held = self.nbytes(x)
         self.held += held                         # slices of the input, read by the branches
         for branch, c in zip(node.branches, sizes):
-            outs.append(self.walk(branch, ((c, x[1], x[2]), rf, jump, storage), path,
-                                  shared=True))
+            tree, end = self.branch(branch, ((c, x[1], x[2]), rf, jump, storage), path)
+            outs.append(end)
+            branches.append(tree)
             if outs[-1][3] != storage:            # a branch's own output, kept until the concat
                 self.held += self.nbytes(outs[-1][0])
                 held += self.nbytes(outs[-1][0])
         self.held -= held
-        return self.concat_row(node, outs, path)
+        return self.concat_row(node, outs, path, branches)
 
-    def concat_row(self, node, outs, path):
+    def concat_row(self, node, outs, path, branches):
         first = outs[0][0]
         for i, (y, *_rest) in enumerate(outs[1:], 2):
             if len(y) != 3 or len(first) != 3:
@@ -344,15 +387,19 @@ class _Walker:
                     f"{sym.fmt_int(first[1])}x{sym.fmt_int(first[2])} of b1 (the first branch); "
                     "concat needs equal H and W", (*path, f"b{i}"))
         y = (sym.total(o[0][0] for o in outs), first[1], first[2])
-        return self.merged_row(node.name, "concat", (), outs, y, path, flops=0, op="concat")
+        end = self.merged_row(node.name, "concat", (), outs, y, path, flops=0, op="concat")
+        self.level.append(TreeNode("concat", node.name, (*path, node.name), self.rows[-1],
+                                   children=branches))
+        return end
 
-    def merge(self, node: Merge, state, path):
+    def visit_merge(self, node: Merge, state, path, shared):
         x = state[0]
         self.held += self.nbytes(x)              # the shortcut reads x after the body
-        body = self.walk(node.body, state, path, shared=True)
+        body_tree, body = self.gather(node.body, state, path, shared=True)
         self.held += self.nbytes(body[0])
-        if isinstance(node.shortcut, Sequence):
-            short = self.walk(node.shortcut, state, path, shared=True)
+        short_tree = []
+        if node.shortcut_layers is not None:
+            short_tree, short = self.gather(node.shortcut, state, path, shared=True)
         else:
             try:
                 ops = shortcut_ops(node, x, body[0])
@@ -361,31 +408,38 @@ class _Walker:
             short = state if ops is None else \
                 self.row(node.shortcut_name, "+".join(o.kind.name for o in ops), ops, state, path,
                          shared=True)
+            if ops is not None:
+                full = (*path, node.shortcut_name)
+                short_tree = [TreeNode("layer", node.shortcut_name, full, self.rows[-1])]
         self.held -= self.nbytes(x) + self.nbytes(body[0])
-        y, s = body[0], short[0]
-        if node.op == "concat":  # dense: input channels + body channels
-            if len(y) != 3 or sym.norm(y[1] - s[1]) != 0 or sym.norm(y[2] - s[2]) != 0:
-                raise self.error(f"dense: the body gives {fmt_shape(y)}, the input is "
-                                 f"{fmt_shape(s)}; concat needs equal H and W", path)
-            out = (sym.norm(s[0] + y[0]), y[1], y[2])
-            flops = 0
-        else:
-            broadcast = node.op == "mul" and len(y) == 3 and y[1] == 1 and y[2] == 1
-            if not broadcast and not same_shape(y, s):
-                verb = "adding" if node.op == "add" else "multiplying"
-                raise self.error(
-                    f"{verb} {fmt_shape(y)} (body) and {fmt_shape(s)} (shortcut): "
-                    f"{'addition' if node.op == 'add' else 'the product'} needs equal shapes; "
-                    + ("use shortcut = \"projection\" or \"auto\"" if node.op == "add"
-                       else "a gate must be C x 1 x 1 or the input's shape"), path)
-            out = s
-            flops = sym.prod(out)
+        out, flops = self.merged_shape(node, body[0], short[0], path)
         row_type = "+".join([node.name if node.op != "mul" else "mul",
                              *(o.kind.name for o in node.post)])
         kept = (body[3], short[3]) if node.op == "mul" else ()
         into = body[3] if node.adds_in_place else None
-        return self.merged_row(node.name, row_type, node.post, [body, short], out, path,
-                               flops=flops, kept=kept, into=into, op=node.op)
+        end = self.merged_row(node.name, row_type, node.post, [body, short], out, path,
+                              flops=flops, kept=kept, into=into, op=node.op)
+        self.level.append(TreeNode("merge", node.name, (*path, node.name), self.rows[-1],
+                                   body=body_tree, shortcut=short_tree, op=node.op))
+        return end
+
+    def merged_shape(self, node: Merge, y, s, path) -> tuple:
+        """The shape a merge gives from its body's ``y`` and its shortcut's ``s``,
+        and the merge's FLOPs."""
+        if node.op == "concat":  # dense: input channels + body channels
+            if len(y) != 3 or sym.norm(y[1] - s[1]) != 0 or sym.norm(y[2] - s[2]) != 0:
+                raise self.error(f"dense: the body gives {fmt_shape(y)}, the input is "
+                                 f"{fmt_shape(s)}; concat needs equal H and W", path)
+            return (sym.norm(s[0] + y[0]), y[1], y[2]), 0
+        broadcast = node.op == "mul" and len(y) == 3 and y[1] == 1 and y[2] == 1
+        if not broadcast and not same_shape(y, s):
+            verb = "adding" if node.op == "add" else "multiplying"
+            raise self.error(
+                f"{verb} {fmt_shape(y)} (body) and {fmt_shape(s)} (shortcut): "
+                f"{'addition' if node.op == 'add' else 'the product'} needs equal shapes; "
+                + ("use shortcut = \"projection\" or \"auto\"" if node.op == "add"
+                   else "a gate must be C x 1 x 1 or the input's shape"), path)
+        return s, sym.prod(s)
 
     def error(self, message, path) -> SpecError:
         """A merge error, located at the spec line of the block it sits in."""

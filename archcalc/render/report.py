@@ -199,9 +199,9 @@ def _graph_items(nodes, depth, open_depth) -> str:
 
 
 def _graph(node, depth: int, open_depth: int) -> str:
-    if node.kind == "layer":
+    if node.role == "layer":
         return _node(node.row) + _edge(node.row.output_shape)
-    if node.kind == "block":
+    if node.role == "block":
         inner = _graph_items(node.children, depth + 1, open_depth)
         if not node.name:
             return inner
@@ -209,20 +209,20 @@ def _graph(node, depth: int, open_depth: int) -> str:
         return (f'<details class="ac-block" data-path="{esc(path_text(node.path))}"{is_open}>'
                 f'<summary>{_block_summary(node)}</summary>'
                 f'<div class="ac-inner">{inner}</div></details>')
-    if node.kind == "concat":
+    if node.role == "concat":
         branches = "".join(
             f'<div class="ac-branch"><div class="ac-branchname">{esc(b.name)}</div>'
-            f'{_graph_items(b.children if b.kind == "block" else [b], depth + 1, open_depth)}'
+            f'{_graph_items(b.children if b.role == "block" else [b], depth + 1, open_depth)}'
             f'</div>' for b in node.children)
         return (f'<div class="ac-fork"><div class="ac-branches">{branches}</div>'
                 f'{_node(node.row, "ac-merge")}{_edge(node.row.output_shape)}</div>')
-    if node.kind == "heads":   # named outputs side by side; the main line goes on below
+    if node.role == "heads":   # named outputs side by side; the main line goes on below
         heads = "".join(
             f'<div class="ac-branch"><div class="ac-branchname">{esc(h.name)}</div>'
-            f'{_graph_items(h.children if h.kind == "block" else [h], depth + 1, open_depth)}'
+            f'{_graph_items(h.children if h.role == "block" else [h], depth + 1, open_depth)}'
             f'</div>' for h in node.children)
         return f'<div class="ac-fork"><div class="ac-branches">{heads}</div></div>'
-    if node.kind == "merge":
+    if node.role == "merge":
         body = _graph_items(node.body, depth + 1, open_depth)
         short = _graph_items(node.shortcut, depth + 1, open_depth) if node.shortcut else \
             '<div class="ac-identity">identity</div>'
@@ -237,10 +237,8 @@ def _graph(node, depth: int, open_depth: int) -> str:
 
 
 def _graph_html(report: Report) -> str:
-    from ..tree import Misaligned, structure
-    try:
-        root = structure(report)
-    except Misaligned:
+    root = report.row_tree
+    if root is None:   # its rows are folded: they no longer hang on the graph
         return '<p class="ac-dim">(the graph view needs an unfolded report)</p>'
     # the page opens on the top level: blocks closed (ResNet-50's stages, GoogLeNet's
     # inception modules), open only when the whole net is a screen of nodes

@@ -488,6 +488,9 @@ def parse_args(argv=None):
                     help="RLIMIT_AS of each worker, GiB [12]; 0: none")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 1, metavar="N")
     ap.add_argument("--out", default=RESULTS, help="the folder of the results")
+    ap.add_argument("--resume", metavar="JSON",
+                    help="keep the records of this results file and import only the "
+                         "selected targets it lacks")
     ap.add_argument("--from-json", nargs="+", metavar="JSON",
                     help="import nothing: summarize the records of these results files (a "
                          "later file's record of a target replaces an earlier one's)")
@@ -515,13 +518,19 @@ def main(argv=None):
     import archcalc.torch.importer  # noqa: F401  (loaded once; the forked workers share it)
     jobs = select(timm_targets() + torchvision_targets(), args.only, args.sample, args.limit,
                   args.plus)
+    records = []
+    if args.resume:   # the records of an earlier run: kept, their targets not imported again
+        with open(args.resume, encoding="utf-8") as f:
+            records = json.load(f)["records"]
+        done = {r["target"] for r in records}
+        jobs = [j for j in jobs if j["target"] not in done]
     print(f"{len(jobs)} models, {args.workers} workers, {args.timeout:g} s each",
           file=sys.stderr, flush=True)
-    records = []
+    total = len(records) + len(jobs)
 
     def on_record(rec):
         records.append(rec)
-        print(f"[{len(records)}/{len(jobs)}] {rec['status']:8} {rec['seconds']:7.1f} s "
+        print(f"[{len(records)}/{total}] {rec['status']:8} {rec['seconds']:7.1f} s "
               f"{rec['target']} {rec.get('error') or ''}"[:240], file=sys.stderr, flush=True)
         if len(records) % 10 == 0:
             write(records, args, args.out, done=False)

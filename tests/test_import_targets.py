@@ -263,3 +263,14 @@ def test_from_json_summarizes_saved_records(tmp_path, capsys):
     assert data["summary"]["models"] == 7 and data["summary"]["exact"] == 2
     assert "- exact (params == sum(numel)" in capsys.readouterr().out
     assert "timm 1.0.31" in (tmp_path / "out" / "import_sweep.md").read_text()
+
+
+def test_resume_keeps_the_records_and_imports_only_what_is_missing(tmp_path):
+    """Every selected target already has a record: nothing is imported again."""
+    saved = tmp_path / "run.json"
+    done = [fake("timm:resnet18", "timm.resnet", "exact", params_ok=True, macs_ok=True)]
+    saved.write_text(json.dumps({"records": done}))
+    SWEEP.main(["--only", "^timm:resnet18$", "--resume", str(saved), "--workers", "1",
+                "--out", str(tmp_path / "out")])
+    data = json.loads((tmp_path / "out" / "import_sweep.json").read_text())
+    assert data["records"] == done and data["summary"]["exact"] == 1

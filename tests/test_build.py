@@ -24,7 +24,8 @@ from test_heads import CHECKED_HERE as HEADS_CHECKED  # noqa: E402
 
 # the default run checks these at a reduced input (every row still applies:
 # the same layers, fewer positions): at full size each costs 1 to 21 G MACs a
-# pass and the check makes four passes; the full-size sweep is marked slow.
+# pass and the check makes four passes (grouped convolutions: 0.3 G MACs, as
+# slow as ten times that); the full-size sweep is marked slow.
 # VGG-16 (the lecture's table), ResNet-18 and the others are checked as shipped.
 REDUCED_INPUTS = {
     "alexnet": "3x99x99", "zfnet": "3x96x96", "densenet121": "3x64x64", "resnet34": "3x64x64",
@@ -33,6 +34,9 @@ REDUCED_INPUTS = {
     "inception_v3": "3x96x96",
     "vgg11": "3x32x32", "vgg11_lrn": "3x32x32", "vgg13": "3x32x32", "vgg16_c": "3x32x32",
     "vgg19": "3x32x32", "fcn32s_vgg16": "3x32x32", "vit_b_16": "3x64x64",
+    # grouped and depthwise convolutions: slow per MAC on a CPU
+    "regnet_y_400mf": "3x64x64", "mobilenet_v2": "3x64x64", "mobilenet_v3_large": "3x64x64",
+    "efficientnet_b0": "3x64x64", "shufflenet_v2_x1_0": "3x64x64",
 }
 
 

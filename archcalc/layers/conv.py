@@ -4,67 +4,12 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import (Arg, Cost, Kind, Weighted, Saved, register, same_padding,
-                   sliding_output, tiling_remarks, sliding_arithmetic)
+from .base import Arg, Cost, Kind, Weighted, Saved, register, sliding_arithmetic
+from .window import (AXES, CONV_WINDOW, DILATION, KERNEL, PADDING, STRIDE,  # noqa: F401
+                     effective_window, padding_pairs, sliding_findings, sliding_shape,
+                     torch_padding)
 
-AXES = ("height", "width")
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
-
-
-def padding_pairs(a, kernel, dilation):
-    """Per axis (before, after) padding; 'same' may pad one more after (PyTorch)."""
-    if a.padding == "valid":
-        return ((0, 0), (0, 0))
-    if a.padding == "same":
-        out = []
-        for f, d in zip(kernel, dilation):
-            total = d * (f - 1)
-            before = same_padding(f, d)
-            out.append((before, sym.norm(total - before)))
-        return tuple(out)
-    return tuple((p, p) for p in a.padding)
-
-
-def sliding_shape(kind: Kind, a, x, kernel, stride, dilation, ceil_mode=False):
-    """Output H, W of a sliding window; raises when the kernel does not fit."""
-    pads = padding_pairs(a, kernel, dilation)
-    out = []
-    for n, f, s, (pb, pa), d, axis in zip(x[1:], kernel, stride, pads, dilation, AXES):
-        if pb == pa:
-            o = sliding_output(n, f, s, pb, d, ceil_mode)
-        else:  # asymmetric 'same' padding: stride is 1, the size is kept
-            o = n
-        fits = sym.known_positive(o)
-        if fits is False:
-            fe = d * (f - 1) + 1
-            raise SpecError(
-                f"kernel {sym.fmt_int(fe)} along {axis} is larger than the padded input "
-                f"{sym.fmt_int(n + pb + pa)} ({sym.fmt_int(n)} + {sym.fmt_int(pb)} + "
-                f"{sym.fmt_int(pa)} padding); the output would be {sym.fmt_int(o)}")
-        out.append(o)
-    return tuple(out)
-
-
-def sliding_findings(a, x, kernel, stride, dilation):
-    if a.padding == "same":  # keeps the size at stride 1: always tiles
-        return []
-    pads = (0, 0) if a.padding == "valid" else a.padding
-    return tiling_remarks(x, kernel, stride, pads, dilation)
-
-
-def effective_window(kernel, stride, dilation):
-    return (tuple(d * (f - 1) + 1 for f, d in zip(kernel, dilation)), tuple(stride))
-
-
-def torch_padding(a):
-    """The padding for nn.Conv2d: numbers wherever 'same' pads symmetrically
-    (odd kernels), so tracers that read the conv's padding (fvcore) count it;
-    the string only where PyTorch must pad one more after (even kernels)."""
-    if a.padding == "same" and hasattr(a, "kernel"):
-        pairs = padding_pairs(a, a.kernel, getattr(a, "dilation", (1, 1)))
-        if all(b == e for b, e in pairs):
-            return tuple(b for b, _ in pairs)
-    return a.padding if isinstance(a.padding, str) else tuple(a.padding)
 
 
 @register
@@ -79,10 +24,8 @@ class Conv(Weighted, Kind):
     inputs = "chw"
     args = {
         "out": Arg("int", min=1, doc="output channels"),
-        "kernel": Arg("pair", min=1, doc="k or [kh, kw]"),
-        "stride": Arg("pair", 1, min=1),
-        "padding": Arg("padding", 0, doc="int, [ph, pw], 'same' or 'valid'"),
-        "dilation": Arg("pair", 1, min=1),
+        **CONV_WINDOW,
+        "dilation": DILATION,
         "groups": Arg("int", 1, min=1),
         "depthwise": Arg("bool", False, doc="groups = input channels"),
         "bias": Arg("bool", True),
@@ -216,9 +159,7 @@ class ConvTable(Weighted, Kind):
     inputs = "chw"
     args = {
         "connections": Arg("table", doc="for each output map, the input maps it reads"),
-        "kernel": Arg("pair", min=1),
-        "stride": Arg("pair", 1, min=1),
-        "padding": Arg("padding", 0),
+        **CONV_WINDOW,
         "bias": Arg("bool", True),
     }
     dilation = (1, 1)
@@ -313,11 +254,11 @@ class ConvTranspose(Weighted, Kind):
     inputs = "chw"
     args = {
         "out": Arg("int", min=1),
-        "kernel": Arg("pair", min=1),
-        "stride": Arg("pair", 1, min=1),
-        "padding": Arg("pair", 0, min=0),
+        "kernel": KERNEL,
+        "stride": STRIDE,
+        "padding": PADDING,
         "output_padding": Arg("pair", 0, min=0),
-        "dilation": Arg("pair", 1, min=1),
+        "dilation": DILATION,
         "groups": Arg("int", 1, min=1),
         "bias": Arg("bool", True),
     }
@@ -401,9 +342,9 @@ class LocallyConnected(Weighted, Kind):
     inputs = "chw"
     args = {
         "out": Arg("int", min=1),
-        "kernel": Arg("pair", min=1),
-        "stride": Arg("pair", 1, min=1),
-        "padding": Arg("pair", 0, min=0),
+        "kernel": KERNEL,
+        "stride": STRIDE,
+        "padding": PADDING,
         "bias": Arg("bool", True, doc="one bias per output unit"),
     }
     dilation = (1, 1)

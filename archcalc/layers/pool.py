@@ -17,7 +17,8 @@ from .. import sym
 from ..errors import SpecError
 from .base import (NOTHING_SAVED, Arg, Cost, Kind, Saved, fmt_shape, register,
                    sliding_arithmetic)
-from .conv import effective_window, sliding_findings, sliding_shape
+from .window import (CEIL_MODE, DILATION, KERNEL, PADDING, POOL_WINDOW, STRIDE_OF_KERNEL,
+                     effective_window, sliding_findings, sliding_shape)
 
 INT64 = 8
 
@@ -44,12 +45,7 @@ def pool_cost(family: str, a, x, y, kernel, stride, scale: float = 1.0) -> Cost:
 class _Pool(Kind):
     primary = "kernel"
     inputs = "chw"
-    args = {
-        "kernel": Arg("pair", min=1, doc="k or [kh, kw]"),
-        "stride": Arg("pair", None, min=1, doc="defaults to the kernel, as in PyTorch"),
-        "padding": Arg("pair", 0, min=0),
-        "ceil_mode": Arg("bool", False),
-    }
+    args = dict(POOL_WINDOW)
 
     def stride(self, a):
         return a.stride if a.stride is not None else a.kernel
@@ -88,7 +84,7 @@ class MaxPool(_Pool):
     aliases = ("max_pool", "maxpool2d")
     summary = "max pool: kernel, stride (default kernel), padding, dilation, ceil_mode"
     flops_rule = "kh*kw - 1 comparisons per output element"
-    args = {**_Pool.args, "dilation": Arg("pair", 1, min=1)}
+    args = {**_Pool.args, "dilation": DILATION}
 
     def flops(self, a, x, y):
         kh, kw = a.kernel
@@ -318,10 +314,10 @@ class LPPool(_Pool):
     flops_rule = ("1 per input element (x^p) + kh*kw + 6 per output element "
                   "(average, sign, abs, relu, product, scale, root)")
     args = {
-        "kernel": Arg("pair", min=1, doc="k or [kh, kw]"),
+        "kernel": KERNEL,
         "norm_type": Arg("float", 2.0, doc="p: 1 is a sum pool, 2 an L2 pool"),
-        "stride": Arg("pair", None, min=1, doc="defaults to the kernel, as in PyTorch"),
-        "ceil_mode": Arg("bool", False),
+        "stride": STRIDE_OF_KERNEL,
+        "ceil_mode": CEIL_MODE,
     }
 
     @staticmethod
@@ -375,9 +371,9 @@ class MaxUnpool(Kind):
     flops_rule = "0 (a scatter)"
     inputs = "chw"
     args = {
-        "kernel": Arg("pair", min=1),
-        "stride": Arg("pair", None, min=1),
-        "padding": Arg("pair", 0, min=0),
+        "kernel": KERNEL,
+        "stride": STRIDE_OF_KERNEL,
+        "padding": PADDING,
         "of": Arg("str", doc="name of the max pool layer"),
     }
 

@@ -174,3 +174,40 @@ def test_the_comparison_covers_most_kinds():
                if not (k.flop_counter_gap or k.needs_context or k.not_built)]
     assert len(CHECKED) >= len(KINDS) - 2
     assert {"conv", "conv_transpose", "fc", "attention", "conv_table"} <= set(counted)
+
+
+def test_companion_modules_stay_lazy():
+    """Analysing never imports a kind's torch companion (nor torch)."""
+    import subprocess
+    code = ("import sys, archcalc.layers, archcalc.analysis\n"
+            "print([m for m in sys.modules if m == 'torch' or m.endswith('_torch')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_every_custom_module_exports_on_its_own():
+    """`archcalc export` copies a kind's module classes by their source: each
+    resolves, is in export's list, and names no global beyond torch, nn, F and
+    the builtins (a copied class that did would fail in the exported file)."""
+    import ast
+    import builtins
+    import inspect
+
+    from archcalc.torch.export import CUSTOM
+    allowed = {"torch", "nn", "F", *dir(builtins)}
+    for name, kind in KINDS.items():
+        for cls in kind.module_classes():
+            assert cls in CUSTOM, (name, cls)
+            tree = ast.parse(inspect.getsource(cls))
+            bound = {n.id for n in ast.walk(tree)
+                     if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+            bound |= {a.arg for n in ast.walk(tree) if isinstance(n, ast.arguments)
+                      for a in n.args + n.kwonlyargs + n.posonlyargs}
+            bound |= {n.name for n in ast.walk(tree)
+                      if isinstance(n, (ast.ClassDef, ast.FunctionDef))}
+            bound |= {alias.asname or alias.name.split(".")[0] for n in ast.walk(tree)
+                      if isinstance(n, (ast.Import, ast.ImportFrom)) for alias in n.names}
+            loaded = {n.id for n in ast.walk(tree)
+                      if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+            assert loaded <= allowed | bound, (cls.__name__, loaded - allowed - bound)

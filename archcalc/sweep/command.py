@@ -86,7 +86,9 @@ def register(main, SPEC, dtype_option, input_option, set_option, format_option):
           archcalc sweep specs/tricks/7x7-vs-3x3/three_3x3.toml \\
               --grid C=16,64,256 --grid H=7:56:7 --link W=H --where "params <= 1e6" --format csv
         """
-        from ..cli import _profile, console, parse_sets
+        from ..options import parse_sets
+        from ..cli.options import show
+        from ..cli.predict import load_device_profile as _profile
         from . import sweep as run
         if output:
             _check_output(output)
@@ -96,7 +98,7 @@ def register(main, SPEC, dtype_option, input_option, set_option, format_option):
                      input=input_shape, sets=parse_sets(sets), batch=batch, dtype=dtype,
                      optimizer=optimizer, profile=profile, mode=mode, amp=amp, fit=fit,
                      maximize=maximize, minimize=minimize, progress=_progress())
-        _print(result, fmt, console)
+        show(result, fmt)
         if output:
             _write(result, output)
 
@@ -125,19 +127,9 @@ def _check_output(output: str) -> None:
     check_output_path(output, "-o")
 
 
-def _print(result, fmt, console) -> None:
-    from ..render import sweep as render
-    if fmt == "rich":
-        render.render_rich(result, console())
-    else:
-        text = {"json": render.render_json, "csv": render.render_csv,
-                "markdown": render.render_markdown}[fmt](result)
-        click.echo(text.rstrip("\n"))
-
-
 def _write(result, output: str) -> None:
     from ..output import shown, write_atomic
-    from ..render import sweep as render
+    from ..render import render
     suffix = output.lower().rsplit(".", 1)[-1]
     if suffix in ("png", "svg", "pdf"):
         from ..render.sweep_plot import plot
@@ -145,8 +137,7 @@ def _write(result, output: str) -> None:
     elif suffix in ("html", "htm"):
         write_atomic(output, html_page(result))
     else:
-        write_atomic(output, render.render_json(result) if suffix == "json"
-                     else render.render_csv(result))
+        write_atomic(output, render(result, suffix))
     click.echo(f"wrote {shown(output)}", err=True)
 
 

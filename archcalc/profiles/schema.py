@@ -33,6 +33,15 @@ class ProfileError(SpecError):
     """A profile that is not what `archcalc calibrate` writes (exit 2)."""
 
 
+def parse_table_names(text: str, option: str = "--tables") -> list[str]:
+    """A comma-separated list of table names (fp32, bf16-cl, ...), each once:
+    a repeated name would time it twice into one table."""
+    names = list(dict.fromkeys(t.strip() for t in text.split(",") if t.strip()))
+    if not names or not all(TABLE_NAME.fullmatch(t) for t in names):
+        raise SpecError(f"{option} takes dtypes fp32, bf16, fp16, each optionally with "
+                        f"-cl (channels-last). Received: {text!r}")
+    return names
+
 def _show(value) -> str:
     """A value as the message quotes it: JSON-like, escaped, short."""
     if isinstance(value, float) and not math.isfinite(value):

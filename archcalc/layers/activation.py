@@ -28,6 +28,7 @@ class Elementwise(Kind):
     primitive = "relu"
     primitive_scale = 1.0
     fused_aliases: tuple[str, ...] = ()   # other names a row's activation = "..." accepts
+    learned = False                       # has parameters (prelu)
 
     def flops(self, a, x, y):
         return sym.norm(sym.prod(y) * self.per_element)
@@ -87,6 +88,7 @@ activation("softplus", per_element=5, keeps="input", torch_name="Softplus", prim
 @register
 class Gelu(Elementwise):
     name = "gelu"
+    torch_name = "GELU"
     summary = "x * Phi(x): erf form, or approximate = \"tanh\""
     keeps = "input"
     per_element = 5
@@ -130,6 +132,8 @@ activation("mish", per_element=5, keeps="input", torch_name="Mish", args=INPLACE
 @register
 class PReLU(Elementwise):
     name = "prelu"
+    torch_name = "PReLU"
+    learned = True
     summary = "x if x > 0 else a*x, with a learned (one, or one per channel)"
     per_element = 2
     keeps = "input"

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Cost, Kind, Saved, lookup, register
+from .activation import Elementwise
+from .base import Arg, Cost, Kind, Saved, kinds, lookup, register
 
 # inner activations: every elementwise activation without learned parameters
-SE_ACTIVATIONS = ("relu", "relu6", "silu", "hardswish", "gelu", "mish", "leaky_relu", "elu",
-                  "tanh", "sigmoid", "hardsigmoid", "softplus")
+# (softmax is a normalization, not one), in registration order
+SE_ACTIVATIONS = tuple(kind.name for kind in kinds().values()
+                       if isinstance(kind, Elementwise) and kind.nonlinear and not kind.learned)
 SE_GATES = ("sigmoid", "hardsigmoid")
 
 
@@ -108,4 +110,5 @@ class SqueezeExcitation(Kind):
 
     def build(self, a, x):
         from .se_torch import SqueezeExcitation as Module
-        return Module(x[0], self.squeeze(a, x), a.activation, a.gate)
+        return Module(x[0], self.squeeze(a, x), lookup(a.activation).torch_name,
+                      lookup(a.gate).torch_name)

@@ -13,21 +13,17 @@ class SqueezeExcitation(nn.Module):
     """torchvision.ops.SqueezeExcitation: the same submodules under the same names
     (avgpool, fc1, fc2 as 1x1 convs, activation, scale_activation), so a
     torchvision state dict loads into it. ``activation`` and ``gate`` name
-    activations (relu, silu, hardsigmoid, ...)."""
+    torch.nn activation classes (ReLU, SiLU, Hardsigmoid, ...: each kind's
+    ``torch_name``)."""
 
-    TORCH_NAMES = {"relu": "ReLU", "relu6": "ReLU6", "silu": "SiLU", "hardswish": "Hardswish",
-                   "gelu": "GELU", "mish": "Mish", "leaky_relu": "LeakyReLU", "elu": "ELU",
-                   "tanh": "Tanh", "sigmoid": "Sigmoid", "hardsigmoid": "Hardsigmoid",
-                   "softplus": "Softplus"}
-
-    def __init__(self, channels, squeeze, activation="relu", gate="sigmoid"):
+    def __init__(self, channels, squeeze, activation="ReLU", gate="Sigmoid"):
         super().__init__()
         self.init_args = (channels, squeeze, activation, gate)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc1 = nn.Conv2d(channels, squeeze, 1)
         self.fc2 = nn.Conv2d(squeeze, channels, 1)
-        self.activation = getattr(nn, self.TORCH_NAMES[activation])()
-        self.scale_activation = getattr(nn, self.TORCH_NAMES[gate])()
+        self.activation = getattr(nn, activation)()
+        self.scale_activation = getattr(nn, gate)()
 
     def forward(self, x):
         scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))

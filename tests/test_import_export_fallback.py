@@ -185,7 +185,7 @@ def test_export_path_gives_fx_s_spec(monkeypatch):
         with monkeypatch.context() as m:
             def fail(*args, **kwargs):
                 raise importer.TraceFailure("forced")
-            m.setattr(importer, "trace", fail)
+            m.setattr(importer.tracing, "trace", fail)
             by_export = importer.import_module(model, shape, label=name)
         assert (by_fx.tracer, by_export.tracer) == ("torch.fx", "torch.export")
 

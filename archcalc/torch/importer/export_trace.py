@@ -41,6 +41,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils import _pytree as pytree
 
+from .failures import _first_line, _quiet_warnings
+
 aten = torch.ops.aten
 
 # aten operation -> (fx op, target), arguments unchanged
@@ -97,11 +99,6 @@ _SAME_ARGS = {
     aten.expand.default: ("call_method", "expand"),
     aten.detach.default: ("call_method", "detach"),
 }
-
-# reshapes without a torch-level twin: kept as aten calls, run as reshapes
-LAYOUT_OPS = (aten.select.int, aten.slice.Tensor, aten.unflatten.int, aten.t.default,
-              aten.narrow.default)
-
 
 def _elu(args, kwargs):
     alpha, scale, input_scale = (list(args[1:]) + [1.0, 1.0, 1.0])[:3]
@@ -162,7 +159,6 @@ class Exported:
     call's arguments and output (fake tensors) as its forward hooks saw them."""
 
     def __init__(self, model: nn.Module, input_shape: tuple, batch: int):
-        from .importer import _first_line, _quiet_warnings
         self.model = model
         self.calls: dict = {}            # id(module) -> [(args, kwargs, output)]
         device = next((p.device for p in model.parameters()), torch.device("cpu"))

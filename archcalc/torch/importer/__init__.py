@@ -1,0 +1,195 @@
+"""Import a PyTorch model as a spec: `archcalc import MODULE:FACTORY`.
+
+The model is traced with torch.fx (symbolic trace: known modules stay
+leaves, the rest is traced through) and run once on the meta device to
+measure every tensor's shape (a forward fx cannot trace, one that loops or
+branches on a shape, is exported with torch.export instead and its graph
+regrouped into the same calls: archcalc.torch.importer.export_trace). Each call is
+mapped to a kind through one of two registries (leaf modules by type,
+functions and methods by target); reshapes are evaluated on an index tensor
+and recognized as what they do (flatten, tokens, to_map, channel_shuffle, a
+token pick), whatever chain of view/permute/transpose writes them. An
+operation with no mapping is never counted as zero: the import fails naming
+each one with its module path and count, or keeps it as an `opaque` row with
+`allow_opaque`.
+
+The dataflow graph is folded back into the spec's structures: a fork and
+the node where its paths meet become a residual (add), a gate (mul), a concat
+or a dense merge (DenseNet's running concatenation), a split/cat pair
+becomes a split; a max pool's indices are followed into the max unpools that
+read them (each unpool's `of` names the pool's row). Rows are named and
+nested by the module paths, so the spec's built model has the original's
+state_dict keys; rows of stateless modules (a ReLU called three times) get
+unique names of their own. The writer (archcalc.spec.writer) then folds
+repeated structure into blocks.
+
+Importing runs the user's Python (the module they name); the spec it writes
+never runs anything.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+from ...errors import SpecError
+from .emit import _Emitter, _annotate_classes, _resolve_names
+from .failures import ImportFailure, Unsupported, _first_line
+from .fusion import _fuse_levels, _fused_defaults
+from .graph_builder import _GraphBuilder
+from .probing import PROBE_BATCH, Probed, probe
+from .structure import _Recover, _normalize_cats
+from .tracing import _Tracing
+
+# the public names (the CLI, archcalc.from_module, benchmarks and tests use them)
+from .failures import TraceFailure
+from .targets import empty_weights, load_target, parse_kwargs
+from .tracing import trace
+
+__all__ = ["Imported", "ImportFailure", "TraceFailure", "Unsupported", "empty_weights",
+           "from_module", "import_module", "load_target", "parse_kwargs", "trace"]
+
+
+# --------------------------------------------------------------------------
+# the import
+
+
+@dataclass
+class Imported:
+    text: str                     # the spec's TOML
+    name: str
+    params: int                   # the module's parameters the forward uses
+    unused: dict                  # module path -> parameters the forward never reaches
+    opaque: list                  # variables of the opaque rows' MACs
+    tracer: str = "torch.fx"      # or "torch.export", where fx cannot trace the forward
+    fx_error: str | None = None   # why fx could not
+
+
+def from_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = None,
+                source: str | None = None, allow_opaque: bool = False):
+    """The spec of a PyTorch module: ``archcalc.from_module(model, input=(3, 224, 224))``."""
+    from ...spec.loader import loads
+    done = import_module(module, input, name=name, source=source, allow_opaque=allow_opaque)
+    return loads(done.text, file=f"<import {done.name}>")
+
+
+def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = None,
+                  source: str | None = None, allow_opaque: bool = False,
+                  label: str | None = None) -> Imported:
+    from ...spec import writer
+    if not isinstance(module, nn.Module):
+        raise SpecError(f"from_module takes a torch.nn.Module. Received: "
+                        f"{type(module).__name__}")
+    input_shape = _input_shape(input)
+    label = label or type(module).__name__
+    name = name or label.rpartition(":")[2] or type(module).__name__
+    training = module.training
+    module.eval()
+    try:
+        opaque: set = set()
+        tracing = _Tracing(module, input_shape, label)
+        for _ in range(8):
+            gm = tracing.graph(opaque)
+            found = _probe_or_fail(gm, input_shape, label, module)
+            builder = _GraphBuilder(gm, found, input_shape, allow_opaque, opaque)
+            builder.run()
+            # an op that cannot be a row of its own (it computes on parameters, or
+            # on several tensors): its module is kept whole, as one opaque row
+            wider = {p for p in builder.widen if p not in opaque}
+            if not allow_opaque or not wider:
+                break
+            opaque |= wider
+    finally:
+        module.train(training)
+    if builder.unsupported:
+        raise Unsupported(builder.unsupported, f"cannot import {label}")
+    nodes, output = builder.nodes, builder.output
+    _normalize_cats(nodes, output)
+    recover = _Recover(nodes, output)
+    items = recover.run()
+    reached = {nodes[i] for i in recover.seen}
+    fused = _fused_defaults(reached)
+    bn_default = fused.get("batch_norm", {})
+    classes = {tuple(p.split(".")) if p else (): type(m).__name__
+               for p, m in module.named_modules()}
+    entries = _fuse_levels(_resolve_names(_Emitter(bn_default).level(items, ())), fused)
+    _annotate_classes(entries, (), classes)
+    params, unused = _parameters(module, reached)
+    notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))}: "
+             f"every row is a call of the module's forward, named by its module path "
+             f"(its state_dict keys)."]
+    if tracing.fx_error is not None:
+        notes.append(f"Traced with torch.export at that input, since torch.fx cannot trace "
+                     f"the forward ({tracing.fx_error}): what the forward decides from "
+                     "shapes is fixed to that input's.")
+    if unused:
+        total = sum(unused.values())
+        notes.append(f"Left out: {', '.join(unused)} ({total:,} params) are not used by the "
+                     "forward at inference (e.g. auxiliary classifiers used in training).")
+    if builder.opaque_vars:
+        notes.append(f"Incomplete: {len(builder.opaque_vars)} opaque row(s) without a kind; "
+                     "their MACs are the unbound variable(s) "
+                     f"{', '.join(builder.opaque_vars)}.")
+    header = {"name": name, "input": list(input_shape),
+              "source": source or f"{label}, imported by archcalc", "notes": notes}
+    text = writer.write(header, entries, {v: "?" for v in builder.opaque_vars},
+                        fused=fused)
+    return Imported(text, name, params, unused, list(builder.opaque_vars), tracing.tracer,
+                    tracing.fx_error)
+
+
+def _input_shape(input) -> tuple:
+    if isinstance(input, str):
+        from ...graph import parse_shape
+        input = parse_shape(input)
+    if isinstance(input, int):
+        input = (input,)
+    shape = tuple(input)
+    if not shape or len(shape) not in (1, 3) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise SpecError(f"input takes (C, H, W) or (F,) with positive sizes. "
+                        f"Received: {input!r}")
+    return shape
+
+
+def _probe_or_fail(gm, input_shape, label, module) -> Probed:
+    shape = "x".join(map(str, (PROBE_BATCH, *input_shape)))
+    try:
+        return probe(gm, input_shape, meta=True)
+    except Exception as meta_error:  # noqa: BLE001 - retried on real tensors
+        on_meta = any(p.device.type == "meta" for p in module.parameters())
+        if on_meta:
+            raise ImportFailure(f"running {label} on a {shape} input raised "
+                                f"{type(meta_error).__name__}: {_first_line(meta_error)}") \
+                from None
+    try:
+        return probe(gm, input_shape, meta=False)
+    except Exception as e:  # noqa: BLE001 - the user's forward
+        raise ImportFailure(f"running {label} on a {shape} input raised "
+                            f"{type(e).__name__}: {_first_line(e)}") from None
+
+
+def _parameters(module: nn.Module, reached) -> tuple:
+    """(parameters the spec holds, {module path: parameters left out})."""
+    used = set()
+    for n in reached:
+        if n.stateful:
+            used.add(".".join(n.path))
+    total, unused = 0, {}
+    for pname, p in module.named_parameters():
+        owner = pname.rpartition(".")[0]
+        if pname in used or any(owner == u or owner.startswith(u + ".") for u in used):
+            total += p.numel()
+        else:
+            top = _top_unused(pname, used)
+            unused[top] = unused.get(top, 0) + p.numel()
+    return total, unused
+
+
+def _top_unused(pname: str, used: set) -> str:
+    parts = pname.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if not any(u == prefix or u.startswith(prefix + ".") for u in used):
+            return prefix
+    return pname

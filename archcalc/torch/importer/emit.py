@@ -1,0 +1,346 @@
+"""Emission: the recovered structure as the spec's entries (rows, residuals,
+concats, splits, shortcuts), named by level; the writer (archcalc.spec.writer)
+turns them into TOML."""
+from __future__ import annotations
+
+from ...errors import SpecError
+from ...graph import NAME
+from ...layers.activation import ACTIVATIONS
+from .dataflow import Node
+from .fusion import _entry, _fuse_posts, _plain
+from .mappers import rows
+from .naming import (_Level, _Name, _check_module_name, _home, _is_shortcut_name, _levels,
+    _stateful_paths)
+from .structure import CatItem, MergeItem
+
+
+class _Ref:
+    """A max unpool's `of`: the path of its max pool's row, once names are chosen."""
+
+    def __init__(self, rows: dict, pool: int):
+        self.rows, self.pool = rows, pool
+
+    @property
+    def value(self) -> str:
+        prefix, name = self.rows[self.pool]
+        return ".".join((*prefix, name.value if isinstance(name, _Name) else name))
+
+
+class _Emitter:
+    def __init__(self, bn_default: dict):
+        self.bn_default = bn_default
+        self.rows: dict = {}      # node index -> (level path, its row's name or _Name)
+
+    def named(self, node: Node, prefix: tuple, name, entry: dict) -> dict:
+        """Note where a row sits; a max unpool's `of` names its pool's row."""
+        self.rows[node.index] = (prefix, name)
+        if node.of is not None:
+            if node.of not in self.rows:
+                raise SpecError(f"{'.'.join(node.path) or 'the model'}: a max unpool before "
+                                "the max pool whose indices it reads")
+            entry["of"] = _Ref(self.rows, node.of)
+        return entry
+
+    def level(self, items, prefix: tuple) -> list:
+        level = _Level(prefix)
+        entries = self.items(items, prefix, level)
+        level.resolve()
+        return _fuse_posts(entries)
+
+    def items(self, items, prefix, level: _Level) -> list:
+        items = _attach_posts(items, prefix)
+        homes = [_home(item, prefix) for item in items]
+        # a stateless item joins the level of a firm neighbour it belongs to
+        resolved = []
+        for i, (home, firm) in enumerate(homes):
+            if home is not None and not firm:
+                before = next((h for h, f in reversed(homes[:i]) if f), None)
+                after = next((h for h, f in homes[i + 1:] if f), None)
+                if home not in (before, after):
+                    home = None
+            resolved.append(home)
+        groups = []
+        for item, home in zip(items, resolved):
+            if home is not None and groups and groups[-1][0] == home:
+                groups[-1][1].append(item)
+            else:
+                groups.append((home, [item]))
+        # one level per name: stateless items between two groups of a level join it
+        merged = []
+        for home, group in groups:
+            if home is not None:
+                back = next((k for k in range(len(merged) - 1, -1, -1)
+                             if merged[k][0] == home), None)
+                if back is not None:
+                    between = merged[back + 1:]
+                    if any(_stateful_paths(g) for _, g in between):
+                        where = ".".join((*prefix, home))
+                        raise SpecError(f"{where} is called in two places with other layers "
+                                        "in between; a spec level is one place")
+                    for _, g in between:
+                        merged[back][1].extend(g)
+                    merged[back][1].extend(group)
+                    del merged[back + 1:]
+                    continue
+            merged.append((home, list(group)))
+        entries = []
+        for home, group in merged:
+            if home is None:
+                for item in group:
+                    entries.append(self.item(item, prefix, level))
+                continue
+            inner = (*prefix, home)
+            if len(group) == 1 and isinstance(group[0], Node) and not group[0].stateful \
+                    and len(group[0].rows) == 1 and NAME.fullmatch(home):
+                # a stateless module computed in its own forward (a Permute): one row
+                # named after it
+                level.fix(home, "row")
+                entries.append(self.named(group[0], prefix, home,
+                                          {"name": home, **_entry(*group[0].rows[0])}))
+                continue
+            name = level.fix(_check_module_name(home, (*prefix, home)), "level")
+            if len(group) == 1 and not isinstance(group[0], Node) and \
+                    inner not in _stateful_paths(group) and _home(group[0], inner)[0] is None:
+                sub = _Level(inner)
+                sub.fix(_structure_row(group[0]), "merge")   # the structure's own row
+                entry = self.structure(group[0], inner, sub, name=name, flat=False)
+                sub.resolve()
+                entry = _fuse_posts([entry])[0]
+            else:
+                entry = {"name": name, "layers": self.level(group, inner)}
+            entries.append(entry)
+        return entries
+
+    def item(self, item, prefix, level: _Level) -> dict:
+        if isinstance(item, Node):
+            return self.row(item, prefix, level)
+        return self.structure(item, prefix, level, name=None, flat=True)
+
+    def row(self, node: Node, prefix, level: _Level) -> dict:
+        if node.stateful:
+            name = level.fix(_check_module_name(node.path[-1], node.path), "row")
+        else:
+            rel = node.path[len(prefix):] if node.path[:len(prefix)] == prefix else ()
+            preferred = rel[0] if len(rel) == 1 and node.op == "row" and \
+                node.name == rel[0] else (node.name or node.rows[0][0])
+            name = level.defer(preferred)
+        entries = [_entry(kind, args) for kind, args in node.rows]
+        if len(entries) > 1:   # one call, several rows (a mean: pool, then flatten)
+            first = {"name": name, **entries[0]}
+            rest = [{"name": level.defer(f"{node.rows[0][0]}_{kind}"), **e}
+                    for e, (kind, _) in zip(entries[1:], node.rows[1:])]
+            return {"_rows": [first, *rest]}
+        entry = self.named(node, prefix, name, {"name": name, **entries[0]})
+        if node.flat:
+            entry["flat"] = True
+        return entry
+
+    def structure(self, item, prefix, level: _Level, name, flat: bool) -> dict:
+        """A merge, concat or split. flat: its parts sit in ``level`` (the
+        enclosing one) and ``name`` is its merge row's; else ``level`` is its
+        own, named ``name``."""
+        if isinstance(item, MergeItem):
+            entry = self.merge(item, prefix, level, flat)
+            if item.post:
+                entry = {"activation": item.post, **entry}
+        elif isinstance(item, CatItem):
+            entry = self.concat(item, prefix, level)
+        else:
+            entry = self.concat(item, prefix, level, sizes=item.sizes)
+        if flat:
+            entry = {"name": level.defer(_structure_name(item)), "flat": True, **entry}
+        else:
+            entry = {"name": name, **entry}
+        return entry
+
+    def merge(self, item: MergeItem, prefix, level: _Level, flat: bool) -> dict:
+        a, b = item.branches
+        if item.op == "mul":
+            if a and b:
+                raise SpecError(f"{'.'.join(item.node.path) or 'the model'}: a product of two "
+                                "computed tensors; archcalc's gate is x * body(x)")
+            return {"scale": self.items(a or b, prefix, level)}
+        if not a or not b:
+            body = a or b
+            named = self._shortcut_level(body, prefix)
+            if _is_shortcut_name(named):
+                # y + skip(y): the module says it is the shortcut; the body is y itself
+                level.fix(_check_module_name(named, (*prefix, named)), "shortcut")
+                entry = {"residual": [], "shortcut": self.level(body, (*prefix, named))}
+                if named != "shortcut":
+                    entry["shortcut_name"] = named
+                return entry
+            entry = {"residual": self.items(body, prefix, level)}
+            if flat:
+                entry["shortcut"] = "identity"
+            return entry
+        options = [(body, short) for body, short in ((a, b), (b, a))
+                   if self._shortcut_level(short, prefix) is not None]
+        if not options:
+            raise SpecError(f"{'.'.join(item.node.path) or 'the model'}: both paths of an add "
+                            "have layers directly in this module; a spec's shortcut is a "
+                            "module of its own (e.g. downsample)")
+        # the path whose module is named as a shortcut (skip, downsample) is the
+        # shortcut; else the shorter one
+        named = [o for o in options if _is_shortcut_name(self._shortcut_level(o[1], prefix))]
+        body, short = min(named or options, key=lambda o: _count(o[1]))
+        name = self._shortcut_level(short, prefix)
+        level.fix(_check_module_name(name, (*prefix, name)), "shortcut")
+        entry = {"residual": self.items(body, prefix, level)}
+        if _is_projection(short, (*prefix, name)):
+            entry["shortcut"] = "auto"
+        elif len(short) == 1 and isinstance(short[0], Node) and len(short[0].rows) == 1 and \
+                short[0].rows[0][0] == "pad_shortcut":
+            entry["shortcut"] = "pad"      # option A: what 'pad' builds, from the shapes
+        else:
+            entry["shortcut"] = self.level(short, (*prefix, name))
+        if name != "shortcut":
+            entry["shortcut_name"] = name
+        if entry["shortcut"] == "auto" and not flat:
+            del entry["shortcut"]
+        return entry
+
+    @staticmethod
+    def _shortcut_level(items, prefix):
+        """The child level of ``prefix`` that holds all of items' layers (stateless
+        ones by the level they were called in, or the module they are)."""
+        paths = _stateful_paths(items)
+        n = len(prefix)
+        if paths:
+            firsts = {p[n] for p in paths if p[:n] == prefix and len(p) > n + 1}
+            if len(firsts) == 1 and all(len(p) > n + 1 for p in paths):
+                return firsts.pop()
+            return None
+        if len(items) == 1 and isinstance(items[0], Node) and not items[0].scoped and \
+                len(items[0].path) == n + 1 and items[0].path[:n] == prefix:
+            return items[0].path[n]        # a stateless module of its own (PadShortcut)
+        levels = _levels(items)
+        firsts = {p[n] for p in levels if p[:n] == prefix and len(p) > n}
+        if items and len(firsts) == 1 and all(p[:n] == prefix and len(p) > n for p in levels):
+            return firsts.pop()
+        return None
+
+    def concat(self, item, prefix, level: _Level, sizes=None) -> dict:
+        if sizes is None and len(item.branches) == 2 and not item.branches[0] \
+                and item.branches[1]:
+            return {"dense": self.items(item.branches[1], prefix, level)}
+        branches = []
+        for i, branch in enumerate(item.branches, 1):
+            name = self._shortcut_level(branch, prefix)
+            if not branch:
+                level.fix(f"b{i}", "branch")
+                branches.append([])
+            elif name is not None and not any(p[:len(prefix) + 1] == (*prefix, name) and
+                                               len(p) == len(prefix) + 1
+                                               for p in _stateful_paths(branch)):
+                level.fix(_check_module_name(name, (*prefix, name)), "branch")
+                branches.append({"name": name, "layers": self.level(branch, (*prefix, name))})
+            elif not _stateful_paths(branch):
+                level.fix(f"b{i}", "branch")
+                branches.append(self.level(branch, (*prefix, f"b{i}")))
+            else:
+                branches.append({"flat": True, "layers": self.items(branch, prefix, level)})
+        key = "concat" if sizes is None else "split"
+        entry = {key: branches}
+        if sizes is not None and len(set(sizes)) != 1:
+            entry["sizes"] = list(sizes)
+        return entry
+
+
+def _attach_posts(items, prefix) -> list:
+    """A residual and the activation after it (of the same module) as one
+    item: the activation becomes the merge's `activation`."""
+    out = []
+    for item in items:
+        prev = out[-1] if out else None
+        if isinstance(prev, MergeItem) and prev.op == "add" and prev.post is None and \
+                isinstance(item, Node) and not item.stateful and len(item.rows) == 1 and \
+                item.rows[0][0] in ACTIVATIONS and _plain(_entry(*item.rows[0]),
+                                                          item.rows[0][0]) and \
+                _home(item, prefix)[0] == _home(prev, prefix)[0]:
+            prev.post = item.rows[0][0]
+            continue
+        out.append(item)
+    return out
+
+
+def _structure_row(item) -> str:
+    """The name graph.py gives the merge row of a structure with a level of its own."""
+    if isinstance(item, MergeItem):
+        return "scale" if item.op == "mul" else "add"
+    if isinstance(item, CatItem) and len(item.branches) == 2 and not item.branches[0]:
+        return "concat"    # dense
+    return "concat"
+
+
+def _structure_name(item) -> str:
+    if isinstance(item, MergeItem):
+        return item.op
+    return "concat"
+
+
+def _count(items) -> int:
+    total = 0
+    for item in items:
+        total += 1 if isinstance(item, Node) else sum(_count(b) for b in item.branches)
+    return total
+
+
+def _is_projection(items, prefix) -> bool:
+    """The shortcut 'auto' builds: 1x1 conv without bias (strided), batch norm
+    with PyTorch's defaults, as modules 0 and 1 of the shortcut's level."""
+    if len(items) != 2 or not all(isinstance(i, Node) and i.op == "row" and len(i.rows) == 1
+                                  for i in items):
+        return False
+    (k1, a1), (k2, a2) = items[0].rows[0], items[1].rows[0]
+    if items[0].path != (*prefix, "0") or items[1].path != (*prefix, "1"):
+        return False
+    if k1 != "conv" or k2 != "batch_norm":
+        return False
+    conv_ok = a1.get("kernel") == 1 and not a1.get("bias", True) and \
+        a1.get("padding", 0) in (0, "valid") and a1.get("dilation", 1) == 1 and \
+        a1.get("groups", 1) == 1 and not a1.get("depthwise") and \
+        a1.get("padding_mode", "zeros") == "zeros" and isinstance(a1.get("stride", 1), int)
+    bn_ok = a2.get("affine", True) and a2.get("eps", 1e-5) == 1e-5 and \
+        a2.get("momentum", 0.1) == 0.1
+    return conv_ok and bn_ok
+
+
+def _resolve_names(v):
+    if isinstance(v, (_Name, _Ref)):
+        return v.value
+    if isinstance(v, dict):
+        return {k: _resolve_names(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_resolve_names(x) for x in v]
+    return v
+
+
+def _annotate_classes(entries, prefix, classes):
+    """Each named level's module class (the writer names blocks after it)."""
+    for e in entries:
+        if not isinstance(e, dict):
+            if isinstance(e, list):
+                _annotate_classes(e, prefix, classes)
+            continue
+        name = e.get("name")
+        flat = e.get("flat")
+        inner = prefix if flat or not isinstance(name, str) else (*prefix, name)
+        if not flat and isinstance(name, str) and inner in classes:
+            e["_class"] = classes[inner]
+        for k in ("layers", "residual", "scale", "dense"):
+            if isinstance(e.get(k), list):
+                _annotate_classes(e[k], inner if k == "layers" or True else prefix, classes)
+        for k in ("concat", "split"):
+            for b in e.get(k, []) or []:
+                if isinstance(b, dict):
+                    bn = b.get("name")
+                    sub = (*inner, bn) if bn else inner
+                    if bn and sub in classes:
+                        b["_class"] = classes[sub]
+                    _annotate_classes(b.get("layers", []), sub, classes)
+                elif isinstance(b, list):
+                    _annotate_classes(b, inner, classes)
+        short = e.get("shortcut")
+        if isinstance(short, list):
+            _annotate_classes(short, (*inner, e.get("shortcut_name", "shortcut")), classes)

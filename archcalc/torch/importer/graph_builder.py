@@ -1,0 +1,515 @@
+"""fx graph + probe -> the dataflow graph: every call mapped to rows of kinds,
+reshape chains classified (layout), max pool indices followed into the unpools
+that read them, unmapped operations collected (or kept as opaque rows)."""
+from __future__ import annotations
+
+import math
+import operator
+import re
+
+import torch
+import torch.fx as fx
+
+from ...errors import SpecError
+from .dataflow import (Expanded, Node, Param, _Indices, _PENDING, _POISON, _Pooled,
+    _describe_target, _kind_shape, _path, _per_sample, _spec_matches, _tensor, _tensor_valued,
+    _where)
+from .layout import _classify_layout
+from .mappers import (ADD, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNCTIONS, LAYOUT_METHODS,
+    METHOD_MAPPERS, MUL, PoolIndices, SPLIT, UNPOOLS, Unpool, _NoMapping, _constant,
+    _layout_module, _mapper_for, _single_output, row)
+from .naming import _clean_name
+from .probing import Probed, _TensorArg
+
+
+class _GraphBuilder:
+    """fx graph + probe -> Nodes of tensor values, rows mapped to kinds."""
+
+    def __init__(self, gm: fx.GraphModule, found: Probed, input_shape: tuple,
+                 allow_opaque: bool, opaque=()):
+        self.gm = gm
+        self.opaque = set(opaque)
+        self.widen: set = set()            # scopes to keep whole on the next try
+        self.found = found
+        self.allow_opaque = allow_opaque
+        self.input_shape = tuple(input_shape)
+        self.nodes: list[Node] = []
+        self.value: dict = {}             # fx node -> Node | Param | Expanded | None
+        self.unsupported: dict = {}       # (op, path) -> count
+        self.opaque_vars: list = []
+        self.stateful_calls: dict = {}    # module path -> times called
+        self.output = None
+        self.used_state: set = set()      # module paths and parameter targets used
+        self.modules = dict(gm.named_modules())
+        self.taped: dict = {}             # (id of an IndexTape, key) -> its max pool's Node
+
+    # -- entry ------------------------------------------------------------
+    def run(self):
+        chains = self._layout_chains()
+        for n in self.gm.graph.nodes:
+            try:
+                self._visit(n, chains)
+            except _NoMapping as e:
+                self._unsupported(n, str(e))
+        if self.unsupported:
+            return
+        shared = {p: k for p, k in self.stateful_calls.items() if k > 1}
+        if shared:
+            raise SpecError("a spec holds one set of weights per layer; these modules are "
+                            "called more than once (shared weights): "
+                            + ", ".join(f"{p} (x{k})" for p, k in sorted(shared.items())))
+
+    def _visit(self, n: fx.Node, chains):
+        v = self.found.values.get(n)
+        if n.op == "placeholder":
+            if not self.nodes and _tensor(v):
+                self._add(Node(0, "input", [], self.input_shape, _per_sample(v),
+                               name="input"), n)
+            elif _tensor(v):
+                raise SpecError(f"the model's forward takes more than one tensor "
+                                f"({n.name}); import needs one input")
+            else:
+                self.value[n] = None
+            return
+        if n.op == "get_attr":
+            obj = self._attr(n.target)
+            self.value[n] = Param(n.target, obj) if isinstance(obj, torch.Tensor) else None
+            return
+        if n.op == "output":
+            if self.unsupported:
+                return
+            out = _single_output(n.args[0])
+            got = self.value.get(out) if isinstance(out, fx.Node) else None
+            if isinstance(got, (_Pooled, _Indices)):
+                raise SpecError(f"the model's forward returns the indices of the max pool at "
+                                f"{_where(got.pool)}; import needs one tensor")
+            if not isinstance(got, Node):
+                raise SpecError("the model's forward must return one tensor; it returns "
+                                f"{type(self.found.values.get(out, out)).__name__}")
+            self.output = got
+            return
+        inputs = [self.value.get(a) for a in n.all_input_nodes]
+        if any(x is _POISON for x in inputs):
+            # downstream of an unsupported op: its own failures are not reported
+            # again, but an op that has no mapping at all is
+            if not self._has_mapper(n):
+                self._unsupported(n, "")
+            self.value[n] = _POISON
+            return
+        held = [x for x in inputs if isinstance(x, (_Pooled, _Indices))]
+        if held and self._read_indices(n, held):
+            return
+        tensors = [x for x in inputs if isinstance(x, Node)]
+        if not tensors and not any(isinstance(x, (Param, Expanded)) or x is _PENDING
+                                   for x in inputs):
+            self.value[n] = None      # shape arithmetic, asserts: no tensor work
+            return
+        if not (_tensor(v) or (isinstance(v, (tuple, list)) and any(map(_tensor, v)))):
+            if n.op == "call_module":   # a leaf whose output is not a tensor
+                raise _NoMapping(f"returns a {type(v).__name__}")
+            self.value[n] = None      # x.size(), x.dim(): metadata
+            return
+        if n in chains and chains[n] is not n:
+            self.value[n] = _PENDING
+            return
+        if n in chains:
+            return self._layout(n, chains)
+        if n.op == "call_module":
+            return self._module(n)
+        return self._function(n, tensors, inputs)
+
+    # -- helpers ----------------------------------------------------------
+    def _has_mapper(self, n: fx.Node) -> bool:
+        if n.op == "call_module":
+            return _mapper_for(self.modules[n.target]) is not None
+        if n.op == "call_method":
+            return n.target in METHOD_MAPPERS or n.target in (
+                "add", "add_", "mul", "mul_", "chunk", "split", "tensor_split", "expand",
+                "size", "dim")
+        if n.op == "call_function":
+            return n.target in FUNCTION_MAPPERS or n.target in ADD + MUL + CAT + SPLIT or \
+                not _tensor_valued(self.found.values.get(n))
+        return True
+
+    def _read_indices(self, n: fx.Node, held: list) -> bool:
+        """A node that reads a max pool's (values, indices) pair or its indices:
+        an item of the pair (True: done), or a max unpool (False: mapped as
+        one); anything else cannot follow the indices."""
+        pool = held[0].pool
+        if isinstance(held[0], _Pooled) and len(n.all_input_nodes) == 1 and \
+                n.op == "call_function" and n.target is operator.getitem and \
+                n.args[1] in (-2, -1, 0, 1):
+            self.value[n] = pool if n.args[1] % 2 == 0 else _Indices(pool)
+            return True
+        if all(isinstance(h, _Indices) for h in held):
+            if n.op == "call_module":
+                mapper = _mapper_for(self.modules[n.target])
+            else:
+                mapper = FUNCTION_MAPPERS.get(n.target) if n.op == "call_function" else None
+            if mapper in UNPOOLS:
+                return False
+        raise _NoMapping(f"reads the indices of the max pool at {_where(pool)}; only a max "
+                         "unpool (MaxUnpool2d, max_unpool2d) may use them")
+
+    def _attr(self, target):
+        obj = self.gm
+        for part in target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    def _add(self, node: Node, fx_node) -> Node:
+        node.index = len(self.nodes)
+        self.nodes.append(node)
+        self.value[fx_node] = node
+        return node
+
+    def _unsupported(self, n: fx.Node, reason: str):
+        module = self.modules.get(n.target) if n.op == "call_module" else None
+        what = _describe_target(n, module)
+        path = n.target if n.op == "call_module" else n.meta.get("scope", "")
+        if self.allow_opaque:
+            try:
+                return self._opaque(n, what, path)
+            except _NoMapping as e:
+                reason = str(e)
+                scope = n.meta.get("scope", "")
+                if n.op == "call_module":       # the module that calls this one
+                    scope = scope.rpartition(".")[0]
+                if scope and scope not in self.opaque:
+                    self.widen.add(scope)
+        key = (f"{what} ({reason})" if reason else what, path)
+        self.unsupported[key] = self.unsupported.get(key, 0) + 1
+        self.value[n] = _POISON
+
+    def _input_of(self, n: fx.Node) -> Node:
+        for a in n.all_input_nodes:
+            got = self.value.get(a)
+            if isinstance(got, Node):
+                return got
+        raise _NoMapping("computes on parameters or buffers, not on the input")
+
+    def _call(self, n: fx.Node, x: Node, module=None) -> Call:
+        args, kwargs = self.found.args[n]
+        y = self.found.values.get(n)
+        return Call(n, module, args, kwargs, x.shape, x.torch_shape,
+                    _per_sample(y) if _tensor(y) else None)
+
+    def _row(self, n: fx.Node, x: Node, kinds: list, *, path=None, stateful=False,
+             name="", flat=False, what="", out=None) -> Node | None:
+        """A row (or several, e.g. a mean: pool then flatten) from x; checks that
+        the kinds give PyTorch's shape (``out``'s where the call gives several)."""
+        y_torch = self.found.values.get(n) if out is None else out
+        y_torch = _per_sample(y_torch) if _tensor(y_torch) else None
+        if not kinds:                   # an identity (nn.Identity, clone)
+            self.value[n] = x
+            return x
+        shape = x.shape
+        for kind, args in kinds:
+            shape = _kind_shape(kind, args, shape)
+        if y_torch is not None and not _spec_matches(shape, y_torch):
+            raise _NoMapping(f"mapped to {'+'.join(k for k, _ in kinds)}, but PyTorch gives "
+                             f"{list(y_torch)} where the kind gives {list(shape)}")
+        scope = n.target if n.op == "call_module" else n.meta.get("scope", "")
+        node = Node(0, "row", [x.index], tuple(shape), y_torch or tuple(shape), list(kinds),
+                    _path(scope) if path is None else path, stateful, name, flat,
+                    what=what, scoped=n.op != "call_module" and not flat)
+        return self._add(node, n)
+
+    # -- leaf modules -----------------------------------------------------
+    def _module(self, n: fx.Node):
+        module = self.modules[n.target]
+        mapper = _mapper_for(module)
+        if mapper is None:
+            raise _NoMapping("")
+        x = self._input_of(n)
+        found = mapper(self._call(n, x, module), module)
+        if found is LAYOUT:
+            return self._layout(n, {n: n})
+        stateful = bool(list(module.parameters())) or bool(list(module.buffers()))
+        if stateful:
+            self.stateful_calls[n.target] = self.stateful_calls.get(n.target, 0) + 1
+            self.used_state.add(n.target)
+        path = _path(n.target)
+        how = dict(path=path, stateful=stateful, name=path[-1] if path else "",
+                   what=_describe_target(n, module))
+        if isinstance(found, PoolIndices):
+            return self._pool_indices(n, x, found, how)
+        if isinstance(found, Unpool):
+            return self._unpool(n, x, found, how)
+        self._row(n, x, found, **how)
+
+    # -- max pool indices -----------------------------------------------------
+    def _pool_indices(self, n: fx.Node, x: Node, found: PoolIndices, how: dict):
+        """A max pool that gives its indices: its row is the values' (they flow on)."""
+        v = self.found.values.get(n)
+        pair = not _tensor(v)     # (values, indices); a tensor on a tape
+        node = self._row(n, x, found.rows, out=v[0] if pair else v, **how)
+        if found.tape is not None:
+            self.taped[found.tape] = node
+        if pair:
+            self.value[n] = _Pooled(node)
+
+    def _unpool(self, n: fx.Node, x: Node, found: Unpool, how: dict):
+        """A max unpool: `of` is the max pool whose indices it reads, which it
+        must undo (its input the pool's output, its output the pool's input)."""
+        if isinstance(found.indices, _TensorArg):
+            held = self.value.get(found.indices.node)
+            pool = held.pool if isinstance(held, _Indices) else None
+        else:
+            pool = self.taped.get(found.indices)
+        if pool is None:
+            raise _NoMapping("max unpool of indices that no max pool of the model gave")
+        pool_in = self.nodes[pool.inputs[0]].shape
+
+        def undo(what, hw):
+            """The unpool must give the pool's input size, as archcalc's does."""
+            if tuple(hw) != tuple(pool_in[1:]):
+                raise _NoMapping(f"max unpool to {what}{'x'.join(map(str, hw))}, but the max "
+                                 f"pool at {_where(pool)} pooled "
+                                 f"{'x'.join(map(str, pool_in[1:]))}; archcalc's max_unpool "
+                                 "gives its pool's input size")
+        if found.output_size is not None:
+            undo("output_size ", [int(d) for d in list(found.output_size)[-2:]])
+        if tuple(x.shape) != tuple(pool.shape):
+            raise _NoMapping(f"max unpool of a {list(x.shape)} input with the indices of the "
+                             f"{list(pool.shape)} output of the max pool at {_where(pool)}")
+        seen, todo = set(), [x.index]
+        while todo and pool.index not in seen:
+            i = todo.pop()
+            if i not in seen:
+                seen.add(i)
+                todo.extend(self.nodes[i].inputs)
+        if pool.index not in seen:
+            raise _NoMapping(f"max unpool on a path that does not go through the max pool at "
+                             f"{_where(pool)}, whose indices it reads")
+        (kind, args), = found.rows
+        args["of"] = _where(pool)      # a stand-in: the emitter writes the pool's row path
+        undo("", _kind_shape(kind, args, x.shape)[1:])
+        node = self._row(n, x, found.rows, **how)
+        node.of = pool.index
+
+    # -- functions and methods ----------------------------------------------
+    def _function(self, n: fx.Node, tensors: list, inputs: list):
+        target = n.target
+        method = n.op == "call_method"
+        args, kwargs = self.found.args[n]
+        fname = target if method else getattr(target, "__name__", str(target))
+        if (not method and target in ADD) or (method and target in ("add", "add_")):
+            return self._binary(n, "add", inputs)
+        if (not method and target in MUL) or (method and target in ("mul", "mul_")):
+            return self._binary(n, "mul", inputs)
+        if not method and target in CAT:
+            return self._cat(n, args, kwargs)
+        if (not method and target in SPLIT) or (method and target in ("chunk", "split",
+                                                                      "tensor_split")):
+            return self._split(n)
+        if method and target == "expand" and isinstance(inputs[0], Param):
+            self.value[n] = Expanded(inputs[0])
+            return
+        if not method and target is operator.getitem:
+            source = self.value.get(n.args[0])
+            if isinstance(source, Node) and source.op == "split":
+                index = n.args[1]
+                y = _per_sample(self.found.values[n])
+                node = Node(0, "slice", [source.index], y, y, slot=int(index),
+                            path=source.path)
+                return self._add(node, n)
+            if isinstance(source, Node) and isinstance(self.found.values.get(n.args[0]),
+                                                       (tuple, list)):
+                if n.args[1] == 0:      # (output, weights) of an attention: the output
+                    self.value[n] = source
+                    return
+                raise _NoMapping(f"item {n.args[1]} of a module's outputs")
+        if any(isinstance(i, (Param, Expanded)) for i in inputs):
+            raise _NoMapping("computes on the module's parameters outside a layer")
+        x = tensors[0]
+        if len({t.index for t in tensors}) > 1:
+            raise _NoMapping("combines several tensors")
+        table = METHOD_MAPPERS if method else FUNCTION_MAPPERS
+        mapper = table.get(target)
+        if mapper is None:
+            raise _NoMapping("")
+        found = mapper(self._call(n, x))
+        if found is LAYOUT:
+            return self._layout(n, {n: n})
+        if isinstance(found, (PoolIndices, Unpool)):
+            how = dict(name=_op_name(fname, found.rows), what=_describe_target(n))
+            return (self._pool_indices if isinstance(found, PoolIndices) else self._unpool)(
+                n, x, found, how)
+        self._row(n, x, found, name=_op_name(fname, found), what=_describe_target(n))
+
+    def _binary(self, n, op, inputs):
+        a, b = (self.value.get(x) if isinstance(x, fx.Node) else x for x in n.args[:2])
+        if isinstance(a, Node) and isinstance(b, Node):
+            if a.shape != b.shape and not (op == "mul" and _gate(a.shape, b.shape)):
+                raise _NoMapping(f"{op} of {list(a.torch_shape)} and {list(b.torch_shape)}")
+            if n.kwargs.get("alpha", 1) != 1:
+                raise _NoMapping("add with alpha")
+            y = _per_sample(self.found.values[n])
+            shape = a.shape if len(a.shape) == len(y) and math.prod(a.shape) == math.prod(y) \
+                else b.shape
+            node = Node(0, op, [a.index, b.index], shape, y, path=_path(n.meta.get("scope")),
+                        name=op)
+            return self._add(node, n)
+        param, x = (a, b) if isinstance(a, Param) else (b, a)
+        if isinstance(param, Param) and isinstance(x, Node):
+            shape = tuple(param.tensor.shape)
+            self.used_state.add(param.target)
+            path = _path(param.target)
+            if op == "add" and len(x.shape) == 2 and shape == (1, *x.shape):
+                return self._row(n, x, row("position_embedding"), path=path, stateful=True,
+                                 name=path[-1], flat=True, what="a position embedding")
+            if op == "mul" and len(x.shape) == 3 and shape == (x.shape[0], 1, 1):
+                init = _constant(param.tensor, 1e-6)
+                return self._row(n, x, row("layer_scale", init=init), path=path,
+                                 stateful=True, name=path[-1], flat=True,
+                                 what="a layer scale")
+            raise _NoMapping(f"{op} of the input and a parameter of shape {list(shape)}")
+        raise _NoMapping(f"{op} of a tensor and a constant")
+
+    def _cat(self, n, args, kwargs):
+        parts = list(n.args[0]) if isinstance(n.args[0], (list, tuple)) else [n.args[0]]
+        dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
+        values = [self.value.get(p) for p in parts]
+        y = _per_sample(self.found.values[n])
+        if len(values) == 2 and isinstance(values[0], Expanded) and isinstance(values[1], Node) \
+                and len(values[1].shape) == 2 and dim in (1, -2):
+            param = values[0].param
+            self.used_state.add(param.target)
+            path = _path(param.target)
+            return self._row(n, values[1], row("class_token"), path=path, stateful=True,
+                             name=path[-1], flat=True, what="a class token")
+        if not all(isinstance(v, Node) for v in values):
+            raise _NoMapping("cat of something other than tensors")
+        if any(len(v.shape) != 3 for v in values) or dim not in (1, -3):
+            raise _NoMapping(f"cat along dim {dim} (archcalc concatenates channels)")
+        if len(values) == 1:
+            self.value[n] = values[0]
+            return
+        node = Node(0, "cat", [v.index for v in values], y, y, path=_path(n.meta.get("scope")),
+                    name="concat")
+        return self._add(node, n)
+
+    def _split(self, n):
+        x = self._input_of(n)
+        outs = self.found.values[n]
+        if len(x.shape) != 3 or not all(_tensor(o) for o in outs):
+            raise _NoMapping("a split of something other than a map")
+        shapes = [_per_sample(o) for o in outs]
+        if any(s[1:] != x.shape[1:] for s in shapes) or sum(s[0] for s in shapes) != x.shape[0]:
+            raise _NoMapping("a split along another dimension than the channels")
+        node = Node(0, "split", [x.index], x.shape, x.torch_shape,
+                    sizes=tuple(s[0] for s in shapes), path=_path(n.meta.get("scope")),
+                    name="split")
+        return self._add(node, n)
+
+    # -- reshapes -----------------------------------------------------------
+    def _layout_chains(self) -> dict:
+        """Consecutive reshapes (view, permute, transpose, ...) as one chain:
+        node -> the chain's last node (itself for the last)."""
+        layout = {n for n in self.gm.graph.nodes if self._is_layout(n)}
+        follows = {}
+        for n in self.gm.graph.nodes:
+            if n not in layout:
+                continue
+            consumers = [u for u in n.users if _tensor_valued(self.found.values.get(u))]
+            if len(consumers) == 1 and consumers[0] in layout and \
+                    consumers[0].all_input_nodes and consumers[0].all_input_nodes[0] is n:
+                follows[n] = consumers[0]
+        chains = {}
+        for n in layout:
+            tail = n
+            while tail in follows:
+                tail = follows[tail]
+            chains[n] = tail
+        return chains
+
+    def _is_layout(self, n: fx.Node) -> bool:
+        if not _tensor(self.found.values.get(n)) or not n.all_input_nodes:
+            return False
+        first = n.all_input_nodes[0]
+        if not _tensor(self.found.values.get(first)):
+            return False
+        if n.op == "call_function":
+            return n.target in LAYOUT_FUNCTIONS
+        if n.op == "call_method":
+            return n.target in LAYOUT_METHODS
+        if n.op == "call_module":
+            module = self.modules.get(n.target)
+            return _mapper_for(module) is _layout_module if module is not None else False
+        return False
+
+    def _layout(self, tail: fx.Node, chains):
+        chain = [n for n in self.gm.graph.nodes if chains.get(n) is tail]
+        head = chain[0]
+        x = self.value.get(head.all_input_nodes[0])
+        if x is _POISON:
+            for n in chain:
+                self.value[n] = _POISON
+            return
+        if not isinstance(x, Node):
+            raise _NoMapping("computes on the module's parameters or buffers, not on its input")
+        kinds = _classify_layout(chain, x, self.found, self.modules)
+        if tail.op == "call_module" and len(chain) == 1:   # nn.Flatten: named as the module
+            path = _path(tail.target)
+            self._row(tail, x, kinds, path=path, name=path[-1] if path else "",
+                      what="a reshape")
+        else:
+            self._row(tail, x, kinds, path=_path(tail.meta.get("scope", "")),
+                      name=kinds[0][0] if kinds else "", what="a reshape")
+        for n in chain[:-1]:
+            self.value[n] = None
+
+    # -- opaque rows ----------------------------------------------------------
+    def _opaque(self, n: fx.Node, what: str, path: str):
+        y = self.found.values.get(n)
+        if not _tensor(y):
+            raise _NoMapping("its output is not one tensor")
+        x = self._input_of(n)
+        if len({id(v) for v in (self.value.get(a) for a in n.all_input_nodes)
+                if isinstance(v, Node)}) > 1:
+            raise _NoMapping("it combines several tensors")
+        y = _per_sample(y)
+        module = self.modules.get(n.target) if n.op == "call_module" else None
+        params = sum(p.numel() for p in module.parameters()) if module is not None else 0
+        buffers = sum(b.numel() for b in module.buffers()) if module is not None else 0
+        stateful = bool(params or buffers)
+        spath = _path(path)
+        if n.op == "call_module":
+            row_name = spath[-1] if spath else n.name
+        else:     # a function: named after it, in the module that calls it
+            row_name = _clean_name(getattr(n.target, "__name__", str(n.target))).strip("_")
+        var = re.sub(r"\W", "_", "_".join(spath if n.op == "call_module" else
+                                           (*spath, row_name))).strip("_") + "_macs"
+        if not var[0].isalpha():
+            var = "m" + var
+        base, k = var, 1
+        while var in self.opaque_vars:
+            k += 1
+            var = f"{base}{k}"
+        self.opaque_vars.append(var)
+        if stateful:
+            self.used_state.add(n.target)
+            self.stateful_calls[n.target] = self.stateful_calls.get(n.target, 0) + 1
+        if len(x.shape) == 2 and len(y) >= 2:
+            shape = (math.prod(y[:-1]), y[-1])      # tokens stay tokens
+        else:
+            shape = tuple(y) if len(y) in (1, 2, 3) else None
+        if shape is None:
+            raise _NoMapping(f"a {len(y)}-d output")
+        node = Node(0, "row", [x.index], shape, y,
+                    [("opaque", {"op": what, "output": list(shape), "params": params,
+                                 "buffers": buffers, "macs": var})],
+                    spath, stateful, row_name or "opaque", what=what,
+                    scoped=n.op != "call_module")
+        self._add(node, n)
+
+
+def _gate(a, b) -> bool:
+    """x * g with g of C x 1 x 1 (squeeze-and-excitation style)."""
+    return len(a) == 3 and len(b) == 3 and a[0] == b[0] and (a[1:] == (1, 1) or b[1:] == (1, 1))
+
+
+def _op_name(fname: str, kinds) -> str:
+    base = kinds[0][0] if kinds else re.sub(r"\W+", "_", str(fname)).strip("_") or "op"
+    return base

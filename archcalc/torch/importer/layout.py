@@ -1,0 +1,110 @@
+"""Layout classification: a chain of reshapes (view/permute/transpose/flatten...)
+run on an index tensor and recognized as what it does (nothing, flatten,
+tokens, to_map, channel_shuffle, the first token)."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .dataflow import Node, _spec_matches
+from .mappers import _NoMapping, row
+from .probing import PROBE_BATCH, Probed, _TensorArg
+
+
+_LAYOUT_MEMO: dict = {}
+
+
+def _classify_layout(chain: list, x: Node, found: Probed, modules) -> list:
+    """What a chain of reshapes does (memoized: a network repeats its reshapes)."""
+    try:
+        key = (tuple(x.shape), tuple(x.torch_shape), tuple(
+            (n.op, n.target if n.op != "call_module" else type(modules[n.target]),
+             _hashable_args(found.args[n])) for n in chain))
+        hash(key)
+    except TypeError:
+        key = None
+    if key is not None and key in _LAYOUT_MEMO:
+        kinds = _LAYOUT_MEMO[key]
+        if isinstance(kinds, _NoMapping):
+            raise _NoMapping(str(kinds))
+        return [(k, dict(a)) for k, a in kinds]
+    try:
+        kinds = _run_layout(chain, x, found, modules)
+    except _NoMapping as e:
+        if key is not None:
+            _LAYOUT_MEMO[key] = e
+        raise
+    if key is not None:
+        _LAYOUT_MEMO[key] = kinds
+    return [(k, dict(a)) for k, a in kinds]
+
+
+def _hashable_args(v):
+    if isinstance(v, _TensorArg):
+        return "<tensor>"
+    if isinstance(v, (list, tuple)):
+        return tuple(_hashable_args(x) for x in v)
+    if isinstance(v, dict):
+        return tuple(sorted((k, _hashable_args(x)) for k, x in v.items()))
+    if isinstance(v, (nn.Module, torch.Tensor)):
+        raise TypeError("not a plain value")
+    return v
+
+
+def _run_layout(chain: list, x: Node, found: Probed, modules) -> list:
+    """What a chain of reshapes does, found by running it on an index tensor:
+    nothing (a view the spec does not see), flatten, tokens, to_map,
+    channel_shuffle or the first token; anything else has no kind."""
+    t_in = x.torch_shape
+    n_in = math.prod(t_in)
+    idx = torch.arange(PROBE_BATCH * n_in).reshape(PROBE_BATCH, *t_in)
+    t = idx
+    for n in chain:
+        args, kwargs = found.args[n]
+        args = tuple(t if isinstance(a, _TensorArg) else a for a in args)
+        if n.op == "call_module":
+            t = modules[n.target](t)
+        elif n.op == "call_method":
+            t = getattr(args[0], n.target)(*args[1:], **kwargs)
+        else:
+            t = n.target(*args, **kwargs)
+    if not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[0] != PROBE_BATCH:
+        raise _NoMapping("a reshape across the batch")
+    m = t[0].flatten()
+    if not torch.equal(t[1].flatten(), m + n_in):
+        raise _NoMapping("a reshape that mixes the samples of a batch")
+    t_out = tuple(int(d) for d in t.shape[1:])
+    s = x.shape
+    n_out = m.numel()
+    ordered = n_out == n_in and torch.equal(m, torch.arange(n_in))
+    if ordered:
+        if _spec_matches(s, t_out) or tuple(s) == t_out:
+            return []
+        if len(s) == 3 and len(t_out) == 1:
+            return row("flatten")
+        raise _NoMapping(f"a reshape from {list(t_in)} to {list(t_out)}")
+    if n_out == n_in and len(s) == 3:
+        c, h, w = s
+        if torch.equal(m, torch.arange(n_in).reshape(c, h * w).t().flatten()) and \
+                t_out[-1] == c:
+            return row("tokens")
+        if t_out == tuple(s):
+            per = m.reshape(c, h * w)
+            perm = per[:, 0] // (h * w)
+            if torch.equal(per, perm[:, None] * (h * w) + torch.arange(h * w)) and c > 1:
+                step = int(perm[1]) if c > 1 else 0
+                if step and c % step == 0:
+                    g = c // step
+                    if torch.equal(perm, torch.arange(c).reshape(g, c // g).t().flatten()):
+                        return row("channel_shuffle", groups=g)
+    if len(s) == 2:
+        nt, d = s
+        if n_out == n_in and len(t_out) == 3 and t_out[0] == d and t_out[1] * t_out[2] == nt \
+                and torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
+            hw = (t_out[1], t_out[2])
+            return row("to_map", size=None if hw[0] == hw[1] else list(hw))
+        if t_out == (d,) and torch.equal(m, torch.arange(d)):
+            return row("token_pool", mode="first")
+    raise _NoMapping(f"a reshape from {list(t_in)} to {list(t_out)} that no kind describes")

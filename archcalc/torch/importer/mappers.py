@@ -1,0 +1,707 @@
+"""The mapping registries: leaf modules by type, functions and methods by target,
+each mapper turning one call into the rows (kind, arguments) of the spec."""
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass
+
+import torch
+import torch.fx as fx
+from torch import nn
+from torch.nn import functional as F
+
+from ...errors import SpecError
+from ...layers.base import REQUIRED
+from .probing import _TensorArg
+
+
+# --------------------------------------------------------------------------
+# the mapping registries: leaf modules by type, functions and methods by target
+
+
+@dataclass
+class Call:
+    """One call to map: a leaf module's or a function's, with what was measured."""
+    node: fx.Node
+    module: nn.Module | None
+    args: tuple                  # concrete, tensors as _TensorArg
+    kwargs: dict
+    x: tuple                     # the spec shape of the (first) tensor input, per sample
+    x_torch: tuple               # its PyTorch shape, per sample
+    y_torch: tuple | None        # the output's PyTorch shape, per sample
+
+    def arg(self, names, index, name, default=REQUIRED):
+        """Argument ``name`` (position ``index`` in the call), as called."""
+        if name in self.kwargs:
+            return self.kwargs[name]
+        if index < len(self.args):
+            return self.args[index]
+        if default is REQUIRED:
+            raise _NoMapping(f"{names} without its {name}")
+        return default
+
+
+def _single_output(out):
+    """A dict, tuple or list of one tensor (torchvision's segmentation models
+    return {"out": x}) is that tensor; several outputs are refused by name."""
+    if isinstance(out, dict) and len(out) == 1:
+        return next(iter(out.values()))
+    if isinstance(out, (tuple, list)) and len(out) == 1:
+        return out[0]
+    if isinstance(out, dict) and len(out) > 1:
+        raise SpecError(f"the model's forward returns {len(out)} outputs "
+                        f"({', '.join(map(str, out))}); import needs one tensor (a "
+                        "dict of several is not yet written as heads)")
+    return out
+
+
+class _NoMapping(Exception):
+    """This call has no faithful kind (the reason says what differs)."""
+
+
+def rows(*items):
+    return [(kind, args) for kind, args in items]
+
+
+def row(kind, **args):
+    return [(kind, args)]
+
+
+def _pair(v):
+    if isinstance(v, (list, tuple)):
+        if len(v) == 1:
+            return int(v[0])
+        if len(v) != 2:
+            raise _NoMapping(f"a {len(v)}-d size")
+        a, b = int(v[0]), int(v[1])
+        return a if a == b else [a, b]
+    return int(v)
+
+
+def _padding(v):
+    if isinstance(v, str):
+        return v
+    return _pair(v)
+
+
+MODULE_MAPPERS: dict = {}
+FUNCTION_MAPPERS: dict = {}
+METHOD_MAPPERS: dict = {}
+
+
+def maps(*types):
+    def register(fn):
+        for t in types:
+            MODULE_MAPPERS[t] = fn
+        return fn
+    return register
+
+
+def maps_call(*targets, methods=()):
+    def register(fn):
+        for t in targets:
+            FUNCTION_MAPPERS[t] = fn
+        for m in methods:
+            METHOD_MAPPERS[m] = fn
+        return fn
+    return register
+
+
+def _mapper_for(m: nn.Module):
+    """A module's mapper: by its exact type, or by the first mapped base class
+    whose forward it keeps (a subclass with its own forward is traced through)."""
+    cls = type(m)
+    if cls in MODULE_MAPPERS:
+        return MODULE_MAPPERS[cls]
+    for base in cls.__mro__[1:]:
+        if base in MODULE_MAPPERS:
+            return MODULE_MAPPERS[base] if cls.forward is base.forward else None
+    return None
+
+
+def _input_chw(c: Call, what: str):
+    if len(c.x) != 3:
+        raise _NoMapping(f"{what} on a {len(c.x)}-d input")
+
+
+@maps(nn.Conv2d)
+def _conv(c: Call, m: nn.Conv2d):
+    _input_chw(c, "Conv2d")
+    args = dict(out=m.out_channels, kernel=_pair(m.kernel_size), stride=_pair(m.stride),
+                padding=_padding(m.padding), dilation=_pair(m.dilation), bias=m.bias is not None,
+                padding_mode=m.padding_mode)
+    if m.groups > 1 and m.groups == m.in_channels:
+        args["depthwise"] = True
+    else:
+        args["groups"] = m.groups
+    return row("conv", **args)
+
+
+@maps(nn.ConvTranspose2d)
+def _conv_transpose(c: Call, m: nn.ConvTranspose2d):
+    _input_chw(c, "ConvTranspose2d")
+    if m.padding_mode != "zeros":
+        raise _NoMapping(f"ConvTranspose2d with padding_mode={m.padding_mode!r}")
+    if c.args[1:] or c.kwargs:
+        raise _NoMapping("ConvTranspose2d called with an output_size")
+    return row("conv_transpose", out=m.out_channels, kernel=_pair(m.kernel_size),
+               stride=_pair(m.stride), padding=_pair(m.padding),
+               output_padding=_pair(m.output_padding), dilation=_pair(m.dilation),
+               groups=m.groups, bias=m.bias is not None)
+
+
+@maps(nn.Linear)
+def _linear(c: Call, m: nn.Linear):
+    if len(c.x) == 3:   # nn.Linear on a map acts on its last dimension, fc flattens
+        raise _NoMapping("Linear on a C x H x W map (it acts on the last dimension)")
+    return row("fc", out=m.out_features, bias=m.bias is not None)
+
+
+@maps(nn.BatchNorm2d, nn.BatchNorm1d)
+def _batch_norm(c: Call, m):
+    if not m.track_running_stats or m.momentum is None:
+        raise _NoMapping("BatchNorm without running statistics")
+    if isinstance(m, nn.BatchNorm1d) and len(c.x) != 1:
+        raise _NoMapping("BatchNorm1d over a sequence")
+    return row("batch_norm", affine=m.affine, eps=float(m.eps), momentum=float(m.momentum))
+
+
+def _act(kind, **args):
+    """An activation module; nn.ReLU() is not in place (PyTorch's default), so
+    its row says so where the kind's own default is in place."""
+    def mapper(c, m):
+        if isinstance(getattr(m, "inplace", None), bool):
+            return row(kind, inplace=m.inplace, **args)
+        return row(kind, **args)
+    return mapper
+
+
+for _cls, _kind in ((nn.ReLU, "relu"), (nn.ReLU6, "relu6"), (nn.Hardswish, "hardswish"),
+                    (nn.Hardsigmoid, "hardsigmoid"), (nn.SiLU, "silu"), (nn.Sigmoid, "sigmoid"),
+                    (nn.Tanh, "tanh"), (nn.Mish, "mish")):
+    MODULE_MAPPERS[_cls] = _act(_kind)
+
+
+@maps(nn.GELU)
+def _gelu(c, m):
+    return row("gelu", approximate=m.approximate)
+
+
+@maps(nn.LeakyReLU)
+def _leaky(c, m):
+    return row("leaky_relu", negative_slope=float(m.negative_slope))
+
+
+@maps(nn.ELU)
+def _elu(c, m):
+    return row("elu", alpha=float(m.alpha))
+
+
+@maps(nn.Softplus)
+def _softplus(c, m):
+    if m.threshold != 20:
+        raise _NoMapping(f"Softplus with threshold={m.threshold}")
+    return row("softplus", beta=float(m.beta))
+
+
+@maps(nn.PReLU)
+def _prelu(c, m):
+    n = m.num_parameters
+    if n != 1 and (len(c.x) == 0 or n != c.x[0]):
+        raise _NoMapping(f"PReLU with {n} parameters")
+    return row("prelu", per_channel=n != 1)
+
+
+@maps(nn.Softmax)
+def _softmax(c, m):
+    return _softmax_dim(c, m.dim)
+
+
+def _softmax_dim(c, dim):
+    if not ((len(c.x) == 1 and dim in (1, -1)) or (len(c.x) == 3 and dim in (1, -3))):
+        raise _NoMapping(f"softmax over dim {dim} of a {list(c.x_torch)} input "
+                         "(archcalc's is over the channels or the features)")
+    return row("softmax")
+
+
+@maps(nn.Dropout)
+def _dropout(c, m):
+    return row("dropout", p=float(m.p))
+
+
+@maps(nn.Identity)
+def _identity(c, m):
+    return []
+
+
+@dataclass
+class PoolIndices:
+    """A max pool that also gives its indices (for a max unpool): its row, and
+    where the indices go: the call's second output (values, indices), or
+    archcalc's own tape (PoolWithIndices: (id of the tape, its key))."""
+    rows: list
+    tape: tuple | None = None
+
+
+@dataclass
+class Unpool:
+    """A max unpool: its row (its `of` set by the builder, from the pool whose
+    indices it reads), those indices (a _TensorArg, or a tape's (id, key)) and
+    the output_size it was called with."""
+    rows: list
+    indices: object
+    output_size: object = None
+
+
+@maps(nn.MaxPool2d)
+def _maxpool(c, m: nn.MaxPool2d):
+    _input_chw(c, "MaxPool2d")
+    rows = row("maxpool", kernel=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size),
+               padding=_pair(m.padding), dilation=_pair(m.dilation), ceil_mode=m.ceil_mode)
+    return PoolIndices(rows) if m.return_indices else rows
+
+
+def _unpool_row(kernel, stride, padding):
+    return row("max_unpool", kernel=_pair(kernel), stride=_pair(stride or kernel),
+               padding=_pair(padding))
+
+
+@maps(nn.MaxUnpool2d)
+def _max_unpool(c, m: nn.MaxUnpool2d):
+    _input_chw(c, "MaxUnpool2d")
+    return Unpool(_unpool_row(m.kernel_size, m.stride, m.padding),
+                  c.arg("MaxUnpool2d", 1, "indices"),
+                  c.arg("MaxUnpool2d", 2, "output_size", None))
+
+
+@maps(nn.AvgPool2d)
+def _avgpool(c, m: nn.AvgPool2d):
+    _input_chw(c, "AvgPool2d")
+    return row("avgpool", kernel=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size),
+               padding=_pair(m.padding), ceil_mode=m.ceil_mode,
+               count_include_pad=m.count_include_pad, divisor_override=m.divisor_override)
+
+
+def _adaptive(kind, c, size):
+    _input_chw(c, "an adaptive pool")
+    size = size if isinstance(size, (list, tuple)) else (size, size)
+    if len(size) != 2:
+        raise _NoMapping(f"an adaptive pool to a {len(size)}-d size")
+    if kind == "adaptive_avgpool" and tuple(size) == (1, 1):
+        return row("global_avgpool")
+    return row(kind, size=_pair(["none" if s is None else s for s in size])
+               if None in size else _pair(size))
+
+
+@maps(nn.AdaptiveAvgPool2d)
+def _adaptive_avg(c, m):
+    return _adaptive("adaptive_avgpool", c, m.output_size)
+
+
+@maps(nn.AdaptiveMaxPool2d)
+def _adaptive_max(c, m):
+    if m.return_indices:
+        raise _NoMapping("AdaptiveMaxPool2d with return_indices")
+    return _adaptive("adaptive_maxpool", c, m.output_size)
+
+
+@maps(nn.LPPool2d)
+def _lp_pool(c, m):
+    return row("lp_pool", kernel=_pair(m.kernel_size), norm_type=float(m.norm_type),
+               stride=_pair(m.stride or m.kernel_size), ceil_mode=m.ceil_mode)
+
+
+@maps(nn.LocalResponseNorm)
+def _lrn(c, m):
+    return row("lrn", size=m.size, alpha=float(m.alpha), beta=float(m.beta), k=float(m.k))
+
+
+@maps(nn.LayerNorm)
+def _layer_norm(c, m: nn.LayerNorm):
+    shape = tuple(m.normalized_shape)
+    width = c.x[-1] if len(c.x) == 2 else (c.x[0] if len(c.x) == 1 else None)
+    if len(shape) != 1 or width is None or shape[0] != width or c.x_torch[-1] != width:
+        raise _NoMapping(f"LayerNorm over {list(shape)} of a {list(c.x_torch)} input "
+                         "(archcalc's normalizes each token's or vector's last dimension)")
+    return row("layer_norm", affine=m.elementwise_affine,
+               bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
+
+
+@maps(nn.GroupNorm)
+def _group_norm(c, m):
+    return row("group_norm", groups=m.num_groups, affine=m.affine, eps=float(m.eps))
+
+
+@maps(nn.InstanceNorm2d)
+def _instance_norm(c, m):
+    return row("instance_norm", affine=m.affine, track_running_stats=m.track_running_stats,
+               eps=float(m.eps), momentum=float(m.momentum or 0.1))
+
+
+@maps(nn.Upsample)
+def _upsample(c, m):
+    return _upsample_args(c, m.size, m.scale_factor, m.mode, m.align_corners)
+
+
+def _upsample_args(c, size, scale, mode, align_corners):
+    _input_chw(c, "upsampling")
+    if mode not in ("nearest", "bilinear"):
+        raise _NoMapping(f"upsampling mode {mode!r}")
+    args = {"mode": mode}
+    if mode == "bilinear":
+        args["align_corners"] = bool(align_corners)
+    if scale is not None:
+        scales = scale if isinstance(scale, (list, tuple)) else (scale, scale)
+        if any(float(s) != int(s) for s in scales):
+            raise _NoMapping(f"upsampling by {scale}")
+        args["scale"] = _pair([int(s) for s in scales])
+    else:
+        args["size"] = _pair(size)
+    return row("upsample", **args)
+
+
+@maps(nn.MultiheadAttention)
+def _attention(c, m: nn.MultiheadAttention):
+    if len(c.x) != 2:
+        raise _NoMapping("MultiheadAttention on an input that is not tokens")
+    tensors = [a for a in list(c.args[:3]) + [c.kwargs.get(k) for k in ("query", "key", "value")]
+               if isinstance(a, _TensorArg)]
+    if len({t.node for t in tensors}) != 1:
+        raise _NoMapping("MultiheadAttention with different query, key and value "
+                         "(archcalc's attention is self-attention)")
+    extra = {k: v for k, v in c.kwargs.items() if k not in ("query", "key", "value",
+                                                              "need_weights")}
+    if len(c.args) > 3 or any(v is not None for v in extra.values()):
+        raise _NoMapping("MultiheadAttention with a mask or other arguments")
+    if not m.batch_first or not m._qkv_same_embed_dim or m.bias_k is not None or \
+            m.add_zero_attn:
+        raise _NoMapping("MultiheadAttention other than batch_first self-attention")
+    return row("attention", heads=m.num_heads, bias=m.in_proj_bias is not None,
+               dropout=float(m.dropout))
+
+
+@maps(nn.ChannelShuffle, nn.Flatten, nn.Unflatten)
+def _layout_module(c, m):
+    return LAYOUT
+
+
+LAYOUT = object()   # a reshape: evaluated on an index tensor (see _classify_layout)
+
+
+def _register_torchvision():
+    """torchvision's building blocks, where torchvision is installed."""
+    try:
+        from torchvision.ops import StochasticDepth, misc
+    except ImportError:  # pragma: no cover - the vision extra is missing
+        return
+
+    @maps(misc.SqueezeExcitation)
+    def _tv_se(c, m):
+        return _se(c, m, m.fc1.out_channels, m.activation, m.scale_activation)
+
+    @maps(StochasticDepth)
+    def _tv_drop_path(c, m):
+        return row("drop_path", p=float(m.p), mode=m.mode)
+
+    try:
+        from torchvision.models.convnext import LayerNorm2d
+    except ImportError:  # pragma: no cover
+        return
+
+    @maps(LayerNorm2d)
+    def _tv_layer_norm2d(c, m):
+        _input_chw(c, "LayerNorm2d")
+        return row("layer_norm", affine=m.elementwise_affine,
+                   bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
+
+
+ACTIVATION_KINDS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu",
+                    nn.Hardswish: "hardswish", nn.GELU: "gelu", nn.Mish: "mish",
+                    nn.LeakyReLU: "leaky_relu", nn.ELU: "elu", nn.Tanh: "tanh",
+                    nn.Sigmoid: "sigmoid", nn.Hardsigmoid: "hardsigmoid",
+                    nn.Softplus: "softplus"}
+
+
+def _se(c, m, squeeze, activation, gate):
+    _input_chw(c, "squeeze-and-excitation")
+    act = ACTIVATION_KINDS.get(type(activation))
+    gate_kind = ACTIVATION_KINDS.get(type(gate))
+    if act is None or gate_kind not in ("sigmoid", "hardsigmoid"):
+        raise _NoMapping(f"squeeze-and-excitation with {type(activation).__name__} and "
+                         f"{type(gate).__name__}")
+    if m.fc1.bias is None or m.fc2.bias is None:
+        raise _NoMapping("squeeze-and-excitation without biases")
+    return row("se", squeeze=squeeze, activation=act, gate=gate_kind)
+
+
+def _register_own():
+    """archcalc's own modules: a compiled spec imports back into its rows."""
+    from .. import modules as own
+
+    @maps(own.SqueezeExcitation)
+    def _own_se(c, m):
+        return _se(c, m, m.fc1.out_channels, m.activation, m.scale_activation)
+
+    @maps(own.LayerNorm2d)
+    def _own_ln2d(c, m):
+        _input_chw(c, "LayerNorm2d")
+        return row("layer_norm", affine=m.elementwise_affine,
+                   bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
+
+    @maps(own.StochasticDepth)
+    def _own_drop_path(c, m):
+        return row("drop_path", p=float(m.p), mode=m.mode)
+
+    @maps(own.LayerScale)
+    def _own_layer_scale(c, m):
+        return row("layer_scale", init=_constant(m.gamma, 1e-6))
+
+    @maps(own.SelfAttention)
+    def _own_attention(c, m):
+        return row("attention", heads=m.num_heads, bias=m.in_proj_bias is not None,
+                   dropout=float(m.dropout))
+
+    MODULE_MAPPERS[own.MapToTokens] = lambda c, m: row("tokens")
+    MODULE_MAPPERS[own.ClassToken] = lambda c, m: row("class_token")
+    MODULE_MAPPERS[own.PositionEmbedding] = lambda c, m: row("position_embedding")
+    MODULE_MAPPERS[own.TokenPool] = lambda c, m: row("token_pool", mode=m.mode)
+    MODULE_MAPPERS[own.Maxout] = lambda c, m: row("maxout", pieces=m.pieces)
+
+    @maps(own.TokensToMap)
+    def _own_to_map(c, m):
+        return row("to_map", size=_pair((m.height, m.width)))
+
+    from ..build import PoolWithIndices, UnpoolFromTape
+
+    @maps(PoolWithIndices)
+    def _own_pool_indices(c, m):     # a compiled spec's max pool that an unpool names
+        found = _maxpool(c, m.pool)
+        return PoolIndices(found.rows if isinstance(found, PoolIndices) else found,
+                           (id(m.tape), m.key))
+
+    @maps(UnpoolFromTape)
+    def _own_unpool(c, m):
+        u = m.unpool
+        return Unpool(_unpool_row(u.kernel_size, u.stride, u.padding), (id(m.tape), m.key),
+                      m.size)
+
+    @maps(own.PadShortcut)
+    def _own_pad(c, m):
+        return row("pad_shortcut", out=c.x[0] + m.extra, stride=_pair(m.stride))
+
+    @maps(own.Subsample)
+    def _own_subsample(c, m):
+        pool = m.pool
+        return row("subsample", kernel=_pair(pool.kernel_size), stride=_pair(pool.stride),
+                   padding=_pair(pool.padding))
+
+    @maps(own.PartialConv2d)
+    def _own_partial(c, m):
+        connections, kernel, stride, padding, bias = m.init_args
+        return row("conv_table", connections=[list(x) for x in connections],
+                   kernel=_pair(kernel), stride=_pair(stride), padding=_padding(padding),
+                   bias=bias)
+
+    @maps(own.LocallyConnected2d)
+    def _own_local(c, m):
+        _, out, _, kernel, stride, padding, bias = m.init_args
+        return row("local", out=out, kernel=_pair(kernel), stride=_pair(stride),
+                   padding=_pair(padding), bias=bias)
+
+    from .. import lecture_modules as lecture
+
+    @maps(lecture.Multiply)
+    def _own_multiply(c, m):
+        return row("multiply", by=float(m.by), inplace=bool(m.inplace))
+
+    @maps(lecture.Reshape)
+    def _own_reshape(c, m):
+        return row("reshape", shape=list(m.shape))
+
+    @maps(lecture.SpatialPyramidPool)
+    def _own_spp(c, m):
+        _input_chw(c, "SpatialPyramidPool")
+        return row("spp", levels=list(m.levels), mode=m.mode)
+
+    @maps(lecture.DropConnectLinear)
+    def _own_dropconnect(c, m):
+        if len(c.x) == 3:
+            raise _NoMapping("DropConnectLinear on a C x H x W map")
+        return row("dropconnect", out=m.out_features, bias=m.bias is not None, p=float(m.p))
+
+
+def _constant(t: torch.Tensor, default):
+    """A tensor's one value when every element holds it (an init), else the default."""
+    if t.device.type == "meta" or t.numel() == 0:
+        return default
+    with torch.no_grad():
+        first = float(t.flatten()[0])
+        same = bool((t == first).all())
+    return float(f"{first:.7g}") if same else default   # float32's digits, not double's
+
+
+# -- functions and methods ---------------------------------------------------
+
+
+def _fn(kind, **fixed):
+    return lambda c: row(kind, **fixed)
+
+
+def _fn_inplace(kind):
+    """F.relu(x, inplace=False) and its kin: in place only when the call says so
+    (PyTorch's default is off; a row's own default may be on, as torchvision's)."""
+    return lambda c: row(kind, inplace=bool(c.arg(kind, 1, "inplace", False)))
+
+
+# torch.relu and x.relu() return a new tensor, torch.relu_ and x.relu_() write in place
+for _target, _inplace in ((torch.relu, False), (torch.relu_, True), (F.relu_, True)):
+    FUNCTION_MAPPERS[_target] = _fn("relu", inplace=_inplace)
+FUNCTION_MAPPERS[F.relu] = _fn_inplace("relu")
+for _name, _kind in (("relu", "relu"), ("relu_", "relu"), ("sigmoid", "sigmoid"),
+                     ("sigmoid_", "sigmoid"), ("tanh", "tanh"), ("tanh_", "tanh")):
+    METHOD_MAPPERS[_name] = _fn(_kind, **({"inplace": _name == "relu_"} if _kind == "relu"
+                                          else {}))
+for _target, _kind in ((F.relu6, "relu6"), (F.silu, "silu"), (F.hardswish, "hardswish"),
+                       (F.hardsigmoid, "hardsigmoid"), (F.mish, "mish")):
+    FUNCTION_MAPPERS[_target] = _fn_inplace(_kind)
+for _target, _kind in ((torch.sigmoid, "sigmoid"), (F.sigmoid, "sigmoid"), (torch.tanh, "tanh"),
+                       (F.tanh, "tanh")):
+    FUNCTION_MAPPERS[_target] = _fn(_kind)
+# torch.export's in-place overloads (export_trace keeps them as aten calls)
+for _op, _kind in ((torch.ops.aten.silu_.default, "silu"),
+                   (torch.ops.aten.hardswish_.default, "hardswish"),
+                   (torch.ops.aten.hardsigmoid_.default, "hardsigmoid")):
+    FUNCTION_MAPPERS[_op] = _fn(_kind, inplace=True)
+
+
+@maps_call(F.gelu, methods=())
+def _f_gelu(c):
+    return row("gelu", approximate=c.arg("gelu", 1, "approximate", "none"))
+
+
+@maps_call(F.leaky_relu)
+def _f_leaky(c):
+    return row("leaky_relu", negative_slope=float(c.arg("leaky_relu", 1, "negative_slope", 0.01)))
+
+
+@maps_call(F.elu)
+def _f_elu(c):
+    return row("elu", alpha=float(c.arg("elu", 1, "alpha", 1.0)))
+
+
+@maps_call(F.hardtanh)
+def _f_hardtanh(c):
+    low, high = c.arg("hardtanh", 1, "min_val", -1.0), c.arg("hardtanh", 2, "max_val", 1.0)
+    if (low, high) != (0.0, 6.0):
+        raise _NoMapping(f"hardtanh({low}, {high})")
+    return row("relu6")
+
+
+@maps_call(F.softmax, torch.softmax, methods=("softmax",))
+def _f_softmax(c):
+    return _softmax_dim(c, c.arg("softmax", 1, "dim", None))
+
+
+@maps_call(F.dropout, torch.dropout)
+def _f_dropout(c):
+    return row("dropout", p=float(c.arg("dropout", 1, "p", 0.5)))
+
+
+@maps_call(F.adaptive_avg_pool2d)
+def _f_adaptive_avg(c):
+    return _adaptive("adaptive_avgpool", c, c.arg("adaptive_avg_pool2d", 1, "output_size"))
+
+
+@maps_call(F.adaptive_max_pool2d)
+def _f_adaptive_max(c):
+    if c.arg("adaptive_max_pool2d", 2, "return_indices", False):
+        raise _NoMapping("adaptive_max_pool2d with return_indices")
+    return _adaptive("adaptive_maxpool", c, c.arg("adaptive_max_pool2d", 1, "output_size"))
+
+
+@maps_call(F.max_pool2d, torch.max_pool2d, F.max_pool2d_with_indices)
+def _f_maxpool(c):
+    name = "max_pool2d"
+    _input_chw(c, name)
+    kernel = c.arg(name, 1, "kernel_size")
+    stride = c.arg(name, 2, "stride", None) or kernel
+    rows = row("maxpool", kernel=_pair(kernel), stride=_pair(stride),
+               padding=_pair(c.arg(name, 3, "padding", 0)),
+               dilation=_pair(c.arg(name, 4, "dilation", 1)),
+               ceil_mode=bool(c.arg(name, 5, "ceil_mode", False)))
+    # F.max_pool2d(..., return_indices=True) is traced as max_pool2d_with_indices
+    if c.node.target is F.max_pool2d_with_indices or c.arg(name, 6, "return_indices", False):
+        return PoolIndices(rows)
+    return rows
+
+
+@maps_call(F.max_unpool2d)
+def _f_max_unpool(c):
+    name = "max_unpool2d"
+    _input_chw(c, name)
+    return Unpool(_unpool_row(c.arg(name, 2, "kernel_size"), c.arg(name, 3, "stride", None),
+                              c.arg(name, 4, "padding", 0)),
+                  c.arg(name, 1, "indices"), c.arg(name, 5, "output_size", None))
+
+
+UNPOOLS = (_max_unpool, _f_max_unpool)    # the mappers of calls that read a pool's indices
+
+
+@maps_call(F.avg_pool2d, torch._C._nn.avg_pool2d)
+def _f_avgpool(c):
+    name = "avg_pool2d"
+    _input_chw(c, name)
+    kernel = c.arg(name, 1, "kernel_size")
+    stride = c.arg(name, 2, "stride", None) or kernel
+    return row("avgpool", kernel=_pair(kernel), stride=_pair(stride),
+               padding=_pair(c.arg(name, 3, "padding", 0)),
+               ceil_mode=bool(c.arg(name, 4, "ceil_mode", False)),
+               count_include_pad=bool(c.arg(name, 5, "count_include_pad", True)),
+               divisor_override=c.arg(name, 6, "divisor_override", None))
+
+
+@maps_call(F.interpolate)
+def _f_interpolate(c):
+    name = "interpolate"
+    if c.arg(name, 5, "recompute_scale_factor", None) or c.arg(name, 6, "antialias", False):
+        raise _NoMapping("interpolate with recompute_scale_factor or antialias")
+    return _upsample_args(c, c.arg(name, 1, "size", None), c.arg(name, 2, "scale_factor", None),
+                          c.arg(name, 3, "mode", "nearest"), c.arg(name, 4, "align_corners", None))
+
+
+@maps_call(torch.mean, methods=("mean",))
+def _f_mean(c):
+    dims = c.arg("mean", 1, "dim", None)
+    keep = c.arg("mean", 2, "keepdim", False)
+    dims = tuple(sorted(d % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims]))) \
+        if dims is not None else None
+    if len(c.x) != 3 or dims != (2, 3):
+        raise _NoMapping(f"mean over {dims} of a {list(c.x_torch)} input")
+    return row("global_avgpool") + ([] if keep else row("flatten"))
+
+
+LAYOUT_FUNCTIONS = {torch.flatten, torch.reshape, torch.permute, torch.transpose,
+                    torch.squeeze, torch.unsqueeze, torch.channel_shuffle,
+                    torch.nn.functional.channel_shuffle, operator.getitem}
+LAYOUT_METHODS = {"flatten", "view", "reshape", "permute", "transpose", "contiguous", "squeeze",
+                  "unsqueeze", "view_as", "reshape_as", "__getitem__"}
+# reshapes that stay aten calls in torch.export's graph (x[:, 0], x[..., 1:])
+LAYOUT_FUNCTIONS |= {torch.ops.aten.select.int, torch.ops.aten.slice.Tensor,
+                     torch.ops.aten.unflatten.int, torch.ops.aten.t.default,
+                     torch.ops.aten.narrow.default}
+for _target in LAYOUT_FUNCTIONS:
+    FUNCTION_MAPPERS[_target] = lambda c: LAYOUT
+for _name in LAYOUT_METHODS:
+    METHOD_MAPPERS[_name] = lambda c: LAYOUT
+for _name in ("clone", "detach"):
+    METHOD_MAPPERS[_name] = lambda c: []
+FUNCTION_MAPPERS[torch.clone] = lambda c: []
+
+ADD = (operator.add, operator.iadd, torch.add)
+MUL = (operator.mul, operator.imul, torch.mul)
+CAT = (torch.cat, torch.concat, torch.concatenate)
+SPLIT = (torch.chunk, torch.split, torch.tensor_split)
+
+
+_register_torchvision()
+_register_own()

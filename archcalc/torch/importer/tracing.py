@@ -1,0 +1,93 @@
+"""Tracing: torch.fx with the mapped modules as leaves, each node tagged with the
+module whose forward made it; where fx cannot trace the forward, torch.export's
+graph rewritten to fx's form (export_trace)."""
+from __future__ import annotations
+
+import torch.fx as fx
+from torch import nn
+
+from ...errors import SpecError
+from .failures import TraceFailure, _first_line, _quiet_warnings
+from .mappers import _mapper_for
+from .probing import PROBE_BATCH
+
+
+# --------------------------------------------------------------------------
+# tracing: torch.fx with the mapped modules as leaves, each node tagged with
+# the module whose forward made it
+
+
+class _Tracer(fx.Tracer):
+    def __init__(self, opaque=()):
+        super().__init__()
+        self.opaque = set(opaque)     # module paths kept whole (as opaque rows)
+        self._paths = [""]
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if qualname in self.opaque or _mapper_for(m) is not None:
+            return True
+        if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+            return False
+        # torch.nn's own modules without a mapping stay leaves: reported by type
+        return type(m).__module__.startswith(("torch.nn", "torch.ao.nn"))
+
+    def call_module(self, m, forward, args, kwargs):
+        self._paths.append(self.path_of_module(m))
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self._paths.pop()
+
+    def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
+        node = super().create_node(kind, target, args, kwargs, name, type_expr)
+        node.meta["scope"] = target if kind == "call_module" else self._paths[-1]
+        return node
+
+
+def trace(model: nn.Module, opaque=()) -> fx.GraphModule:
+    """torch.fx's symbolic trace, the mapped modules as leaves."""
+    tracer = _Tracer(opaque)
+    try:
+        with _quiet_warnings():
+            graph = tracer.trace(model)
+    except Exception as e:  # noqa: BLE001 - fx's reasons are varied; one line each
+        raise TraceFailure(f"{type(e).__name__}: {_first_line(e)}") from None
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+class _Tracing:
+    """The model's graph at each try of the import: torch.fx's symbolic trace,
+    or, where fx cannot trace the forward, torch.export's graph rewritten to
+    fx's form (archcalc.torch.importer.export_trace), exported once and regrouped for
+    each set of modules kept whole."""
+
+    def __init__(self, module: nn.Module, input_shape: tuple, label: str):
+        self.module, self.input_shape, self.label = module, input_shape, label
+        self.fx_error: str | None = None      # why fx could not trace it
+        self.exported = None
+
+    @property
+    def tracer(self) -> str:
+        return "torch.fx" if self.fx_error is None else "torch.export"
+
+    def graph(self, opaque=()) -> fx.GraphModule:
+        from . import export_trace
+        if self.fx_error is None:
+            try:
+                return trace(self.module, opaque)
+            except TraceFailure as e:
+                self.fx_error = str(e)
+        if self.exported is None:
+            try:
+                self.exported = export_trace.Exported(self.module, self.input_shape,
+                                                      PROBE_BATCH)
+            except export_trace.ExportFailure as e:
+                raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}), nor "
+                                f"can torch.export ({e})") from None
+        is_leaf = _Tracer(opaque).is_leaf_module
+        try:
+            with _quiet_warnings():
+                return export_trace.to_fx(self.exported, is_leaf)
+        except export_trace.ExportFailure as e:
+            raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}); "
+                            f"torch.export's graph of it cannot be read: {e}") from None

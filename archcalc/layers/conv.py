@@ -15,6 +15,7 @@ PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 @register
 class Conv(Weighted, Kind):
     name = "conv"
+    pads_input = True
     im2col_copies = 1
     bias_redundant_before_norm = True
     aliases = ("conv2d", "convolution")
@@ -143,11 +144,27 @@ class Conv(Weighted, Kind):
                          tuple(a.dilation), self.groups(a, x), a.bias,
                          padding_mode=a.padding_mode)
 
+    torch_modules = ("torch.nn.Conv2d",)   # from_torch maps these back
+
+    def from_torch(self, call, m):
+        """nn.Conv2d -> its conv row (groups = in_channels: depthwise)."""
+        from .from_torch import pair, padding, require_chw, row
+        require_chw(call, "Conv2d")
+        args = dict(out=m.out_channels, kernel=pair(m.kernel_size), stride=pair(m.stride),
+                    padding=padding(m.padding), dilation=pair(m.dilation),
+                    bias=m.bias is not None, padding_mode=m.padding_mode)
+        if m.groups > 1 and m.groups == m.in_channels:
+            args["depthwise"] = True
+        else:
+            args["groups"] = m.groups
+        return row("conv", **args)
+
 
 @register
 class ConvTable(Weighted, Kind):
     """LeNet-5's C3: each output map reads only a listed subset of the inputs."""
     name = "conv_table"
+    pads_input = True
     im2col_copies = 1
     arg_examples = {"connections": (lambda x: [[0]], lambda x: [[i] for i in range(x[0])],
                                     lambda x: [list(range(x[0])), [x[0] - 1]] * 2)}
@@ -325,12 +342,28 @@ class ConvTranspose(Weighted, Kind):
                                   tuple(a.padding), tuple(a.output_padding), a.groups,
                                   a.bias, tuple(a.dilation))
 
+    torch_modules = ("torch.nn.ConvTranspose2d",)   # from_torch maps these back
+
+    def from_torch(self, call, m):
+        """nn.ConvTranspose2d -> its row; an output_size given at the call has none."""
+        from .from_torch import NoMapping, pair, require_chw, row
+        require_chw(call, "ConvTranspose2d")
+        if m.padding_mode != "zeros":
+            raise NoMapping(f"ConvTranspose2d with padding_mode={m.padding_mode!r}")
+        if call.args[1:] or call.kwargs:
+            raise NoMapping("ConvTranspose2d called with an output_size")
+        return row("conv_transpose", out=m.out_channels, kernel=pair(m.kernel_size),
+                   stride=pair(m.stride), padding=pair(m.padding),
+                   output_padding=pair(m.output_padding), dilation=pair(m.dilation),
+                   groups=m.groups, bias=m.bias is not None)
+
 
 @register
 class LocallyConnected(Weighted, Kind):
     """Like conv, but every output position has its own weights (no sharing):
     the lecture's 32x32x3 input with 5x5 fields and 30 maps."""
     name = "local"
+    pads_input = True
     im2col_copies = 2
     flop_counter_gap = ("its torch.einsum lowers to a broadcast multiply and sum, not a "
                         "counted matrix product, where a dimension is 1")

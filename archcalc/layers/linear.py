@@ -66,6 +66,16 @@ class FullyConnected(Weighted, Kind):
         linear = nn.Linear(self.fan_in(x), a.out, bias=a.bias)
         return nn.Sequential(nn.Flatten(), linear) if len(x) == 3 else linear
 
+    torch_modules = ("torch.nn.Linear",)   # from_torch maps these back
+
+    def from_torch(self, call, m):
+        """nn.Linear -> fc, on a vector only: on a C x H x W map nn.Linear acts
+        on the last dimension, where fc flattens."""
+        from .from_torch import NoMapping, row
+        if len(call.x) == 3:
+            raise NoMapping("Linear on a C x H x W map (it acts on the last dimension)")
+        return row("fc", out=m.out_features, bias=m.bias is not None)
+
 
 @register
 class Flatten(Kind):

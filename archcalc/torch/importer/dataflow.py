@@ -10,7 +10,7 @@ import torch.fx as fx
 
 from ...errors import SpecError
 from ...layers import lookup
-from .mappers import _NoMapping, rows
+from .mappers import NoMapping, rows
 from .probing import Shape
 
 
@@ -120,7 +120,7 @@ def _kind_shape(kind: str, args: dict, x: tuple) -> tuple:
         k.check_input(x)
         return tuple(k.output_shape(a, x))
     except SpecError as e:
-        raise _NoMapping(f"{kind}: {e.message}") from None
+        raise NoMapping(f"{kind}: {e.message}") from None
 
 
 def _spec_args(args: dict) -> dict:

@@ -16,7 +16,7 @@ from .dataflow import (Expanded, Node, Param, _Indices, _PENDING, _POISON, _Pool
     _where)
 from .layout import _classify_layout
 from .mappers import (ADD, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNCTIONS, LAYOUT_METHODS,
-    METHOD_MAPPERS, MUL, PoolIndices, SPLIT, UNPOOLS, Unpool, _NoMapping, _constant,
+    METHOD_MAPPERS, MUL, PoolIndices, SPLIT, UNPOOLS, Unpool, NoMapping, _constant,
     _layout_module, _mapper_for, _single_output, row)
 from .naming import _clean_name
 from .probing import Probed, _TensorArg
@@ -49,7 +49,7 @@ class _GraphBuilder:
         for n in self.gm.graph.nodes:
             try:
                 self._visit(n, chains)
-            except _NoMapping as e:
+            except NoMapping as e:
                 self._unsupported(n, str(e))
         if self.unsupported:
             return
@@ -106,7 +106,7 @@ class _GraphBuilder:
             return
         if not (_tensor(v) or (isinstance(v, (tuple, list)) and any(map(_tensor, v)))):
             if n.op == "call_module":   # a leaf whose output is not a tensor
-                raise _NoMapping(f"returns a {type(v).__name__}")
+                raise NoMapping(f"returns a {type(v).__name__}")
             self.value[n] = None      # x.size(), x.dim(): metadata
             return
         if n in chains and chains[n] is not n:
@@ -148,7 +148,7 @@ class _GraphBuilder:
                 mapper = FUNCTION_MAPPERS.get(n.target) if n.op == "call_function" else None
             if mapper in UNPOOLS:
                 return False
-        raise _NoMapping(f"reads the indices of the max pool at {_where(pool)}; only a max "
+        raise NoMapping(f"reads the indices of the max pool at {_where(pool)}; only a max "
                          "unpool (MaxUnpool2d, max_unpool2d) may use them")
 
     def _attr(self, target):
@@ -170,7 +170,7 @@ class _GraphBuilder:
         if self.allow_opaque:
             try:
                 return self._opaque(n, what, path)
-            except _NoMapping as e:
+            except NoMapping as e:
                 reason = str(e)
                 scope = n.meta.get("scope", "")
                 if n.op == "call_module":       # the module that calls this one
@@ -186,7 +186,7 @@ class _GraphBuilder:
             got = self.value.get(a)
             if isinstance(got, Node):
                 return got
-        raise _NoMapping("computes on parameters or buffers, not on the input")
+        raise NoMapping("computes on parameters or buffers, not on the input")
 
     def _call(self, n: fx.Node, x: Node, module=None) -> Call:
         args, kwargs = self.found.args[n]
@@ -207,7 +207,7 @@ class _GraphBuilder:
         for kind, args in kinds:
             shape = _kind_shape(kind, args, shape)
         if y_torch is not None and not _spec_matches(shape, y_torch):
-            raise _NoMapping(f"mapped to {'+'.join(k for k, _ in kinds)}, but PyTorch gives "
+            raise NoMapping(f"mapped to {'+'.join(k for k, _ in kinds)}, but PyTorch gives "
                              f"{list(y_torch)} where the kind gives {list(shape)}")
         scope = n.target if n.op == "call_module" else n.meta.get("scope", "")
         node = Node(0, "row", [x.index], tuple(shape), y_torch or tuple(shape), list(kinds),
@@ -220,7 +220,7 @@ class _GraphBuilder:
         module = self.modules[n.target]
         mapper = _mapper_for(module)
         if mapper is None:
-            raise _NoMapping("")
+            raise NoMapping("")
         x = self._input_of(n)
         found = mapper(self._call(n, x, module), module)
         if found is LAYOUT:
@@ -258,20 +258,20 @@ class _GraphBuilder:
         else:
             pool = self.taped.get(found.indices)
         if pool is None:
-            raise _NoMapping("max unpool of indices that no max pool of the model gave")
+            raise NoMapping("max unpool of indices that no max pool of the model gave")
         pool_in = self.nodes[pool.inputs[0]].shape
 
         def undo(what, hw):
             """The unpool must give the pool's input size, as archcalc's does."""
             if tuple(hw) != tuple(pool_in[1:]):
-                raise _NoMapping(f"max unpool to {what}{'x'.join(map(str, hw))}, but the max "
+                raise NoMapping(f"max unpool to {what}{'x'.join(map(str, hw))}, but the max "
                                  f"pool at {_where(pool)} pooled "
                                  f"{'x'.join(map(str, pool_in[1:]))}; archcalc's max_unpool "
                                  "gives its pool's input size")
         if found.output_size is not None:
             undo("output_size ", [int(d) for d in list(found.output_size)[-2:]])
         if tuple(x.shape) != tuple(pool.shape):
-            raise _NoMapping(f"max unpool of a {list(x.shape)} input with the indices of the "
+            raise NoMapping(f"max unpool of a {list(x.shape)} input with the indices of the "
                              f"{list(pool.shape)} output of the max pool at {_where(pool)}")
         seen, todo = set(), [x.index]
         while todo and pool.index not in seen:
@@ -280,7 +280,7 @@ class _GraphBuilder:
                 seen.add(i)
                 todo.extend(self.nodes[i].inputs)
         if pool.index not in seen:
-            raise _NoMapping(f"max unpool on a path that does not go through the max pool at "
+            raise NoMapping(f"max unpool on a path that does not go through the max pool at "
                              f"{_where(pool)}, whose indices it reads")
         (kind, args), = found.rows
         args["of"] = _where(pool)      # a stand-in: the emitter writes the pool's row path
@@ -319,16 +319,16 @@ class _GraphBuilder:
                 if n.args[1] == 0:      # (output, weights) of an attention: the output
                     self.value[n] = source
                     return
-                raise _NoMapping(f"item {n.args[1]} of a module's outputs")
+                raise NoMapping(f"item {n.args[1]} of a module's outputs")
         if any(isinstance(i, (Param, Expanded)) for i in inputs):
-            raise _NoMapping("computes on the module's parameters outside a layer")
+            raise NoMapping("computes on the module's parameters outside a layer")
         x = tensors[0]
         if len({t.index for t in tensors}) > 1:
-            raise _NoMapping("combines several tensors")
+            raise NoMapping("combines several tensors")
         table = METHOD_MAPPERS if method else FUNCTION_MAPPERS
         mapper = table.get(target)
         if mapper is None:
-            raise _NoMapping("")
+            raise NoMapping("")
         found = mapper(self._call(n, x))
         if found is LAYOUT:
             return self._layout(n, {n: n})
@@ -342,9 +342,9 @@ class _GraphBuilder:
         a, b = (self.value.get(x) if isinstance(x, fx.Node) else x for x in n.args[:2])
         if isinstance(a, Node) and isinstance(b, Node):
             if a.shape != b.shape and not (op == "mul" and _gate(a.shape, b.shape)):
-                raise _NoMapping(f"{op} of {list(a.torch_shape)} and {list(b.torch_shape)}")
+                raise NoMapping(f"{op} of {list(a.torch_shape)} and {list(b.torch_shape)}")
             if n.kwargs.get("alpha", 1) != 1:
-                raise _NoMapping("add with alpha")
+                raise NoMapping("add with alpha")
             y = _per_sample(self.found.values[n])
             shape = a.shape if len(a.shape) == len(y) and math.prod(a.shape) == math.prod(y) \
                 else b.shape
@@ -364,8 +364,8 @@ class _GraphBuilder:
                 return self._row(n, x, row("layer_scale", init=init), path=path,
                                  stateful=True, name=path[-1], flat=True,
                                  what="a layer scale")
-            raise _NoMapping(f"{op} of the input and a parameter of shape {list(shape)}")
-        raise _NoMapping(f"{op} of a tensor and a constant")
+            raise NoMapping(f"{op} of the input and a parameter of shape {list(shape)}")
+        raise NoMapping(f"{op} of a tensor and a constant")
 
     def _cat(self, n, args, kwargs):
         parts = list(n.args[0]) if isinstance(n.args[0], (list, tuple)) else [n.args[0]]
@@ -380,9 +380,9 @@ class _GraphBuilder:
             return self._row(n, values[1], row("class_token"), path=path, stateful=True,
                              name=path[-1], flat=True, what="a class token")
         if not all(isinstance(v, Node) for v in values):
-            raise _NoMapping("cat of something other than tensors")
+            raise NoMapping("cat of something other than tensors")
         if any(len(v.shape) != 3 for v in values) or dim not in (1, -3):
-            raise _NoMapping(f"cat along dim {dim} (archcalc concatenates channels)")
+            raise NoMapping(f"cat along dim {dim} (archcalc concatenates channels)")
         if len(values) == 1:
             self.value[n] = values[0]
             return
@@ -394,10 +394,10 @@ class _GraphBuilder:
         x = self._input_of(n)
         outs = self.found.values[n]
         if len(x.shape) != 3 or not all(_tensor(o) for o in outs):
-            raise _NoMapping("a split of something other than a map")
+            raise NoMapping("a split of something other than a map")
         shapes = [_per_sample(o) for o in outs]
         if any(s[1:] != x.shape[1:] for s in shapes) or sum(s[0] for s in shapes) != x.shape[0]:
-            raise _NoMapping("a split along another dimension than the channels")
+            raise NoMapping("a split along another dimension than the channels")
         node = Node(0, "split", [x.index], x.shape, x.torch_shape,
                     sizes=tuple(s[0] for s in shapes), path=_path(n.meta.get("scope")),
                     name="split")
@@ -448,7 +448,7 @@ class _GraphBuilder:
                 self.value[n] = _POISON
             return
         if not isinstance(x, Node):
-            raise _NoMapping("computes on the module's parameters or buffers, not on its input")
+            raise NoMapping("computes on the module's parameters or buffers, not on its input")
         kinds = _classify_layout(chain, x, self.found, self.modules)
         if tail.op == "call_module" and len(chain) == 1:   # nn.Flatten: named as the module
             path = _path(tail.target)
@@ -464,11 +464,11 @@ class _GraphBuilder:
     def _opaque(self, n: fx.Node, what: str, path: str):
         y = self.found.values.get(n)
         if not _tensor(y):
-            raise _NoMapping("its output is not one tensor")
+            raise NoMapping("its output is not one tensor")
         x = self._input_of(n)
         if len({id(v) for v in (self.value.get(a) for a in n.all_input_nodes)
                 if isinstance(v, Node)}) > 1:
-            raise _NoMapping("it combines several tensors")
+            raise NoMapping("it combines several tensors")
         y = _per_sample(y)
         module = self.modules.get(n.target) if n.op == "call_module" else None
         params = sum(p.numel() for p in module.parameters()) if module is not None else 0
@@ -496,7 +496,7 @@ class _GraphBuilder:
         else:
             shape = tuple(y) if len(y) in (1, 2, 3) else None
         if shape is None:
-            raise _NoMapping(f"a {len(y)}-d output")
+            raise NoMapping(f"a {len(y)}-d output")
         node = Node(0, "row", [x.index], shape, y,
                     [("opaque", {"op": what, "output": list(shape), "params": params,
                                  "buffers": buffers, "macs": var})],

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .dataflow import Node, _spec_matches
-from .mappers import _NoMapping, row
+from .mappers import NoMapping, row
 from .probing import PROBE_BATCH, Probed, _TensorArg
 
 
@@ -27,12 +27,12 @@ def _classify_layout(chain: list, x: Node, found: Probed, modules) -> list:
         key = None
     if key is not None and key in _LAYOUT_MEMO:
         kinds = _LAYOUT_MEMO[key]
-        if isinstance(kinds, _NoMapping):
-            raise _NoMapping(str(kinds))
+        if isinstance(kinds, NoMapping):
+            raise NoMapping(str(kinds))
         return [(k, dict(a)) for k, a in kinds]
     try:
         kinds = _run_layout(chain, x, found, modules)
-    except _NoMapping as e:
+    except NoMapping as e:
         if key is not None:
             _LAYOUT_MEMO[key] = e
         raise
@@ -71,10 +71,10 @@ def _run_layout(chain: list, x: Node, found: Probed, modules) -> list:
         else:
             t = n.target(*args, **kwargs)
     if not isinstance(t, torch.Tensor) or t.dim() == 0 or t.shape[0] != PROBE_BATCH:
-        raise _NoMapping("a reshape across the batch")
+        raise NoMapping("a reshape across the batch")
     m = t[0].flatten()
     if not torch.equal(t[1].flatten(), m + n_in):
-        raise _NoMapping("a reshape that mixes the samples of a batch")
+        raise NoMapping("a reshape that mixes the samples of a batch")
     t_out = tuple(int(d) for d in t.shape[1:])
     s = x.shape
     n_out = m.numel()
@@ -84,7 +84,7 @@ def _run_layout(chain: list, x: Node, found: Probed, modules) -> list:
             return []
         if len(s) == 3 and len(t_out) == 1:
             return row("flatten")
-        raise _NoMapping(f"a reshape from {list(t_in)} to {list(t_out)}")
+        raise NoMapping(f"a reshape from {list(t_in)} to {list(t_out)}")
     if n_out == n_in and len(s) == 3:
         c, h, w = s
         if torch.equal(m, torch.arange(n_in).reshape(c, h * w).t().flatten()) and \
@@ -107,4 +107,4 @@ def _run_layout(chain: list, x: Node, found: Probed, modules) -> list:
             return row("to_map", size=None if hw[0] == hw[1] else list(hw))
         if t_out == (d,) and torch.equal(m, torch.arange(d)):
             return row("token_pool", mode="first")
-    raise _NoMapping(f"a reshape from {list(t_in)} to {list(t_out)} that no kind describes")
+    raise NoMapping(f"a reshape from {list(t_in)} to {list(t_out)} that no kind describes")

@@ -2,6 +2,7 @@
 each mapper turning one call into the rows (kind, arguments) of the spec."""
 from __future__ import annotations
 
+import importlib
 import operator
 from dataclasses import dataclass
 
@@ -12,6 +13,8 @@ from torch.nn import functional as F
 
 from ...errors import SpecError
 from ...layers.base import REQUIRED
+from ...layers.from_torch import NoMapping, pair, require_chw, row, rows
+from ...layers.from_torch import padding as padding_arg
 from .probing import _TensorArg
 
 
@@ -37,7 +40,7 @@ class Call:
         if index < len(self.args):
             return self.args[index]
         if default is REQUIRED:
-            raise _NoMapping(f"{names} without its {name}")
+            raise NoMapping(f"{names} without its {name}")
         return default
 
 
@@ -53,35 +56,6 @@ def _single_output(out):
                         f"({', '.join(map(str, out))}); import needs one tensor (a "
                         "dict of several is not yet written as heads)")
     return out
-
-
-class _NoMapping(Exception):
-    """This call has no faithful kind (the reason says what differs)."""
-
-
-def rows(*items):
-    return [(kind, args) for kind, args in items]
-
-
-def row(kind, **args):
-    return [(kind, args)]
-
-
-def _pair(v):
-    if isinstance(v, (list, tuple)):
-        if len(v) == 1:
-            return int(v[0])
-        if len(v) != 2:
-            raise _NoMapping(f"a {len(v)}-d size")
-        a, b = int(v[0]), int(v[1])
-        return a if a == b else [a, b]
-    return int(v)
-
-
-def _padding(v):
-    if isinstance(v, str):
-        return v
-    return _pair(v)
 
 
 MODULE_MAPPERS: dict = {}
@@ -119,50 +93,25 @@ def _mapper_for(m: nn.Module):
     return None
 
 
-def _input_chw(c: Call, what: str):
-    if len(c.x) != 3:
-        raise _NoMapping(f"{what} on a {len(c.x)}-d input")
+def _register_kinds():
+    """The kinds' own from_torch hooks (archcalc/layers/*), by the torch classes
+    each names in torch_modules; mappers registered after these override them."""
+    from ...layers import kinds
+    for kind in kinds().values():
+        for dotted in getattr(kind, "torch_modules", ()):
+            where, _, name = dotted.rpartition(".")
+            MODULE_MAPPERS[getattr(importlib.import_module(where), name)] = kind.from_torch
 
 
-@maps(nn.Conv2d)
-def _conv(c: Call, m: nn.Conv2d):
-    _input_chw(c, "Conv2d")
-    args = dict(out=m.out_channels, kernel=_pair(m.kernel_size), stride=_pair(m.stride),
-                padding=_padding(m.padding), dilation=_pair(m.dilation), bias=m.bias is not None,
-                padding_mode=m.padding_mode)
-    if m.groups > 1 and m.groups == m.in_channels:
-        args["depthwise"] = True
-    else:
-        args["groups"] = m.groups
-    return row("conv", **args)
-
-
-@maps(nn.ConvTranspose2d)
-def _conv_transpose(c: Call, m: nn.ConvTranspose2d):
-    _input_chw(c, "ConvTranspose2d")
-    if m.padding_mode != "zeros":
-        raise _NoMapping(f"ConvTranspose2d with padding_mode={m.padding_mode!r}")
-    if c.args[1:] or c.kwargs:
-        raise _NoMapping("ConvTranspose2d called with an output_size")
-    return row("conv_transpose", out=m.out_channels, kernel=_pair(m.kernel_size),
-               stride=_pair(m.stride), padding=_pair(m.padding),
-               output_padding=_pair(m.output_padding), dilation=_pair(m.dilation),
-               groups=m.groups, bias=m.bias is not None)
-
-
-@maps(nn.Linear)
-def _linear(c: Call, m: nn.Linear):
-    if len(c.x) == 3:   # nn.Linear on a map acts on its last dimension, fc flattens
-        raise _NoMapping("Linear on a C x H x W map (it acts on the last dimension)")
-    return row("fc", out=m.out_features, bias=m.bias is not None)
+_register_kinds()
 
 
 @maps(nn.BatchNorm2d, nn.BatchNorm1d)
 def _batch_norm(c: Call, m):
     if not m.track_running_stats or m.momentum is None:
-        raise _NoMapping("BatchNorm without running statistics")
+        raise NoMapping("BatchNorm without running statistics")
     if isinstance(m, nn.BatchNorm1d) and len(c.x) != 1:
-        raise _NoMapping("BatchNorm1d over a sequence")
+        raise NoMapping("BatchNorm1d over a sequence")
     return row("batch_norm", affine=m.affine, eps=float(m.eps), momentum=float(m.momentum))
 
 
@@ -200,7 +149,7 @@ def _elu(c, m):
 @maps(nn.Softplus)
 def _softplus(c, m):
     if m.threshold != 20:
-        raise _NoMapping(f"Softplus with threshold={m.threshold}")
+        raise NoMapping(f"Softplus with threshold={m.threshold}")
     return row("softplus", beta=float(m.beta))
 
 
@@ -208,7 +157,7 @@ def _softplus(c, m):
 def _prelu(c, m):
     n = m.num_parameters
     if n != 1 and (len(c.x) == 0 or n != c.x[0]):
-        raise _NoMapping(f"PReLU with {n} parameters")
+        raise NoMapping(f"PReLU with {n} parameters")
     return row("prelu", per_channel=n != 1)
 
 
@@ -219,7 +168,7 @@ def _softmax(c, m):
 
 def _softmax_dim(c, dim):
     if not ((len(c.x) == 1 and dim in (1, -1)) or (len(c.x) == 3 and dim in (1, -3))):
-        raise _NoMapping(f"softmax over dim {dim} of a {list(c.x_torch)} input "
+        raise NoMapping(f"softmax over dim {dim} of a {list(c.x_torch)} input "
                          "(archcalc's is over the channels or the features)")
     return row("softmax")
 
@@ -255,20 +204,20 @@ class Unpool:
 
 @maps(nn.MaxPool2d)
 def _maxpool(c, m: nn.MaxPool2d):
-    _input_chw(c, "MaxPool2d")
-    rows = row("maxpool", kernel=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size),
-               padding=_pair(m.padding), dilation=_pair(m.dilation), ceil_mode=m.ceil_mode)
+    require_chw(c, "MaxPool2d")
+    rows = row("maxpool", kernel=pair(m.kernel_size), stride=pair(m.stride or m.kernel_size),
+               padding=pair(m.padding), dilation=pair(m.dilation), ceil_mode=m.ceil_mode)
     return PoolIndices(rows) if m.return_indices else rows
 
 
 def _unpool_row(kernel, stride, padding):
-    return row("max_unpool", kernel=_pair(kernel), stride=_pair(stride or kernel),
-               padding=_pair(padding))
+    return row("max_unpool", kernel=pair(kernel), stride=pair(stride or kernel),
+               padding=pair(padding))
 
 
 @maps(nn.MaxUnpool2d)
 def _max_unpool(c, m: nn.MaxUnpool2d):
-    _input_chw(c, "MaxUnpool2d")
+    require_chw(c, "MaxUnpool2d")
     return Unpool(_unpool_row(m.kernel_size, m.stride, m.padding),
                   c.arg("MaxUnpool2d", 1, "indices"),
                   c.arg("MaxUnpool2d", 2, "output_size", None))
@@ -276,21 +225,21 @@ def _max_unpool(c, m: nn.MaxUnpool2d):
 
 @maps(nn.AvgPool2d)
 def _avgpool(c, m: nn.AvgPool2d):
-    _input_chw(c, "AvgPool2d")
-    return row("avgpool", kernel=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size),
-               padding=_pair(m.padding), ceil_mode=m.ceil_mode,
+    require_chw(c, "AvgPool2d")
+    return row("avgpool", kernel=pair(m.kernel_size), stride=pair(m.stride or m.kernel_size),
+               padding=pair(m.padding), ceil_mode=m.ceil_mode,
                count_include_pad=m.count_include_pad, divisor_override=m.divisor_override)
 
 
 def _adaptive(kind, c, size):
-    _input_chw(c, "an adaptive pool")
+    require_chw(c, "an adaptive pool")
     size = size if isinstance(size, (list, tuple)) else (size, size)
     if len(size) != 2:
-        raise _NoMapping(f"an adaptive pool to a {len(size)}-d size")
+        raise NoMapping(f"an adaptive pool to a {len(size)}-d size")
     if kind == "adaptive_avgpool" and tuple(size) == (1, 1):
         return row("global_avgpool")
-    return row(kind, size=_pair(["none" if s is None else s for s in size])
-               if None in size else _pair(size))
+    return row(kind, size=pair(["none" if s is None else s for s in size])
+               if None in size else pair(size))
 
 
 @maps(nn.AdaptiveAvgPool2d)
@@ -301,14 +250,14 @@ def _adaptive_avg(c, m):
 @maps(nn.AdaptiveMaxPool2d)
 def _adaptive_max(c, m):
     if m.return_indices:
-        raise _NoMapping("AdaptiveMaxPool2d with return_indices")
+        raise NoMapping("AdaptiveMaxPool2d with return_indices")
     return _adaptive("adaptive_maxpool", c, m.output_size)
 
 
 @maps(nn.LPPool2d)
 def _lp_pool(c, m):
-    return row("lp_pool", kernel=_pair(m.kernel_size), norm_type=float(m.norm_type),
-               stride=_pair(m.stride or m.kernel_size), ceil_mode=m.ceil_mode)
+    return row("lp_pool", kernel=pair(m.kernel_size), norm_type=float(m.norm_type),
+               stride=pair(m.stride or m.kernel_size), ceil_mode=m.ceil_mode)
 
 
 @maps(nn.LocalResponseNorm)
@@ -321,7 +270,7 @@ def _layer_norm(c, m: nn.LayerNorm):
     shape = tuple(m.normalized_shape)
     width = c.x[-1] if len(c.x) == 2 else (c.x[0] if len(c.x) == 1 else None)
     if len(shape) != 1 or width is None or shape[0] != width or c.x_torch[-1] != width:
-        raise _NoMapping(f"LayerNorm over {list(shape)} of a {list(c.x_torch)} input "
+        raise NoMapping(f"LayerNorm over {list(shape)} of a {list(c.x_torch)} input "
                          "(archcalc's normalizes each token's or vector's last dimension)")
     return row("layer_norm", affine=m.elementwise_affine,
                bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
@@ -344,38 +293,38 @@ def _upsample(c, m):
 
 
 def _upsample_args(c, size, scale, mode, align_corners):
-    _input_chw(c, "upsampling")
+    require_chw(c, "upsampling")
     if mode not in ("nearest", "bilinear"):
-        raise _NoMapping(f"upsampling mode {mode!r}")
+        raise NoMapping(f"upsampling mode {mode!r}")
     args = {"mode": mode}
     if mode == "bilinear":
         args["align_corners"] = bool(align_corners)
     if scale is not None:
         scales = scale if isinstance(scale, (list, tuple)) else (scale, scale)
         if any(float(s) != int(s) for s in scales):
-            raise _NoMapping(f"upsampling by {scale}")
-        args["scale"] = _pair([int(s) for s in scales])
+            raise NoMapping(f"upsampling by {scale}")
+        args["scale"] = pair([int(s) for s in scales])
     else:
-        args["size"] = _pair(size)
+        args["size"] = pair(size)
     return row("upsample", **args)
 
 
 @maps(nn.MultiheadAttention)
 def _attention(c, m: nn.MultiheadAttention):
     if len(c.x) != 2:
-        raise _NoMapping("MultiheadAttention on an input that is not tokens")
+        raise NoMapping("MultiheadAttention on an input that is not tokens")
     tensors = [a for a in list(c.args[:3]) + [c.kwargs.get(k) for k in ("query", "key", "value")]
                if isinstance(a, _TensorArg)]
     if len({t.node for t in tensors}) != 1:
-        raise _NoMapping("MultiheadAttention with different query, key and value "
+        raise NoMapping("MultiheadAttention with different query, key and value "
                          "(archcalc's attention is self-attention)")
     extra = {k: v for k, v in c.kwargs.items() if k not in ("query", "key", "value",
                                                               "need_weights")}
     if len(c.args) > 3 or any(v is not None for v in extra.values()):
-        raise _NoMapping("MultiheadAttention with a mask or other arguments")
+        raise NoMapping("MultiheadAttention with a mask or other arguments")
     if not m.batch_first or not m._qkv_same_embed_dim or m.bias_k is not None or \
             m.add_zero_attn:
-        raise _NoMapping("MultiheadAttention other than batch_first self-attention")
+        raise NoMapping("MultiheadAttention other than batch_first self-attention")
     return row("attention", heads=m.num_heads, bias=m.in_proj_bias is not None,
                dropout=float(m.dropout))
 
@@ -410,7 +359,7 @@ def _register_torchvision():
 
     @maps(LayerNorm2d)
     def _tv_layer_norm2d(c, m):
-        _input_chw(c, "LayerNorm2d")
+        require_chw(c, "LayerNorm2d")
         return row("layer_norm", affine=m.elementwise_affine,
                    bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
 
@@ -423,14 +372,14 @@ ACTIVATION_KINDS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu",
 
 
 def _se(c, m, squeeze, activation, gate):
-    _input_chw(c, "squeeze-and-excitation")
+    require_chw(c, "squeeze-and-excitation")
     act = ACTIVATION_KINDS.get(type(activation))
     gate_kind = ACTIVATION_KINDS.get(type(gate))
     if act is None or gate_kind not in ("sigmoid", "hardsigmoid"):
-        raise _NoMapping(f"squeeze-and-excitation with {type(activation).__name__} and "
+        raise NoMapping(f"squeeze-and-excitation with {type(activation).__name__} and "
                          f"{type(gate).__name__}")
     if m.fc1.bias is None or m.fc2.bias is None:
-        raise _NoMapping("squeeze-and-excitation without biases")
+        raise NoMapping("squeeze-and-excitation without biases")
     return row("se", squeeze=squeeze, activation=act, gate=gate_kind)
 
 
@@ -444,7 +393,7 @@ def _register_own():
 
     @maps(own.LayerNorm2d)
     def _own_ln2d(c, m):
-        _input_chw(c, "LayerNorm2d")
+        require_chw(c, "LayerNorm2d")
         return row("layer_norm", affine=m.elementwise_affine,
                    bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
 
@@ -469,7 +418,7 @@ def _register_own():
 
     @maps(own.TokensToMap)
     def _own_to_map(c, m):
-        return row("to_map", size=_pair((m.height, m.width)))
+        return row("to_map", size=pair((m.height, m.width)))
 
     from ..build import PoolWithIndices, UnpoolFromTape
 
@@ -487,26 +436,26 @@ def _register_own():
 
     @maps(own.PadShortcut)
     def _own_pad(c, m):
-        return row("pad_shortcut", out=c.x[0] + m.extra, stride=_pair(m.stride))
+        return row("pad_shortcut", out=c.x[0] + m.extra, stride=pair(m.stride))
 
     @maps(own.Subsample)
     def _own_subsample(c, m):
         pool = m.pool
-        return row("subsample", kernel=_pair(pool.kernel_size), stride=_pair(pool.stride),
-                   padding=_pair(pool.padding))
+        return row("subsample", kernel=pair(pool.kernel_size), stride=pair(pool.stride),
+                   padding=pair(pool.padding))
 
     @maps(own.PartialConv2d)
     def _own_partial(c, m):
         connections, kernel, stride, padding, bias = m.init_args
         return row("conv_table", connections=[list(x) for x in connections],
-                   kernel=_pair(kernel), stride=_pair(stride), padding=_padding(padding),
+                   kernel=pair(kernel), stride=pair(stride), padding=padding_arg(padding),
                    bias=bias)
 
     @maps(own.LocallyConnected2d)
     def _own_local(c, m):
         _, out, _, kernel, stride, padding, bias = m.init_args
-        return row("local", out=out, kernel=_pair(kernel), stride=_pair(stride),
-                   padding=_pair(padding), bias=bias)
+        return row("local", out=out, kernel=pair(kernel), stride=pair(stride),
+                   padding=pair(padding), bias=bias)
 
     from .. import lecture_modules as lecture
 
@@ -520,13 +469,13 @@ def _register_own():
 
     @maps(lecture.SpatialPyramidPool)
     def _own_spp(c, m):
-        _input_chw(c, "SpatialPyramidPool")
+        require_chw(c, "SpatialPyramidPool")
         return row("spp", levels=list(m.levels), mode=m.mode)
 
     @maps(lecture.DropConnectLinear)
     def _own_dropconnect(c, m):
         if len(c.x) == 3:
-            raise _NoMapping("DropConnectLinear on a C x H x W map")
+            raise NoMapping("DropConnectLinear on a C x H x W map")
         return row("dropconnect", out=m.out_features, bias=m.bias is not None, p=float(m.p))
 
 
@@ -593,7 +542,7 @@ def _f_elu(c):
 def _f_hardtanh(c):
     low, high = c.arg("hardtanh", 1, "min_val", -1.0), c.arg("hardtanh", 2, "max_val", 1.0)
     if (low, high) != (0.0, 6.0):
-        raise _NoMapping(f"hardtanh({low}, {high})")
+        raise NoMapping(f"hardtanh({low}, {high})")
     return row("relu6")
 
 
@@ -615,19 +564,19 @@ def _f_adaptive_avg(c):
 @maps_call(F.adaptive_max_pool2d)
 def _f_adaptive_max(c):
     if c.arg("adaptive_max_pool2d", 2, "return_indices", False):
-        raise _NoMapping("adaptive_max_pool2d with return_indices")
+        raise NoMapping("adaptive_max_pool2d with return_indices")
     return _adaptive("adaptive_maxpool", c, c.arg("adaptive_max_pool2d", 1, "output_size"))
 
 
 @maps_call(F.max_pool2d, torch.max_pool2d, F.max_pool2d_with_indices)
 def _f_maxpool(c):
     name = "max_pool2d"
-    _input_chw(c, name)
+    require_chw(c, name)
     kernel = c.arg(name, 1, "kernel_size")
     stride = c.arg(name, 2, "stride", None) or kernel
-    rows = row("maxpool", kernel=_pair(kernel), stride=_pair(stride),
-               padding=_pair(c.arg(name, 3, "padding", 0)),
-               dilation=_pair(c.arg(name, 4, "dilation", 1)),
+    rows = row("maxpool", kernel=pair(kernel), stride=pair(stride),
+               padding=pair(c.arg(name, 3, "padding", 0)),
+               dilation=pair(c.arg(name, 4, "dilation", 1)),
                ceil_mode=bool(c.arg(name, 5, "ceil_mode", False)))
     # F.max_pool2d(..., return_indices=True) is traced as max_pool2d_with_indices
     if c.node.target is F.max_pool2d_with_indices or c.arg(name, 6, "return_indices", False):
@@ -638,7 +587,7 @@ def _f_maxpool(c):
 @maps_call(F.max_unpool2d)
 def _f_max_unpool(c):
     name = "max_unpool2d"
-    _input_chw(c, name)
+    require_chw(c, name)
     return Unpool(_unpool_row(c.arg(name, 2, "kernel_size"), c.arg(name, 3, "stride", None),
                               c.arg(name, 4, "padding", 0)),
                   c.arg(name, 1, "indices"), c.arg(name, 5, "output_size", None))
@@ -650,11 +599,11 @@ UNPOOLS = (_max_unpool, _f_max_unpool)    # the mappers of calls that read a poo
 @maps_call(F.avg_pool2d, torch._C._nn.avg_pool2d)
 def _f_avgpool(c):
     name = "avg_pool2d"
-    _input_chw(c, name)
+    require_chw(c, name)
     kernel = c.arg(name, 1, "kernel_size")
     stride = c.arg(name, 2, "stride", None) or kernel
-    return row("avgpool", kernel=_pair(kernel), stride=_pair(stride),
-               padding=_pair(c.arg(name, 3, "padding", 0)),
+    return row("avgpool", kernel=pair(kernel), stride=pair(stride),
+               padding=pair(c.arg(name, 3, "padding", 0)),
                ceil_mode=bool(c.arg(name, 4, "ceil_mode", False)),
                count_include_pad=bool(c.arg(name, 5, "count_include_pad", True)),
                divisor_override=c.arg(name, 6, "divisor_override", None))
@@ -664,7 +613,7 @@ def _f_avgpool(c):
 def _f_interpolate(c):
     name = "interpolate"
     if c.arg(name, 5, "recompute_scale_factor", None) or c.arg(name, 6, "antialias", False):
-        raise _NoMapping("interpolate with recompute_scale_factor or antialias")
+        raise NoMapping("interpolate with recompute_scale_factor or antialias")
     return _upsample_args(c, c.arg(name, 1, "size", None), c.arg(name, 2, "scale_factor", None),
                           c.arg(name, 3, "mode", "nearest"), c.arg(name, 4, "align_corners", None))
 
@@ -676,7 +625,7 @@ def _f_mean(c):
     dims = tuple(sorted(d % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims]))) \
         if dims is not None else None
     if len(c.x) != 3 or dims != (2, 3):
-        raise _NoMapping(f"mean over {dims} of a {list(c.x_torch)} input")
+        raise NoMapping(f"mean over {dims} of a {list(c.x_torch)} input")
     return row("global_avgpool") + ([] if keep else row("flatten"))
 
 

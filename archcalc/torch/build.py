@@ -15,9 +15,8 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError, path_text, split_path
-from ..graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform,
-                     build_graph, ends_in_heads, in_place, is_leaf, shortcut_ops, split_sizes,
-                     walk)
+from ..graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, Visitor,
+                     build_graph, in_place, is_leaf, shortcut_ops, split_sizes, walk)
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
@@ -262,7 +261,11 @@ def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
     return SpecModel(body, builder.rows, model.name, outputs, builder.outputs)
 
 
-class _Builder:
+class _Builder(Visitor):
+    """Builds each node of a level onto the level's module (``owner``): its
+    visit methods return (steps, output shape); _StructureModule makes the
+    module of a concat, split, merge or transformer."""
+
     def __init__(self, model: Model, init: str, report):
         self.model = model
         # whether an earlier op keeps the current tensor for backward (then no
@@ -275,6 +278,7 @@ class _Builder:
         self.unpooled = {path_text(split_path(op.args.of)) for layer in walk(model.body)
                          for op in layer.ops if op.kind.name == "max_unpool"}
         self.pool_inputs: dict[str, tuple] = {}
+        self.structures = _StructureModule(self)
 
     # each returns (module, output shape)
     def sequence(self, seq: Sequence, x, shared: bool, path=()) -> tuple:
@@ -288,16 +292,18 @@ class _Builder:
         """Build the nodes of one level onto ``owner``: (steps, output shape)."""
         steps = []
         for item in items:
-            if isinstance(item, Heads):
-                for head in self.heads(item, x, path):
-                    name = head.key.rsplit(".", 1)[-1]
-                    _add(owner, name, head)
-                    steps.append(("module", name))
-                shared = True   # the heads read this tensor: no in-place op on it next
-                continue
-            more, x = self.node(item, x, shared, path, owner)
+            more, x = self.visit(item, x, shared, path, owner)
             steps.extend(more)
-            shared = isinstance(item, Sequence) and ends_in_heads(item)
+            # heads read this tensor: no in-place op on it next
+            shared = item.ends_in_heads()
+        return steps, x
+
+    def visit_heads(self, node: Heads, x, shared, path, owner) -> tuple:
+        steps = []
+        for head in self.heads(node, x, path):
+            name = head.key.rsplit(".", 1)[-1]
+            _add(owner, name, head)
+            steps.append(("module", name))
         return steps, x
 
     def heads(self, node: Heads, x, path) -> list:
@@ -316,32 +322,39 @@ class _Builder:
         self.input_saved = entry
         return out
 
-    def node(self, node, x, shared, path, owner) -> tuple:
-        if isinstance(node, Layer):
-            if node.flat:
-                return self.flat_param(node, x, path, owner)
-            module, y = self.layer(node.name, node.ops, x, shared, (*path, node.name))
-            _add(owner, node.name, module)
-            return [("module", node.name)], y
-        if isinstance(node, Sequence):
-            if not node.name:   # adds no level: its items sit on the owner
-                return self.items(node.items, x, shared, path, owner)
-            inner = (*path, node.name)
-            if len(node.items) == 1 and isinstance(node.items[0], Transform):
-                module, y = self.transform(node.items[0], x, inner)
-            elif len(node.items) == 1 and isinstance(node.items[0], (Concat, Split, Merge)):
-                module, y = self.structure(node.items[0], x, inner, None)
-            else:
-                module, y = self.sequence(node, x, shared, inner)
-            self.rows.setdefault(path_text(inner), path_text(inner))
-            _add(owner, node.name, module)
-            return [("module", node.name)], y
-        if isinstance(node, (Concat, Split, Merge)):   # flat: its parts sit on the owner
-            module, y = self.structure(node, x, path, owner)
-            _add(owner, node.name, module)
-            self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
-            return [("structure", node.name)], y
-        raise TypeError(f"unknown graph node {type(node).__name__}")
+    def visit_layer(self, node: Layer, x, shared, path, owner) -> tuple:
+        if node.flat:
+            return self.flat_param(node, x, path, owner)
+        module, y = self.layer(node.name, node.ops, x, shared, (*path, node.name))
+        _add(owner, node.name, module)
+        return [("module", node.name)], y
+
+    def visit_sequence(self, node: Sequence, x, shared, path, owner) -> tuple:
+        if not node.name:   # adds no level: its items sit on the owner
+            return self.items(node.items, x, shared, path, owner)
+        inner = (*path, node.name)
+        if len(node.items) == 1 and node.items[0].generated_row:
+            # a named level holding one structure is that structure's module
+            module, y = self.structures.visit(node.items[0], x, inner, None)
+        else:
+            module, y = self.sequence(node, x, shared, inner)
+        self.rows.setdefault(path_text(inner), path_text(inner))
+        _add(owner, node.name, module)
+        return [("module", node.name)], y
+
+    def flat_structure(self, node, x, shared, path, owner) -> tuple:
+        """A flat concat, split or merge: its parts sit on the owner."""
+        module, y = self.structures.visit(node, x, path, owner)
+        _add(owner, node.name, module)
+        self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
+        return [("structure", node.name)], y
+
+    visit_concat = visit_split = visit_merge = flat_structure
+
+    def visit_transform(self, node: Transform, x, shared, path, owner) -> tuple:
+        raise SpecError(f"{path_text((*path, node.name))}: a flat transform cannot be built "
+                        "(its sampler and localisation net need a level of their own); "
+                        "drop flat = true", file=self.model.file)
 
     def flat_param(self, node: Layer, x, path, owner) -> tuple:
         """A row whose one parameter sits on the block (torchvision's bare
@@ -383,36 +396,37 @@ class _Builder:
         self.input_saved = False
         return module, op.kind.output_shape(op.args, x)
 
-    def structure(self, node, x, path, owner):
-        """A concat, split or merge. ``owner`` None: the structure's module holds
-        its parts (the module of a named level); else they sit on ``owner``
-        (a flat structure) and the module computes with them."""
-        holder = owner
-        if isinstance(node, (Concat, Split)):
-            sizes = split_sizes(node, x) if isinstance(node, Split) else None
-            module = ConcatBranches() if sizes is None else SplitBranches(sizes)
-            holder = module if owner is None else owner
-            steps, outs = [], []
-            entry = self.input_saved
-            for i, branch in enumerate(node.branches):
-                self.input_saved = entry
-                xi = x if sizes is None else (sizes[i], *x[1:])
-                more, y = self.branch(branch, xi, path, holder)
-                steps.append(more)
-                outs.append(y)
-            if owner is not None or any(not b.name for b in node.branches):
-                module._branches = steps
-            y = (sum(o[0] for o in outs), *outs[0][1:])
-            self.rows[path_text((*path, node.name))] = path_text(path)
-            self.input_saved = False
-            return module, y
+    def branches(self, node, x, path, owner, sizes=None):
+        """A concat, or a split into channel slices of ``sizes``. ``owner`` None:
+        the module holds its branches (the module of a named level); else they
+        sit on ``owner`` (a flat structure) and the module computes with them."""
+        module = ConcatBranches() if sizes is None else SplitBranches(sizes)
+        holder = module if owner is None else owner
+        steps, outs = [], []
+        entry = self.input_saved
+        for i, branch in enumerate(node.branches):
+            self.input_saved = entry
+            xi = x if sizes is None else (sizes[i], *x[1:])
+            more, y = self.branch(branch, xi, path, holder)
+            steps.append(more)
+            outs.append(y)
+        if owner is not None or any(not b.name for b in node.branches):
+            module._branches = steps
+        y = (sum(o[0] for o in outs), *outs[0][1:])
+        self.rows[path_text((*path, node.name))] = path_text(path)
+        self.input_saved = False
+        return module, y
+
+    def merge(self, node: Merge, x, path, owner):
+        """A merge: its body, its shortcut, then the merge and its fused ops.
+        ``owner``: as for branches."""
         out_module = Residual([], None, None, node.op, node.adds_in_place)
         holder = out_module if owner is None else owner
         entry = self.input_saved
         body_steps, y = self.items(node.body.items, x, True, path, holder)
         self.input_saved = entry
         shortcut_steps = None
-        if isinstance(node.shortcut, Sequence):
+        if node.shortcut_layers is not None:
             shortcut, _ = self.sequence(node.shortcut, x, shared=True,
                                         path=(*path, node.shortcut_name))
             _add(holder, node.shortcut_name, shortcut)
@@ -474,6 +488,25 @@ class _Builder:
                     nn.init.xavier_uniform_(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+
+
+class _StructureModule(Visitor):
+    """The module of a structure (module, output shape), built by ``builder``."""
+
+    def __init__(self, builder: _Builder):
+        self.builder = builder
+
+    def visit_concat(self, node: Concat, x, path, owner):
+        return self.builder.branches(node, x, path, owner)
+
+    def visit_split(self, node: Split, x, path, owner):
+        return self.builder.branches(node, x, path, owner, split_sizes(node, x))
+
+    def visit_merge(self, node: Merge, x, path, owner):
+        return self.builder.merge(node, x, path, owner)
+
+    def visit_transform(self, node: Transform, x, path, owner):
+        return self.builder.transform(node, x, path)
 
 
 def output_tensors(out) -> list:

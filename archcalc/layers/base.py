@@ -233,6 +233,10 @@ class Kind:
     # im2col copies of the input a CPU forward makes (a slow-path conv
     # unfolds its input once; a locally connected layer twice): the memory check
     im2col_copies: int = 0
+    # its padding pads a sliding window's input (fitted to the kernel when
+    # inherited from [defaults], and a grown map is a warning); a transposed
+    # conv's or an unpool's padding crops the output instead
+    pads_input: bool = False
     # lint: a bias this kind adds is cancelled by a batch norm right after it
     bias_redundant_before_norm: bool = False
     # for tests/test_registry_kinds.py, which checks every kind against

@@ -81,6 +81,7 @@ class _Pool(Kind):
 @register
 class MaxPool(_Pool):
     name = "maxpool"
+    pads_input = True
     aliases = ("max_pool", "maxpool2d")
     summary = "max pool: kernel, stride (default kernel), padding, dilation, ceil_mode"
     flops_rule = "kh*kw - 1 comparisons per output element"
@@ -106,6 +107,7 @@ class MaxPool(_Pool):
 @register
 class AvgPool(_Pool):
     name = "avgpool"
+    pads_input = True
     aliases = ("avg_pool", "avgpool2d")
     summary = ("average pool: kernel, stride (default kernel), padding, ceil_mode, "
                "count_include_pad, divisor_override")
@@ -129,6 +131,15 @@ class AvgPool(_Pool):
         return nn.AvgPool2d(tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding),
                             ceil_mode=a.ceil_mode, count_include_pad=a.count_include_pad,
                             divisor_override=a.divisor_override)
+
+    torch_modules = ("torch.nn.AvgPool2d",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import pair, require_chw, row
+        require_chw(call, "AvgPool2d")
+        return row("avgpool", kernel=pair(m.kernel_size), stride=pair(m.stride or m.kernel_size),
+                   padding=pair(m.padding), ceil_mode=m.ceil_mode,
+                   count_include_pad=m.count_include_pad, divisor_override=m.divisor_override)
 
 
 @register
@@ -169,6 +180,7 @@ class Subsample(_Pool):
     """LeCun 1998's S2/S4: the sum of each 2x2 window times a trainable
     coefficient plus a trainable bias, per map (2 parameters a map)."""
     name = "subsample"
+    pads_input = True
     torch_classes = ('Subsample',)  # in pool_torch.py
     aliases = ("lecun_subsample",)
     summary = "LeNet-5 subsampling: average pool times a learned coefficient plus a learned bias, per map"
@@ -309,6 +321,7 @@ class LPPool(_Pool):
     PyTorch computes it as avg_pool(x^p), then sign(o)*relu(|o|), times kh*kw,
     to the power 1/p; no padding."""
     name = "lp_pool"
+    pads_input = True
     aliases = ("lppool", "lppool2d", "lp_pool2d")
     summary = "power-average pool (LPPool2d): (sum of x^p over the window)^(1/p); no padding"
     flops_rule = ("1 per input element (x^p) + kh*kw + 6 per output element "
@@ -356,6 +369,13 @@ class LPPool(_Pool):
         from torch import nn
         return nn.LPPool2d(a.norm_type, tuple(a.kernel), tuple(self.stride(a)),
                            ceil_mode=a.ceil_mode)
+
+    torch_modules = ("torch.nn.LPPool2d",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import pair, row
+        return row("lp_pool", kernel=pair(m.kernel_size), norm_type=float(m.norm_type),
+                   stride=pair(m.stride or m.kernel_size), ceil_mode=m.ceil_mode)
 
 
 @register

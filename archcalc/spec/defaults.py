@@ -16,9 +16,24 @@ gives ceil(N / S), TensorFlow's "same" size.
 """
 from __future__ import annotations
 
-# kinds whose padding pads a sliding window's input (a transposed conv's and
-# an unpool's padding crops the output instead: they are left alone)
-SLIDING_KINDS = ("conv", "conv_table", "local", "maxpool", "avgpool", "subsample", "lp_pool")
+import functools
+
+
+
+@functools.lru_cache(maxsize=None)  # asked once per layer: the registry is read once
+def sliding_kinds() -> tuple:
+    """The kinds whose padding pads a sliding window's input (``pads_input``;
+    a transposed conv's and an unpool's padding crops the output instead:
+    they are left alone). Read from the registry when first asked: the
+    layers import this package's expressions, so not at import time."""
+    from ..layers import kinds
+    return tuple(name for name, kind in kinds().items() if kind.pads_input)
+
+
+def __getattr__(name):  # SLIDING_KINDS, for the modules that import it by name
+    if name == "SLIDING_KINDS":
+        return sliding_kinds()
+    raise AttributeError(name)
 
 
 def _pair(value):
@@ -62,7 +77,7 @@ def fitted_padding(padding, kernel, dilation=1, stride=1):
 def fit_inherited_padding(kind_name: str, args) -> None:
     """Fit the padding a layer took from [defaults.KIND] to its kernel, in
     place on its read arguments (a SimpleNamespace)."""
-    if kind_name not in SLIDING_KINDS or getattr(args, "kernel", None) is None:
+    if kind_name not in sliding_kinds() or getattr(args, "kernel", None) is None:
         return
     stride = getattr(args, "stride", 1)
     args.padding = fitted_padding(args.padding, args.kernel, getattr(args, "dilation", 1),

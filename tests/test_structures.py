@@ -1,0 +1,129 @@
+"""The structures' one contract (archcalc/structures.py): every node class names
+its visitor method, every walk of the graph is a Visitor that handles every
+node class, and the report's tree is made by the engine's walk itself, so its
+rows are the table's rows, in order, for every shipped spec."""
+import glob
+import os
+from dataclasses import dataclass, replace
+
+import pytest
+
+from archcalc.analysis import _Walker, analyze, fold
+from archcalc.graph import _LevelNames, build_graph
+from archcalc.spec.loader import load, loads
+from archcalc.structures import NODE_CLASSES, Layer, Node, Sequence, Visitor
+from conftest import SPECS
+
+ALL_SPECS = sorted(glob.glob(os.path.join(SPECS, "*.toml")))
+HEAD = '[model]\nname = "g"\ninput = [3, 8, 8]\n'
+
+
+def visit_names(cls):
+    return {name for name in dir(cls) if name.startswith("visit_")}
+
+
+def test_every_node_class_names_its_own_visitor_method():
+    names = [cls.visit_name for cls in NODE_CLASSES]
+    assert len(set(names)) == len(names) == 7
+    assert all(name.startswith("visit_") for name in names)
+    # one class is the leaf (a table row): the Layer
+    assert [cls for cls in NODE_CLASSES if cls.leaf] == [Layer]
+
+
+def test_a_node_class_without_a_visit_name_fails_at_its_definition():
+    with pytest.raises(TypeError, match="must name its visitor method"):
+        @dataclass
+        class Ring(Node):   # noqa: F841 - the definition itself must fail
+            items: list
+
+
+@pytest.mark.parametrize("visitor", [_Walker, _LevelNames])
+def test_the_pure_python_walks_handle_every_node_class(visitor):
+    assert {cls.visit_name for cls in NODE_CLASSES} <= visit_names(visitor)
+
+
+def test_the_torch_builder_handles_every_node_class():
+    pytest.importorskip("torch")
+    from archcalc.torch.build import _Builder, _StructureModule
+    assert {cls.visit_name for cls in NODE_CLASSES} <= visit_names(_Builder)
+    # the module of a structure: every node class that makes a row of its own
+    made = {cls.visit_name for cls in NODE_CLASSES if cls.generated_row}
+    assert made == {"visit_concat", "visit_split", "visit_merge", "visit_transform"}
+    assert made <= visit_names(_StructureModule)
+
+
+def test_a_new_structure_fails_loudly_in_a_walk_that_lacks_its_method():
+    @dataclass
+    class Ring(Node):
+        items: list
+        visit_name = "visit_ring"
+
+    model = build_graph(loads(HEAD + 'layers = [{conv = 4, kernel = 1}]\n'))
+    model.body.items.append(Ring([]))
+    with pytest.raises(TypeError, match="_Walker has no visit_ring: it cannot walk a Ring node"):
+        analyze(model)
+
+    class Counter(Visitor):
+        def visit_layer(self, node):
+            return 1
+    assert Counter().visit(model.body.items[0]) == 1
+    with pytest.raises(TypeError, match="Counter has no visit_sequence"):
+        Counter().visit(Sequence([]))
+
+
+@pytest.mark.parametrize("path", ALL_SPECS, ids=os.path.basename)
+def test_the_report_tree_hangs_every_row_once_in_table_order(path):
+    report = analyze(load(path))
+    tree_rows = list(report.tree.rows())
+    # the very Row objects of the table, each once, in order (the input row apart)
+    assert len(tree_rows) == len(report.rows) - 1
+    assert all(a is b for a, b in zip(tree_rows, report.rows[1:]))
+    assert report.row_tree is report.tree
+
+    def check(node):
+        if node.role in ("layer", "concat", "merge"):   # a node with a row: its own path
+            assert tuple(node.row.path) == tuple(node.path)
+        for child in node.children + node.body + node.shortcut:
+            check(child)
+    check(report.tree)
+
+
+def test_a_folded_report_has_no_row_tree():
+    report = analyze(load(os.path.join(SPECS, "resnet18.toml")))
+    folded = replace(report, rows=fold(report.rows, 1))
+    assert len(folded.rows) < len(report.rows)
+    assert folded.row_tree is None
+    # folding deeper than the deepest path keeps every row: the tree still holds
+    assert replace(report, rows=fold(report.rows, 99)).row_tree is report.tree
+
+
+def shape(node):
+    """A tree written out as nested tuples: (role, name, [what is under it])."""
+    under = [shape(c) for c in node.children + node.body + node.shortcut]
+    return (node.role, node.name, under) if under else (node.role, node.name)
+
+
+def test_the_tree_of_a_small_spec_as_written_by_hand():
+    text = HEAD + '''layers = [
+  {conv = 4, kernel = 3, padding = 1, name = "stem"},
+  {name = "res", residual = [{conv = 8, kernel = 3, padding = 1, stride = 2, name = "c"}]},
+  {name = "mix", concat = [[{conv = 2, kernel = 1, name = "p"}], [{maxpool = 3, stride = 1, padding = 1, name = "q"}]]},
+  {name = "cut", split = [[], [{conv = 5, kernel = 1, name = "r"}]]},
+  {heads = [{name = "out", layers = [{fc = 10, name = "fc"}]}]},
+]
+'''
+    report = analyze(loads(text))
+    assert shape(report.tree) == ("block", "", [
+        ("layer", "stem"),
+        ("block", "res", [("merge", "add", [("layer", "c"), ("layer", "shortcut")])]),
+        ("block", "mix", [("concat", "concat", [("block", "b1", [("layer", "p")]),
+                                                ("block", "b2", [("layer", "q")])])]),
+        ("block", "cut", [("concat", "concat", [("block", "b1"),
+                                                ("block", "b2", [("layer", "r")])])]),
+        ("heads", "", [("block", "out", [("layer", "fc")])]),
+    ])
+    # the projection's 1x1 conv (4 -> 8 channels, stride 2) is the shortcut's row:
+    # 4*8 weights + the batch norm's 2*8
+    short = report.tree.children[1].children[0].shortcut[0].row
+    assert short.path == ("res", "shortcut") and short.params == 4 * 8 + 2 * 8
+    assert short.output_shape == (8, 4, 4)

@@ -2,6 +2,7 @@
 cycle), and each stage works on its own (targets parsing, the probe's shapes,
 the layout classifier, conv-BN-activation fusion), checked against PyTorch."""
 import ast
+import importlib
 import pathlib
 from collections import OrderedDict
 
@@ -177,3 +178,59 @@ def test_an_imported_conv_bn_relu_builds_the_original_s_modules():
     ours = {k: tuple(v.shape) for k, v in built.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert ours == theirs
+
+
+# ------------------------------------------------------------------ from_torch, registry-driven
+
+from types import SimpleNamespace  # noqa: E402
+
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
+
+from archcalc.layers import kinds  # noqa: E402
+from archcalc.torch.importer import mappers  # noqa: E402
+from test_registry_kinds import _case, _engine  # noqa: E402  (the kinds' argument draws)
+
+MAPPED_BACK = [name for name, kind in kinds().items() if vars(type(kind)).get("torch_modules")]
+
+
+def test_the_registry_drives_the_module_mappers():
+    assert {"conv", "conv_transpose", "fc", "batch_norm", "avgpool"} <= set(MAPPED_BACK)
+    for name in MAPPED_BACK:
+        kind = kinds()[name]
+        for dotted in type(kind).torch_modules:
+            where, _, cls = dotted.rpartition(".")
+            found = mappers.MODULE_MAPPERS[getattr(importlib.import_module(where), cls)]
+            assert getattr(found, "__func__", None) is type(kind).from_torch, dotted
+
+
+@pytest.mark.parametrize("name", MAPPED_BACK)
+def test_a_built_module_maps_back_to_the_same_layer(name):
+    """For every kind with a from_torch hook: random valid arguments -> build ->
+    from_torch gives arguments that build the same module (PyTorch's repr of
+    its configuration) with the same shape, params and MACs."""
+    kind = kinds()[name]
+    classes = tuple(getattr(importlib.import_module(d.rpartition(".")[0]), d.rpartition(".")[2])
+                    for d in type(kind).torch_modules)
+
+    @settings(max_examples=6, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.filter_too_much, HealthCheck.too_slow])
+    @given(_case(kind))
+    def check(case):
+        given_args, x = case
+        engine = _engine(kind, given_args, x)
+        assume(engine is not None)
+        a, y, params, macs = engine
+        with torch.device("meta"):
+            module = kind.build(a, x)
+        assume(type(module) in classes)    # e.g. fc on a map builds Flatten + Linear
+        call = SimpleNamespace(x=tuple(x), x_torch=tuple(x), args=(), kwargs={})
+        [(kind_name, mapped)] = kind.from_torch(call, module)
+        assert kind_name == name
+        back = _engine(kind, {k: v for k, v in mapped.items() if v is not None}, x)
+        assert back is not None, mapped
+        assert (tuple(back[1]), back[2], back[3]) == (tuple(y), params, macs), mapped
+        with torch.device("meta"):
+            assert repr(kind.build(back[0], x)) == repr(module), mapped
+
+    check()
+

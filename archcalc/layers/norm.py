@@ -49,6 +49,18 @@ class BatchNorm(Kind):
         cls = nn.BatchNorm2d if len(x) == 3 else nn.BatchNorm1d
         return cls(x[0], eps=a.eps, momentum=a.momentum, affine=a.affine)
 
+    torch_modules = ("torch.nn.BatchNorm2d", "torch.nn.BatchNorm1d")   # from_torch reads them
+
+    def from_torch(self, call, m):
+        """nn.BatchNorm2d/1d with running statistics -> batch_norm."""
+        from torch import nn
+        from .from_torch import NoMapping, row
+        if not m.track_running_stats or m.momentum is None:
+            raise NoMapping("BatchNorm without running statistics")
+        if isinstance(m, nn.BatchNorm1d) and len(call.x) != 1:
+            raise NoMapping("BatchNorm1d over a sequence")
+        return row("batch_norm", affine=m.affine, eps=float(m.eps), momentum=float(m.momentum))
+
 
 @register
 class LocalResponseNorm(Kind):
@@ -98,6 +110,12 @@ class LocalResponseNorm(Kind):
     def build(self, a, x):
         from torch import nn
         return nn.LocalResponseNorm(a.size, a.alpha, a.beta, a.k)
+
+    torch_modules = ("torch.nn.LocalResponseNorm",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("lrn", size=m.size, alpha=float(m.alpha), beta=float(m.beta), k=float(m.k))
 
 
 # -- normalizations that compute their statistics at inference too ----------
@@ -178,6 +196,20 @@ class LayerNorm(Kind):
                                bias=a.bias)
         return nn.LayerNorm(self.width(x), eps=a.eps, elementwise_affine=a.affine, bias=a.bias)
 
+    torch_modules = ("torch.nn.LayerNorm",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        """nn.LayerNorm over the last dimension of tokens or a vector only."""
+        from .from_torch import NoMapping, row
+        shape = tuple(m.normalized_shape)
+        x = call.x
+        width = x[-1] if len(x) == 2 else (x[0] if len(x) == 1 else None)
+        if len(shape) != 1 or width is None or shape[0] != width or call.x_torch[-1] != width:
+            raise NoMapping(f"LayerNorm over {list(shape)} of a {list(call.x_torch)} input "
+                            "(archcalc's normalizes each token's or vector's last dimension)")
+        return row("layer_norm", affine=m.elementwise_affine,
+                   bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
+
 
 @register
 class GroupNorm(Kind):
@@ -222,6 +254,12 @@ class GroupNorm(Kind):
     def build(self, a, x):
         from torch import nn
         return nn.GroupNorm(a.groups, x[0], eps=a.eps, affine=a.affine)
+
+    torch_modules = ("torch.nn.GroupNorm",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("group_norm", groups=m.num_groups, affine=m.affine, eps=float(m.eps))
 
 
 @register
@@ -273,6 +311,13 @@ class InstanceNorm(Kind):
         from torch import nn
         return nn.InstanceNorm2d(x[0], eps=a.eps, momentum=a.momentum, affine=a.affine,
                                  track_running_stats=a.track_running_stats)
+
+    torch_modules = ("torch.nn.InstanceNorm2d",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("instance_norm", affine=m.affine, track_running_stats=m.track_running_stats,
+                   eps=float(m.eps), momentum=float(m.momentum or 0.1))
 
 
 @register

@@ -98,21 +98,12 @@ def _register_kinds():
     each names in torch_modules; mappers registered after these override them."""
     from ...layers import kinds
     for kind in kinds().values():
-        for dotted in getattr(kind, "torch_modules", ()):
+        for dotted in vars(type(kind)).get("torch_modules", ()):   # its own, not a base's
             where, _, name = dotted.rpartition(".")
             MODULE_MAPPERS[getattr(importlib.import_module(where), name)] = kind.from_torch
 
 
 _register_kinds()
-
-
-@maps(nn.BatchNorm2d, nn.BatchNorm1d)
-def _batch_norm(c: Call, m):
-    if not m.track_running_stats or m.momentum is None:
-        raise NoMapping("BatchNorm without running statistics")
-    if isinstance(m, nn.BatchNorm1d) and len(c.x) != 1:
-        raise NoMapping("BatchNorm1d over a sequence")
-    return row("batch_norm", affine=m.affine, eps=float(m.eps), momentum=float(m.momentum))
 
 
 def _act(kind, **args):
@@ -223,14 +214,6 @@ def _max_unpool(c, m: nn.MaxUnpool2d):
                   c.arg("MaxUnpool2d", 2, "output_size", None))
 
 
-@maps(nn.AvgPool2d)
-def _avgpool(c, m: nn.AvgPool2d):
-    require_chw(c, "AvgPool2d")
-    return row("avgpool", kernel=pair(m.kernel_size), stride=pair(m.stride or m.kernel_size),
-               padding=pair(m.padding), ceil_mode=m.ceil_mode,
-               count_include_pad=m.count_include_pad, divisor_override=m.divisor_override)
-
-
 def _adaptive(kind, c, size):
     require_chw(c, "an adaptive pool")
     size = size if isinstance(size, (list, tuple)) else (size, size)
@@ -252,39 +235,6 @@ def _adaptive_max(c, m):
     if m.return_indices:
         raise NoMapping("AdaptiveMaxPool2d with return_indices")
     return _adaptive("adaptive_maxpool", c, m.output_size)
-
-
-@maps(nn.LPPool2d)
-def _lp_pool(c, m):
-    return row("lp_pool", kernel=pair(m.kernel_size), norm_type=float(m.norm_type),
-               stride=pair(m.stride or m.kernel_size), ceil_mode=m.ceil_mode)
-
-
-@maps(nn.LocalResponseNorm)
-def _lrn(c, m):
-    return row("lrn", size=m.size, alpha=float(m.alpha), beta=float(m.beta), k=float(m.k))
-
-
-@maps(nn.LayerNorm)
-def _layer_norm(c, m: nn.LayerNorm):
-    shape = tuple(m.normalized_shape)
-    width = c.x[-1] if len(c.x) == 2 else (c.x[0] if len(c.x) == 1 else None)
-    if len(shape) != 1 or width is None or shape[0] != width or c.x_torch[-1] != width:
-        raise NoMapping(f"LayerNorm over {list(shape)} of a {list(c.x_torch)} input "
-                         "(archcalc's normalizes each token's or vector's last dimension)")
-    return row("layer_norm", affine=m.elementwise_affine,
-               bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
-
-
-@maps(nn.GroupNorm)
-def _group_norm(c, m):
-    return row("group_norm", groups=m.num_groups, affine=m.affine, eps=float(m.eps))
-
-
-@maps(nn.InstanceNorm2d)
-def _instance_norm(c, m):
-    return row("instance_norm", affine=m.affine, track_running_stats=m.track_running_stats,
-               eps=float(m.eps), momentum=float(m.momentum or 0.1))
 
 
 @maps(nn.Upsample)

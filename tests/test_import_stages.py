@@ -129,7 +129,7 @@ def test_layout_classifies_a_reshape_chain(how, chw, expected):
              and n.target not in ("size",) and not (n.op == "call_function"
                                                    and n.target.__name__ == "getattr")]
     chain = [n for n in chain if dataflow._tensor(found.values[n])]
-    x = dataflow.Node(index=0, op="input", inputs=[], shape=chw, torch_shape=chw)
+    x = dataflow.FlowNode(index=0, op="input", inputs=[], shape=chw, torch_shape=chw)
     assert layout._classify_layout(chain, x, found, dict(gm.named_modules())) == expected
 
 
@@ -142,7 +142,7 @@ def test_layout_refuses_a_reshape_that_mixes_samples():
     gm = tracing.trace(_Reshape(lambda x: x.reshape(-1, 4)).eval())
     found = probing.probe(gm, (8, 4, 4), meta=True)
     chain = [n for n in gm.graph.nodes if n.op == "call_method"]
-    x = dataflow.Node(index=0, op="input", inputs=[], shape=(8, 4, 4), torch_shape=(8, 4, 4))
+    x = dataflow.FlowNode(index=0, op="input", inputs=[], shape=(8, 4, 4), torch_shape=(8, 4, 4))
     with pytest.raises(Exception, match="batch"):
         layout._classify_layout(chain, x, found, {})
 

@@ -11,7 +11,7 @@ import torch.fx as fx
 from ...errors import SpecError
 from ...layers import lookup
 from .mappers import NoMapping, rows
-from .probing import Shape
+from .probing import ProbedShape
 
 
 # --------------------------------------------------------------------------
@@ -19,7 +19,9 @@ from .probing import Shape
 
 
 @dataclass
-class Node:
+class FlowNode:
+    """One tensor value of the dataflow graph (fx.Node is a call): a row, a
+    merge, a concat, a split or one of its slices, or the input."""
     index: int
     op: str                        # input | row | add | mul | cat | split | slice
     inputs: list
@@ -55,21 +57,21 @@ class Expanded:
 @dataclass
 class _Pooled:
     """The (values, indices) pair of a max pool's row: items 0 and 1 only."""
-    pool: Node
+    pool: FlowNode
 
 
 @dataclass
 class _Indices:
     """A max pool's indices: only a max unpool reads them (its `of`)."""
-    pool: Node
+    pool: FlowNode
 
 
-def _where(node: Node) -> str:
+def _where(node: FlowNode) -> str:
     return ".".join(node.path) or "the model's forward"
 
 
 def _tensor(v) -> bool:
-    return isinstance(v, Shape)
+    return isinstance(v, ProbedShape)
 
 
 def _per_sample(shape) -> tuple:

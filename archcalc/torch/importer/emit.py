@@ -6,7 +6,7 @@ from __future__ import annotations
 from ...errors import SpecError
 from ...graph import NAME
 from ...layers.activation import ACTIVATIONS
-from .dataflow import Node
+from .dataflow import FlowNode
 from .fusion import _entry, _fuse_posts, _plain
 from .mappers import rows
 from .naming import (_Level, _Name, _check_module_name, _home, _is_shortcut_name, _levels,
@@ -31,7 +31,7 @@ class _Emitter:
         self.bn_default = bn_default
         self.rows: dict = {}      # node index -> (level path, its row's name or _Name)
 
-    def named(self, node: Node, prefix: tuple, name, entry: dict) -> dict:
+    def named(self, node: FlowNode, prefix: tuple, name, entry: dict) -> dict:
         """Note where a row sits; a max unpool's `of` names its pool's row."""
         self.rows[node.index] = (prefix, name)
         if node.of is not None:
@@ -90,7 +90,7 @@ class _Emitter:
                     entries.append(self.item(item, prefix, level))
                 continue
             inner = (*prefix, home)
-            if len(group) == 1 and isinstance(group[0], Node) and not group[0].stateful \
+            if len(group) == 1 and isinstance(group[0], FlowNode) and not group[0].stateful \
                     and len(group[0].rows) == 1 and NAME.fullmatch(home):
                 # a stateless module computed in its own forward (a Permute): one row
                 # named after it
@@ -99,7 +99,7 @@ class _Emitter:
                                           {"name": home, **_entry(*group[0].rows[0])}))
                 continue
             name = level.fix(_check_module_name(home, (*prefix, home)), "level")
-            if len(group) == 1 and not isinstance(group[0], Node) and \
+            if len(group) == 1 and not isinstance(group[0], FlowNode) and \
                     inner not in _stateful_paths(group) and _home(group[0], inner)[0] is None:
                 sub = _Level(inner)
                 sub.fix(_structure_row(group[0]), "merge")   # the structure's own row
@@ -112,11 +112,11 @@ class _Emitter:
         return entries
 
     def item(self, item, prefix, level: _Level) -> dict:
-        if isinstance(item, Node):
+        if isinstance(item, FlowNode):
             return self.row(item, prefix, level)
         return self.structure(item, prefix, level, name=None, flat=True)
 
-    def row(self, node: Node, prefix, level: _Level) -> dict:
+    def row(self, node: FlowNode, prefix, level: _Level) -> dict:
         if node.stateful:
             name = level.fix(_check_module_name(node.path[-1], node.path), "row")
         else:
@@ -189,7 +189,7 @@ class _Emitter:
         entry = {"residual": self.items(body, prefix, level)}
         if _is_projection(short, (*prefix, name)):
             entry["shortcut"] = "auto"
-        elif len(short) == 1 and isinstance(short[0], Node) and len(short[0].rows) == 1 and \
+        elif len(short) == 1 and isinstance(short[0], FlowNode) and len(short[0].rows) == 1 and \
                 short[0].rows[0][0] == "pad_shortcut":
             entry["shortcut"] = "pad"      # option A: what 'pad' builds, from the shapes
         else:
@@ -211,7 +211,7 @@ class _Emitter:
             if len(firsts) == 1 and all(len(p) > n + 1 for p in paths):
                 return firsts.pop()
             return None
-        if len(items) == 1 and isinstance(items[0], Node) and not items[0].scoped and \
+        if len(items) == 1 and isinstance(items[0], FlowNode) and not items[0].scoped and \
                 len(items[0].path) == n + 1 and items[0].path[:n] == prefix:
             return items[0].path[n]        # a stateless module of its own (PadShortcut)
         levels = _levels(items)
@@ -254,7 +254,7 @@ def _attach_posts(items, prefix) -> list:
     for item in items:
         prev = out[-1] if out else None
         if isinstance(prev, MergeItem) and prev.op == "add" and prev.post is None and \
-                isinstance(item, Node) and not item.stateful and len(item.rows) == 1 and \
+                isinstance(item, FlowNode) and not item.stateful and len(item.rows) == 1 and \
                 item.rows[0][0] in ACTIVATIONS and _plain(_entry(*item.rows[0]),
                                                           item.rows[0][0]) and \
                 _home(item, prefix)[0] == _home(prev, prefix)[0]:
@@ -268,9 +268,7 @@ def _structure_row(item) -> str:
     """The name graph.py gives the merge row of a structure with a level of its own."""
     if isinstance(item, MergeItem):
         return "scale" if item.op == "mul" else "add"
-    if isinstance(item, CatItem) and len(item.branches) == 2 and not item.branches[0]:
-        return "concat"    # dense
-    return "concat"
+    return "concat"     # a concat's, a dense merge's too
 
 
 def _structure_name(item) -> str:
@@ -282,14 +280,14 @@ def _structure_name(item) -> str:
 def _count(items) -> int:
     total = 0
     for item in items:
-        total += 1 if isinstance(item, Node) else sum(_count(b) for b in item.branches)
+        total += 1 if isinstance(item, FlowNode) else sum(_count(b) for b in item.branches)
     return total
 
 
 def _is_projection(items, prefix) -> bool:
     """The shortcut 'auto' builds: 1x1 conv without bias (strided), batch norm
     with PyTorch's defaults, as modules 0 and 1 of the shortcut's level."""
-    if len(items) != 2 or not all(isinstance(i, Node) and i.op == "row" and len(i.rows) == 1
+    if len(items) != 2 or not all(isinstance(i, FlowNode) and i.op == "row" and len(i.rows) == 1
                                   for i in items):
         return False
     (k1, a1), (k2, a2) = items[0].rows[0], items[1].rows[0]
@@ -330,7 +328,7 @@ def _annotate_classes(entries, prefix, classes):
             e["_class"] = classes[inner]
         for k in ("layers", "residual", "scale", "dense"):
             if isinstance(e.get(k), list):
-                _annotate_classes(e[k], inner if k == "layers" or True else prefix, classes)
+                _annotate_classes(e[k], inner, classes)
         for k in ("concat", "split"):
             for b in e.get(k, []) or []:
                 if isinstance(b, dict):

@@ -11,7 +11,7 @@ import torch
 import torch.fx as fx
 
 from ...errors import SpecError
-from .dataflow import (Expanded, Node, Param, _Indices, _PENDING, _POISON, _Pooled,
+from .dataflow import (Expanded, FlowNode, Param, _Indices, _PENDING, _POISON, _Pooled,
     _describe_target, _kind_shape, _path, _per_sample, _spec_matches, _tensor, _tensor_valued,
     _where)
 from .layout import _classify_layout
@@ -33,15 +33,15 @@ class _GraphBuilder:
         self.found = found
         self.allow_opaque = allow_opaque
         self.input_shape = tuple(input_shape)
-        self.nodes: list[Node] = []
-        self.value: dict = {}             # fx node -> Node | Param | Expanded | None
+        self.nodes: list[FlowNode] = []
+        self.value: dict = {}             # fx node -> FlowNode | Param | Expanded | None
         self.unsupported: dict = {}       # (op, path) -> count
         self.opaque_vars: list = []
         self.stateful_calls: dict = {}    # module path -> times called
         self.output = None
         self.used_state: set = set()      # module paths and parameter targets used
         self.modules = dict(gm.named_modules())
-        self.taped: dict = {}             # (id of an IndexTape, key) -> its max pool's Node
+        self.taped: dict = {}             # (id of an IndexTape, key) -> its max pool's FlowNode
 
     # -- entry ------------------------------------------------------------
     def run(self):
@@ -63,7 +63,7 @@ class _GraphBuilder:
         v = self.found.values.get(n)
         if n.op == "placeholder":
             if not self.nodes and _tensor(v):
-                self._add(Node(0, "input", [], self.input_shape, _per_sample(v),
+                self._add(FlowNode(0, "input", [], self.input_shape, _per_sample(v),
                                name="input"), n)
             elif _tensor(v):
                 raise SpecError(f"the model's forward takes more than one tensor "
@@ -83,7 +83,7 @@ class _GraphBuilder:
             if isinstance(got, (_Pooled, _Indices)):
                 raise SpecError(f"the model's forward returns the indices of the max pool at "
                                 f"{_where(got.pool)}; import needs one tensor")
-            if not isinstance(got, Node):
+            if not isinstance(got, FlowNode):
                 raise SpecError("the model's forward must return one tensor; it returns "
                                 f"{type(self.found.values.get(out, out)).__name__}")
             self.output = got
@@ -99,7 +99,7 @@ class _GraphBuilder:
         held = [x for x in inputs if isinstance(x, (_Pooled, _Indices))]
         if held and self._read_indices(n, held):
             return
-        tensors = [x for x in inputs if isinstance(x, Node)]
+        tensors = [x for x in inputs if isinstance(x, FlowNode)]
         if not tensors and not any(isinstance(x, (Param, Expanded)) or x is _PENDING
                                    for x in inputs):
             self.value[n] = None      # shape arithmetic, asserts: no tensor work
@@ -157,7 +157,7 @@ class _GraphBuilder:
             obj = getattr(obj, part)
         return obj
 
-    def _add(self, node: Node, fx_node) -> Node:
+    def _add(self, node: FlowNode, fx_node) -> FlowNode:
         node.index = len(self.nodes)
         self.nodes.append(node)
         self.value[fx_node] = node
@@ -181,21 +181,21 @@ class _GraphBuilder:
         self.unsupported[key] = self.unsupported.get(key, 0) + 1
         self.value[n] = _POISON
 
-    def _input_of(self, n: fx.Node) -> Node:
+    def _input_of(self, n: fx.Node) -> FlowNode:
         for a in n.all_input_nodes:
             got = self.value.get(a)
-            if isinstance(got, Node):
+            if isinstance(got, FlowNode):
                 return got
         raise NoMapping("computes on parameters or buffers, not on the input")
 
-    def _call(self, n: fx.Node, x: Node, module=None) -> Call:
+    def _call(self, n: fx.Node, x: FlowNode, module=None) -> Call:
         args, kwargs = self.found.args[n]
         y = self.found.values.get(n)
         return Call(n, module, args, kwargs, x.shape, x.torch_shape,
                     _per_sample(y) if _tensor(y) else None)
 
-    def _row(self, n: fx.Node, x: Node, kinds: list, *, path=None, stateful=False,
-             name="", flat=False, what="", out=None) -> Node | None:
+    def _row(self, n: fx.Node, x: FlowNode, kinds: list, *, path=None, stateful=False,
+             name="", flat=False, what="", out=None) -> FlowNode | None:
         """A row (or several, e.g. a mean: pool then flatten) from x; checks that
         the kinds give PyTorch's shape (``out``'s where the call gives several)."""
         y_torch = self.found.values.get(n) if out is None else out
@@ -210,7 +210,7 @@ class _GraphBuilder:
             raise NoMapping(f"mapped to {'+'.join(k for k, _ in kinds)}, but PyTorch gives "
                              f"{list(y_torch)} where the kind gives {list(shape)}")
         scope = n.target if n.op == "call_module" else n.meta.get("scope", "")
-        node = Node(0, "row", [x.index], tuple(shape), y_torch or tuple(shape), list(kinds),
+        node = FlowNode(0, "row", [x.index], tuple(shape), y_torch or tuple(shape), list(kinds),
                     _path(scope) if path is None else path, stateful, name, flat,
                     what=what, scoped=n.op != "call_module" and not flat)
         return self._add(node, n)
@@ -239,7 +239,7 @@ class _GraphBuilder:
         self._row(n, x, found, **how)
 
     # -- max pool indices -----------------------------------------------------
-    def _pool_indices(self, n: fx.Node, x: Node, found: PoolIndices, how: dict):
+    def _pool_indices(self, n: fx.Node, x: FlowNode, found: PoolIndices, how: dict):
         """A max pool that gives its indices: its row is the values' (they flow on)."""
         v = self.found.values.get(n)
         pair = not _tensor(v)     # (values, indices); a tensor on a tape
@@ -249,7 +249,7 @@ class _GraphBuilder:
         if pair:
             self.value[n] = _Pooled(node)
 
-    def _unpool(self, n: fx.Node, x: Node, found: Unpool, how: dict):
+    def _unpool(self, n: fx.Node, x: FlowNode, found: Unpool, how: dict):
         """A max unpool: `of` is the max pool whose indices it reads, which it
         must undo (its input the pool's output, its output the pool's input)."""
         if isinstance(found.indices, _TensorArg):
@@ -308,13 +308,13 @@ class _GraphBuilder:
             return
         if not method and target is operator.getitem:
             source = self.value.get(n.args[0])
-            if isinstance(source, Node) and source.op == "split":
+            if isinstance(source, FlowNode) and source.op == "split":
                 index = n.args[1]
                 y = _per_sample(self.found.values[n])
-                node = Node(0, "slice", [source.index], y, y, slot=int(index),
+                node = FlowNode(0, "slice", [source.index], y, y, slot=int(index),
                             path=source.path)
                 return self._add(node, n)
-            if isinstance(source, Node) and isinstance(self.found.values.get(n.args[0]),
+            if isinstance(source, FlowNode) and isinstance(self.found.values.get(n.args[0]),
                                                        (tuple, list)):
                 if n.args[1] == 0:      # (output, weights) of an attention: the output
                     self.value[n] = source
@@ -340,7 +340,7 @@ class _GraphBuilder:
 
     def _binary(self, n, op, inputs):
         a, b = (self.value.get(x) if isinstance(x, fx.Node) else x for x in n.args[:2])
-        if isinstance(a, Node) and isinstance(b, Node):
+        if isinstance(a, FlowNode) and isinstance(b, FlowNode):
             if a.shape != b.shape and not (op == "mul" and _gate(a.shape, b.shape)):
                 raise NoMapping(f"{op} of {list(a.torch_shape)} and {list(b.torch_shape)}")
             if n.kwargs.get("alpha", 1) != 1:
@@ -348,11 +348,11 @@ class _GraphBuilder:
             y = _per_sample(self.found.values[n])
             shape = a.shape if len(a.shape) == len(y) and math.prod(a.shape) == math.prod(y) \
                 else b.shape
-            node = Node(0, op, [a.index, b.index], shape, y, path=_path(n.meta.get("scope")),
+            node = FlowNode(0, op, [a.index, b.index], shape, y, path=_path(n.meta.get("scope")),
                         name=op)
             return self._add(node, n)
         param, x = (a, b) if isinstance(a, Param) else (b, a)
-        if isinstance(param, Param) and isinstance(x, Node):
+        if isinstance(param, Param) and isinstance(x, FlowNode):
             shape = tuple(param.tensor.shape)
             self.used_state.add(param.target)
             path = _path(param.target)
@@ -372,21 +372,21 @@ class _GraphBuilder:
         dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
         values = [self.value.get(p) for p in parts]
         y = _per_sample(self.found.values[n])
-        if len(values) == 2 and isinstance(values[0], Expanded) and isinstance(values[1], Node) \
+        if len(values) == 2 and isinstance(values[0], Expanded) and isinstance(values[1], FlowNode) \
                 and len(values[1].shape) == 2 and dim in (1, -2):
             param = values[0].param
             self.used_state.add(param.target)
             path = _path(param.target)
             return self._row(n, values[1], row("class_token"), path=path, stateful=True,
                              name=path[-1], flat=True, what="a class token")
-        if not all(isinstance(v, Node) for v in values):
+        if not all(isinstance(v, FlowNode) for v in values):
             raise NoMapping("cat of something other than tensors")
         if any(len(v.shape) != 3 for v in values) or dim not in (1, -3):
             raise NoMapping(f"cat along dim {dim} (archcalc concatenates channels)")
         if len(values) == 1:
             self.value[n] = values[0]
             return
-        node = Node(0, "cat", [v.index for v in values], y, y, path=_path(n.meta.get("scope")),
+        node = FlowNode(0, "cat", [v.index for v in values], y, y, path=_path(n.meta.get("scope")),
                     name="concat")
         return self._add(node, n)
 
@@ -398,7 +398,7 @@ class _GraphBuilder:
         shapes = [_per_sample(o) for o in outs]
         if any(s[1:] != x.shape[1:] for s in shapes) or sum(s[0] for s in shapes) != x.shape[0]:
             raise NoMapping("a split along another dimension than the channels")
-        node = Node(0, "split", [x.index], x.shape, x.torch_shape,
+        node = FlowNode(0, "split", [x.index], x.shape, x.torch_shape,
                     sizes=tuple(s[0] for s in shapes), path=_path(n.meta.get("scope")),
                     name="split")
         return self._add(node, n)
@@ -447,7 +447,7 @@ class _GraphBuilder:
             for n in chain:
                 self.value[n] = _POISON
             return
-        if not isinstance(x, Node):
+        if not isinstance(x, FlowNode):
             raise NoMapping("computes on the module's parameters or buffers, not on its input")
         kinds = _classify_layout(chain, x, self.found, self.modules)
         if tail.op == "call_module" and len(chain) == 1:   # nn.Flatten: named as the module
@@ -467,7 +467,7 @@ class _GraphBuilder:
             raise NoMapping("its output is not one tensor")
         x = self._input_of(n)
         if len({id(v) for v in (self.value.get(a) for a in n.all_input_nodes)
-                if isinstance(v, Node)}) > 1:
+                if isinstance(v, FlowNode)}) > 1:
             raise NoMapping("it combines several tensors")
         y = _per_sample(y)
         module = self.modules.get(n.target) if n.op == "call_module" else None
@@ -497,7 +497,7 @@ class _GraphBuilder:
             shape = tuple(y) if len(y) in (1, 2, 3) else None
         if shape is None:
             raise NoMapping(f"a {len(y)}-d output")
-        node = Node(0, "row", [x.index], shape, y,
+        node = FlowNode(0, "row", [x.index], shape, y,
                     [("opaque", {"op": what, "output": list(shape), "params": params,
                                  "buffers": buffers, "macs": var})],
                     spath, stateful, row_name or "opaque", what=what,

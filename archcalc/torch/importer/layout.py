@@ -8,7 +8,7 @@ import math
 import torch
 from torch import nn
 
-from .dataflow import Node, _spec_matches
+from .dataflow import FlowNode, _spec_matches
 from .mappers import NoMapping, row
 from .probing import PROBE_BATCH, Probed, _TensorArg
 
@@ -16,7 +16,7 @@ from .probing import PROBE_BATCH, Probed, _TensorArg
 _LAYOUT_MEMO: dict = {}
 
 
-def _classify_layout(chain: list, x: Node, found: Probed, modules) -> list:
+def _classify_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
     """What a chain of reshapes does (memoized: a network repeats its reshapes)."""
     try:
         key = (tuple(x.shape), tuple(x.torch_shape), tuple(
@@ -53,7 +53,7 @@ def _hashable_args(v):
     return v
 
 
-def _run_layout(chain: list, x: Node, found: Probed, modules) -> list:
+def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
     """What a chain of reshapes does, found by running it on an index tensor:
     nothing (a view the spec does not see), flatten, tokens, to_map,
     channel_shuffle or the first token; anything else has no kind."""

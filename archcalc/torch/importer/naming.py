@@ -6,7 +6,7 @@ import re
 
 from ...errors import SpecError
 from ...graph import NAME, RESERVED
-from .dataflow import Node
+from .dataflow import FlowNode
 from .structure import MergeItem
 
 
@@ -71,23 +71,12 @@ def _check_module_name(name: str, path: tuple) -> str:
 def _stateful_paths(items) -> list:
     out = []
     for item in items:
-        if isinstance(item, Node):
+        if isinstance(item, FlowNode):
             if item.stateful:
                 out.append(item.path)
         else:
             for branch in item.branches:
                 out.extend(_stateful_paths(branch))
-    return out
-
-
-def _scopes(items) -> list:
-    out = []
-    for item in items:
-        if isinstance(item, Node):
-            out.append(item.path)
-        else:
-            for branch in item.branches:
-                out.extend(_scopes(branch))
     return out
 
 
@@ -103,7 +92,7 @@ def _home(item, prefix: tuple):
                                 f"level ({'.'.join(prefix) or 'the model'}); the spec cannot "
                                 "keep its name")
         firsts = {p[n] for p in paths}
-        if not isinstance(item, Node):
+        if not isinstance(item, FlowNode):
             # a structure whose stateless rows live elsewhere (a concat of a max
             # pool in b1 and a conv in b2) belongs to the level above both
             firsts |= {p[n] if len(p) > n else None for p in _levels([item]) if p[:n] == prefix}
@@ -131,7 +120,7 @@ def _levels(items) -> list:
     a module's parent."""
     out = []
     for item in items:
-        if isinstance(item, Node):
+        if isinstance(item, FlowNode):
             out.append(item.path if item.scoped else item.path[:-1])
         else:
             for branch in item.branches:

@@ -68,13 +68,14 @@ def _mark(template, concrete):
     return concrete
 
 
-class Shape(tuple):
-    """A tensor's shape, as probed (batch included)."""
+class ProbedShape(tuple):
+    """A tensor's shape, as probed (batch included): its own type, so a probed
+    tensor is told from a tuple value (layers.base.Shape is a plain tuple)."""
 
 
 def _describe(out):
     if isinstance(out, torch.Tensor):
-        return Shape(out.shape)
+        return ProbedShape(out.shape)
     if isinstance(out, (list, tuple)) and not isinstance(out, torch.Size):
         return type(out)(_describe(o) for o in out) if type(out) in (list, tuple) \
             else tuple(_describe(o) for o in out)

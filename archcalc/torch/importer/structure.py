@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...errors import SpecError
-from .dataflow import Node
+from .dataflow import FlowNode
 
 
 # --------------------------------------------------------------------------
 # structure: the dataflow folded into sequences, merges, concats and splits
 
 
-def _normalize_cats(nodes: list, output: Node) -> None:
+def _normalize_cats(nodes: list, output: FlowNode) -> None:
     """cat is associative: a cat whose inputs begin with the inputs of an
     earlier cat takes that cat instead (DenseNet's running concatenation:
     cat(x0, f1, f2) = cat(cat(x0, f1), f2))."""
@@ -35,25 +35,25 @@ def _normalize_cats(nodes: list, output: Node) -> None:
 class MergeItem:
     op: str                  # add | mul
     branches: list           # two item lists ([] for the identity)
-    node: Node
+    node: FlowNode
     post: str | None = None  # the activation after the add
 
 
 @dataclass
 class CatItem:
     branches: list
-    node: Node
+    node: FlowNode
 
 
 @dataclass
 class SplitItem:
     branches: list
     sizes: tuple
-    node: Node
+    node: FlowNode
 
 
 class _Recover:
-    def __init__(self, nodes: list, output: Node):
+    def __init__(self, nodes: list, output: FlowNode):
         self.nodes = nodes
         self.output = output
         self.anc = []

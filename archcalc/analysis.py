@@ -18,7 +18,6 @@ Counting conventions (also in the README and the table's footer):
 from __future__ import annotations
 
 import itertools
-import json
 from dataclasses import dataclass, field
 
 from . import limits, sym

@@ -1,5 +1,8 @@
 """The graph the engine walks: a Spec with its expressions, kinds and blocks resolved.
 
+The node classes, their visitor contract and the shortcut and split shapes
+live in structures.py; this module builds a graph of them from a spec.
+
 Nodes:
 - ``Layer``: one table row: a kind with its arguments, maybe with a fused
   batch norm and activation;
@@ -49,19 +52,19 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 from . import limits, sym
 from .errors import SpecError
 from .layers import REGISTRY, lookup
 from .layers.activation import ACTIVATIONS
-from .layers.base import Arg, fmt_shape
-from .spec.expr import UNBOUND, check_identifier, evaluate, evaluate_value
+from .layers.base import Arg
+from .spec.expr import UNBOUND, check_identifier, evaluate_value
 from .spec.loader import RawLayer, Spec
 from .spec.defaults import fit_inherited_padding
 # the node classes and their walk live in structures.py; importers read them here too
 from .structures import (NODE_CLASSES, Concat, Heads, Layer, Merge, Node, Op, Sequence, Split,
-                         Transform, Visitor, ends_in_heads, in_place, is_leaf, walk)
+                         Transform, Visitor, ends_in_heads, in_place, is_leaf, same_shape,
+                         shortcut_ops, split_sizes, walk)
 
 ROW_KEYS = {"name", "repeat", "kind", "when", "flat", "grows"}
 REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
@@ -754,66 +757,6 @@ def _args(table):
     return {k: v for k, v in table.items() if k not in ROW_KEYS}
 
 
-# --------------------------------------------------------------------------
-# shortcuts: resolved from shapes, by the engine and the torch builder alike
-
-
-def shortcut_ops(merge: Merge, x: tuple, y: tuple) -> tuple | None:
-    """The ops of an 'auto' or 'projection' shortcut from input x to body output y.
-
-    None means identity. A projection is a 1x1 conv without bias plus batch
-    norm (torchvision's downsample), strided to match y's size.
-    """
-    mode = merge.shortcut
-    if mode == "identity" or (mode in ("auto", "pad") and same_shape(x, y)):
-        return None
-    if len(x) != 3 or len(y) != 3:
-        raise SpecError(f"a projection shortcut needs C x H x W shapes; "
-                        f"received {fmt_shape(x)} and {fmt_shape(y)}")
-    stride = []
-    for n, m in zip(x[1:], y[1:]):
-        if not (isinstance(n, int) and isinstance(m, int)):
-            if sym.norm(n - m) == 0:
-                stride.append(1)
-                continue
-            raise SpecError(f"cannot infer the projection's stride from {sym.fmt_int(n)} "
-                            f"to {sym.fmt_int(m)}; write the shortcut as a list of layers")
-        s = max(1, -(-n // m))
-        if (n - 1) // s + 1 != m:
-            raise SpecError(f"no stride maps {n} to {m} with a 1x1 projection")
-        stride.append(s)
-    if mode == "pad":
-        if sym.known_positive(y[0] - x[0] + 1) is False:
-            raise SpecError(f"a 'pad' shortcut only adds channels; "
-                            f"{sym.fmt_int(x[0])} -> {sym.fmt_int(y[0])}")
-        pad = lookup("pad_shortcut")
-        return (Op(pad, pad.read_args({"out": y[0], "stride": list(stride)}, {})),)
-    conv, bn = lookup("conv"), lookup("batch_norm")
-    return (Op(conv, conv.read_args({"out": y[0], "kernel": 1, "stride": list(stride),
-                                     "bias": False}, {})),
-            Op(bn, bn.read_args({}, {})))
-
-
-def split_sizes(node: Split, x: tuple) -> tuple:
-    """The channels of each slice of a split of input x (checked against C)."""
-    if len(x) != 3:
-        raise SpecError(f"split needs a C x H x W input; received {fmt_shape(x)}")
-    c, n = x[0], len(node.branches)
-    if node.sizes is None:
-        if isinstance(c, int) and c % n:
-            raise SpecError(f"{c} channels do not split into {n} equal slices; "
-                            "give sizes = [...]")
-        return (sym.exact_div(c, n),) * n
-    total = sym.total(node.sizes)
-    if sym.norm(total - c) != 0 and not (sym.is_symbolic(total) or sym.is_symbolic(c)):
-        raise SpecError(f"sizes {[sym.fmt_int(s) for s in node.sizes]} add up to "
-                        f"{sym.fmt_int(total)}, but the input has {sym.fmt_int(c)} channels")
-    return node.sizes
-
-
-def same_shape(a, b) -> bool:
-    return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))
-
-
-__all__ = ["Op", "Layer", "Sequence", "Concat", "Split", "Merge", "Heads", "Transform", "is_leaf", "Model", "build_graph",
-           "walk", "shortcut_ops", "split_sizes", "parse_shape"]
+__all__ = ["Node", "Visitor", "NODE_CLASSES", "Op", "Layer", "Sequence", "Concat", "Split",
+           "Merge", "Heads", "Transform", "Model", "build_graph", "walk", "ends_in_heads",
+           "is_leaf", "in_place", "same_shape", "shortcut_ops", "split_sizes", "parse_shape"]

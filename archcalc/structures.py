@@ -21,7 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from types import SimpleNamespace
 
-from .layers.base import Kind
+from . import sym
+from .errors import SpecError
+from .layers import lookup
+from .layers.base import Kind, fmt_shape
 
 
 class Node:
@@ -220,3 +223,64 @@ def ends_in_heads(node: Node) -> bool:
 def is_leaf(head: Sequence) -> bool:
     """A head is an output unless it ends in heads of its own."""
     return not head.ends_in_heads()
+
+
+# --------------------------------------------------------------------------
+# shortcuts: resolved from shapes, by the engine and the torch builder alike
+
+
+def shortcut_ops(merge: Merge, x: tuple, y: tuple) -> tuple | None:
+    """The ops of an 'auto' or 'projection' shortcut from input x to body output y.
+
+    None means identity. A projection is a 1x1 conv without bias plus batch
+    norm (torchvision's downsample), strided to match y's size.
+    """
+    mode = merge.shortcut
+    if mode == "identity" or (mode in ("auto", "pad") and same_shape(x, y)):
+        return None
+    if len(x) != 3 or len(y) != 3:
+        raise SpecError(f"a projection shortcut needs C x H x W shapes; "
+                        f"received {fmt_shape(x)} and {fmt_shape(y)}")
+    stride = []
+    for n, m in zip(x[1:], y[1:]):
+        if not (isinstance(n, int) and isinstance(m, int)):
+            if sym.norm(n - m) == 0:
+                stride.append(1)
+                continue
+            raise SpecError(f"cannot infer the projection's stride from {sym.fmt_int(n)} "
+                            f"to {sym.fmt_int(m)}; write the shortcut as a list of layers")
+        s = max(1, -(-n // m))
+        if (n - 1) // s + 1 != m:
+            raise SpecError(f"no stride maps {n} to {m} with a 1x1 projection")
+        stride.append(s)
+    if mode == "pad":
+        if sym.known_positive(y[0] - x[0] + 1) is False:
+            raise SpecError(f"a 'pad' shortcut only adds channels; "
+                            f"{sym.fmt_int(x[0])} -> {sym.fmt_int(y[0])}")
+        pad = lookup("pad_shortcut")
+        return (Op(pad, pad.read_args({"out": y[0], "stride": list(stride)}, {})),)
+    conv, bn = lookup("conv"), lookup("batch_norm")
+    return (Op(conv, conv.read_args({"out": y[0], "kernel": 1, "stride": list(stride),
+                                     "bias": False}, {})),
+            Op(bn, bn.read_args({}, {})))
+
+
+def split_sizes(node: Split, x: tuple) -> tuple:
+    """The channels of each slice of a split of input x (checked against C)."""
+    if len(x) != 3:
+        raise SpecError(f"split needs a C x H x W input; received {fmt_shape(x)}")
+    c, n = x[0], len(node.branches)
+    if node.sizes is None:
+        if isinstance(c, int) and c % n:
+            raise SpecError(f"{c} channels do not split into {n} equal slices; "
+                            "give sizes = [...]")
+        return (sym.exact_div(c, n),) * n
+    total = sym.total(node.sizes)
+    if sym.norm(total - c) != 0 and not (sym.is_symbolic(total) or sym.is_symbolic(c)):
+        raise SpecError(f"sizes {[sym.fmt_int(s) for s in node.sizes]} add up to "
+                        f"{sym.fmt_int(total)}, but the input has {sym.fmt_int(c)} channels")
+    return node.sizes
+
+
+def same_shape(a, b) -> bool:
+    return len(a) == len(b) and all(sym.norm(p - q) == 0 for p, q in zip(a, b))

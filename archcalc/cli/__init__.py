@@ -1,6 +1,6 @@
 """The command line: thin click commands over the library, one module per
-group of commands (analysis, outputs, measure, import_cmd, predict; sweep in
-archcalc/sweep/command.py), the shared options in options.py.
+group of commands (analysis, outputs, measure, import_cmd, predict,
+sweep_cmd), the shared options in options.py.
 
 Each command imports what it needs inside its body, so `archcalc table`
 never loads torch, pandas or sympy. Bad input ends in one line on stderr and
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import click
 
-from . import analysis, import_cmd, measure, outputs, predict
+from . import analysis, import_cmd, measure, outputs, predict, sweep_cmd
 from ..options import is_import_target, parse_sets  # noqa: F401 (re-exported: tests import them here)
-from .options import (SPEC, ErrorHandlingGroup, dtype_option, format_option, input_option,
-                      set_option)
+from .options import ErrorHandlingGroup
 
 
 @click.group(cls=ErrorHandlingGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,15 +29,9 @@ def main():
     """
 
 
-
 # click lists the commands sorted by name: the order they are added in is free
 for command in (analysis.table, analysis.kinds, analysis.explain, analysis.compare,
                 analysis.trick, analysis.lint, outputs.html_report, outputs.plot, outputs.export,
                 measure.check, measure.bench, measure.train, import_cmd.import_,
-                predict.calibrate, predict.predict):
+                predict.calibrate, predict.predict, sweep_cmd.sweep):
     main.add_command(command)
-
-# `archcalc sweep` lives in its own package; only click is imported here
-from ..sweep.command import register as _register_sweep  # noqa: E402
-
-_register_sweep(main, SPEC, dtype_option, input_option, set_option, format_option)

@@ -1,10 +1,13 @@
-"""The `archcalc sweep` command (registered by archcalc.cli). Only click is
-imported here at start-up; the engine, rich and matplotlib load when used."""
+"""The `archcalc sweep` command. Only click is imported here at start-up; the
+engine, rich and matplotlib load when used."""
 from __future__ import annotations
 
 import click
 
 from ..errors import SpecError
+from ..options import parse_sets
+from .options import SPEC, dtype_option, format_option, set_option, show
+from .predict import load_device_profile
 
 OUTPUT_SUFFIXES = (".png", ".svg", ".pdf", ".html", ".htm", ".json", ".csv")
 
@@ -44,65 +47,58 @@ SPACE_OPTIONS = (
 )
 
 
-def register(main, SPEC, dtype_option, input_option, set_option, format_option):
-    """Declare the command on the CLI group, with the options every command shares."""
+def space_options(f):
+    for option in reversed(SPACE_OPTIONS):
+        f = option(f)
+    return f
 
-    def space_options(f):
-        for option in reversed(SPACE_OPTIONS):
-            f = option(f)
-        return f
 
-    @main.command("sweep")
-    @click.argument("spec", type=SPEC)
-    @space_options
-    @dtype_option
-    @click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")),
-                  default="adam", show_default=True,
-                  help="Optimizer whose state the training memory counts.")
-    @click.option("--input", "input_shape", metavar="CxHxW|C,H,W", default=None,
-                  help="The input: CxHxW, or C,H,W with expressions of the sweep's "
-                       "variables (3,res,res).")
-    @set_option
-    @format_option()
-    @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
-                  help="Also write: a scatter plot of two objectives with the front (.png, "
-                       ".svg, .pdf), a self-contained page (.html), or every point (.json, "
-                       ".csv).")
-    def sweep(spec, grids, links, where, objectives, fit, maximize, minimize, profile_name,
-              batch, mode, amp, dtype, optimizer, input_shape, sets, fmt, output):
-        """Explore a design space from the spec: every combination of the grids,
-        analysed as `archcalc table` would (no model is built), constraints,
-        and the Pareto front of the objectives; or, with --fit, the largest
-        value of one variable under a budget (bisection where the totals are
-        monotone in it, every grid value otherwise).
+@click.command("sweep")
+@click.argument("spec", type=SPEC)
+@space_options
+@dtype_option
+@click.option("--optimizer", type=click.Choice(("sgd", "momentum", "adam")),
+              default="adam", show_default=True,
+              help="Optimizer whose state the training memory counts.")
+@click.option("--input", "input_shape", metavar="CxHxW|C,H,W", default=None,
+              help="The input: CxHxW, or C,H,W with expressions of the sweep's "
+                   "variables (3,res,res).")
+@set_option
+@format_option()
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="Also write: a scatter plot of two objectives with the front (.png, "
+                   ".svg, .pdf), a self-contained page (.html), or every point (.json, "
+                   ".csv).")
+def sweep(spec, grids, links, where, objectives, fit, maximize, minimize, profile_name,
+          batch, mode, amp, dtype, optimizer, input_shape, sets, fmt, output):
+    """Explore a design space from the spec: every combination of the grids,
+    analysed as `archcalc table` would (no model is built), constraints,
+    and the Pareto front of the objectives; or, with --fit, the largest
+    value of one variable under a budget (bisection where the totals are
+    monotone in it, every grid value otherwise).
 
-        \b
-        Examples:
-          archcalc sweep specs/resnet50.toml --grid batch=1:4096 --dtype bf16 \\
-              --fit "train_memory <= 16e9" --maximize batch
-          archcalc sweep specs/efficientnet_b0.toml --grid phi=0:7 \\
-              --link "depth=1.2**phi" --link "width=1.1**phi" \\
-              --link "res=round(224*1.15**phi)" --input 3,res,res -o front.html
-          archcalc sweep specs/tricks/7x7-vs-3x3/three_3x3.toml \\
-              --grid C=16,64,256 --grid H=7:56:7 --link W=H --where "params <= 1e6" --format csv
-        """
-        from ..options import parse_sets
-        from ..cli.options import show
-        from ..cli.predict import load_device_profile as _profile
-        from . import sweep as run
-        if output:
-            _check_output(output)
-        profile = _profile(profile_name) if profile_name or "predicted_ms" in \
-            " ".join([*where, objectives or "", fit or ""]) else None
-        result = run(spec, grids, links=links, where=where, objectives=objectives,
-                     input=input_shape, sets=parse_sets(sets), batch=batch, dtype=dtype,
-                     optimizer=optimizer, profile=profile, mode=mode, amp=amp, fit=fit,
-                     maximize=maximize, minimize=minimize, progress=_progress())
-        show(result, fmt)
-        if output:
-            _write(result, output)
-
-    return sweep
+    \b
+    Examples:
+      archcalc sweep specs/resnet50.toml --grid batch=1:4096 --dtype bf16 \\
+          --fit "train_memory <= 16e9" --maximize batch
+      archcalc sweep specs/efficientnet_b0.toml --grid phi=0:7 \\
+          --link "depth=1.2**phi" --link "width=1.1**phi" \\
+          --link "res=round(224*1.15**phi)" --input 3,res,res -o front.html
+      archcalc sweep specs/tricks/7x7-vs-3x3/three_3x3.toml \\
+          --grid C=16,64,256 --grid H=7:56:7 --link W=H --where "params <= 1e6" --format csv
+    """
+    from ..sweep import sweep as run
+    if output:
+        _check_output(output)
+    profile = load_device_profile(profile_name) if profile_name or "predicted_ms" in \
+        " ".join([*where, objectives or "", fit or ""]) else None
+    result = run(spec, grids, links=links, where=where, objectives=objectives,
+                 input=input_shape, sets=parse_sets(sets), batch=batch, dtype=dtype,
+                 optimizer=optimizer, profile=profile, mode=mode, amp=amp, fit=fit,
+                 maximize=maximize, minimize=minimize, progress=_progress())
+    show(result, fmt)
+    if output:
+        _write(result, output)
 
 
 def _progress():

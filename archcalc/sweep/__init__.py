@@ -5,8 +5,8 @@ and its Pareto front, pure Python like `table`.
     result = sweep("specs/resnet50.toml", ["batch=1:4096"], dtype="bf16",
                    fit="train_memory <= 16e9", maximize="batch")
 
-Importing this package is cheap (the CLI registers the command from it); the
-engine loads on the first sweep.
+Importing this package is cheap (the command, archcalc/cli/sweep_cmd.py,
+imports it when it runs); the engine loads on the first sweep.
 """
 from __future__ import annotations
 

@@ -30,6 +30,9 @@ def load(path: str, **variables):
     if variables:
         from dataclasses import replace
         from types import MappingProxyType
+
+        from .options import check_variables
+        check_variables(variables, "archcalc.load")
         spec = replace(spec, vars=MappingProxyType({**spec.vars, **variables}))
     return spec
 

@@ -33,13 +33,32 @@ def parse_sets(values) -> dict:
         except ValueError:
             raise SpecError(f"--set {name}: the value must be a number. "
                             f"Received: {value[:60]!r}") from None
-        if isinstance(number, float) and not (math.isfinite(number) and number > 0):
-            raise SpecError(f"--set {name}: a float must be finite and positive. "
-                            f"Received: {value[:60]!r}")
-        if number < 0:
-            raise SpecError(f"--set {name}: the value must not be negative. Received: {number}")
+        check_value(name, number, "--set", shown=repr(value[:60]))
         out[name] = number
     return out
+
+
+def check_variables(variables: dict, where: str) -> dict:
+    """Bindings given as Python values (archcalc.load(path, C=64)): the same
+    rules as --set, each name an identifier and each value a number."""
+    from .spec.expr import check_identifier
+    for name, number in variables.items():
+        check_identifier(name, f"{where}: the name")
+        if not isinstance(number, (int, float)):
+            raise SpecError(f"{where} {name}: the value must be a number. "
+                            f"Received: {repr(number)[:60]}")
+        check_value(name, number, where)
+    return variables
+
+
+def check_value(name: str, number, where: str, shown: str | None = None) -> None:
+    """A variable's value: an integer of 0 and up (a size, a count, a 0/1
+    switch), or a finite positive float (a width multiplier)."""
+    if isinstance(number, float) and not (math.isfinite(number) and number > 0):
+        raise SpecError(f"{where} {name}: a float must be finite and positive. "
+                        f"Received: {repr(number) if shown is None else shown}")
+    if number < 0:
+        raise SpecError(f"{where} {name}: the value must not be negative. Received: {number}")
 
 
 def is_import_target(text: str) -> bool:

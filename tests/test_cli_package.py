@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 from archcalc.errors import SpecError
-from archcalc.options import is_import_target, parse_sets, refuse_fp16_on_cpu
+from archcalc.options import check_variables, is_import_target, parse_sets, refuse_fp16_on_cpu
 from archcalc.profiles.schema import parse_table_names
 from archcalc.render import RENDERERS, Records, render
 
@@ -54,6 +54,25 @@ def test_parse_sets_reads_integers_and_floats():
 def test_parse_sets_refuses_bad_bindings(item):
     with pytest.raises(SpecError, match="--set"):
         parse_sets([item])
+
+
+@pytest.mark.parametrize("value, message", [(-1, "must not be negative"),
+                                            (float("nan"), "finite and positive"),
+                                            (0.0, "finite and positive"),
+                                            ("64", "must be a number")])
+def test_the_python_api_binds_by_the_same_rules(value, message):
+    import archcalc
+    with pytest.raises(SpecError, match=f"archcalc.load C: .*{message}"):
+        archcalc.load("specs/tricks/7x7-vs-3x3/three_3x3.toml", C=value)
+    with pytest.raises(SpecError, match=message):
+        check_variables({"C": value}, "here")
+
+
+def test_the_python_api_binds_numbers():
+    import archcalc
+    spec = archcalc.load("specs/tricks/7x7-vs-3x3/three_3x3.toml", C=64, H=7, W=7)
+    # three 3x3 convs of 64 -> 64 channels, no bias: 3 * 9 * 64 * 64
+    assert spec.analyze().totals["params"] == 3 * 9 * 64 * 64
 
 
 @given(st.integers(min_value=0, max_value=10 ** 12))

@@ -90,8 +90,8 @@ def pytest_terminal_summary(terminalreporter):
              "peak_child_rss_bytes": _peak_rss_bytes(resource.RUSAGE_CHILDREN)}
     terminalreporter.write_line(
         f"suite: wall {stats['wall_seconds']:.0f} s, peak RSS "
-        f"{stats['peak_rss_bytes'] / 2**30:.2f} GiB (largest subprocess "
-        f"{stats['peak_child_rss_bytes'] / 2**30:.2f} GiB)")
+        f"{stats['peak_rss_bytes'] / 1e9:.2f} GB (largest subprocess "
+        f"{stats['peak_child_rss_bytes'] / 1e9:.2f} GB)")
     path = os.environ.get("ARCHCALC_SUITE_STATS")
     if path:
         with open(path, "w") as f:

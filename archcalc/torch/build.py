@@ -46,6 +46,7 @@ class SpecSequential(nn.Module):
     but a named class reads better in a printed model). ``steps`` (see
     run_steps) replaces the plain order where the level holds flat structures
     or parameters."""
+    export_as = "sequence"   # the exporter's method for it (export.py)
 
     def __init__(self):
         super().__init__()
@@ -63,6 +64,7 @@ class ConcatBranches(nn.Module):
     """Branches fed the same input, concatenated along channels: each child is a
     branch, or ``branches`` lists each branch's steps on the owner (a flat
     concat, or flat branches)."""
+    export_as = "concat"   # the exporter's method for it (export.py)
 
     def __init__(self, branches=None):
         super().__init__()
@@ -79,6 +81,7 @@ class SplitBranches(nn.Module):
     """Branch i runs on the i-th slice of the input's channels (a view, as
     ShuffleNetV2's x.chunk(2, dim=1)); the outputs are concatenated. A branch
     with no layers passes its slice on."""
+    export_as = "split"   # the exporter's method for it (export.py)
 
     def __init__(self, sizes, branches=None):
         super().__init__()
@@ -103,6 +106,7 @@ class Residual(nn.Module):
     (a gate), or concat (DenseNet); then the fused ops (the post-add ReLU).
     The body's parts and the shortcut are children of the module itself, or,
     for a flat merge, of the block that calls it (``owner``)."""
+    export_as = "residual"   # the exporter's method for it (export.py)
 
     def __init__(self, body_steps, shortcut_steps, post, op: str, add_in_place: bool = False):
         super().__init__()
@@ -138,6 +142,7 @@ class Head(SpecSequential):
     """One named head: runs its layers on the input, keeps the result on the
     tape when it is an output (a leaf), and passes its input on unchanged: the
     main line (or the next head) reads the same tensor."""
+    export_as = "head"   # the exporter's method for it (export.py)
 
     def __init__(self, tape: OutputTape, key: str, leaf: bool):
         super().__init__()
@@ -156,6 +161,7 @@ class Head(SpecSequential):
 class SpatialTransformer(nn.Module):
     """Jaderberg et al.'s module: ``loc`` regresses theta from x (its last layer
     starts at the identity), ``sampler`` warps x with it."""
+    export_as = "transformer"   # the exporter's method for it (export.py)
 
     def __init__(self, loc: nn.Module, sampler: nn.Module):
         super().__init__()
@@ -188,6 +194,7 @@ class IndexTape:
 
 
 class PoolWithIndices(nn.Module):
+    export_as = "pool_with_indices"   # the exporter's method for it (export.py)
     def __init__(self, pool: nn.MaxPool2d, tape: IndexTape, key: str):
         super().__init__()
         pool.return_indices = True
@@ -200,6 +207,7 @@ class PoolWithIndices(nn.Module):
 
 
 class UnpoolFromTape(nn.Module):
+    export_as = "unpool_from_tape"   # the exporter's method for it (export.py)
     def __init__(self, unpool: nn.MaxUnpool2d, tape: IndexTape, key: str, size):
         super().__init__()
         self.unpool, self.tape, self.key, self.size = unpool, tape, key, size

@@ -33,8 +33,7 @@ from ..errors import SpecError, path_text
 from ..layers import kinds
 from ..layers.norm_torch import LayerScale
 from ..layers.tokens_torch import ClassToken, PositionEmbedding
-from .build import (ConcatBranches, Head, PoolWithIndices, Residual, SpatialTransformer,
-                    SpecModel, SpecSequential, SplitBranches, UnpoolFromTape)
+from .build import SpecModel
 
 # archcalc's own modules (what torch.nn lacks), copied into a file that uses
 # them: every kind's, from the registry, each once
@@ -45,7 +44,6 @@ MODULE_NAMES = {"torch", "nn", "F", "model", *(c.__name__ for c in CUSTOM)}
 MODULE_ATTRIBUTES = set(dir(nn.Module)) | {"training"}
 # keys an nn.ModuleDict cannot hold (its own methods: add_module refuses them)
 DICT_ATTRIBUTES = set(dir(nn.ModuleDict)) | {"training"}
-CONTAINERS = (SpecSequential, ConcatBranches, SplitBranches, Residual)
 
 
 def to_python(model: SpecModel, class_name: str | None = None, source: str = "",
@@ -222,39 +220,52 @@ class _Writer:
         return self.steps(module, getattr(module, "_steps", None), x, path)
 
     def node(self, name, module, x, path) -> str:
-        full = (*path, name)
-        if isinstance(module, SpatialTransformer):
-            self.comment(full, ": a spatial transformer (localisation net -> theta; "
-                               "affine grid and bilinear sampler)")
-            theta = self.level(module.loc, x, (*full, "loc"))
-            ref = self.attr((*full, "sampler"), module.sampler)
-            y = self.var()
-            self.code.append(f"{y} = {ref}({x}, {theta})")
-            return y
-        if isinstance(module, Head):   # before SpecSequential, which it extends
-            self.comment(full, ": a head (reads this tensor; the next layer reads it too)"
-                         if not module.leaf else f": the output {module.key!r}")
-            y = self.level(module, x, full)
-            if module.leaf:
-                self.outputs[module.key] = y
-            return x
-        if isinstance(module, SpecSequential):
-            self.comment(full)
-            return self.level(module, x, full)
-        if isinstance(module, (ConcatBranches, SplitBranches, Residual)):
-            return self.structure(name, module, x, full, None)
-        if isinstance(module, PoolWithIndices):
-            ref = self.attr(full, module.pool)
-            y = self.var()
-            self.code.append(f"{y}, indices_{self.indices(module.key)} = {ref}({x})")
-            return y
-        if isinstance(module, UnpoolFromTape):
-            ref = self.attr(full, module.unpool)
-            y = self.var()
-            size = literal(tuple(int(d) for d in module.size)[1:])
-            self.code.append(f"{y} = {ref}({x}, indices_{self.indices(module.key)}, "
-                             f"output_size={size})")
-            return y
+        """Code for one child: the method its class names (build.py's
+        ``export_as``); any other module is a leaf called on the tensor."""
+        write = getattr(self, "node_" + getattr(type(module), "export_as", "leaf"))
+        return write(module, x, (*path, name))
+
+    def node_transformer(self, module, x, full) -> str:
+        self.comment(full, ": a spatial transformer (localisation net -> theta; "
+                           "affine grid and bilinear sampler)")
+        theta = self.level(module.loc, x, (*full, "loc"))
+        ref = self.attr((*full, "sampler"), module.sampler)
+        y = self.var()
+        self.code.append(f"{y} = {ref}({x}, {theta})")
+        return y
+
+    def node_head(self, module, x, full) -> str:
+        self.comment(full, ": a head (reads this tensor; the next layer reads it too)"
+                     if not module.leaf else f": the output {module.key!r}")
+        y = self.level(module, x, full)
+        if module.leaf:
+            self.outputs[module.key] = y
+        return x
+
+    def node_sequence(self, module, x, full) -> str:
+        self.comment(full)
+        return self.level(module, x, full)
+
+    def node_concat(self, module, x, full) -> str:   # a named level holding its parts
+        return self.structure(full[-1], module, x, full, None)
+
+    node_split = node_residual = node_concat
+
+    def node_pool_with_indices(self, module, x, full) -> str:
+        ref = self.attr(full, module.pool)
+        y = self.var()
+        self.code.append(f"{y}, indices_{self.indices(module.key)} = {ref}({x})")
+        return y
+
+    def node_unpool_from_tape(self, module, x, full) -> str:
+        ref = self.attr(full, module.unpool)
+        y = self.var()
+        size = literal(tuple(int(d) for d in module.size)[1:])
+        self.code.append(f"{y} = {ref}({x}, indices_{self.indices(module.key)}, "
+                         f"output_size={size})")
+        return y
+
+    def node_leaf(self, module, x, full) -> str:
         ref = self.attr(full, module)
         y = self.var()
         self.code.append(f"{y} = {ref}({x})")
@@ -263,24 +274,36 @@ class _Writer:
     def structure(self, name, module, x, path, owner) -> str:
         """A concat, split or merge. ``owner`` None: the module holds its parts and
         ``path`` is its own; else its parts sit on ``owner`` at ``path``."""
+        write = getattr(self, "structure_" + type(module).export_as)
+        return write(name, module, x, path, owner)
+
+    def structure_concat(self, name, module, x, path, owner) -> str:
         holder = module if owner is None else owner
         where = path if owner is None else (*path, name)
-        if isinstance(module, (ConcatBranches, SplitBranches)):
-            branches = module._branches or [[("module", n)] for n, _ in holder.named_children()]
-            if isinstance(module, SplitBranches):
-                sizes = literal([int(c) for c in module.sizes])
-                self.comment(where, f": the channels split {sizes}, "
-                                    "one slice per branch, concatenated")
-                parts = self.var("parts")
-                self.code.append(f"{parts} = torch.split({x}, {sizes}, 1)")
-                inputs = [f"{parts}[{i}]" for i in range(len(branches))]
-            else:
-                self.comment(where, f": {len(branches)} branches, concatenated along channels")
-                inputs = [x] * len(branches)
-            outs = [self.steps(holder, steps, xi, path) for steps, xi in zip(branches, inputs)]
-            y = self.var()
-            self.code.append(f"{y} = torch.cat([{', '.join(outs)}], 1)")
-            return y
+        branches = module._branches or [[("module", n)] for n, _ in holder.named_children()]
+        self.comment(where, f": {len(branches)} branches, concatenated along channels")
+        return self.concatenated(holder, branches, [x] * len(branches), path)
+
+    def structure_split(self, name, module, x, path, owner) -> str:
+        holder = module if owner is None else owner
+        where = path if owner is None else (*path, name)
+        branches = module._branches or [[("module", n)] for n, _ in holder.named_children()]
+        sizes = literal([int(c) for c in module.sizes])
+        self.comment(where, f": the channels split {sizes}, one slice per branch, concatenated")
+        parts = self.var("parts")
+        self.code.append(f"{parts} = torch.split({x}, {sizes}, 1)")
+        return self.concatenated(holder, branches, [f"{parts}[{i}]" for i in range(len(branches))],
+                                 path)
+
+    def concatenated(self, holder, branches, inputs, path) -> str:
+        outs = [self.steps(holder, steps, xi, path) for steps, xi in zip(branches, inputs)]
+        y = self.var()
+        self.code.append(f"{y} = torch.cat([{', '.join(outs)}], 1)")
+        return y
+
+    def structure_residual(self, name, module, x, path, owner) -> str:
+        holder = module if owner is None else owner
+        where = path if owner is None else (*path, name)
         self.comment(where, f": residual ({module.op})")
         y = self.steps(holder, module._body, x, path)
         s = x if module._shortcut is None else self.steps(holder, module._shortcut, x, path)

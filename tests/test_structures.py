@@ -127,3 +127,18 @@ def test_the_tree_of_a_small_spec_as_written_by_hand():
     short = report.tree.children[1].children[0].shortcut[0].row
     assert short.path == ("res", "shortcut") and short.params == 4 * 8 + 2 * 8
     assert short.output_shape == (8, 4, 4)
+
+
+def test_the_html_graph_draws_every_role_of_the_tree():
+    from archcalc.render.report import _GRAPH_PARTS
+    from archcalc.tree import ROLES
+    assert set(_GRAPH_PARTS) == set(ROLES)
+    roles = set()
+
+    def collect(node):
+        roles.add(node.role)
+        for child in node.children + node.body + node.shortcut:
+            collect(child)
+    for name in ("googlenet", "resnet18", "shufflenet_v2_x1_0"):
+        collect(analyze(load(os.path.join(SPECS, name + ".toml"))).tree)
+    assert roles <= set(ROLES) and {"layer", "block", "concat", "merge"} <= roles

@@ -199,41 +199,59 @@ def _graph_items(nodes, depth, open_depth) -> str:
 
 
 def _graph(node, depth: int, open_depth: int) -> str:
-    if node.role == "layer":
-        return _node(node.row) + _edge(node.row.output_shape)
-    if node.role == "block":
-        inner = _graph_items(node.children, depth + 1, open_depth)
-        if not node.name:
-            return inner
-        is_open = " open" if depth < open_depth else ""
-        return (f'<details class="ac-block" data-path="{esc(path_text(node.path))}"{is_open}>'
-                f'<summary>{_block_summary(node)}</summary>'
-                f'<div class="ac-inner">{inner}</div></details>')
-    if node.role == "concat":
-        branches = "".join(
-            f'<div class="ac-branch"><div class="ac-branchname">{esc(b.name)}</div>'
-            f'{_graph_items(b.children if b.role == "block" else [b], depth + 1, open_depth)}'
-            f'</div>' for b in node.children)
-        return (f'<div class="ac-fork"><div class="ac-branches">{branches}</div>'
-                f'{_node(node.row, "ac-merge")}{_edge(node.row.output_shape)}</div>')
-    if node.role == "heads":   # named outputs side by side; the main line goes on below
-        heads = "".join(
-            f'<div class="ac-branch"><div class="ac-branchname">{esc(h.name)}</div>'
-            f'{_graph_items(h.children if h.role == "block" else [h], depth + 1, open_depth)}'
-            f'</div>' for h in node.children)
-        return f'<div class="ac-fork"><div class="ac-branches">{heads}</div></div>'
-    if node.role == "merge":
-        body = _graph_items(node.body, depth + 1, open_depth)
-        short = _graph_items(node.shortcut, depth + 1, open_depth) if node.shortcut else \
-            '<div class="ac-identity">identity</div>'
-        what = {"add": "shortcut", "mul": "x (gated)", "concat": "x (concatenated)"}[node.op] \
-            if node.op in ("add", "mul", "concat") else "shortcut"
-        return (f'<div class="ac-fork ac-residual"><div class="ac-branches">'
-                f'<div class="ac-branch"><div class="ac-branchname">body</div>{body}</div>'
-                f'<div class="ac-branch ac-short"><div class="ac-branchname">{esc(what)}</div>'
-                f'{short}</div></div>{_node(node.row, "ac-merge")}'
-                f'{_edge(node.row.output_shape)}</div>')
-    return ""
+    """One tree node's HTML, by its role (tree.ROLES)."""
+    return _GRAPH_PARTS[node.role](node, depth, open_depth)
+
+
+def _graph_layer(node, depth: int, open_depth: int) -> str:
+    return _node(node.row) + _edge(node.row.output_shape)
+
+
+def _graph_block(node, depth: int, open_depth: int) -> str:
+    inner = _graph_items(node.children, depth + 1, open_depth)
+    if not node.name:
+        return inner
+    is_open = " open" if depth < open_depth else ""
+    return (f'<details class="ac-block" data-path="{esc(path_text(node.path))}"{is_open}>'
+            f'<summary>{_block_summary(node)}</summary>'
+            f'<div class="ac-inner">{inner}</div></details>')
+
+
+def _side_by_side(nodes, depth: int, open_depth: int) -> str:
+    """Branches or heads, each under its name."""
+    return "".join(
+        f'<div class="ac-branch"><div class="ac-branchname">{esc(b.name)}</div>'
+        f'{_graph_items(b.children if b.role == "block" else [b], depth + 1, open_depth)}'
+        f'</div>' for b in nodes)
+
+
+def _graph_concat(node, depth: int, open_depth: int) -> str:
+    branches = _side_by_side(node.children, depth, open_depth)
+    return (f'<div class="ac-fork"><div class="ac-branches">{branches}</div>'
+            f'{_node(node.row, "ac-merge")}{_edge(node.row.output_shape)}</div>')
+
+
+def _graph_heads(node, depth: int, open_depth: int) -> str:
+    # named outputs side by side; the main line goes on below
+    heads = _side_by_side(node.children, depth, open_depth)
+    return f'<div class="ac-fork"><div class="ac-branches">{heads}</div></div>'
+
+
+def _graph_merge(node, depth: int, open_depth: int) -> str:
+    body = _graph_items(node.body, depth + 1, open_depth)
+    short = _graph_items(node.shortcut, depth + 1, open_depth) if node.shortcut else \
+        '<div class="ac-identity">identity</div>'
+    what = {"add": "shortcut", "mul": "x (gated)", "concat": "x (concatenated)"}[node.op] \
+        if node.op in ("add", "mul", "concat") else "shortcut"
+    return (f'<div class="ac-fork ac-residual"><div class="ac-branches">'
+            f'<div class="ac-branch"><div class="ac-branchname">body</div>{body}</div>'
+            f'<div class="ac-branch ac-short"><div class="ac-branchname">{esc(what)}</div>'
+            f'{short}</div></div>{_node(node.row, "ac-merge")}'
+            f'{_edge(node.row.output_shape)}</div>')
+
+
+_GRAPH_PARTS = {"layer": _graph_layer, "block": _graph_block, "concat": _graph_concat,
+                "heads": _graph_heads, "merge": _graph_merge}
 
 
 def _graph_html(report: Report) -> str:

@@ -14,7 +14,8 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 
 from archcalc.torch import importer  # noqa: E402
-from archcalc.torch.importer import dataflow, fusion, layout, probing, targets, tracing  # noqa: E402
+from archcalc.torch.importer import (dataflow, fusion, layout, probing, targets,  # noqa: E402
+                                     tracing)
 
 PACKAGE = pathlib.Path(importer.__file__).parent
 

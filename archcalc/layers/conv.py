@@ -244,6 +244,14 @@ class ConvTable(Weighted, Kind):
         return PartialConv2d(a.connections, tuple(a.kernel), tuple(a.stride),
                              torch_padding(a), a.bias)
 
+    torch_modules = ("archcalc.layers.conv_torch.PartialConv2d",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import pair, padding, row
+        connections, kernel, stride, pad, bias = m.init_args
+        return row("conv_table", connections=[list(x) for x in connections],
+                   kernel=pair(kernel), stride=pair(stride), padding=padding(pad), bias=bias)
+
 
 
 
@@ -432,3 +440,11 @@ class LocallyConnected(Weighted, Kind):
         y = self.output_shape(a, x)
         return LocallyConnected2d(x[0], a.out, (y[1], y[2]), tuple(a.kernel), tuple(a.stride),
                                   tuple(a.padding), a.bias)
+
+    torch_modules = ("archcalc.layers.conv_torch.LocallyConnected2d",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import pair, row
+        _, out, _, kernel, stride, padding, bias = m.init_args
+        return row("local", out=out, kernel=pair(kernel), stride=pair(stride),
+                   padding=pair(padding), bias=bias)

@@ -63,3 +63,11 @@ class DropConnect(FullyConnected):
         from .dropconnect_torch import DropConnectLinear
         linear = DropConnectLinear(self.fan_in(x), a.out, bias=a.bias, p=a.p)
         return nn.Sequential(nn.Flatten(), linear) if len(x) == 3 else linear
+
+    torch_modules = ("archcalc.layers.dropconnect_torch.DropConnectLinear",)   # from_torch
+
+    def from_torch(self, call, m):
+        from .from_torch import NoMapping, row
+        if len(call.x) == 3:
+            raise NoMapping("DropConnectLinear on a C x H x W map")
+        return row("dropconnect", out=m.out_features, bias=m.bias is not None, p=float(m.p))

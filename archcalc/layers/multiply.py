@@ -73,3 +73,9 @@ class Multiply(Kind):
     def build(self, a, x):
         from .multiply_torch import Multiply as Module
         return Module(a.by, a.inplace)
+
+    torch_modules = ("archcalc.layers.multiply_torch.Multiply",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("multiply", by=float(m.by), inplace=bool(m.inplace))

@@ -317,7 +317,8 @@ class InstanceNorm(Kind):
     def from_torch(self, call, m):
         from .from_torch import row
         return row("instance_norm", affine=m.affine, track_running_stats=m.track_running_stats,
-                   eps=float(m.eps), momentum=float(m.momentum or 0.1))
+                   eps=float(m.eps),   # momentum None (a cumulative average): 0.1
+                   momentum=0.1 if m.momentum is None else float(m.momentum))
 
 
 @register

@@ -213,6 +213,14 @@ class Subsample(_Pool):
         from .pool_torch import Subsample as Module
         return Module(x[0], tuple(a.kernel), tuple(self.stride(a)), tuple(a.padding))
 
+    torch_modules = ("archcalc.layers.pool_torch.Subsample",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import pair, row
+        pool = m.pool
+        return row("subsample", kernel=pair(pool.kernel_size), stride=pair(pool.stride),
+                   padding=pair(pool.padding))
+
 
 def adaptive_windows(n: int, m: int):
     """PyTorch's adaptive pooling windows: [floor(i*n/m), ceil((i+1)*n/m))."""
@@ -461,3 +469,9 @@ class PadShortcut(Kind):
     def build(self, a, x):
         from .pool_torch import PadShortcut as Module
         return Module(a.out - x[0], tuple(a.stride))
+
+    torch_modules = ("archcalc.layers.pool_torch.PadShortcut",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import pair, row
+        return row("pad_shortcut", out=call.x[0] + m.extra, stride=pair(m.stride))

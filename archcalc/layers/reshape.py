@@ -87,6 +87,12 @@ class Reshape(Kind):
         from .reshape_torch import Reshape as Module
         return Module(self.output_shape(a, x))
 
+    torch_modules = ("archcalc.layers.reshape_torch.Reshape",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("reshape", shape=list(m.shape))
+
 
 def _fmt(shape) -> str:
     return "[" + ", ".join(sym.fmt_int(s) for s in shape) + "]"

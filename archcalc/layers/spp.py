@@ -115,3 +115,10 @@ class SpatialPyramidPool(Kind):
     def build(self, a, x):
         from .spp_torch import SpatialPyramidPool as Module
         return Module(a.levels, a.mode)
+
+    torch_modules = ("archcalc.layers.spp_torch.SpatialPyramidPool",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import require_chw, row
+        require_chw(call, "SpatialPyramidPool")
+        return row("spp", levels=list(m.levels), mode=m.mode)

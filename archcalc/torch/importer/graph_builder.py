@@ -372,8 +372,8 @@ class _GraphBuilder:
         dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
         values = [self.value.get(p) for p in parts]
         y = _per_sample(self.found.values[n])
-        if len(values) == 2 and isinstance(values[0], Expanded) and isinstance(values[1], FlowNode) \
-                and len(values[1].shape) == 2 and dim in (1, -2):
+        if len(values) == 2 and isinstance(values[0], Expanded) and \
+                isinstance(values[1], FlowNode) and len(values[1].shape) == 2 and dim in (1, -2):
             param = values[0].param
             self.used_state.add(param.target)
             path = _path(param.target)

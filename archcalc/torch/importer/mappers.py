@@ -14,7 +14,6 @@ from torch.nn import functional as F
 from ...errors import SpecError
 from ...layers.base import REQUIRED
 from ...layers.from_torch import NoMapping, pair, require_chw, row, rows
-from ...layers.from_torch import padding as padding_arg
 from .probing import _TensorArg
 
 
@@ -383,50 +382,6 @@ def _register_own():
         u = m.unpool
         return Unpool(_unpool_row(u.kernel_size, u.stride, u.padding), (id(m.tape), m.key),
                       m.size)
-
-    @maps(own.PadShortcut)
-    def _own_pad(c, m):
-        return row("pad_shortcut", out=c.x[0] + m.extra, stride=pair(m.stride))
-
-    @maps(own.Subsample)
-    def _own_subsample(c, m):
-        pool = m.pool
-        return row("subsample", kernel=pair(pool.kernel_size), stride=pair(pool.stride),
-                   padding=pair(pool.padding))
-
-    @maps(own.PartialConv2d)
-    def _own_partial(c, m):
-        connections, kernel, stride, padding, bias = m.init_args
-        return row("conv_table", connections=[list(x) for x in connections],
-                   kernel=pair(kernel), stride=pair(stride), padding=padding_arg(padding),
-                   bias=bias)
-
-    @maps(own.LocallyConnected2d)
-    def _own_local(c, m):
-        _, out, _, kernel, stride, padding, bias = m.init_args
-        return row("local", out=out, kernel=pair(kernel), stride=pair(stride),
-                   padding=pair(padding), bias=bias)
-
-    from .. import lecture_modules as lecture
-
-    @maps(lecture.Multiply)
-    def _own_multiply(c, m):
-        return row("multiply", by=float(m.by), inplace=bool(m.inplace))
-
-    @maps(lecture.Reshape)
-    def _own_reshape(c, m):
-        return row("reshape", shape=list(m.shape))
-
-    @maps(lecture.SpatialPyramidPool)
-    def _own_spp(c, m):
-        require_chw(c, "SpatialPyramidPool")
-        return row("spp", levels=list(m.levels), mode=m.mode)
-
-    @maps(lecture.DropConnectLinear)
-    def _own_dropconnect(c, m):
-        if len(c.x) == 3:
-            raise NoMapping("DropConnectLinear on a C x H x W map")
-        return row("dropconnect", out=m.out_features, bias=m.bias is not None, p=float(m.p))
 
 
 def _constant(t: torch.Tensor, default):

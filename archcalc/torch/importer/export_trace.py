@@ -223,15 +223,11 @@ def _shape(v):
     return tuple(v.shape) if isinstance(v, torch.Tensor) else None
 
 
-def to_fx(exported: Exported, is_leaf) -> fx.GraphModule:
-    """The exported graph as the call-level graph torch.fx would give."""
-    model = exported.model
-    program = exported.program
-    src = program.graph
-    sig = program.graph_signature
-    attr_of = {}            # placeholder name -> parameter, buffer or constant path
-    user_inputs = []
+def _signature(sig):
+    """(placeholder name -> parameter, buffer or constant path; the user's
+    input names; the user's output names) of an exported program."""
     from torch.export.graph_signature import InputKind, OutputKind
+    attr_of, user_inputs = {}, []
     for spec in sig.input_specs:
         if spec.kind == InputKind.USER_INPUT:
             user_inputs.append(spec.arg.name)
@@ -239,8 +235,11 @@ def to_fx(exported: Exported, is_leaf) -> fx.GraphModule:
             attr_of[spec.arg.name] = spec.target
     user_outputs = [spec.arg.name for spec in sig.output_specs
                     if spec.kind == OutputKind.USER_OUTPUT]
+    return attr_of, user_inputs, user_outputs
 
-    # the calls of leaf modules: contiguous runs of nodes made by one call
+
+def _leaf_calls(src, model, is_leaf) -> dict:
+    """node -> its leaf module call: contiguous runs of nodes made by one call."""
     group_of: dict = {}
     last = None
     for n in src.nodes:
@@ -255,6 +254,17 @@ def to_fx(exported: Exported, is_leaf) -> fx.GraphModule:
             last = {"key": leaf[0], "path": leaf[1], "nodes": []}
         last["nodes"].append(n)
         group_of[n] = last
+    return group_of
+
+
+def to_fx(exported: Exported, is_leaf) -> fx.GraphModule:
+    """The exported graph as the call-level graph torch.fx would give."""
+    model = exported.model
+    program = exported.program
+    src = program.graph
+    sig = program.graph_signature
+    attr_of, user_inputs, user_outputs = _signature(sig)
+    group_of = _leaf_calls(src, model, is_leaf)
 
     root: dict = {}
     graph = fx.Graph()

@@ -142,3 +142,81 @@ def test_the_html_graph_draws_every_role_of_the_tree():
     for name in ("googlenet", "resnet18", "shufflenet_v2_x1_0"):
         collect(analyze(load(os.path.join(SPECS, name + ".toml"))).tree)
     assert roles <= set(ROLES) and {"layer", "block", "concat", "merge"} <= roles
+
+
+# -- random nested structures: the tree follows the table whatever the nesting ---
+
+def _nested(draw, channels: int, depth: int):
+    """(layer tables, output channels, structures written) for a C x 8 x 8 input;
+    every part keeps H and W, so any nesting is valid."""
+    from hypothesis import strategies as st
+    choices = ["conv"] + (["residual", "concat", "split", "dense", "layers"] if depth else [])
+    if channels < 2:
+        choices = [c for c in choices if c != "split"]
+    what = draw(st.sampled_from(choices))
+    if what == "conv":
+        out = draw(st.integers(1, 6))
+        return [{"conv": out, "kernel": draw(st.sampled_from([1, 3])), "padding": "same"}], out, 0
+    if what == "split":
+        first = draw(st.integers(1, channels - 1))
+        body, c, n = _nested(draw, channels - first, depth - 1)
+        return [{"split": [[], body], "sizes": [first, channels - first]}], first + c, n + 1
+    if what == "concat":
+        a, ca, na = _nested(draw, channels, depth - 1)
+        b, cb, nb = _nested(draw, channels, depth - 1)
+        return [{"concat": [a, b]}], ca + cb, na + nb + 1
+    body, c, n = _nested(draw, channels, depth - 1)
+    if what == "residual":
+        return [{"residual": body, "shortcut": "auto"}], c, n + 1
+    if what == "dense":
+        return [{"dense": body}], channels + c, n + 1
+    return [{"layers": body}], c, n
+
+
+def _nested_networks():
+    from hypothesis import strategies as st
+
+    @st.composite
+    def networks(draw):
+        start = channels = draw(st.integers(1, 4))
+        layers, merges = [], 0
+        for i in range(draw(st.integers(1, 4))):
+            more, channels, n = _nested(draw, channels, draw(st.integers(0, 3)))
+            layers += more
+            merges += n
+            if draw(st.booleans()):   # a head reads the tensor; the main line goes on
+                layers.append({"heads": [{"name": f"head{i}", "layers": [
+                    {"global_avgpool": True}, {"fc": 3}]}]})
+        return start, layers, merges
+    return networks()
+
+
+def test_random_nested_structures_hang_every_row_on_the_tree():
+    from hypothesis import given, note, settings
+
+    from archcalc.render.report import fragment
+    from strategies import network_text
+
+    @settings(max_examples=60)
+    @given(_nested_networks())
+    def check(case):
+        channels, layers, merges = case
+        text = network_text((channels, 8, 8), layers)
+        note(text)
+        report = analyze(loads(text))
+        tree_rows = list(report.tree.rows())
+        assert len(tree_rows) == len(report.rows) - 1
+        assert all(a is b for a, b in zip(tree_rows, report.rows[1:]))
+        joins = []
+
+        def walk(node):
+            if node.role in ("concat", "merge"):
+                joins.append(node)
+                assert tuple(node.row.path) == tuple(node.path)
+            for child in node.children + node.body + node.shortcut:
+                walk(child)
+        walk(report.tree)
+        # one concat or merge node per structure the spec wrote, each with its row
+        assert len(joins) == merges == sum(1 for r in report.rows if r.merge)
+        assert "ac-graph" in fragment([report])
+    check()

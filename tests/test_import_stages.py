@@ -51,9 +51,13 @@ def test_the_package_s_modules_form_a_dag():
     assert order.index("failures") < order.index("targets") < order.index("__init__")
 
 
-def test_no_module_of_the_package_is_over_800_lines():
+def test_no_module_of_the_package_is_over_800_lines_nor_a_function_over_80():
     for p in PACKAGE.glob("*.py"):
-        assert len(p.read_text().splitlines()) <= 800, p.name
+        text = p.read_text()
+        assert len(text.splitlines()) <= 800, p.name
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno < 80, f"{p.name}: {node.name}"
 
 
 # ------------------------------------------------------------------ targets

@@ -229,6 +229,12 @@ class DropPath(Kind):
         from .activation_torch import StochasticDepth
         return StochasticDepth(a.p, a.mode)
 
+    torch_modules = ("archcalc.layers.activation_torch.StochasticDepth",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("drop_path", p=float(m.p), mode=m.mode)
+
 
 # the names a conv or fc row fuses with activation = "...": every elementwise
 # kind's, in registration order (the kinds above; silu also as "swish")
@@ -270,3 +276,9 @@ class Maxout(Kind):
     def build(self, a, x):
         from .activation_torch import Maxout as Module
         return Module(a.pieces)
+
+    torch_modules = ("archcalc.layers.activation_torch.Maxout",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("maxout", pieces=m.pieces)

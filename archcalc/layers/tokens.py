@@ -43,6 +43,12 @@ class Tokens(Kind):
         from .tokens_torch import MapToTokens
         return MapToTokens()
 
+    torch_modules = ("archcalc.layers.tokens_torch.MapToTokens",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("tokens")
+
 
 @register
 class ClassToken(Kind):
@@ -70,6 +76,12 @@ class ClassToken(Kind):
         from .tokens_torch import ClassToken as Module
         return Module(x[1])
 
+    torch_modules = ("archcalc.layers.tokens_torch.ClassToken",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("class_token")
+
 
 @register
 class PositionEmbedding(Kind):
@@ -96,6 +108,12 @@ class PositionEmbedding(Kind):
     def build(self, a, x):
         from .tokens_torch import PositionEmbedding as Module
         return Module(x[0], x[1])
+
+    torch_modules = ("archcalc.layers.tokens_torch.PositionEmbedding",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("position_embedding")
 
 
 @register
@@ -185,6 +203,14 @@ class SelfAttention(Kind):
         from .tokens_torch import SelfAttention as Module
         return Module(x[1], a.heads, a.bias, a.dropout)
 
+    # from_torch reads them (nn.MultiheadAttention is mapped in the importer)
+    torch_modules = ("archcalc.layers.tokens_torch.SelfAttention",)
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("attention", heads=m.num_heads, bias=m.in_proj_bias is not None,
+                   dropout=float(m.dropout))
+
 
 @register
 class TokenPool(Kind):
@@ -213,6 +239,12 @@ class TokenPool(Kind):
     def build(self, a, x):
         from .tokens_torch import TokenPool as Module
         return Module(a.mode)
+
+    torch_modules = ("archcalc.layers.tokens_torch.TokenPool",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("token_pool", mode=m.mode)
 
 
 @register
@@ -257,6 +289,12 @@ class TokensToMap(Kind):
     def build(self, a, x):
         from .tokens_torch import TokensToMap as Module
         return Module(*self.size(a, x))
+
+    torch_modules = ("archcalc.layers.tokens_torch.TokensToMap",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import pair, row
+        return row("to_map", size=pair((m.height, m.width)))
 
 
 __all__ = ["Tokens", "ClassToken", "PositionEmbedding", "SelfAttention", "TokenPool",

@@ -346,28 +346,9 @@ def _register_own():
         return row("layer_norm", affine=m.elementwise_affine,
                    bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
 
-    @maps(own.StochasticDepth)
-    def _own_drop_path(c, m):
-        return row("drop_path", p=float(m.p), mode=m.mode)
-
     @maps(own.LayerScale)
     def _own_layer_scale(c, m):
         return row("layer_scale", init=_constant(m.gamma, 1e-6))
-
-    @maps(own.SelfAttention)
-    def _own_attention(c, m):
-        return row("attention", heads=m.num_heads, bias=m.in_proj_bias is not None,
-                   dropout=float(m.dropout))
-
-    MODULE_MAPPERS[own.MapToTokens] = lambda c, m: row("tokens")
-    MODULE_MAPPERS[own.ClassToken] = lambda c, m: row("class_token")
-    MODULE_MAPPERS[own.PositionEmbedding] = lambda c, m: row("position_embedding")
-    MODULE_MAPPERS[own.TokenPool] = lambda c, m: row("token_pool", mode=m.mode)
-    MODULE_MAPPERS[own.Maxout] = lambda c, m: row("maxout", pieces=m.pieces)
-
-    @maps(own.TokensToMap)
-    def _own_to_map(c, m):
-        return row("to_map", size=pair((m.height, m.width)))
 
     from ..build import PoolWithIndices, UnpoolFromTape
 

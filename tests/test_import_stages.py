@@ -239,3 +239,15 @@ def test_a_built_module_maps_back_to_the_same_layer(name):
 
     check()
 
+
+
+def test_an_activation_torch_fixes_otherwise_has_no_mapping():
+    """nn.Softplus switches to x past beta*x > threshold: only torch's default 20
+    is the softplus kind; another threshold is reported, not mapped."""
+    kind = kinds()["softplus"]
+    call = SimpleNamespace(x=(4,), x_torch=(4,), args=(), kwargs={})
+    assert kind.from_torch(call, nn.Softplus(beta=2.0)) == [("softplus", {"beta": 2.0})]
+    with pytest.raises(Exception, match="threshold=5"):
+        kind.from_torch(call, nn.Softplus(threshold=5))
+    x = torch.linspace(-3, 30, 50)
+    assert not torch.allclose(nn.Softplus(threshold=5)(x), nn.Softplus()(x))

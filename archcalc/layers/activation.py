@@ -49,6 +49,22 @@ class Elementwise(Kind):
         kwargs = {k: getattr(a, k) for k in self.torch_args}
         return getattr(nn, self.torch_name)(**kwargs)
 
+    # torch attributes the kind cannot express: a module with another value has no mapping
+    torch_fixed: dict = {}
+
+    def from_torch(self, call, m):
+        """nn.<torch_name> -> this activation, its torch_args read back (a module's
+        inplace as it is: nn.ReLU() is not in place, the kind's default is)."""
+        from .from_torch import NoMapping, row
+        for key, value in self.torch_fixed.items():
+            if getattr(m, key) != value:
+                raise NoMapping(f"{type(m).__name__} with {key}={getattr(m, key)}")
+        args = {}
+        for key in self.torch_args:
+            v = getattr(m, key)
+            args[key] = float(v) if self.args[key].type == "float" else v
+        return row(self.name, **args)
+
 
 def activation(name, *, per_element, keeps, torch_name, summary, aliases=(),
                args=None, torch_args=(), primitive="relu", primitive_scale=1.0,
@@ -61,6 +77,7 @@ def activation(name, *, per_element, keeps, torch_name, summary, aliases=(),
         "flops_rule": f"{per_element} per element",
         "args": args or {}, "primitive": primitive, "primitive_scale": primitive_scale,
         "fused_aliases": fused_aliases,
+        "torch_modules": (f"torch.nn.{torch_name}",),   # from_torch maps them back
     })
     register(cls)
     return cls
@@ -80,9 +97,11 @@ activation("tanh", per_element=1, keeps="output", torch_name="Tanh", summary="ta
            primitive="sigmoid")
 activation("sigmoid", per_element=3, keeps="output", torch_name="Sigmoid", primitive="sigmoid",
            summary="1 / (1 + exp(-x))")
-activation("softplus", per_element=5, keeps="input", torch_name="Softplus", primitive="sigmoid",
-           args={"beta": Arg("float", 1.0)}, torch_args=("beta",),
-           summary="log(1 + exp(beta*x)) / beta")
+SOFTPLUS = activation(
+    "softplus", per_element=5, keeps="input", torch_name="Softplus", primitive="sigmoid",
+    args={"beta": Arg("float", 1.0)}, torch_args=("beta",),
+    summary="log(1 + exp(beta*x)) / beta")
+SOFTPLUS.torch_fixed = {"threshold": 20}   # torch's linear tail past beta*x > 20
 
 
 @register

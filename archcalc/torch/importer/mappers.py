@@ -105,42 +105,9 @@ def _register_kinds():
 _register_kinds()
 
 
-def _act(kind, **args):
-    """An activation module; nn.ReLU() is not in place (PyTorch's default), so
-    its row says so where the kind's own default is in place."""
-    def mapper(c, m):
-        if isinstance(getattr(m, "inplace", None), bool):
-            return row(kind, inplace=m.inplace, **args)
-        return row(kind, **args)
-    return mapper
-
-
-for _cls, _kind in ((nn.ReLU, "relu"), (nn.ReLU6, "relu6"), (nn.Hardswish, "hardswish"),
-                    (nn.Hardsigmoid, "hardsigmoid"), (nn.SiLU, "silu"), (nn.Sigmoid, "sigmoid"),
-                    (nn.Tanh, "tanh"), (nn.Mish, "mish")):
-    MODULE_MAPPERS[_cls] = _act(_kind)
-
-
 @maps(nn.GELU)
 def _gelu(c, m):
     return row("gelu", approximate=m.approximate)
-
-
-@maps(nn.LeakyReLU)
-def _leaky(c, m):
-    return row("leaky_relu", negative_slope=float(m.negative_slope))
-
-
-@maps(nn.ELU)
-def _elu(c, m):
-    return row("elu", alpha=float(m.alpha))
-
-
-@maps(nn.Softplus)
-def _softplus(c, m):
-    if m.threshold != 20:
-        raise NoMapping(f"Softplus with threshold={m.threshold}")
-    return row("softplus", beta=float(m.beta))
 
 
 @maps(nn.PReLU)

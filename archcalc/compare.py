@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from . import sym
 from .analysis import analyze
-from .graph import Concat, Heads, Layer, Merge, Sequence, Split, Transform, walk
+from .graph import Heads, Layer, Merge, Sequence, Transform
+from .structures import Visitor
 
 FIGURES = (
     ("params", "params", "params"),
@@ -93,29 +94,40 @@ def _weighted(layer: Layer) -> int:
     return 1 if layer.ops and layer.ops[0].kind.weighted else 0
 
 
-def depth(node) -> int:
+class _Depth(Visitor):
     """Weighted layers (conv, fc, ...) on the longest path from the input to an
     output: branches count their deepest, a projection shortcut one, heads
     branch off the main line. What "VGG-16" and "ResNet-50" count."""
-    if isinstance(node, Layer):
+
+    def visit_layer(self, node: Layer) -> int:
         return _weighted(node)
-    if isinstance(node, Sequence):
+
+    def visit_sequence(self, node: Sequence) -> int:
         line = deepest = 0
         for item in node.items:
             if isinstance(item, Heads):   # side outputs; the main line goes on
-                deepest = max(deepest, line + depth(item))
+                deepest = max(deepest, line + self.visit(item))
             else:
-                line += depth(item)
+                line += self.visit(item)
         return max(line, deepest)
-    if isinstance(node, (Concat, Split, Heads)):
-        return max((depth(b) for b in node.branches), default=0)
-    if isinstance(node, Merge):
+
+    def _branches(self, node) -> int:
+        return max((self.visit(b) for b in node.branches), default=0)
+
+    visit_concat = visit_split = visit_heads = _branches
+
+    def visit_merge(self, node: Merge) -> int:
         short = node.shortcut
-        across = depth(short) if isinstance(short, Sequence) else int(short != "identity")
-        return max(depth(node.body), across)
-    if isinstance(node, Transform):
-        return depth(node.loc) + (1 if node.sampler.kind.weighted else 0)
-    return sum(_weighted(layer) for layer in walk(node))   # any other node: all of it
+        across = self.visit(short) if isinstance(short, Sequence) else int(short != "identity")
+        return max(self.visit(node.body), across)
+
+    def visit_transform(self, node: Transform) -> int:
+        return self.visit(node.loc) + (1 if node.sampler.kind.weighted else 0)
+
+
+def depth(node) -> int:
+    """Weighted layers on the longest path (see _Depth)."""
+    return _Depth().visit(node)
 
 
 def _known(spec, variables):

@@ -68,8 +68,6 @@ from .structures import (NODE_CLASSES, Concat, Heads, Layer, Merge, Node, Op, Se
 
 ROW_KEYS = {"name", "repeat", "kind", "when", "flat", "grows"}
 REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
-# kinds whose one parameter may sit on the enclosing block (`flat = true`)
-FLAT_KINDS = ("class_token", "position_embedding", "layer_scale")
 FUSED_KEYS = {"batch_norm", "activation"}
 STRUCTURES = ("layers", "concat", "split", "residual", "scale", "dense", "heads", "transform")
 MERGE_OPS = {"residual": "add", "scale": "mul", "dense": "concat"}
@@ -257,9 +255,10 @@ class _Builder:
         if flat is not False:
             if flat is not True:
                 raise SpecError(f"flat takes true or false. Received: flat={flat!r}")
-            if kind.name not in FLAT_KINDS:
+            if not kind.flat:
+                flat_kinds = ", ".join(k.name for k in dict.fromkeys(REGISTRY.values()) if k.flat)
                 raise SpecError(f"flat = true puts a row's one parameter on its block; "
-                                f"{kind.name} is not one of {', '.join(FLAT_KINDS)}")
+                                f"{kind.name} is not one of {flat_kinds}")
             if fused:
                 raise SpecError("a flat row fuses no batch norm or activation")
         grows = table.get("grows", False)

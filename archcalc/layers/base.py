@@ -233,6 +233,10 @@ class Kind:
     # im2col copies of the input a CPU forward makes (a slow-path conv
     # unfolds its input once; a locally connected layer twice): the memory check
     im2col_copies: int = 0
+    # its one parameter may sit on the enclosing block (`flat = true`, as
+    # torchvision's ViT keeps class_token on the encoder); its module then
+    # says how export writes that forward (``flat_forward``, ``flat_init``)
+    flat: bool = False
     # its padding pads a sliding window's input (fitted to the kernel when
     # inherited from [defaults], and a grown map is a warning); a transposed
     # conv's or an unpool's padding crops the output instead

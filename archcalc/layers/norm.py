@@ -325,6 +325,7 @@ class InstanceNorm(Kind):
 class LayerScale(Kind):
     """ConvNeXt's (and CaiT's) learned per-channel scale of a residual branch."""
     name = "layer_scale"
+    flat = True
     torch_classes = ('LayerScale',)  # in norm_torch.py
     primary = "init"
     summary = "x times a learned per-channel gamma (ConvNeXt), initialized to init"

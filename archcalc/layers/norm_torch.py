@@ -36,3 +36,10 @@ class LayerScale(nn.Module):
 
     def forward(self, x):
         return self.gamma * x
+
+    @staticmethod
+    def flat_forward(p, x):
+        return f"{p} * {x}"
+
+    def flat_init(self, shape, literal):
+        return f"torch.full({shape}, {literal(float(self.init_args[1]))})"

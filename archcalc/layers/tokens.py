@@ -53,6 +53,7 @@ class Tokens(Kind):
 @register
 class ClassToken(Kind):
     name = "class_token"
+    flat = True
     torch_classes = ('ClassToken',)  # in tokens_torch.py
     aliases = ("cls_token",)
     summary = "a learned token put before the others: N x D -> (N + 1) x D; D params"
@@ -86,6 +87,7 @@ class ClassToken(Kind):
 @register
 class PositionEmbedding(Kind):
     name = "position_embedding"
+    flat = True
     torch_classes = ('PositionEmbedding',)  # in tokens_torch.py
     aliases = ("pos_embedding",)
     summary = "a learned N x D embedding added to the tokens (N*D params)"

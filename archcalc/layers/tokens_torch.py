@@ -30,6 +30,14 @@ class ClassToken(nn.Module):
     def forward(self, x):
         return torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
 
+    # export of a flat row (the parameter p on the enclosing block)
+    @staticmethod
+    def flat_forward(p, x):
+        return f"torch.cat([{p}.expand({x}.shape[0], -1, -1), {x}], 1)"
+
+    def flat_init(self, shape, literal):
+        return f"torch.zeros({shape})"
+
 
 class PositionEmbedding(nn.Module):
     """x + a learned (1, N, D) embedding (torchvision: ``pos_embedding``, N(0, 0.02))."""
@@ -41,6 +49,13 @@ class PositionEmbedding(nn.Module):
 
     def forward(self, x):
         return x + self.pos_embedding
+
+    @staticmethod
+    def flat_forward(p, x):
+        return f"{x} + {p}"
+
+    def flat_init(self, shape, literal):
+        return f"torch.empty({shape}).normal_(std=0.02)"
 
 
 class SelfAttention(nn.MultiheadAttention):

@@ -31,8 +31,6 @@ from torch import nn
 
 from ..errors import SpecError, path_text
 from ..layers import kinds
-from ..layers.norm_torch import LayerScale
-from ..layers.tokens_torch import ClassToken, PositionEmbedding
 from .build import SpecModel
 
 # archcalc's own modules (what torch.nn lacks), copied into a file that uses
@@ -327,14 +325,9 @@ class _Writer:
         p = _access("self", path, parameter=True)
         template = step[2]
         y = self.var()
-        if isinstance(template, ClassToken):
-            self.code.append(f"{y} = torch.cat([{p}.expand({x}.shape[0], -1, -1), {x}], 1)")
-        elif isinstance(template, PositionEmbedding):
-            self.code.append(f"{y} = {x} + {p}")
-        elif isinstance(template, LayerScale):
-            self.code.append(f"{y} = {p} * {x}")
-        else:  # a bug: graph.FLAT_KINDS and this list go together
+        if not hasattr(template, "flat_forward"):   # a bug: a kind with flat = True says how
             raise TypeError(f"cannot export a flat {type(template).__name__}")
+        self.code.append(f"{y} = {template.flat_forward(p, x)}")
         return y
 
 
@@ -379,11 +372,7 @@ def _param_init(step) -> str:
     template, key = step[2], step[3]
     param = getattr(template, key)
     shape = literal(tuple(int(d) for d in param.shape))
-    if isinstance(template, LayerScale):
-        return f"torch.full({shape}, {literal(float(template.init_args[1]))})"
-    if isinstance(template, PositionEmbedding):
-        return f"torch.empty({shape}).normal_(std=0.02)"
-    return f"torch.zeros({shape})"
+    return template.flat_init(shape, literal)
 
 
 def constructor(module: nn.Module) -> str:

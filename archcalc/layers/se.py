@@ -112,3 +112,72 @@ class SqueezeExcitation(Kind):
         from .se_torch import SqueezeExcitation as Module
         return Module(x[0], self.squeeze(a, x), lookup(a.activation).torch_name,
                       lookup(a.gate).torch_name)
+
+
+@register
+class EfficientChannelAttention(Kind):
+    """ECA (Wang et al. 2020, ECA-Net), as timm's EcaModule: a global average
+    pool, a 1-d convolution of k taps across the channels (no bias, zero
+    padding keeps C), a sigmoid, and the input rescaled channel by channel.
+    SE's two fcs become k weights: a kernel of 3 on 256 channels is 3 params
+    where SE (reduction 16) has 8,464."""
+    name = "eca"
+    torch_classes = ("EfficientChannelAttention",)  # in se_torch.py
+    aliases = ("efficient_channel_attention",)
+    primary = "kernel"
+    summary = "efficient channel attention: x * sigmoid(conv1d_k(gap(x)) across channels)"
+    flops_rule = "2 x MACs (the conv1d: C*k) + H*W*C (pool) + the sigmoid on C + H*W*C (rescale)"
+    inputs = "chw"
+    args = {"kernel": Arg("int", 3, min=1, doc="taps of the 1-d conv across channels (odd)")}
+
+    def output_shape(self, a, x):
+        if a.kernel % 2 == 0:
+            raise SpecError(f"eca: kernel must be odd (its zero padding (k-1)/2 keeps the "
+                            f"channels). Received: kernel={a.kernel}")
+        return x
+
+    def params(self, a, x):
+        return a.kernel
+
+    def params_formula(self, a, x):
+        return f"{a.kernel}"
+
+    def macs(self, a, x, y):
+        return sym.norm(x[0] * a.kernel)
+
+    def macs_formula(self, a, x, y):
+        return f"{sym.plain(x[0])}*{a.kernel}"
+
+    def flops(self, a, x, y):
+        gate = lookup("sigmoid")
+        c = x[0]
+        return sym.norm(2 * self.macs(a, x, y) + 2 * sym.prod(x)
+                        + gate.flops(gate.read_args({}, {}), (c, 1, 1), (c, 1, 1)))
+
+    def cost(self, a, x, y):
+        """A global pool, a one-channel conv of 1 x k over a 1 x C row, the
+        sigmoid on C, and the rescale of the input by the gate."""
+        c = x[0]
+        gate = lookup("sigmoid")
+        return (Cost("global_avgpool", elements=sym.prod(x)),
+                Cost("conv", conv=(1, a.kernel, 1, 1, 1, 1, 1, c, 1), tensors=(a.kernel,)),
+                *gate.cost(gate.read_args({}, {}), (c, 1, 1), (c, 1, 1)),
+                Cost("mul", elements=sym.prod(x)))
+
+    def saved(self, a, x, y):
+        # the pool is a mean (keeps nothing); the conv keeps the pooled row (C);
+        # the sigmoid keeps its output (C), which the rescale keeps too, with x
+        c = x[0]
+        return Saved(input=True, extra=((c, None), (c, None)))
+
+    def build(self, a, x):
+        from .se_torch import EfficientChannelAttention as Module
+        return Module(a.kernel)
+
+    torch_modules = ("archcalc.layers.se_torch.EfficientChannelAttention",)
+
+    def from_torch(self, call, m):
+        from .from_torch import require_chw, row
+        require_chw(call, "eca")
+        (kernel,) = m.init_args
+        return row("eca", kernel=kernel)

@@ -28,3 +28,19 @@ class SqueezeExcitation(nn.Module):
     def forward(self, x):
         scale = self.scale_activation(self.fc2(self.activation(self.fc1(self.avgpool(x)))))
         return scale * x
+
+
+class EfficientChannelAttention(nn.Module):
+    """timm's EcaModule (ECA-Net): the same submodule name (``conv``, a 1-d conv
+    of one channel without bias), so its state dict loads into it."""
+
+    def __init__(self, kernel=3):
+        super().__init__()
+        self.init_args = (kernel,)
+        self.conv = nn.Conv1d(1, 1, kernel_size=kernel, padding=(kernel - 1) // 2, bias=False)
+        self.gate = nn.Sigmoid()
+
+    def forward(self, x):
+        y = x.mean((2, 3)).view(x.shape[0], 1, -1)
+        y = self.gate(self.conv(y)).view(x.shape[0], -1, 1, 1)
+        return x * y.expand_as(x)

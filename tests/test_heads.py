@@ -131,7 +131,7 @@ def test_roi_kinds_shape_and_flops_match_torchvision(kind, c, h, w, out, stride,
     assert tuple(y.shape) == (2, regions, c * out * out)
     # the module is torchvision's op on the generated boxes
     from torchvision import ops
-    from archcalc.torch.lecture_modules import RoIPool
+    from archcalc.layers.roi_torch import RoIPool
     x = torch.randn(1, c, h, w)
     boxes = RoIPool.boxes(regions, h * stride, w * stride)
     rois = torch.cat([torch.zeros(regions, 1), boxes], 1)

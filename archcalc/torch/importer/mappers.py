@@ -301,19 +301,20 @@ def _se(c, m, squeeze, activation, gate):
 
 def _register_own():
     """archcalc's own modules: a compiled spec imports back into its rows."""
-    from .. import modules as own
+    from ...layers.norm_torch import LayerNorm2d, LayerScale
+    from ...layers.se_torch import SqueezeExcitation
 
-    @maps(own.SqueezeExcitation)
+    @maps(SqueezeExcitation)
     def _own_se(c, m):
         return _se(c, m, m.fc1.out_channels, m.activation, m.scale_activation)
 
-    @maps(own.LayerNorm2d)
+    @maps(LayerNorm2d)
     def _own_ln2d(c, m):
         require_chw(c, "LayerNorm2d")
         return row("layer_norm", affine=m.elementwise_affine,
                    bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
 
-    @maps(own.LayerScale)
+    @maps(LayerScale)
     def _own_layer_scale(c, m):
         return row("layer_scale", init=_constant(m.gamma, 1e-6))
 

@@ -16,4 +16,4 @@ from . import multiply, reshape, spp, dropconnect  # noqa: F401  (registration: 
 from . import roi  # noqa: F401  (registration: detection's second stage)
 from . import boxes  # noqa: F401  (registration: single-shot detectors)
 from . import transform  # noqa: F401  (registration: spatial transformers)
-from . import crop  # noqa: F401  (registration: U-Net's copy and crop)
+from . import crop, frozen_norm  # noqa: F401  (registration: U-Net's copy and crop; detection backbones' frozen batch norm)

@@ -68,15 +68,16 @@ class Elementwise(Kind):
 
 def activation(name, *, per_element, keeps, torch_name, summary, aliases=(),
                args=None, torch_args=(), primitive="relu", primitive_scale=1.0,
-               fused_aliases=()):
+               fused_aliases=(), op_relatives=None):
     """Define and register one elementwise activation kind; ``primitive``: the
-    calibrated op whose time it takes (times ``primitive_scale``)."""
+    calibrated op whose time it takes (times ``primitive_scale``);
+    ``op_relatives``: that op's nearest relative, where a profile lacks it."""
     cls = type(name.title().replace("_", ""), (Elementwise,), {
         "name": name, "aliases": aliases, "per_element": per_element, "keeps": keeps,
         "torch_name": torch_name, "torch_args": torch_args, "summary": summary,
         "flops_rule": f"{per_element} per element",
         "args": args or {}, "primitive": primitive, "primitive_scale": primitive_scale,
-        "fused_aliases": fused_aliases,
+        "fused_aliases": fused_aliases, "op_relatives": op_relatives or {},
         "torch_modules": (f"torch.nn.{torch_name}",),   # from_torch maps them back
     })
     register(cls)
@@ -86,6 +87,7 @@ def activation(name, *, per_element, keeps, torch_name, summary, aliases=(),
 INPLACE = {"inplace": Arg("bool", True, doc="in place, as torchvision does (saves memory)")}
 
 activation("relu", per_element=1, keeps="output", torch_name="ReLU", args=INPLACE,
+           op_relatives={"relu": "copy"},
            torch_args=("inplace",), summary="max(0, x)")
 activation("leaky_relu", per_element=2, keeps="input", torch_name="LeakyReLU",
            aliases=("leakyrelu",), torch_args=("negative_slope",),
@@ -96,6 +98,7 @@ activation("elu", per_element=4, keeps="input", torch_name="ELU", primitive="sig
 activation("tanh", per_element=1, keeps="output", torch_name="Tanh", summary="tanh(x)",
            primitive="sigmoid")
 activation("sigmoid", per_element=3, keeps="output", torch_name="Sigmoid", primitive="sigmoid",
+           op_relatives={"sigmoid": "relu"},
            summary="1 / (1 + exp(-x))")
 SOFTPLUS = activation(
     "softplus", per_element=5, keeps="input", torch_name="Softplus", primitive="sigmoid",
@@ -112,6 +115,7 @@ class Gelu(Elementwise):
     keeps = "input"
     per_element = 5
     primitive = "gelu"
+    op_relatives = {"gelu": "sigmoid"}
     TANH_PER_ELEMENT = 9
     flops_rule = ("5 per element (x/sqrt2, erf, +1, *0.5, *x); tanh approximation: 9 "
                   "(x^3 2, *0.044715, +x, *sqrt(2/pi), tanh, +1, *0.5, *x)")
@@ -178,6 +182,7 @@ class Softmax(Elementwise):
     per_element = 3
     keeps = "output"
     primitive = "softmax"
+    op_relatives = {"softmax": "sigmoid"}
     flops_rule = "3 per element (exp, sum, divide)"
     args = {}
 
@@ -189,6 +194,7 @@ class Softmax(Elementwise):
 @register
 class Dropout(Kind):
     name = "dropout"
+    op_relatives = {"dropout": "mul"}
     primary = "p"
     summary = "dropout with probability p (identity at inference)"
     flops_rule = "0 (identity at inference)"

@@ -243,6 +243,19 @@ class Kind:
     pads_input: bool = False
     # lint: a bias this kind adds is cancelled by a batch norm right after it
     bias_redundant_before_norm: bool = False
+    # lint: it subtracts a per-channel mean, which cancels such a bias (batch norm)
+    cancels_bias: bool = False
+    # lint: a fully connected layer (its weights are what VGG's head is made of)
+    fully_connected: bool = False
+    # the memory check on a GPU: cuDNN's tensor-core kernels take this kind's
+    # NCHW input and output in channels-last copies when its kernel is over 1x1
+    cuda_layout_copies: bool = False
+    # archcalc predict: for each op table its cost() names that a profile may
+    # lack, the calibrated op nearest it (rated as that one, with a note)
+    op_relatives: dict = {}
+    # for tests/test_import_stages.py: why the module `build` returns does not
+    # map back to this kind's row by a from_torch hook ("" = it does)
+    not_mapped_back: str = ""
     # for tests/test_registry_kinds.py, which checks every kind against
     # PyTorch: why torch's FlopCounterMode does not see this kind's MACs (it
     # counts convolutions and matrix products only; "" = compare them), why
@@ -337,6 +350,22 @@ class Kind:
     def findings(self, a, x: Shape) -> list[str]:
         """Non-fatal remarks (a layer that does not tile its input)."""
         return []
+
+    def pointwise(self, a) -> bool:
+        """lint: a 1x1 conv at stride 1 over all its input channels (it mixes
+        channels only)."""
+        return False
+
+    def depthwise(self, a, x: Shape) -> bool:
+        """lint: one filter per input channel (MobileNet's depthwise conv)."""
+        return False
+
+    def im2col_columns(self, a, x: Shape, y: Shape) -> sym.Num:
+        """Elements of one unfolded copy a slow-path CPU forward makes (the
+        memory check counts ``im2col_copies`` of them): the windows of every
+        output position gathered, kh*kw*C_in per position."""
+        kh, kw = a.kernel
+        return sym.norm(kh * kw * x[0] * y[1] * y[2])
 
     def module_classes(self) -> tuple:
         """The classes named by ``torch_classes``, from the kind's companion

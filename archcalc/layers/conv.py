@@ -18,6 +18,7 @@ class Conv(Weighted, Kind):
     pads_input = True
     im2col_copies = 1
     bias_redundant_before_norm = True
+    cuda_layout_copies = True
     aliases = ("conv2d", "convolution")
     primary = "out"
     summary = "2-D convolution: out channels, kernel (k or [kh, kw]), stride, padding, dilation, groups"
@@ -37,6 +38,14 @@ class Conv(Weighted, Kind):
 
     def groups(self, a, x):
         return x[0] if a.depthwise else a.groups
+
+    def pointwise(self, a):
+        return tuple(a.kernel) == (1, 1) and tuple(a.stride) == (1, 1) and a.groups == 1 \
+            and not a.depthwise
+
+    def depthwise(self, a, x):
+        return bool(a.depthwise) or (isinstance(a.groups, int) and a.groups > 1
+                                     and a.groups == x[0])
 
     def _check_padding_mode(self, a, x):
         """PyTorch pads reflect modes from inside the input: a reflection needs
@@ -270,7 +279,7 @@ def upsampled_receptive_field(rf, jump, kernel, stride):
 class ConvTranspose(Weighted, Kind):
     """Transposed ("de-") convolution, as in FCN and the segmentation lecture."""
     name = "conv_transpose"
-    im2col_copies = 1
+    im2col_copies = 1   # col2im: the input's columns, kh*kw*C_out per input position
     bias_redundant_before_norm = True
     aliases = ("deconv", "convtranspose2d", "transposed_conv")
     primary = "out"
@@ -332,6 +341,10 @@ class ConvTranspose(Weighted, Kind):
     def receptive_field(self, a, x, rf, jump):
         kernel = tuple(d * (f - 1) + 1 for f, d in zip(a.kernel, a.dilation))
         return upsampled_receptive_field(rf, jump, kernel, a.stride)
+
+    def im2col_columns(self, a, x, y):
+        kh, kw = a.kernel
+        return sym.norm(kh * kw * y[0] * x[1] * x[2])
 
     def cost(self, a, x, y):
         """The backward (data) pass of a conv from the output to the input: rated

@@ -15,6 +15,7 @@ def global_window(x):
 @register
 class FullyConnected(Weighted, Kind):
     name = "fc"
+    fully_connected = True
     bias_redundant_before_norm = True
     aliases = ("linear", "dense", "fully_connected")
     primary = "out"

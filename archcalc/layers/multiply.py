@@ -45,6 +45,7 @@ class Factor(Arg):
 @register
 class Multiply(Kind):
     name = "multiply"
+    op_relatives = {"mul": "add"}
     torch_classes = ('Multiply',)  # in multiply_torch.py
     aliases = ("mul_const", "scale_by")
     primary = "by"

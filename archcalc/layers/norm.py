@@ -11,6 +11,7 @@ FP32 = 4
 @register
 class BatchNorm(Kind):
     name = "batch_norm"
+    cancels_bias = True
     aliases = ("bn", "batchnorm")
     summary = "batch norm over channels (C x H x W) or features (F): affine, running stats as buffers"
     flops_rule = "2 per element (scale and shift, statistics folded at inference)"
@@ -65,6 +66,7 @@ class BatchNorm(Kind):
 @register
 class LocalResponseNorm(Kind):
     name = "lrn"
+    op_relatives = {"lrn": "batch_norm"}
     aliases = ("local_response_norm",)
     primary = "size"
     summary = "local response norm across `size` neighbouring channels (AlexNet: size 5, k 2)"
@@ -145,6 +147,7 @@ class LayerNorm(Kind):
     over the width D of each of N x D tokens, or over the features of an F
     vector (nn.LayerNorm)."""
     name = "layer_norm"
+    op_relatives = {"layer_norm": "batch_norm"}
     torch_classes = ('LayerNorm2d',)  # in norm_torch.py
     aliases = ("ln", "layernorm")
     summary = ("layer norm over the channels at each position (ConvNeXt's LayerNorm2d), "
@@ -214,6 +217,7 @@ class LayerNorm(Kind):
 @register
 class GroupNorm(Kind):
     name = "group_norm"
+    op_relatives = {"group_norm": "batch_norm"}
     aliases = ("gn", "groupnorm")
     primary = "groups"
     summary = "group norm: statistics over each group of C/groups channels (and H x W)"

@@ -81,6 +81,7 @@ class _Pool(Kind):
 @register
 class MaxPool(_Pool):
     name = "maxpool"
+    op_relatives = {"maxpool3s1": "maxpool3s2", "maxpool2s2": "maxpool3s2", "maxpool3s2": "copy"}
     pads_input = True
     aliases = ("max_pool", "maxpool2d")
     summary = "max pool: kernel, stride (default kernel), padding, dilation, ceil_mode"
@@ -107,6 +108,8 @@ class MaxPool(_Pool):
 @register
 class AvgPool(_Pool):
     name = "avgpool"
+    op_relatives = {"avgpool2s2": "maxpool2s2", "avgpool3s1": "maxpool3s1",
+                    "avgpool3s2": "maxpool3s2"}
     pads_input = True
     aliases = ("avg_pool", "avgpool2d")
     summary = ("average pool: kernel, stride (default kernel), padding, ceil_mode, "
@@ -145,6 +148,7 @@ class AvgPool(_Pool):
 @register
 class GlobalAvgPool(Kind):
     name = "global_avgpool"
+    op_relatives = {"global_avgpool": "copy"}
     aliases = ("gap", "global_avg_pool")
     summary = "global average pool: C x H x W -> C x 1 x 1"
     flops_rule = "H*W per channel (H*W - 1 additions and one division)"

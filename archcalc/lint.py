@@ -121,9 +121,10 @@ def _bias_before_bn(report) -> list[Finding]:
         biases = _bias_count(row)
         if not biases:
             continue
-        fused = any(op.kind.name == "batch_norm" for op in row.ops[1:2])
+        fused = any(op.kind.cancels_bias for op in row.ops[1:2])
         nxt = rows[i + 1] if i + 1 < len(rows) else None
-        follows = (nxt is not None and len(row.ops) == 1 and _kind(nxt) == "batch_norm"
+        follows = (nxt is not None and len(row.ops) == 1 and _main(nxt) is not None
+                   and _main(nxt).kind.cancels_bias
                    and tuple(nxt.path[:-1]) == tuple(row.path[:-1]))
         if not (fused or follows):
             continue
@@ -213,11 +214,7 @@ def _grows_map(report) -> list[Finding]:
 def _depthwise(row) -> bool:
     """A conv with one group per input channel (MobileNet's depthwise 3x3)."""
     op = _main(row)
-    if op is None or op.kind.name != "conv":
-        return False
-    groups = getattr(op.args, "groups", 1)
-    return bool(getattr(op.args, "depthwise", False)) or \
-        (isinstance(groups, int) and groups > 1 and groups == row.input_shape[0])
+    return op is not None and op.kind.depthwise(op.args, row.input_shape)
 
 
 def _reduces(row) -> bool:
@@ -240,10 +237,7 @@ def _expand_before_reduce(report, root) -> list[Finding]:
 
     def check(row, nxt):
         op = _main(row)
-        if op is None or op.kind.name != "conv":
-            return
-        a = op.args
-        if tuple(a.kernel) != (1, 1) or tuple(a.stride) != (1, 1) or getattr(a, "groups", 1) != 1:
+        if op is None or not op.kind.pointwise(op.args):
             return
         c_in, c_out = row.input_shape[0], row.output_shape[0]
         if not (isinstance(c_in, int) and isinstance(c_out, int) and c_out > c_in) \
@@ -269,7 +263,7 @@ def _expand_before_reduce(report, root) -> list[Finding]:
 
 def _fc_heavy(report) -> list[Finding]:
     total = report.totals["params"]
-    fcs = [r for r in report.rows if _kind(r) == "fc"]
+    fcs = [r for r in report.rows if _main(r) is not None and _main(r).kind.fully_connected]
     if not fcs or not isinstance(total, int) or not total:
         return []
     held = sum(r.params for r in fcs)

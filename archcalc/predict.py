@@ -50,8 +50,8 @@ from . import sym
 from .analysis import DTYPES, analyze
 from .errors import SpecError
 from .layers.base import Cost, NoCostModel
-from .profiles.rates import (FALLBACK, Profile, conv_class, conv_flops, interp,  # noqa: F401
-                             load_profile, loglog_time)
+from .profiles.rates import (Profile, conv_class, conv_flops, interp, load_profile,  # noqa: F401
+                             loglog_time, op_relatives)
 from .profiles.schema import PROFILE_FORMAT, PROFILE_VERSION, ProfileError  # noqa: F401
 from .profiles.trust import Usage, warnings_for
 
@@ -334,7 +334,7 @@ class Predictor:
         overhead where the profile has no host time for it)."""
         floor = self.profile.host_overhead[which]
         while name and name not in self.table.ops:
-            name = FALLBACK.get(name)
+            name = op_relatives().get(name)
         curve = self.table.ops[name].get(which + "_host") if name else None
         if not curve:
             return floor

@@ -5,6 +5,7 @@ validated once, on reading, against its schema (schema.py), so everything
 here can trust its types and ranges. Pure Python: no torch."""
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass
@@ -17,14 +18,24 @@ NEIGHBOURS = 4          # calibrated shapes an interpolation weighs
 # grouped and depthwise stay apart from dense convs
 KERNEL_PENALTY, STRIDE_PENALTY, GROUP_PENALTY = 4.0, 1.0, 64.0
 
-# an op missing from a profile is rated as its nearest calibrated relative
-FALLBACK = {
-    "sigmoid": "relu", "gelu": "sigmoid", "softmax": "sigmoid", "layer_norm": "batch_norm",
-    "group_norm": "batch_norm", "lrn": "batch_norm", "maxpool3s1": "maxpool3s2",
-    "maxpool2s2": "maxpool3s2", "maxpool3s2": "copy", "avgpool2s2": "maxpool2s2",
-    "avgpool3s1": "maxpool3s1", "avgpool3s2": "maxpool3s2", "global_avgpool": "copy", "dropout": "mul", "mul": "add",
-    "add": "copy", "cat": "copy", "relu": "copy",
-}
+# the ops no kind owns: a merge's add and concat (kinds rated as them too),
+# and the copy every chain ends in (then the copy bandwidth)
+MERGE_OP_RELATIVES = {"add": "copy", "cat": "copy"}
+
+
+@functools.lru_cache(maxsize=None)
+def op_relatives() -> dict:
+    """An op missing from a profile -> its nearest calibrated relative: each
+    kind names its own ops' relatives (``Kind.op_relatives``), beside the cost
+    model that names those ops."""
+    from ..layers import kinds
+    table = dict(MERGE_OP_RELATIVES)
+    for kind in kinds().values():
+        for op, relative in kind.op_relatives.items():
+            if table.setdefault(op, relative) != relative:   # a bug in a kind, caught in tests
+                raise AssertionError(f"kind {kind.name!r} rates op {op!r} as {relative!r}, "
+                                     f"another kind as {table[op]!r}")
+    return table
 
 
 # --------------------------------------------------------------------------
@@ -277,7 +288,7 @@ class Table:
         seen = []
         while name and name not in self.ops:
             seen.append(name)
-            name = FALLBACK.get(name)
+            name = op_relatives().get(name)
         if seen:
             note = f"op {seen[0]!r} is not in the profile: rated as {name!r}" if name else \
                 f"op {seen[0]!r} is not in the profile: rated by the copy bandwidth"

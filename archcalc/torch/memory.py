@@ -173,13 +173,9 @@ def _workspace(report, dsize: int, train: bool = False) -> int:
         copies = op.kind.im2col_copies if op is not None else 0
         if train and _slow_convolutions():
             copies *= 2
-        kernel = getattr(op.args, "kernel", None) if op is not None else None
-        if copies and kernel is not None and len(row.output_shape) == 3 and len(x) == 3:
-            kh, kw = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)[:2]
-            if op.kind.name == "conv_transpose":   # col2im of the input's columns
-                cols = kh * kw * _bytes(row.output_shape[0]) * _bytes(_prod(x[1:]))
-            else:                                  # im2col of the output's windows
-                cols = kh * kw * _bytes(x[0]) * _bytes(_prod(row.output_shape[1:]))
+        if copies and len(row.output_shape) == 3 and len(x) == 3:
+            # the kind says what one unfold holds (im2col, or a transposed conv's col2im)
+            cols = _bytes(op.kind.im2col_columns(op.args, x, op.kind.output_shape(op.args, x)))
             cost += copies * cols * dsize * report.batch
         worst = max(worst, cost)
         prev = row
@@ -207,8 +203,7 @@ def cuda_conv_workspace(report, dsize: int) -> int:
         prev = row
         for op in row.ops:
             y = op.kind.output_shape(op.args, x)
-            kernel = getattr(op.args, "kernel", 1) if op.kind.name == "conv" else 1
-            k = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)[:2]
+            k = tuple(op.args.kernel) if op.kind.cuda_layout_copies else (1, 1)
             if k != (1, 1) and len(x) == 3 and isinstance(x[0], int) and x[0] > 4:
                 worst = max(worst, (_bytes(_prod(x)) + _bytes(_prod(y))) * dsize * report.batch)
             x = y

@@ -99,7 +99,11 @@ def _register_kinds():
     for kind in kinds().values():
         for dotted in vars(type(kind)).get("torch_modules", ()):   # its own, not a base's
             where, _, name = dotted.rpartition(".")
-            MODULE_MAPPERS[getattr(importlib.import_module(where), name)] = kind.from_torch
+            try:
+                module = importlib.import_module(where)
+            except ImportError:     # torchvision's classes, where the vision extra is missing
+                continue
+            MODULE_MAPPERS[getattr(module, name)] = kind.from_torch
 
 
 _register_kinds()

@@ -40,6 +40,7 @@ from .graph_builder import _GraphBuilder
 from .probing import PROBE_BATCH, Probed, probe
 from .structure import _Recover, _normalize_cats
 from .tracing import _Tracing
+from .wiring import wire
 
 # the public names (the CLI, archcalc.from_module, benchmarks and tests use them)
 from .failures import TraceFailure
@@ -105,14 +106,16 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
         raise Unsupported(builder.unsupported, f"cannot import {label}")
     nodes, output = builder.nodes, builder.output
     _normalize_cats(nodes, output)
-    recover = _Recover(nodes, output)
+    recover = _Recover(nodes, output, builder.outputs)
     items = recover.run()
     reached = {nodes[i] for i in recover.seen}
     fused = _fused_defaults(reached)
     bn_default = fused.get("batch_norm", {})
     classes = {tuple(p.split(".")) if p else (): type(m).__name__
                for p, m in module.named_modules()}
-    entries = _fuse_levels(_resolve_names(_Emitter(bn_default).level(items, ())), fused)
+    entries = _resolve_names(_Emitter(bn_default, recover.shared()).level(items, ()))
+    outputs = wire(entries, [n.index for n in builder.outputs] if recover.sink else None)
+    entries = _fuse_levels(entries, fused)
     _annotate_classes(entries, (), classes)
     params, unused = _parameters(module, reached)
     notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))}: "
@@ -132,6 +135,8 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
                      f"{', '.join(builder.opaque_vars)}.")
     header = {"name": name, "input": list(input_shape),
               "source": source or f"{label}, imported by archcalc", "notes": notes}
+    if outputs:
+        header["outputs"] = outputs
     text = writer.write(header, entries, {v: "?" for v in builder.opaque_vars},
                         fused=fused)
     return Imported(text, name, params, unused, list(builder.opaque_vars), tracing.tracer,

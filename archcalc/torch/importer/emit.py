@@ -11,7 +11,10 @@ from .fusion import _entry, _fuse_posts, _plain
 from .mappers import rows
 from .naming import (_Level, _Name, _check_module_name, _home, _is_shortcut_name, _levels,
     _stateful_paths)
-from .structure import CatItem, MergeItem
+from .structure import MERGE_OPS, CatItem, MergeItem, Wired, out_index, unwired
+
+# a merge node's `merge` in the spec
+MERGE_NAMES = {"add": "add", "mul": "multiply", "cat": "concat"}
 
 
 class _Ref:
@@ -27,8 +30,9 @@ class _Ref:
 
 
 class _Emitter:
-    def __init__(self, bn_default: dict):
+    def __init__(self, bn_default: dict, shared=frozenset()):
         self.bn_default = bn_default
+        self.shared = shared      # nodes read more than once: no activation fuses after them
         self.rows: dict = {}      # node index -> (level path, its row's name or _Name)
 
     def named(self, node: FlowNode, prefix: tuple, name, entry: dict) -> dict:
@@ -45,10 +49,10 @@ class _Emitter:
         level = _Level(prefix)
         entries = self.items(items, prefix, level)
         level.resolve()
-        return _fuse_posts(entries)
+        return _fuse_posts(entries, self.shared)
 
     def items(self, items, prefix, level: _Level) -> list:
-        items = _attach_posts(items, prefix)
+        items = _attach_posts(self.unfold(items, prefix), prefix, self.shared)
         homes = [_home(item, prefix) for item in items]
         # a stateless item joins the level of a firm neighbour it belongs to
         resolved = []
@@ -90,31 +94,66 @@ class _Emitter:
                     entries.append(self.item(item, prefix, level))
                 continue
             inner = (*prefix, home)
-            if len(group) == 1 and isinstance(group[0], FlowNode) and not group[0].stateful \
-                    and len(group[0].rows) == 1 and NAME.fullmatch(home):
+            only, reads = unwired(group[0])
+            if len(group) == 1 and isinstance(only, FlowNode) and not only.stateful \
+                    and len(only.rows) == 1 and NAME.fullmatch(home):
                 # a stateless module computed in its own forward (a Permute): one row
                 # named after it
                 level.fix(home, "row")
-                entries.append(self.named(group[0], prefix, home,
-                                          {"name": home, **_entry(*group[0].rows[0])}))
+                entries.append(_wire(self.named(only, prefix, home, {
+                    "name": home, **_entry(*only.rows[0]), "_out": only.index}), reads))
                 continue
             name = level.fix(_check_module_name(home, (*prefix, home)), "level")
-            if len(group) == 1 and not isinstance(group[0], FlowNode) and \
-                    inner not in _stateful_paths(group) and _home(group[0], inner)[0] is None:
+            if len(group) == 1 and not isinstance(only, FlowNode) and \
+                    inner not in _stateful_paths(group) and _home(only, inner)[0] is None \
+                    and not self.unfolds(only, inner):
                 sub = _Level(inner)
-                sub.fix(_structure_row(group[0]), "merge")   # the structure's own row
-                entry = self.structure(group[0], inner, sub, name=name, flat=False)
+                sub.fix(_structure_row(only), "merge")   # the structure's own row
+                entry = self.structure(only, inner, sub, name=name, flat=False)
                 sub.resolve()
-                entry = _fuse_posts([entry])[0]
+                entry = _fuse_posts([entry], self.shared)[0]
             else:
                 entry = {"name": name, "layers": self.level(group, inner)}
-            entries.append(entry)
+            entries.append(_wire(entry, reads))
         return entries
 
     def item(self, item, prefix, level: _Level) -> dict:
-        if isinstance(item, FlowNode):
-            return self.row(item, prefix, level)
-        return self.structure(item, prefix, level, name=None, flat=True)
+        item, reads = unwired(item)
+        if isinstance(item, FlowNode) and item.op in MERGE_OPS:
+            # a merge of computed tensors: its inputs by name
+            entry = {"name": level.defer(item.name or item.op), "merge": MERGE_NAMES[item.op],
+                     "_out": item.index}
+        elif isinstance(item, FlowNode):
+            entry = self.row(item, prefix, level)
+        else:
+            entry = self.structure(item, prefix, level, name=None, flat=True)
+        return _wire(entry, reads)
+
+    # -- merges that are not a residual nor a gate: a graph's merge entries ------
+    def unfolds(self, item, prefix) -> bool:
+        """A merge of two computed tensors neither of which is a shortcut level
+        (EfficientFormer's token mixer beside its MLP, a product of two paths)."""
+        if not isinstance(item, MergeItem) or not all(item.branches):
+            return False
+        if item.op == "mul":
+            return True
+        return all(self._shortcut_level(branch, prefix) is None for branch in item.branches)
+
+    def unfold(self, items, prefix) -> list:
+        """Items with each merge that ``unfolds`` written as its two paths and a
+        merge entry that names them."""
+        out, todo = [], list(reversed(items))
+        while todo:
+            item = todo.pop()
+            inner, reads = unwired(item)
+            if not self.unfolds(inner, prefix):
+                out.append(item)
+                continue
+            a, b = inner.branches
+            todo.append(Wired(inner.node, tuple(inner.node.inputs)))
+            todo.extend(reversed([Wired(b[0], (inner.source,)), *b[1:]]))
+            todo.extend(reversed([Wired(a[0], reads) if reads else a[0], *a[1:]]))
+        return out
 
     def row(self, node: FlowNode, prefix, level: _Level) -> dict:
         if node.stateful:
@@ -129,8 +168,10 @@ class _Emitter:
             first = {"name": name, **entries[0]}
             rest = [{"name": level.defer(f"{node.rows[0][0]}_{kind}"), **e}
                     for e, (kind, _) in zip(entries[1:], node.rows[1:])]
+            rest[-1]["_out"] = node.index
             return {"_rows": [first, *rest]}
-        entry = self.named(node, prefix, name, {"name": name, **entries[0]})
+        entry = self.named(node, prefix, name, {"name": name, **entries[0],
+                                                "_out": node.index})
         if node.flat:
             entry["flat"] = True
         return entry
@@ -151,6 +192,7 @@ class _Emitter:
             entry = {"name": level.defer(_structure_name(item)), "flat": True, **entry}
         else:
             entry = {"name": name, **entry}
+        entry["_out"] = out_index(item)
         return entry
 
     def merge(self, item: MergeItem, prefix, level: _Level, flat: bool) -> dict:
@@ -247,18 +289,27 @@ class _Emitter:
         return entry
 
 
-def _attach_posts(items, prefix) -> list:
+def _wire(entry: dict, reads) -> dict:
+    """Note the nodes an entry reads (the wiring pass writes its `from`)."""
+    if reads is not None:
+        (entry["_rows"][0] if "_rows" in entry else entry)["_in"] = tuple(reads)
+    return entry
+
+
+def _attach_posts(items, prefix, shared=frozenset()) -> list:
     """A residual and the activation after it (of the same module) as one
-    item: the activation becomes the merge's `activation`."""
+    item: the activation becomes the merge's `activation` (not where the sum
+    is read elsewhere too)."""
     out = []
     for item in items:
         prev = out[-1] if out else None
         if isinstance(prev, MergeItem) and prev.op == "add" and prev.post is None and \
+                prev.node.index not in shared and \
                 isinstance(item, FlowNode) and not item.stateful and len(item.rows) == 1 and \
                 item.rows[0][0] in ACTIVATIONS and _plain(_entry(*item.rows[0]),
                                                           item.rows[0][0]) and \
                 _home(item, prefix)[0] == _home(prev, prefix)[0]:
-            prev.post = item.rows[0][0]
+            prev.post, prev.post_node = item.rows[0][0], item.index
             continue
         out.append(item)
     return out

@@ -45,18 +45,22 @@ def _flatten_rows(entries: list) -> list:
     return out
 
 
-def _fuse_posts(entries: list) -> list:
-    """A residual followed by an activation of the same level: the activation
-    after the add (torchvision's `out = relu(out + identity)`)."""
+def _fuse_posts(entries: list, shared=frozenset()) -> list:
+    """A residual (or a graph's merge) followed by an activation of the same
+    level: the activation after the add (torchvision's `out = relu(out +
+    identity)`), unless the sum is read elsewhere too or the activation reads
+    another entry."""
     entries = _flatten_rows(entries)
     out = []
     for e in entries:
         prev = out[-1] if out else None
         kind = _row_kind(e)
-        if prev is not None and any(k in prev for k in ("residual", "dense")) and \
+        if prev is not None and any(k in prev for k in ("residual", "dense", "merge")) and \
                 "activation" not in prev and kind in ACTIVATIONS and _plain(e, kind) and \
-                not e.get("flat"):
+                not e.get("flat") and "_in" not in e and prev.get("_out") not in shared:
             prev["activation"] = kind
+            if "_out" in e:
+                prev["_out"] = e["_out"]
             continue
         out.append(e)
     return out
@@ -81,7 +85,8 @@ def _KIND_NAMES():
 
 def _plain(e: dict, kind: str) -> bool:
     """An activation row with its kind's default arguments (in place aside)."""
-    return all(k in ("name", kind, "inplace") for k in e) and e[kind] is True
+    return all(k in ("name", kind, "inplace") or k.startswith("_") for k in e) and \
+        e[kind] is True
 
 
 def _fuse_levels(entries: list, fused: dict) -> list:
@@ -118,13 +123,16 @@ def _fuse_level(entry: dict, defaults: dict) -> dict:
     if not 2 <= len(layers) <= 3 or [e.get("name") for e in layers] != \
             [str(i) for i in range(len(layers))]:
         return entry
+    if entry.get("_pinned") or any("from" in e or "merge" in e for e in layers):
+        return entry     # a row of it is read by name: it stays a level
     first, rest = layers[0], layers[1:]
     kind = _row_kind(first)
     if len(layers) == 2 and kind == "flatten" and _row_kind(rest[0]) in ("fc", "dropconnect") \
             and set(first) == {"name", "flatten"}:
         # fc (dropconnect) on a C x H x W map builds nn.Sequential(Flatten, Linear): the
         # same modules
-        return {"name": entry["name"], **{k: v for k, v in rest[0].items() if k != "name"}}
+        return {"name": entry["name"], **_wiring(entry),
+                **{k: v for k, v in rest[0].items() if k != "name"}}
     if kind is None or not lookup(kind).weighted or first.get("flat"):
         return entry     # only weighted rows (conv, fc, conv_table, ...) fuse
     fused = {k: v for k, v in first.items() if k != "name"}
@@ -143,7 +151,12 @@ def _fuse_level(entry: dict, defaults: dict) -> dict:
         fused["activation"] = act
     if len(fused) == len(first) - 1:
         return entry
-    return {"name": entry["name"], **fused}
+    return {"name": entry["name"], **_wiring(entry), **fused}
+
+
+def _wiring(entry: dict) -> dict:
+    """What a fused level keeps of its own: the `from` it reads."""
+    return {"from": entry["from"]} if "from" in entry else {}
 
 
 def _activation_args(e: dict, kind: str) -> dict:

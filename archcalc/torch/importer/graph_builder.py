@@ -17,7 +17,7 @@ from .dataflow import (Expanded, FlowNode, Param, _Indices, _PENDING, _POISON, _
 from .layout import _classify_layout
 from .mappers import (ADD, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNCTIONS, LAYOUT_METHODS,
     METHOD_MAPPERS, MUL, PoolIndices, SPLIT, UNPOOLS, Unpool, NoMapping, _constant,
-    _layout_module, _mapper_for, _single_output, row)
+    _layout_module, _mapper_for, row)
 from .naming import _clean_name
 from .probing import Probed, _TensorArg
 
@@ -39,6 +39,7 @@ class _GraphBuilder:
         self.opaque_vars: list = []
         self.stateful_calls: dict = {}    # module path -> times called
         self.output = None
+        self.outputs: list = []           # every tensor the forward returns, in order
         self.used_state: set = set()      # module paths and parameter targets used
         self.modules = dict(gm.named_modules())
         self.taped: dict = {}             # (id of an IndexTape, key) -> its max pool's FlowNode
@@ -78,15 +79,18 @@ class _GraphBuilder:
         if n.op == "output":
             if self.unsupported:
                 return
-            out = _single_output(n.args[0])
-            got = self.value.get(out) if isinstance(out, fx.Node) else None
-            if isinstance(got, (_Pooled, _Indices)):
-                raise SpecError(f"the model's forward returns the indices of the max pool at "
-                                f"{_where(got.pool)}; import needs one tensor")
-            if not isinstance(got, FlowNode):
-                raise SpecError("the model's forward must return one tensor; it returns "
-                                f"{type(self.found.values.get(out, out)).__name__}")
-            self.output = got
+            # several outputs (a dict, a tuple): the spec's [model] outputs
+            outs = _returned(n.args[0])
+            for out in outs:
+                got = self.value.get(out) if isinstance(out, fx.Node) else None
+                if isinstance(got, (_Pooled, _Indices)):
+                    raise SpecError(f"the model's forward returns the indices of the max "
+                                    f"pool at {_where(got.pool)}; import needs tensors")
+                if not isinstance(got, FlowNode):
+                    raise SpecError("the model's forward must return tensors; it returns "
+                                    f"{type(self.found.values.get(out, out)).__name__}")
+                self.outputs.append(got)
+            self.output = self.outputs[-1]
             return
         inputs = [self.value.get(a) for a in n.all_input_nodes]
         if any(x is _POISON for x in inputs):
@@ -503,6 +507,15 @@ class _GraphBuilder:
                     spath, stateful, row_name or "opaque", what=what,
                     scoped=n.op != "call_module")
         self._add(node, n)
+
+
+def _returned(out) -> list:
+    """What the forward returns, as a list: a dict's values, a tuple's items."""
+    if isinstance(out, dict) and out:
+        return list(out.values())
+    if isinstance(out, (tuple, list)) and out:
+        return list(out)
+    return [out]
 
 
 def _gate(a, b) -> bool:

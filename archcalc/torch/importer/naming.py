@@ -7,7 +7,7 @@ import re
 from ...errors import SpecError
 from ...graph import NAME, RESERVED
 from .dataflow import FlowNode
-from .structure import MergeItem
+from .structure import MERGE_OPS, MergeItem, Wired
 
 
 # --------------------------------------------------------------------------
@@ -83,6 +83,8 @@ def _stateful_paths(items) -> list:
 def _home(item, prefix: tuple):
     """The child level of ``prefix`` an item belongs to: (name, firm?), or
     (None, firm) for this level itself."""
+    if isinstance(item, Wired):
+        item = item.item
     paths = _stateful_paths([item])
     n = len(prefix)
     if paths:
@@ -101,7 +103,10 @@ def _home(item, prefix: tuple):
                 return None, True
             return firsts.pop(), True
         return None, True
-    scopes = [p for p in _levels([item]) if p[:n] == prefix and len(p) > n]
+    # a merge node of a graph: its path is the scope that computes it
+    scoped = [item.path] if isinstance(item, FlowNode) and item.op in MERGE_OPS else \
+        _levels([item])
+    scopes = [p for p in scoped if p[:n] == prefix and len(p) > n]
     firsts = {p[n] for p in scopes}
     if len(firsts) == 1 and scopes:
         return firsts.pop(), False

@@ -1,5 +1,8 @@
 """Structure recovery: the dataflow folded into sequences, merges (residual add,
-gate mul), concats (dense: DenseNet's running concatenation) and splits."""
+gate mul), concats (dense: DenseNet's running concatenation) and splits; a
+region that does not fold (DLA's trees, DPN's dual paths, an FPN) becomes
+items that name what they read (`Wired`: the spec's `from` and `merge`), its
+single-entry single-exit parts still folded."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,12 +40,15 @@ class MergeItem:
     branches: list           # two item lists ([] for the identity)
     node: FlowNode
     post: str | None = None  # the activation after the add
+    source: int = -1         # the node both branches start from
+    post_node: int | None = None   # the activation's node, once attached
 
 
 @dataclass
 class CatItem:
     branches: list
     node: FlowNode
+    source: int = -1
 
 
 @dataclass
@@ -50,20 +56,66 @@ class SplitItem:
     branches: list
     sizes: tuple
     node: FlowNode
+    source: int = -1
+
+
+@dataclass
+class Wired:
+    """An item that reads named nodes, not the previous item's output: a row or
+    a folded part of a region that does not fold (its input), or a merge of
+    computed tensors (its inputs). Its branches are itself, so the walks over
+    items (paths, levels) see through it."""
+    item: object
+    reads: tuple
+
+    @property
+    def branches(self) -> list:
+        return [[self.item]]
+
+
+
+MERGE_OPS = ("add", "mul", "cat")   # FlowNode ops that combine computed tensors
+
+
+def out_index(item) -> int:
+    """The node whose value an item gives (a residual's post activation's)."""
+    if isinstance(item, FlowNode):
+        return item.index
+    if isinstance(item, Wired):
+        return out_index(item.item)
+    if isinstance(item, MergeItem) and item.post_node is not None:
+        return item.post_node
+    return item.node.index
+
+
+def unwired(item):
+    """(the item, the nodes it reads or None for the previous item's output)."""
+    if isinstance(item, Wired):
+        return item.item, item.reads
+    return item, None
 
 
 class _Recover:
-    def __init__(self, nodes: list, output: FlowNode):
-        self.nodes = nodes
+    """Fold the dataflow from the input to the output. ``outputs``: the nodes a
+    model of several outputs returns (a sink node reads them all)."""
+
+    def __init__(self, nodes: list, output: FlowNode, outputs: list | None = None):
+        self.nodes = list(nodes)
         self.output = output
+        self.sink = None
+        if outputs and len({n.index for n in outputs}) > 1:
+            self.sink = len(self.nodes)
+            ins = list(dict.fromkeys(n.index for n in outputs))
+            self.output = FlowNode(self.sink, "outputs", ins, (), ())
+            self.nodes.append(self.output)
         self.anc = []
-        for n in nodes:
+        for n in self.nodes:
             mask = 1 << n.index
             for i in n.inputs:
                 mask |= self.anc[i]
             self.anc.append(mask)
-        self.users: dict[int, list] = {n.index: [] for n in nodes}
-        for n in nodes:
+        self.users: dict[int, list] = {n.index: [] for n in self.nodes}
+        for n in self.nodes:
             for i in dict.fromkeys(n.inputs):
                 self.users[i].append(n.index)
         self.seen: set = set()
@@ -72,33 +124,53 @@ class _Recover:
         return bool((self.anc[n] >> cur) & 1) and bool((self.anc[stop] >> n) & 1)
 
     def run(self) -> list:
-        return self.seq(0, self.output.index)
+        return self.seq(0, self.output.index, fallback=True)
+
+    def shared(self) -> set:
+        """Nodes read more than once (a post activation cannot fuse into them)."""
+        return {i for i, us in self.users.items() if len(us) > 1}
 
     def fail(self, n: int, what: str):
         node = self.nodes[n]
         where = ".".join(node.path) or "the model's forward"
         raise SpecError(f"cannot fold the dataflow at {where} into spec structures: {what}")
 
-    def seq(self, cur: int, stop: int) -> list:
+    def seq(self, cur: int, stop: int, fallback: bool = False) -> list:
+        """Items from ``cur`` (excluded) to ``stop``. fallback: a step that does
+        not fold (rolled back) becomes a graph region up to its join."""
         items = []
         while cur != stop:
-            consumers = [u for u in self.users[cur] if self.inside(u, cur, stop)]
-            if not consumers:
-                self.fail(cur, "a path ends before the output")
-            if len(consumers) == 1 and self.nodes[consumers[0]].op == "row":
-                u = consumers[0]
-                self.visit(u)
-                items.append(self.nodes[u])
-                cur = u
-                continue
-            if len(consumers) == 1 and self.nodes[consumers[0]].op == "split":
-                item, cur = self.split(consumers[0], stop)
+            if not fallback:
+                item, cur = self.step(cur, stop)
                 items.append(item)
                 continue
-            join = self.join(cur, stop)
-            items.append(self.structure(cur, join))
-            cur = join
+            seen = set(self.seen)
+            try:
+                item, nxt = self.step(cur, stop)
+                items.append(item)
+            except SpecError:
+                self.seen = seen
+                try:
+                    nxt = self.join(cur, stop)
+                except SpecError:
+                    nxt = stop
+                items.extend(self.graph(cur, nxt))
+            cur = nxt
         return items
+
+    def step(self, cur: int, stop: int):
+        """One item after ``cur`` and the node it ends at."""
+        consumers = [u for u in self.users[cur] if self.inside(u, cur, stop)]
+        if not consumers:
+            self.fail(cur, "a path ends before the output")
+        if len(consumers) == 1 and self.nodes[consumers[0]].op == "row":
+            u = consumers[0]
+            self.visit(u)
+            return self.nodes[u], u
+        if len(consumers) == 1 and self.nodes[consumers[0]].op == "split":
+            return self.split(consumers[0], stop)
+        join = self.join(cur, stop)
+        return self.structure(cur, join), join
 
     def visit(self, n: int):
         if n in self.seen:
@@ -134,11 +206,12 @@ class _Recover:
             if a == b:
                 self.fail(join, f"{node.op} of a tensor with itself")
             return MergeItem(node.op, [[] if i == cur else self.seq(cur, i) for i in (a, b)],
-                             node)
+                             node, source=cur)
         if node.op == "cat":
             if len(set(node.inputs)) != len(node.inputs):
                 self.fail(join, "a concat of one tensor twice")
-            return CatItem([[] if i == cur else self.seq(cur, i) for i in node.inputs], node)
+            return CatItem([[] if i == cur else self.seq(cur, i) for i in node.inputs], node,
+                           source=cur)
         self.fail(join, f"the paths meet at a {node.rows[0][0] if node.rows else node.op} "
                         "that takes one input")
 
@@ -160,4 +233,76 @@ class _Recover:
                 self.fail(s, "a split whose slices are concatenated in another order")
             self.visit(start)
             branches.append([] if i == start else self.seq(start, i))
-        return SplitItem(branches, node.sizes, cat), join
+        return SplitItem(branches, node.sizes, cat, source=node.inputs[0]), join
+
+    # -- regions that do not fold -------------------------------------------------
+    def graph(self, cur: int, join: int) -> list:
+        """The region from ``cur`` to ``join`` as items in the dataflow's order,
+        each naming what it reads where that is not the previous item: merges of
+        computed tensors by their inputs, and the largest single-entry
+        single-exit parts (a chain, a residual block) folded as usual."""
+        todo = [u for u in range(cur + 1, join + 1)
+                if u != self.sink and self.inside(u, cur, join)]
+        items = []
+        while todo:
+            u = todo[0]
+            node = self.nodes[u]
+            if node.op in MERGE_OPS:
+                self.visit(u)
+                items.append(Wired(node, tuple(node.inputs)))
+                todo.pop(0)
+                continue
+            if node.op not in ("row", "split"):
+                self.fail(u, f"a {node.op} whose split is not concatenated again (a spec "
+                             "has no kind for one slice of the channels)")
+            a, end = node.inputs[0], self.chunk_end(u, join)
+            if node.op == "split" and end == u:
+                self.fail(u, "a split whose slices are used apart (a spec has no kind for "
+                             "one slice of the channels)")
+            part = self.seq(a, end, fallback=True)
+            items.append(part[0] if isinstance(part[0], Wired) else Wired(part[0], (a,)))
+            items.extend(part[1:])
+            span = self.span(u, end)
+            todo = [v for v in todo if not (span >> v) & 1]
+        return items
+
+    def span(self, u: int, b: int) -> int:
+        """The nodes on the paths from u to b (a bit mask)."""
+        mask = 0
+        for v in range(u, b + 1):
+            if (self.anc[b] >> v) & 1 and (self.anc[v] >> u) & 1:
+                mask |= 1 << v
+        return mask
+
+    def closed(self, u: int, b: int) -> bool:
+        """Only u reads from outside the span u..b, only b is read outside it."""
+        span = self.span(u, b)
+        for v in range(u, b + 1):
+            if not (span >> v) & 1:
+                continue
+            if v != u and any(not (span >> i) & 1 for i in self.nodes[v].inputs):
+                return False
+            if v != b and any(not (span >> w) & 1 for w in self.users[v]):
+                return False
+        return True
+
+    def chunk_end(self, u: int, join: int) -> int:
+        """The last node b such that u..b is single-entry single-exit (a chain,
+        or a fork and the node its paths meet at), grown from u."""
+        end = u
+        while end != join:
+            users = self.users[end]
+            if len(users) == 1 and self.nodes[users[0]].inputs == [end] and \
+                    users[0] != self.sink:
+                end = users[0]
+                continue
+            if len(users) < 2 or any(not self.inside(w, end, join) for w in users):
+                break
+            try:
+                nxt = self.join(end, join)
+            except SpecError:
+                break
+            if nxt == self.sink or not self.closed(u, nxt):
+                break
+            end = nxt
+        return end

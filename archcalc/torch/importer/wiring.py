@@ -1,0 +1,160 @@
+"""Wiring: the `from` of every entry that does not read the previous entry's
+output, and the model's `outputs`, written as names relative to the list that
+reads them (the spec's general-graph syntax).
+
+The emitter notes on each entry the node it gives (`_out`) and, where it reads
+named nodes, those (`_in`); this pass walks the entries as the engine will
+read them (a list's input, then each entry reading the previous one's output)
+and names each read node: "input" (the list's own input), an earlier entry of
+the list or of an enclosing list, or a dotted path into an earlier named
+level. A level read into by name stays a level (no fusion: `_pinned`) and is
+kept out of blocks, as is a level that reads names outside itself
+(`_no_block`: a block body sees only its own entries)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...errors import SpecError
+
+BODY_KEYS = ("layers", "residual", "scale", "dense")
+
+
+@dataclass
+class _Frame:
+    entries: list       # the list
+    upto: int           # the entry being wired: only earlier ones are visible
+    input: int | None   # the list's input node (None: a split's slice)
+    holder: dict | None  # the entry that holds the list
+
+
+def wire(entries: list, outputs: list | None = None) -> list | None:
+    """Write `from` on ``entries`` (in place) and strip the notes; the names of
+    ``outputs`` (node indices) at the top level, if given."""
+    wiring = _Wiring()
+    wiring.walk(entries, 0, [])
+    names = None
+    if outputs:
+        end = _Frame(entries, len(entries), 0, None)
+        names = [wiring.name(node, [end], "the model's outputs") for node in outputs]
+    _strip(entries)
+    return names
+
+
+class _Wiring:
+    def walk(self, entries: list, input_node, chain: list, holder=None):
+        """Wire one list whose input is ``input_node`` (``chain``: the frames of
+        the enclosing lists); returns its output node."""
+        prev = input_node
+        for i, e in enumerate(entries):
+            prev = self.entry(e, prev, [*chain, _Frame(entries, i, input_node, holder)])
+        return prev
+
+    def entry(self, e, prev, chain: list):
+        if isinstance(e, list):            # a branch written as a bare list
+            return self.walk(e, prev, chain)
+        if not isinstance(e, dict):
+            return prev
+        if "_rows" in e:                   # one call, several rows
+            for row in e["_rows"]:
+                prev = self.entry(row, prev, chain)
+            return prev
+        reads = e.get("_in")
+        merge = "merge" in e
+        source = prev
+        if reads is not None:
+            what = e.get("name", "a layer")
+            if merge:
+                e["from"] = [self.name(r, chain, what) for r in reads]
+            else:
+                if tuple(reads) != (prev,):
+                    e["from"] = self.name(reads[0], chain, what)
+                source = reads[0]
+        out = e.get("_out")
+        for key in BODY_KEYS:
+            if isinstance(e.get(key), list):
+                inner = self.walk(e[key], source, chain, e)
+                if key == "layers" and out is None:
+                    out = inner
+        if isinstance(e.get("shortcut"), list):
+            self.walk(e["shortcut"], source, chain, e)
+        for key in ("concat", "split"):
+            for b in e.get(key) or []:
+                layers = b.get("layers") if isinstance(b, dict) else b
+                if isinstance(layers, list):
+                    self.walk(layers, source if key == "concat" else None, chain, e)
+        e["_out"] = out
+        return out
+
+    def name(self, node: int, chain: list, what: str) -> str:
+        """The name ``node`` has, seen from the innermost list of ``chain``."""
+        innermost = chain[-1]
+        if node == innermost.input:
+            return "input"
+        for depth in range(len(chain) - 1, -1, -1):
+            frame = chain[depth]
+            found = self.direct(frame, node) or self.dotted(frame, node)
+            if found is None:
+                continue
+            if depth < len(chain) - 1:
+                first = found.split(".")[0]
+                for nearer in chain[depth + 1:]:
+                    if any(isinstance(x, dict) and x.get("name") == first
+                           for x in nearer.entries):
+                        raise SpecError(f"{what}: the layer it reads, {found!r}, is hidden "
+                                        "by a layer of the same name in its own level")
+                    if nearer.holder is not None:
+                        nearer.holder["_no_block"] = True
+            return found
+        raise SpecError(f"{what}: reads a tensor no earlier entry of its level or of an "
+                        "enclosing one gives (a spec names only those)")
+
+    @staticmethod
+    def direct(frame: _Frame, node: int):
+        for e in reversed(frame.entries[:frame.upto]):
+            if isinstance(e, dict) and e.get("_out") == node and isinstance(e.get("name"), str):
+                return e["name"]
+        return None
+
+    def dotted(self, frame: _Frame, node: int):
+        for e in reversed(frame.entries[:frame.upto]):
+            path = self.within(e, node)
+            if path is not None:
+                return path
+        return None
+
+    def within(self, e, node: int):
+        """A dotted path to ``node`` inside the named level ``e``."""
+        if not (isinstance(e, dict) and isinstance(e.get("name"), str) and not e.get("flat")
+                and isinstance(e.get("layers"), list)):
+            return None
+        for sub in reversed(e["layers"]):
+            rows = sub.get("_rows", [sub]) if isinstance(sub, dict) else []
+            for row in rows:
+                if isinstance(row, dict) and row.get("_out") == node and \
+                        isinstance(row.get("name"), str):
+                    e["_pinned"] = e["_no_block"] = True
+                    return f"{e['name']}.{row['name']}"
+            deeper = self.within(sub, node)
+            if deeper is not None:
+                e["_pinned"] = e["_no_block"] = True
+                return f"{e['name']}.{deeper}"
+        return None
+
+
+def _strip(entries):
+    """The emitter's notes out (the writer compares entries whole)."""
+    for e in entries:
+        if isinstance(e, list):
+            _strip(e)
+            continue
+        if not isinstance(e, dict):
+            continue
+        e.pop("_in", None)
+        e.pop("_out", None)
+        for key in (*BODY_KEYS, "shortcut", "_rows"):
+            if isinstance(e.get(key), list):
+                _strip(e[key])
+        for key in ("concat", "split"):
+            for b in e.get(key) or []:
+                _strip(b.get("layers", []) if isinstance(b, dict) else b
+                       if isinstance(b, list) else [])

@@ -46,3 +46,17 @@ def require_chw(call, what: str):
     """The kind acts on a C x H x W map: another input has no mapping."""
     if len(call.x) != 3:
         raise NoMapping(f"{what} on a {len(call.x)}-d input")
+
+
+def reads_state(mapper):
+    """Marks a functional mapper whose call may read a module's parameters or
+    buffers (F.batch_norm(x, self.running_mean, ..., self.weight, self.bias)):
+    the importer makes the call that module's one stateful row, named by the
+    module's path so the spec's names are its state_dict keys."""
+    mapper.reads_state = True
+    return mapper
+
+
+def given(value) -> bool:
+    """An optional tensor argument was passed (a weight, a bias)."""
+    return value is not None

@@ -325,7 +325,7 @@ class _GraphBuilder:
                     return
                 raise NoMapping(f"item {n.args[1]} of a module's outputs")
         if any(isinstance(i, (Param, Expanded)) for i in inputs):
-            raise NoMapping("computes on the module's parameters outside a layer")
+            return self._state_call(n, tensors, inputs)
         x = tensors[0]
         if len({t.index for t in tensors}) > 1:
             raise NoMapping("combines several tensors")
@@ -341,6 +341,27 @@ class _GraphBuilder:
             return (self._pool_indices if isinstance(found, PoolIndices) else self._unpool)(
                 n, x, found, how)
         self._row(n, x, found, name=_op_name(fname, found), what=_describe_target(n))
+
+    def _state_call(self, n: fx.Node, tensors: list, inputs: list):
+        """F.batch_norm(x, self.running_mean, ..., self.weight, self.bias) in a
+        module's own forward: that module's one stateful row, named by its path
+        (the state_dict keys), where the call's mapper reads state."""
+        table = METHOD_MAPPERS if n.op == "call_method" else FUNCTION_MAPPERS
+        mapper = table.get(n.target)
+        params = [i for i in inputs if isinstance(i, (Param, Expanded))]
+        owners = {p.target.rpartition(".")[0] for p in params if isinstance(p, Param)}
+        if not getattr(mapper, "reads_state", False) or len(owners) != 1 or "" in owners or \
+                any(isinstance(p, Expanded) for p in params) or \
+                len({t.index for t in tensors}) != 1:
+            raise NoMapping("computes on the module's parameters outside a layer")
+        owner = owners.pop()
+        x = tensors[0]
+        found = mapper(self._call(n, x))
+        self.stateful_calls[owner] = self.stateful_calls.get(owner, 0) + 1
+        self.used_state.update([owner] + [p.target for p in params])
+        path = _path(owner)
+        self._row(n, x, found, path=path, stateful=True, name=path[-1],
+                  what=_describe_target(n))
 
     def _binary(self, n, op, inputs):
         a, b = (self.value.get(x) if isinstance(x, fx.Node) else x for x in n.args[:2])
@@ -363,7 +384,8 @@ class _GraphBuilder:
             if op == "add" and len(x.shape) == 2 and shape == (1, *x.shape):
                 return self._row(n, x, row("position_embedding"), path=path, stateful=True,
                                  name=path[-1], flat=True, what="a position embedding")
-            if op == "mul" and len(x.shape) == 3 and shape == (x.shape[0], 1, 1):
+            if op == "mul" and len(x.shape) == 3 and shape[-3:] == (x.shape[0], 1, 1) and \
+                    all(d == 1 for d in shape[:-3]):    # (C, 1, 1) or (1, C, 1, 1)
                 init = _constant(param.tensor, 1e-6)
                 return self._row(n, x, row("layer_scale", init=init), path=path,
                                  stateful=True, name=path[-1], flat=True,
@@ -450,6 +472,12 @@ class _GraphBuilder:
         if x is _POISON:
             for n in chain:
                 self.value[n] = _POISON
+            return
+        if isinstance(x, Param) and _tensor(self.found.values.get(tail)):
+            # self.gamma.reshape(1, -1, 1, 1): the parameter, seen in that shape
+            for n in chain[:-1]:
+                self.value[n] = None
+            self.value[tail] = Param(x.target, x.tensor.reshape(self.found.values[tail]))
             return
         if not isinstance(x, FlowNode):
             raise NoMapping("computes on the module's parameters or buffers, not on its input")

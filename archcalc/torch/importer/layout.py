@@ -84,6 +84,11 @@ def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
             return []
         if len(s) == 3 and len(t_out) == 1:
             return row("flatten")
+        # a 1 x 1 map to channels last and back (a LayerNorm2d after the pool)
+        if len(s) == 3 and s[1] * s[2] == 1 and len(t_out) == 3 and t_out[-1] == s[0]:
+            return row("tokens")
+        if len(s) == 2 and s[0] == 1 and t_out in ((s[1], 1, 1), (s[1],)):
+            return row("to_map", size=1) + (row("flatten") if len(t_out) == 1 else [])
         raise NoMapping(f"a reshape from {list(t_in)} to {list(t_out)}")
     if n_out == n_in and len(s) == 3:
         c, h, w = s

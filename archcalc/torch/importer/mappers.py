@@ -104,6 +104,20 @@ def _register_kinds():
             except ImportError:     # torchvision's classes, where the vision extra is missing
                 continue
             MODULE_MAPPERS[getattr(module, name)] = kind.from_torch
+    _register_companions()
+
+
+def _register_companions():
+    """The functional hooks beside the kinds: each companion module
+    (archcalc/layers/<family>_torch.py) may map calls by target (FUNCTIONS)
+    and Tensor methods by name (METHODS) to its kinds."""
+    import pkgutil
+    from ... import layers
+    for info in pkgutil.iter_modules(layers.__path__):
+        if info.name.endswith("_torch"):
+            companion = importlib.import_module(f"{layers.__name__}.{info.name}")
+            FUNCTION_MAPPERS.update(getattr(companion, "FUNCTIONS", {}))
+            METHOD_MAPPERS.update(getattr(companion, "METHODS", {}))
 
 
 _register_kinds()

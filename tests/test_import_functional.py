@@ -1,0 +1,154 @@
+"""Import at the operation level: modules that call F.batch_norm, F.layer_norm,
+F.group_norm, F.linear, F.conv2d, F.pad ... themselves with their own
+parameters (timm's BatchNormAct2d, LayerNorm2d, GroupNormAct, Conv2dSame,
+ResMLP's Affine) import as the rows their nn.Module forms give, each named by
+the module whose parameters it reads (the state_dict keys).
+
+Every figure is PyTorch's: params == sum(p.numel()), MACs == FlopCounterMode / 2
+on the meta device, and where the spec builds a model with the original's
+state_dict keys, the built model loads that state_dict strictly and computes
+the same outputs.
+"""
+import copy
+import inspect
+
+import pytest
+
+from archcalc.analysis import analyze
+from archcalc.spec.loader import loads
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+from torch import nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from archcalc.torch import importer  # noqa: E402
+
+# refuse what has no kind (where import keeps it as a measured opaque row by default)
+STRICT = {"strict": True} if "strict" in inspect.signature(importer.import_module).parameters \
+    else {}
+
+
+def meta_macs(model, shape) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        copy.deepcopy(model).to("meta")(torch.zeros(1, *shape, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+def imported(model, shape, label="model"):
+    """(Imported, Report) of a model; its params and MACs are PyTorch's."""
+    model.eval()
+    done = importer.import_module(model, shape, label=label, **STRICT)
+    report = analyze(loads(done.text, file=label))
+    assert report.totals["params"] == done.params == sum(p.numel() for p in model.parameters())
+    assert report.totals["macs"] == meta_macs(model, shape)
+    return done, report
+
+
+def rows(report) -> dict:
+    """name -> kind (with its fused ops) of every row."""
+    return {".".join(map(str, r.path)) or r.name: r.type for r in report.rows[1:]}
+
+
+def same_function(model, shape, done):
+    """The spec's built model loads the original's state_dict strictly and
+    computes its outputs (real weights, on the CPU)."""
+    torch.manual_seed(0)
+    for p in model.parameters():
+        nn.init.normal_(p, std=0.2)
+    for name, b in model.named_buffers():
+        if name.endswith("running_var"):
+            b.uniform_(0.5, 2.0)
+        elif name.endswith("running_mean"):
+            b.normal_(0, 0.5)
+    built = loads(done.text, file="model").build().eval()
+    built.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        assert (built(x) - model(x)).abs().max().item() <= 1e-5
+
+
+def timm_meta(name, **kwargs):
+    with importer.empty_weights():
+        return timm.create_model(name, pretrained=False, **kwargs).eval()
+
+
+# -- batch norm: timm's BatchNormAct2d calls F.batch_norm itself ---------------
+
+
+def tiny_bn_act():
+    from timm.layers import BatchNormAct2d
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False),
+                         BatchNormAct2d(8, act_layer=nn.ReLU),
+                         BatchNormAct2d(8, apply_act=False))
+
+
+def test_batch_norm_act_is_a_batch_norm_row_named_by_its_module():
+    model = tiny_bn_act()
+    done, report = imported(model, (3, 8, 8))
+    assert rows(report) == {"0": "conv", "1": "batch_norm", "act": "relu", "2": "batch_norm"}
+    same_function(model, (3, 8, 8), done)
+
+
+def test_densenet121_timm_imports_exactly():
+    """timm's DenseNet-121 (BatchNormAct2d throughout): 7,978,856 params (Huang
+    et al. 2017, torchvision's count too)."""
+    model = timm_meta("densenet121")
+    done, report = imported(model, (3, 224, 224), "timm:densenet121")
+    assert done.params == 7_978_856
+
+
+def test_cspdarknet53_imports_exactly():
+    imported(timm_meta("cspdarknet53"), (3, 256, 256), "timm:cspdarknet53")
+
+
+def test_batch_norm_with_batch_statistics_has_no_kind():
+    """F.batch_norm(x, None, None, training=True): the statistics of the batch at
+    inference, which archcalc's batch_norm (running statistics) is not."""
+    class BatchStats(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.weight, self.bias = nn.Parameter(torch.ones(4)), nn.Parameter(torch.zeros(4))
+
+        def forward(self, x):
+            return nn.functional.batch_norm(x, None, None, self.weight, self.bias, True)
+    with pytest.raises(importer.Unsupported, match="batch statistics"):
+        importer.import_module(nn.Sequential(BatchStats()), (4, 4, 4), **STRICT)
+
+
+# -- layer norm: timm's LayerNorm2d (permute, F.layer_norm, permute) ------------
+
+
+def test_layer_norm_2d_is_a_layer_norm_row_on_channels_last_tokens():
+    from timm.layers import LayerNorm2d
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), LayerNorm2d(8))
+    done, report = imported(model, (3, 8, 8))
+    assert list(rows(report).values()) == ["conv", "tokens", "layer_norm", "to_map"]
+    assert rows(report)["1"] == "layer_norm"
+    same_function(model, (3, 8, 8), done)
+
+
+def test_convnext_atto_imports_exactly():
+    """ConvNeXt-atto: LayerNorm2d in the stem, the downsamples and after the
+    pool (a 1 x 1 map), a layer scale gamma read as gamma.reshape(1, -1, 1, 1)."""
+    done, report = imported(timm_meta("convnext_atto"), (3, 224, 224), "timm:convnext_atto")
+    assert done.params == 3_695_520
+    assert "layer_scale" in {r.type for r in report.rows}
+
+
+# -- group norm: timm's GroupNormAct --------------------------------------------
+
+
+def test_group_norm_act_is_a_group_norm_row():
+    from timm.layers import GroupNormAct
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), GroupNormAct(8, num_groups=4,
+                                                             act_layer=nn.SiLU))
+    done, report = imported(model, (3, 8, 8))
+    assert rows(report) == {"0": "conv", "1": "group_norm", "act": "silu"}
+    assert "groups = 4" in done.text or "group_norm = 4" in done.text
+    same_function(model, (3, 8, 8), done)
+
+
+def test_efficientnet_b0_gn_imports_exactly():
+    imported(timm_meta("efficientnet_b0_gn"), (3, 224, 224), "timm:efficientnet_b0_gn")

@@ -38,14 +38,16 @@ def load(path: str, **variables):
 
 
 def from_module(module, input=(3, 224, 224), *, name: str | None = None,
-                source: str | None = None, allow_opaque: bool = False):
+                source: str | None = None, strict: bool = False,
+                allow_opaque: bool | None = None):
     """The spec of a ``torch.nn.Module`` (what ``archcalc import`` writes): traced
     with torch.fx at ``input`` (C, H, W), each call mapped to a kind, rows named
     by module paths (the built spec loads the module's state_dict), repeated
-    structure folded into blocks. Operations without a kind raise
-    ``archcalc.torch.importer.Unsupported`` naming each, unless ``allow_opaque``
-    (opaque rows: shape and params measured, MACs an unbound variable)."""
+    structure folded into blocks. An operation without a kind becomes an opaque
+    row (output shape, params and MACs measured on the module: the totals stay
+    exact); ``strict=True`` raises ``archcalc.torch.importer.Unsupported``
+    naming each instead. ``allow_opaque``: accepted, no effect (the default)."""
     from .errors import require
     require("torch", "torch", "archcalc.from_module")
     from .torch.importer import from_module as _from_module
-    return _from_module(module, input, name=name, source=source, allow_opaque=allow_opaque)
+    return _from_module(module, input, name=name, source=source, strict=strict)

@@ -28,11 +28,11 @@ def load_and_analyze(spec_path, batch, dtype, input_shape, sets, strict, optimiz
                          variables=parse_sets(sets), input=input_shape)
 
 
-def import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text=False,
-                 timeout=None):
+def import_spec(target, input_shape, kwargs_json, strict=False, name=None, text=False,
+                timeout=None):
     """Import MODULE:FACTORY: the Spec (or its TOML text with text=True); the
-    user's code raising, or operations without a kind, exit 1 in one line;
-    its code exiting, or running past --timeout, exit 2 in one line."""
+    user's code raising, or operations without a kind under ``strict``, exit 1
+    in one line; its code exiting, or running past --timeout, exit 2 in one line."""
     from ..errors import require
     from ..usercode import parse_timeout, running_user_code
     seconds = parse_timeout(timeout)
@@ -44,7 +44,7 @@ def import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text=
             built = import_targets.load(target, kwargs_json)
             model, label = built.model, built.label
             done = importer.import_module(model, input_shape or built.default_input, name=name,
-                                          allow_opaque=allow_opaque, label=label)
+                                          strict=strict, label=label)
     except (importer.ImportFailure, importer.Unsupported) as e:
         fail(str(e), 1)
     from ..render.safe import clean  # the model's own names and messages: data
@@ -56,10 +56,11 @@ def import_spec(target, input_shape, kwargs_json, allow_opaque, name=None, text=
                    f"({sum(done.unused.values()):,} params): not used by the forward at "
                    "inference", err=True)
     if done.opaque:
-        click.echo(f"note: {len(done.opaque)} opaque row(s): their MACs are unknown (the "
-                   f"variables {clean(', '.join(done.opaque[:5]))}"
-                   f"{', ...' if len(done.opaque) > 5 else ''}"
-                   "); every total that includes them is a formula", err=True)
+        kinds = sorted(set(done.opaque))
+        click.echo(f"note: {len(done.opaque)} opaque row(s), measured, not derived (no kind "
+                   f"for {clean(', '.join(kinds[:3]))}{', ...' if len(kinds) > 3 else ''}): "
+                   "their MACs are FlopCounterMode's on the meta device; --strict refuses "
+                   "them", err=True)
     if text:
         return done
     from ..spec.loader import loads

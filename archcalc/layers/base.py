@@ -256,6 +256,9 @@ class Kind:
     # for tests/test_import_stages.py: why the module `build` returns does not
     # map back to this kind's row by a from_torch hook ("" = it does)
     not_mapped_back: str = ""
+    # its figures were measured on a PyTorch module (an imported opaque row), not
+    # derived from a formula: the table marks its rows, the JSON says derived: false
+    measured: bool = False
     # for tests/test_registry_kinds.py, which checks every kind against
     # PyTorch: why torch's FlopCounterMode does not see this kind's MACs (it
     # counts convolutions and matrix products only; "" = compare them), why

@@ -1,9 +1,11 @@
-"""An opaque row: an operation archcalc has no kind for, kept by
-`archcalc import --allow-opaque` with what was measured on the real module
-(its output shape and parameter count) and what was not: its
-multiply-accumulates, left as a variable of the spec ("?", unbound), so every
-total that includes them is a formula, marked incomplete, never a silent 0.
-Bind it (`--set NAME=VALUE`) when the count is known.
+"""An opaque row: an operation archcalc has no kind for, kept by `archcalc
+import` with what was measured on the real module at the spec's input: its
+output shape (any rank: attention's heads x N x d too), its parameters and its
+multiply-accumulates (FlopCounterMode on the meta device, that one call alone,
+per sample). Its figures are measured, not derived from a formula: the table
+marks them and the JSON row says ``"derived": false``. An older spec may leave
+the MACs a variable of the spec ("?", unbound), so every total that includes
+them is a formula; bind it (`--set NAME=VALUE`) when the count is known.
 
 A spec never runs code, so an opaque row cannot be built: `check`, `export`,
 `train` and `bench` refuse a spec that has one.
@@ -16,31 +18,39 @@ from ..errors import SpecError
 from .base import Arg, Kind, NoCostModel, Saved, register
 
 
+# PyTorch's own kernels take up to 8 dimensions at most places (TensorIterator's
+# fast paths); a shape written by hand beyond that is a typo, not a tensor
+MAX_RANK = 8
+
+
 @dataclass(frozen=True)
 class ShapeArg(Arg):
-    """A per-sample shape: a list of 1 to 3 positive integers."""
+    """A per-sample shape of any rank: a list of 1 to MAX_RANK positive integers."""
 
     def read(self, kind, name, value, env):
-        if not isinstance(value, list) or not 1 <= len(value) <= 3:
+        if not isinstance(value, list) or not 1 <= len(value) <= MAX_RANK:
             raise SpecError(f"{kind}: {name} takes the output shape per sample, a list of "
-                            f"1 to 3 sizes such as [96, 56, 56]. Received: {name}={value!r}")
+                            f"1 to {MAX_RANK} sizes such as [96, 56, 56] or [12, 197, 64]. "
+                            f"Received: {name}={value!r}")
         return tuple(Arg("int", min=1, numeric=True).read(kind, name, v, env) for v in value)
 
 @register
 class Opaque(Kind):
     name = "opaque"
     not_built = "it stands for code that is not in the spec"
+    measured = True
     primary = "op"
-    summary = ("an operation archcalc has no kind for (imported with --allow-opaque): "
-               "measured output shape and params; MACs given or left unbound")
-    flops_rule = "2 x MACs (its other arithmetic is not known)"
+    summary = ("an operation archcalc has no kind for (archcalc import): output shape, "
+               "params and MACs measured on the module, not derived")
+    flops_rule = "2 x MACs, as measured (FlopCounterMode counts matrix products and convolutions)"
     args = {
         "op": Arg("str", doc="what it stands for, e.g. the module's class"),
         "output": ShapeArg("shape", doc="output shape per sample, as measured"),
         "params": Arg("int", 0, min=0, numeric=True, doc="parameters, as measured"),
         "buffers": Arg("int", 0, min=0, numeric=True),
-        "macs": Arg("int", min=0, doc="multiply-accumulates: a number, or a variable "
-                                      "declared \"?\" when not known"),
+        "macs": Arg("int", min=0, doc="multiply-accumulates per sample, as measured "
+                                      "(FlopCounterMode / 2); a variable declared \"?\" "
+                                      "when not known"),
     }
 
     def output_shape(self, a, x):
@@ -74,8 +84,8 @@ class Opaque(Kind):
                         "that operation, or replace the row with layers")
 
 def opaque_rows(report) -> list:
-    """The opaque rows of a report, for the 'incomplete' mark of its totals."""
-    return [r for r in report.rows if any(op.kind.name == "opaque" for op in r.ops)]
+    """The rows of a report measured rather than derived (its opaque rows)."""
+    return [r for r in report.rows if not r.derived]
 
 
 __all__ = ["Opaque", "opaque_rows"]

@@ -27,6 +27,8 @@ CONVENTIONS = (
     "G = 10^9; MB = 10^6 bytes.")
 
 VIEWS = "* a view or in place: no memory of its own"
+MEASURED = ("† measured on the PyTorch module (FlopCounterMode on the meta device), not "
+            "derived from a formula: an opaque row, an operation archcalc has no kind for")
 NOTES_OMITTED = ("(spec notes omitted: they describe the spec at its own input and variables, "
                  "not at the --input or --set asked for)")
 
@@ -75,6 +77,11 @@ def _share(report, row):
     return f"{100 * row.params / total:.1f}%"
 
 
+def _measured(row) -> str:
+    """The mark of a row whose figures were measured, not derived."""
+    return "" if row.derived else "†"
+
+
 def _shape_compact(shape) -> str:
     return "x".join(_f(d) for d in shape)
 
@@ -104,7 +111,8 @@ COLUMN_DEFS = {c.key: c for c in (
     Column("params", "params", True,
            (_params_full, lambda r, row: _f(row.params), lambda r, row: _human(row.params))),
     Column("params%", "% params", True, (_share,)),
-    Column("macs", "MACs", True, (lambda r, row: _f(row.macs), lambda r, row: _human(row.macs))),
+    Column("macs", "MACs", True, (lambda r, row: _f(row.macs) + _measured(row),
+                                  lambda r, row: _human(row.macs) + _measured(row))),
     Column("flops", "FLOPs", True,
            (lambda r, row: _f(row.flops), lambda r, row: _human(row.flops))),
     Column("rf", "RF", True, (_rf,)),
@@ -348,6 +356,8 @@ def render_rich(report: Report, console, columns=None, own: bool = True) -> None
         console.print(table)
     if layout.marks_views:
         console.print(VIEWS, style="dim", highlight=False)
+    if "macs" in layout.keys and _any_measured(report):
+        console.print(MEASURED, style="dim", highlight=False)
     _footer(report, console, own)
 
 
@@ -391,7 +401,13 @@ def render_plain_columns(report: Report, console, columns=None) -> None:
         out += lines(r)
     if layout.marks_views:
         out.append(VIEWS)
+    if "macs" in keys and _any_measured(report):
+        out.append(MEASURED)
     console.file.write("\n".join(out) + "\n")
+
+
+def _any_measured(report: Report) -> bool:
+    return not all(row.derived for row in report.rows)
 
 
 def _fold_path(text: str, width: int) -> list[str]:
@@ -458,6 +474,8 @@ def render_markdown(report: Report, columns=None, own: bool = True) -> str:
         lines.append("| " + " | ".join(_md(COLUMN_DEFS[k].variants[0](report, row))
                                        for k in keys) + " |")
     lines.append("")
+    if "macs" in keys and _any_measured(report):
+        lines += [_md(MEASURED), ""]
     lines += [f"- {s}" for s in summary_lines(report)]
     if own:
         lines += [f"- Note: {_md(n)}" for n in spec_notes(report)]

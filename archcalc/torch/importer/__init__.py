@@ -9,9 +9,13 @@ mapped to a kind through one of two registries (leaf modules by type,
 functions and methods by target); reshapes are evaluated on an index tensor
 and recognized as what they do (flatten, tokens, to_map, channel_shuffle, a
 token pick), whatever chain of view/permute/transpose writes them. An
-operation with no mapping is never counted as zero: the import fails naming
-each one with its module path and count, or keeps it as an `opaque` row with
-`allow_opaque`.
+operation with no mapping is never counted as zero, nor guessed: it becomes an
+`opaque` row whose output shape, parameters and MACs are measured on the module
+(FlopCounterMode on the meta device, that call alone; archcalc.torch.importer.
+measuring), marked "measured, not derived"; an op that reads several tensors or
+only parameters keeps the module that calls it whole, as one such row. With
+``strict`` the import fails instead, naming each one with its module path and
+count.
 
 The dataflow graph is folded back into the spec's structures: a fork and
 the node where its paths meet become a residual (add), a gate (mul), a concat
@@ -61,22 +65,27 @@ class Imported:
     name: str
     params: int                   # the module's parameters the forward uses
     unused: dict                  # module path -> parameters the forward never reaches
-    opaque: list                  # variables of the opaque rows' MACs
+    opaque: list                  # what each opaque row stands for (measured, not derived)
     tracer: str = "torch.fx"      # or "torch.export", where fx cannot trace the forward
     fx_error: str | None = None   # why fx could not
 
 
 def from_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = None,
-                source: str | None = None, allow_opaque: bool = False):
-    """The spec of a PyTorch module: ``archcalc.from_module(model, input=(3, 224, 224))``."""
+                source: str | None = None, strict: bool = False,
+                allow_opaque: bool | None = None):
+    """The spec of a PyTorch module: ``archcalc.from_module(model, input=(3, 224, 224))``.
+    ``strict``: refuse operations without a kind (Unsupported) rather than keep
+    them as measured opaque rows; ``allow_opaque``: accepted, no effect (the default)."""
     from ...spec.loader import loads
-    done = import_module(module, input, name=name, source=source, allow_opaque=allow_opaque)
+    done = import_module(module, input, name=name, source=source, strict=strict)
     return loads(done.text, file=f"<import {done.name}>")
 
 
 def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = None,
-                  source: str | None = None, allow_opaque: bool = False,
-                  label: str | None = None) -> Imported:
+                  source: str | None = None, strict: bool = False,
+                  allow_opaque: bool | None = None, label: str | None = None) -> Imported:
+    """``allow_opaque`` is what older callers passed to keep opaque rows, now the
+    default: accepted and ignored."""
     from ...spec import writer
     if not isinstance(module, nn.Module):
         raise SpecError(f"from_module takes a torch.nn.Module. Received: "
@@ -92,18 +101,18 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
         for _ in range(8):
             gm = tracing.graph(opaque)
             found = _probe_or_fail(gm, input_shape, label, module)
-            builder = _GraphBuilder(gm, found, input_shape, allow_opaque, opaque)
+            builder = _GraphBuilder(gm, found, input_shape, not strict, opaque)
             builder.run()
             # an op that cannot be a row of its own (it computes on parameters, or
             # on several tensors): its module is kept whole, as one opaque row
             wider = {p for p in builder.widen if p not in opaque}
-            if not allow_opaque or not wider:
+            if strict or not wider:
                 break
             opaque |= wider
     finally:
         module.train(training)
     if builder.unsupported:
-        raise Unsupported(builder.unsupported, f"cannot import {label}")
+        raise Unsupported(builder.unsupported, f"cannot import {label}", strict)
     nodes, output = builder.nodes, builder.output
     _normalize_cats(nodes, output)
     recover = _Recover(nodes, output, builder.outputs)
@@ -117,7 +126,7 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     outputs = wire(entries, [n.index for n in builder.outputs] if recover.sink else None)
     entries = _fuse_levels(entries, fused)
     _annotate_classes(entries, (), classes)
-    params, unused = _parameters(module, reached)
+    params, unused = _parameters(module, reached, builder.reads)
     notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))}: "
              f"every row is a call of the module's forward, named by its module path "
              f"(its state_dict keys)."]
@@ -129,18 +138,36 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
         total = sum(unused.values())
         notes.append(f"Left out: {', '.join(unused)} ({total:,} params) are not used by the "
                      "forward at inference (e.g. auxiliary classifiers used in training).")
-    if builder.opaque_vars:
-        notes.append(f"Incomplete: {len(builder.opaque_vars)} opaque row(s) without a kind; "
-                     "their MACs are the unbound variable(s) "
-                     f"{', '.join(builder.opaque_vars)}.")
+    opaque = [n.what for n in builder.opaque_rows if n in reached]
+    notes += _opaque_notes(opaque, [n for n in builder.unscaled if n in reached])
     header = {"name": name, "input": list(input_shape),
               "source": source or f"{label}, imported by archcalc", "notes": notes}
     if outputs:
         header["outputs"] = outputs
-    text = writer.write(header, entries, {v: "?" for v in builder.opaque_vars},
-                        fused=fused)
-    return Imported(text, name, params, unused, list(builder.opaque_vars), tracing.tracer,
-                    tracing.fx_error)
+    text = writer.write(header, entries, {}, fused=fused)
+    return Imported(text, name, params, unused, opaque, tracing.tracer, tracing.fx_error)
+
+
+def _opaque_notes(opaque: list, unscaled: list) -> list:
+    """The header's word on the opaque rows: what they stand for, and that their
+    figures are measured, not derived."""
+    if not opaque:
+        return []
+    counts: dict = {}
+    for what in opaque:
+        counts[what] = counts.get(what, 0) + 1
+    listed = ", ".join(f"{w}" + (f" (x{k})" if k > 1 else "") for w, k in
+                       sorted(counts.items(), key=lambda wk: -wk[1])[:6])
+    more = f" and {len(counts) - 6} more" if len(counts) > 6 else ""
+    notes = [f"Measured, not derived: {len(opaque)} opaque row(s) stand for operations "
+             f"archcalc has no kind for ({listed}{more}); their output shapes and params "
+             "are the module's, their MACs FlopCounterMode's on the meta device for that "
+             "call alone at this input, per sample (batch 1). The totals are exact; those "
+             "rows cannot be built, explained or scaled to another input."]
+    if unscaled:
+        notes.append(f"{len(unscaled)} of them do not scale with the batch (they compute on "
+                     "parameters too): their MACs are those of batch 1.")
+    return notes
 
 
 def _input_shape(input) -> tuple:
@@ -174,12 +201,14 @@ def _probe_or_fail(gm, input_shape, label, module) -> Probed:
                             f"{type(e).__name__}: {_first_line(e)}") from None
 
 
-def _parameters(module: nn.Module, reached) -> tuple:
-    """(parameters the spec holds, {module path: parameters left out})."""
+def _parameters(module: nn.Module, reached, reads) -> tuple:
+    """(parameters the spec holds, {module path: parameters left out});
+    ``reads``: row index -> the parameters an opaque function row reads."""
     used = set()
     for n in reached:
         if n.stateful:
             used.add(".".join(n.path))
+        used.update(reads.get(n.index, ()))
     total, unused = 0, {}
     for pname, p in module.named_parameters():
         owner = pname.rpartition(".")[0]

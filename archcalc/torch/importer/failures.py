@@ -11,10 +11,13 @@ class ImportFailure(Exception):
 
 class Unsupported(Exception):
     """Operations the import cannot map, each with its module path and count
-    (exit status 1: the model is fine, archcalc lacks kinds for it)."""
+    (exit status 1: the model is fine, archcalc lacks kinds for it): refused by
+    a strict import, or, without ``strict``, those that cannot be kept as
+    opaque rows either (the reason beside each)."""
 
-    def __init__(self, found: dict, what: str):
+    def __init__(self, found: dict, what: str, strict: bool = True):
         self.found = found
+        self.strict = strict
         by_op: dict = {}
         for (op, path), count in found.items():
             by_op.setdefault(op, []).append((path or "the model's forward", count))
@@ -26,9 +29,13 @@ class Unsupported(Exception):
             parts.append(f"{op}: {calls} call{'s' if calls > 1 else ''}, at {where}{more}")
         shown = "; ".join(parts[:8]) + (f"; and {len(parts) - 8} more" if len(parts) > 8 else "")
         total = sum(found.values())
-        super().__init__(f"{what}: {total} operation(s) have no archcalc kind: {shown}. "
-                         "--allow-opaque keeps them as opaque rows (shape and params "
-                         "measured, MACs unknown)")
+        if strict:
+            super().__init__(f"{what}: {total} operation(s) have no archcalc kind: {shown}. "
+                             "Without --strict they import as opaque rows (shape, params "
+                             "and MACs measured on the module)")
+        else:
+            super().__init__(f"{what}: {total} operation(s) have no archcalc kind and "
+                             f"cannot be kept as opaque rows: {shown}")
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 """fx graph + probe -> the dataflow graph: every call mapped to rows of kinds,
 reshape chains classified (layout), max pool indices followed into the unpools
-that read them, unmapped operations collected (or kept as opaque rows)."""
+that read them, unmapped operations kept as opaque rows with their MACs
+measured (or collected, for a strict import)."""
 from __future__ import annotations
 
 import math
@@ -15,6 +16,7 @@ from .dataflow import (Expanded, FlowNode, Param, _Indices, _PENDING, _POISON, _
     _describe_target, _kind_shape, _path, _per_sample, _spec_matches, _tensor, _tensor_valued,
     _where)
 from .layout import _classify_layout
+from .measuring import measure
 from .mappers import (ADD, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNCTIONS, LAYOUT_METHODS,
     METHOD_MAPPERS, MUL, PoolIndices, SPLIT, UNPOOLS, Unpool, NoMapping, _constant,
     _layout_module, _mapper_for, row)
@@ -36,7 +38,10 @@ class _GraphBuilder:
         self.nodes: list[FlowNode] = []
         self.value: dict = {}             # fx node -> FlowNode | Param | Expanded | None
         self.unsupported: dict = {}       # (op, path) -> count
-        self.opaque_vars: list = []
+        self.opaque_vars: list = []       # MACs variables of opaque rows (none are left now)
+        self.opaque_rows: list = []       # the opaque rows' FlowNodes, measured
+        self.reads: dict = {}             # an opaque row's index -> parameter names it reads
+        self.unscaled: list = []          # opaque rows whose MACs do not scale with the batch
         self.stateful_calls: dict = {}    # module path -> times called
         self.output = None
         self.outputs: list = []           # every tensor the forward returns, in order
@@ -494,6 +499,8 @@ class _GraphBuilder:
 
     # -- opaque rows ----------------------------------------------------------
     def _opaque(self, n: fx.Node, what: str, path: str):
+        """One row for a call without a kind: its output shape as probed, the
+        parameters it holds or reads, its MACs measured (FlopCounterMode)."""
         y = self.found.values.get(n)
         if not _tensor(y):
             raise NoMapping("its output is not one tensor")
@@ -502,39 +509,55 @@ class _GraphBuilder:
                 if isinstance(v, FlowNode)}) > 1:
             raise NoMapping("it combines several tensors")
         y = _per_sample(y)
+        batched = {a for a in n.all_input_nodes if isinstance(self.value.get(a), FlowNode)}
+        measured = measure(self.gm, n, self.found, batched)
         module = self.modules.get(n.target) if n.op == "call_module" else None
-        params = sum(p.numel() for p in module.parameters()) if module is not None else 0
-        buffers = sum(b.numel() for b in module.buffers()) if module is not None else 0
-        stateful = bool(params or buffers)
+        if module is not None:
+            params = sum(p.numel() for p in module.parameters())
+            buffers = sum(b.numel() for b in module.buffers())
+            reads = []
+        else:    # a function on the module's own tensors: those it reads are its own
+            params, buffers, reads = self._state_read(n)
+        stateful = module is not None and bool(params or buffers)
         spath = _path(path)
         if n.op == "call_module":
             row_name = spath[-1] if spath else n.name
         else:     # a function: named after it, in the module that calls it
             row_name = _clean_name(getattr(n.target, "__name__", str(n.target))).strip("_")
-        var = re.sub(r"\W", "_", "_".join(spath if n.op == "call_module" else
-                                           (*spath, row_name))).strip("_") + "_macs"
-        if not var[0].isalpha():
-            var = "m" + var
-        base, k = var, 1
-        while var in self.opaque_vars:
-            k += 1
-            var = f"{base}{k}"
-        self.opaque_vars.append(var)
         if stateful:
             self.used_state.add(n.target)
             self.stateful_calls[n.target] = self.stateful_calls.get(n.target, 0) + 1
-        if len(x.shape) == 2 and len(y) >= 2:
+        if len(x.shape) == 2 and len(y) in (2, 3):
             shape = (math.prod(y[:-1]), y[-1])      # tokens stay tokens
-        else:
-            shape = tuple(y) if len(y) in (1, 2, 3) else None
-        if shape is None:
-            raise NoMapping(f"a {len(y)}-d output")
+        else:     # any rank (attention's heads x N x d); a scalar per sample as [1]
+            shape = tuple(y) or (1,)
         node = FlowNode(0, "row", [x.index], shape, y,
                     [("opaque", {"op": what, "output": list(shape), "params": params,
-                                 "buffers": buffers, "macs": var})],
+                                 "buffers": buffers, "macs": measured.macs})],
                     spath, stateful, row_name or "opaque", what=what,
                     scoped=n.op != "call_module")
         self._add(node, n)
+        self.opaque_rows.append(node)
+        if reads:
+            self.reads[node.index] = reads
+        if not measured.scales:
+            self.unscaled.append(node)
+
+    def _state_read(self, n: fx.Node) -> tuple:
+        """(parameters, buffers, their names) of the module's tensors a function reads."""
+        params = buffers = 0
+        names = []
+        for a in n.all_input_nodes:
+            got = self.value.get(a)
+            param = got.param if isinstance(got, Expanded) else got
+            if isinstance(param, Param) and param.target not in names:
+                names.append(param.target)
+                self.used_state.add(param.target)
+                if isinstance(param.tensor, torch.nn.Parameter):
+                    params += param.tensor.numel()
+                else:
+                    buffers += param.tensor.numel()
+        return params, buffers, names
 
 
 def _returned(out) -> list:

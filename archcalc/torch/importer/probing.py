@@ -15,6 +15,7 @@ class Probed:
     """What one run on concrete (meta) tensors measured at each node."""
     values: dict = field(default_factory=dict)     # node -> tensor shape, or the value
     args: dict = field(default_factory=dict)       # node -> (args, kwargs) with tensors marked
+    meta: bool = True                              # run on the meta device (else on CPU)
 
 
 class _TensorArg:
@@ -35,7 +36,7 @@ class _Probe(fx.Interpreter):
     def __init__(self, gm, meta: bool):
         super().__init__(gm, garbage_collect_values=True)
         self.meta = meta
-        self.found = Probed()
+        self.found = Probed(meta=meta)
 
     def run_node(self, n):
         args, kwargs = self.fetch_args_kwargs_from_env(n)
@@ -70,12 +71,16 @@ def _mark(template, concrete):
 
 class ProbedShape(tuple):
     """A tensor's shape, as probed (batch included): its own type, so a probed
-    tensor is told from a tuple value (layers.base.Shape is a plain tuple)."""
+    tensor is told from a tuple value (layers.base.Shape is a plain tuple);
+    ``dtype`` is the tensor's (an opaque row's measurement makes one alike)."""
+    dtype = torch.float32
 
 
 def _describe(out):
     if isinstance(out, torch.Tensor):
-        return ProbedShape(out.shape)
+        shape = ProbedShape(out.shape)
+        shape.dtype = out.dtype
+        return shape
     if isinstance(out, (list, tuple)) and not isinstance(out, torch.Size):
         return type(out)(_describe(o) for o in out) if type(out) in (list, tuple) \
             else tuple(_describe(o) for o in out)

@@ -1,19 +1,8 @@
 """The graph the engine walks: a Spec with its expressions, kinds and blocks resolved.
 
-The node classes, their visitor contract and the shortcut and split shapes
-live in structures.py; this module builds a graph of them from a spec.
-
-Nodes:
-- ``Layer``: one table row: a kind with its arguments, maybe with a fused
-  batch norm and activation;
-- ``Sequence``: nodes in order; a named one (a block instance) adds a level
-  to the path of everything inside it;
-- ``Concat``: branches fed the same input, concatenated along channels;
-- ``Split``: the input's channels cut into consecutive slices, one per branch
-  (an empty branch passes its slice on), concatenated again (ShuffleNetV2);
-- ``Merge``: a body and a shortcut combined elementwise (``add``: residual;
-  ``mul``: a gate such as squeeze-and-excitation) or by channel concat
-  (``dense``: DenseNet), then optional fused ops (the post-add ReLU).
+The node classes (Layer, Sequence, Concat, Split, Heads, Transform, Merge,
+Join), their visitor contract and the shortcut and split shapes live in
+structures.py; this module builds a graph of them from a spec.
 
 Spec syntax for structure (in a layer list or as a reusable block):
     {block = "basic", name = "layer1_0", with = {C = 64}}
@@ -34,6 +23,12 @@ Spec syntax for structure (in a layer list or as a reusable block):
     {transform = [...], size = [H, W]}   # a spatial transformer: the list is the
                             # localisation net (ending in 6 features, theta); its
                             # sampler row warps the input (layers/transform.py)
+
+A general graph (graph_refs.py resolves the names): any entry may read
+``from = "NAME"`` (an earlier entry of its list or an enclosing one, a dotted
+path into a named level, or "input"); ``{name = "p4", merge = "add", from =
+["lat4", "up5"]}`` combines outputs (add, concat, multiply); ``[model]
+outputs = [...]`` returns several.
 
 Names and levels: a named block or structure adds a level to the path of
 what is inside it. ``flat = true`` on a structure adds none: its rows, its
@@ -62,9 +57,10 @@ from .spec.expr import UNBOUND, check_identifier, evaluate_value
 from .spec.loader import RawLayer, Spec
 from .spec.defaults import fit_inherited_padding
 # the node classes and their walk live in structures.py; importers read them here too
-from .structures import (NODE_CLASSES, Concat, Heads, Layer, Merge, Node, Op, Sequence, Split,
-                         Transform, Visitor, ends_in_heads, in_place, is_leaf, same_shape,
-                         shortcut_ops, split_sizes, walk)
+from .structures import (NODE_CLASSES, Concat, Heads, Join, Layer, Merge, Node, Op, Ref,
+                         Sequence, Split, Transform, Visitor, ends_in_heads, in_place, is_leaf,
+                         same_shape, shortcut_ops, split_sizes, walk)
+from .graph_refs import JOIN_OPS, Resolver, model_outputs
 
 ROW_KEYS = {"name", "repeat", "kind", "when", "flat", "grows"}
 REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
@@ -83,6 +79,8 @@ class Model:
     env: dict
     body: Sequence
     extra: dict = field(default_factory=dict)
+    outputs: tuple = ()   # Refs of [model] outputs; () returns the body's output
+    refs: tuple = ()      # every Ref of the graph (from, merge sources, outputs)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -141,12 +139,14 @@ def _build_graph(spec: Spec, variables: dict | None, input: tuple | str | None) 
         raise e.at(file=spec.file) from None
     builder = _Builder(spec)
     scope = _Scope(env)
-    items = []
-    for i, raw in enumerate(spec.layers, 1):
-        items.extend(builder.top_level(raw, i, scope))
-    check_names(Sequence(items), spec.file)
-    return Model(spec.name, spec.source, spec.file, tuple(shape), env, Sequence(items),
-                 dict(spec.extra))
+    body = Sequence([])
+    with builder.names.frame(body, (), [raw.table for raw in spec.layers]) as frame:
+        for i, raw in enumerate(spec.layers, 1):
+            body.items.extend(builder.top_level(raw, i, scope))
+        outputs = model_outputs(builder.names, frame, spec.outputs, spec.file)
+    check_names(body, spec.file)
+    return Model(spec.name, spec.source, spec.file, tuple(shape), env, body,
+                 dict(spec.extra), outputs, tuple(builder.names.refs))
 
 
 class _Scope:
@@ -174,6 +174,7 @@ class _Builder:
     def __init__(self, spec: Spec):
         self.spec = spec
         self.rows = 0          # rows made so far, against limits.MAX_ROWS
+        self.names = Resolver(_LevelNames)   # from = "NAME": the lists being built
         self.defaults = {}
         for key, table in spec.defaults.items():
             try:
@@ -194,7 +195,7 @@ class _Builder:
     def top_level(self, raw: RawLayer, index: int, scope: _Scope):
         label = raw.table.get("name") or f"#{index}"
         try:
-            nodes = list(self.entry(raw.table, scope))
+            nodes = self.entry_nodes(raw.table, scope)
         except SpecError as e:
             # block and structure instances name themselves (basic1, basic2, ...)
             named = _is_instance(raw.table)
@@ -203,6 +204,8 @@ class _Builder:
         for node in nodes:
             for layer in node.layers():   # rows of a block keep their own lines
                 layer.file, layer.line = layer.file or raw.file, layer.line or raw.line
+            if isinstance(node, Join):   # a merge entry's errors name its line
+                node.file, node.line = raw.file, raw.line
             if node.leaf:
                 node.label = node.name if "name" in raw.table else f"{label} ({node.name})"
         return nodes
@@ -222,19 +225,46 @@ class _Builder:
         else:
             yield from self.layers(table, scope)
 
+    def entry_nodes(self, table, scope: _Scope) -> list:
+        """One table's nodes, on the list's frame: a merge entry, or an entry
+        that reads ``from`` an earlier one (the first copy of a repeat)."""
+        if hasattr(table, "get") and "merge" in table:
+            return self.join(dict(table), scope)
+        table = dict(table) if hasattr(table, "get") else table
+        ref = self.names.source(table) if isinstance(table, dict) else None
+        nodes = list(self.entry(table, scope))
+        self.names.add(nodes, ref)
+        return nodes
+
+    def join(self, table: dict, scope: _Scope) -> list:
+        limits.charge(1, "expanding the spec")
+        if "when" in table and not self._when(table["when"], scope):
+            return []
+        post = self.fused({"activation": table["activation"]} if "activation" in table else {},
+                          scope)
+        node = self.names.join(table, "", "name" not in table, post)
+        node.name = check_name(table["name"]) if "name" in table else \
+            scope.auto_name(node.op)
+        self.rows += 1
+        limits.MAX_ROWS.check(self.rows, f"merge {node.name} brings the spec to "
+                              f"{self.rows:,} rows")
+        self.names.add([node], None, reads_previous=False)
+        return [node]
+
     def sequence(self, entries, scope: _Scope, name: str = "") -> Sequence:
         if not isinstance(entries, list):
             raise SpecError(f"expected a list of layers. Received: {entries!r}")
-        items = []
-        for i, table in enumerate(entries, 1):
-            label = table.get("name") if hasattr(table, "get") else None
-            try:
-                items.extend(self.entry(table, scope))
-            except SpecError as e:
-                if _is_instance(table):
-                    raise
-                raise e.at(layer=str(label or f"#{i}")) from None
-        return Sequence(items, name)
+        seq = Sequence([], name)
+        with self.names.frame(seq, scope.blocks, entries):
+            for i, table in enumerate(entries, 1):
+                label = table.get("name") if hasattr(table, "get") else None
+                try:
+                    seq.items.extend(self.entry_nodes(table, scope))
+                except SpecError as e:
+                    if _is_instance(table):
+                        raise
+                    raise e.at(layer=str(label or f"#{i}")) from None
+        return seq
 
     # -- layers -----------------------------------------------------------
     def layers(self, table, scope: _Scope):
@@ -401,7 +431,7 @@ class _Builder:
             # `name`) sit in the enclosing block
             if key == "layers" or ("shortcut_when" in table
                                    and not self._when(table["shortcut_when"], scope)):
-                return Sequence(self.sequence(table[key], scope).items, "")  # no merge
+                return self.sequence(table[key], scope)  # no merge, no level
             inner = self.structure({k: v for k, v in table.items()
                                     if k not in ("flat", "shortcut_when")}, key, scope, name)
             inner.items[0].name = name
@@ -440,7 +470,8 @@ class _Builder:
                             name if "name" in table else "")
         body = self.sequence(table[key], scope)
         if "shortcut_when" in table and not self._when(table["shortcut_when"], scope):
-            return Sequence(body.items, name)  # no merge: the body alone
+            body.name = name   # no merge: the body alone (its frame's own Sequence)
+            return body
         shortcut = table.get("shortcut", "auto" if key == "residual" else "identity")
         shortcut_name = check_name(table.get("shortcut_name", "shortcut"))
         if isinstance(shortcut, list):
@@ -684,6 +715,9 @@ class _LevelNames(Visitor):
 
     visit_split = visit_concat
 
+    def visit_join(self, node: Join):
+        yield node.name, node
+
     def visit_merge(self, node: Merge):
         yield node.name, node
         for item in node.body.items:   # the body adds no level
@@ -757,5 +791,6 @@ def _args(table):
 
 
 __all__ = ["Node", "Visitor", "NODE_CLASSES", "Op", "Layer", "Sequence", "Concat", "Split",
-           "Merge", "Heads", "Transform", "Model", "build_graph", "walk", "ends_in_heads",
+           "Merge", "Join", "Ref", "JOIN_OPS", "Heads", "Transform", "Model", "build_graph",
+           "walk", "ends_in_heads",
            "is_leaf", "in_place", "same_shape", "shortcut_ops", "split_sizes", "parse_shape"]

@@ -14,7 +14,13 @@ Nodes (graph.py builds them from a spec):
 - ``Concat`` / ``Split``: branches concatenated along channels;
 - ``Heads``: named outputs beside the main line;
 - ``Transform``: a spatial transformer (its localisation net, then its sampler);
-- ``Merge``: a body and a shortcut combined (add, mul or concat).
+- ``Merge``: a body and a shortcut combined (add, mul or concat);
+- ``Join``: a merge entry of a general graph: named outputs combined (add,
+  concat or mul), its own row.
+
+A general graph (``from = "NAME"``) hangs on the same nodes: any node may
+read a named ``source`` (a ``Ref``: an earlier node's output, or a list's
+input) instead of the output of the node before it.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ class Node:
     visit_name = ""
     leaf = False            # a Layer: one table row of its own
     generated_row = False   # a row of its own that no spec table wrote (a merge, a sampler)
+    source = None           # a Ref: the node reads it instead of the previous node's output
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -65,6 +72,20 @@ class Visitor:
 
     def visit(self, node: Node, *args, **kwargs):
         return node.accept(self, *args, **kwargs)
+
+
+@dataclass(frozen=True, eq=False)
+class Ref:
+    """What ``from = "NAME"`` names: the output of an earlier node, or, with
+    ``input``, the input of a list (its Sequence node). ``text`` is the name as
+    written; ``key`` identifies the value a walk keeps for the reader."""
+    text: str
+    node: Node
+    input: bool = False
+
+    @property
+    def key(self) -> tuple:
+        return (id(self.node), self.input)
 
 
 @dataclass(frozen=True)
@@ -199,7 +220,26 @@ class Merge(Node):
         return not in_place(op, shared=False) and not op.kind.saved(op.args, dummy, dummy).output
 
 
-NODE_CLASSES = (Layer, Sequence, Concat, Split, Heads, Transform, Merge)
+@dataclass
+class Join(Node):
+    """A merge entry, ``{merge = "add", from = ["a", "b"]}``: the named outputs
+    combined (add, mul: elementwise, a C x 1 x 1 gate broadcast; concat: along
+    channels), then its fused ops; one row of its own, written by the spec."""
+    name: str
+    sources: tuple          # of Ref, in the order written
+    op: str                 # add | mul | concat
+    post: tuple = ()        # fused ops after the merge (activation)
+    file: str | None = None
+    line: int | None = None
+    auto: bool = False
+    visit_name = "visit_join"
+
+    @property
+    def type(self) -> str:
+        return "+".join([self.op, *(op.kind.name for op in self.post)])
+
+
+NODE_CLASSES = (Layer, Sequence, Concat, Split, Heads, Transform, Merge, Join)
 
 
 def in_place(op: Op, shared: bool, input_saved: bool = False) -> bool:

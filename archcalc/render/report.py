@@ -199,8 +199,11 @@ def _graph_items(nodes, depth, open_depth) -> str:
 
 
 def _graph(node, depth: int, open_depth: int) -> str:
-    """One tree node's HTML, by its role (tree.ROLES)."""
-    return _GRAPH_PARTS[node.role](node, depth, open_depth)
+    """One tree node's HTML, by its role (tree.ROLES); a node that reads
+    named rows (from, a merge entry) says which, above it."""
+    reads = f'<div class="ac-from">from {esc(", ".join(node.inputs))}</div>' \
+        if node.inputs else ""
+    return reads + _GRAPH_PARTS[node.role](node, depth, open_depth)
 
 
 def _graph_layer(node, depth: int, open_depth: int) -> str:
@@ -250,8 +253,13 @@ def _graph_merge(node, depth: int, open_depth: int) -> str:
             f'{_edge(node.row.output_shape)}</div>')
 
 
+def _graph_join(node, depth: int, open_depth: int) -> str:
+    # a merge entry: its inputs are rows drawn elsewhere, named above it
+    return _node(node.row, "ac-merge") + _edge(node.row.output_shape)
+
+
 _GRAPH_PARTS = {"layer": _graph_layer, "block": _graph_block, "concat": _graph_concat,
-                "heads": _graph_heads, "merge": _graph_merge}
+                "heads": _graph_heads, "merge": _graph_merge, "join": _graph_join}
 
 
 def _graph_html(report: Report) -> str:
@@ -505,6 +513,7 @@ CSS = """
 .ac-branch{border:1px dashed var(--line);border-radius:6px;padding:4px 6px;min-width:90px}
 .ac-short{background:var(--soft)}.ac-branchname{color:var(--dim);font-size:11px}
 .ac-identity{color:var(--dim);font-style:italic}
+.ac-from{color:var(--dim);font-size:.85em;padding-left:.5em}
 .ac-tablebar{margin:4px 0}.ac-filter{padding:4px 8px;min-width:260px;border:1px solid var(--line);border-radius:4px}
 .ac-scroll{overflow-x:auto}
 .ac-layers,.ac-cmptable{border-collapse:collapse;font-size:12.5px;width:100%}

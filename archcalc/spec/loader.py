@@ -20,7 +20,7 @@ from ..errors import SpecError
 from ..inputs import check_input_file, read_input_text
 from .expr import check_identifier
 
-HEADER_KEYS = {"name", "input", "source", "init", "notes"}
+HEADER_KEYS = {"name", "input", "source", "init", "notes", "outputs"}
 TOP_KEYS = {"model", "vars", "defaults", "layers", "include", "blocks"}
 
 
@@ -46,6 +46,9 @@ class Spec:
     var_files: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     # (kind, argument) -> (file, line) of each [defaults.KIND] entry, for its errors
     default_lines: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    # [model] outputs = ["p2", "p3"]: the entries (names or dotted paths) the
+    # model returns, as a dict; () returns the last entry's output
+    outputs: tuple = ()
 
     # the Python API: archcalc.load(...).analyze(...)
     def analyze(self, **options):
@@ -340,6 +343,15 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
     if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
         raise SpecError(f"[model] notes must be a string or a list of strings. "
                         f"Received: notes = {_short(model.get('notes'))}", file=path)
+    outputs = model.get("outputs", [])
+    if not isinstance(outputs, list) or not outputs and "outputs" in model or \
+            not all(isinstance(o, str) for o in outputs):
+        raise SpecError(f"[model] outputs takes a list of entry names such as "
+                        f"[\"p2\", \"p3\"]. Received: outputs = {_short(model.get('outputs'))}",
+                        file=path)
+    if len(set(outputs)) != len(outputs):
+        twice = next(o for o in outputs if outputs.count(o) > 1)
+        raise SpecError(f"[model] outputs names {twice!r} twice", file=path)
     if "input" not in model and included:
         model = {**model, "input": []}
     elif "input" not in model:
@@ -356,7 +368,7 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
                 extra=MappingProxyType({k: v for k, v in model.items()
                                         if k in ("init", "notes")}),
                 var_files=MappingProxyType(var_files),
-                default_lines=MappingProxyType(default_lines))
+                default_lines=MappingProxyType(default_lines), outputs=tuple(outputs))
 
 
 def defaults_lines(text: str, defaults: dict, path: str) -> dict:

@@ -1,0 +1,261 @@
+"""Names of a general graph: ``from = "NAME"``, merge entries and
+``[model] outputs``, resolved lexically while graph.py builds the nodes.
+
+A layer list is a frame: the entries built so far, by name. ``from`` reads an
+earlier entry of its own list or of an enclosing one, up to the body of the
+block instance it sits in (a block stays a function of its input); a dotted
+path ("layer3.conv2") goes down named levels from there; ``"input"`` names the
+list's own input. Since a name must be written before it is read, the graph
+is a DAG by construction. When a list ends, every entry's output must be read
+by someone: the next entry, a ``from``, or the model's outputs.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from .errors import SpecError, path_text
+from .structures import Join, Node, Ref, Sequence
+
+INPUT = "input"
+JOIN_OPS = {"add": "add", "concat": "concat", "multiply": "mul"}   # spec word -> merge op
+JOIN_KEYS = {"merge", "from", "name", "activation", "when"}
+
+
+class _Frame:
+    """One layer list being built: its Sequence (whose input "input" names),
+    the block instances around it, and its entries so far."""
+
+    def __init__(self, owner: Sequence, blocks: tuple, written: set):
+        self.owner = owner
+        self.blocks = blocks          # block instances around the list (scope.blocks)
+        self.written = written        # every name the list's tables write, later ones too
+        self.names: dict[str, Node] = {}
+        self.nodes: list = []         # (node, reads the previous node's output)
+
+
+class Resolver:
+    """The frames of the lists being built and every Ref made so far.
+    ``level_names``: graph._LevelNames, the names one node puts on its level."""
+
+    def __init__(self, level_names):
+        self.level_names = level_names
+        self.frames: list[_Frame] = []
+        self.done: list[_Frame] = []    # every list built, checked when the model is
+        self.refs: list[Ref] = []
+
+    def level(self, node: Node):
+        """(name, node) one level below an entry (a dotted path's next step); a
+        layer or a merge entry holds nothing."""
+        names = self.level_names([])
+        for child in node.children():
+            yield from names.visit(child)
+
+    @contextmanager
+    def frame(self, owner: Sequence, blocks: tuple, tables):
+        written = {t.get("name") for t in tables if hasattr(t, "get")} if \
+            isinstance(tables, (list, tuple)) else set()
+        frame = _Frame(owner, blocks, {w for w in written if isinstance(w, str)})
+        self.frames.append(frame)
+        try:
+            yield frame
+        finally:
+            self.done.append(self.frames.pop())
+
+    # -- entries ------------------------------------------------------------
+    def source(self, table: dict) -> Ref | None:
+        """The Ref of an entry's ``from`` (popped from ``table``), not yet counted."""
+        if "from" not in table:
+            return None
+        value = table.pop("from")
+        if isinstance(value, list) and len(value) == 1:
+            value = value[0]
+        if isinstance(value, list):
+            raise SpecError(f"from = {_names(value)} names several outputs; only a merge "
+                            "combines them: {merge = \"add\", from = [...]} (or \"concat\", "
+                            "\"multiply\"), then read the merge by its name")
+        return self.resolve(value)
+
+    def add(self, nodes: list, ref: Ref | None, reads_previous: bool = True) -> None:
+        """An entry's nodes, in order, on the current frame; its Ref counted
+        (a switched-off entry, no nodes, reads nothing)."""
+        frame = self.frames[-1]
+        if nodes and ref is not None:
+            nodes[0].source = ref
+            self.count(ref)
+        for i, node in enumerate(nodes):
+            frame.nodes.append((node, reads_previous and not (i == 0 and ref is not None)))
+            name = entry_name(node)
+            if name:
+                frame.names[name] = node
+
+    def count(self, ref: Ref) -> None:
+        self.refs.append(ref)
+
+    def join(self, table: dict, name: str, auto: bool, post: tuple) -> Join:
+        """A merge entry ``{merge = "add", from = ["a", "b"]}``."""
+        extra = set(table) - JOIN_KEYS
+        if extra:
+            raise SpecError(f"a merge entry takes {', '.join(sorted(JOIN_KEYS))}; unknown "
+                            f"key(s): {', '.join(sorted(map(str, extra)))}")
+        op = table["merge"]
+        if op not in JOIN_OPS:
+            raise SpecError(f"merge takes {', '.join(map(repr, JOIN_OPS))}. "
+                            f"Received: merge={op!r}")
+        names = table.get("from")
+        if not isinstance(names, list) or len(names) < 2:
+            raise SpecError(f"a merge reads at least two named outputs: from = [\"a\", \"b\"]. "
+                            f"Received: from={names!r}")
+        refs = tuple(self.resolve(n) for n in names)
+        keys = [r.key for r in refs]
+        twice = next((r.text for r in refs if keys.count(r.key) > 1), None)
+        if twice is not None:
+            raise SpecError(f"merge reads {twice!r} twice; name each output once")
+        for ref in refs:
+            self.count(ref)
+        return Join(name, refs, JOIN_OPS[op], post, auto=auto)
+
+    # -- names --------------------------------------------------------------
+    def resolve(self, text, where: str = "from") -> Ref:
+        if not isinstance(text, str) or not text.strip():
+            raise SpecError(f"{where} takes the name of an earlier entry (or \"input\"). "
+                            f"Received: {where}={text!r}")
+        head, *rest = text.split(".")
+        visible = self.visible()
+        if head == INPUT and not rest:
+            return Ref(text, visible[0].owner, input=True)
+        node = next((f.names[head] for f in visible if head in f.names), None)
+        if node is None:
+            raise SpecError(self.unknown(text, head, visible, where))
+        for i, part in enumerate(rest, 1):
+            inner = dict(self.level(node))
+            if part not in inner or not isinstance(inner[part], Node):
+                here = ".".join([head, *rest[:i - 1]])
+                known = ", ".join(inner) or "nothing named"
+                raise SpecError(f"{where} = {text!r}: {here!r} holds no entry {part!r} "
+                                f"(it holds: {known})")
+            node = inner[part]
+        return Ref(text, node)
+
+    def visible(self) -> list:
+        """The frames a name may come from, innermost first: up to the body of
+        the block instance the current list is in."""
+        blocks = self.frames[-1].blocks
+        return [f for f in reversed(self.frames) if f.blocks == blocks]
+
+    def unknown(self, text: str, head: str, visible: list, where: str) -> str:
+        frame = visible[0]
+        if head in frame.written:
+            return (f"{where} = {text!r} names this entry or a later one; {where} reads an "
+                    "earlier entry (the graph is written in order)")
+        outside = [f for f in self.frames if f not in visible and head in f.names]
+        if outside:
+            return (f"{where} = {text!r} names an entry outside this block; a block's body "
+                    "sees only its own entries and \"input\" (a block is a function of its "
+                    "input)")
+        inside = self.find_inside(head, visible)
+        if inside:
+            return (f"{where} = {text!r}: {head!r} is inside {path_text(inside[:-1])!r}; "
+                    f"write its path, {where} = \"{path_text(inside)}\"")
+        names = [n for f in visible for n in f.names]
+        return (f"{where} = {text!r} names no earlier entry of this list or an enclosing one "
+                f"(earlier: {', '.join(names[-12:]) or 'none'}; \"input\" is the list's input)")
+
+    def find_inside(self, name: str, visible: list) -> tuple | None:
+        """The path of ``name`` inside a named level of the visible entries."""
+        stack = [((n,), node) for f in visible for n, node in f.names.items()]
+        while stack:
+            path, node = stack.pop(0)
+            for inner, child in self.level(node):
+                if inner == name:
+                    return (*path, inner)
+                if isinstance(child, Node):
+                    stack.append(((*path, inner), child))
+        return None
+
+    # -- the end of the model ------------------------------------------------
+    def check_used(self, top: _Frame) -> None:
+        """Every entry's output is read: by the next entry, a Ref (to it, or to
+        the last entry inside it: the same value), or, the last entry of a list
+        (its output), by whoever reads the list. ``top``: the model's list."""
+        read = {id(ref.node) for ref in self.refs if not ref.input}
+        entries = [node for node, _ in top.nodes]
+        for frame in (*self.done, top):
+            nodes = frame.nodes
+            for (node, _), (_, next_reads) in zip(nodes, nodes[1:]):
+                if next_reads or node.ends_in_heads() or \
+                        any(id(end) in read for end in _ends(node)):
+                    continue
+                name = entry_name(node) or "this entry"
+                layer = next(node.layers(), None)
+                raise SpecError(
+                    f"the output of {name!r} is never used: no later entry reads it (the "
+                    f"next one reads {nodes_source(nodes, node)!r})",
+                    file=getattr(layer, "file", None),
+                    line=getattr(node, "line", None) or getattr(layer, "line", None),
+                    path=self.path_of(node, entries) or (name,))
+
+    def path_of(self, target: Node, top: list) -> tuple:
+        """The path of a node, found from the model's entries down named levels."""
+        stack = [((entry_name(n),), n) for n in top]
+        while stack:
+            path, node = stack.pop()
+            if node is target:
+                return path
+            stack.extend(((*path, name), child) for name, child in self.level(node)
+                         if isinstance(child, Node))
+        return ()
+
+
+def _ends(node: Node):
+    """A node and the nodes whose output is its output (a list's last entry)."""
+    while node is not None:
+        yield node
+        items = node.items if isinstance(node, Sequence) else ()
+        node = items[-1] if items else None
+
+
+def entry_name(node: Node) -> str:
+    """The name an entry is read by: a layer's, a block's or structure's level,
+    a flat structure's merge row."""
+    name = getattr(node, "name", "")
+    if not name and isinstance(node, Sequence) and len(node.items) == 1:
+        return getattr(node.items[0], "name", "")
+    return name
+
+
+def nodes_source(nodes: list, node: Node) -> str:
+    """What the entry after ``node`` reads instead of it."""
+    after = nodes[next(i for i, (n, _) in enumerate(nodes) if n is node) + 1][0]
+    if isinstance(after, Join):
+        return ", ".join(r.text for r in after.sources)
+    return after.source.text if after.source is not None else ""
+
+
+def _names(value) -> str:
+    return "[" + ", ".join(repr(v) for v in value[:6]) + (", ..." if len(value) > 6 else "") + "]"
+
+
+def model_outputs(names: Resolver, frame: _Frame, written: tuple, file: str) -> tuple:
+    """The Refs of ``[model] outputs`` (top-level names or dotted paths), each
+    counted as a reader at the end; then every entry's output must be used."""
+    refs = []
+    try:
+        for text in written:
+            ref = names.resolve(text, "outputs")
+            if ref.input:
+                raise SpecError("outputs names the model's input; name entries")
+            if ref.node.ends_in_heads():
+                raise SpecError(f"outputs names {text!r}, which ends in heads: a spec with "
+                                "heads returns them by their names; name another entry")
+            names.count(ref)
+            refs.append(ref)
+    except SpecError as e:
+        raise SpecError(f"[model] {e.message}", file=file) from None
+    names.check_used(frame)
+    if refs and frame.nodes and not {id(end) for end in _ends(frame.nodes[-1][0])} & \
+            {id(ref.node) for ref in refs}:
+        last = frame.nodes[-1][0]
+        raise SpecError(f"the output of {entry_name(last)!r} (the last entry) is never used: "
+                        "[model] outputs does not name it", file=file,
+                        path=(entry_name(last),))
+    return tuple(refs)

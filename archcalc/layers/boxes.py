@@ -55,6 +55,17 @@ class L2Norm(Kind):
         from .boxes_torch import L2Norm as Module
         return Module(int(x[0]), a.scale, a.eps)
 
+    torch_modules = ("archcalc.layers.boxes_torch.L2Norm",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        """The module's initial scale (a trained weight differs: the spec
+        describes the layer, the checkpoint its values) and eps."""
+        from .from_torch import NoMapping, require_chw, row
+        require_chw(call, "L2Norm")
+        if m.channels != call.x[0]:
+            raise NoMapping(f"L2Norm of {m.channels} channels on a {call.x[0]}-channel map")
+        return row("l2norm", scale=float(m.scale), eps=float(m.eps))
+
 
 @register
 class PerAnchor(Kind):
@@ -90,3 +101,10 @@ class PerAnchor(Kind):
     def build(self, a, x):
         from .boxes_torch import PerAnchor as Module
         return Module(int(a.values))
+
+    torch_modules = ("archcalc.layers.boxes_torch.PerAnchor",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import require_chw, row
+        require_chw(call, "PerAnchor")
+        return row("per_anchor", values=int(m.values))

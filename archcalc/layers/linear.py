@@ -81,6 +81,8 @@ class FullyConnected(Weighted, Kind):
 @register
 class Flatten(Kind):
     name = "flatten"
+    not_mapped_back = ("nn.Flatten is a reshape: the importer's layout stage classifies it on "
+                       "an index tensor, as it does x.flatten(1) and x.view(n, -1)")
     summary = "C x H x W -> C*H*W (a view: no copy, nothing saved)"
     flops_rule = "0 (a view)"
     view = True

@@ -396,6 +396,8 @@ class MaxUnpool(Kind):
     `of` names the max pool whose indices it uses."""
     name = "max_unpool"
     needs_context = "its indices come from the max pool that `of` names"
+    not_mapped_back = ("its row names the max pool whose indices it reads: the importer maps "
+                       "the call, which carries those indices, not the module alone")
     arg_examples = {"of": ("pool1",)}
     aliases = ("maxunpool", "unpool")
     primary = "kernel"

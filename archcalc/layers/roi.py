@@ -66,6 +66,21 @@ class _RoI(Kind):
     def cost_scale(self, a) -> float:
         return 1.0
 
+    # the mode of roi_torch.RoIPool that builds this kind (one module, two kinds)
+    torch_mode = ""
+
+    def from_torch(self, call, m):
+        """archcalc's RoIPool back to the kind of its mode (both kinds share
+        this hook: the importer finds one mapper per module class)."""
+        from .from_torch import NoMapping, pair, require_chw, row
+        require_chw(call, "RoIPool")
+        if m.mode == RoIPool.torch_mode:
+            return row("roi_pool", output=pair(m.output), regions=m.regions, stride=m.stride)
+        if m.mode == RoIAlign.torch_mode:
+            return row("roi_align", output=pair(m.output), regions=m.regions, stride=m.stride,
+                       sampling=m.sampling, aligned=m.aligned)
+        raise NoMapping(f"RoIPool with mode={m.mode!r}")
+
     def size_arithmetic(self, a, x):
         oh, ow = a.output
         return [f"R x (C*oh*ow) = {sym.plain(a.regions)} x ({sym.plain(x[0])}*{oh}*{ow}) = "
@@ -75,6 +90,8 @@ class _RoI(Kind):
 @register
 class RoIPool(_RoI):
     name = "roi_pool"
+    torch_mode = "max"
+    torch_modules = ("archcalc.layers.roi_torch.RoIPool",)   # from_torch reads them
     torch_classes = ('RoIPool',)  # in roi_torch.py
     aliases = ("roi_pooling", "roipool")
     summary = ("RoI max pooling (Fast R-CNN): R regions of a C x H x W map, each to oh x ow "
@@ -89,12 +106,14 @@ class RoIPool(_RoI):
 
     def build(self, a, x):
         from .roi_torch import RoIPool as Module
-        return Module(a.output, int(a.regions), a.stride, "max")
+        return Module(a.output, int(a.regions), a.stride, self.torch_mode)
 
 
 @register
 class RoIAlign(_RoI):
     name = "roi_align"
+    torch_mode = "align"
+    torch_modules = ("archcalc.layers.roi_torch.RoIPool",)   # from_torch reads them
     torch_classes = ('RoIPool',)  # in roi_torch.py
     aliases = ("roialign",)
     summary = ("RoI align (Mask R-CNN): bilinear samples instead of rounded bins: "
@@ -117,4 +136,5 @@ class RoIAlign(_RoI):
 
     def build(self, a, x):
         from .roi_torch import RoIPool as Module
-        return Module(a.output, int(a.regions), a.stride, "align", a.sampling, a.aligned)
+        return Module(a.output, int(a.regions), a.stride, self.torch_mode, a.sampling,
+                      a.aligned)

@@ -33,3 +33,10 @@ class ChannelShuffle(Kind):
     def build(self, a, x):
         from torch import nn
         return nn.ChannelShuffle(a.groups)
+
+    torch_modules = ("torch.nn.ChannelShuffle",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import require_chw, row
+        require_chw(call, "ChannelShuffle")
+        return row("channel_shuffle", groups=int(m.groups))

@@ -38,6 +38,9 @@ from .base import Arg, Cost, Kind, Saved, register
 class AffineSampler(Kind):
     name = "affine_sampler"
     needs_context = "its theta comes from the localisation net beside it"
+    not_mapped_back = ("its module takes theta as a second input, which the localisation net "
+                       "beside it makes: only a transform structure holds the two, and the "
+                       "importer recovers no transform structure from a traced graph")
     torch_classes = ('AffineSampler',)  # in transform_torch.py
     aliases = ("bilinear_sampler", "grid_sample")
     structural = True      # only as the sampler row of a `transform` structure

@@ -205,8 +205,10 @@ def _adaptive(kind, c, size):
         raise NoMapping(f"an adaptive pool to a {len(size)}-d size")
     if kind == "adaptive_avgpool" and tuple(size) == (1, 1):
         return row("global_avgpool")
-    return row(kind, size=pair(["none" if s is None else s for s in size])
-               if None in size else pair(size))
+    if None in size:   # "none" keeps that side of the input
+        sides = ["none" if s is None else int(s) for s in size]
+        return row(kind, size=sides[0] if sides[0] == sides[1] else sides)
+    return row(kind, size=pair(size))
 
 
 @maps(nn.AdaptiveAvgPool2d)
@@ -263,7 +265,7 @@ def _attention(c, m: nn.MultiheadAttention):
                dropout=float(m.dropout))
 
 
-@maps(nn.ChannelShuffle, nn.Flatten, nn.Unflatten)
+@maps(nn.Flatten, nn.Unflatten)     # nn.ChannelShuffle: the kind's own from_torch
 def _layout_module(c, m):
     return LAYOUT
 

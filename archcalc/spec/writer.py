@@ -375,8 +375,11 @@ def _share_shortcut_names(entries):
 
 
 def _named_level(e) -> bool:
+    # _no_block: the importer's level that reads names outside itself (a block's
+    # body sees only its own entries) or that is read into by a dotted path
     return isinstance(e, dict) and isinstance(e.get("name"), str) and not e.get("flat") \
-        and "block" not in e and any(k in e for k in STRUCTURE_KEYS if k != "shortcut")
+        and "block" not in e and any(k in e for k in STRUCTURE_KEYS if k != "shortcut") \
+        and not e.get("_no_block")
 
 
 def _instances(entries, found: list, holder, key) -> int:
@@ -415,7 +418,7 @@ def _skeleton(e, values: list, top=False, key=None):
     if isinstance(e, dict):
         items = []
         for k, v in e.items():
-            if (top and k == "name") or k.startswith(PRIVATE):
+            if (top and k in ("name", "from")) or k.startswith(PRIVATE):
                 continue
             if k in ("name", "flat", "block", "shortcut_name") or isinstance(v, (str, bool)) \
                     or v is None or isinstance(v, float):
@@ -458,6 +461,8 @@ def _make_block(cls: str, members: list, blocks: dict):
                 if n * 3 > len(args[0][1]) * 2 and n >= 2}
     for j, (holder, index, entry, _) in enumerate(members):
         call = {"block": name, "name": entry["name"]}
+        if "from" in entry:      # what the level reads is the call's, not the body's
+            call["from"] = entry["from"]
         with_ = {arg: vec[j] for arg, vec in args}
         if with_:
             call["with"] = with_
@@ -517,7 +522,7 @@ def _fill(e, it, top=False):
     if isinstance(e, dict):
         out = {}
         for k, v in e.items():
-            if (top and k == "name") or k.startswith(PRIVATE):
+            if (top and k in ("name", "from")) or k.startswith(PRIVATE):
                 continue
             if k in ("name", "flat", "block", "shortcut_name") or isinstance(v, (str, bool)) \
                     or v is None or isinstance(v, float):
@@ -554,7 +559,9 @@ def _repeat_runs(entries: list) -> list:
             if isinstance(e.get(k), list):
                 e[k] = [dict(b, layers=_repeat_runs(b["layers"])) if isinstance(b, dict)
                         else _repeat_runs(b) if isinstance(b, list) else b for b in e[k]]
-        numbered = _numbered(e) if not _named_level(e) else None
+        # an entry that reads by name (from, merge) is not a copy of the one before
+        numbered = _numbered(e) if not _named_level(e) and "from" not in e and \
+            "merge" not in e else None
         j = i + 1
         if numbered is not None and "repeat" not in e:
             prefix, start = numbered

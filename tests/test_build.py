@@ -20,6 +20,7 @@ ALL_SPECS = sorted(os.path.basename(p) for p in glob.glob(os.path.join(SPECS, "*
 # issue 12's specs (up to 53 G MACs each at full size) are checked there instead
 from test_lecture_specs import CHECK_INPUTS as LECTURE_CHECK_INPUTS  # noqa: E402
 from test_heads import CHECKED_HERE as HEADS_CHECKED  # noqa: E402
+from test_specs_graph import CHECKED_HERE as GRAPH_CHECKED  # noqa: E402
 
 
 # the default run checks these at a reduced input (every row still applies:
@@ -47,6 +48,8 @@ def _check_every_figure(name, input=None):
         pytest.skip("checked at batch 1 and 2 on a reduced input in test_lecture_specs.py")
     if name[:-len(".toml")] in HEADS_CHECKED:
         pytest.skip("checked at batch 1 and 2 in test_heads.py (R bound for Faster R-CNN)")
+    if name[:-len(".toml")] in GRAPH_CHECKED:
+        pytest.skip("checked at batch 1 and 2 on a reduced input in test_specs_graph.py")
     result = run_check(load(spec_path(name)), input=input)
     assert not result.measured.meta, result.measured.meta_reason
     bad = [(r.name, c.what, c.calculated, c.measured) for r in result.rows for c in r.checks

@@ -15,8 +15,9 @@ from torch import nn
 
 from ..analysis import analyze
 from ..errors import SpecError, path_text, split_path
-from ..graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, Visitor,
-                     build_graph, in_place, is_leaf, shortcut_ops, split_sizes, walk)
+from ..graph import (Concat, Heads, Join, Layer, Merge, Model, Sequence, Split, Transform,
+                     Visitor, build_graph, in_place, is_leaf, shortcut_ops, split_sizes, walk)
+from ..graph_refs import entry_name
 from ..spec.loader import Spec
 
 INITS = ("default", "he", "xavier")
@@ -28,13 +29,23 @@ def run_steps(owner: nn.Module, steps, x):
     parts sit on ``owner`` (a flat merge, concat or split); ("param", name,
     template, key) calls ``template`` (a one-parameter module, not registered)
     with ``owner``'s parameter ``name`` in place of its own ``key``: torchvision's
-    bare parameters (class_token, pos_embedding, layer_scale)."""
+    bare parameters (class_token, pos_embedding, layer_scale). A general graph
+    adds ("keep", tape, key): the tensor is kept for a later ``from``;
+    ("read", tape, key, last): the kept tensor is read (let go by its last
+    reader); ("join", name, tape, [(key, last), ...]): a merge entry."""
     for step in steps:
         kind, name = step[0], step[1]
         if kind == "module":
             x = owner._modules[name](x)
         elif kind == "structure":
             x = owner._modules[name](x, owner)
+        elif kind == "keep":
+            name[step[2]] = x
+        elif kind == "read":
+            x = name.pop(step[2]) if step[3] else name[step[2]]
+        elif kind == "join":
+            x = owner._modules[name](*(step[2].pop(k) if last else step[2][k]
+                                       for k, last in step[3]))
         else:
             template, key = step[2], step[3]
             x = torch.func.functional_call(template, {key: owner._parameters[name]}, (x,))
@@ -131,6 +142,33 @@ class Residual(nn.Module):
         return y if self.post is None else self.post(y)
 
 
+class JoinInputs(nn.Module):
+    """A merge entry: the named outputs added, multiplied (a C x 1 x 1 gate
+    broadcasts) or concatenated along channels, then the fused ops."""
+    export_as = "join"   # the exporter's method for it (export.py)
+
+    def __init__(self, op: str, post=None):
+        super().__init__()
+        self.op, self.post = op, post
+
+    def forward(self, *xs):
+        if self.op == "concat":
+            y = torch.cat(xs, 1)
+        else:
+            y = xs[0]
+            for x in xs[1:]:
+                y = y + x if self.op == "add" else y * x
+        return y if self.post is None else self.post(y)
+
+    def extra_repr(self):
+        return f"op={self.op!r}"
+
+
+class ValueTape(dict):
+    """The named outputs of a general graph during one forward pass, by key:
+    each kept until its last reader pops it."""
+
+
 class OutputTape:
     """The outputs of the heads of one forward pass, by name."""
 
@@ -222,7 +260,8 @@ class SpecModel(nn.Module):
     of the module whose output is that row's output."""
 
     def __init__(self, body: nn.Module, rows: dict, name: str, outputs: tuple = (),
-                 tape: OutputTape | None = None):
+                 tape: OutputTape | None = None, values: ValueTape | None = None,
+                 value_outputs: tuple = ()):
         super().__init__()
         for child_name, child in body.named_children():
             self.add_module(child_name, child)
@@ -235,13 +274,19 @@ class SpecModel(nn.Module):
         # ("output": the main line's end, where it goes on after the heads)
         self.output_names = tuple(outputs)
         self.tape = tape
+        # [model] outputs: (name, key on the value tape) of each, in the spec's order
+        self.values, self.value_outputs = values, tuple(value_outputs)
 
     def forward(self, x):
+        if self.values is not None:
+            self.values.clear()   # nothing left over from a failed pass
         if self._steps is None:
             for module in self.children():
                 x = module(x)
         else:
             x = run_steps(self, self._steps, x)
+        if self.value_outputs:
+            return {name: self.values.pop(key) for name, key in self.value_outputs}
         if not self.output_names:
             return x
         got, self.tape.outputs = self.tape.outputs, {}
@@ -266,7 +311,9 @@ def build_model(spec: Spec | Model, *, init: str | None = None, variables=None,
     builder = _Builder(model, init, report)
     body, _ = builder.sequence(model.body, model.input, shared=True)
     outputs = tuple(name for name, _ in report.outputs) if report.multi_output else ()
-    return SpecModel(body, builder.rows, model.name, outputs, builder.outputs)
+    value_outputs = tuple((ref.text, builder.read_key(ref)[0]) for ref in model.outputs)
+    return SpecModel(body, builder.rows, model.name, outputs, builder.outputs,
+                     builder.values if model.refs else None, value_outputs)
 
 
 class _Builder(Visitor):
@@ -287,24 +334,76 @@ class _Builder(Visitor):
                          for op in layer.ops if op.kind.name == "max_unpool"}
         self.pool_inputs: dict[str, tuple] = {}
         self.structures = _StructureModule(self)
+        # a general graph: values kept for their readers (Ref keys, as the engine's)
+        self.values = ValueTape()
+        self.readers: dict[tuple, int] = {}
+        for ref in model.refs:
+            self.readers[ref.key] = self.readers.get(ref.key, 0) + 1
+        self.kept: dict[tuple, tuple] = {}    # Ref key -> (tape key, shape, input_saved)
+
+    def keep(self, ref_key, name: str, x) -> list:
+        """The steps that keep the current tensor for a later reader (none if
+        nobody reads it)."""
+        if not self.readers.get(ref_key):
+            return []
+        key = name
+        while key in {k for k, *_ in self.kept.values()}:   # unique on the tape
+            key += "'"
+        self.kept[ref_key] = (key, x, self.input_saved)
+        return [("keep", self.values, key)]
+
+    def read_key(self, ref) -> tuple:
+        """(tape key, whether this is the last reader, shape) of a Ref's value."""
+        key, x, saved = self.kept[ref.key]
+        self.readers[ref.key] -= 1
+        self.input_saved = saved
+        return key, not self.readers[ref.key], x
+
+    def pending(self, ref_key) -> bool:
+        return self.readers.get(ref_key, 0) > 0
 
     # each returns (module, output shape)
     def sequence(self, seq: Sequence, x, shared: bool, path=()) -> tuple:
         module = SpecSequential()
-        steps, x = self.items(seq.items, x, shared, path, module)
+        steps, x = self.items(seq, x, shared, path, module)
         if any(step[0] != "module" for step in steps):
             module._steps = steps
         return module, x
 
-    def items(self, items, x, shared, path, owner) -> tuple:
-        """Build the nodes of one level onto ``owner``: (steps, output shape)."""
-        steps = []
-        for item in items:
+    def items(self, seq: Sequence, x, shared, path, owner) -> tuple:
+        """Build the nodes of one list onto ``owner``: (steps, output shape).
+        A node that reads ``from`` a kept value reads it first; a value a later
+        node reads is kept (the list's input, a node's output)."""
+        steps = self.keep((id(seq), True), path_text((*path, "input")), x)
+        shared = shared or self.pending((id(seq), True))
+        for item in seq.items:
+            if item.source is not None:
+                key, last, x = self.read_key(item.source)
+                steps.append(("read", self.values, key, last))
+                shared = True
             more, x = self.visit(item, x, shared, path, owner)
             steps.extend(more)
-            # heads read this tensor: no in-place op on it next
-            shared = item.ends_in_heads()
+            steps += self.keep((id(item), False), path_text((*path, entry_name(item))), x)
+            # heads or a later `from` read this tensor: no in-place op on it next
+            shared = item.ends_in_heads() or self.pending((id(item), False))
         return steps, x
+
+    def visit_join(self, node: Join, x, shared, path, owner) -> tuple:
+        """A merge entry: one module on the owner, called with the kept values."""
+        reads = [self.read_key(ref) for ref in node.sources]
+        shapes = [r[2] for r in reads]
+        if node.op == "concat":
+            y = (sum(s[0] for s in shapes), *shapes[0][1:])
+        else:   # the full shape, not a C x 1 x 1 gate's
+            y = next((s for s in shapes if len(s) != 3 or s[1:] != (1, 1)), shapes[0])
+        module = JoinInputs(node.op)
+        if node.post:
+            module.post = nn.Sequential(*(op.kind.build(op.args, y) for op in node.post))
+        _add(owner, node.name, module)
+        self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
+        self.input_saved = bool(node.post) and node.post[-1].kind.saved(
+            node.post[-1].args, y, y).output
+        return [("join", node.name, self.values, [(key, last) for key, last, _ in reads])], y
 
     def visit_heads(self, node: Heads, x, shared, path, owner) -> tuple:
         steps = []
@@ -322,7 +421,7 @@ class _Builder(Visitor):
             self.input_saved = entry
             hpath = (*path, head.name)
             module = Head(self.outputs, path_text(hpath), is_leaf(head))
-            steps, _ = self.items(head.items, x, True, hpath, module)
+            steps, _ = self.items(head, x, True, hpath, module)
             if any(step[0] != "module" for step in steps):
                 module._steps = steps
             self.rows.setdefault(path_text(hpath), path_text(hpath))
@@ -339,7 +438,7 @@ class _Builder(Visitor):
 
     def visit_sequence(self, node: Sequence, x, shared, path, owner) -> tuple:
         if not node.name:   # adds no level: its items sit on the owner
-            return self.items(node.items, x, shared, path, owner)
+            return self.items(node, x, shared, path, owner)
         inner = (*path, node.name)
         if len(node.items) == 1 and node.items[0].generated_row:
             # a named level holding one structure is that structure's module
@@ -389,7 +488,7 @@ class _Builder(Visitor):
             child, y = self.sequence(branch, x, shared=True, path=(*path, branch.name))
             _add(owner, branch.name, child)
             return [("module", branch.name)], y
-        return self.items(branch.items, x, True, path, owner)
+        return self.items(branch, x, True, path, owner)
 
     def transform(self, node: Transform, x, path):
         """A spatial transformer: the localisation net, then the sampler."""
@@ -431,7 +530,7 @@ class _Builder(Visitor):
         out_module = Residual([], None, None, node.op, node.adds_in_place)
         holder = out_module if owner is None else owner
         entry = self.input_saved
-        body_steps, y = self.items(node.body.items, x, True, path, holder)
+        body_steps, y = self.items(node.body, x, True, path, holder)
         self.input_saved = entry
         shortcut_steps = None
         if node.shortcut_layers is not None:

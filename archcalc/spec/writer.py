@@ -139,6 +139,8 @@ def to_toml(spec) -> str:
         if k in spec.extra:
             v = spec.extra[k]
             model[k] = list(v) if isinstance(v, (list, tuple)) else v
+    if spec.outputs:   # [model] outputs: without them a side output reads as unused
+        model["outputs"] = list(spec.outputs)
     layers = [_plain(raw.table) for raw in spec.layers]
     blocks = {name: _plain(table) for name, table in spec.blocks.items()}
     defaults = {kind: dict(args) for kind, args in spec.defaults.items()}

@@ -152,3 +152,72 @@ def test_group_norm_act_is_a_group_norm_row():
 
 def test_efficientnet_b0_gn_imports_exactly():
     imported(timm_meta("efficientnet_b0_gn"), (3, 224, 224), "timm:efficientnet_b0_gn")
+
+
+# -- padding: timm's Conv2dSame and MaxPool2dSame (F.pad, then F.conv2d / max pool) --
+
+
+def test_conv2d_same_is_a_pad_row_then_a_conv_row_named_by_its_module():
+    """TensorFlow's 'same' at stride 2 on an even input pads one more after
+    (0 before, 1 after): a pad row, then the conv the module's weight makes."""
+    from timm.layers import Conv2dSame
+    model = nn.Sequential(Conv2dSame(3, 8, 3, stride=2), nn.ReLU())
+    done, report = imported(model, (3, 8, 8))
+    assert "pad = true, height = [0, 1], width = [0, 1]" in done.text
+    assert [(r.type, r.output_shape) for r in report.rows[1:3]] == [
+        ("pad", (3, 9, 9)), ("conv", (8, 4, 4))]
+    same_function(model, (3, 8, 8), done)
+
+
+def test_max_pool_2d_same_pads_with_minus_infinity():
+    from timm.layers.pool2d_same import MaxPool2dSame
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), MaxPool2dSame(3, stride=2))
+    done, report = imported(model, (3, 8, 8))
+    assert 'value = "-inf"' in done.text
+    same_function(model, (3, 8, 8), done)
+
+
+def test_tf_efficientnet_b0_imports_exactly():
+    """Conv2dSame throughout, traced by torch.export (fx cannot: the padding is
+    computed from the input's size): 5,288,548 params (Tan & Le 2019: 5.3M)."""
+    done, _ = imported(timm_meta("tf_efficientnet_b0"), (3, 224, 224), "timm:tf_efficientnet_b0")
+    assert done.params == 5_288_548 and done.tracer == "torch.export"
+
+
+def test_pad_modules_map_back():
+    for module, expected in ((nn.ZeroPad2d((1, 2, 0, 3)), "height = [0, 3], width = [1, 2]"),
+                             (nn.ReflectionPad2d(2), 'mode = "reflect"'),
+                             (nn.ConstantPad2d(1, 0.5), "value = 0.5")):
+        done, _ = imported(nn.Sequential(nn.Conv2d(3, 4, 1), module), (3, 8, 8))
+        assert expected in done.text
+
+
+def test_pad_of_the_channels_has_no_kind():
+    class PadChannels(nn.Module):
+        def forward(self, x):
+            return nn.functional.pad(x, (0, 0, 0, 0, 1, 1))
+    with pytest.raises(importer.Unsupported, match="padding"):
+        importer.import_module(nn.Sequential(nn.Conv2d(3, 4, 1), PadChannels()), (3, 8, 8),
+                               **STRICT)
+
+
+# -- linear: F.linear with the module's own weight -----------------------------------
+
+
+class FunctionalLinear(nn.Module):
+    def __init__(self, n_in, n_out, bias=True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_out, n_in))
+        self.bias = nn.Parameter(torch.zeros(n_out)) if bias else None
+
+    def forward(self, x):
+        return nn.functional.linear(x, self.weight, self.bias)
+
+
+def test_functional_linear_is_an_fc_row_named_by_its_module():
+    model = nn.Sequential(nn.Flatten(), FunctionalLinear(48, 10), nn.ReLU(),
+                          FunctionalLinear(10, 5, bias=False))
+    done, report = imported(model, (3, 4, 4))
+    assert [r.type for r in report.rows[1:]] == ["flatten", "fc", "relu", "fc"]
+    assert report.rows[-1].params == 50
+    same_function(model, (3, 4, 4), done)

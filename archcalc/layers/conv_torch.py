@@ -69,3 +69,38 @@ class LocallyConnected2d(nn.Module):
         out = torch.einsum("nfl,lfo->nol", cols, self.weight)
         out = out.reshape(x.shape[0], -1, *self.out_size)
         return out if self.bias is None else out + self.bias
+
+
+# -- functional calls -------------------------------------------------------------
+#
+# F.conv2d(x, self.weight, self.bias, ...) in a module's own forward (timm's
+# Conv2dSame pads, then calls it): a conv row named by the module whose weight
+# it reads. The importer hands the call's parameters (call.parameter).
+
+
+def _conv2d_call(call):
+    from .from_torch import NoMapping, given, pair, padding, require_chw, row
+    require_chw(call, "conv2d")
+    weight = call.parameter(call.arg("conv2d", 1, "weight"))
+    if weight is None or weight.dim() != 4:
+        raise NoMapping("conv2d with a weight computed in the forward (not a parameter)")
+    groups = int(call.arg("conv2d", 6, "groups", 1))
+    args = dict(out=int(weight.shape[0]), kernel=pair(tuple(weight.shape[2:])),
+                stride=pair(call.arg("conv2d", 3, "stride", 1)),
+                padding=padding(call.arg("conv2d", 4, "padding", 0)),
+                dilation=pair(call.arg("conv2d", 5, "dilation", 1)),
+                bias=given(call.arg("conv2d", 2, "bias", None)))
+    if groups > 1 and groups == call.x[0]:
+        args["depthwise"] = True
+    else:
+        args["groups"] = groups
+    return row("conv", **args)
+
+
+def _functions():
+    from .from_torch import reads_state
+    conv2d = reads_state(_conv2d_call)
+    return {F.conv2d: conv2d, torch.conv2d: conv2d, torch.ops.aten.conv2d.default: conv2d}
+
+
+FUNCTIONS = _functions()   # the importer's functional mappers of these kinds (mappers.py)

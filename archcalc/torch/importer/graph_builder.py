@@ -361,7 +361,10 @@ class _GraphBuilder:
             raise NoMapping("computes on the module's parameters outside a layer")
         owner = owners.pop()
         x = tensors[0]
-        found = mapper(self._call(n, x))
+        call = self._call(n, x)
+        call.state = {a: self.value[a].tensor for a in n.all_input_nodes
+                      if isinstance(self.value.get(a), Param)}
+        found = mapper(call)
         self.stateful_calls[owner] = self.stateful_calls.get(owner, 0) + 1
         self.used_state.update([owner] + [p.target for p in params])
         path = _path(owner)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import operator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.fx as fx
@@ -31,6 +31,12 @@ class Call:
     x: tuple                     # the spec shape of the (first) tensor input, per sample
     x_torch: tuple               # its PyTorch shape, per sample
     y_torch: tuple | None        # the output's PyTorch shape, per sample
+    state: dict = field(default_factory=dict)   # fx node -> the module's tensor it reads
+
+    def parameter(self, value):
+        """The module's own tensor an argument is (F.conv2d(x, self.weight)),
+        else None (a computed tensor, a number)."""
+        return self.state.get(getattr(value, "node", None))
 
     def arg(self, names, index, name, default=REQUIRED):
         """Argument ``name`` (position ``index`` in the call), as called."""

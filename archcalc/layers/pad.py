@@ -1,0 +1,118 @@
+"""Padding as a layer of its own: rows and columns added around a map before
+the layer that reads it, where that layer cannot pad it itself. TensorFlow's
+"same" padding pads one more after than before at a stride of 2 (timm's
+Conv2dSame, MaxPool2dSame and BlurPool call F.pad, then a conv or a pool with
+no padding); nn.ZeroPad2d, ConstantPad2d, ReflectionPad2d, ReplicationPad2d
+and CircularPad2d are the module forms.
+
+A copy into a larger map: no parameters, no arithmetic (FlopCounterMode
+counts none), nothing kept for backward (the gradient is a slice)."""
+from __future__ import annotations
+
+import math
+
+from .. import sym
+from ..errors import SpecError
+from .base import Arg, Cost, Kind, fmt_shape, register
+
+MODES = ("constant", "reflect", "replicate", "circular")
+# the module each mode builds (torch.nn's names)
+MODULES = {"constant": "ConstantPad2d", "reflect": "ReflectionPad2d",
+           "replicate": "ReplicationPad2d", "circular": "CircularPad2d"}
+
+
+class PadValue(Arg):
+    """The constant's value: a number, or "-inf"/"inf" (a max pool's padding:
+    TOML writes no infinite numbers, so the spec spells them as strings)."""
+
+    def read(self, kind, name, value, env):
+        if isinstance(value, str) and value.strip() in ("-inf", "inf"):
+            return value.strip()
+        return Arg("float").read(kind, name, value, env)
+
+
+@register
+class Pad(Kind):
+    name = "pad"
+    aliases = ("zero_pad", "constant_pad")
+    summary = ("pad a map: [top, bottom] rows and [left, right] columns of a constant "
+               "(or reflected, replicated, circular) values; TF-style same padding")
+    flops_rule = "0 (a copy)"
+    inputs = "chw"
+    args = {
+        "height": Arg("pair", 0, min=0, doc="rows added: p, or [top, bottom]"),
+        "width": Arg("pair", 0, min=0, doc="columns added: p, or [left, right]"),
+        "mode": Arg("str", "constant", choices=MODES),
+        "value": PadValue("float", 0.0, doc='the constant: a number, "-inf" or "inf"'),
+    }
+
+    def output_shape(self, a, x):
+        c, h, w = x
+        (top, bottom), (left, right) = a.height, a.width
+        if a.mode in ("reflect", "circular"):
+            # PyTorch: a reflection must be shorter than the side it reflects,
+            # a circular pad no longer than it
+            for side, size, pads in (("height", h, a.height), ("width", w, a.width)):
+                limit = size - 1 if a.mode == "reflect" else size
+                if isinstance(size, int) and max(pads) > limit:
+                    raise SpecError(f"pad: {a.mode} padding of {max(pads)} along {side} needs "
+                                    f"a side of more than {max(pads) - (a.mode == 'circular')}"
+                                    f", but the input is {fmt_shape(x)}. "
+                                    f"Received: {side}={list(pads)}")
+        return (c, sym.norm(h + top + bottom), sym.norm(w + left + right))
+
+    def cost(self, a, x, y):
+        """A copy of the map into the padded one (its backward a slice of the
+        gradient, copied)."""
+        return (Cost("copy", elements=sym.prod(y)),)
+
+    def size_arithmetic(self, a, x):
+        (_, h, w), (top, bottom), (left, right) = x, a.height, a.width
+        return [f"H + top + bottom = {sym.plain(h)} + {top} + {bottom} = "
+                f"{sym.plain(h + top + bottom)}",
+                f"W + left + right = {sym.plain(w)} + {left} + {right} = "
+                f"{sym.plain(w + left + right)}"]
+
+    def build(self, a, x):
+        from torch import nn
+        padding = (a.width[0], a.width[1], a.height[0], a.height[1])   # PyTorch's order
+        if a.mode == "constant":
+            return nn.ConstantPad2d(padding, float(a.value))
+        return getattr(nn, MODULES[a.mode])(padding)
+
+    torch_modules = ("torch.nn.ZeroPad2d", "torch.nn.ConstantPad2d", "torch.nn.ReflectionPad2d",
+                     "torch.nn.ReplicationPad2d", "torch.nn.CircularPad2d")
+
+    def from_torch(self, call, m):
+        mode = next(mode for mode, cls in MODULES.items()
+                    if cls in {k.__name__ for k in type(m).__mro__})
+        return pad_row(call, m.padding, mode, getattr(m, "value", 0.0))
+
+
+def pad_row(call, padding, mode="constant", value=0.0):
+    """The pad row of a torch padding (left, right, top, bottom; F.pad's
+    order: the last dimension first)."""
+    from .from_torch import NoMapping, require_chw, row
+    require_chw(call, "padding")
+    padding = tuple(int(p) for p in padding)
+    if len(padding) == 2:
+        padding += (0, 0)
+    if len(padding) != 4 or min(padding) < 0:
+        raise NoMapping(f"padding {list(padding)} (archcalc pads H and W by "
+                        "non-negative amounts)")
+    if mode not in MODES:
+        raise NoMapping(f"padding mode {mode!r}")
+    left, right, top, bottom = padding
+    args = {"height": _side(top, bottom), "width": _side(left, right)}
+    if mode != "constant":
+        args["mode"] = mode
+    else:
+        value = 0.0 if value is None else float(value)
+        if math.isnan(value):
+            raise NoMapping("padding with NaN")
+        args["value"] = value if math.isfinite(value) else ("-inf" if value < 0 else "inf")
+    return row("pad", **args)
+
+
+def _side(before, after):
+    return before if before == after else [before, after]

@@ -183,14 +183,14 @@ class WindowAttention(Kind):
                 sym.smax(1, min(a.window[1], w)) if isinstance(w, int) else a.window[1]), (1, 1)
 
     def saved(self, a, x, y):
-        # a training step keeps: the windows (the qkv projection's input, a copy),
-        # q, k and v (one 3*N'*D storage), the scaled q, the softmax's output per
-        # head and pair, and the attention output before the projection; the
-        # relative_position_index the bias gather reads (int64, once per batch)
+        # a training step keeps (saved_tensors_hooks on the module): the windows
+        # (the qkv projection's input, a copy), the scaled q and the contiguous
+        # copies of k and v the batched products make (3*N'*D), the softmax's
+        # output per head and pair, the attention output before the projection;
+        # the relative_position_index the bias gather reads (int64, once per batch)
         n, d = self.padded_tokens(a, x), x[-1]
         scores = sym.norm(a.heads * n * self.geometry(a, x)[2])
-        return Saved(extra=((n * d, None), (3 * n * d, None), (n * d, None), (scores, None),
-                            (n * d, None)),
+        return Saved(extra=((n * d, None), (3 * n * d, None), (scores, None), (n * d, None)),
                      per_batch=((self.buffers(a, x), INT64),))
 
     def padded_tokens(self, a, x):
@@ -586,7 +586,12 @@ class PartitionAttention(Kind):
     Receptive field: a group is assumed to be a P x P window of positions;
     after a group_transpose (MaxViT's grid attention) a group is a grid
     spread over the whole map and the field reported is smaller than the
-    true one (the rows cannot tell the two orders apart)."""
+    true one (the rows cannot tell the two orders apart). torchvision's
+    module computes the scores and the weighted sum with torch.einsum, which
+    FlopCounterMode counts as the batched products it lowers to, except with
+    heads of width 1, where einsum contracts by a broadcast multiply that it
+    does not count (archcalc counts those MACs all the same; the module
+    archcalc builds calls matmul, counted in every case)."""
     name = "partition_attention"
     torch_classes = ("RelativePositionalMultiHeadAttention",)  # in window_attention_torch.py
     aliases = ("relative_attention",)
@@ -599,8 +604,8 @@ class PartitionAttention(Kind):
     flops_rule = ("2 x MACs + 5 per attention score (bias add; softmax: exp, sum, divide, "
                   "max) + N*D (k scaling); MACs = 4*N*D^2 + 2*N*P^2*D")
     args = {"heads": Arg("int", min=1, doc="attention heads; D must divide by it"),
-            "window": Arg("int", min=1, numeric=True, doc="P: each group is P*P tokens")}
-    arg_examples = {"heads": (1, 2, 4), "window": (1, 2)}
+            "window": Arg("int", min=2, numeric=True, doc="P: each group is P*P tokens")}
+    arg_examples = {"heads": (1, 2, 4), "window": (2,)}
 
     def output_shape(self, a, x):
         n, d = x
@@ -642,13 +647,13 @@ class PartitionAttention(Kind):
         return (a.window, a.window), (1, 1)
 
     def saved(self, a, x, y):
-        # the input (the QKV projection's), q, k and v (one 3*N*D storage), the
-        # scaled keys, the softmax's output per head and pair, the attention
-        # output before the merge; the bias gather's index, once per batch
+        # the input (the QKV projection's), the copies of q, the scaled k and v
+        # einsum's batched products make (3*N*D), the softmax's output per head
+        # and pair, the attention output before the merge; the bias gather's
+        # index, once per batch (saved_tensors_hooks on the module)
         n, d = x[0], x[-1]
         scores = sym.norm(a.heads * n * a.window ** 2)
-        return Saved(input=True, extra=((3 * n * d, None), (n * d, None), (scores, None),
-                                        (n * d, None)),
+        return Saved(input=True, extra=((3 * n * d, None), (scores, None), (n * d, None)),
                      per_batch=((self.buffers(a, x), INT64),))
 
     def cost(self, a, x, y):

@@ -266,7 +266,7 @@ def train_run(graph, folder, **kw):
     config = TrainConfig(data="synthetic", epochs=2, batch=32, optimizer="adam",
                          schedule="cyclic", augment=("crop", "flip"), out=str(folder), **kw)
     messages = []
-    return config, messages, lambda **more: train(graph, config, report=messages.append,
+    return config, messages, lambda **more: train(graph, config, say=messages.append,
                                                   **more)
 
 
@@ -399,7 +399,7 @@ MEASURE = textwrap.dedent("""
                                         samples=640)
             train(graph, TrainConfig(epochs=1, batch=batch, optimizer=mode,
                                      augment=("crop", "flip"), out=tempfile.mkdtemp()),
-                  report=lambda m: None)
+                  say=lambda m: None)
         out.append([kind, spec, batch, mode, size, estimate.total, peak()])
     print(json.dumps(out))
 """)

@@ -82,11 +82,11 @@ def test_resume_continues_and_interrupt_saves(tmp_path):
             raise KeyboardInterrupt
     messages = []
     with pytest.raises(KeyboardInterrupt):
-        train(graph, config, report=messages.append, progress=interrupt)
+        train(graph, config, say=messages.append, progress=interrupt)
     assert "interrupted in epoch 2 after step 3 of 16" in messages[-1]
     assert [m["epoch"] for m in metrics(tmp_path)] == [1]
     config.resume = True
-    history = train(graph, config, report=messages.append)
+    history = train(graph, config, say=messages.append)
     assert [m.epoch for m in history] == [1, 2, 3]
     assert "resumed from" in messages[-3]  # then epochs 2 and 3
 

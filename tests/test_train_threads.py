@@ -91,7 +91,7 @@ def test_library_train_sets_the_choice_and_restores_the_callers_threads(tmp_path
         seen.append(torch.get_num_threads())
     config = TrainConfig(data="synthetic", epochs=1, batch=64, out=str(tmp_path), threads=1,
                          memory_check=False)
-    train(graph, config, report=lines.append, progress=progress)
+    train(graph, config, say=lines.append, progress=progress)
     assert set(seen) == {1}
     assert torch.get_num_threads() == before
     assert "threads: 1 (--threads)" in lines[0]

@@ -263,6 +263,6 @@ def _train_with_progress(graph, config, out):
                       f"{human_bytes(m.peak_memory_bytes)} measured / "
                       f"{human_bytes(m.predicted_memory_bytes)} predicted", highlight=False)
         try:
-            run_train(graph, config, report=show_epoch, progress=progress)
+            run_train(graph, config, say=show_epoch, progress=progress)
         except KeyboardInterrupt:
             sys.exit(130)

@@ -166,12 +166,12 @@ def make_schedule(name, optimizer, epochs, steps_per_epoch):
     raise SpecError(f"--schedule takes one of {', '.join(SCHEDULES)}. Received: {name!r}")
 
 
-def augment(x, kinds, generator):
+def augment(x, transforms, generator):
     """Random crop (pad by H/8, crop back) and horizontal flip, per sample."""
-    if "flip" in kinds:
+    if "flip" in transforms:
         flip = torch.rand(x.shape[0], generator=generator) < 0.5
         x = torch.where(flip.view(-1, 1, 1, 1).to(x.device), x.flip(3), x)
-    if "crop" in kinds:
+    if "crop" in transforms:
         n, _, h, w = x.shape
         pad = max(1, h // 8)
         padded = F.pad(x, (pad, pad, pad, pad))
@@ -282,158 +282,201 @@ class _Position:
     moved: bool = False         # any step taken since the start (or the resume)
 
 
-def train(graph, config: TrainConfig, report=print, progress=None) -> list[EpochMetrics]:
+def train(graph, config: TrainConfig, say=print, progress=None) -> list[EpochMetrics]:
+    """Train the spec's model; ``say`` receives the header, each epoch's
+    EpochMetrics and the notes of a resume or an interrupt (the main process
+    only), ``progress(epoch, step, steps)`` the steps as they go."""
     check_config(config)
     dist = Dist(config.device)
     threads = torch.get_num_threads()   # the run's choice is not left on the caller's process
     try:
-        return _train(graph, config, dist, report, progress)
+        return _train(graph, config, dist, say, progress)
     finally:
         torch.set_num_threads(threads)
         dist.close()
 
 
-def _train(graph, config, dist: Dist, report, progress):
-    if config.batch % dist.world:
-        raise SpecError(f"--batch {config.batch} must divide among {dist.world} processes")
-    local = config.batch // dist.world
-    samples, train_samples = check_source(config.data)
-    if train_samples is not None and config.batch > train_samples:
-        raise SpecError(f"--batch {config.batch} is larger than the {train_samples} training samples")
-    if config.memory_check:
-        from . import memory
-        memory.guard(memory.for_train(graph, batch=local, optimizer=config.optimizer,
-                                      device=dist.device, samples=samples),
-                     command="train", hint="lower --batch")
-    if dist.main:
-        refuse_overwrite(config.out, config.resume, config.force)
-        prepare_out(config.out)
-    ckpt = os.path.join(config.out, "checkpoint.pt")
-    torch.manual_seed(config.seed)
-    random.seed(config.seed)
-    model = build_model(graph)
-    identity = spec_identity(graph, model)
-    classes = _classes(graph, model)
-    state = read_checkpoint(ckpt, model, config, identity) if config.resume else None
-    train_x, train_y, test_x, test_y = load_data(config.data, graph.input, classes, config.seed)
-    if int(train_y.max()) >= classes:
-        raise SpecError(f"the data has {int(train_y.max()) + 1} classes but the model's last "
-                        f"layer gives {classes} outputs")
-    device = dist.device
-    model = model.to(device)
-    net = model
-    if dist.world > 1:
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[dist.local] if device.startswith("cuda") else None)
-    optimizer = make_optimizer(config.optimizer, model.parameters(), config.lr,
-                               config.weight_decay)
-    steps_per_epoch = len(train_y) // config.batch
-    if steps_per_epoch == 0:
-        raise SpecError(f"--batch {config.batch} is larger than the {len(train_y)} training samples")
-    scheduler, per_batch = make_schedule(config.schedule, optimizer, config.epochs, steps_per_epoch)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    gen = torch.Generator().manual_seed(config.seed + 1)
-    # the header first: a resumed run then says where it picks up
-    totals = analysis_totals(graph, local, config.optimizer)
-    predicted = totals["train_memory_bytes"]
-    from .threads import choose_threads, load_average
-    threads = choose_threads(totals["macs"] * local, device, config.threads,
-                             load=load_average(), current=torch.get_num_threads(),
-                             processes=int(os.environ.get("LOCAL_WORLD_SIZE", dist.world)))
-    torch.set_num_threads(threads.threads)
-    if dist.main:
-        report(header(graph, model, config, len(train_y), len(test_y), steps_per_epoch, device,
-                      predicted, threads.describe()))
-    history, start, resume_at = [], 1, None
-    if state is not None:
-        history, start, resume_at = restore(state, ckpt, model, optimizer, scheduler, gen,
-                                            device, len(train_y), steps_per_epoch)
-        if dist.main:
-            where = (f"after epoch {state['epoch']}" if resume_at is None else
-                     f"in epoch {resume_at['epoch']} at step {resume_at['step']} of "
-                     f"{steps_per_epoch}")
-            report(f"resumed from {ckpt} {where}")
-            if start > config.epochs:
-                report(f"the checkpoint has {state['epoch']} epochs already; "
-                       f"--epochs {config.epochs} asks for no more")
-    saved_bytes = None   # what autograd keeps in a step: measured on the first one
-    pos = _Position(start)
-    order, losses, t0 = None, [], time.perf_counter()
-    saver = _Saver(ckpt, model, optimizer, scheduler, gen, identity, config, device)
+def _train(graph, config, dist: Dist, say, progress):
+    run = _Run(graph, config, dist)
+    history, start, resume_at = run.begin(say)
     with _StopRequest() as stop:
         try:
             for epoch in range(start, config.epochs + 1):
-                pos.epoch, pos.step, pos.epoch_done = epoch, 0, False
-                t0 = time.perf_counter()
-                if device.startswith("cuda"):
-                    torch.cuda.reset_peak_memory_stats()
-                if resume_at is not None and resume_at["epoch"] == epoch:
-                    order, losses = resume_at["order"], list(resume_at["losses"])
-                    pos.step = resume_at["step"]
-                    t0 -= resume_at["elapsed"]
-                else:
-                    order = epoch_order(len(train_y), config.seed, epoch)
-                    losses = []
-                net.train()
-                if progress and dist.main:
-                    progress(epoch, pos.step, steps_per_epoch)  # the bar knows its length at once
-                for step in range(pos.step, steps_per_epoch):
-                    batch = order[step * config.batch:(step + 1) * config.batch][dist.rank::dist.world]
-                    pos.in_update = True
-                    x, y = train_x[batch].to(device), train_y[batch].to(device)
-                    if config.augment:
-                        x = augment(x, config.augment, gen)
-                    optimizer.zero_grad(set_to_none=True)
-                    if saved_bytes is None:
-                        with SavedBytes(model) as saved:
-                            loss = loss_fn(_logits(net(x)), y)
-                        saved_bytes = saved.total
-                    else:
-                        loss = loss_fn(_logits(net(x)), y)
-                    loss.backward()
-                    optimizer.step()
-                    if scheduler is not None and per_batch:
-                        scheduler.step()
-                    value, stopping = dist.step(loss.item(), stop.requested)
-                    losses.append(value)
-                    pos.step, pos.in_update, pos.moved = step + 1, False, True
-                    if not math.isfinite(value):
-                        raise RunError(diverged(epoch, step + 1, steps_per_epoch, value,
-                                                optimizer, ckpt, history))
-                    if progress and dist.main:
-                        progress(epoch, step + 1, steps_per_epoch)
-                    if stopping:
-                        raise KeyboardInterrupt
-                test_loss, accuracy = evaluate(net, test_x, test_y, loss_fn, local, device, dist)
-                if not math.isfinite(test_loss):
-                    raise RunError(diverged(epoch, steps_per_epoch, steps_per_epoch, test_loss,
-                                            optimizer, ckpt, history, "test loss"))
-                pos.in_update = True   # the epoch's end: the schedule steps, the history grows
-                lr = optimizer.param_groups[0]["lr"]
-                if scheduler is not None and not per_batch:
-                    scheduler.step(test_loss) if config.schedule == "plateau" else scheduler.step()
-                elapsed = time.perf_counter() - t0
-                m = EpochMetrics(epoch, sum(losses) / len(losses), test_loss, accuracy, lr, elapsed,
-                                 steps_per_epoch * config.batch / elapsed,
-                                 tensor_memory(model, optimizer, saved_bytes, device),
-                                 losses, predicted)
-                history.append(m)
-                pos.in_update, pos.epoch_done = False, True
+                run.epoch(epoch, history, resume_at, stop, progress)
                 if dist.main:
-                    saver.save(history, epoch)
+                    run.saver.save(history, epoch)
                     write_metrics(config.out, history)
-                    report(m)
+                    say(history[-1])
                 if epoch < config.epochs and dist.step(0.0, stop.requested)[1]:
                     raise KeyboardInterrupt
         except KeyboardInterrupt:
             if dist.main:
-                report(saver.on_interrupt(pos, history, order if pos.step else None, losses,
-                                          time.perf_counter() - t0 if pos.step else 0.0,
-                                          steps_per_epoch, config.out))
+                pos = run.pos
+                say(run.saver.on_interrupt(pos, history, run.order if pos.step else None,
+                                           run.losses,
+                                           time.perf_counter() - run.t0 if pos.step else 0.0,
+                                           run.steps, config.out))
             raise
     if dist.main and config.plot:
         plot_curves(history, os.path.join(config.out, "curves.png"), graph.name)
     return history
+
+
+class _Run:
+    """One training run: its checks, model, data and optimizer, set up once
+    (the constructor), then stepped epoch by epoch from _train; ``pos``,
+    ``order``, ``losses`` and ``t0`` say where it is, for an interrupt's
+    checkpoint."""
+
+    def __init__(self, graph, config, dist: Dist):
+        if config.batch % dist.world:
+            raise SpecError(f"--batch {config.batch} must divide among {dist.world} processes")
+        self.graph, self.config, self.dist = graph, config, dist
+        self.local = local = config.batch // dist.world
+        samples, train_samples = check_source(config.data)
+        if train_samples is not None and config.batch > train_samples:
+            raise SpecError(f"--batch {config.batch} is larger than the {train_samples} "
+                            "training samples")
+        if config.memory_check:
+            from . import memory
+            memory.guard(memory.for_train(graph, batch=local, optimizer=config.optimizer,
+                                          device=dist.device, samples=samples),
+                         command="train", hint="lower --batch")
+        if dist.main:
+            refuse_overwrite(config.out, config.resume, config.force)
+            prepare_out(config.out)
+        self.ckpt = os.path.join(config.out, "checkpoint.pt")
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        model = build_model(graph)
+        self.identity = spec_identity(graph, model)
+        classes = _classes(graph, model)
+        self.state = read_checkpoint(self.ckpt, model, config, self.identity) \
+            if config.resume else None
+        self.train_x, self.train_y, self.test_x, self.test_y = \
+            load_data(config.data, graph.input, classes, config.seed)
+        if int(self.train_y.max()) >= classes:
+            raise SpecError(f"the data has {int(self.train_y.max()) + 1} classes but the "
+                            f"model's last layer gives {classes} outputs")
+        self.device = dist.device
+        self.model = self.net = model.to(self.device)
+        if dist.world > 1:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[dist.local] if self.device.startswith("cuda") else None)
+        self.optimizer = make_optimizer(config.optimizer, self.model.parameters(), config.lr,
+                                        config.weight_decay)
+        self.steps = len(self.train_y) // config.batch     # per epoch
+        if self.steps == 0:
+            raise SpecError(f"--batch {config.batch} is larger than the {len(self.train_y)} "
+                            "training samples")
+        self.scheduler, self.per_batch = make_schedule(config.schedule, self.optimizer,
+                                                       config.epochs, self.steps)
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        self.gen = torch.Generator().manual_seed(config.seed + 1)
+        self.saved_bytes = None   # what autograd keeps in a step: measured on the first one
+
+    def begin(self, say):
+        """The threads, the header, and a resumed run's state: (history, first
+        epoch, where in an epoch a resumed run picks up or None)."""
+        config, dist = self.config, self.dist
+        # the header first: a resumed run then says where it picks up
+        totals = analysis_totals(self.graph, self.local, config.optimizer)
+        self.predicted = totals["train_memory_bytes"]
+        from .threads import choose_threads, load_average
+        threads = choose_threads(totals["macs"] * self.local, self.device, config.threads,
+                                 load=load_average(), current=torch.get_num_threads(),
+                                 processes=int(os.environ.get("LOCAL_WORLD_SIZE", dist.world)))
+        torch.set_num_threads(threads.threads)
+        if dist.main:
+            say(header(self.graph, self.model, config, len(self.train_y), len(self.test_y),
+                       self.steps, self.device, self.predicted, threads.describe()))
+        history, start, resume_at = [], 1, None
+        state = self.state
+        if state is not None:
+            history, start, resume_at = restore(state, self.ckpt, self.model, self.optimizer,
+                                                self.scheduler, self.gen, self.device,
+                                                len(self.train_y), self.steps)
+            if dist.main:
+                where = (f"after epoch {state['epoch']}" if resume_at is None else
+                         f"in epoch {resume_at['epoch']} at step {resume_at['step']} of "
+                         f"{self.steps}")
+                say(f"resumed from {self.ckpt} {where}")
+                if start > config.epochs:
+                    say(f"the checkpoint has {state['epoch']} epochs already; "
+                        f"--epochs {config.epochs} asks for no more")
+        self.pos = _Position(start)
+        self.order, self.losses, self.t0 = None, [], time.perf_counter()
+        self.saver = _Saver(self.ckpt, self.model, self.optimizer, self.scheduler, self.gen,
+                            self.identity, config, self.device)
+        return history, start, resume_at
+
+    def epoch(self, epoch, history, resume_at, stop, progress):
+        """One epoch: its steps (from where a resumed run stopped), the test
+        loss and accuracy, the schedule's step; its metrics onto ``history``."""
+        config, dist, pos = self.config, self.dist, self.pos
+        pos.epoch, pos.step, pos.epoch_done = epoch, 0, False
+        self.t0 = time.perf_counter()
+        if self.device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        if resume_at is not None and resume_at["epoch"] == epoch:
+            self.order, self.losses = resume_at["order"], list(resume_at["losses"])
+            pos.step = resume_at["step"]
+            self.t0 -= resume_at["elapsed"]
+        else:
+            self.order = epoch_order(len(self.train_y), config.seed, epoch)
+            self.losses = []
+        self.net.train()
+        if progress and dist.main:
+            progress(epoch, pos.step, self.steps)  # the bar knows its length at once
+        for step in range(pos.step, self.steps):
+            self.step(epoch, step, history, stop, progress)
+        test_loss, accuracy = evaluate(self.net, self.test_x, self.test_y, self.loss_fn,
+                                       self.local, self.device, dist)
+        if not math.isfinite(test_loss):
+            raise RunError(diverged(epoch, self.steps, self.steps, test_loss,
+                                    self.optimizer, self.ckpt, history, "test loss"))
+        pos.in_update = True   # the epoch's end: the schedule steps, the history grows
+        lr = self.optimizer.param_groups[0]["lr"]
+        if self.scheduler is not None and not self.per_batch:
+            self.scheduler.step(test_loss) if config.schedule == "plateau" \
+                else self.scheduler.step()
+        elapsed = time.perf_counter() - self.t0
+        history.append(EpochMetrics(
+            epoch, sum(self.losses) / len(self.losses), test_loss, accuracy, lr, elapsed,
+            self.steps * config.batch / elapsed,
+            tensor_memory(self.model, self.optimizer, self.saved_bytes, self.device),
+            self.losses, self.predicted))
+        pos.in_update, pos.epoch_done = False, True
+
+    def step(self, epoch, step, history, stop, progress):
+        """One optimizer step on this process's share of the step's batch."""
+        config, dist, pos = self.config, self.dist, self.pos
+        batch = self.order[step * config.batch:(step + 1) * config.batch][dist.rank::dist.world]
+        pos.in_update = True
+        x, y = self.train_x[batch].to(self.device), self.train_y[batch].to(self.device)
+        if config.augment:
+            x = augment(x, config.augment, self.gen)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.saved_bytes is None:
+            with SavedBytes(self.model) as saved:
+                loss = self.loss_fn(_logits(self.net(x)), y)
+            self.saved_bytes = saved.total
+        else:
+            loss = self.loss_fn(_logits(self.net(x)), y)
+        loss.backward()
+        self.optimizer.step()
+        if self.scheduler is not None and self.per_batch:
+            self.scheduler.step()
+        value, stopping = dist.step(loss.item(), stop.requested)
+        self.losses.append(value)
+        pos.step, pos.in_update, pos.moved = step + 1, False, True
+        if not math.isfinite(value):
+            raise RunError(diverged(epoch, step + 1, self.steps, value, self.optimizer,
+                                    self.ckpt, history))
+        if progress and dist.main:
+            progress(epoch, step + 1, self.steps)
+        if stopping:
+            raise KeyboardInterrupt
 
 
 def epoch_order(n, seed, epoch):

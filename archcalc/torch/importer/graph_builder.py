@@ -21,7 +21,8 @@ from .mappers import (ADD, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNCTIONS
     METHOD_MAPPERS, MUL, PoolIndices, SPLIT, UNPOOLS, Unpool, NoMapping, _constant,
     _layout_module, _mapper_for, row)
 from .naming import _clean_name
-from .probing import Probed, _TensorArg
+from .failures import _first_line
+from .probing import PROBE_BATCH, Probed, _TensorArg
 
 
 class _GraphBuilder:
@@ -57,6 +58,8 @@ class _GraphBuilder:
                 self._visit(n, chains)
             except NoMapping as e:
                 self._unsupported(n, str(e))
+            except RuntimeError as e:   # torch refused what a mapping tried on it
+                self._unsupported(n, f"{type(e).__name__}: {_first_line(e)}")
         if self.unsupported:
             return
         shared = {p: k for p, k in self.stateful_calls.items() if k > 1}
@@ -507,6 +510,8 @@ class _GraphBuilder:
         y = self.found.values.get(n)
         if not _tensor(y):
             raise NoMapping("its output is not one tensor")
+        if not y or y[0] != PROBE_BATCH:      # x.flatten(0, 1): samples mixed
+            raise NoMapping("its output does not keep the batch in dimension 0")
         x = self._input_of(n)
         if len({id(v) for v in (self.value.get(a) for a in n.all_input_nodes)
                 if isinstance(v, FlowNode)}) > 1:

@@ -53,7 +53,10 @@ def _flops(gm, n: fx.Node, found: Probed, batched, batch: int, device: str) -> i
         """A tensor alike to the probed one (the batch resized), or the value."""
         if isinstance(v, _TensorArg):
             shape = found.values[v.node]
-            dims = (batch, *shape[1:]) if v.node in batched and shape else tuple(shape)
+            dims = tuple(shape)
+            if v.node in batched and dims and batch != PROBE_BATCH:
+                # dim 0 holds the batch (or the batch times a size: x.flatten(0, 1))
+                dims = (dims[0] // PROBE_BATCH * batch, *dims[1:])
             return torch.zeros(dims, dtype=shape.dtype, device=device)
         if type(v) in (list, tuple):
             return type(v)(alike(x) for x in v)

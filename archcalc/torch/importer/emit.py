@@ -114,6 +114,8 @@ class _Emitter:
                 entry = _fuse_posts([entry], self.shared)[0]
             else:
                 entry = {"name": name, "layers": self.level(group, inner)}
+                if isinstance(only, FlowNode) and only.op in MERGE_OPS:
+                    reads = None     # a merge opens it: the wiring picks its input
             entries.append(_wire(entry, reads))
         return entries
 

@@ -237,19 +237,20 @@ class _Recover:
 
     # -- regions that do not fold -------------------------------------------------
     def graph(self, cur: int, join: int) -> list:
-        """The region from ``cur`` to ``join`` as items in the dataflow's order,
-        each naming what it reads where that is not the previous item: merges of
-        computed tensors by their inputs, and the largest single-entry
-        single-exit parts (a chain, a residual block) folded as usual."""
+        """The region from ``cur`` to ``join`` as items, each naming what it reads
+        where that is not the previous item: merges of computed tensors by their
+        inputs, and the largest single-entry single-exit parts (a chain, a
+        residual block) folded as usual; ordered so that a module's items stay
+        together (a spec level is one place)."""
         todo = [u for u in range(cur + 1, join + 1)
                 if u != self.sink and self.inside(u, cur, join)]
-        items = []
+        parts = []      # (item, the nodes it reads, its output node)
         while todo:
             u = todo[0]
             node = self.nodes[u]
             if node.op in MERGE_OPS:
                 self.visit(u)
-                items.append(Wired(node, tuple(node.inputs)))
+                parts.append((node, tuple(node.inputs), u))
                 todo.pop(0)
                 continue
             if node.op not in ("row", "split"):
@@ -259,11 +260,18 @@ class _Recover:
             if node.op == "split" and end == u:
                 self.fail(u, "a split whose slices are used apart (a spec has no kind for "
                              "one slice of the channels)")
-            part = self.seq(a, end, fallback=True)
-            items.append(part[0] if isinstance(part[0], Wired) else Wired(part[0], (a,)))
-            items.extend(part[1:])
+            prev = a
+            for item in self.seq(a, end, fallback=True):
+                item, reads = unwired(item)
+                parts.append((item, reads or (prev,), out_index(item)))
+                prev = out_index(item)
             span = self.span(u, end)
             todo = [v for v in todo if not (span >> v) & 1]
+        items, prev = [], cur
+        for item, reads, out in _by_module(parts):
+            merge = isinstance(item, FlowNode) and item.op in MERGE_OPS
+            items.append(item if reads == (prev,) and not merge else Wired(item, reads))
+            prev = out
         return items
 
     def span(self, u: int, b: int) -> int:
@@ -306,3 +314,63 @@ class _Recover:
                 break
             end = nxt
         return end
+
+
+def _locus(item) -> tuple:
+    """The module path an item lives in: its own, or what its rows share."""
+    if isinstance(item, FlowNode):
+        return item.path
+    paths = [p for branch in item.branches for part in branch for p in [_locus(part)]]
+    if not paths:
+        return ()
+    common = paths[0]
+    for p in paths[1:]:
+        k = 0
+        while k < min(len(common), len(p)) and common[k] == p[k]:
+            k += 1
+        common = common[:k]
+    return common
+
+
+def _by_module(parts: list, depth: int = 0) -> list:
+    """The parts in an order the dataflow allows that keeps each module's parts
+    together (a spec level is one place): grouped by their module at
+    ``depth``, the groups in the order their reads allow (a transition before
+    the stage that reads it), each group ordered so one level deeper. Where
+    modules read each other both ways (HRNet's downsampling calls between
+    adds), the first module's parts that can go go first, the rest later."""
+    keys = []
+    for k, (item, _, _) in enumerate(parts):
+        locus = _locus(item)
+        keys.append(locus[depth] if len(locus) > depth else ("", k))
+    groups: dict = {}
+    for k, key in enumerate(keys):
+        groups.setdefault(key, []).append(k)
+    if len(groups) == 1 and isinstance(keys[0], str):
+        return _by_module(parts, depth + 1)
+    made = {out for _, _, out in parts}
+    done: set = set()
+    out = []
+
+    def outside_ready(k, key):
+        return all(r not in made or r in done or keys[owner[r]] == key for r in parts[k][1])
+
+    owner = {o: k for k, (_, _, o) in enumerate(parts)}
+    while groups:
+        ready = [key for key, members in groups.items()
+                 if all(outside_ready(k, key) for k in members)]
+        if ready:
+            key = min(ready, key=lambda g: groups[g][0])
+            take, groups[key] = groups[key], []
+        else:      # the earliest module: the parts that can go now
+            key = min(groups, key=lambda g: groups[g][0])
+            members = groups[key]
+            n = next((i for i, k in enumerate(members) if not outside_ready(k, key)),
+                     len(members))
+            take, groups[key] = members[:n], members[n:]
+        if not groups[key]:
+            del groups[key]
+        chosen = [parts[k] for k in take]
+        out.extend(chosen if len(chosen) == 1 else _by_module(chosen, depth + 1))
+        done.update(o for _, _, o in chosen)
+    return out

@@ -59,6 +59,8 @@ class _Wiring:
                 prev = self.entry(row, prev, chain)
             return prev
         reads = e.get("_in")
+        if reads is None:
+            reads = self.free_input(e, prev, chain)
         merge = "merge" in e
         source = prev
         if reads is not None:
@@ -84,6 +86,24 @@ class _Wiring:
                     self.walk(layers, source if key == "concat" else None, chain, e)
         e["_out"] = out
         return out
+
+    def free_input(self, e: dict, prev, chain: list):
+        """A level that opens with a merge reads its input only through names:
+        its input may be any node, so it is one the merge cannot name from
+        inside (DLA's root reads a tree's output that an inner level of the same
+        name hides); None where all can be named."""
+        layers = e.get("layers")
+        if not (isinstance(layers, list) and layers and isinstance(layers[0], dict)
+                and "merge" in layers[0] and layers[0].get("_in")):
+            return None
+        inner = [*chain, _Frame(layers, 0, prev, e)]
+        for node in layers[0]["_in"]:
+            try:
+                self.name(node, inner, "")
+            except SpecError:
+                e["_in"] = (node,)
+                return e["_in"]
+        return None
 
     def name(self, node: int, chain: list, what: str) -> str:
         """The name ``node`` has, seen from the innermost list of ``chain``."""

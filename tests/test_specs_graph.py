@@ -198,8 +198,8 @@ def test_unet_check_passes_at_572(batch):
     check_passes("unet", batch, None)
 
 
-@pytest.mark.slow
 def test_unet_real_forward_at_572_gives_388():
+    """One real forward at full size (about 5 s on one core)."""
     ours = spec("unet").build().eval()
     with torch.no_grad():
         out = single(ours(torch.randn(1, 1, 572, 572)))

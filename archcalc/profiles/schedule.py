@@ -1,10 +1,11 @@
 """Which microbenchmark `archcalc calibrate` times next within a table's
-budget. Every kind of point (convolutions, GEMMs, ops) has a share of the
-time; the next job comes from the kind that has used the least of its share,
-so a slow kind (convolutions on a loaded machine) cannot starve the others:
-a budget that runs out leaves each table with some of every kind, never 10
-convolutions, 0 GEMMs and 0 ops. A few points of each kind are measured even
-past the budget (``MINIMUM``): a table without them cannot rate that kind at all.
+budget. Every family of points (convolutions, GEMMs, ops) has a share of
+the time; the next job comes from the family that has used the least of its
+share, so a slow family (convolutions on a loaded machine) cannot starve the
+others: a budget that runs out leaves each table with some of every family,
+never 10 convolutions, 0 GEMMs and 0 ops. A few points of each family are
+measured even past the budget (``MINIMUM``): a table without them cannot rate
+that family at all.
 
 Pure Python (no torch): calibrate.py gives it the jobs and a function that times one.
 """
@@ -14,34 +15,34 @@ from collections import deque
 
 SHARES = {"conv": 0.6, "linear": 0.15, "op": 0.25}
 MINIMUM = {"conv": 1, "linear": 2, "op": 4}
-TABLE_KEYS = {"conv": "conv", "linear": "linear", "op": "ops"}   # the kinds' names in a table
+TABLE_KEYS = {"conv": "conv", "linear": "linear", "op": "ops"}   # the families' keys in a table
 
 
 def run_fair(jobs, measure, now, stop, progress=None) -> dict:
-    """Time ``jobs`` ([(kind, payload)], each kind's in priority order) with
-    ``measure(kind, payload)`` (True when it added a point) until the clock
+    """Time ``jobs`` ([(family, payload)], each family's in priority order) with
+    ``measure(family, payload)`` (True when it added a point) until the clock
     ``now()`` passes ``stop``; then only what MINIMUM still asks for.
     ``progress(done, planned)`` after each job. Returns the table's coverage:
     {"planned": {conv, linear, ops}, "measured": {...}, "skipped": n}."""
-    queues = {kind: deque(p for k, p in jobs if k == kind) for kind in SHARES}
-    planned = {kind: len(q) for kind, q in queues.items()}
+    queues = {family: deque(p for k, p in jobs if k == family) for family in SHARES}
+    planned = {family: len(q) for family, q in queues.items()}
     spent = dict.fromkeys(SHARES, 0.0)
     measured = dict.fromkeys(SHARES, 0)
     skipped = handled = 0
     total = sum(planned.values())
     while any(queues.values()):
-        kind = min((k for k in SHARES if queues[k]), key=lambda k: spent[k] / SHARES[k])
-        payload = queues[kind].popleft()
+        family = min((k for k in SHARES if queues[k]), key=lambda k: spent[k] / SHARES[k])
+        payload = queues[family].popleft()
         handled += 1
-        if now() > stop and measured[kind] >= MINIMUM[kind]:
+        if now() > stop and measured[family] >= MINIMUM[family]:
             skipped += 1
         else:
             start = now()
-            if measure(kind, payload):
-                measured[kind] += 1
+            if measure(family, payload):
+                measured[family] += 1
             else:
                 skipped += 1
-            spent[kind] += now() - start
+            spent[family] += now() - start
         if progress:
             progress(handled, total)
     rename = TABLE_KEYS.get

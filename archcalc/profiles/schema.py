@@ -58,7 +58,7 @@ def _show(value) -> str:
 
 
 # --------------------------------------------------------------------------
-# field kinds: each checks a value and says what it must be
+# field types: each checks a value and says what it must be
 
 
 class Field:
@@ -306,7 +306,7 @@ OP_POINT = Obj("an op point", {
     "elements": (SIZE, True), "shape": (List(Int(1, 2 ** 31), 1, 8), False),
     "forward_s": (TIME, True), "forward_train_s": (TIME, False), "backward_s": (TIME, False),
 })
-COUNTS = Obj("counts per kind", {k: (Int(0, MAX_INT), False) for k in ("conv", "linear", "ops")},
+COUNTS = Obj("counts per family", {k: (Int(0, MAX_INT), False) for k in ("conv", "linear", "ops")},
              extra_times=False)
 TABLE = Obj("a table", {
     "conv": (List(CONV_POINT), True), "linear": (List(LINEAR_POINT), True),

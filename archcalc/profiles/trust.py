@@ -17,7 +17,7 @@ from .schema import ProfileError
 MIN_POINTS = {"conv": 8, "linear": 3}
 MIN_OP_SIZES = 2          # one size: no curve, a constant
 MIN_COVERAGE = 0.5        # of the points calibrate planned for the table
-KIND_WORDS = {"conv": "conv layer", "linear": "fc layer (GEMM)", "ops": "op"}
+FAMILY_WORDS = {"conv": "conv layer", "linear": "fc layer (GEMM)", "ops": "op"}
 
 
 def _count(n: int, word: str) -> str:
@@ -30,7 +30,7 @@ def _count(n: int, word: str) -> str:
 
 @dataclass
 class Usage:
-    """What one prediction asked of a table: conv layers by kind of conv
+    """What one prediction asked of a table: conv layers by their grouping
     (dense, grouped, depthwise), fc layers, and each op with the number of
     sizes its curve has."""
     convs: Counter = field(default_factory=Counter)
@@ -43,9 +43,9 @@ class Usage:
         self.op_sizes[name] = sizes
 
 
-def _missing(who, table, kind, count):
+def _missing(who, table, family, count):
     return ProfileError(
-        f"table {table} has no {kind} points, and {_count(count, KIND_WORDS[kind])} of the "
+        f"table {table} has no {family} points, and {_count(count, FAMILY_WORDS[family])} of the "
         f"spec need{'s' if count == 1 else ''} them; make the profile again with `archcalc "
         "calibrate` (a larger --budget-s)",
         file=who)
@@ -67,17 +67,17 @@ def warnings_for(profile, table, usage: Usage, mode: str) -> list[str]:
     have = {"conv": len(table.convs), "linear": len(table.linears),
             "ops": sum(len(c["inference"]) for c in table.ops.values())}
     used = {"conv": n_conv, "linear": usage.linears, "ops": sum(usage.ops.values())}
-    for kind in ("conv", "linear"):
-        if used[kind] and have[kind] < MIN_POINTS[kind]:
-            say(f"profile {who}: rates for {_count(used[kind], KIND_WORDS[kind])} come from a "
-                f"table ({table.name}) of {_count(have[kind], 'point')} (fewer than "
-                f"{MIN_POINTS[kind]})")
-    kinds = {p.cls[2] for p in table.convs}
-    for kind, count in sorted(usage.convs.items()):
-        if table.convs and kind not in kinds:
-            say(f"profile {who}: {_count(count, kind + ' conv layer')} "
+    for family in ("conv", "linear"):
+        if used[family] and have[family] < MIN_POINTS[family]:
+            say(f"profile {who}: rates for {_count(used[family], FAMILY_WORDS[family])} come "
+                f"from a table ({table.name}) of {_count(have[family], 'point')} (fewer than "
+                f"{MIN_POINTS[family]})")
+    groupings = {p.cls[2] for p in table.convs}
+    for grouping, count in sorted(usage.convs.items()):
+        if table.convs and grouping not in groupings:
+            say(f"profile {who}: {_count(count, grouping + ' conv layer')} "
                 f"{'is' if count == 1 else 'are'} rated from other kinds of conv "
-                f"(table {table.name} has no {kind} point)")
+                f"(table {table.name} has no {grouping} point)")
     thin = sorted(name for name, sizes in usage.op_sizes.items() if sizes < MIN_OP_SIZES)
     if thin:
         say(f"profile {who}: rates for {_count(sum(usage.ops[n] for n in thin), 'op')} "
@@ -87,10 +87,10 @@ def warnings_for(profile, table, usage: Usage, mode: str) -> list[str]:
             all(p.log_backward is None for p in table.convs):
         say(f"profile {who}: table {table.name} has no backward times: the backward pass is "
             "rated as the forward")
-    for kind, planned in sorted(table.planned.items()):
-        if used.get(kind) and planned and have.get(kind, 0) < MIN_COVERAGE * planned:
-            say(f"profile {who}: table {table.name} holds {have[kind]} of the {planned} "
-                f"{kind} points calibrate planned (its budget ran out)")
+    for family, planned in sorted(table.planned.items()):
+        if used.get(family) and planned and have.get(family, 0) < MIN_COVERAGE * planned:
+            say(f"profile {who}: table {table.name} holds {have[family]} of the {planned} "
+                f"{family} points calibrate planned (its budget ran out)")
     trust = profile.data.get("trust") or _legacy_trust(profile.data)
     if trust.get("measured_under_load"):
         why = "; ".join(trust.get("reasons") or []) or "as calibrate recorded"

@@ -221,3 +221,37 @@ def test_functional_linear_is_an_fc_row_named_by_its_module():
     assert [r.type for r in report.rows[1:]] == ["flatten", "fc", "relu", "fc"]
     assert report.rows[-1].params == 50
     same_function(model, (3, 4, 4), done)
+
+
+# -- weight-standardized convs: timm's StdConv2d, ScaledStdConv2d (NF-ResNet) -------
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_std_conv_is_a_std_conv_row_with_its_gain(scaled):
+    from timm.layers import ScaledStdConv2d, StdConv2d
+    conv = ScaledStdConv2d(3, 8, 3, gamma=1.7) if scaled else StdConv2d(3, 8, 3, bias=True, eps=1e-5)
+    model = nn.Sequential(conv, nn.ReLU())
+    done, report = imported(model, (3, 8, 8))
+    assert report.rows[1].type == "std_conv"
+    # the gain: one parameter per output channel beyond the conv's 3*3*3*8 + 8
+    assert report.rows[1].params == 3 * 3 * 3 * 8 + 8 * (2 if scaled else 1)
+    same_function(model, (3, 8, 8), done)
+
+
+def test_nf_resnet26_imports_exactly_and_computes_the_same():
+    """NF-ResNet-26: ScaledStdConv2d throughout, the block's input scaled by
+    beta (x * beta: a multiply row), no norm layer."""
+    done, _ = imported(timm_meta("nf_resnet26"), (3, 224, 224), "timm:nf_resnet26")
+    assert done.params == 15_995_176
+    torch.manual_seed(0)
+    model = timm.create_model("nf_resnet26", pretrained=False).eval()
+    small = importer.import_module(model, (3, 64, 64), **STRICT)
+    built = loads(small.text, file="nf").build().eval()
+    built.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert (built(x) - model(x)).abs().max().item() <= 1e-4
+
+
+def test_nfnet_l0_imports_exactly():
+    imported(timm_meta("nfnet_l0"), (3, 224, 224), "timm:nfnet_l0")

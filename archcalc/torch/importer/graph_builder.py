@@ -402,6 +402,11 @@ class _GraphBuilder:
                                  stateful=True, name=path[-1], flat=True,
                                  what="a layer scale")
             raise NoMapping(f"{op} of the input and a parameter of shape {list(shape)}")
+        number, x = (a, b) if _number(a) else (b, a)
+        if op == "mul" and _number(number) and isinstance(x, FlowNode):   # NF-ResNet's x * beta
+            inplace = n.target == "mul_" or n.target is operator.imul
+            return self._row(n, x, row("multiply", by=float(number), inplace=inplace),
+                             name="multiply", what=_describe_target(n))
         raise NoMapping(f"{op} of a tensor and a constant")
 
     def _cat(self, n, args, kwargs):
@@ -575,6 +580,10 @@ def _returned(out) -> list:
     if isinstance(out, (tuple, list)) and out:
         return list(out)
     return [out]
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 def _gate(a, b) -> bool:

@@ -142,19 +142,17 @@ class _Emitter:
         return all(self._shortcut_level(branch, prefix) is None for branch in item.branches)
 
     def unfold(self, items, prefix) -> list:
-        """Items with each merge that ``unfolds`` written as its two paths and a
-        merge entry that names them."""
+        """Items with each merge that ``unfolds`` (or whose paths hold a module
+        that other items of this level hold too: LR-ASPP's head beside the rest
+        of its backbone) written as its paths and a merge entry that names them."""
         out, todo = [], list(reversed(items))
         while todo:
             item = todo.pop()
             inner, reads = unwired(item)
-            if not self.unfolds(inner, prefix):
+            if not (self.unfolds(inner, prefix) or _clashes(item, items, prefix)):
                 out.append(item)
                 continue
-            a, b = inner.branches
-            todo.append(Wired(inner.node, tuple(inner.node.inputs)))
-            todo.extend(reversed([Wired(b[0], (inner.source,)), *b[1:]]))
-            todo.extend(reversed([Wired(a[0], reads) if reads else a[0], *a[1:]]))
+            todo.extend(reversed(_as_graph(inner, reads)))
         return out
 
     def row(self, node: FlowNode, prefix, level: _Level) -> dict:
@@ -269,12 +267,15 @@ class _Emitter:
                 and item.branches[1]:
             return {"dense": self.items(item.branches[1], prefix, level)}
         branches = []
-        for i, branch in enumerate(item.branches, 1):
-            name = self._shortcut_level(branch, prefix)
+        names = [self._shortcut_level(branch, prefix) for branch in item.branches]
+        # branches in one module each (CSPNeXt's poolings.0, .1, .2): no level
+        # may take its name twice
+        twice = {n for n in names if n is not None and names.count(n) > 1}
+        for i, (branch, name) in enumerate(zip(item.branches, names), 1):
             if not branch:
                 level.fix(f"b{i}", "branch")
                 branches.append([])
-            elif name is not None and not any(p[:len(prefix) + 1] == (*prefix, name) and
+            elif name is not None and name not in twice and not any(p[:len(prefix) + 1] == (*prefix, name) and
                                                len(p) == len(prefix) + 1
                                                for p in _stateful_paths(branch)):
                 level.fix(_check_module_name(name, (*prefix, name)), "branch")
@@ -289,6 +290,37 @@ class _Emitter:
         if sizes is not None and len(set(sizes)) != 1:
             entry["sizes"] = list(sizes)
         return entry
+
+
+def _as_graph(item, reads) -> list:
+    """A merge or concat as graph items: each path in the order the model runs
+    them, the first reading what the structure read, then the merge entry."""
+    order = sorted((b for b in item.branches if b), key=lambda b: _first_index(b))
+    out = []
+    for k, branch in enumerate(order):
+        first = branch[0] if k == 0 and reads is None else \
+            Wired(branch[0], reads if k == 0 else (item.source,))
+        out += [first, *branch[1:]]
+    return [*out, Wired(item.node, tuple(item.node.inputs))]
+
+
+def _first_index(items) -> int:
+    first = unwired(items[0])[0]
+    return first.index if isinstance(first, FlowNode) else _first_index(first.branches[0] or
+                                                                          first.branches[1])
+
+
+def _clashes(item, items, prefix) -> bool:
+    """A merge or concat of this level whose paths hold a module another item of
+    this level holds too: as one structure, that module would be two levels."""
+    inner = unwired(item)[0]
+    if not isinstance(inner, (MergeItem, CatItem)) or _home(item, prefix)[0] is not None:
+        return False
+    n = len(prefix)
+    mine = {p[n] for p in _stateful_paths([inner]) if p[:n] == prefix and len(p) > n + 1}
+    theirs = {p[n] for other in items if other is not item
+              for p in _stateful_paths([other]) if p[:n] == prefix and len(p) > n}
+    return bool(mine & theirs)
 
 
 def _wire(entry: dict, reads) -> dict:

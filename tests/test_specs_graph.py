@@ -18,6 +18,7 @@ import os
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import given, settings, strategies as st
 
 from archcalc.analysis import analyze
 from archcalc.cli import main
@@ -204,6 +205,22 @@ def test_unet_real_forward_at_572_gives_388():
     with torch.no_grad():
         out = single(ours(torch.randn(1, 1, 572, 572)))
     assert tuple(out.shape) == (1, 2, 388, 388)
+
+
+@settings(max_examples=15, deadline=None, database=None)
+@given(st.integers(4, 60), st.integers(1, 15))
+def test_unet_takes_every_16b_plus_124_and_refuses_the_others(b, off):
+    """Any input 16*b + 124 (b >= 4) gives 16*b - 60 out with the same
+    params (the crops' borders hold at every valid input); the 15 sizes
+    between two valid ones are refused (a SpecError, exit 2 at the CLI):
+    a pool floors an odd map and a crop no longer meets its upsampled map."""
+    from archcalc.errors import SpecError
+    size = 16 * b + 124
+    report = analyze(spec("unet"), input=(1, size, size))
+    assert tuple(report.rows[-1].output_shape) == (2, 16 * b - 60, 16 * b - 60)
+    assert report.totals["params"] == UNET_PARAMS
+    with pytest.raises(SpecError):
+        analyze(spec("unet"), input=(1, size + off, size + off))
 
 
 @pytest.mark.parametrize("size", [

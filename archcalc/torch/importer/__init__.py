@@ -59,6 +59,11 @@ __all__ = ["Imported", "ImportFailure", "TraceFailure", "Unsupported", "empty_we
 # the import
 
 
+# traces of one import: each keeps whole the modules of the calls the last one
+# could not make rows of (one level of nesting per pass)
+PASSES = 8
+
+
 @dataclass
 class Imported:
     text: str                     # the spec's TOML
@@ -98,7 +103,7 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     try:
         opaque: set = set()
         tracing = _Tracing(module, input_shape, label)
-        for _ in range(8):
+        for _ in range(PASSES):
             gm = tracing.graph(opaque)
             found = _probe_or_fail(gm, input_shape, label, module)
             builder = _GraphBuilder(gm, found, input_shape, not strict, opaque)
@@ -109,6 +114,10 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
             if strict or not wider:
                 break
             opaque |= wider
+        else:   # each pass keeps the modules of every failing call whole: a deeper nest
+            raise ImportFailure(f"cannot import {label}: after {PASSES} passes, calls "
+                                f"without a kind still need their modules kept whole "
+                                f"({', '.join(sorted(wider)[:3])})")
     finally:
         module.train(training)
     if builder.unsupported:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import operator
 import re
+from dataclasses import dataclass
 
 import torch
 import torch.fx as fx
@@ -43,6 +44,7 @@ class _GraphBuilder:
         self.opaque_rows: list = []       # the opaque rows' FlowNodes, measured
         self.reads: dict = {}             # an opaque row's index -> parameter names it reads
         self.unscaled: list = []          # opaque rows whose MACs do not scale with the batch
+        self.charged: set = set()         # parameters and _Derived calls an opaque row holds
         self.stateful_calls: dict = {}    # module path -> times called
         self.output = None
         self.outputs: list = []           # every tensor the forward returns, in order
@@ -60,7 +62,7 @@ class _GraphBuilder:
                 self._unsupported(n, str(e))
             except RuntimeError as e:   # torch refused what a mapping tried on it
                 self._unsupported(n, f"{type(e).__name__}: {_first_line(e)}")
-        if self.unsupported:
+        if self.unsupported or self.widen:   # a pass that found modules to keep whole
             return
         shared = {p: k for p, k in self.stateful_calls.items() if k > 1}
         if shared:
@@ -85,7 +87,7 @@ class _GraphBuilder:
             self.value[n] = Param(n.target, obj) if isinstance(obj, torch.Tensor) else None
             return
         if n.op == "output":
-            if self.unsupported:
+            if self.unsupported or self.widen:
                 return
             # several outputs (a dict, a tuple): the spec's [model] outputs
             outs = _returned(n.args[0])
@@ -100,11 +102,14 @@ class _GraphBuilder:
                 self.outputs.append(got)
             self.output = self.outputs[-1]
             return
+        if self.widen and self._widened(n):
+            self.value[n] = self._stand_in(n)
+            return
         inputs = [self.value.get(a) for a in n.all_input_nodes]
         if any(x is _POISON for x in inputs):
             # downstream of an unsupported op: its own failures are not reported
             # again, but an op that has no mapping at all is
-            if not self._has_mapper(n):
+            if not self._has_mapper(n) and not self.allow_opaque:
                 self._unsupported(n, "")
             self.value[n] = _POISON
             return
@@ -112,6 +117,8 @@ class _GraphBuilder:
         if held and self._read_indices(n, held):
             return
         tensors = [x for x in inputs if isinstance(x, FlowNode)]
+        if not tensors and any(isinstance(x, _Derived) for x in inputs) and _tensor_valued(v):
+            raise NoMapping("computes on parameters or buffers, not on the input")
         if not tensors and not any(isinstance(x, (Param, Expanded)) or x is _PENDING
                                    for x in inputs):
             self.value[n] = None      # shape arithmetic, asserts: no tensor work
@@ -180,6 +187,10 @@ class _GraphBuilder:
         what = _describe_target(n, module)
         path = n.target if n.op == "call_module" else n.meta.get("scope", "")
         if self.allow_opaque:
+            derived = self._derived(n)
+            if derived is not None:     # no row: the opaque row that reads it holds it
+                self.value[n] = derived
+                return
             try:
                 return self._opaque(n, what, path)
             except NoMapping as e:
@@ -189,9 +200,32 @@ class _GraphBuilder:
                     scope = scope.rpartition(".")[0]
                 if scope and scope not in self.opaque:
                     self.widen.add(scope)
+                    # this pass only finds the scopes to keep whole (the next one
+                    # imports them): what it computed flows on, so that those after
+                    # it are found in this pass too
+                    self.value[n] = self._stand_in(n)
+                    return
         key = (f"{what} ({reason})" if reason else what, path)
         self.unsupported[key] = self.unsupported.get(key, 0) + 1
         self.value[n] = _POISON
+
+    def _stand_in(self, n: fx.Node):
+        """A value for a call inside a module kept whole on the next pass: its
+        probed shape, in no row (a pass that widens is never emitted)."""
+        y = self.found.values.get(n)
+        if isinstance(y, (tuple, list)) and y and _tensor(y[0]):
+            y = y[0]
+        if not _tensor(y):
+            return None
+        x = next((v for v in map(self.value.get, n.all_input_nodes)
+                  if isinstance(v, FlowNode)), None)
+        y = _per_sample(y)
+        return FlowNode(-1, "row", [x.index] if x is not None else [], y, y)
+
+    def _widened(self, n: fx.Node) -> bool:
+        """Whether the call is inside a module this pass keeps whole on the next."""
+        scope = n.target if n.op == "call_module" else n.meta.get("scope", "")
+        return any(scope == w or scope.startswith(w + ".") for w in self.widen)
 
     def _input_of(self, n: fx.Node) -> FlowNode:
         for a in n.all_input_nodes:
@@ -512,9 +546,7 @@ class _GraphBuilder:
     def _opaque(self, n: fx.Node, what: str, path: str):
         """One row for a call without a kind: its output shape as probed, the
         parameters it holds or reads, its MACs measured (FlopCounterMode)."""
-        y = self.found.values.get(n)
-        if not _tensor(y):
-            raise NoMapping("its output is not one tensor")
+        y = self._one_output(n)
         if not y or y[0] != PROBE_BATCH:      # x.flatten(0, 1): samples mixed
             raise NoMapping("its output does not keep the batch in dimension 0")
         x = self._input_of(n)
@@ -525,12 +557,12 @@ class _GraphBuilder:
         batched = {a for a in n.all_input_nodes if isinstance(self.value.get(a), FlowNode)}
         measured = measure(self.gm, n, self.found, batched)
         module = self.modules.get(n.target) if n.op == "call_module" else None
+        # the module's tensors a function reads are its own, and so are those a
+        # tensor computed from parameters alone (a _Derived) read, with its work
+        params, buffers, reads, work = self._state_read(n)
         if module is not None:
-            params = sum(p.numel() for p in module.parameters())
-            buffers = sum(b.numel() for b in module.buffers())
-            reads = []
-        else:    # a function on the module's own tensors: those it reads are its own
-            params, buffers, reads = self._state_read(n)
+            params += sum(p.numel() for p in module.parameters())
+            buffers += sum(b.numel() for b in module.buffers())
         stateful = module is not None and bool(params or buffers)
         spath = _path(path)
         if n.op == "call_module":
@@ -546,31 +578,80 @@ class _GraphBuilder:
             shape = tuple(y) or (1,)
         node = FlowNode(0, "row", [x.index], shape, y,
                     [("opaque", {"op": what, "output": list(shape), "params": params,
-                                 "buffers": buffers, "macs": measured.macs})],
+                                 "buffers": buffers, "macs": measured.macs + work})],
                     spath, stateful, row_name or "opaque", what=what,
                     scoped=n.op != "call_module")
         self._add(node, n)
         self.opaque_rows.append(node)
         if reads:
             self.reads[node.index] = reads
-        if not measured.scales:
+        if not measured.scales or work:
             self.unscaled.append(node)
 
+    def _one_output(self, n: fx.Node):
+        """The probed output of an opaque call: its tensor, or the first item of
+        a tuple of which nothing reads another item (x.max(1): values, indices)."""
+        y = self.found.values.get(n)
+        if _tensor(y):
+            return y
+        if isinstance(y, (tuple, list)) and y and _tensor(y[0]) and n.users and all(
+                u.op == "call_function" and u.target is operator.getitem and u.args[1] == 0
+                for u in n.users):
+            return y[0]
+        raise NoMapping("its output is not one tensor")
+
+    def _derived(self, n: fx.Node):
+        """A call on parameters, buffers and constants alone (a position
+        embedding resampled, a rotary table): a _Derived, or None."""
+        inputs = [self.value.get(a) for a in n.all_input_nodes]
+        if not _tensor_valued(self.found.values.get(n)) or any(
+                isinstance(x, FlowNode) or x is _POISON or x is _PENDING for x in inputs):
+            return None
+        reads, nodes = [], [n]
+        module = self.modules.get(n.target) if n.op == "call_module" else None
+        if module is not None:
+            reads += [f"{n.target}.{k}" for k, _ in
+                      list(module.named_parameters()) + list(module.named_buffers())]
+        for x in inputs:
+            x = x.param if isinstance(x, Expanded) else x
+            if isinstance(x, Param):
+                reads.append(x.target)
+            elif isinstance(x, _Derived):
+                reads += x.reads
+                nodes[:0] = x.nodes
+        return _Derived(tuple(dict.fromkeys(reads)), tuple(dict.fromkeys(nodes)))
+
     def _state_read(self, n: fx.Node) -> tuple:
-        """(parameters, buffers, their names) of the module's tensors a function reads."""
-        params = buffers = 0
+        """(parameters, buffers, their names, MACs) of the module's tensors a call
+        reads: parameters, and tensors computed from them (their work measured),
+        each counted once, by the first row that reads it."""
+        params = buffers = work = 0
         names = []
         for a in n.all_input_nodes:
             got = self.value.get(a)
-            param = got.param if isinstance(got, Expanded) else got
-            if isinstance(param, Param) and param.target not in names:
-                names.append(param.target)
-                self.used_state.add(param.target)
-                if isinstance(param.tensor, torch.nn.Parameter):
-                    params += param.tensor.numel()
+            got = got.param if isinstance(got, Expanded) else got
+            if isinstance(got, Param):
+                targets, nodes = (got.target,), ()
+            elif isinstance(got, _Derived):
+                targets, nodes = got.reads, got.nodes
+            else:
+                continue
+            for target in targets:
+                if target in self.charged:
+                    continue
+                self.charged.add(target)
+                names.append(target)
+                self.used_state.add(target)
+                tensor = self._attr(target)
+                if isinstance(tensor, torch.nn.Parameter):
+                    params += tensor.numel()
                 else:
-                    buffers += param.tensor.numel()
-        return params, buffers, names
+                    buffers += tensor.numel()
+            for d in nodes:
+                if d not in self.charged:
+                    self.charged.add(d)
+                    work += measure(self.gm, d, self.found, set()).macs
+        return params, buffers, names, work
 
 
 def _returned(out) -> list:
@@ -584,6 +665,16 @@ def _returned(out) -> list:
 
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """A tensor computed from the module's parameters and buffers alone (a
+    position embedding resampled, a relative position bias, a rotary table): no
+    row of its own; the first opaque row that reads it holds its parameters
+    and its measured work."""
+    reads: tuple        # parameter and buffer names
+    nodes: tuple        # the fx calls that compute it, in order
 
 
 def _gate(a, b) -> bool:

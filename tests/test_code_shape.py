@@ -1,6 +1,8 @@
 """The package's shape, read with ast: no file under archcalc/ over 800 lines,
-no function (or method) over 80. A newcomer reads a file in one sitting and
-a function on one screen."""
+no function (or method) over 80 (a newcomer reads a file in one sitting and
+a function on one screen), and no stage outside archcalc/layers/ tests a
+layer kind by its name (``op.kind.name == "conv"``): it reads an attribute
+the kind declares, so that adding a kind touches its own file only."""
 import ast
 import pathlib
 
@@ -16,6 +18,11 @@ ALLOWED_LONG_FUNCTIONS = {
     ("spec/loader.py", "_from_data"),     # 136 lines: the spec's sections read in one pass
 }
 ALLOWED_LONG_FILES: set = set()
+# (file, kind name) tests of a kind by its name, in files other helpers own
+ALLOWED_NAME_TESTS = {
+    ("torch/build.py", "maxpool"),        # a max pool that an unpool reads gives its indices
+    ("torch/build.py", "max_unpool"),
+}
 
 
 def _files():
@@ -58,3 +65,43 @@ def test_the_allow_lists_hold_only_real_offenders():
     assert ALLOWED_LONG_FUNCTIONS <= set(_long_functions()), \
         "an allowed function is now short: remove it from ALLOWED_LONG_FUNCTIONS"
     assert ALLOWED_LONG_FILES <= set(_long_files())
+
+
+def _literals(node):
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return {node.value}
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return set().union(*(_literals(e) for e in node.elts))
+    return set()
+
+
+def _is_kind_name(node):
+    return isinstance(node, ast.Attribute) and node.attr == "name" and \
+        isinstance(node.value, ast.Attribute) and node.value.attr == "kind"
+
+
+def _kind_name_tests():
+    """(file, name) for every comparison of a ``.kind.name`` with string literals."""
+    found = set()
+    for path in _files():
+        where = path.relative_to(PACKAGE).as_posix()
+        if where.startswith("layers/"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                if any(_is_kind_name(side) for side in sides):
+                    found |= {(where, name) for side in sides for name in _literals(side)}
+    return found
+
+
+def test_the_name_check_finds_a_kind_tested_by_name():
+    tree = ast.parse('if op.kind.name in ("conv", "fc"): pass')
+    compare = tree.body[0].test
+    assert _is_kind_name(compare.left) and _literals(compare.comparators[0]) == {"conv", "fc"}
+
+
+def test_no_stage_tests_a_kind_by_its_name():
+    found = _kind_name_tests()
+    assert found - ALLOWED_NAME_TESTS == set(), "read a kind attribute instead"
+    assert ALLOWED_NAME_TESTS <= found, "an allowed name test is gone: remove it from the list"

@@ -133,11 +133,14 @@ def test_fcn_resnet50_imports_its_single_output():
     assert tuple(report.rows[-1].output_shape) == (21, 96, 128)
 
 
-def test_several_outputs_are_refused_by_name():
+def test_several_outputs_are_the_spec_s_outputs(tmp_path):
+    """{"out", "aux"}: both outputs, named in [model] outputs (the general graph)."""
+    out = tmp_path / "fcn.toml"
     code, _, err = run("import", "torchvision.models.segmentation:fcn_resnet50", "--kwargs",
                        '{"weights": null, "weights_backbone": null, "aux_loss": true}',
-                       "--input", "3x64x64")
-    assert code == 2 and "2 outputs (out, aux)" in err and err.count("\n") == 1
+                       "--input", "3x64x64", "-o", out)
+    assert code == 0, err
+    assert 'outputs = ["upsample", "upsample_1"]' in out.read_text()
 
 
 # -- the sweep's summary (fake records: nothing imported) --------------------------

@@ -20,3 +20,5 @@ from . import crop, frozen_norm  # noqa: F401  (registration: U-Net's copy and c
 from . import window_attention  # noqa: F401  (registration: Swin's and MaxViT's window attention)
 from . import pad  # noqa: F401  (registration: padding as a row, TF-style same padding)
 from . import std_conv  # noqa: F401  (registration: weight-standardized conv, NF-ResNet and NFNet)
+from . import affine  # noqa: F401  (registration: ResMLP's per-channel scale and shift)
+from . import transpose  # noqa: F401  (registration: token mixing, MLP-Mixer and ResMLP)

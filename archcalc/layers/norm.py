@@ -336,18 +336,23 @@ class LayerScale(Kind):
     flops_rule = "1 per element"
     args = {"init": Arg("float", 1e-6, doc="initial value of gamma")}
 
+    @staticmethod
+    def width(x):
+        """What is scaled: the channels of a map, a token's D (CaiT, ResMLP)."""
+        return x[-1] if len(x) == 2 else x[0]
+
     def params(self, a, x):
-        return x[0]
+        return self.width(x)
 
     def flops(self, a, x, y):
         return sym.prod(y)
 
     def cost(self, a, x, y):
-        return (Cost("mul", elements=sym.prod(x), tensors=(x[0],)),)
+        return (Cost("mul", elements=sym.prod(x), tensors=(self.width(x),)),)
 
     def saved(self, a, x, y):
         return Saved(input=True)  # gamma's gradient needs x
 
     def build(self, a, x):
         from .norm_torch import LayerScale as Module
-        return Module(x[0], a.init, len(x))
+        return Module(self.width(x), a.init, len(x))

@@ -429,8 +429,7 @@ class _GraphBuilder:
             if op == "add" and len(x.shape) == 2 and shape == (1, *x.shape):
                 return self._row(n, x, row("position_embedding"), path=path, stateful=True,
                                  name=path[-1], flat=True, what="a position embedding")
-            if op == "mul" and len(x.shape) == 3 and shape[-3:] == (x.shape[0], 1, 1) and \
-                    all(d == 1 for d in shape[:-3]):    # (C, 1, 1) or (1, C, 1, 1)
+            if op == "mul" and _per_channel(shape, x):
                 init = _constant(param.tensor, 1e-6)
                 return self._row(n, x, row("layer_scale", init=init), path=path,
                                  stateful=True, name=path[-1], flat=True,
@@ -661,6 +660,15 @@ def _returned(out) -> list:
     if isinstance(out, (tuple, list)) and out:
         return list(out)
     return [out]
+
+
+def _per_channel(shape: tuple, x: FlowNode) -> bool:
+    """A parameter of this shape scales each channel of x: (C, 1, 1) or
+    (1, C, 1, 1) on a map, (D,) or (1, 1, D) on tokens (a layer scale)."""
+    tail = (x.shape[0], 1, 1) if len(x.shape) == 3 else \
+        (x.shape[1],) if len(x.shape) == 2 and len(x.torch_shape) >= 2 else None
+    return tail is not None and shape[-len(tail):] == tail and \
+        all(d == 1 for d in shape[:-len(tail)])
 
 
 def _number(v) -> bool:

@@ -112,4 +112,7 @@ def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
             return row("to_map", size=None if hw[0] == hw[1] else list(hw))
         if t_out == (d,) and torch.equal(m, torch.arange(d)):
             return row("token_pool", mode="first")
+        if len(t_in) == 2 and t_out == (d, nt) and \
+                torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
+            return row("transpose_tokens")      # the token-mixing MLP's x.transpose(1, 2)
     raise NoMapping(f"a reshape from {list(t_in)} to {list(t_out)} that no kind describes")

@@ -502,8 +502,11 @@ def _f_interpolate(c):
 def _f_mean(c):
     dims = c.arg("mean", 1, "dim", None)
     keep = c.arg("mean", 2, "keepdim", False)
-    dims = tuple(sorted(d % 4 for d in (dims if isinstance(dims, (list, tuple)) else [dims]))) \
-        if dims is not None else None
+    given = dims if isinstance(dims, (list, tuple)) else [dims]
+    if len(c.x) == 2 and len(c.x_torch) == 2 and dims is not None and not keep and \
+            [d % 3 for d in given] == [1]:
+        return row("token_pool", mode="mean")      # ResMLP's mean of the tokens
+    dims = tuple(sorted(d % 4 for d in given)) if dims is not None else None
     if len(c.x) != 3 or dims != (2, 3):
         raise NoMapping(f"mean over {dims} of a {list(c.x_torch)} input")
     return row("global_avgpool") + ([] if keep else row("flatten"))

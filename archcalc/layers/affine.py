@@ -1,0 +1,53 @@
+"""A learned scale and shift per channel, x * alpha + beta: ResMLP's Affine
+(Touvron et al. 2021), which takes the place of a norm layer and computes no
+statistics. On a C x H x W map it scales each channel, on N x D tokens each
+token's D features, on a vector its features."""
+from __future__ import annotations
+
+from .. import sym
+from .base import Cost, Kind, Saved, register
+
+
+@register
+class Affine(Kind):
+    name = "channel_affine"
+    aliases = ("scale_shift",)
+    torch_classes = ("Affine",)  # in affine_torch.py
+    summary = ("x * alpha + beta, a learned scale and shift per channel (ResMLP's Affine, "
+               "in place of a norm)")
+    flops_rule = "2 per element (a multiply and an add: addcmul)"
+
+    @staticmethod
+    def width(x):
+        """What is scaled: the channels of a map, a token's D, the features."""
+        return x[-1] if len(x) == 2 else x[0]
+
+    def params(self, a, x):
+        return sym.norm(2 * self.width(x))
+
+    def params_formula(self, a, x):
+        return f"2*{sym.plain(self.width(x))}"
+
+    def flops(self, a, x, y):
+        return sym.norm(2 * sym.prod(y))
+
+    def cost(self, a, x, y):
+        """One pass over the input (addcmul), reading alpha and beta."""
+        w = self.width(x)
+        return (Cost("mul", elements=sym.prod(x), tensors=(w, w)),)
+
+    def saved(self, a, x, y):
+        return Saved(input=True)   # alpha's gradient needs x
+
+    def build(self, a, x):
+        from .affine_torch import Affine as Module
+        return Module(self.width(x), len(x))
+
+    torch_modules = ("archcalc.layers.affine_torch.Affine", "timm.models.mlp_mixer.Affine")
+
+    def from_torch(self, call, m):
+        """archcalc's Affine and timm's (ResMLP): alpha and beta of the width."""
+        from .affine_torch import check_affine
+        check_affine(call, m.alpha, m.beta)
+        from .from_torch import row
+        return row("channel_affine")

@@ -3,8 +3,10 @@ timm model (timm:NAME) and every torchvision classification and segmentation
 model at its default input, each in a worker process with a time and a memory
 limit, weights on the meta device (CPU where a model cannot be built there),
 and record for each: imported or the error, params == sum(p.numel())?, MACs ==
-FlopCounterMode / 2 on the meta device?, how many opaque rows an import with
---allow-opaque needs, seconds.
+FlopCounterMode / 2 on the meta device?, how many opaque rows (operations
+without a kind, measured) it has and which ops a --strict import refuses,
+seconds. A model is exact (no opaque row), exact with opaque rows, imported
+with figures that differ (with or without opaque rows), or not imported.
 
     python benchmarks/import_sweep.py                       # everything (hours on 2 cores)
     python benchmarks/import_sweep.py --sample 150          # a deterministic sample across families
@@ -32,10 +34,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "benchmarks", "results")
 
-# statuses, best first
-EXACT, MISMATCH, OPAQUE, FAILED, TIMEOUT, CRASHED = (
-    "exact", "mismatch", "opaque", "failed", "timeout", "crashed")
-STATUSES = (EXACT, MISMATCH, OPAQUE, FAILED, TIMEOUT, CRASHED)
+# statuses, best first; OPAQUE is older runs' (opaque rows whose MACs were
+# unknown, with --allow-opaque): opaque rows are measured since
+EXACT, EXACT_OPAQUE, MISMATCH, OPAQUE_MISMATCH, OPAQUE, FAILED, TIMEOUT, CRASHED = (
+    "exact", "exact-opaque", "mismatch", "opaque-mismatch", "opaque", "failed", "timeout",
+    "crashed")
+STATUSES = (EXACT, EXACT_OPAQUE, MISMATCH, OPAQUE_MISMATCH, OPAQUE, FAILED, TIMEOUT, CRASHED)
+WITH_OPAQUE = (EXACT_OPAQUE, OPAQUE_MISMATCH, OPAQUE)
 SEGMENTATION_INPUT = (3, 520, 520)   # torchvision's segmentation weights resize to 520
 
 
@@ -160,16 +165,16 @@ def _build(job, meta):
 
 
 def _import(model, shape, job, rec):
-    """The Imported of a strict import, or of one with --allow-opaque after
-    the strict one failed on ops without a kind (their names go in rec)."""
+    """The Imported of a strict import, or, where it refused ops without a
+    kind (their names go in rec), of the default one (opaque rows, measured)."""
     from archcalc.torch import importer
     try:
-        return importer.import_module(model, shape, label=job["target"])
+        return importer.import_module(model, shape, label=job["target"], strict=True)
     except importer.Unsupported as e:
         rec["error"] = first_line(e)
         # "op (computes on the module's parameters ...)" is the same op: one family
         rec["ops"] = sorted({op.split(" (")[0] for op, _ in e.found})
-    return importer.import_module(model, shape, label=job["target"], allow_opaque=True)
+    return importer.import_module(model, shape, label=job["target"])
 
 
 def attempt(job, meta: bool) -> dict:
@@ -193,10 +198,11 @@ def attempt(job, meta: bool) -> dict:
     except Exception as e:   # the reference cannot run: say so, compare nothing
         rec["macs_ref"], rec["macs_ref_error"] = None, first_line(e)
     rec["macs_ok"] = rec["macs_ref"] is not None and rec["macs_spec"] == rec["macs_ref"]
+    exact = rec["params_ok"] and rec["macs_ok"]
     if rec["opaque_rows"]:
-        rec["status"] = OPAQUE
+        rec["status"] = EXACT_OPAQUE if exact else OPAQUE_MISMATCH
     else:
-        rec["status"] = EXACT if rec["params_ok"] and rec["macs_ok"] else MISMATCH
+        rec["status"] = EXACT if exact else MISMATCH
     return rec
 
 
@@ -337,7 +343,7 @@ def error_family(rec) -> list[str]:
     """The failure families a record belongs to: one per op without a kind
     (an import can lack several), else its error with names and numbers
     taken out, so one cause groups the models it stops."""
-    if rec["status"] == MISMATCH:
+    if rec["status"] in (MISMATCH, OPAQUE_MISMATCH):
         return [f"imports, but {' and '.join(w for w, ok in (('params', rec.get('params_ok')), ('MACs', rec.get('macs_ok'))) if not ok)} differ"]
     ops = record_ops(rec)
     if ops:
@@ -375,9 +381,11 @@ def summarize(records: list[dict]) -> dict:
         "status": {s: status[s] for s in STATUSES},
         "imported": imported,
         "exact": status[EXACT],
+        "exact_with_opaque": status[EXACT_OPAQUE],
+        "with_opaque": sum(status[s] for s in WITH_OPAQUE),
         "built_on_cpu": sum(1 for r in records if r.get("device") == "cpu"),
         "opaque_rows_median": _median([r["opaque_rows"] for r in records
-                                       if r["status"] == OPAQUE]),
+                                       if r["status"] in WITH_OPAQUE]),
         "sources": {k: dict(c) for k, c in sorted(sources.items())},
         "families": {f: dict(c) for f, c in sorted(families.items())},
         "causes": sorted(([cause, len(ts), ts[:5]] for cause, ts in causes.items()),
@@ -406,9 +414,11 @@ def render_markdown(summary: dict, title="Import sweep") -> str:
              f"- exact (params == sum(numel), MACs == FlopCounterMode / 2 on meta): "
              f"{_pct(summary['exact'], n)}",
              f"- imported, figures differ: {s[MISMATCH]}",
-             f"- only with --allow-opaque: {s[OPAQUE]} (median opaque rows: "
-             f"{summary['opaque_rows_median']})",
-             f"- fail even with --allow-opaque: {s[FAILED]}; time limit: {s[TIMEOUT]}; "
+             f"- with opaque rows (measured, not derived): {summary.get('with_opaque', 0)} "
+             f"(median opaque rows: {summary['opaque_rows_median']}); exact: "
+             f"{s.get(EXACT_OPAQUE, 0)}, figures differ: {s.get(OPAQUE_MISMATCH, 0)}, "
+             f"MACs unknown (older runs' --allow-opaque): {s.get(OPAQUE, 0)}",
+             f"- not imported: {s[FAILED]}; time limit: {s[TIMEOUT]}; "
              f"crashed: {s[CRASHED]}",
              f"- built on CPU (not on the meta device): {summary.get('built_on_cpu', 0)}",
              f"- worker seconds in all: {summary['seconds_total']}", ""]
@@ -427,8 +437,9 @@ def render_markdown(summary: dict, title="Import sweep") -> str:
               "|---|---:|---:|---:|---:|---:|"]
     for family, c in summary["families"].items():
         failed = c.get(FAILED, 0) + c.get(TIMEOUT, 0) + c.get(CRASHED, 0)
+        opaque = sum(c.get(s, 0) for s in WITH_OPAQUE)
         lines.append(f"| {family} | {c['models']} | {c.get(EXACT, 0)} | "
-                     f"{c.get(EXACT, 0) + c.get(MISMATCH, 0)} | {c.get(OPAQUE, 0)} | {failed} |")
+                     f"{c.get(EXACT, 0) + c.get(MISMATCH, 0)} | {opaque} | {failed} |")
     lines += ["", "## Slowest 1%", ""]
     lines += [f"- {t}: {sec:.1f} s" for t, sec in summary["slowest"]]
     return "\n".join(lines) + "\n"

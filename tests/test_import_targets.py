@@ -180,8 +180,9 @@ FAKE = [
 def test_summary_counts_the_fake_sweep():
     s = SWEEP.summarize(FAKE)
     assert s["models"] == 7 and s["imported"] == 2 and s["exact"] == 1
-    assert s["status"] == {"exact": 1, "mismatch": 1, "opaque": 2, "failed": 2,
-                           "timeout": 1, "crashed": 0}
+    assert s["status"] == {"exact": 1, "exact-opaque": 0, "mismatch": 1, "opaque-mismatch": 0,
+                           "opaque": 2, "failed": 2, "timeout": 1, "crashed": 0}
+    assert s["with_opaque"] == 2 and s["exact_with_opaque"] == 0
     assert s["opaque_rows_median"] == 49
     causes = {c: (n, ex) for c, n, ex in s["causes"]}
     assert causes["no kind: batch_norm"] == (

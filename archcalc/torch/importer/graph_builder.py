@@ -548,12 +548,15 @@ class _GraphBuilder:
         y = self._one_output(n)
         if not y or y[0] != PROBE_BATCH:      # x.flatten(0, 1): samples mixed
             raise NoMapping("its output does not keep the batch in dimension 0")
-        x = self._input_of(n)
-        if len({id(v) for v in (self.value.get(a) for a in n.all_input_nodes)
-                if isinstance(v, FlowNode)}) > 1:
+        flows = {a: self._flowing(a) for a in n.all_input_nodes}
+        flows = {a: v for a, v in flows.items() if isinstance(v, FlowNode)}
+        if not flows:
+            raise NoMapping("computes on parameters or buffers, not on the input")
+        if len({v.index for v in flows.values()}) > 1:
             raise NoMapping("it combines several tensors")
+        x = next(iter(flows.values()))
         y = _per_sample(y)
-        batched = {a for a in n.all_input_nodes if isinstance(self.value.get(a), FlowNode)}
+        batched = set(flows)
         measured = measure(self.gm, n, self.found, batched)
         module = self.modules.get(n.target) if n.op == "call_module" else None
         # the module's tensors a function reads are its own, and so are those a
@@ -586,6 +589,16 @@ class _GraphBuilder:
             self.reads[node.index] = reads
         if not measured.scales or work:
             self.unscaled.append(node)
+
+    def _flowing(self, a: fx.Node):
+        """The value of ``a``; for a reshape inside a chain (its value pending on
+        the chain's last node, which an opaque row stands for), the value the
+        chain started from."""
+        got = self.value.get(a)
+        while got is _PENDING and a.all_input_nodes:
+            a = a.all_input_nodes[0]
+            got = self.value.get(a)
+        return got
 
     def _one_output(self, n: fx.Node):
         """The probed output of an opaque call: its tensor, or the first item of

@@ -58,8 +58,10 @@ def _flops(gm, n: fx.Node, found: Probed, batched, batch: int, device: str) -> i
                 # dim 0 holds the batch (or the batch times a size: x.flatten(0, 1))
                 dims = (dims[0] // PROBE_BATCH * batch, *dims[1:])
             return torch.zeros(dims, dtype=shape.dtype, device=device)
-        if type(v) in (list, tuple):
-            return type(v)(alike(x) for x in v)
+        if isinstance(v, list):       # fx's immutable_list too
+            return [alike(x) for x in v]
+        if isinstance(v, tuple):
+            return tuple(alike(x) for x in v)
         if isinstance(v, dict):
             return {k: alike(x) for k, x in v.items()}
         return v

@@ -299,3 +299,33 @@ def test_resmlp_12_imports_exactly_and_computes_the_same():
     torch.manual_seed(0)
     model = timm.create_model("resmlp_12_224", pretrained=False).eval()
     same_function(model, (3, 224, 224), importer.import_module(model, (3, 224, 224), **STRICT))
+
+
+# -- numbers and casts: x * a number, x / a number, x.to(dtype) --------------------
+
+
+class ScaledByNumbers(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        y = self.conv(x.float()) * 0.5
+        return (y / 4).to(torch.float32)
+
+
+def test_multiplication_and_division_by_numbers_are_multiply_rows():
+    model = ScaledByNumbers()
+    done, report = imported(model, (3, 8, 8))
+    assert [r.type for r in report.rows[1:]] == ["conv", "multiply", "multiply"]
+    assert "multiply = 0.5" in done.text and "multiply = 0.25" in done.text
+    assert report.totals["flops"] == 2 * report.totals["macs"] + 2 * 4 * 6 * 6
+    same_function(model, (3, 8, 8), done)
+
+
+def test_division_by_a_tensor_has_no_kind():
+    class Ratio(nn.Module):
+        def forward(self, x):
+            return x / (x.abs() + 1)
+    with pytest.raises(importer.Unsupported):
+        importer.import_module(nn.Sequential(nn.Conv2d(3, 4, 1), Ratio()), (3, 8, 8), **STRICT)

@@ -529,6 +529,28 @@ for _name in ("clone", "detach"):
     METHOD_MAPPERS[_name] = lambda c: []
 FUNCTION_MAPPERS[torch.clone] = lambda c: []
 
+
+@maps_call(methods=("to", "float"))
+def _f_cast(c):
+    """x.to(dtype) or x.float(): the same values in another dtype (or on
+    another device), no arithmetic archcalc counts; refused where it copies
+    into another layout (memory_format)."""
+    if c.kwargs.get("memory_format") is not None:
+        raise NoMapping("to() with a memory_format")
+    return []
+
+
+@maps_call(operator.truediv, torch.div, torch.true_divide, methods=("div", "true_divide"))
+def _f_divide(c):
+    """x / a number: a multiply by its reciprocal (the same count: one
+    operation per element); a division by a tensor has no kind."""
+    divisor = c.arg("div", 1, "other")
+    if not isinstance(c.args[0], _TensorArg) or isinstance(divisor, bool) or \
+            not isinstance(divisor, (int, float)) or divisor == 0 or \
+            c.kwargs.get("rounding_mode") is not None:
+        raise NoMapping("a division other than a tensor by a non-zero number")
+    return row("multiply", by=1.0 / float(divisor), inplace=False)
+
 ADD = (operator.add, operator.iadd, torch.add)
 MUL = (operator.mul, operator.imul, torch.mul)
 CAT = (torch.cat, torch.concat, torch.concatenate)

@@ -297,6 +297,20 @@ def test_fpn_loads_torchvisions_state_dict_and_gives_its_five_outputs():
     assert (want["0"][0] - want["0"][1]).abs().max() > 1e-3
 
 
+def test_fpn_imported_from_torchvision_gives_the_specs_figures():
+    """archcalc import of torchvision's module (its FrozenBatchNorm2d maps to
+    frozen_batch_norm, strict: no opaque row) agrees with the hand-written
+    spec: params, buffers, MACs and the five output shapes."""
+    import archcalc
+    imported = analyze(archcalc.from_module(torchvision_fpn(), input=(3, 64, 64), strict=True))
+    ours = analyze(spec("fpn_resnet50"), input=(3, 64, 64))
+    assert [imported.totals[k] for k in ("params", "buffers", "macs")] == \
+        [ours.totals[k] for k in ("params", "buffers", "macs")] == \
+        [FPN_PARAMS, FPN_BUFFERS, 565_641_216]
+    assert [shape for _, shape in imported.outputs] == [shape for _, shape in ours.outputs] == \
+        [(256, 16, 16), (256, 8, 8), (256, 4, 4), (256, 2, 2), (256, 1, 1)]
+
+
 @pytest.mark.parametrize("batch", [1, 2])
 def test_fpn_check_passes_at_64(batch):
     check_passes("fpn_resnet50", batch, (3, 64, 64))

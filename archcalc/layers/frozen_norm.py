@@ -43,7 +43,9 @@ class FrozenBatchNorm(Kind):
         from .frozen_norm_torch import FrozenBatchNorm2d
         return FrozenBatchNorm2d(x[0], eps=a.eps)
 
-    torch_modules = ("archcalc.layers.frozen_norm_torch.FrozenBatchNorm2d",)  # from_torch reads them
+    # from_torch reads them (torchvision's where the vision extra is installed)
+    torch_modules = ("archcalc.layers.frozen_norm_torch.FrozenBatchNorm2d",
+                     "torchvision.ops.misc.FrozenBatchNorm2d")
 
     def from_torch(self, call, m):
         from .from_torch import require_chw, row

@@ -51,7 +51,10 @@ def to_python(model: SpecModel, class_name: str | None = None, source: str = "",
     and ``notes``: the spec's source and notes, quoted in the docstring."""
     writer = _Writer()
     out = writer.level(model, "x", ())
-    if model.output_names:  # a spec with heads: a dict of its outputs, by name
+    if model.value_outputs:   # [model] outputs: a dict of the named values
+        out = "{" + ", ".join(f"{ascii(name)}: {writer.kept[key]}"
+                              for name, key in model.value_outputs) + "}"
+    elif model.output_names:  # a spec with heads: a dict of its outputs, by name
         outputs = {**writer.outputs, "output": out}
         out = "{" + ", ".join(f"{ascii(name)}: {outputs[name]}"
                               for name in model.output_names) + "}"
@@ -174,6 +177,7 @@ class _Writer:
         self.indices = _Names()       # locals holding max-pool indices
         self.names = _Names()         # the model's own attributes (the top level)
         self.outputs: dict[str, str] = {}   # output name -> the local holding it
+        self.kept: dict[str, str] = {}      # a general graph: tape key -> the local holding it
 
     def top(self, name: str) -> str:
         """The top-level attribute for a name: itself when digits only (written
@@ -210,9 +214,30 @@ class _Writer:
                 x = self.node(name, owner._modules[name], x, path)
             elif kind == "structure":
                 x = self.structure(name, owner._modules[name], x, path, owner)
+            elif kind == "keep":      # a value a later `from` reads: its local stays
+                self.kept[step[2]] = x
+            elif kind == "read":
+                self.code.append("# " + _comment(f"from {step[2]}"))
+                x = self.kept[step[2]]
+            elif kind == "join":
+                x = self.join(name, owner._modules[name], [self.kept[k] for k, _ in step[3]],
+                              path)
             else:
                 x = self.param(step, x, (*path, name))
         return x
+
+    def join(self, name, module, xs: list, path) -> str:
+        """A merge entry: its named inputs added, multiplied or concatenated,
+        then its fused ops (the module's ``post``)."""
+        full = (*path, name)
+        self.comment(full, f": merge ({module.op}) of {len(xs)} named outputs")
+        merged = f"torch.cat([{', '.join(xs)}], 1)" if module.op == "concat" else \
+            (" + " if module.op == "add" else " * ").join(xs)
+        if module.post is not None:
+            merged = f"{self.attr((*full, 'post'), module.post)}({merged})"
+        y = self.var()
+        self.code.append(f"{y} = {merged}")
+        return y
 
     def level(self, module, x, path) -> str:
         return self.steps(module, getattr(module, "_steps", None), x, path)

@@ -290,17 +290,23 @@ class WindowAttentionV2(WindowAttention):
                         + scores)
 
     def saved(self, a, x, y):
-        # as V1, with the normalized q and k (2*N'*D) in place of the scaled q,
-        # their norms and clamped norms (4 per head and position), and the cosine
-        # scores before the logit scale; the bias MLP's tensors once per batch
+        # (saved_tensors_hooks on the module) the windows (the qkv projection's
+        # input), q, k and v (their normalizations keep the 3*N'*D storage), the
+        # normalized q and k and the copy of v the batched products make
+        # (3*N'*D), the norms and clamped norms (4 per head and position), the
+        # cosine scores (for the logit scale) and the softmax's output, the
+        # attention output before the projection; once per batch: the index
+        # (int64), the bias MLP's input and hidden layer, its sigmoid's output,
+        # the exponentiated logit scale
         n, d = self.padded_tokens(a, x), x[-1]
-        scores = sym.norm(a.heads * n * self.geometry(a, x)[2])
-        table = self.table(a)
-        return Saved(extra=((n * d, None), (3 * n * d, None), (2 * n * d, None),
+        t = self.geometry(a, x)[2]
+        scores = sym.norm(a.heads * n * t)
+        return Saved(extra=((n * d, None), (3 * n * d, None), (3 * n * d, None),
                             (sym.norm(4 * a.heads * n), None), (scores, None), (scores, None),
                             (n * d, None)),
                      per_batch=((super().buffers(a, x), INT64),
-                                (sym.norm(table * (2 + 2 * CPB_HIDDEN + 2 * a.heads)), FP32)))
+                                (sym.norm(self.table(a) * (2 + CPB_HIDDEN) + a.heads * t * t
+                                          + a.heads), FP32)))
 
     torch_modules = ("archcalc.layers.window_attention_torch.ShiftedWindowAttention",
                      "torchvision.models.swin_transformer.ShiftedWindowAttentionV2")

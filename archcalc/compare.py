@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from . import sym
 from .analysis import analyze
-from .graph import Heads, Layer, Merge, Sequence, Transform
+from .graph import Heads, Join, Layer, Merge, Sequence, Transform
 from .structures import Visitor
 
 FIGURES = (
@@ -86,7 +86,7 @@ def compare(specs, *, variables=None, batch=1, dtype="fp32", input=None) -> Comp
 
 def figure_values(reports) -> dict:
     """Each figure's value per design (depth is walked, the others are totals)."""
-    return {key: [depth(r.model.body) if total == "depth" else r.totals[total]
+    return {key: [depth(r.model.body, r.model.outputs) if total == "depth" else r.totals[total]
                   for r in reports] for key, _, total in FIGURES}
 
 
@@ -97,37 +97,68 @@ def _weighted(layer: Layer) -> int:
 class _Depth(Visitor):
     """Weighted layers (conv, fc, ...) on the longest path from the input to an
     output: branches count their deepest, a projection shortcut one, heads
-    branch off the main line. What "VGG-16" and "ResNet-50" count."""
+    branch off the main line. What "VGG-16" and "ResNet-50" count. Each visit
+    takes the depth at the node's input and gives the depth at its output; in
+    a general graph a node that reads ``from`` a named value starts at that
+    value's depth, a merge entry at its deepest input (the longest path
+    through the DAG)."""
 
-    def visit_layer(self, node: Layer) -> int:
-        return _weighted(node)
+    def __init__(self):
+        self.values: dict = {}    # Ref key -> depth of that value
+        self.side = None          # the deepest head of the Heads node just visited
 
-    def visit_sequence(self, node: Sequence) -> int:
-        line = deepest = 0
+    def walk(self, node, d: int) -> int:
+        if node.source is not None:
+            d = self.values[node.source.key]
+        d = self.visit(node, d)
+        self.values[(id(node), False)] = d
+        return d
+
+    def visit_layer(self, node: Layer, d: int) -> int:
+        return d + _weighted(node)
+
+    def visit_sequence(self, node: Sequence, d: int) -> int:
+        """The deeper of the main line's end and the heads along it."""
+        self.values[(id(node), True)] = d
+        deepest = d
         for item in node.items:
-            if isinstance(item, Heads):   # side outputs; the main line goes on
-                deepest = max(deepest, line + self.visit(item))
-            else:
-                line += self.visit(item)
-        return max(line, deepest)
+            self.side = None
+            out = self.walk(item, d)
+            side, self.side = self.side, None
+            if side is None:
+                d = out
+            else:     # heads: side outputs; the main line goes on unchanged
+                deepest = max(deepest, side)
+        return max(d, deepest)
 
-    def _branches(self, node) -> int:
-        return max((self.visit(b) for b in node.branches), default=0)
+    def _branches(self, node, d: int) -> int:
+        return max((self.walk(b, d) for b in node.branches), default=d)
 
-    visit_concat = visit_split = visit_heads = _branches
+    visit_concat = visit_split = _branches
 
-    def visit_merge(self, node: Merge) -> int:
+    def visit_heads(self, node: Heads, d: int) -> int:
+        self.side = self._branches(node, d)   # read by the sequence holding it
+        return d
+
+    def visit_merge(self, node: Merge, d: int) -> int:
         short = node.shortcut
-        across = self.visit(short) if isinstance(short, Sequence) else int(short != "identity")
-        return max(self.visit(node.body), across)
+        across = self.walk(short, d) if isinstance(short, Sequence) else \
+            d + int(short != "identity")
+        return max(self.walk(node.body, d), across)
 
-    def visit_transform(self, node: Transform) -> int:
-        return self.visit(node.loc) + (1 if node.sampler.kind.weighted else 0)
+    def visit_transform(self, node: Transform, d: int) -> int:
+        return self.walk(node.loc, d) + (1 if node.sampler.kind.weighted else 0)
+
+    def visit_join(self, node: Join, d: int) -> int:
+        return max(self.values[ref.key] for ref in node.sources)
 
 
-def depth(node) -> int:
-    """Weighted layers on the longest path (see _Depth)."""
-    return _Depth().visit(node)
+def depth(node, outputs: tuple = ()) -> int:
+    """Weighted layers on the longest path (see _Depth); ``outputs``: the
+    model's Refs of [model] outputs, each an end of a path."""
+    walk = _Depth()
+    end = walk.walk(node, 0)
+    return max([end, *(walk.values[ref.key] for ref in outputs)])
 
 
 def _known(spec, variables):

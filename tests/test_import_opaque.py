@@ -8,6 +8,7 @@ under --strict with the list of ops."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -278,3 +279,80 @@ def test_random_custom_ops_import_with_pytorchs_totals(ops):
     assert all(r.get("derived", True) is False for r in rows_of(done) if r["type"] == "opaque")
     with pytest.raises(importer.Unsupported):
         importer.import_module(model, (3, 8, 8), label="Chain", strict=True)
+
+
+# -- computed from parameters, tuples, forwards fx cannot trace -----------------------------
+
+
+class Computed(nn.Module):
+    """A bias computed from two parameters in the model's own forward (no
+    module to keep whole: it goes, params and work, to the row that reads it),
+    and the values of a max over channels (its indices never read)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.table = nn.Parameter(torch.randn(8, 16))
+        self.proj = nn.Parameter(torch.randn(16, 64))
+        self.fc = nn.Linear(64, 3)
+
+    def forward(self, x):
+        bias = (self.table @ self.proj).view(1, 8, 8, 8)
+        x = self.conv(x) + bias
+        x = x.max(1)[0]
+        return self.fc(torch.flatten(x, 1))
+
+
+def test_a_tensor_computed_from_parameters_goes_to_the_row_that_reads_it():
+    model = Computed().eval()
+    done = importer.import_module(model, SHAPE, label="Computed")
+    rows = {r["name"]: r for r in rows_of(done)}
+    add = next(r for r in rows.values() if r.get("derived") is False and r["params"])
+    assert add["params"] == 8 * 16 + 16 * 64
+    assert add["macs"] == 8 * 16 * 64            # table @ proj, once (batch 1)
+    assert rows["max"]["output_shape"] == [8, 8] and rows["max"].get("derived") is False
+    report = analyze(loads(done.text, file="<import>"))
+    assert report.totals["params"] == sum(p.numel() for p in Computed().parameters())
+    assert report.totals["macs"] == model_macs(Computed(), SHAPE)
+    assert "do not scale with the batch" in done.text
+
+
+class Looping(nn.Module):
+    """A forward that loops on a size: fx cannot trace it (int() of a Proxy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(8, 8, 3, padding=1)
+
+    def forward(self, x):
+        for _ in range(int(math.log2(x.shape[-1])) - 1):
+            x = self.conv(x)
+        return x
+
+
+class HasLoops(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.a = Looping()
+        self.b = Looping()
+        self.fc = nn.Linear(8 * 8 * 8, 4)
+
+    def forward(self, x):
+        return self.fc(torch.flatten(self.b(torch.relu(self.a(self.stem(x)))), 1))
+
+
+def test_a_module_fx_cannot_trace_is_kept_whole_and_fx_traces_the_rest():
+    with pytest.raises(importer.TraceFailure) as e:
+        importer.trace(HasLoops())
+    assert e.value.module == "a"
+    done = importer.import_module(HasLoops().eval(), SHAPE, label="HasLoops")
+    assert done.tracer == "torch.fx" and done.fx_error is None
+    assert "Kept whole, as torch.fx cannot trace their forward" in done.text
+    rows = {r["name"]: r for r in rows_of(done)}
+    looping = flops_of(Looping(), (1, 8, 8, 8)) // 2
+    assert rows["a"]["macs"] == rows["b"]["macs"] == looping == 2 * 8 * 8 * 8 * 9 * 8
+    assert rows["a"]["params"] == 8 * 8 * 9 + 8 and rows["a"].get("derived") is False
+    report = analyze(loads(done.text, file="<import>"))
+    assert report.totals["macs"] == model_macs(HasLoops(), SHAPE)
+    assert report.totals["params"] == sum(p.numel() for p in HasLoops().parameters())

@@ -139,6 +139,10 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))}: "
              f"every row is a call of the module's forward, named by its module path "
              f"(its state_dict keys)."]
+    if tracing.untraced:
+        first = next(iter(tracing.untraced.items()))
+        notes.append(f"Kept whole, as torch.fx cannot trace their forward: the modules of the "
+                     f"class(es) of {', '.join(tracing.untraced)} ({first[0]}: {first[1]}).")
     if tracing.fx_error is not None:
         notes.append(f"Traced with torch.export at that input, since torch.fx cannot trace "
                      f"the forward ({tracing.fx_error}): what the forward decides from "

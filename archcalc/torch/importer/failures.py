@@ -53,4 +53,6 @@ def _first_line(e: BaseException) -> str:
 
 
 class TraceFailure(Exception):
-    pass
+    """torch.fx cannot trace a forward; ``module``: the path of the innermost
+    module whose forward it could not trace ("" for the model's own)."""
+    module = ""

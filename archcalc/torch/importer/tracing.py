@@ -1,6 +1,9 @@
 """Tracing: torch.fx with the mapped modules as leaves, each node tagged with the
-module whose forward made it; where fx cannot trace the forward, torch.export's
-graph rewritten to fx's form (export_trace)."""
+module whose forward made it. Where fx cannot trace a module's forward (a loop
+on a shape, len() of a size), that module is kept whole, a leaf (a kind maps
+it, or it becomes one opaque row, measured), with the other modules of its
+class, and fx traces the rest; only where the model's own forward cannot be
+traced, torch.export's graph is rewritten to fx's form (export_trace)."""
 from __future__ import annotations
 
 import torch.fx as fx
@@ -18,13 +21,15 @@ from .probing import PROBE_BATCH
 
 
 class _Tracer(fx.Tracer):
-    def __init__(self, opaque=()):
+    def __init__(self, opaque=(), classes=()):
         super().__init__()
         self.opaque = set(opaque)     # module paths kept whole (as opaque rows)
+        self.classes = set(classes)   # module classes kept whole: fx cannot trace them
         self._paths = [""]
+        self.failed_in: str | None = None   # the innermost module whose forward failed
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if qualname in self.opaque or _mapper_for(m) is not None:
+        if qualname in self.opaque or type(m) in self.classes or _mapper_for(m) is not None:
             return True
         if isinstance(m, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
             return False
@@ -35,6 +40,10 @@ class _Tracer(fx.Tracer):
         self._paths.append(self.path_of_module(m))
         try:
             return super().call_module(m, forward, args, kwargs)
+        except Exception:
+            if self.failed_in is None:     # the innermost: it raised first
+                self.failed_in = self._paths[-1]
+            raise
         finally:
             self._paths.pop()
 
@@ -44,14 +53,19 @@ class _Tracer(fx.Tracer):
         return node
 
 
-def trace(model: nn.Module, opaque=()) -> fx.GraphModule:
-    """torch.fx's symbolic trace, the mapped modules as leaves."""
-    tracer = _Tracer(opaque)
+def trace(model: nn.Module, opaque=(), classes=()) -> fx.GraphModule:
+    """torch.fx's symbolic trace, the mapped modules as leaves (and the modules
+    at the paths ``opaque`` and of the ``classes``). TraceFailure.module: the
+    path of the innermost module whose forward fx could not trace ("" for the
+    model's own)."""
+    tracer = _Tracer(opaque, classes)
     try:
         with _quiet_warnings():
             graph = tracer.trace(model)
     except Exception as e:  # noqa: BLE001 - fx's reasons are varied; one line each
-        raise TraceFailure(f"{type(e).__name__}: {_first_line(e)}") from None
+        failure = TraceFailure(f"{type(e).__name__}: {_first_line(e)}")
+        failure.module = tracer.failed_in or ""
+        raise failure from None
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
@@ -65,6 +79,8 @@ class _Tracing:
         self.module, self.input_shape, self.label = module, input_shape, label
         self.fx_error: str | None = None      # why fx could not trace it
         self.exported = None
+        self.untraced: dict = {}              # module path -> why fx cannot trace it
+        self._classes: set = set()            # their classes: leaves too
 
     @property
     def tracer(self) -> str:
@@ -72,11 +88,16 @@ class _Tracing:
 
     def graph(self, opaque=()) -> fx.GraphModule:
         from . import export_trace
-        if self.fx_error is None:
+        while self.fx_error is None:
             try:
-                return trace(self.module, opaque)
+                return trace(self.module, opaque, self._classes)
             except TraceFailure as e:
-                self.fx_error = str(e)
+                leaf = self.module.get_submodule(e.module) if e.module else None
+                if leaf is None or type(leaf) in self._classes:
+                    self.fx_error = str(e)    # the model's own forward: torch.export
+                else:                         # that module whole; fx traces the rest
+                    self.untraced[e.module] = str(e)
+                    self._classes.add(type(leaf))
         if self.exported is None:
             try:
                 self.exported = export_trace.Exported(self.module, self.input_shape,
@@ -84,7 +105,7 @@ class _Tracing:
             except export_trace.ExportFailure as e:
                 raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}), nor "
                                 f"can torch.export ({e})") from None
-        is_leaf = _Tracer(opaque).is_leaf_module
+        is_leaf = _Tracer(opaque, self._classes).is_leaf_module
         try:
             with _quiet_warnings():
                 return export_trace.to_fx(self.exported, is_leaf)

@@ -8,7 +8,10 @@ outputs``), each against an independent PyTorch twin:
 - FPN on ResNet-50: torchvision's resnet_fpn_backbone("resnet50"); its
   state_dict loads into the built spec under the same keys (strict), and the
   five outputs are torchvision's;
-- HRNet-W18-small: timm's hrnet_w18_small (pretrained=False), the classifier.
+- HRNet-W18-small: timm's hrnet_w18_small (pretrained=False), the classifier;
+  its state_dict loads strictly and the logits are timm's;
+- every spec: `archcalc check` at batch 1 and 2 at a reduced input (full size
+  in the slow run).
 
 and the two kinds they brought: crop (U-Net's copy and crop) and
 frozen_batch_norm (torchvision's FrozenBatchNorm2d).

@@ -48,6 +48,12 @@ def _layer(report, row):
     return "input" if row.index == 0 else clean(row.name)
 
 
+def _layer_reads(report, row):
+    """The name, and what the row reads where that is not the row above it
+    (from, a merge entry): "up2 <- lat2"."""
+    return _layer(report, row) + (f" <- {clean(', '.join(row.inputs))}" if row.inputs else "")
+
+
 def _view(row, compact: bool = False) -> str:
     return "" if row.allocates else ("*" if compact else ", view")
 
@@ -97,7 +103,7 @@ class Column:
 
 COLUMN_DEFS = {c.key: c for c in (
     Column("index", "#", True, (lambda r, row: str(row.index),)),
-    Column("layer", "layer", False, (_layer,)),
+    Column("layer", "layer", False, (_layer_reads, _layer)),
     Column("kind", "kind", False, (lambda r, row: clean(row.type),)),
     Column("input", "input", False,
            (lambda r, row: fmt_shape(row.input_shape) if row.input_shape else "",

@@ -120,8 +120,17 @@ class PositionEmbedding(Kind):
 
 @register
 class SelfAttention(Kind):
+    """Multi-head self-attention over N x D tokens, in one of two weight layouts
+    (``keys``): nn.MultiheadAttention's (torchvision's ViT: ``in_proj_weight``,
+    ``out_proj``) or one ``qkv`` Linear and a ``proj`` Linear (timm's
+    Attention, the ViT/DeiT family), whose heads may be narrower or wider than
+    D/heads (``head_dim``: inner width A = heads*head_dim), with LayerNorms on
+    each head's q and k (``qk_norm``) or on the heads' output (``scale_norm``).
+    MACs (FlopCounterMode's, which counts F.scaled_dot_product_attention as its
+    two products): QKV N*D*3A, scores N*N*A, weighted values N*N*A, output
+    projection N*A*D."""
     name = "attention"
-    torch_classes = ('SelfAttention',)  # in tokens_torch.py
+    torch_classes = ('SelfAttention', 'QKVAttention')  # in tokens_torch.py
     aliases = ("self_attention", "mhsa")
     primary = "heads"
     weighted = True
@@ -129,61 +138,124 @@ class SelfAttention(Kind):
     summary = ("multi-head self-attention over N x D tokens: QKV and output projections "
                "(4*D^2 + 4*D params), softmax(Q K^T / sqrt(D/heads)) V per head")
     flops_rule = ("2 x MACs + 4 per attention score (scale, exp, sum, divide: "
-                  "4*heads*N^2); MACs = 4*N*D^2 + 2*N^2*D")
+                  "4*heads*N^2) + 7 per normalized element (qk_norm, scale_norm); "
+                  "MACs = 4*N*D*A + 2*N^2*A, A = heads*head_dim (D by default)")
     inputs = "tokens"
     args = {
         "heads": Arg("int", min=1, doc="attention heads; D must divide by it"),
-        "bias": Arg("bool", True),
+        "bias": Arg("bool", True, doc="the QKV projection's bias (keys = multihead: the "
+                                      "output projection's too, one switch in PyTorch)"),
         "dropout": Arg("float", 0.0, min=0.0, max=1.0, doc="on the attention weights"),
+        "keys": Arg("str", "multihead", choices=("multihead", "qkv"),
+                    doc="the built module's weights: nn.MultiheadAttention's "
+                        "(in_proj_weight, out_proj) or timm's (qkv, proj Linears)"),
+        "head_dim": Arg("int", None, min=1, doc="width of a head (keys = qkv); default D/heads"),
+        "proj_bias": Arg("bool", None, doc="the output projection's bias; default: bias"),
+        "qk_norm": Arg("bool", False, doc="a LayerNorm on each head's q and k (keys = qkv)"),
+        "scale_norm": Arg("bool", False,
+                          doc="a LayerNorm on the heads' output before the projection "
+                              "(keys = qkv)"),
+        "eps": Arg("float", 1e-5, min=0.0, max=1.0, doc="of the qk_norm and scale_norm"),
+        "proj_dropout": Arg("float", 0.0, min=0.0, max=1.0,
+                            doc="on the projection's output (keys = qkv)"),
     }
 
-    def output_shape(self, a, x):
+    @staticmethod
+    def proj_bias(a):
+        return a.bias if a.proj_bias is None else a.proj_bias
+
+    def head_dim(self, a, x):
+        """The width of one head, checked against the layout."""
         d = x[1]
-        if isinstance(d, int) and isinstance(a.heads, int) and d % a.heads:
-            raise SpecError(f"attention: the width {d} does not divide into {a.heads} heads. "
-                            f"Received: heads={a.heads}")
+        if a.head_dim is None:
+            if isinstance(d, int) and isinstance(a.heads, int) and d % a.heads:
+                raise SpecError(f"attention: the width {d} does not divide into {a.heads} "
+                                f"heads. Received: heads={a.heads}")
+            return sym.exact_div(d, a.heads)
+        if a.keys == "multihead" and isinstance(d, int) and a.head_dim * a.heads != d:
+            raise SpecError(f"attention: keys = \"multihead\" has heads of D/heads = "
+                            f"{d}/{a.heads}; use keys = \"qkv\". Received: "
+                            f"head_dim={a.head_dim}")
+        return a.head_dim
+
+    def inner(self, a, x):
+        """A = heads*head_dim, the width of q, k and v."""
+        self.check_layout(a)
+        head_dim = self.head_dim(a, x)
+        return x[1] if a.head_dim is None else sym.norm(a.heads * head_dim)
+
+    def check_layout(self, a):
+        if a.keys != "multihead":
+            return
+        extra = {"qk_norm": a.qk_norm, "scale_norm": a.scale_norm,
+                 "proj_dropout": a.proj_dropout}
+        given = [f"{k}={v!r}" for k, v in extra.items() if v]
+        if self.proj_bias(a) != a.bias:
+            given.append(f"proj_bias={a.proj_bias!r}")
+        if given:
+            raise SpecError("attention: nn.MultiheadAttention (keys = \"multihead\") has no "
+                            f"{given[0].split('=')[0]}; use keys = \"qkv\". "
+                            f"Received: {given[0]}")
+
+    def output_shape(self, a, x):
+        self.inner(a, x)
         return x
 
     def params(self, a, x):
-        d = x[1]
-        return sym.norm(4 * d * d + (4 * d if a.bias else 0))
+        d, inner = x[1], self.inner(a, x)
+        norms = (4 * self.head_dim(a, x) if a.qk_norm else 0) + (2 * inner if a.scale_norm else 0)
+        return sym.norm(4 * d * inner + (3 * inner if a.bias else 0)
+                        + (d if self.proj_bias(a) else 0) + norms)
 
     def params_formula(self, a, x):
-        d = sym.plain(x[1])
-        return f"(3*{d}*{d} + 3*{d}) + ({d}*{d} + {d})" if a.bias else f"4*{d}*{d}"
+        d, inner = sym.plain(x[1]), sym.plain(self.inner(a, x))
+        if not (a.bias or self.proj_bias(a) or a.qk_norm or a.scale_norm) and inner == d:
+            return f"4*{d}*{d}"
+        qkv = f"3*{d}*{inner}" + (f" + 3*{inner}" if a.bias else "")
+        proj = f"{inner}*{d}" + (f" + {d}" if self.proj_bias(a) else "")
+        norms = ([f"2*2*{sym.plain(self.head_dim(a, x))} (q, k norms)"] if a.qk_norm else []) + \
+            ([f"2*{inner} (scale norm)"] if a.scale_norm else [])
+        return " + ".join([f"({qkv})", f"({proj})"] + norms)
 
     def macs(self, a, x, y):
         n, d = x
-        return sym.norm(4 * n * d * d + 2 * n * n * d)
+        inner = self.inner(a, x)
+        return sym.norm(4 * n * d * inner + 2 * n * n * inner)
 
     def macs_formula(self, a, x, y):
         n, d = (sym.plain(v) for v in x)
-        return f"4*{n}*{d}^2 + 2*{n}^2*{d}"
+        inner = sym.plain(self.inner(a, x))
+        if inner == d:
+            return f"4*{n}*{d}^2 + 2*{n}^2*{d}"
+        return f"4*{n}*{d}*{inner} + 2*{n}^2*{inner}"
 
     def flops(self, a, x, y):
-        n = x[0]
-        return sym.norm(2 * self.macs(a, x, y) + 4 * a.heads * n * n)
+        n, inner = x[0], self.inner(a, x)
+        normalized = (2 * n * inner if a.qk_norm else 0) + (n * inner if a.scale_norm else 0)
+        return sym.norm(2 * self.macs(a, x, y) + 4 * a.heads * n * n + 7 * normalized)
 
     def macs_missed_by(self, a, x, y):
-        n, d = x
-        return {"fvcore": (sym.norm(2 * n * n * d),
+        n, inner = x[0], self.inner(a, x)
+        return {"fvcore": (sym.norm(2 * n * n * inner),
                            "fvcore has no handler for aten::scaled_dot_product_attention "
-                           "(the two attention matmuls, 2*N^2*D per layer)")}
+                           "(the two attention matmuls, 2*N^2*A per layer)")}
 
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         return sym.norm(2 * self.flops(a, x, y))
 
     def cost(self, a, x, y):
-        """The QKV projection (a GEMM: N tokens, 3D out, D in), the scores and
-        the weighted sum (two GEMMs of N x N x D MACs, rated as such), the
-        softmax over heads*N*N scores, the output projection (N, D, D)."""
+        """The QKV projection (a GEMM: N tokens, 3A out, D in), the scores and
+        the weighted sum (two GEMMs of N x N x A MACs, rated as such), the
+        softmax over heads*N*N scores, the output projection (N, D, A)."""
         n, d = x
-        bias = (3 * d,) if a.bias else ()
-        return (Cost("linear", gemm=(n, 3 * d, d), tensors=(3 * d * d,) + bias),
-                Cost("linear", gemm=(n, n, d), backward=True),
+        inner = self.inner(a, x)
+        bias = (3 * inner,) if a.bias else ()
+        return (Cost("linear", gemm=(n, 3 * inner, d), tensors=(3 * d * inner,) + bias),
+                Cost("linear", gemm=(n, n, inner), backward=True),
                 Cost("softmax", elements=sym.norm(a.heads * n * n)),
-                Cost("linear", gemm=(n, d, n)),
-                Cost("linear", gemm=(n, d, d), tensors=(d * d,) + ((d,) if a.bias else ())))
+                Cost("linear", gemm=(n, inner, n)),
+                Cost("linear", gemm=(n, d, inner),
+                     tensors=(d * inner,) + ((d,) if self.proj_bias(a) else ())))
 
     def receptive_field(self, a, x, rf, jump):
         # every token sees every other: the window is the token grid, taken
@@ -193,25 +265,83 @@ class SelfAttention(Kind):
                 jump)
 
     def saved(self, a, x, y):
-        # in a training step (nn.MultiheadAttention, need_weights=False): the
-        # input (for the QKV projection), the QKV projection's output q, k, v
-        # (3*N*D), the attention output before the output projection (N*D),
+        # in a training step (need_weights=False, or F.scaled_dot_product_attention):
+        # the input (for the QKV projection), the QKV projection's output q, k, v
+        # (3*N*A), the attention output before the output projection (N*A),
         # and the softmax statistics per head and query (fp32)
         n, d = x[0], x[-1]   # (the merge's in-place test probes with a dummy shape)
-        return Saved(input=True, extra=((sym.norm(3 * n * d), None), (sym.norm(n * d), None),
+        inner = self.inner(a, x) if len(x) == 2 else d
+        return Saved(input=True, extra=((sym.norm(3 * n * inner), None),
+                                        (sym.norm(n * inner), None),
                                         (sym.norm(a.heads * n), FP32)))
 
     def build(self, a, x):
-        from .tokens_torch import SelfAttention as Module
-        return Module(x[1], a.heads, a.bias, a.dropout)
+        from .tokens_torch import QKVAttention, SelfAttention as Module
+        if a.keys == "multihead":
+            return Module(x[1], a.heads, a.bias, a.dropout)
+        return QKVAttention(x[1], a.heads, self.head_dim(a, x), a.bias, self.proj_bias(a),
+                            a.qk_norm, a.scale_norm, a.eps, a.dropout, a.proj_dropout)
 
     # from_torch reads them (nn.MultiheadAttention is mapped in the importer)
-    torch_modules = ("archcalc.layers.tokens_torch.SelfAttention",)
+    torch_modules = ("archcalc.layers.tokens_torch.SelfAttention",
+                     "archcalc.layers.tokens_torch.QKVAttention",
+                     "timm.layers.attention.Attention")
 
     def from_torch(self, call, m):
-        from .from_torch import row
-        return row("attention", heads=m.num_heads, bias=m.in_proj_bias is not None,
-                   dropout=float(m.dropout))
+        from .from_torch import NoMapping, row
+        if len(call.x) != 2:
+            raise NoMapping(f"attention on a {len(call.x)}-d input (it takes tokens)")
+        if hasattr(m, "in_proj_weight"):      # nn.MultiheadAttention's weights
+            return row("attention", heads=m.num_heads, bias=m.in_proj_bias is not None,
+                       dropout=float(m.dropout))
+        return row("attention", **_qkv_attention_args(call, m))
+
+
+def _qkv_attention_args(call, m) -> dict:
+    """The attention row of a module with timm's Attention attributes (num_heads,
+    head_dim, scale, qkv, q_norm, k_norm, attn_drop, norm, proj, proj_drop);
+    what the kind cannot say is refused by name."""
+    from .from_torch import NoMapping
+    if [v for v in list(call.args[1:]) + list(call.kwargs.values()) if v not in (None, False)]:
+        raise NoMapping("attention with a mask or a causal flag")
+    if getattr(m, "gate", None) is not None:
+        raise NoMapping("a gated attention (a sigmoid gate on its output)")
+    d, heads, head_dim = call.x[1], int(m.num_heads), int(m.head_dim)
+    if m.qkv.in_features != d or m.proj.out_features != d:
+        raise NoMapping(f"attention from width {m.qkv.in_features} to {m.proj.out_features} "
+                        f"on tokens of width {d} (archcalc's keeps the width)")
+    if abs(float(m.scale) * head_dim ** 0.5 - 1) > 1e-9:
+        raise NoMapping(f"attention scaled by {m.scale}, not 1/sqrt(head_dim = {head_dim})")
+    q_eps, k_eps = _norm_eps(m.q_norm, head_dim, "q_norm"), _norm_eps(m.k_norm, head_dim, "k_norm")
+    out_eps = _norm_eps(m.norm, heads * head_dim, "norm")
+    epsilons = {e for e in (q_eps, k_eps, out_eps) if e is not None}
+    if (q_eps is None) != (k_eps is None) or len(epsilons) > 1:
+        raise NoMapping(f"attention with q_norm, k_norm and norm of different kinds or eps "
+                        f"({q_eps}, {k_eps}, {out_eps})")
+    bias, proj_bias = m.qkv.bias is not None, m.proj.bias is not None
+    found = {"heads": heads, "keys": "qkv", "bias": bias, "dropout": float(m.attn_drop.p),
+             "head_dim": None if heads * head_dim == d else head_dim,
+             "proj_bias": None if proj_bias == bias else proj_bias,
+             "qk_norm": q_eps is not None, "scale_norm": out_eps is not None,
+             "eps": epsilons.pop() if epsilons else 1e-5,
+             "proj_dropout": float(m.proj_drop.p)}
+    defaults = {k: arg.default for k, arg in SelfAttention.args.items()}
+    return {k: v for k, v in found.items() if k in ("heads", "keys") or v != defaults[k]}
+
+
+def _norm_eps(norm, width, what):
+    """The eps of a LayerNorm over ``width`` (with weight and bias), None for an
+    identity; anything else has no argument of the attention kind."""
+    from .from_torch import NoMapping
+    classes = {f"{c.__module__}.{c.__qualname__}" for c in type(norm).__mro__}
+    if "torch.nn.modules.linear.Identity" in classes:
+        return None
+    if "torch.nn.modules.normalization.LayerNorm" in classes and \
+            tuple(norm.normalized_shape) == (width,) and norm.elementwise_affine and \
+            norm.bias is not None:
+        return float(norm.eps)
+    raise NoMapping(f"attention with a {type(norm).__name__} as its {what} (the kind's is a "
+                    f"LayerNorm over {width} with weight and bias)")
 
 
 @register

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class MapToTokens(nn.Module):
@@ -71,6 +72,44 @@ class SelfAttention(nn.MultiheadAttention):
     def forward(self, x):
         y, _ = super().forward(x, x, x, need_weights=False)
         return y
+
+
+class QKVAttention(nn.Module):
+    """Multi-head self-attention with timm's weights (timm.layers.Attention, the
+    ViT/DeiT family): one ``qkv`` Linear to 3 x heads x head_dim, optional
+    LayerNorms on each head's q and k (``q_norm``, ``k_norm``), the fused
+    softmax(q k^T / sqrt(head_dim)) v, an optional LayerNorm on the heads'
+    output (``norm``), the ``proj`` Linear back to the width; timm's
+    state_dict loads strictly."""
+
+    def __init__(self, width, heads, head_dim, bias=True, proj_bias=True, qk_norm=False,
+                 scale_norm=False, eps=1e-5, dropout=0.0, proj_dropout=0.0):
+        super().__init__()
+        self.init_args = (width, heads, head_dim, bias, proj_bias, qk_norm, scale_norm, eps,
+                          dropout, proj_dropout)
+        self.num_heads, self.head_dim = heads, head_dim
+        self.scale = head_dim ** -0.5
+        inner = heads * head_dim
+        self.qkv = nn.Linear(width, 3 * inner, bias=bias)
+        self.q_norm = nn.LayerNorm(head_dim, eps=eps) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(head_dim, eps=eps) if qk_norm else nn.Identity()
+        self.attn_drop = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(inner, eps=eps) if scale_norm else nn.Identity()
+        self.proj = nn.Linear(inner, width, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_dropout)
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}"
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p
+                                           if self.training else 0.0)
+        x = self.norm(x.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim))
+        return self.proj_drop(self.proj(x))
 
 
 class TokenPool(nn.Module):

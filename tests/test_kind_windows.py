@@ -1,9 +1,10 @@
 """Swin's and MaxViT's window kinds (archcalc/layers/window_attention.py)
 against torchvision's own modules and models, an independent implementation:
 
-- whole models: swin_t, swin_v2_t and maxvit_t import with no opaque row,
-  params = sum(p.numel()) and MACs = FlopCounterMode / 2 on the meta device;
-  the papers' figures (Swin-T/S/B, MaxViT-T);
+- whole models: torchvision's six Swins and maxvit_t import with no opaque
+  row, params = sum(p.numel()) and MACs = FlopCounterMode / 2 on the meta
+  device, torchvision's own GFLOPS and the papers' figures (Swin-T/S/B,
+  MaxViT-T);
 - small whole models (a Swin V1, a Swin V2 with padded windows, a MaxViT)
   with their weights: the imported spec's model loads the state_dict
   strictly, gives the same outputs, and `check` agrees on every figure; the
@@ -59,26 +60,31 @@ def imported_meta(name, shape=(3, 224, 224)):
 # -- whole models on the meta device ------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["swin_t", "swin_v2_t", "maxvit_t"])
+# the papers' params (millions) and FLOPs as they count them (G multiply-
+# accumulates) at 224 x 224: Liu et al. 2021, Table 1; Tu et al. 2022, Table 1
+PAPERS = {"swin_t": (28, 4.5), "swin_s": (50, 8.7), "swin_b": (88, 15.4), "maxvit_t": (31, 5.6)}
+
+
+@pytest.mark.parametrize("name", ["swin_t", "swin_s", "swin_b", "swin_v2_t", "swin_v2_s",
+                                  "swin_v2_b", "maxvit_t"])
 def test_model_imports_exactly(name):
-    model, done, report = imported_meta(name)
+    """At the size its weights were made for (Swin V2: 256 x 256), with no
+    opaque row: params = sum(p.numel()) = torchvision's num_params, MACs =
+    FlopCounterMode / 2 on the meta device, and torchvision's GFLOPS (its
+    weights' _ops, MACs to three decimals); the papers' figures at 224."""
+    meta = tv.models.get_model_weights(name).DEFAULT.meta
+    side = meta["min_size"][0]
+    model, done, report = imported_meta(name, (3, side, side))
     assert "opaque" not in done.text
     kinds = {op.kind.name for row in report.rows[1:] for op in row.ops}
     assert kinds & WINDOW_KINDS
-    assert report.totals["params"] == done.params == sum(p.numel() for p in model.parameters())
-    assert report.totals["macs"] == meta_macs(model, (3, 224, 224))
-
-
-@pytest.mark.parametrize("name,params_m,gmacs", [
-    ("swin_t", 28, 4.5), ("swin_s", 50, 8.7), ("swin_b", 88, 15.4),   # Liu et al. 2021, Table 1
-    ("maxvit_t", 31, 5.6),                                            # Tu et al. 2022, Table 1
-])
-def test_papers_figures(name, params_m, gmacs):
-    """The papers' parameters (millions) and FLOPs (as they count them: G
-    multiply-accumulates) at 224 x 224, from the imported spec."""
-    _, _, report = imported_meta(name)
-    assert round(report.totals["params"] / 1e6) == params_m
-    assert round(report.totals["macs"] / 1e9, 1) == gmacs
+    params, macs = report.totals["params"], report.totals["macs"]
+    assert params == done.params == sum(p.numel() for p in model.parameters())
+    assert params == meta["num_params"]
+    assert macs == meta_macs(model, (3, side, side))
+    assert round(macs / 1e9, 3) == meta["_ops"]
+    if name in PAPERS:
+        assert (round(params / 1e6), round(macs / 1e9, 1)) == PAPERS[name]
 
 
 # -- small whole models with weights: state_dict, outputs, check ---------------------

@@ -52,36 +52,41 @@ class Tokens(Kind):
 
 @register
 class ClassToken(Kind):
+    """Learned tokens put before the others: ViT's class token (count 1), DeiT's
+    class and distillation tokens and a ViT's register tokens (Darcet et al.
+    2023) as one row per parameter (timm's ``cat([cls, reg, x])`` is reg put
+    before x, then cls before both)."""
     name = "class_token"
     flat = True
     torch_classes = ('ClassToken',)  # in tokens_torch.py
     aliases = ("cls_token",)
-    summary = "a learned token put before the others: N x D -> (N + 1) x D; D params"
+    summary = "learned tokens put before the others: N x D -> (N + count) x D; count*D params"
     flops_rule = "0 (a concatenation)"
     inputs = "tokens"
-    args = {}
+    args = {"count": Arg("int", 1, min=1, doc="tokens put before the others (4 register tokens)")}
 
     def output_shape(self, a, x):
-        return (sym.norm(x[0] + 1), x[1])
+        return (sym.norm(x[0] + a.count), x[1])
 
     def params(self, a, x):
-        return x[1]
+        return sym.norm(a.count * x[1])
 
     def params_formula(self, a, x):
-        return sym.plain(x[1])
+        return sym.plain(x[1]) if a.count == 1 else f"{sym.plain(a.count)}*{sym.plain(x[1])}"
 
     def cost(self, a, x, y):
-        return (Cost("cat", elements=sym.prod(y), tensors=(x[1],)),)
+        return (Cost("cat", elements=sym.prod(y), tensors=(self.params(a, x),)),)
 
     def build(self, a, x):
         from .tokens_torch import ClassToken as Module
-        return Module(x[1])
+        return Module(x[1], a.count)
 
     torch_modules = ("archcalc.layers.tokens_torch.ClassToken",)   # from_torch reads them
 
     def from_torch(self, call, m):
         from .from_torch import row
-        return row("class_token")
+        count = int(m.class_token.shape[1])
+        return row("class_token", **({"count": count} if count != 1 else {}))
 
 
 @register
@@ -349,12 +354,23 @@ class TokenPool(Kind):
     name = "token_pool"
     torch_classes = ('TokenPool',)  # in tokens_torch.py
     primary = "mode"
-    summary = "N x D tokens -> D: the first (class) token, or the mean of all"
+    summary = ("N x D tokens -> D: one token (the first, the class token, by default), "
+               "or the mean of all")
     flops_rule = "first: 0 (a view); mean: N*D"
     inputs = "tokens"
-    args = {"mode": Arg("str", "first", choices=("first", "mean"))}
+    args = {"mode": Arg("str", "first", choices=("first", "mean")),
+            "index": Arg("int", 0, min=0, doc="mode first: the token taken (DeiT's "
+                                              "distillation token is 1)")}
 
     def output_shape(self, a, x):
+        n = x[0]
+        if a.mode == "first" and isinstance(n, int) and isinstance(a.index, int) and \
+                a.index >= n:
+            raise SpecError(f"token_pool: there are {n} tokens, no token {a.index}. "
+                            f"Received: index={a.index}")
+        if a.mode == "mean" and a.index:
+            raise SpecError(f"token_pool: mode mean averages every token; index is for mode "
+                            f"first. Received: index={a.index}")
         return (x[1],)
 
     def shares_storage(self, a):
@@ -370,13 +386,49 @@ class TokenPool(Kind):
 
     def build(self, a, x):
         from .tokens_torch import TokenPool as Module
-        return Module(a.mode)
+        return Module(a.mode, a.index)
 
     torch_modules = ("archcalc.layers.tokens_torch.TokenPool",)   # from_torch reads them
 
     def from_torch(self, call, m):
         from .from_torch import row
-        return row("token_pool", mode=m.mode)
+        return row("token_pool", mode=m.mode, **({"index": m.index} if m.index else {}))
+
+
+@register
+class SkipTokens(Kind):
+    """The tokens after the first ``count``: x[:, count:], a view. A ViT with
+    register tokens (timm's ``global_pool = "avg"``) averages the patch tokens
+    only, leaving out its class and register tokens."""
+    name = "skip_tokens"
+    torch_classes = ('SkipTokens',)  # in tokens_torch.py
+    primary = "count"
+    summary = "N x D tokens -> (N - count) x D: the first count tokens left out (a view)"
+    flops_rule = "0 (a slice: a view)"
+    view = True
+    inputs = "tokens"
+    args = {"count": Arg("int", min=1, doc="tokens left out at the start")}
+
+    def output_shape(self, a, x):
+        n = x[0]
+        if isinstance(n, int) and isinstance(a.count, int) and a.count >= n:
+            raise SpecError(f"skip_tokens: {n} tokens leave none after the first {a.count}. "
+                            f"Received: count={a.count}")
+        return (sym.norm(n - a.count), x[1])
+
+    def cost(self, a, x, y):
+        """A slice: a view, the call only."""
+        return (Cost("view", backward=False),)
+
+    def build(self, a, x):
+        from .tokens_torch import SkipTokens as Module
+        return Module(a.count)
+
+    torch_modules = ("archcalc.layers.tokens_torch.SkipTokens",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("skip_tokens", count=m.count)
 
 
 @register
@@ -430,4 +482,4 @@ class TokensToMap(Kind):
 
 
 __all__ = ["Tokens", "ClassToken", "PositionEmbedding", "SelfAttention", "TokenPool",
-           "TokensToMap"]
+           "SkipTokens", "TokensToMap"]

@@ -21,12 +21,13 @@ class MapToTokens(nn.Module):
 
 
 class ClassToken(nn.Module):
-    """A learned token before the others (torchvision: ``class_token``, 1 x 1 x D)."""
+    """Learned tokens before the others (torchvision: ``class_token``, 1 x 1 x D;
+    timm's register tokens, 1 x count x D)."""
 
-    def __init__(self, width):
+    def __init__(self, width, count=1):
         super().__init__()
-        self.init_args = (width,)
-        self.class_token = nn.Parameter(torch.zeros(1, 1, width))
+        self.init_args = (width, count)
+        self.class_token = nn.Parameter(torch.zeros(1, count, width))
 
     def forward(self, x):
         return torch.cat([self.class_token.expand(x.shape[0], -1, -1), x], dim=1)
@@ -113,15 +114,33 @@ class QKVAttention(nn.Module):
 
 
 class TokenPool(nn.Module):
-    """(B, N, D) -> (B, D): the first (class) token, or the mean of all."""
+    """(B, N, D) -> (B, D): one token (the first by default), or the mean of all."""
 
-    def __init__(self, mode="first"):
+    def __init__(self, mode="first", index=0):
         super().__init__()
-        self.init_args = (mode,)
-        self.mode = mode
+        self.init_args = (mode, index)
+        self.mode, self.index = mode, index
+
+    def extra_repr(self):
+        return f"mode={self.mode!r}, index={self.index}"
 
     def forward(self, x):
-        return x[:, 0] if self.mode == "first" else x.mean(dim=1)
+        return x[:, self.index] if self.mode == "first" else x.mean(dim=1)
+
+
+class SkipTokens(nn.Module):
+    """(B, N, D) -> (B, N - count, D): the tokens after the first ``count`` (a view)."""
+
+    def __init__(self, count):
+        super().__init__()
+        self.init_args = (count,)
+        self.count = count
+
+    def extra_repr(self):
+        return f"count={self.count}"
+
+    def forward(self, x):
+        return x[:, self.count:]
 
 
 class TokensToMap(nn.Module):

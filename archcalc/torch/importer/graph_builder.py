@@ -447,13 +447,9 @@ class _GraphBuilder:
         dim = kwargs.get("dim", args[1] if len(args) > 1 else 0)
         values = [self.value.get(p) for p in parts]
         y = _per_sample(self.found.values[n])
-        if len(values) == 2 and isinstance(values[0], Expanded) and \
-                isinstance(values[1], FlowNode) and len(values[1].shape) == 2 and dim in (1, -2):
-            param = values[0].param
-            self.used_state.add(param.target)
-            path = _path(param.target)
-            return self._row(n, values[1], row("class_token"), path=path, stateful=True,
-                             name=path[-1], flat=True, what="a class token")
+        if len(values) >= 2 and all(isinstance(v, Expanded) for v in values[:-1]) and \
+                isinstance(values[-1], FlowNode) and len(values[-1].shape) == 2 and dim in (1, -2):
+            return self._class_tokens(n, [v.param for v in values[:-1]], values[-1])
         if not all(isinstance(v, FlowNode) for v in values):
             raise NoMapping("cat of something other than tensors")
         if any(len(v.shape) != 3 for v in values) or dim not in (1, -3):
@@ -464,6 +460,21 @@ class _GraphBuilder:
         node = FlowNode(0, "cat", [v.index for v in values], y, y, path=_path(n.meta.get("scope")),
                     name="concat")
         return self._add(node, n)
+
+    def _class_tokens(self, n, params, x):
+        """cat([cls.expand(...), reg.expand(...), x], 1): a class_token row per
+        parameter, the last one first (reg before x, then cls before both)."""
+        for i, param in enumerate(reversed(params)):
+            self.used_state.add(param.target)
+            path = _path(param.target)
+            count = int(param.tensor.shape[-2])
+            last = i == len(params) - 1
+            out = None if last else torch.empty(PROBE_BATCH, x.shape[0] + count, x.shape[1],
+                                                 device="meta")
+            x = self._row(n, x, row("class_token", **({"count": count} if count > 1 else {})),
+                          path=path, stateful=True, name=path[-1], flat=True,
+                          what="a class token", out=out)
+        return x
 
     def _split(self, n):
         x = self._input_of(n)

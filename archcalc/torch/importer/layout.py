@@ -110,8 +110,12 @@ def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
                 and torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
             hw = (t_out[1], t_out[2])
             return row("to_map", size=None if hw[0] == hw[1] else list(hw))
-        if t_out == (d,) and torch.equal(m, torch.arange(d)):
-            return row("token_pool", mode="first")
+        if t_out == (d,) and int(m[0]) % d == 0 and torch.equal(m, m[0] + torch.arange(d)):
+            index = int(m[0]) // d       # x[:, 0]: the class token; x[:, 1]: DeiT's distillation
+            return row("token_pool", mode="first", **({"index": index} if index else {}))
+        if len(t_out) == 2 and t_out[1] == d and t_out[0] < nt and \
+                torch.equal(m, torch.arange((nt - t_out[0]) * d, n_in)):
+            return row("skip_tokens", count=nt - t_out[0])   # x[:, k:]: the prefix tokens left out
         if len(t_in) == 2 and t_out == (d, nt) and \
                 torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
             return row("transpose_tokens")      # the token-mixing MLP's x.transpose(1, 2)

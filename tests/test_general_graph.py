@@ -220,6 +220,23 @@ def test_input_a_dotted_path_and_a_gate():
     # the gate broadcasts: 16 x 16 x 16 products
     assert r["gated"].output_shape == (16, 16, 16) and r["gated"].flops == 16 * 16 * 16
     assert r["tail"].inputs == ("gated", "blk.cat")
+    # measured: a multiply keeps both inputs for backward, a concat nothing
+    pytest.importorskip("torch")
+    from archcalc.torch.check import run_check
+    for batch in (1, 2):
+        assert run_check(loads(text), batch=batch).ok
+
+
+def test_outputs_and_heads_do_not_mix():
+    text = HEAD + '''outputs = ["output"]
+layers = [
+  {name = "a", conv = 4, kernel = 1},
+  {heads = [{name = "h", layers = [{conv = 2, kernel = 1}]}]},
+  {name = "output", conv = 4, kernel = 1},
+]
+'''
+    with pytest.raises(SpecError, match="outputs and heads: a spec with heads returns them"):
+        report_of(text)
 
 
 # -- built in PyTorch, against plain PyTorch ------------------------------------

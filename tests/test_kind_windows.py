@@ -106,7 +106,9 @@ def small_maxvit():
                             stochastic_depth_prob=0.0, num_classes=10).eval()
 
 
-def same_function(original, shape):
+def same_function(original, shape, tmp_path=None):
+    """The imported spec's model and (given ``tmp_path``) its Python export
+    load the original's state_dict strictly and agree; check agrees."""
     from archcalc.torch.check import run_check
     done = importer.import_module(original, shape, label="small", strict=True)
     assert "opaque" not in done.text
@@ -115,20 +117,39 @@ def same_function(original, shape):
     built.load_state_dict(original.state_dict(), strict=True)
     x = torch.randn(2, *shape)
     with torch.no_grad():
-        assert (built(x) - original(x)).abs().max().item() <= 1e-5
+        expected = original(x)
+        assert (built(x) - expected).abs().max().item() <= 1e-5
+    if tmp_path is not None:
+        exported = exported_model(built, tmp_path)
+        exported.load_state_dict(original.state_dict(), strict=True)
+        with torch.no_grad():
+            assert (exported(x) - expected).abs().max().item() <= 1e-5
     result = run_check(spec)
     failed = [c.what for c in result.totals if c.ok is False]
     failed += [r.name for r in result.rows if not r.ok]
     assert not failed, failed
 
 
+def exported_model(built, tmp_path):
+    """`archcalc export --to python` of a built model, loaded and made: the
+    window kinds' classes are copied into the file by their source."""
+    import importlib.util
+    from archcalc.torch.export import to_python
+    path = tmp_path / "exported_small.py"
+    path.write_text(to_python(built))
+    module_spec = importlib.util.spec_from_file_location("exported_small", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return getattr(module, "Small")().eval()
+
+
 @pytest.mark.parametrize("make,side", [(lambda: small_swin(False), 32),
                                        (lambda: small_swin(True), 40),
                                        (small_maxvit, 32)],
                          ids=["swin_v1", "swin_v2", "maxvit"])
-def test_small_model_loads_the_state_dict_and_agrees(make, side):
+def test_small_model_loads_the_state_dict_and_agrees(make, side, tmp_path):
     torch.manual_seed(0)
-    same_function(make(), (3, side, side))
+    same_function(make(), (3, side, side), tmp_path)
 
 
 @pytest.mark.slow

@@ -188,6 +188,7 @@ def attempt(job, meta: bool) -> dict:
     done = _import(model, shape, job, rec)
     rec["tracer"] = done.tracer
     rec["opaque_rows"] = len(done.opaque)
+    rec["whole_model"] = done.whole     # the forward as one opaque row
     report = analyze(loads(done.text, file=job["target"]))
     params, macs = report.totals["params"], report.totals["macs"]
     rec["params_spec"] = params if isinstance(params, int) else str(params)
@@ -383,6 +384,7 @@ def summarize(records: list[dict]) -> dict:
         "exact": status[EXACT],
         "exact_with_opaque": status[EXACT_OPAQUE],
         "with_opaque": sum(status[s] for s in WITH_OPAQUE),
+        "whole_model": sum(1 for r in records if r.get("whole_model")),
         "built_on_cpu": sum(1 for r in records if r.get("device") == "cpu"),
         "opaque_rows_median": _median([r["opaque_rows"] for r in records
                                        if r["status"] in WITH_OPAQUE]),
@@ -417,7 +419,8 @@ def render_markdown(summary: dict, title="Import sweep") -> str:
              f"- with opaque rows (measured, not derived): {summary.get('with_opaque', 0)} "
              f"(median opaque rows: {summary['opaque_rows_median']}); exact: "
              f"{s.get(EXACT_OPAQUE, 0)}, figures differ: {s.get(OPAQUE_MISMATCH, 0)}, "
-             f"MACs unknown (older runs' --allow-opaque): {s.get(OPAQUE, 0)}",
+             f"MACs unknown (older runs' --allow-opaque): {s.get(OPAQUE, 0)}; the whole "
+             f"forward as one opaque row: {summary.get('whole_model', 0)}",
              f"- not imported: {s[FAILED]}; time limit: {s[TIMEOUT]}; "
              f"crashed: {s[CRASHED]}",
              f"- built on CPU (not on the meta device): {summary.get('built_on_cpu', 0)}",

@@ -356,3 +356,29 @@ def test_a_module_fx_cannot_trace_is_kept_whole_and_fx_traces_the_rest():
     report = analyze(loads(done.text, file="<import>"))
     assert report.totals["macs"] == model_macs(HasLoops(), SHAPE)
     assert report.totals["params"] == sum(p.numel() for p in HasLoops().parameters())
+
+
+class TopGram(nn.Module):
+    """A product of two tensors in the model's own forward: no module to keep
+    whole, no row reads two tensors, so the forward is one opaque row."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = nn.Linear(8 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = self.conv(x)
+        return self.fc(torch.flatten(x @ x.transpose(-1, -2), 1))
+
+
+def test_a_forward_that_combines_tensors_itself_is_one_measured_row():
+    done = importer.import_module(TopGram().eval(), SHAPE, label="TopGram")
+    assert done.whole
+    (row,) = [r for r in rows_of(done) if r["name"] != "input"]
+    assert (row["name"], row["output_shape"], row.get("derived")) == ("model", [10], False)
+    assert row["params"] == sum(p.numel() for p in TopGram().parameters())
+    assert row["macs"] == model_macs(TopGram(), SHAPE)
+    assert "operator.matmul (it combines several tensors)" in done.text
+    with pytest.raises(importer.Unsupported, match="matmul"):
+        importer.import_module(TopGram().eval(), SHAPE, label="TopGram", strict=True)

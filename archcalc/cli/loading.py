@@ -55,7 +55,11 @@ def import_spec(target, input_shape, kwargs_json, strict=False, name=None, text=
         click.echo(f"note: left out {clean(', '.join(done.unused))} "
                    f"({sum(done.unused.values()):,} params): not used by the forward at "
                    "inference", err=True)
-    if done.opaque:
+    if done.whole:
+        click.echo(clean(f"note: {label} is one opaque row, its whole forward, measured, not "
+                         "derived: its own forward computes on several tensors what no row "
+                         "can (the spec's notes say which); --strict refuses it"), err=True)
+    elif done.opaque:
         kinds = sorted(set(done.opaque))
         click.echo(f"note: {len(done.opaque)} opaque row(s), measured, not derived (no kind "
                    f"for {clean(', '.join(kinds[:3]))}{', ...' if len(kinds) > 3 else ''}): "

@@ -73,6 +73,7 @@ class Imported:
     opaque: list                  # what each opaque row stands for (measured, not derived)
     tracer: str = "torch.fx"      # or "torch.export", where fx cannot trace the forward
     fx_error: str | None = None   # why fx could not
+    whole: bool = False           # the model's forward is its one opaque row
 
 
 def from_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = None,
@@ -120,8 +121,11 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
                                 f"({', '.join(sorted(wider)[:3])})")
     finally:
         module.train(training)
-    if builder.unsupported:
+    if builder.unsupported and strict:
         raise Unsupported(builder.unsupported, f"cannot import {label}", strict)
+    if builder.unsupported:   # at the model's own forward: no module to keep whole
+        return _whole_model(module, input_shape, name, label, source, found.meta,
+                            Unsupported(builder.unsupported, "", strict))
     nodes, output = builder.nodes, builder.output
     _normalize_cats(nodes, output)
     recover = _Recover(nodes, output, builder.outputs)
@@ -159,6 +163,35 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
         header["outputs"] = outputs
     text = writer.write(header, entries, {}, fused=fused)
     return Imported(text, name, params, unused, opaque, tracing.tracer, tracing.fx_error)
+
+
+def _whole_model(module, input_shape, name, label, source, meta, why) -> Imported:
+    """The spec of a model whose own forward computes, on several tensors, what
+    no row can: its whole forward as one opaque row, measured. (A row that
+    reads several tensors needs the general graph's from = [...] on it.)"""
+    from ...spec import writer
+    from .measuring import measure_module
+    try:
+        measured, shape = measure_module(module, input_shape, meta)
+    except Exception as e:  # noqa: BLE001 - the user's forward
+        raise ImportFailure(f"cannot import {label}:{str(why).partition(':')[2]}; nor "
+                            f"measure its forward whole: {type(e).__name__}: "
+                            f"{_first_line(e)}") from None
+    params = sum(p.numel() for p in module.parameters())
+    buffers = sum(b.numel() for b in module.buffers())
+    cls = type(module)
+    what = f"{cls.__module__}.{cls.__qualname__}"
+    entry = {"name": "model", "opaque": what, "output": list(shape) or [1],
+             "params": params, "buffers": buffers, "macs": measured.macs}
+    notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))} "
+             f"as one opaque row, the whole forward, measured, not derived: its params are "
+             f"the module's, its MACs FlopCounterMode's on the meta device, per sample "
+             f"(batch 1). No part of it is a row of its own, since its own forward "
+             f"computes what no row can:{str(why).partition(':')[2]}"]
+    header = {"name": name, "input": list(input_shape),
+              "source": source or f"{label}, imported by archcalc", "notes": notes}
+    return Imported(writer.write(header, [entry], {}), name, params, {}, [what],
+                    whole=True)
 
 
 def _opaque_notes(opaque: list, unscaled: list) -> list:

@@ -82,3 +82,32 @@ def _flops(gm, n: fx.Node, found: Probed, batched, batch: int, device: str) -> i
         else:
             n.target(*args, **kwargs)
     return counter.get_total_flops()
+
+
+def measure_module(module, input_shape: tuple, meta: bool = True) -> tuple:
+    """(Measured, output shape per sample) of a whole module's forward on a
+    zero input: where no part of the model can be a row of its own."""
+    device = "meta" if meta else "cpu"
+    state = {k: _meta_like(v) for k, v in
+             list(module.named_parameters()) + list(module.named_buffers())} if meta else None
+    counts, shape = [], None
+    for batch in (1, PROBE_BATCH):
+        x = torch.zeros((batch, *input_shape), device=device)
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad(), _quiet_warnings():
+            y = torch.func.functional_call(module, state, (x,)) if meta else module(x)
+        counts.append(counter.get_total_flops())
+        shape = _first_tensor(y).shape[1:]
+    one, at_probe = counts
+    return Measured(one // 2, at_probe == PROBE_BATCH * one), tuple(int(d) for d in shape)
+
+
+def _first_tensor(y):
+    if isinstance(y, torch.Tensor):
+        return y
+    items = y.values() if isinstance(y, dict) else y if isinstance(y, (list, tuple)) else ()
+    for item in items:
+        found = _first_tensor(item)
+        if found is not None:
+            return found
+    return None

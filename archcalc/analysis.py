@@ -133,6 +133,10 @@ class Report:
                        "flops": sym.to_json(h["flops"])} for h in self.heads],
             "warnings": [str(w) for w in self.findings],
         }
+        # opaque rows whose MACs are not known (a variable left "?"): the totals miss them
+        incomplete = [r.name for r in self.rows if not r.derived and sym.is_symbolic(r.macs)]
+        if incomplete:
+            out["incomplete"] = incomplete
         return out
 
     def to_json(self, indent: int | None = 2) -> str:

@@ -342,6 +342,33 @@ def test_a_split_whose_slices_are_used_apart_is_one_line(name):
     assert "slices are used apart" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_fpn_returns_its_five_maps_by_name():
+    """torchvision's FPN on ResNet-18 returns an OrderedDict of five maps: the
+    spec's outputs, each the same as torchvision's with its state_dict
+    loaded (strict); params and MACs as PyTorch counts them."""
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    torch.manual_seed(0)
+    model = resnet_fpn_backbone(backbone_name="resnet18", weights=None).eval()
+    done = importer.import_module(model, (3, 64, 64), label="fpn")
+    assert tomllib.loads(done.text)["model"]["outputs"] == [
+        "fpn.layer_blocks.0", "fpn.layer_blocks.1", "fpn.layer_blocks.2",
+        "fpn.layer_blocks.3", "fpn.maxpool"]
+    report = analyze(loads(done.text))
+    assert report.totals["params"] == sum(p.numel() for p in model.parameters())
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, 3, 64, 64))
+    assert report.totals["macs"] == counter.get_total_flops() // 2
+    built = loads(done.text).build().eval()
+    built.load_state_dict(model.state_dict(), strict=True)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected, got = model(x), built(x)
+    assert len(got) == 5
+    for e, g in zip(expected.values(), got.values()):
+        assert e.shape == g.shape and (e - g).abs().max().item() <= 1e-5
+
+
 def test_segmentation_with_its_auxiliary_head_has_two_outputs():
     """FCN-ResNet50 with aux_loss returns {"out", "aux"}: both are outputs, each
     upsampled to the input; params and MACs as PyTorch counts them."""

@@ -131,8 +131,9 @@ class _Wiring:
     @staticmethod
     def direct(frame: _Frame, node: int):
         for e in reversed(frame.entries[:frame.upto]):
-            if isinstance(e, dict) and e.get("_out") == node and isinstance(e.get("name"), str):
-                return e["name"]
+            for row in reversed(e.get("_rows", [e])) if isinstance(e, dict) else ():
+                if row.get("_out") == node and isinstance(row.get("name"), str):
+                    return _bag_member(row) or row["name"]
         return None
 
     def dotted(self, frame: _Frame, node: int):
@@ -153,12 +154,26 @@ class _Wiring:
                 if isinstance(row, dict) and row.get("_out") == node and \
                         isinstance(row.get("name"), str):
                     e["_pinned"] = e["_no_block"] = True
-                    return f"{e['name']}.{row['name']}"
+                    return f"{e['name']}.{_bag_member(row) or row['name']}"
             deeper = self.within(sub, node)
             if deeper is not None:
                 e["_pinned"] = e["_no_block"] = True
                 return f"{e['name']}.{deeper}"
         return None
+
+
+def _bag_member(e: dict):
+    """A level whose last entry reads by name (FPN's layer_blocks: 3, 2, 1, 0,
+    each from its own input) is a bag, not a chain: its last entry is named
+    by its path (layer_blocks.0), not as the level's output."""
+    layers = e.get("layers")
+    if e.get("flat") or not isinstance(layers, list) or not layers:
+        return None
+    last = layers[-1]
+    if not (isinstance(last, dict) and "from" in last and isinstance(last.get("name"), str)):
+        return None
+    e["_pinned"] = e["_no_block"] = True
+    return f"{e['name']}.{last['name']}"
 
 
 def _strip(entries):

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 
 from . import limits, sym
 from .errors import SpecError, SpecWarning, path_text, split_path
-from .graph import (Concat, Heads, Layer, Merge, Model, Sequence, Split, Transform, Visitor,
-                    build_graph, in_place, is_leaf, same_shape, shortcut_ops, split_sizes)
+from .graph import (Concat, Heads, Join, Layer, Merge, Model, Sequence, Split, Transform,
+                    Visitor, build_graph, in_place, is_leaf, same_shape, shortcut_ops,
+                    split_sizes)
 from .layers.base import fmt_shape, sliding_arithmetic
 from .spec.defaults import SLIDING_KINDS
 from .tree import TreeNode
@@ -58,6 +59,7 @@ class Row:
     receptive_field: tuple = (1, 1)
     jump: tuple = (1, 1)
     findings: list = field(default_factory=list)
+    inputs: tuple = ()            # rows it reads when not (only) the previous row (from, merge)
 
     @property
     def derived(self) -> bool:
@@ -76,6 +78,8 @@ class Row:
             "receptive_field": j(sym.smax(*self.receptive_field)),
             "receptive_field_hw": [j(r) for r in self.receptive_field],
             "jump": j(sym.smax(*self.jump)),
+            # only where the graph says so: every other row reads the row before it
+            **({"inputs": list(self.inputs)} if self.inputs else {}),
             **({} if self.derived else {"derived": False}),
         }
 
@@ -107,8 +111,9 @@ class Report:
 
     @property
     def multi_output(self) -> bool:
-        """Whether the model returns named outputs (a dict) rather than one tensor."""
-        return bool(self.heads)
+        """Whether the model returns named outputs (a dict) rather than one tensor:
+        heads, or [model] outputs."""
+        return bool(self.heads) or bool(self.model.outputs)
 
     @property
     def free_symbols(self) -> list[str]:
@@ -240,6 +245,14 @@ class _Walker(Visitor):
         self.head_paths: list = []
         self.tree = TreeNode("block", "", ())
         self.level = self.tree.children   # the tree level the walk adds to
+        # a general graph (from, merge): values kept for their readers, by Ref key
+        self.readers: dict[tuple, int] = {}
+        for ref in model.refs:
+            self.readers[ref.key] = self.readers.get(ref.key, 0) + 1
+        self.values: dict[tuple, tuple] = {}
+        self.pins: dict[int, list] = {}         # storage -> [values kept on it, bytes held]
+        self.origin: dict[int, str] = {0: "input"}   # storage -> the row that wrote it
+        self.reading: tuple = ()                # inputs of the next row (Row.inputs)
 
     def run(self):
         x = self.model.input
@@ -251,7 +264,12 @@ class _Walker(Visitor):
             self.wide.add(0)
         state = (x, (1, 1), (1, 1), 0)
         end = self.walk(self.model.body, state, (), shared=True)
-        if not self.head_paths:
+        if self.model.outputs:
+            if self.head_paths:
+                raise SpecError("[model] outputs and heads: a spec with heads returns them "
+                                "by name; drop [model] outputs", file=self.model.file)
+            self.outputs.extend((ref.text, self.read(ref)[0]) for ref in self.model.outputs)
+        elif not self.head_paths:
             self.outputs.append(("output", end[0]))
         elif not self.model.body.ends_in_heads():
             # heads along the way, and the main line goes on: its end is an output too
@@ -259,11 +277,44 @@ class _Walker(Visitor):
 
     def walk(self, node, state, path, shared=False):
         """``shared``: the node's input is read by another path too (in-place is off)."""
+        if node.source is not None:   # from = "NAME": the named value, read by others too
+            state, shared = self.read(node.source), True
         if not node.leaf:
             first = next(node.layers(), None)
             if first is not None:   # a structure's own errors (split sizes) name its line
                 self.where = (first.file, first.line)
-        return self.visit(node, state, path, shared)
+        start = len(self.level)
+        out = self.visit(node, state, path, shared)
+        if node.source is not None and len(self.level) > start:
+            self.level[start].inputs = [self.origin.get(state[3], "input")]
+        self.keep((id(node), False), out)
+        return out
+
+    def keep(self, key, state) -> None:
+        """Keep a value some Ref reads later; its storage stays alive (pinned)
+        until its last reader."""
+        if not self.readers.get(key):
+            return
+        self.values[key] = state
+        pin = self.pins.setdefault(state[3], [0, self.nbytes(state[0])])
+        if pin[0] == 0:
+            self.held += pin[1]
+        pin[0] += 1
+
+    def read(self, ref):
+        """The value a Ref names; the last reader lets it go."""
+        state = self.values[ref.key]
+        self.readers[ref.key] -= 1
+        if not self.readers[ref.key]:
+            del self.values[ref.key]
+            pin = self.pins[state[3]]
+            pin[0] -= 1
+            if pin[0] == 0:
+                self.held -= pin[1]
+                del self.pins[state[3]]
+        origin = self.origin.get(state[3], "input")
+        self.reading = (origin,) if origin != self.rows[-1].name else ()
+        return state
 
     def gather(self, node, state, path, shared=False):
         """Walk a node onto a tree level of its own: (its tree nodes, the state after it)."""
@@ -286,6 +337,8 @@ class _Walker(Visitor):
         return out
 
     def visit_sequence(self, node: Sequence, state, path, shared):
+        self.keep((id(node), True), state)          # "input" of the list
+        shared = shared or state[3] in self.pins
         if not node.name:   # no level of its own: its items hang on the current one
             return self.items(node, state, path, shared)
         inner = (*path, node.name)
@@ -302,8 +355,9 @@ class _Walker(Visitor):
     def items(self, node: Sequence, state, path, shared):
         for item in node.items:
             state = self.walk(item, state, path, shared)
-            # heads read this tensor (and may keep it for backward): no in-place op next
-            shared = item.ends_in_heads()
+            # heads or a later `from` read this tensor (or a view of it shares its
+            # storage): no in-place op next
+            shared = item.ends_in_heads() or state[3] in self.pins
         return state
 
     def branch(self, node: Sequence, state, path):
@@ -398,6 +452,51 @@ class _Walker(Visitor):
                                    children=branches))
         return end
 
+    def visit_join(self, node: Join, state, path, shared):
+        """A merge entry: its named inputs combined, one row."""
+        self.where = (node.file, node.line)
+        outs = [self.read(ref) for ref in node.sources]
+        full = (*path, node.name)
+        y, flops = self.joined_shape(node, [o[0] for o in outs], full)
+        if all(isinstance(v, int) for v in y) and isinstance(self.held, int):
+            # the inputs (let go unless read again: then in self.held) and the output
+            live = self.held + self.nbytes(y) + sum(
+                self.nbytes(o[0]) for o in outs if o[3] not in self.pins)
+            if isinstance(live, int):
+                self.peak_live = max(self.peak_live, live)
+        self.reading = tuple(self.origin.get(o[3], "input") for o in outs)
+        inputs = list(self.reading)
+        kept = tuple(o[3] for o in outs) if node.op == "mul" else ()
+        end = self.merged_row(node.name, node.type, node.post, outs, y, path, flops=flops,
+                              kept=kept, op=node.op)
+        self.level.append(TreeNode("join", node.name, full, self.rows[-1], op=node.op,
+                                   inputs=inputs))
+        return end
+
+    def joined_shape(self, node: Join, shapes: list, full) -> tuple:
+        """A merge entry's output shape and FLOPs: add and mul need equal shapes
+        (mul broadcasts a C x 1 x 1 gate); concat, equal H and W. An add or
+        mul of N inputs costs (N - 1) x numel."""
+        given = ", ".join(f"{ref.text} gives {fmt_shape(s)}"
+                          for ref, s in zip(node.sources, shapes))
+        if node.op == "concat":
+            if {len(s) for s in shapes} not in ({1}, {3}) or \
+                    any(not same_shape(s[1:], shapes[0][1:]) for s in shapes):
+                raise self.error(f"merge \"concat\": {given}; concat needs C x H x W "
+                                 "outputs of equal H and W (or feature vectors)", full)
+            return (sym.total(s[0] for s in shapes), *shapes[0][1:]), 0
+        # the full shape: a gate (C x 1 x 1) is the smaller one
+        y = next((s for s in shapes if len(s) != 3 or s[1] != 1 or s[2] != 1), shapes[0])
+        for s in shapes:
+            gate = node.op == "mul" and len(s) == 3 and len(y) == 3 and s[1] == 1 and \
+                s[2] == 1 and sym.norm(s[0] - y[0]) == 0
+            if not (same_shape(s, y) or gate):
+                rule = "equal shapes" if node.op == "add" else \
+                    "equal shapes (or a C x 1 x 1 gate of the same C)"
+                verb = "add" if node.op == "add" else "multiply"
+                raise self.error(f"merge \"{verb}\": {given}; {verb} needs {rule}", full)
+        return y, sym.norm((len(shapes) - 1) * sym.prod(y))
+
     def visit_merge(self, node: Merge, state, path, shared):
         x = state[0]
         self.held += self.nbytes(x)              # the shortcut reads x after the body
@@ -422,7 +521,8 @@ class _Walker(Visitor):
         row_type = "+".join([node.name if node.op != "mul" else "mul",
                              *(o.kind.name for o in node.post)])
         kept = (body[3], short[3]) if node.op == "mul" else ()
-        into = body[3] if node.adds_in_place else None
+        # no add into a tensor a later `from` still reads
+        into = body[3] if node.adds_in_place and body[3] not in self.pins else None
         end = self.merged_row(node.name, row_type, node.post, [body, short], out, path,
                               flops=flops, kept=kept, into=into, op=node.op)
         self.level.append(TreeNode("merge", node.name, (*path, node.name), self.rows[-1],
@@ -460,7 +560,9 @@ class _Walker(Visitor):
         jump = (sym.smax(*(o[2][0] for o in outs)), sym.smax(*(o[2][1] for o in outs)))
         self.saved.update(kept)
         row = Row(len(self.rows), path_text((*path, name)), (*path, name), row_type, y,
-                  flops=sym.norm(flops), allocates=into is None, merge=op, post=tuple(post))
+                  flops=sym.norm(flops), allocates=into is None, merge=op, post=tuple(post),
+                  inputs=self.reading)
+        self.reading = ()
         wide = any(o[3] in self.wide for o in outs)   # type promotion
         storage = self.new_storage(sym.prod(y), 4 if wide else None) if into is None else into
         if wide and into is None:
@@ -478,7 +580,9 @@ class _Walker(Visitor):
              and not in_place(main, shared, state[3] in self.saved))
         row = Row(len(self.rows), path_text(full), full, row_type, state[0],
                   allocates=allocates, weighted=main.kind.weighted,
-                  ops=tuple(ops), input_shape=state[0], rf_in=state[1], jump_in=state[2])
+                  ops=tuple(ops), input_shape=state[0], rf_in=state[1], jump_in=state[2],
+                  inputs=self.reading)
+        self.reading = ()
         fresh = None   # elements of the row's latest new tensor
         for i, op in enumerate(ops):
             before = state[3]
@@ -494,6 +598,7 @@ class _Walker(Visitor):
         row.output_shape = x
         row.activations = sym.prod(x)
         row.receptive_field, row.jump = rf, jump
+        self.origin[storage] = row.name
         for message in row.findings:
             self.findings.append(SpecWarning(message, row.path, line))
         self.rows.append(row)
@@ -565,7 +670,9 @@ class _Walker(Visitor):
         if wide_out:
             self.wide.add(out)
         if all(isinstance(v, int) for v in (*x, *y)) and isinstance(self.held, int):
-            live = self.held + self.nbytes(x) + (self.nbytes(y) if fresh else 0)
+            # a value kept for a later reader is in self.held already
+            live = self.held + (self.nbytes(x) if storage not in self.pins else 0) + \
+                (self.nbytes(y) if fresh else 0)
             self.peak_live = max(self.peak_live, live)
         kept = kind.saved_autocast(a, x, y, self.autocast) if self.autocast else \
             kind.saved(a, x, y)

@@ -315,6 +315,28 @@ def test_no_in_place_op_overwrites_a_value_a_later_entry_reads():
     assert run_check(loads(text), batch=2).ok
 
 
+def test_no_in_place_op_writes_into_a_view_of_a_value_a_later_entry_reads():
+    torch = pytest.importorskip("torch")
+    from archcalc.torch.build import build_model
+    from archcalc.torch.check import run_check
+    # fl is a view of a (its storage): relu on it in place would change what f reads
+    text = HEAD + '''layers = [
+  {name = "a", conv = 4, kernel = 1},
+  {name = "fl", flatten = true},
+  {name = "act", relu = true},
+  {name = "f", from = "a", flatten = true},
+  {name = "sum", merge = "add", from = ["act", "f"]},
+]
+'''
+    model = build_model(loads(text)).eval()
+    assert model.act.inplace is False
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        a = model.a(x).flatten(1)
+        assert torch.equal(model(x), torch.relu(a) + a)
+    assert run_check(loads(text), batch=2).ok
+
+
 def test_export_writes_the_graph_as_python_that_computes_the_same():
     torch = pytest.importorskip("torch")
     from archcalc.torch.build import build_model

@@ -339,7 +339,10 @@ class _Builder(Visitor):
         self.readers: dict[tuple, int] = {}
         for ref in model.refs:
             self.readers[ref.key] = self.readers.get(ref.key, 0) + 1
-        self.kept: dict[tuple, tuple] = {}    # Ref key -> (tape key, shape, input_saved)
+        self.kept: dict[tuple, tuple] = {}    # Ref key -> (tape key, shape, input_saved, alias)
+        # the kept values the current tensor shares its storage with (itself, or a
+        # view of it): no op may write into it while one has a reader to come
+        self.alias = frozenset()
 
     def keep(self, ref_key, name: str, x) -> list:
         """The steps that keep the current tensor for a later reader (none if
@@ -349,18 +352,21 @@ class _Builder(Visitor):
         key = name
         while key in {k for k, *_ in self.kept.values()}:   # unique on the tape
             key += "'"
-        self.kept[ref_key] = (key, x, self.input_saved)
+        self.kept[ref_key] = (key, x, self.input_saved, self.alias)
+        self.alias = self.alias | {ref_key}
         return [("keep", self.values, key)]
 
     def read_key(self, ref) -> tuple:
         """(tape key, whether this is the last reader, shape) of a Ref's value."""
-        key, x, saved = self.kept[ref.key]
+        key, x, saved, alias = self.kept[ref.key]
         self.readers[ref.key] -= 1
-        self.input_saved = saved
+        self.input_saved, self.alias = saved, alias | {ref.key}
         return key, not self.readers[ref.key], x
 
-    def pending(self, ref_key) -> bool:
-        return self.readers.get(ref_key, 0) > 0
+    def shares_kept(self) -> bool:
+        """Whether the current tensor's storage is a kept value's that a later
+        reader still needs (the engine: its storage is pinned)."""
+        return any(self.readers.get(k, 0) > 0 for k in self.alias)
 
     # each returns (module, output shape)
     def sequence(self, seq: Sequence, x, shared: bool, path=()) -> tuple:
@@ -375,7 +381,7 @@ class _Builder(Visitor):
         A node that reads ``from`` a kept value reads it first; a value a later
         node reads is kept (the list's input, a node's output)."""
         steps = self.keep((id(seq), True), path_text((*path, "input")), x)
-        shared = shared or self.pending((id(seq), True))
+        shared = shared or self.shares_kept()
         for item in seq.items:
             if item.source is not None:
                 key, last, x = self.read_key(item.source)
@@ -385,7 +391,7 @@ class _Builder(Visitor):
             steps.extend(more)
             steps += self.keep((id(item), False), path_text((*path, entry_name(item))), x)
             # heads or a later `from` read this tensor: no in-place op on it next
-            shared = item.ends_in_heads() or self.pending((id(item), False))
+            shared = item.ends_in_heads() or self.shares_kept()
         return steps, x
 
     def visit_join(self, node: Join, x, shared, path, owner) -> tuple:
@@ -403,6 +409,7 @@ class _Builder(Visitor):
         self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
         self.input_saved = bool(node.post) and node.post[-1].kind.saved(
             node.post[-1].args, y, y).output
+        self.alias = frozenset()   # a fresh tensor
         return [("join", node.name, self.values, [(key, last) for key, last, _ in reads])], y
 
     def visit_heads(self, node: Heads, x, shared, path, owner) -> tuple:
@@ -415,10 +422,10 @@ class _Builder(Visitor):
 
     def heads(self, node: Heads, x, path) -> list:
         """One Head module per head, each built on the same input."""
-        entry = self.input_saved
+        entry, alias = self.input_saved, self.alias
         out = []
         for head in node.heads:
-            self.input_saved = entry
+            self.input_saved, self.alias = entry, alias
             hpath = (*path, head.name)
             module = Head(self.outputs, path_text(hpath), is_leaf(head))
             steps, _ = self.items(head, x, True, hpath, module)
@@ -426,7 +433,7 @@ class _Builder(Visitor):
                 module._steps = steps
             self.rows.setdefault(path_text(hpath), path_text(hpath))
             out.append(module)
-        self.input_saved = entry
+        self.input_saved, self.alias = entry, alias   # the main line goes on with x
         return out
 
     def visit_layer(self, node: Layer, x, shared, path, owner) -> tuple:
@@ -478,6 +485,7 @@ class _Builder(Visitor):
                 node.name not in owner._parameters:
             raise SpecError(f"{node.name}: the block already has an attribute of that name")
         owner.register_parameter(node.name, param)
+        self.alias = frozenset()   # a fresh tensor
         self.rows[path_text((*path, node.name))] = path_text((*path, node.name))
         return [("param", node.name, module, key)], op.kind.output_shape(op.args, x)
 
@@ -492,7 +500,7 @@ class _Builder(Visitor):
 
     def transform(self, node: Transform, x, path):
         """A spatial transformer: the localisation net, then the sampler."""
-        entry = self.input_saved
+        entry, alias = self.input_saved, self.alias
         loc, _ = self.sequence(node.loc, x, shared=True, path=(*path, "loc"))
         identity_init(loc)
         self.rows.setdefault(path_text((*path, "loc")), path_text((*path, "loc")))
@@ -500,7 +508,7 @@ class _Builder(Visitor):
         op = node.sampler
         module = SpatialTransformer(loc, op.kind.build(op.args, x))
         self.rows[path_text((*path, node.name))] = path_text((*path, "sampler"))
-        self.input_saved = False
+        self.input_saved, self.alias = False, frozenset()
         return module, op.kind.output_shape(op.args, x)
 
     def branches(self, node, x, path, owner, sizes=None):
@@ -510,9 +518,9 @@ class _Builder(Visitor):
         module = ConcatBranches() if sizes is None else SplitBranches(sizes)
         holder = module if owner is None else owner
         steps, outs = [], []
-        entry = self.input_saved
+        entry, alias = self.input_saved, self.alias
         for i, branch in enumerate(node.branches):
-            self.input_saved = entry
+            self.input_saved, self.alias = entry, alias
             xi = x if sizes is None else (sizes[i], *x[1:])
             more, y = self.branch(branch, xi, path, holder)
             steps.append(more)
@@ -521,7 +529,7 @@ class _Builder(Visitor):
             module._branches = steps
         y = (sum(o[0] for o in outs), *outs[0][1:])
         self.rows[path_text((*path, node.name))] = path_text(path)
-        self.input_saved = False
+        self.input_saved, self.alias = False, frozenset()
         return module, y
 
     def merge(self, node: Merge, x, path, owner):
@@ -529,9 +537,11 @@ class _Builder(Visitor):
         ``owner``: as for branches."""
         out_module = Residual([], None, None, node.op, node.adds_in_place)
         holder = out_module if owner is None else owner
-        entry = self.input_saved
+        entry, alias = self.input_saved, self.alias
         body_steps, y = self.items(node.body, x, True, path, holder)
-        self.input_saved = entry
+        if self.shares_kept():   # no add into a tensor a later `from` still reads
+            out_module.add_in_place = False
+        self.input_saved, self.alias = entry, alias
         shortcut_steps = None
         if node.shortcut_layers is not None:
             shortcut, _ = self.sequence(node.shortcut, x, shared=True,
@@ -552,6 +562,7 @@ class _Builder(Visitor):
         self.rows[path_text((*path, node.name))] = path_text(path)
         self.input_saved = bool(node.post) and node.post[-1].kind.saved(
             node.post[-1].args, out, out).output
+        self.alias = frozenset()
         return out_module, out
 
     def layer(self, name, ops, x, shared, path):
@@ -559,6 +570,8 @@ class _Builder(Visitor):
         for i, op in enumerate(ops):
             module = op.kind.build(op.args, x)
             ran_in_place = in_place(op, shared and i == 0, self.input_saved)
+            if not ran_in_place:
+                self.alias = frozenset()   # a fresh tensor
             if hasattr(module, "inplace") and not ran_in_place:
                 module.inplace = False  # its input is read elsewhere, or kept for backward
             y = op.kind.output_shape(op.args, x)

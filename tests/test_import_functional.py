@@ -180,10 +180,26 @@ def test_max_pool_2d_same_pads_with_minus_infinity():
 
 
 def test_tf_efficientnet_b0_imports_exactly():
-    """Conv2dSame throughout, traced by torch.export (fx cannot: the padding is
-    computed from the input's size): 5,288,548 params (Tan & Le 2019: 5.3M)."""
+    """Conv2dSame throughout (fx cannot trace its forward: the padding is
+    computed from the input's size; the module maps whole, as a pad row and a
+    conv row at this input): 5,288,548 params (Tan & Le 2019: 5.3M)."""
     done, _ = imported(timm_meta("tf_efficientnet_b0"), (3, 224, 224), "timm:tf_efficientnet_b0")
-    assert done.params == 5_288_548 and done.tracer == "torch.export"
+    assert done.params == 5_288_548
+
+
+def test_tf_mixnet_s_imports_exactly():
+    """MixNet-S with Conv2dSame in its mixed depthwise convs (Tan & Le 2019:
+    4.1M params)."""
+    done, _ = imported(timm_meta("tf_mixnet_s"), (3, 224, 224), "timm:tf_mixnet_s")
+    assert done.params == 4_134_606
+
+
+def test_avg_pool_2d_same():
+    from timm.layers.pool2d_same import AvgPool2dSame
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), AvgPool2dSame(3, stride=2))
+    done, report = imported(model, (3, 8, 8))
+    assert [r.type for r in report.rows[1:]] == ["conv", "pad", "avgpool"]
+    same_function(model, (3, 8, 8), done)
 
 
 def test_pad_modules_map_back():
@@ -329,3 +345,22 @@ def test_division_by_a_tensor_has_no_kind():
             return x / (x.abs() + 1)
     with pytest.raises(importer.Unsupported):
         importer.import_module(nn.Sequential(nn.Conv2d(3, 4, 1), Ratio()), (3, 8, 8), **STRICT)
+
+
+def test_a_fixed_filter_is_not_a_conv_weight():
+    """A blur pool's filter is a buffer: a conv row would count it as params
+    (densenetblur121d was 576 params over before this was refused)."""
+    class Blur(nn.Module):
+        def __init__(self, channels):
+            super().__init__()
+            self.channels = channels
+            self.register_buffer("filt", torch.ones(channels, 1, 3, 3) / 9)
+
+        def forward(self, x):
+            return nn.functional.conv2d(x, self.filt, stride=2, groups=self.channels)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), Blur(4))
+    with pytest.raises(importer.Unsupported, match="fixed tensor"):
+        importer.import_module(model, (3, 8, 8), **STRICT)
+    if STRICT:     # the default import keeps it as a measured row: params still exact
+        done = importer.import_module(model, (3, 8, 8))
+        assert analyze(loads(done.text, file="blur")).totals["params"] == 16

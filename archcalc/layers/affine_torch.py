@@ -44,12 +44,14 @@ def check_affine(call, alpha, beta):
 
 def _addcmul_call(call):
     """torch.addcmul(beta, alpha, x) (value 1): beta + alpha * x."""
-    from .from_torch import NoMapping, row
+    from .from_torch import NoMapping, require_learned, row
     beta, alpha = (call.parameter(call.arg("addcmul", i, name))
                    for i, name in ((0, "input"), (1, "tensor1")))
     if beta is None or alpha is None or call.arg("addcmul", 3, "value", 1) != 1:
         raise NoMapping("addcmul other than beta + alpha * x with the module's alpha and beta")
     check_affine(call, alpha, beta)
+    require_learned(call, "addcmul", call.arg("addcmul", 0, "input"),
+                    call.arg("addcmul", 1, "tensor1"))
     return row("channel_affine")
 
 

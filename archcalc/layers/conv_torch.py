@@ -79,11 +79,13 @@ class LocallyConnected2d(nn.Module):
 
 
 def _conv2d_call(call):
-    from .from_torch import NoMapping, given, pair, padding, require_chw, row
+    from .from_torch import NoMapping, given, pair, padding, require_chw, require_learned, row
     require_chw(call, "conv2d")
     weight = call.parameter(call.arg("conv2d", 1, "weight"))
     if weight is None or weight.dim() != 4:
         raise NoMapping("conv2d with a weight computed in the forward (not a parameter)")
+    require_learned(call, "conv2d", call.arg("conv2d", 1, "weight"),
+                    call.arg("conv2d", 2, "bias", None))
     groups = int(call.arg("conv2d", 6, "groups", 1))
     args = dict(out=int(weight.shape[0]), kernel=pair(tuple(weight.shape[2:])),
                 stride=pair(call.arg("conv2d", 3, "stride", 1)),

@@ -60,3 +60,13 @@ def reads_state(mapper):
 def given(value) -> bool:
     """An optional tensor argument was passed (a weight, a bias)."""
     return value is not None
+
+
+def require_learned(call, what: str, *values):
+    """Each given tensor is one of the module's learned parameters: a fixed
+    buffer (a blur pool's filter as a conv's weight) is not what the kind
+    counts as its params."""
+    for value in values:
+        if given(value) and not call.learned(value):
+            raise NoMapping(f"{what} with a fixed tensor (a buffer) where the kind learns "
+                            "a parameter")

@@ -8,12 +8,14 @@ from torch.nn import functional as F
 
 
 def _linear_call(call):
-    from .from_torch import NoMapping, given, row
+    from .from_torch import NoMapping, given, require_learned, row
     if len(call.x) == 3:
         raise NoMapping("linear on a C x H x W map (it acts on the last dimension)")
     weight = call.parameter(call.arg("linear", 1, "weight"))
     if weight is None or weight.dim() != 2:
         raise NoMapping("linear with a weight computed in the forward (not a parameter)")
+    require_learned(call, "linear", call.arg("linear", 1, "weight"),
+                    call.arg("linear", 2, "bias", None))
     return row("fc", out=int(weight.shape[0]), bias=given(call.arg("linear", 2, "bias", None)))
 
 

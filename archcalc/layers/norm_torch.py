@@ -61,7 +61,7 @@ _ATEN_BATCH_NORM = ("input", "weight", "bias", "running_mean", "running_var", "t
 
 
 def _batch_norm_call(order):
-    from .from_torch import NoMapping, given, reads_state, row
+    from .from_torch import NoMapping, given, reads_state, require_learned, row
 
     @reads_state
     def batch_norm(call):
@@ -73,6 +73,7 @@ def _batch_norm_call(order):
                             "normalizes with running statistics at inference)")
         if given(arg("weight", None)) != given(arg("bias", None)):
             raise NoMapping("batch_norm with a weight and no bias, or a bias and no weight")
+        require_learned(call, "batch_norm", arg("weight", None), arg("bias", None))
         if len(call.x) not in (1, 3) or call.x_torch[0] != call.x[0]:
             raise NoMapping(f"batch_norm of a {list(call.x_torch)} input (archcalc's "
                             "normalizes the channels of a map or the features)")
@@ -85,7 +86,7 @@ def _batch_norm_call(order):
 def _layer_norm_call(call):
     """F.layer_norm over the last dimension of tokens or a vector (timm's
     LayerNorm2d permutes a map to channels last first: tokens here)."""
-    from .from_torch import NoMapping, given, row
+    from .from_torch import NoMapping, given, require_learned, row
     shape = call.arg("layer_norm", 1, "normalized_shape")
     shape = tuple(shape) if isinstance(shape, (list, tuple)) else (shape,)
     weight, bias = call.arg("layer_norm", 2, "weight", None), call.arg("layer_norm", 3, "bias",
@@ -96,17 +97,19 @@ def _layer_norm_call(call):
                         "(archcalc's normalizes each token's or vector's last dimension)")
     if given(bias) and not given(weight):
         raise NoMapping("layer_norm with a bias and no weight")
+    require_learned(call, "layer_norm", weight, bias)
     return row("layer_norm", affine=given(weight), bias=given(bias),
                eps=float(call.arg("layer_norm", 4, "eps", 1e-5)))
 
 
 def _group_norm_call(call):
-    from .from_torch import NoMapping, given, require_chw, row
+    from .from_torch import NoMapping, given, require_chw, require_learned, row
     require_chw(call, "group_norm")
     weight, bias = call.arg("group_norm", 2, "weight", None), call.arg("group_norm", 3, "bias",
                                                                         None)
     if given(weight) != given(bias):
         raise NoMapping("group_norm with a weight and no bias, or a bias and no weight")
+    require_learned(call, "group_norm", weight, bias)
     return row("group_norm", groups=int(call.arg("group_norm", 1, "num_groups")),
                affine=given(weight), eps=float(call.arg("group_norm", 4, "eps", 1e-5)))
 

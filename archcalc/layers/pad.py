@@ -21,6 +21,13 @@ MODULES = {"constant": "ConstantPad2d", "reflect": "ReflectionPad2d",
            "replicate": "ReplicationPad2d", "circular": "CircularPad2d"}
 
 
+# timm's layers that pad as TensorFlow's 'same' does (timm.layers.padding.pad_same),
+# then run their torch.nn layer without padding; where they live in timm.layers
+SAME_LAYERS = {"Conv2dSame": "conv2d_same", "MaxPool2dSame": "pool2d_same",
+               "AvgPool2dSame": "pool2d_same"}
+SAME_LAYERS = {name: f"{where}.{name}" for name, where in SAME_LAYERS.items()}
+
+
 class PadValue(Arg):
     """The constant's value: a number, or "-inf"/"inf" (a max pool's padding:
     TOML writes no infinite numbers, so the spec spells them as strings)."""
@@ -81,12 +88,53 @@ class Pad(Kind):
         return getattr(nn, MODULES[a.mode])(padding)
 
     torch_modules = ("torch.nn.ZeroPad2d", "torch.nn.ConstantPad2d", "torch.nn.ReflectionPad2d",
-                     "torch.nn.ReplicationPad2d", "torch.nn.CircularPad2d")
+                     "torch.nn.ReplicationPad2d", "torch.nn.CircularPad2d",
+                     # TensorFlow's 'same': pad for the input's size, then the layer
+                     *(f"timm.layers.{path}" for path in SAME_LAYERS.values()))
 
     def from_torch(self, call, m):
+        if type(m).__name__ in SAME_LAYERS:
+            return same_rows(call, m)
         mode = next(mode for mode, cls in MODULES.items()
                     if cls in {k.__name__ for k in type(m).__mro__})
         return pad_row(call, m.padding, mode, getattr(m, "value", 0.0))
+
+
+def same_padding(size, kernel, stride, dilation):
+    """(before, after) of TensorFlow's 'same' along one side (timm's
+    get_same_padding): the output is ceil(size / stride); one more after."""
+    total = max((-(-size // stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0)
+    return total // 2, total - total // 2
+
+
+def same_rows(call, m):
+    """timm's Conv2dSame / MaxPool2dSame / AvgPool2dSame at this input: the pad
+    row, then the layer's own row with no padding."""
+    from . import lookup
+    from .from_torch import NoMapping, pair, require_chw, row
+    require_chw(call, type(m).__name__)
+    kernel, stride, dilation = (_two(v) for v in (m.kernel_size, m.stride,
+                                                  getattr(m, "dilation", 1)))
+    (top, bottom), (left, right) = (same_padding(call.x[i + 1], kernel[i], stride[i],
+                                                 dilation[i]) for i in (0, 1))
+    name = type(m).__name__
+    value = -float("inf") if name == "MaxPool2dSame" else 0.0
+    pad = pad_row(call, (left, right, top, bottom), "constant", value)
+    if name == "Conv2dSame":
+        return pad + lookup("conv").from_torch(call, m)
+    if isinstance(m.padding, str) or any(_two(m.padding)):
+        raise NoMapping(f"{name} with a padding of its own")
+    if name == "MaxPool2dSame":
+        return pad + row("maxpool", kernel=pair(kernel), stride=pair(stride),
+                         dilation=pair(dilation), ceil_mode=bool(m.ceil_mode))
+    return pad + row("avgpool", kernel=pair(kernel), stride=pair(stride),
+                     ceil_mode=bool(m.ceil_mode),
+                     count_include_pad=bool(m.count_include_pad))
+
+
+def _two(v) -> tuple:
+    """A torch size argument as (height, width)."""
+    return (int(v[0]), int(v[-1])) if isinstance(v, (list, tuple)) else (int(v), int(v))
 
 
 def pad_row(call, padding, mode="constant", value=0.0):

@@ -47,8 +47,11 @@ def run_steps(owner: nn.Module, steps, x):
             x = owner._modules[name](*(step[2].pop(k) if last else step[2][k]
                                        for k, last in step[3]))
         else:
+            # the owner's parameter put into the template (functional_call
+            # would refuse fvcore's jit trace: "stateless API ... Jitted modules")
             template, key = step[2], step[3]
-            x = torch.func.functional_call(template, {key: owner._parameters[name]}, (x,))
+            template._parameters[key] = owner._parameters[name]
+            x = template(x)
     return x
 
 

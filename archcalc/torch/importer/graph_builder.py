@@ -271,6 +271,8 @@ class _GraphBuilder:
         found = mapper(self._call(n, x, module), module)
         if found is LAYOUT:
             return self._layout(n, {n: n})
+        if isinstance(found, list) and len(found) > 1 and found[0][0] == "pad":
+            x = self._pad_first(n, x, found.pop(0))
         stateful = bool(list(module.parameters())) or bool(list(module.buffers()))
         if stateful:
             self.stateful_calls[n.target] = self.stateful_calls.get(n.target, 0) + 1
@@ -283,6 +285,16 @@ class _GraphBuilder:
         if isinstance(found, Unpool):
             return self._unpool(n, x, found, how)
         self._row(n, x, found, **how)
+
+    def _pad_first(self, n: fx.Node, x: FlowNode, pad) -> FlowNode:
+        """A module that pads, then convolves or pools (timm's Conv2dSame,
+        MaxPool2dSame): the pad a row of its own in the module's scope, so the
+        module's name stays on the row that holds its weights."""
+        shape = _kind_shape(*pad, x.shape)
+        node = FlowNode(len(self.nodes), "row", [x.index], shape, shape, [pad],
+                        _path(n.target), name="pad", what="a padding", scoped=True)
+        self.nodes.append(node)
+        return node
 
     # -- max pool indices -----------------------------------------------------
     def _pool_indices(self, n: fx.Node, x: FlowNode, found: PoolIndices, how: dict):

@@ -38,6 +38,11 @@ class Call:
         else None (a computed tensor, a number)."""
         return self.state.get(getattr(value, "node", None))
 
+    def learned(self, value) -> bool:
+        """The argument is one of the module's learned parameters, not a buffer
+        (a blur's fixed filter): only those are a layer's params."""
+        return isinstance(self.parameter(value), nn.Parameter)
+
     def arg(self, names, index, name, default=REQUIRED):
         """Argument ``name`` (position ``index`` in the call), as called."""
         if name in self.kwargs:

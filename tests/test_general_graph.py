@@ -454,3 +454,16 @@ def test_the_shipped_graph_specs_check_out():
     assert [name for name, _ in report.outputs] == [
         "fpn.layer_blocks.0", "fpn.layer_blocks.1", "fpn.layer_blocks.2",
         "fpn.layer_blocks.3", "fpn.pool"]
+
+
+def test_lint_and_the_html_graph_walk_a_dag():
+    from archcalc.lint import lint
+    from archcalc.render.report import fragment
+    report = report_of(FPN)
+    assert lint(report) == []
+    html = fragment([report])
+    # the merge entry is drawn with what it reads; so are the rows that read by name
+    assert 'class="ac-from">from lat1, up2</div>' in html
+    assert 'class="ac-from">from c1</div>' in html
+    assert report.row_tree is report.tree
+    assert [r.name for r in report.tree.rows()] == [r.name for r in report.rows[1:]]

@@ -231,8 +231,11 @@ class _Builder:
         if hasattr(table, "get") and "merge" in table:
             return self.join(dict(table), scope)
         table = dict(table) if hasattr(table, "get") else table
-        ref = self.names.source(table) if isinstance(table, dict) else None
+        written = table.pop("from", None) if isinstance(table, dict) else None
         nodes = list(self.entry(table, scope))
+        # read after `when` and `repeat` (a switched-off entry names nothing), still
+        # before this entry's own names join the list
+        ref = self.names.source(written) if nodes and written is not None else None
         self.names.add(nodes, ref)
         return nodes
 

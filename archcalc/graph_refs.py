@@ -52,9 +52,10 @@ class Resolver:
 
     @contextmanager
     def frame(self, owner: Sequence, blocks: tuple, tables):
-        written = {t.get("name") for t in tables if hasattr(t, "get")} if \
-            isinstance(tables, (list, tuple)) else set()
-        frame = _Frame(owner, blocks, {w for w in written if isinstance(w, str)})
+        written = {t.get("name") for t in tables if hasattr(t, "get")
+                   and isinstance(t.get("name"), str)} if isinstance(tables, (list, tuple)) \
+            else set()
+        frame = _Frame(owner, blocks, written)
         self.frames.append(frame)
         try:
             yield frame
@@ -62,11 +63,8 @@ class Resolver:
             self.done.append(self.frames.pop())
 
     # -- entries ------------------------------------------------------------
-    def source(self, table: dict) -> Ref | None:
-        """The Ref of an entry's ``from`` (popped from ``table``), not yet counted."""
-        if "from" not in table:
-            return None
-        value = table.pop("from")
+    def source(self, value) -> Ref:
+        """The Ref of an entry's ``from``, not yet counted."""
         if isinstance(value, list) and len(value) == 1:
             value = value[0]
         if isinstance(value, list):
@@ -98,7 +96,7 @@ class Resolver:
             raise SpecError(f"a merge entry takes {', '.join(sorted(JOIN_KEYS))}; unknown "
                             f"key(s): {', '.join(sorted(map(str, extra)))}")
         op = table["merge"]
-        if op not in JOIN_OPS:
+        if not isinstance(op, str) or op not in JOIN_OPS:
             raise SpecError(f"merge takes {', '.join(map(repr, JOIN_OPS))}. "
                             f"Received: merge={op!r}")
         names = table.get("from")

@@ -92,6 +92,11 @@ ERRORS = [
      "a merge reads at least two named outputs"),
     ('layers = [{conv = 4, kernel = 1, name = "a"}, {merge = "add", from = ["a", "a"]}]',
      "merge reads 'a' twice"),
+    # bad values: one line, never a traceback
+    ('layers = [{conv = 4, kernel = 1, name = "a"}, {merge = ["add"], from = ["a", "input"]}]',
+     "merge takes 'add', 'concat', 'multiply'. Received: merge=['add']"),
+    ('layers = [{conv = 4, kernel = 1, name = "a"}, {conv = 4, kernel = 1, from = 3}]',
+     "from takes the name of an earlier entry (or \"input\"). Received: from=3"),
     # [model] outputs
     ('outputs = ["a", "nope"]\nlayers = [{conv = 4, kernel = 1, name = "a"}, '
      '{conv = 4, kernel = 1, name = "b"}]',
@@ -112,6 +117,31 @@ def test_a_wrong_name_or_merge_is_one_clear_error(body, message):
     text = str(caught.value)
     assert message in text
     assert "\n" not in text and text.startswith("g.toml")
+
+
+def test_a_switched_off_entry_names_nothing():
+    # the projection exists only when stride == 2; so does the entry that reads it
+    text = HEAD + '''
+[blocks.down]
+args = ["stride=1"]
+layers = [
+  {name = "proj", conv = 4, kernel = 1, stride = "stride", when = "stride == 2"},
+  {name = "main", from = "input", conv = 4, kernel = 3, padding = 1, stride = "stride"},
+  {name = "sum", merge = "add", from = ["main", "proj"], when = "stride == 2"},
+]
+
+[[layers]]
+block = "down"
+name = "same"
+
+[[layers]]
+block = "down"
+name = "down2"
+with = {stride = 2}
+'''
+    r = rows(report_of(text))
+    assert "same.proj" not in r and "same.sum" not in r
+    assert r["down2.sum"].output_shape == (4, 8, 8) and r["down2.main"].inputs == ("same.main",)
 
 
 def test_a_block_body_sees_only_its_own_entries_and_input():

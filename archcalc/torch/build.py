@@ -346,6 +346,7 @@ class _Builder(Visitor):
         # the kept values the current tensor shares its storage with (itself, or a
         # view of it): no op may write into it while one has a reader to come
         self.alias = frozenset()
+        self.tape_keys: set = set()
 
     def keep(self, ref_key, name: str, x) -> list:
         """The steps that keep the current tensor for a later reader (none if
@@ -353,8 +354,9 @@ class _Builder(Visitor):
         if not self.readers.get(ref_key):
             return []
         key = name
-        while key in {k for k, *_ in self.kept.values()}:   # unique on the tape
+        while key in self.tape_keys:   # unique on the tape
             key += "'"
+        self.tape_keys.add(key)
         self.kept[ref_key] = (key, x, self.input_saved, self.alias)
         self.alias = self.alias | {ref_key}
         return [("keep", self.values, key)]

@@ -121,9 +121,21 @@ class Resolver:
         visible = self.visible()
         if head == INPUT and not rest:
             return Ref(text, visible[0].owner, input=True)
-        node = next((f.names[head] for f in visible if head in f.names), None)
-        if node is None:
+        found = [f.names[head] for f in visible if head in f.names]
+        if not found:
             raise SpecError(self.unknown(text, head, visible, where))
+        # a dotted path reads from the innermost list where the whole path exists
+        # (an inner "0" of a ModuleList does not hide the "0.fuse_act" outside it)
+        first = None
+        for node in found:
+            try:
+                return Ref(text, self.down(node, head, rest, text, where))
+            except SpecError as e:
+                first = first or e
+        raise first
+
+    def down(self, node: Node, head: str, rest: list, text: str, where: str) -> Node:
+        """The node ``rest`` names inside ``node`` (named ``head``)."""
         for i, part in enumerate(rest, 1):
             inner = dict(self.level(node))
             if part not in inner or not isinstance(inner[part], Node):
@@ -132,7 +144,7 @@ class Resolver:
                 raise SpecError(f"{where} = {text!r}: {here!r} holds no entry {part!r} "
                                 f"(it holds: {known})")
             node = inner[part]
-        return Ref(text, node)
+        return node
 
     def visible(self) -> list:
         """The frames a name may come from, innermost first: up to the body of

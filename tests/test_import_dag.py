@@ -222,6 +222,25 @@ def test_several_outputs_are_the_model_s_outputs():
     assert shapes["stage2"] == (16, 4, 4)
 
 
+def test_a_dotted_path_reads_past_an_inner_level_of_the_same_name():
+    """HRNet's modules are ModuleLists in ModuleLists: inside stage3.1, "0" is
+    its own branch 0, yet "0.fuse_act_1" can only be stage3.0's. A dotted path
+    is read from the innermost list where the whole path exists."""
+    report = analyze(loads('''
+[model]
+name = "shadow"
+input = [4, 8, 8]
+layers = [
+  {name = "0", layers = [{name = "a", conv = 4, kernel = 1}, {name = "b", conv = 4, kernel = 1}]},
+  {name = "1", layers = [
+    {name = "0", conv = 4, kernel = 1},
+    {name = "mix", merge = "add", from = ["0", "0.a"]},
+  ]},
+]
+'''))
+    assert {row.name: row.inputs for row in report.rows}["1.mix"] == ("1.0", "0.a")
+
+
 # -- random DAGs ------------------------------------------------------------------
 
 
@@ -297,7 +316,7 @@ def test_random_dags_import_exactly(plan):
 
 
 TIMM_EXACT = ["dla34", "dpn68", "selecsls42b", "hrnet_w18_small", "ese_vovnet19b_dw",
-              "cspnext_tiny"]
+              "cspnext_tiny", "hrnet_w18"]
 # CSPNeXt folds (its SPPF's pools are a concat's branches b2, b3, b4)
 NESTED = {"cspnext_tiny"}
 # a split whose slices are used apart (Res2Net adds slice i to the previous

@@ -116,10 +116,12 @@ class _Wiring:
             if found is None:
                 continue
             if depth < len(chain) - 1:
-                first = found.split(".")[0]
+                first, *rest = found.split(".")
                 for nearer in chain[depth + 1:]:
-                    if any(isinstance(x, dict) and x.get("name") == first
-                           for x in nearer.entries):
+                    # the engine reads a dotted path from the innermost list that
+                    # holds all of it: a nearer entry of that name hides it only so
+                    if any(isinstance(x, dict) and x.get("name") == first and _holds(x, rest)
+                           for x in nearer.entries[:nearer.upto]):
                         raise SpecError(f"{what}: the layer it reads, {found!r}, is hidden "
                                         "by a layer of the same name in its own level")
                     if nearer.holder is not None:
@@ -160,6 +162,18 @@ class _Wiring:
                 e["_pinned"] = e["_no_block"] = True
                 return f"{e['name']}.{deeper}"
         return None
+
+
+def _holds(e: dict, parts: list) -> bool:
+    """Whether the path ``parts`` exists inside the entry ``e`` (a structure
+    other than a plain level is taken to hold anything: hidden, to be safe)."""
+    if not parts:
+        return True
+    if not isinstance(e.get("layers"), list) or e.get("flat"):
+        return any(k in e for k in (*BODY_KEYS, "concat", "split", "shortcut", "_rows"))
+    inner = next((x for x in e["layers"] if isinstance(x, dict) and x.get("name") == parts[0]),
+                 None)
+    return inner is not None and _holds(inner, parts[1:])
 
 
 def _bag_member(e: dict):

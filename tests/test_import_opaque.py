@@ -382,3 +382,16 @@ def test_a_forward_that_combines_tensors_itself_is_one_measured_row():
     assert "operator.matmul (it combines several tensors)" in done.text
     with pytest.raises(importer.Unsupported, match="matmul"):
         importer.import_module(TopGram().eval(), SHAPE, label="TopGram", strict=True)
+
+
+def test_the_probe_is_on_the_nodes_meta():
+    """ShapeProp-style: each node's probed output (shape, dtype) and marked
+    arguments live in node.meta["archcalc"], which the measurement reads."""
+    from archcalc.torch.importer import probing, tracing
+    gm = tracing.trace(Custom().eval())
+    found = probing.probe(gm, SHAPE, meta=True)
+    conv = next(n for n in gm.graph.nodes if n.target == "conv")
+    shape, (args, kwargs) = conv.meta[probing.META_KEY]
+    assert tuple(shape) == (probing.PROBE_BATCH, 8, 8, 8) and shape.dtype == torch.float32
+    assert found.values[conv] is shape and found.args.get(conv) == (args, kwargs)
+    assert isinstance(args[0], probing._TensorArg) and args[0].node.op == "placeholder"

@@ -1,5 +1,7 @@
 """The probe: one run of the traced graph on concrete (meta) tensors, recording
-every node's output shape and its arguments (tensors marked by their node)."""
+on every node, in ``node.meta["archcalc"]`` (as torch.fx's ShapeProp keeps
+``tensor_meta``), its output's shape and dtype and its arguments (tensors
+marked by their node)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,12 +12,34 @@ import torch.fx as fx
 from .failures import _quiet_warnings
 
 
+META_KEY = "archcalc"     # node.meta[META_KEY] = (output described, (args, kwargs) marked)
+
+
+class _OnNodes:
+    """One item of what the probe put on each node's meta, read as a mapping
+    by node (``.get(node)``, ``[node]``)."""
+
+    def __init__(self, item: int):
+        self.item = item
+
+    def get(self, node, default=None):
+        found = node.meta.get(META_KEY) if isinstance(node, fx.Node) else None
+        return default if found is None else found[self.item]
+
+    def __getitem__(self, node):
+        return node.meta[META_KEY][self.item]
+
+    def __contains__(self, node) -> bool:
+        return isinstance(node, fx.Node) and META_KEY in node.meta
+
+
 @dataclass
 class Probed:
-    """What one run on concrete (meta) tensors measured at each node."""
-    values: dict = field(default_factory=dict)     # node -> tensor shape, or the value
-    args: dict = field(default_factory=dict)       # node -> (args, kwargs) with tensors marked
+    """What one run on concrete (meta) tensors measured at each node, read
+    from the nodes' meta."""
     meta: bool = True                              # run on the meta device (else on CPU)
+    values: _OnNodes = field(default_factory=lambda: _OnNodes(0))  # shape, or the value
+    args: _OnNodes = field(default_factory=lambda: _OnNodes(1))    # (args, kwargs), marked
 
 
 class _TensorArg:
@@ -40,9 +64,9 @@ class _Probe(fx.Interpreter):
 
     def run_node(self, n):
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        self.found.args[n] = (_mark(n.args, args), _mark(n.kwargs, kwargs))
+        marked = (_mark(n.args, args), _mark(n.kwargs, kwargs))
         out = super().run_node(n)
-        self.found.values[n] = _describe(out)
+        n.meta[META_KEY] = (_describe(out), marked)
         return out
 
     def call_module(self, target, args, kwargs):

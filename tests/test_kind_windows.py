@@ -143,13 +143,16 @@ def exported_model(built, tmp_path):
     return getattr(module, "Small")().eval()
 
 
-@pytest.mark.parametrize("make,side", [(lambda: small_swin(False), 32),
-                                       (lambda: small_swin(True), 40),
-                                       (small_maxvit, 32)],
-                         ids=["swin_v1", "swin_v2", "maxvit"])
-def test_small_model_loads_the_state_dict_and_agrees(make, side, tmp_path):
+@pytest.mark.parametrize("make,shape", [(lambda: small_swin(False), (3, 32, 32)),
+                                        (lambda: small_swin(False), (3, 36, 20)),
+                                        (lambda: small_swin(True), (3, 40, 40)),
+                                        (small_maxvit, (3, 32, 32))],
+                         ids=["swin_v1", "swin_v1_9x5", "swin_v2", "maxvit"])
+def test_small_model_loads_the_state_dict_and_agrees(make, shape, tmp_path):
+    """A 9 x 5 map (from 36 x 20): size = [h, w] on every row, windows padded,
+    an odd map merged."""
     torch.manual_seed(0)
-    same_function(make(), (3, side, side), tmp_path)
+    same_function(make(), shape, tmp_path)
 
 
 @pytest.mark.slow

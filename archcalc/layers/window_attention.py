@@ -99,7 +99,7 @@ class WindowAttention(Kind):
                   "divide) + 1 per score where shifted (mask) + N'*D (q scaling); "
                   "MACs = 4*N'*D^2 + 2*N'*M^2*D, N' = the padded map's positions")
     args = {
-        "heads": Arg("int", min=1, doc="attention heads; D must divide by it"),
+        "heads": Arg("int", min=1, numeric=True, doc="attention heads; D must divide by it"),
         "window": Arg("pair", min=1, numeric=True, doc="the window M (torchvision's window_size)"),
         "shift": Arg("pair", 0, min=0, numeric=True,
                      doc="cyclic shift, less than the window (M/2 in every second block)"),
@@ -178,9 +178,10 @@ class WindowAttention(Kind):
         return sym.norm(2 * self.flops(a, x, y))
 
     def window(self, a, x):
+        # a window past the map's edge sees only the map (the rest is padding)
         (h, w), _, _, _ = self.geometry(a, x)
-        return (sym.smax(1, min(a.window[0], h)) if isinstance(h, int) else a.window[0],
-                sym.smax(1, min(a.window[1], w)) if isinstance(w, int) else a.window[1]), (1, 1)
+        return tuple(min(m, side) if isinstance(side, int) else m
+                     for m, side in zip(a.window, (h, w))), (1, 1)
 
     def saved(self, a, x, y):
         # a training step keeps (saved_tensors_hooks on the module): the windows
@@ -609,7 +610,7 @@ class PartitionAttention(Kind):
                "position bias table per head (MaxViT's block and grid attention)")
     flops_rule = ("2 x MACs + 5 per attention score (bias add; softmax: exp, sum, divide, "
                   "max) + N*D (k scaling); MACs = 4*N*D^2 + 2*N*P^2*D")
-    args = {"heads": Arg("int", min=1, doc="attention heads; D must divide by it"),
+    args = {"heads": Arg("int", min=1, numeric=True, doc="attention heads; D must divide by it"),
             "window": Arg("int", min=2, numeric=True, doc="P: each group is P*P tokens")}
     arg_examples = {"heads": (1, 2, 4), "window": (2,)}
 

@@ -84,7 +84,10 @@ class WindowAttention(Kind):
     does. Receptive field: a window is assumed to be M x M positions (a
     shifted window is another M x M), so each row grows the field by M - 1
     steps per axis (capped at the map): the field's shape, not the exact set
-    of positions a token sees near a window's edge."""
+    of positions a token sees near a window's edge. MACs: the four matrix
+    products FlopCounterMode counts (QKV, scores, weighted sum, projection);
+    it does not see the bias gather, the shift's roll and mask, the scaling
+    and the softmax, which are FLOPs (elementwise), not MACs."""
     name = "window_attention"
     torch_classes = ("ShiftedWindowAttention",)  # in window_attention_torch.py
     aliases = ("swin_attention", "shifted_window_attention")
@@ -322,7 +325,9 @@ class PatchMerging(Kind):
     """Swin's patch merging (torchvision's PatchMerging, PatchMergingV2): the
     h x w map padded to even sizes, each 2 x 2 block of positions concatenated
     (4D), a layer norm and a linear reduction to 2D without bias (V1: norm of
-    4D first; V2, ``post_norm``: the reduction, then a norm of 2D)."""
+    4D first; V2, ``post_norm``: the reduction, then a norm of 2D). MACs:
+    the reduction, which FlopCounterMode counts; the concatenation (a copy)
+    and the norm (elementwise) it does not see."""
     name = "patch_merging"
     torch_classes = ("PatchMerging",)  # in window_attention_torch.py
     aliases = ("patch_merge",)

@@ -179,12 +179,14 @@ def _holds(e: dict, parts: list) -> bool:
 def _bag_member(e: dict):
     """A level whose last entry reads by name (FPN's layer_blocks: 3, 2, 1, 0,
     each from its own input) is a bag, not a chain: its last entry is named
-    by its path (layer_blocks.0), not as the level's output."""
+    by its path (layer_blocks.0), not as the level's output. A level that
+    ends in a merge (a block's sum) is named as itself."""
     layers = e.get("layers")
     if e.get("flat") or not isinstance(layers, list) or not layers:
         return None
     last = layers[-1]
-    if not (isinstance(last, dict) and "from" in last and isinstance(last.get("name"), str)):
+    if not (isinstance(last, dict) and "from" in last and "merge" not in last
+            and isinstance(last.get("name"), str)):
         return None
     e["_pinned"] = e["_no_block"] = True
     return f"{e['name']}.{last['name']}"

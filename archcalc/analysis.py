@@ -469,9 +469,21 @@ class _Walker(Visitor):
         kept = tuple(o[3] for o in outs) if node.op == "mul" else ()
         end = self.merged_row(node.name, node.type, node.post, outs, y, path, flops=flops,
                               kept=kept, op=node.op)
+        if node.op == "mul":
+            self.partial_products([o[0] for o in outs], y)
         self.level.append(TreeNode("join", node.name, full, self.rows[-1], op=node.op,
                                    inputs=inputs))
         return end
+
+    def partial_products(self, shapes: list, y) -> None:
+        """A product of N inputs runs as (a * b) * c ...: each of the N - 2 partial
+        products is kept for the next product's backward (a sum accumulates in
+        place into its first partial sum: nothing kept). The row's activations
+        stay its output, as every row's."""
+        partial = shapes[0]
+        for s in shapes[1:-1]:
+            partial = y if same_shape(partial, y) or same_shape(s, y) else partial
+            self.saved.add(self.new_storage(sym.prod(partial)))
 
     def joined_shape(self, node: Join, shapes: list, full) -> tuple:
         """A merge entry's output shape and FLOPs: add and mul need equal shapes

@@ -367,6 +367,36 @@ def test_no_in_place_op_writes_into_a_view_of_a_value_a_later_entry_reads():
     assert run_check(loads(text), batch=2).ok
 
 
+@pytest.mark.parametrize("batch", [1, 2])
+def test_merges_of_three_cost_two_ops_and_keep_what_autograd_keeps(batch):
+    torch = pytest.importorskip("torch")
+    from archcalc.torch.build import build_model
+    from archcalc.torch.check import run_check
+    text = HEAD + '''layers = [
+  {name = "a", conv = 4, kernel = 3, padding = 1},
+  {name = "b", from = "input", conv = 4, kernel = 3, padding = 1},
+  {name = "c", from = "input", conv = 4, kernel = 3, padding = 1},
+  {name = "s", merge = "add", from = ["a", "b", "c"]},
+  {name = "d", conv = 4, kernel = 1},
+  {name = "e", from = "s", conv = 4, kernel = 1},
+  {name = "f", from = "s", conv = 4, kernel = 1},
+  {name = "m", merge = "multiply", from = ["d", "e", "f"]},
+]
+'''
+    r = rows(report_of(text))
+    assert r["s"].flops == 2 * 4 * 16 * 16 and r["m"].flops == 2 * 4 * 16 * 16
+    model = build_model(loads(text)).eval()
+    x = torch.randn(batch, 3, 16, 16)
+    with torch.no_grad():
+        s = model.a(x) + model.b(x) + model.c(x)
+        torch.testing.assert_close(model(x), model.d(s) * model.e(s) * model.f(s))
+    result = run_check(loads(text), batch=batch)
+    assert result.ok
+    # (d * e) * f keeps d, e, the partial product d * e and f: measured to the byte
+    saved = next(c for c in result.totals if c.what.startswith("saved for backward"))
+    assert saved.calculated == saved.measured
+
+
 def test_export_writes_the_graph_as_python_that_computes_the_same():
     torch = pytest.importorskip("torch")
     from archcalc.torch.build import build_model

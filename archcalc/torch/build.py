@@ -157,10 +157,14 @@ class JoinInputs(nn.Module):
     def forward(self, *xs):
         if self.op == "concat":
             y = torch.cat(xs, 1)
-        else:
-            y = xs[0]
-            for x in xs[1:]:
-                y = y + x if self.op == "add" else y * x
+        elif self.op == "add":   # one new tensor: the first sum, then added into
+            y = xs[0] + xs[1]
+            for x in xs[2:]:
+                y = y.add_(x)
+        else:                    # each partial product is kept for the next's backward
+            y = xs[0] * xs[1]
+            for x in xs[2:]:
+                y = y * x
         return y if self.post is None else self.post(y)
 
     def extra_repr(self):

@@ -364,3 +364,40 @@ def test_a_fixed_filter_is_not_a_conv_weight():
     if STRICT:     # the default import keeps it as a measured row: params still exact
         done = importer.import_module(model, (3, 8, 8))
         assert analyze(loads(done.text, file="blur")).totals["params"] == 16
+
+
+class SkipInit(nn.Module):
+    """NFNet's residual: the branch times a learned scalar gain, in place."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(4, 4, 3, padding=1)
+        self.skipinit_gain = nn.Parameter(torch.tensor(0.0))
+
+    def forward(self, x):
+        out = self.conv(x)
+        out.mul_(self.skipinit_gain)
+        return out + x
+
+
+def test_a_scalar_gain_is_one_learned_parameter():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), SkipInit())
+    done, report = imported(model, (3, 8, 8))
+    gain = [r for r in report.rows if r.type == "scalar_gain"]
+    assert len(gain) == 1 and gain[0].params == 1
+    same_function(model, (3, 8, 8), done)
+
+
+def test_scaled_std_conv_same_pads_first():
+    from timm.layers import ScaledStdConv2dSame
+    model = nn.Sequential(ScaledStdConv2dSame(3, 8, 3, stride=2, padding="same"), nn.ReLU())
+    done, report = imported(model, (3, 8, 8))
+    assert [r.type for r in report.rows[1:3]] == ["pad", "std_conv"]
+    same_function(model, (3, 8, 8), done)
+
+
+def test_dm_nfnet_f0_imports_exactly():
+    """NFNet-F0 (Brock et al. 2021: 71.5M params): ScaledStdConv2dSame, the
+    skipinit gain, squeeze-excite on every block."""
+    done, _ = imported(timm_meta("dm_nfnet_f0"), (3, 192, 192), "timm:dm_nfnet_f0")
+    assert done.params == 71_489_284

@@ -1,11 +1,12 @@
-"""A learned scale and shift per channel, x * alpha + beta: ResMLP's Affine
-(Touvron et al. 2021), which takes the place of a norm layer and computes no
-statistics. On a C x H x W map it scales each channel, on N x D tokens each
-token's D features, on a vector its features."""
+"""Learned scales: a scale and shift per channel, x * alpha + beta (ResMLP's
+Affine, Touvron et al. 2021, in place of a norm layer: no statistics; on a
+C x H x W map each channel, on N x D tokens each token's D features, on a
+vector its features), and one learned gain for the whole tensor (NFNet's
+skipinit gain, ReZero's alpha)."""
 from __future__ import annotations
 
 from .. import sym
-from .base import Cost, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, register
 
 
 @register
@@ -51,3 +52,39 @@ class Affine(Kind):
         check_affine(call, m.alpha, m.beta)
         from .from_torch import row
         return row("channel_affine")
+
+
+@register
+class ScalarGain(Kind):
+    """x times one learned scalar: a residual branch scaled by a gain that
+    starts at 0 (Brock et al.'s skipinit in NFNets; ReZero)."""
+    name = "scalar_gain"
+    aliases = ("skipinit_gain", "rezero")
+    flat = True
+    torch_classes = ("ScalarGain",)  # in affine_torch.py
+    primary = "init"
+    summary = "x times one learned scalar gain (NFNet's skipinit, ReZero), initialized to init"
+    flops_rule = "1 per element"
+    args = {"init": Arg("float", 0.0, doc="initial value of the gain")}
+
+    def params(self, a, x):
+        return 1
+
+    def flops(self, a, x, y):
+        return sym.prod(y)
+
+    def cost(self, a, x, y):
+        return (Cost("mul", elements=sym.prod(x), tensors=(1,)),)
+
+    def saved(self, a, x, y):
+        return Saved(input=True)   # the gain's gradient needs x
+
+    def build(self, a, x):
+        from .affine_torch import ScalarGain as Module
+        return Module(a.init)
+
+    torch_modules = ("archcalc.layers.affine_torch.ScalarGain",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("scalar_gain", init=float(m.init_args[0]))

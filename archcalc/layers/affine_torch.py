@@ -26,6 +26,25 @@ class Affine(nn.Module):
         return torch.addcmul(self.beta, self.alpha, x)
 
 
+class ScalarGain(nn.Module):
+    """x times one learned scalar (NFNet's skipinit_gain: a 0-d parameter)."""
+
+    def __init__(self, init=0.0):
+        super().__init__()
+        self.init_args = (init,)
+        self.gain = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x):
+        return self.gain * x
+
+    @staticmethod
+    def flat_forward(p, x):
+        return f"{p} * {x}"
+
+    def flat_init(self, shape, literal):
+        return f"torch.full({shape}, {literal(float(self.init_args[0]))})"
+
+
 def check_affine(call, alpha, beta):
     """alpha and beta hold one value per channel of the input, on its axis of
     channels (a map's dim -3, the last of tokens or a vector)."""

@@ -88,12 +88,21 @@ class StdConv(Conv):
                          a.gamma)
 
     torch_modules = ("archcalc.layers.std_conv_torch.StdConv2d", "timm.layers.StdConv2d",
-                     "timm.layers.ScaledStdConv2d")
+                     "timm.layers.ScaledStdConv2d", "timm.layers.StdConv2dSame",
+                     "timm.layers.ScaledStdConv2dSame")
 
     def from_torch(self, call, m):
-        """archcalc's StdConv2d, timm's StdConv2d and ScaledStdConv2d."""
+        """archcalc's StdConv2d, timm's StdConv2d and ScaledStdConv2d; their
+        *Same forms pad as TensorFlow's 'same' does first (a pad row)."""
         from .from_torch import NoMapping, pair, padding, require_chw, row
         require_chw(call, type(m).__name__)
+        pad = []
+        if getattr(m, "same_pad", False):
+            from .pad import pad_row, same_padding
+            (top, bottom), (left, right) = (
+                same_padding(call.x[i + 1], m.kernel_size[i], m.stride[i], m.dilation[i])
+                for i in (0, 1))
+            pad = pad_row(call, (left, right, top, bottom))
         if m.padding_mode != "zeros":
             raise NoMapping(f"{type(m).__name__} with padding_mode {m.padding_mode!r}")
         scaled = hasattr(m, "gain")
@@ -109,4 +118,4 @@ class StdConv(Conv):
             args["depthwise"] = True
         else:
             args["groups"] = m.groups
-        return row("std_conv", **args)
+        return pad + row("std_conv", **args)

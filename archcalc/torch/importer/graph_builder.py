@@ -58,6 +58,7 @@ class _GraphBuilder:
         for n in self.gm.graph.nodes:
             try:
                 self._visit(n, chains)
+                self._in_place(n)
             except NoMapping as e:
                 self._unsupported(n, str(e))
             except RuntimeError as e:   # torch refused what a mapping tried on it
@@ -136,6 +137,15 @@ class _GraphBuilder:
         if n.op == "call_module":
             return self._module(n)
         return self._function(n, tensors, inputs)
+
+    def _in_place(self, n: fx.Node):
+        """out.mul_(gain) as a statement: fx's later calls read out's node, but
+        the tensor they read is the one the in-place call wrote."""
+        target = n.target if n.op == "call_method" else ""
+        if target.endswith("_") and not target.endswith("__") and not n.users and \
+                n.args and isinstance(self.value.get(n.args[0]), FlowNode) and \
+                isinstance(self.value.get(n), FlowNode):
+            self.value[n.args[0]] = self.value[n]
 
     # -- helpers ----------------------------------------------------------
     def _has_mapper(self, n: fx.Node) -> bool:
@@ -446,6 +456,10 @@ class _GraphBuilder:
                 return self._row(n, x, row("layer_scale", init=init), path=path,
                                  stateful=True, name=path[-1], flat=True,
                                  what="a layer scale")
+            if op == "mul" and math.prod(shape) == 1:    # NFNet's skipinit gain
+                return self._row(n, x, row("scalar_gain", init=_constant(param.tensor, 0.0)),
+                                 path=path, stateful=True, name=path[-1], flat=True,
+                                 what="a learned gain")
             raise NoMapping(f"{op} of the input and a parameter of shape {list(shape)}")
         number, x = (a, b) if _number(a) else (b, a)
         if op == "mul" and _number(number) and isinstance(x, FlowNode):   # NF-ResNet's x * beta

@@ -135,7 +135,7 @@ class SelfAttention(Kind):
     two products): QKV N*D*3A, scores N*N*A, weighted values N*N*A, output
     projection N*A*D."""
     name = "attention"
-    torch_classes = ('SelfAttention', 'QKVAttention')  # in tokens_torch.py
+    torch_classes = ('SelfAttention', 'QKVAttention', 'BeitAttention')  # in tokens_torch.py
     aliases = ("self_attention", "mhsa")
     primary = "heads"
     weighted = True
@@ -151,9 +151,10 @@ class SelfAttention(Kind):
         "bias": Arg("bool", True, doc="the QKV projection's bias (keys = multihead: the "
                                       "output projection's too, one switch in PyTorch)"),
         "dropout": Arg("float", 0.0, min=0.0, max=1.0, doc="on the attention weights"),
-        "keys": Arg("str", "multihead", choices=("multihead", "qkv"),
+        "keys": Arg("str", "multihead", choices=("multihead", "qkv", "beit"),
                     doc="the built module's weights: nn.MultiheadAttention's "
-                        "(in_proj_weight, out_proj) or timm's (qkv, proj Linears)"),
+                        "(in_proj_weight, out_proj), timm's (qkv, proj Linears) or "
+                        "BEiT's (qkv without a bias, q_bias and v_bias: no key bias)"),
         "head_dim": Arg("int", None, min=1, doc="width of a head (keys = qkv); default D/heads"),
         "proj_bias": Arg("bool", None, doc="the output projection's bias; default: bias"),
         "qk_norm": Arg("bool", False, doc="a LayerNorm on each head's q and k (keys = qkv)"),
@@ -162,12 +163,20 @@ class SelfAttention(Kind):
                               "(keys = qkv)"),
         "eps": Arg("float", 1e-5, min=0.0, max=1.0, doc="of the qk_norm and scale_norm"),
         "proj_dropout": Arg("float", 0.0, min=0.0, max=1.0,
-                            doc="on the projection's output (keys = qkv)"),
+                            doc="on the projection's output (keys = qkv, beit)"),
+        "window": Arg("pair", None, min=1, numeric=True,
+                      doc="keys = beit: a relative position bias per head over a window of "
+                          "wh x ww patches and the class token (N = wh*ww + 1)"),
     }
+
+    # a window's patches and the class token must be the N tokens drawn
+    arg_examples = {"window": (None, None, lambda x: [1, x[0] - 1], lambda x: x[0] - 1)}
 
     @staticmethod
     def proj_bias(a):
-        return a.bias if a.proj_bias is None else a.proj_bias
+        if a.proj_bias is not None:
+            return a.proj_bias
+        return True if a.keys == "beit" else a.bias
 
     def head_dim(self, a, x):
         """The width of one head, checked against the layout."""
@@ -190,36 +199,52 @@ class SelfAttention(Kind):
         return x[1] if a.head_dim is None else sym.norm(a.heads * head_dim)
 
     def check_layout(self, a):
-        if a.keys != "multihead":
-            return
-        extra = {"qk_norm": a.qk_norm, "scale_norm": a.scale_norm,
-                 "proj_dropout": a.proj_dropout}
-        given = [f"{k}={v!r}" for k, v in extra.items() if v]
-        if self.proj_bias(a) != a.bias:
-            given.append(f"proj_bias={a.proj_bias!r}")
-        if given:
-            raise SpecError("attention: nn.MultiheadAttention (keys = \"multihead\") has no "
-                            f"{given[0].split('=')[0]}; use keys = \"qkv\". "
-                            f"Received: {given[0]}")
+        """The arguments a weight layout has no place for are refused by name."""
+        lacks = {"multihead": ("qk_norm", "scale_norm", "proj_dropout", "proj_bias", "window"),
+                 "qkv": ("window",), "beit": ("qk_norm", "scale_norm", "proj_bias")}[a.keys]
+        given = {"qk_norm": a.qk_norm, "scale_norm": a.scale_norm, "window": a.window,
+                 "proj_dropout": a.proj_dropout,
+                 # nn.MultiheadAttention's one bias switch; BEiT's projection has one
+                 "proj_bias": a.proj_bias is not None and a.proj_bias != (
+                     a.bias if a.keys == "multihead" else True)}
+        hint = "keys = \"beit\" has one" if a.keys == "qkv" else "use keys = \"qkv\""
+        for name in lacks:
+            if given[name]:
+                value = a.proj_bias if name == "proj_bias" else given[name]
+                raise SpecError(f"attention: keys = \"{a.keys}\" takes no {name} = {value!r} "
+                                f"({hint}). Received: {name}={value!r}")
+
+    def relative_table(self, a):
+        """The rows of BEiT's relative position bias table ((2wh-1)(2ww-1) + 3)."""
+        wh, ww = a.window
+        return (2 * wh - 1) * (2 * ww - 1) + 3
 
     def output_shape(self, a, x):
         self.inner(a, x)
+        if a.window is not None and isinstance(x[0], int) and \
+                a.window[0] * a.window[1] + 1 != x[0]:
+            raise SpecError(f"attention: a window of {a.window[0]} x {a.window[1]} patches "
+                            f"and the class token are {a.window[0] * a.window[1] + 1} tokens, "
+                            f"but there are {x[0]}. Received: window={list(a.window)}")
         return x
 
     def params(self, a, x):
         d, inner = x[1], self.inner(a, x)
         norms = (4 * self.head_dim(a, x) if a.qk_norm else 0) + (2 * inner if a.scale_norm else 0)
-        return sym.norm(4 * d * inner + (3 * inner if a.bias else 0)
-                        + (d if self.proj_bias(a) else 0) + norms)
+        biases = (2 if a.keys == "beit" else 3) * inner if a.bias else 0
+        table = self.relative_table(a) * a.heads if a.window is not None else 0
+        return sym.norm(4 * d * inner + biases + (d if self.proj_bias(a) else 0) + norms + table)
 
     def params_formula(self, a, x):
         d, inner = sym.plain(x[1]), sym.plain(self.inner(a, x))
         if not (a.bias or self.proj_bias(a) or a.qk_norm or a.scale_norm) and inner == d:
             return f"4*{d}*{d}"
-        qkv = f"3*{d}*{inner}" + (f" + 3*{inner}" if a.bias else "")
+        qkv = f"3*{d}*{inner}" + (f" + {2 if a.keys == 'beit' else 3}*{inner}" if a.bias else "")
         proj = f"{inner}*{d}" + (f" + {d}" if self.proj_bias(a) else "")
         norms = ([f"2*2*{sym.plain(self.head_dim(a, x))} (q, k norms)"] if a.qk_norm else []) + \
-            ([f"2*{inner} (scale norm)"] if a.scale_norm else [])
+            ([f"2*{inner} (scale norm)"] if a.scale_norm else []) + \
+            ([f"{self.relative_table(a)}*{a.heads} (relative position bias)"]
+             if a.window is not None else [])
         return " + ".join([f"({qkv})", f"({proj})"] + norms)
 
     def macs(self, a, x, y):
@@ -237,7 +262,8 @@ class SelfAttention(Kind):
     def flops(self, a, x, y):
         n, inner = x[0], self.inner(a, x)
         normalized = (2 * n * inner if a.qk_norm else 0) + (n * inner if a.scale_norm else 0)
-        return sym.norm(2 * self.macs(a, x, y) + 4 * a.heads * n * n + 7 * normalized)
+        per_score = 5 if a.window is not None else 4     # + the bias add
+        return sym.norm(2 * self.macs(a, x, y) + per_score * a.heads * n * n + 7 * normalized)
 
     def macs_missed_by(self, a, x, y):
         n, inner = x[0], self.inner(a, x)
@@ -274,23 +300,36 @@ class SelfAttention(Kind):
         # the input (for the QKV projection), the QKV projection's output q, k, v
         # (3*N*A), the attention output before the output projection (N*A),
         # and the softmax statistics per head and query (fp32)
+        # qk_norm: q and k normalized (2*N*A), the heads' output then copied to
+        # (N, A) for the projection (N*A: it no longer follows qkv's strides),
+        # mean and 1/std per head and token of q and k; scale_norm: its output
+        # (N*A) and mean and 1/std per token (as saved_tensors_hooks sees them)
         n, d = x[0], x[-1]   # (the merge's in-place test probes with a dummy shape)
         inner = self.inner(a, x) if len(x) == 2 else d
-        return Saved(input=True, extra=((sym.norm(3 * n * inner), None),
-                                        (sym.norm(n * inner), None),
-                                        (sym.norm(a.heads * n), FP32)))
+        extra = ((sym.norm(3 * n * inner), None), (sym.norm(n * inner), None),
+                 (sym.norm(a.heads * n), FP32))
+        if a.qk_norm:     # (one head or one token: the reshape to (N, A) is a view)
+            copied = 2 if a.heads == 1 or n == 1 else 3
+            extra += ((sym.norm(copied * n * inner), None), (sym.norm(4 * a.heads * n), FP32))
+        if a.scale_norm:
+            extra += ((sym.norm(n * inner), None), (sym.norm(2 * n), FP32))
+        return Saved(input=True, extra=extra)
 
     def build(self, a, x):
-        from .tokens_torch import QKVAttention, SelfAttention as Module
+        from .tokens_torch import BeitAttention, QKVAttention, SelfAttention as Module
         if a.keys == "multihead":
             return Module(x[1], a.heads, a.bias, a.dropout)
+        if a.keys == "beit":
+            return BeitAttention(x[1], a.heads, self.head_dim(a, x), a.bias, a.window,
+                                 a.dropout, a.proj_dropout)
         return QKVAttention(x[1], a.heads, self.head_dim(a, x), a.bias, self.proj_bias(a),
                             a.qk_norm, a.scale_norm, a.eps, a.dropout, a.proj_dropout)
 
     # from_torch reads them (nn.MultiheadAttention is mapped in the importer)
     torch_modules = ("archcalc.layers.tokens_torch.SelfAttention",
                      "archcalc.layers.tokens_torch.QKVAttention",
-                     "timm.layers.attention.Attention")
+                     "archcalc.layers.tokens_torch.BeitAttention",
+                     "timm.layers.attention.Attention", "timm.models.beit.Attention")
 
     def from_torch(self, call, m):
         from .from_torch import NoMapping, row
@@ -299,6 +338,8 @@ class SelfAttention(Kind):
         if hasattr(m, "in_proj_weight"):      # nn.MultiheadAttention's weights
             return row("attention", heads=m.num_heads, bias=m.in_proj_bias is not None,
                        dropout=float(m.dropout))
+        if hasattr(m, "q_bias"):              # BEiT's: q_bias and v_bias, no key bias
+            return row("attention", **_beit_attention_args(call, m))
         return row("attention", **_qkv_attention_args(call, m))
 
 
@@ -330,6 +371,29 @@ def _qkv_attention_args(call, m) -> dict:
              "qk_norm": q_eps is not None, "scale_norm": out_eps is not None,
              "eps": epsilons.pop() if epsilons else 1e-5,
              "proj_dropout": float(m.proj_drop.p)}
+    defaults = {k: arg.default for k, arg in SelfAttention.args.items()}
+    return {k: v for k, v in found.items() if k in ("heads", "keys") or v != defaults[k]}
+
+
+def _beit_attention_args(call, m) -> dict:
+    """The attention row of BEiT's Attention (timm.models.beit): num_heads,
+    qkv, q_bias/v_bias, window_size (its relative position bias), proj."""
+    from .from_torch import NoMapping, pair
+    if [v for v in list(call.args[1:]) + list(call.kwargs.values()) if v is not None]:
+        raise NoMapping("BEiT attention with a shared relative position bias (the model's, "
+                        "passed to every block)")
+    d, heads = call.x[1], int(m.num_heads)
+    head_dim = m.qkv.out_features // (3 * heads)
+    if m.qkv.in_features != d or m.proj.out_features != d or m.proj.bias is None:
+        raise NoMapping(f"BEiT attention from width {m.qkv.in_features} to "
+                        f"{m.proj.out_features} on tokens of width {d}, or without the "
+                        "projection's bias")
+    if abs(float(m.scale) * head_dim ** 0.5 - 1) > 1e-9:
+        raise NoMapping(f"attention scaled by {m.scale}, not 1/sqrt(head_dim = {head_dim})")
+    found = {"heads": heads, "keys": "beit", "bias": m.q_bias is not None,
+             "dropout": float(m.attn_drop.p), "proj_dropout": float(m.proj_drop.p),
+             "head_dim": None if heads * head_dim == d else head_dim,
+             "window": None if m.window_size is None else pair(m.window_size)}
     defaults = {k: arg.default for k, arg in SelfAttention.args.items()}
     return {k: v for k, v in found.items() if k in ("heads", "keys") or v != defaults[k]}
 

@@ -113,6 +113,63 @@ class QKVAttention(nn.Module):
         return self.proj_drop(self.proj(x))
 
 
+class BeitAttention(nn.Module):
+    """BEiT's attention (timm.models.beit.Attention): the qkv Linear without a
+    bias, ``q_bias`` and ``v_bias`` in its place (the key's is a fixed zero, a
+    buffer out of the state_dict), and, given a window of wh x ww patches, a
+    learned relative position bias per head added to the scores:
+    ``relative_position_bias_table`` ((2wh-1)(2ww-1) + 3 rows: the class token's
+    three), gathered by ``relative_position_index`` (a buffer)."""
+
+    def __init__(self, width, heads, head_dim, bias=True, window=None, dropout=0.0,
+                 proj_dropout=0.0):
+        super().__init__()
+        self.init_args = (width, heads, head_dim, bias, window, dropout, proj_dropout)
+        self.num_heads, self.head_dim = heads, head_dim
+        self.scale = head_dim ** -0.5
+        inner = heads * head_dim
+        self.qkv = nn.Linear(width, 3 * inner, bias=False)
+        self.attn_drop = nn.Dropout(dropout)
+        self.proj = nn.Linear(inner, width)
+        self.proj_drop = nn.Dropout(proj_dropout)
+        self.q_bias = nn.Parameter(torch.zeros(inner)) if bias else None
+        self.register_buffer("k_bias", torch.zeros(inner) if bias else None, persistent=False)
+        self.v_bias = nn.Parameter(torch.zeros(inner)) if bias else None
+        self.window_size = tuple(window) if window else None
+        table, index = None, None
+        if window:
+            (wh, ww), area = window, window[0] * window[1]
+            distances = (2 * wh - 1) * (2 * ww - 1) + 3
+            table = nn.Parameter(torch.zeros(distances, heads))
+            coords = torch.stack(torch.meshgrid(torch.arange(wh), torch.arange(ww),
+                                                indexing="ij")).flatten(1)
+            relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+            index = torch.full((area + 1, area + 1), distances - 3, dtype=torch.long)
+            index[1:, 1:] = (relative[:, :, 0] + wh - 1) * (2 * ww - 1) + relative[:, :, 1] + ww - 1
+            index[1:, 0] = distances - 2
+            index[0, 0] = distances - 1
+        self.relative_position_bias_table = table
+        self.register_buffer("relative_position_index", index, persistent=False)
+
+    def extra_repr(self):
+        return f"num_heads={self.num_heads}, head_dim={self.head_dim}, " \
+            f"window_size={self.window_size}"
+
+    def forward(self, x):
+        b, n, _ = x.shape
+        bias = None if self.q_bias is None else torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        qkv = F.linear(x, self.qkv.weight, bias)
+        q, k, v = qkv.reshape(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4).unbind(0)
+        scores_bias = None
+        if self.relative_position_bias_table is not None:
+            scores_bias = self.relative_position_bias_table[
+                self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).unsqueeze(0)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=scores_bias,
+                                           dropout_p=self.attn_drop.p if self.training else 0.0)
+        x = x.transpose(1, 2).reshape(b, n, self.num_heads * self.head_dim)
+        return self.proj_drop(self.proj(x))
+
+
 class TokenPool(nn.Module):
     """(B, N, D) -> (B, D): one token (the first by default), or the mean of all."""
 

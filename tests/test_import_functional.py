@@ -401,3 +401,23 @@ def test_dm_nfnet_f0_imports_exactly():
     skipinit gain, squeeze-excite on every block."""
     done, _ = imported(timm_meta("dm_nfnet_f0"), (3, 192, 192), "timm:dm_nfnet_f0")
     assert done.params == 71_489_284
+
+
+# -- module mappers moved beside their kinds: the same rows from a module and its call --
+
+
+class SoftmaxThreeWays(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.drop, self.soft = nn.Conv2d(3, 4, 1), nn.Dropout(0.1), nn.Softmax(1)
+
+    def forward(self, x):
+        x = nn.functional.dropout(self.drop(self.conv(x)), 0.2, training=False)
+        return nn.functional.softmax(self.soft(x).softmax(1), dim=1)
+
+
+def test_softmax_and_dropout_as_modules_calls_and_methods():
+    done, report = imported(SoftmaxThreeWays(), (3, 4, 4))
+    assert [r.type for r in report.rows[1:]] == ["conv", "dropout", "dropout", "softmax",
+                                                 "softmax", "softmax"]
+    assert "dropout = 0.1" in done.text and "dropout = 0.2" in done.text

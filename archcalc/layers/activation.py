@@ -130,6 +130,9 @@ class Gelu(Elementwise):
         from torch import nn
         return nn.GELU(approximate=a.approximate)
 
+    torch_modules = ("torch.nn.GELU",)   # from_torch (Elementwise's) reads them
+    torch_args = ("approximate",)
+
 
 # torchvision's Conv2dNormActivation runs these in place (MobileNet, EfficientNet)
 INPLACE_TV = {"inplace": Arg("bool", True, doc="in place, as torchvision's conv blocks do")}
@@ -173,6 +176,16 @@ class PReLU(Elementwise):
         from torch import nn
         return nn.PReLU(x[0] if a.per_channel else 1)
 
+    torch_modules = ("torch.nn.PReLU",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        """One learned slope, or one per channel of the input."""
+        from .from_torch import NoMapping, row
+        n = m.num_parameters
+        if n != 1 and (len(call.x) == 0 or n != call.x[0]):
+            raise NoMapping(f"PReLU with {n} parameters")
+        return row("prelu", per_channel=n != 1)
+
 
 @register
 class Softmax(Elementwise):
@@ -189,6 +202,22 @@ class Softmax(Elementwise):
     def build(self, a, x):
         from torch import nn
         return nn.Softmax(dim=-1 if len(x) == 2 else 1)  # tokens: over each token's D
+
+    torch_modules = ("torch.nn.Softmax",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        return self.over_dim(call, m.dim)
+
+    @staticmethod
+    def over_dim(call, dim):
+        """A softmax over ``dim`` of the call's input: the kind's only where that
+        is the channels of a map or a vector's features (F.softmax too)."""
+        from .from_torch import NoMapping, row
+        x = call.x
+        if not ((len(x) == 1 and dim in (1, -1)) or (len(x) == 3 and dim in (1, -3))):
+            raise NoMapping(f"softmax over dim {dim} of a {list(call.x_torch)} input "
+                            "(archcalc's is over the channels or the features)")
+        return row("softmax")
 
 
 @register
@@ -214,6 +243,12 @@ class Dropout(Kind):
     def build(self, a, x):
         from torch import nn
         return nn.Dropout(a.p)
+
+    torch_modules = ("torch.nn.Dropout",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("dropout", p=float(m.p))
 
 
 @register

@@ -43,3 +43,23 @@ class Maxout(nn.Module):
     def forward(self, x):
         n, c = x.shape[:2]
         return x.view(n, c // self.pieces, self.pieces, *x.shape[2:]).max(2).values
+
+
+# -- functional calls -------------------------------------------------------------
+#
+# F.softmax / x.softmax(dim) and F.dropout map to the kinds their modules map to.
+
+
+def _softmax_call(call):
+    from .activation import Softmax
+    return Softmax.over_dim(call, call.arg("softmax", 1, "dim", None))
+
+
+def _dropout_call(call):
+    from .from_torch import row
+    return row("dropout", p=float(call.arg("dropout", 1, "p", 0.5)))
+
+
+FUNCTIONS = {nn.functional.softmax: _softmax_call, torch.softmax: _softmax_call,
+             nn.functional.dropout: _dropout_call, torch.dropout: _dropout_call}
+METHODS = {"softmax": _softmax_call}   # the importer's mappers of these kinds (mappers.py)

@@ -134,36 +134,6 @@ def _register_companions():
 _register_kinds()
 
 
-@maps(nn.GELU)
-def _gelu(c, m):
-    return row("gelu", approximate=m.approximate)
-
-
-@maps(nn.PReLU)
-def _prelu(c, m):
-    n = m.num_parameters
-    if n != 1 and (len(c.x) == 0 or n != c.x[0]):
-        raise NoMapping(f"PReLU with {n} parameters")
-    return row("prelu", per_channel=n != 1)
-
-
-@maps(nn.Softmax)
-def _softmax(c, m):
-    return _softmax_dim(c, m.dim)
-
-
-def _softmax_dim(c, dim):
-    if not ((len(c.x) == 1 and dim in (1, -1)) or (len(c.x) == 3 and dim in (1, -3))):
-        raise NoMapping(f"softmax over dim {dim} of a {list(c.x_torch)} input "
-                         "(archcalc's is over the channels or the features)")
-    return row("softmax")
-
-
-@maps(nn.Dropout)
-def _dropout(c, m):
-    return row("dropout", p=float(m.p))
-
-
 @maps(nn.Identity)
 def _identity(c, m):
     return []
@@ -429,16 +399,6 @@ def _f_hardtanh(c):
     if (low, high) != (0.0, 6.0):
         raise NoMapping(f"hardtanh({low}, {high})")
     return row("relu6")
-
-
-@maps_call(F.softmax, torch.softmax, methods=("softmax",))
-def _f_softmax(c):
-    return _softmax_dim(c, c.arg("softmax", 1, "dim", None))
-
-
-@maps_call(F.dropout, torch.dropout)
-def _f_dropout(c):
-    return row("dropout", p=float(c.arg("dropout", 1, "p", 0.5)))
 
 
 @maps_call(F.adaptive_avg_pool2d)

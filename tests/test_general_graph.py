@@ -419,9 +419,9 @@ def test_export_writes_the_graph_as_python_that_computes_the_same():
 
 @st.composite
 def dags(draw):
-    """A random DAG of convs and merges on 8 x 8 maps: each entry reads the
-    previous one or a named earlier one; every output is read (a last concat
-    takes the ones left)."""
+    """A random DAG of convs, relus and merges on 8 x 8 maps: each entry reads
+    the previous one or a named earlier one; every output is read (a last
+    concat takes the ones left)."""
     entries, tensors, unread = [], [("input", 3)], set()
     for i in range(draw(st.integers(1, 7))):
         name = f"n{i}"
@@ -436,8 +436,18 @@ def dags(draw):
             picked = draw(st.lists(st.sampled_from(pool), min_size=2, max_size=3,
                                    unique=True))
             entry = {"name": name, "merge": merge, "from": [p[0] for p in picked]}
+            if draw(st.booleans()):
+                entry["activation"] = "relu"
             channels = sum(p[1] for p in picked) if merge == "concat" else picked[0][1]
             unread -= {p[0] for p in picked}
+        elif i and draw(st.integers(0, 3)) == 0:
+            # a relu row, in place unless its input is read later; not on the input,
+            # which needs no gradient (the relu would keep nothing)
+            source = draw(st.sampled_from(tensors[1:]))
+            entry, channels = {"name": name, "relu": True}, source[1]
+            if source is not tensors[-1]:
+                entry["from"] = source[0]
+            unread.discard(source[0])
         else:
             channels = draw(st.sampled_from([2, 4]))
             kernel = draw(st.sampled_from([1, 3]))
@@ -483,6 +493,16 @@ def test_random_dags_write_back_and_agree_with_the_built_module(entries):
         out = model(torch.empty(2, 3, 8, 8, device="meta"))
     assert tuple(out.shape) == (2, *report.rows[-1].output_shape)
     assert counter.get_total_flops() // 2 == 2 * report.totals["macs"]
+
+
+@settings(max_examples=10)
+@given(dags(), st.sampled_from([1, 2]))
+def test_random_dags_check_out_measured(entries, batch):
+    """Shapes, params, MACs, activation and saved bytes measured on the CPU."""
+    pytest.importorskip("torch")
+    from archcalc.torch.check import run_check
+    result = run_check(loads(_spec(entries)), batch=batch)
+    assert result.ok, [(c.what, c.calculated, c.measured) for c in result.totals if not c.ok]
 
 
 def test_depth_is_the_longest_path_through_the_dag():

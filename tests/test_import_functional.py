@@ -421,3 +421,23 @@ def test_softmax_and_dropout_as_modules_calls_and_methods():
     assert [r.type for r in report.rows[1:]] == ["conv", "dropout", "dropout", "softmax",
                                                  "softmax", "softmax"]
     assert "dropout = 0.1" in done.text and "dropout = 0.2" in done.text
+
+
+class PoolsAndUpsampling(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 1)
+        self.up, self.pool = nn.Upsample(scale_factor=2), nn.AdaptiveMaxPool2d((4, None))
+
+    def forward(self, x):
+        x = self.pool(self.up(self.conv(x)))
+        x = nn.functional.interpolate(x, size=(6, 6), mode="bilinear", align_corners=False)
+        return nn.functional.adaptive_avg_pool2d(x, 1)
+
+
+def test_pools_and_upsampling_as_modules_and_calls():
+    done, report = imported(PoolsAndUpsampling(), (3, 4, 4))
+    assert [(r.type, r.output_shape) for r in report.rows[1:]] == [
+        ("conv", (4, 4, 4)), ("upsample", (4, 8, 8)), ("adaptive_maxpool", (4, 4, 8)),
+        ("upsample", (4, 6, 6)), ("global_avgpool", (4, 1, 1))]
+    same_function(PoolsAndUpsampling(), (3, 4, 4), done)

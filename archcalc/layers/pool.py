@@ -277,6 +277,21 @@ class _AdaptivePool(Kind):
     def _torch_size(self, a):
         return tuple(a.size)
 
+    def from_size(self, call, size):
+        """An adaptive pool of the call's input to ``size`` (int, pair, None
+        keeps a side): this kind's row; to 1 x 1 on average the global pool."""
+        from .from_torch import NoMapping, pair, require_chw, row
+        require_chw(call, "an adaptive pool")
+        size = size if isinstance(size, (list, tuple)) else (size, size)
+        if len(size) != 2:
+            raise NoMapping(f"an adaptive pool to a {len(size)}-d size")
+        if self.name == "adaptive_avgpool" and tuple(size) == (1, 1):
+            return row("global_avgpool")
+        if None in size:   # "none" keeps that side of the input
+            sides = ["none" if v is None else int(v) for v in size]
+            return row(self.name, size=sides[0] if sides[0] == sides[1] else sides)
+        return row(self.name, size=pair(size))
+
 
 @register
 class AdaptiveAvgPool(_AdaptivePool):
@@ -304,6 +319,11 @@ class AdaptiveAvgPool(_AdaptivePool):
         from torch import nn
         return nn.AdaptiveAvgPool2d(self._torch_size(a))
 
+    torch_modules = ("torch.nn.AdaptiveAvgPool2d",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        return self.from_size(call, m.output_size)
+
 
 @register
 class AdaptiveMaxPool(_AdaptivePool):
@@ -325,6 +345,14 @@ class AdaptiveMaxPool(_AdaptivePool):
     def build(self, a, x):
         from torch import nn
         return nn.AdaptiveMaxPool2d(self._torch_size(a))
+
+    torch_modules = ("torch.nn.AdaptiveMaxPool2d",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import NoMapping
+        if m.return_indices:
+            raise NoMapping("AdaptiveMaxPool2d with return_indices")
+        return self.from_size(call, m.output_size)
 
 
 @register

@@ -36,3 +36,22 @@ class PadShortcut(nn.Module):
     def forward(self, x):
         x = x[:, :, ::self.stride[0], ::self.stride[1]]
         return F.pad(x, (0, 0, 0, 0, 0, self.extra))
+
+
+# -- functional calls: F.adaptive_avg_pool2d / F.adaptive_max_pool2d, mapped as
+# their modules are (the kinds' from_size) -------------------------------------
+
+
+def _adaptive_call(kind):
+    def adaptive(call):
+        from . import lookup
+        from .from_torch import NoMapping
+        name = f"{kind}2d"
+        if call.arg(name, 2, "return_indices", False):
+            raise NoMapping(f"{name} with return_indices")
+        return lookup(kind).from_size(call, call.arg(name, 1, "output_size"))
+    return adaptive
+
+
+FUNCTIONS = {F.adaptive_avg_pool2d: _adaptive_call("adaptive_avg_pool"),
+             F.adaptive_max_pool2d: _adaptive_call("adaptive_max_pool")}

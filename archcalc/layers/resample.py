@@ -56,3 +56,28 @@ class Upsample(Kind):
         if a.scale is not None:
             return nn.Upsample(scale_factor=tuple(float(s) for s in a.scale), mode=a.mode, **kw)
         return nn.Upsample(size=tuple(a.size), mode=a.mode, **kw)
+
+    torch_modules = ("torch.nn.Upsample",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        return upsample_row(call, m.size, m.scale_factor, m.mode, m.align_corners)
+
+
+def upsample_row(call, size, scale, mode, align_corners):
+    """nn.Upsample's or F.interpolate's arguments as an upsample row: nearest or
+    bilinear, by an integer scale or to a size."""
+    from .from_torch import NoMapping, pair, require_chw, row
+    require_chw(call, "upsampling")
+    if mode not in ("nearest", "bilinear"):
+        raise NoMapping(f"upsampling mode {mode!r}")
+    args = {"mode": mode}
+    if mode == "bilinear":
+        args["align_corners"] = bool(align_corners)
+    if scale is not None:
+        scales = scale if isinstance(scale, (list, tuple)) else (scale, scale)
+        if any(float(v) != int(v) for v in scales):
+            raise NoMapping(f"upsampling by {scale}")
+        args["scale"] = pair([int(v) for v in scales])
+    else:
+        args["size"] = pair(size)
+    return row("upsample", **args)

@@ -179,53 +179,6 @@ def _max_unpool(c, m: nn.MaxUnpool2d):
                   c.arg("MaxUnpool2d", 2, "output_size", None))
 
 
-def _adaptive(kind, c, size):
-    require_chw(c, "an adaptive pool")
-    size = size if isinstance(size, (list, tuple)) else (size, size)
-    if len(size) != 2:
-        raise NoMapping(f"an adaptive pool to a {len(size)}-d size")
-    if kind == "adaptive_avgpool" and tuple(size) == (1, 1):
-        return row("global_avgpool")
-    if None in size:   # "none" keeps that side of the input
-        sides = ["none" if s is None else int(s) for s in size]
-        return row(kind, size=sides[0] if sides[0] == sides[1] else sides)
-    return row(kind, size=pair(size))
-
-
-@maps(nn.AdaptiveAvgPool2d)
-def _adaptive_avg(c, m):
-    return _adaptive("adaptive_avgpool", c, m.output_size)
-
-
-@maps(nn.AdaptiveMaxPool2d)
-def _adaptive_max(c, m):
-    if m.return_indices:
-        raise NoMapping("AdaptiveMaxPool2d with return_indices")
-    return _adaptive("adaptive_maxpool", c, m.output_size)
-
-
-@maps(nn.Upsample)
-def _upsample(c, m):
-    return _upsample_args(c, m.size, m.scale_factor, m.mode, m.align_corners)
-
-
-def _upsample_args(c, size, scale, mode, align_corners):
-    require_chw(c, "upsampling")
-    if mode not in ("nearest", "bilinear"):
-        raise NoMapping(f"upsampling mode {mode!r}")
-    args = {"mode": mode}
-    if mode == "bilinear":
-        args["align_corners"] = bool(align_corners)
-    if scale is not None:
-        scales = scale if isinstance(scale, (list, tuple)) else (scale, scale)
-        if any(float(s) != int(s) for s in scales):
-            raise NoMapping(f"upsampling by {scale}")
-        args["scale"] = pair([int(s) for s in scales])
-    else:
-        args["size"] = pair(size)
-    return row("upsample", **args)
-
-
 @maps(nn.MultiheadAttention)
 def _attention(c, m: nn.MultiheadAttention):
     if len(c.x) != 2:
@@ -401,18 +354,6 @@ def _f_hardtanh(c):
     return row("relu6")
 
 
-@maps_call(F.adaptive_avg_pool2d)
-def _f_adaptive_avg(c):
-    return _adaptive("adaptive_avgpool", c, c.arg("adaptive_avg_pool2d", 1, "output_size"))
-
-
-@maps_call(F.adaptive_max_pool2d)
-def _f_adaptive_max(c):
-    if c.arg("adaptive_max_pool2d", 2, "return_indices", False):
-        raise NoMapping("adaptive_max_pool2d with return_indices")
-    return _adaptive("adaptive_maxpool", c, c.arg("adaptive_max_pool2d", 1, "output_size"))
-
-
 @maps_call(F.max_pool2d, torch.max_pool2d, F.max_pool2d_with_indices)
 def _f_maxpool(c):
     name = "max_pool2d"
@@ -452,15 +393,6 @@ def _f_avgpool(c):
                ceil_mode=bool(c.arg(name, 4, "ceil_mode", False)),
                count_include_pad=bool(c.arg(name, 5, "count_include_pad", True)),
                divisor_override=c.arg(name, 6, "divisor_override", None))
-
-
-@maps_call(F.interpolate)
-def _f_interpolate(c):
-    name = "interpolate"
-    if c.arg(name, 5, "recompute_scale_factor", None) or c.arg(name, 6, "antialias", False):
-        raise NoMapping("interpolate with recompute_scale_factor or antialias")
-    return _upsample_args(c, c.arg(name, 1, "size", None), c.arg(name, 2, "scale_factor", None),
-                          c.arg(name, 3, "mode", "nearest"), c.arg(name, 4, "align_corners", None))
 
 
 @maps_call(torch.mean, methods=("mean",))

@@ -397,6 +397,43 @@ def test_merges_of_three_cost_two_ops_and_keep_what_autograd_keeps(batch):
     assert saved.calculated == saved.measured
 
 
+def test_structures_read_outer_names_and_are_read_into():
+    torch = pytest.importorskip("torch")
+    from archcalc.torch.build import build_model
+    from archcalc.torch.check import run_check
+    from archcalc.torch.export import to_python
+    # a residual body and a concat branch read stem (outside them); sum reads res.c
+    text = HEAD + '''layers = [
+  {name = "stem", conv = 4, kernel = 3, padding = 1},
+  {name = "x", conv = 4, kernel = 3, padding = 1, activation = "relu"},
+  {name = "res", residual = [
+    {name = "c", conv = 4, kernel = 1},
+    {name = "d", merge = "add", from = ["c", "stem"]},
+  ], activation = "relu"},
+  {name = "cat", concat = [[{conv = 2, kernel = 1}], [{from = "stem", conv = 2, kernel = 1}]]},
+  {name = "sum", merge = "add", from = ["cat", "res.c"]},
+]
+'''
+    r = rows(report_of(text))
+    assert r["res.d"].inputs == ("res.c", "stem") and r["cat.b2.conv1"].inputs == ("stem",)
+    assert r["sum"].inputs == ("cat.concat", "res.c")
+    model = build_model(loads(text)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        stem = model.stem(x)
+        h = model.x(stem)
+        c = model.res.c(h)
+        res = torch.relu(h + (c + stem))
+        want = torch.cat([model.cat.b1.conv1(res), model.cat.b2.conv1(stem)], 1) + c
+        torch.testing.assert_close(model(x), want)
+        namespace: dict = {}
+        exec(compile(to_python(model), "exported.py", "exec"), namespace)
+        exported = namespace["G"]().eval()
+        exported.load_state_dict(model.state_dict())
+        torch.testing.assert_close(exported(x), want)
+    assert run_check(loads(text), batch=2).ok
+
+
 def test_export_writes_the_graph_as_python_that_computes_the_same():
     torch = pytest.importorskip("torch")
     from archcalc.torch.build import build_model

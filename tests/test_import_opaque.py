@@ -395,3 +395,11 @@ def test_the_probe_is_on_the_nodes_meta():
     assert tuple(shape) == (probing.PROBE_BATCH, 8, 8, 8) and shape.dtype == torch.float32
     assert found.values[conv] is shape and found.args.get(conv) == (args, kwargs)
     assert isinstance(args[0], probing._TensorArg) and args[0].node.op == "placeholder"
+
+
+def test_an_opaque_row_holds_at_its_input_alone(custom):
+    """Measured figures are not scaled to another input: refused in one line."""
+    _, done = custom
+    with pytest.raises(SpecError, match=r"measured on a 8 x 8 x 8 input; here it gets "
+                                        r"8 x 16 x 16"):
+        analyze(loads(done.text, file="<import>"), input=(3, 16, 16))

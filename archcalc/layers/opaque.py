@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import SpecError
-from .base import Arg, Kind, NoCostModel, Saved, register
+from .base import Arg, Kind, NoCostModel, Saved, fmt_shape, register
 
 
 # PyTorch's own kernels take up to 8 dimensions at most places (TensorIterator's
@@ -45,6 +45,8 @@ class Opaque(Kind):
     flops_rule = "2 x MACs, as measured (FlopCounterMode counts matrix products and convolutions)"
     args = {
         "op": Arg("str", doc="what it stands for, e.g. the module's class"),
+        "input": ShapeArg("shape", None, doc="the input shape per sample it was measured "
+                                             "at: its figures hold there alone"),
         "output": ShapeArg("shape", doc="output shape per sample, as measured"),
         "params": Arg("int", 0, min=0, numeric=True, doc="parameters, as measured"),
         "buffers": Arg("int", 0, min=0, numeric=True),
@@ -54,6 +56,11 @@ class Opaque(Kind):
     }
 
     def output_shape(self, a, x):
+        if a.input is not None and tuple(x) != tuple(a.input):
+            # measured figures hold at the input they were measured at, nowhere else
+            raise SpecError(f"opaque ({a.op}) was measured on a {fmt_shape(a.input)} input; "
+                            f"here it gets {fmt_shape(x)}: its output and MACs are not known "
+                            "there; import the model again at this input")
         return a.output
 
     def params(self, a, x):

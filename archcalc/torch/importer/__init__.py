@@ -181,7 +181,8 @@ def _whole_model(module, input_shape, name, label, source, meta, why) -> Importe
     buffers = sum(b.numel() for b in module.buffers())
     cls = type(module)
     what = f"{cls.__module__}.{cls.__qualname__}"
-    entry = {"name": "model", "opaque": what, "output": list(shape) or [1],
+    entry = {"name": "model", "opaque": what, "input": list(input_shape),
+             "output": list(shape) or [1],
              "params": params, "buffers": buffers, "macs": measured.macs}
     notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))} "
              f"as one opaque row, the whole forward, measured, not derived: its params are "
@@ -209,7 +210,7 @@ def _opaque_notes(opaque: list, unscaled: list) -> list:
              f"archcalc has no kind for ({listed}{more}); their output shapes and params "
              "are the module's, their MACs FlopCounterMode's on the meta device for that "
              "call alone at this input, per sample (batch 1). The totals are exact; those "
-             "rows cannot be built, explained or scaled to another input."]
+             "rows hold at this input alone and cannot be built."]
     if unscaled:
         notes.append(f"{len(unscaled)} of them do not scale with the batch (they compute on "
                      "parameters too): their MACs are those of batch 1.")

@@ -616,8 +616,9 @@ class _GraphBuilder:
         else:     # any rank (attention's heads x N x d); a scalar per sample as [1]
             shape = tuple(y) or (1,)
         node = FlowNode(0, "row", [x.index], shape, y,
-                    [("opaque", {"op": what, "output": list(shape), "params": params,
-                                 "buffers": buffers, "macs": measured.macs + work})],
+                    [("opaque", {"op": what, "input": list(x.shape), "output": list(shape),
+                                 "params": params, "buffers": buffers,
+                                 "macs": measured.macs + work})],
                     spath, stateful, row_name or "opaque", what=what,
                     scoped=n.op != "call_module")
         self._add(node, n)

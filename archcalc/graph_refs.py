@@ -103,14 +103,16 @@ class Resolver:
         if not isinstance(names, list) or len(names) < 2:
             raise SpecError(f"a merge reads at least two named outputs: from = [\"a\", \"b\"]. "
                             f"Received: from={names!r}")
-        refs = tuple(self.resolve(n) for n in names)
-        keys = [r.key for r in refs]
-        twice = next((r.text for r in refs if keys.count(r.key) > 1), None)
-        if twice is not None:
-            raise SpecError(f"merge reads {twice!r} twice; name each output once")
+        refs, seen = [], set()
+        for name in names:   # a set: a hostile list of many names costs linear time
+            ref = self.resolve(name)
+            if ref.key in seen:
+                raise SpecError(f"merge reads {ref.text!r} twice; name each output once")
+            seen.add(ref.key)
+            refs.append(ref)
         for ref in refs:
             self.count(ref)
-        return Join(name, refs, JOIN_OPS[op], post, auto=auto)
+        return Join(name, tuple(refs), JOIN_OPS[op], post, auto=auto)
 
     # -- names --------------------------------------------------------------
     def resolve(self, text, where: str = "from") -> Ref:

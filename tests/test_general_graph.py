@@ -584,3 +584,12 @@ def test_lint_and_the_html_graph_walk_a_dag():
     assert 'class="ac-from">from c1</div>' in html
     assert report.row_tree is report.tree
     assert [r.name for r in report.tree.rows()] == [r.name for r in report.rows[1:]]
+
+
+def test_a_merge_of_many_names_is_read_in_linear_time():
+    # 100,000 names in one merge (a hostile file): one pass, one line
+    names = ", ".join(['"a"', '"b"'] + ['"b"'] * 100_000)
+    text = HEAD + 'layers = [{conv = 4, kernel = 1, name = "a"}, {conv = 4, kernel = 1, ' \
+        'name = "b"}, {merge = "add", from = [' + names + ']}]'
+    with pytest.raises(SpecError, match="merge reads 'b' twice; name each output once"):
+        report_of(text)

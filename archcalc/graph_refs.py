@@ -11,6 +11,7 @@ by someone: the next entry, a ``from``, or the model's outputs.
 """
 from __future__ import annotations
 
+from collections import deque
 from contextlib import contextmanager
 
 from .errors import SpecError, path_text
@@ -174,9 +175,9 @@ class Resolver:
 
     def find_inside(self, name: str, visible: list) -> tuple | None:
         """The path of ``name`` inside a named level of the visible entries."""
-        stack = [((n,), node) for f in visible for n, node in f.names.items()]
+        stack = deque(((n,), node) for f in visible for n, node in f.names.items())
         while stack:
-            path, node = stack.pop(0)
+            path, node = stack.popleft()   # breadth first: the shallowest path
             for inner, child in self.level(node):
                 if inner == name:
                     return (*path, inner)

@@ -289,7 +289,8 @@ class DropPath(Kind):
         from .activation_torch import StochasticDepth
         return StochasticDepth(a.p, a.mode)
 
-    torch_modules = ("archcalc.layers.activation_torch.StochasticDepth",)   # from_torch reads them
+    torch_modules = ("archcalc.layers.activation_torch.StochasticDepth",   # from_torch reads them
+                     "torchvision.ops.StochasticDepth")     # the same p and mode
 
     def from_torch(self, call, m):
         from .from_torch import row

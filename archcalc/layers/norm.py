@@ -199,11 +199,17 @@ class LayerNorm(Kind):
                                bias=a.bias)
         return nn.LayerNorm(self.width(x), eps=a.eps, elementwise_affine=a.affine, bias=a.bias)
 
-    torch_modules = ("torch.nn.LayerNorm",)   # from_torch reads them
+    torch_modules = ("torch.nn.LayerNorm", "archcalc.layers.norm_torch.LayerNorm2d",
+                     "torchvision.models.convnext.LayerNorm2d")   # from_torch reads them
 
     def from_torch(self, call, m):
-        """nn.LayerNorm over the last dimension of tokens or a vector only."""
-        from .from_torch import NoMapping, row
+        """nn.LayerNorm over the last dimension of tokens or a vector; a
+        LayerNorm2d (archcalc's, torchvision's ConvNeXt's) over a map's channels."""
+        from .from_torch import NoMapping, require_chw, row
+        if type(m).__name__ == "LayerNorm2d":
+            require_chw(call, "LayerNorm2d")
+            return row("layer_norm", affine=m.elementwise_affine,
+                       bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
         shape = tuple(m.normalized_shape)
         x = call.x
         width = x[-1] if len(x) == 2 else (x[0] if len(x) == 1 else None)
@@ -356,3 +362,9 @@ class LayerScale(Kind):
     def build(self, a, x):
         from .norm_torch import LayerScale as Module
         return Module(self.width(x), a.init, len(x))
+
+    torch_modules = ("archcalc.layers.norm_torch.LayerScale",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("layer_scale", init=float(m.init_args[1]))

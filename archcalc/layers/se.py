@@ -113,6 +113,31 @@ class SqueezeExcitation(Kind):
         return Module(x[0], self.squeeze(a, x), lookup(a.activation).torch_name,
                       lookup(a.gate).torch_name)
 
+    torch_modules = ("archcalc.layers.se_torch.SqueezeExcitation",
+                     "torchvision.ops.misc.SqueezeExcitation")   # from_torch reads them
+
+    def from_torch(self, call, m):
+        """archcalc's and torchvision's SqueezeExcitation (the same submodules):
+        the activation and the gate are the kinds whose torch module they are."""
+        from .from_torch import NoMapping, require_chw, row
+        require_chw(call, "squeeze-and-excitation")
+        act, gate = (_kind_of_module(f) for f in (m.activation, m.scale_activation))
+        if act not in SE_ACTIVATIONS or gate not in SE_GATES:
+            raise NoMapping(f"squeeze-and-excitation with {type(m.activation).__name__} and "
+                            f"{type(m.scale_activation).__name__}")
+        if m.fc1.bias is None or m.fc2.bias is None:
+            raise NoMapping("squeeze-and-excitation without biases")
+        return row("se", squeeze=m.fc1.out_channels, activation=act, gate=gate)
+
+
+def _kind_of_module(module):
+    """The elementwise kind whose torch.nn class this module is, or None."""
+    cls = type(module)
+    if not cls.__module__.startswith("torch.nn"):
+        return None
+    return next((k.name for k in kinds().values()
+                 if isinstance(k, Elementwise) and k.torch_name == cls.__name__), None)
+
 
 @register
 class EfficientChannelAttention(Kind):

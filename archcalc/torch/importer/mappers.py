@@ -207,71 +207,9 @@ def _layout_module(c, m):
 LAYOUT = object()   # a reshape: evaluated on an index tensor (see _classify_layout)
 
 
-def _register_torchvision():
-    """torchvision's building blocks, where torchvision is installed."""
-    try:
-        from torchvision.ops import StochasticDepth, misc
-    except ImportError:  # pragma: no cover - the vision extra is missing
-        return
-
-    @maps(misc.SqueezeExcitation)
-    def _tv_se(c, m):
-        return _se(c, m, m.fc1.out_channels, m.activation, m.scale_activation)
-
-    @maps(StochasticDepth)
-    def _tv_drop_path(c, m):
-        return row("drop_path", p=float(m.p), mode=m.mode)
-
-    try:
-        from torchvision.models.convnext import LayerNorm2d
-    except ImportError:  # pragma: no cover
-        return
-
-    @maps(LayerNorm2d)
-    def _tv_layer_norm2d(c, m):
-        require_chw(c, "LayerNorm2d")
-        return row("layer_norm", affine=m.elementwise_affine,
-                   bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
-
-
-ACTIVATION_KINDS = {nn.ReLU: "relu", nn.ReLU6: "relu6", nn.SiLU: "silu",
-                    nn.Hardswish: "hardswish", nn.GELU: "gelu", nn.Mish: "mish",
-                    nn.LeakyReLU: "leaky_relu", nn.ELU: "elu", nn.Tanh: "tanh",
-                    nn.Sigmoid: "sigmoid", nn.Hardsigmoid: "hardsigmoid",
-                    nn.Softplus: "softplus"}
-
-
-def _se(c, m, squeeze, activation, gate):
-    require_chw(c, "squeeze-and-excitation")
-    act = ACTIVATION_KINDS.get(type(activation))
-    gate_kind = ACTIVATION_KINDS.get(type(gate))
-    if act is None or gate_kind not in ("sigmoid", "hardsigmoid"):
-        raise NoMapping(f"squeeze-and-excitation with {type(activation).__name__} and "
-                         f"{type(gate).__name__}")
-    if m.fc1.bias is None or m.fc2.bias is None:
-        raise NoMapping("squeeze-and-excitation without biases")
-    return row("se", squeeze=squeeze, activation=act, gate=gate_kind)
-
-
 def _register_own():
-    """archcalc's own modules: a compiled spec imports back into its rows."""
-    from ...layers.norm_torch import LayerNorm2d, LayerScale
-    from ...layers.se_torch import SqueezeExcitation
-
-    @maps(SqueezeExcitation)
-    def _own_se(c, m):
-        return _se(c, m, m.fc1.out_channels, m.activation, m.scale_activation)
-
-    @maps(LayerNorm2d)
-    def _own_ln2d(c, m):
-        require_chw(c, "LayerNorm2d")
-        return row("layer_norm", affine=m.elementwise_affine,
-                   bias=m.elementwise_affine and m.bias is not None, eps=float(m.eps))
-
-    @maps(LayerScale)
-    def _own_layer_scale(c, m):
-        return row("layer_scale", init=_constant(m.gamma, 1e-6))
-
+    """archcalc's own modules that only the importer reads (a compiled spec's
+    max pool whose indices an unpool reads): they map back to its rows."""
     from ..build import PoolWithIndices, UnpoolFromTape
 
     @maps(PoolWithIndices)
@@ -454,5 +392,4 @@ CAT = (torch.cat, torch.concat, torch.concatenate)
 SPLIT = (torch.chunk, torch.split, torch.tensor_split)
 
 
-_register_torchvision()
 _register_own()

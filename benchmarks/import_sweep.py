@@ -146,6 +146,11 @@ def meta_macs(model, shape):
     """FlopCounterMode's FLOPs / 2 of one forward on the meta device (no data)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
+    # FlopCounterMode's module tracker wants a grad_fn on every input that
+    # requires grad (timm's pit and cait pass a parameter on under no_grad and
+    # fail): the count does not depend on it
+    for p in model.parameters():
+        p.requires_grad_(False)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         model(torch.zeros(1, *shape, device="meta"))

@@ -106,7 +106,17 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
         tracing = _Tracing(module, input_shape, label)
         for _ in range(PASSES):
             gm = tracing.graph(opaque)
-            found = _probe_or_fail(gm, input_shape, label, module)
+            try:
+                found = _probe_or_fail(gm, input_shape, label, module)
+            except ImportFailure as e:
+                if not tracing.untraced or tracing.fx_error is not None:
+                    raise
+                # a module fx could not trace runs wrong as a leaf (it reads what
+                # its caller passes untraced): the whole forward by torch.export
+                tracing.without_fx(f"{next(iter(tracing.untraced.values()))}; kept whole "
+                                   f"at {', '.join(tracing.untraced)}, {e}")
+                gm = tracing.graph(opaque)
+                found = _probe_or_fail(gm, input_shape, label, module)
             builder = _GraphBuilder(gm, found, input_shape, not strict, opaque)
             builder.run()
             # an op that cannot be a row of its own (it computes on parameters, or
@@ -143,7 +153,7 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     notes = [f"Imported by archcalc from {label} at input {'x'.join(map(str, input_shape))}: "
              f"every row is a call of the module's forward, named by its module path "
              f"(its state_dict keys)."]
-    if tracing.untraced:
+    if tracing.untraced and tracing.fx_error is None:
         first = next(iter(tracing.untraced.items()))
         notes.append(f"Kept whole, as torch.fx cannot trace their forward: the modules of the "
                      f"class(es) of {', '.join(tracing.untraced)} ({first[0]}: {first[1]}).")

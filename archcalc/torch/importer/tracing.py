@@ -82,6 +82,11 @@ class _Tracing:
         self.untraced: dict = {}              # module path -> why fx cannot trace it
         self._classes: set = set()            # their classes: leaves too
 
+    def without_fx(self, why: str) -> None:
+        """torch.export from now on, for the whole forward."""
+        self.fx_error = why
+        self._classes = set()
+
     @property
     def tracer(self) -> str:
         return "torch.fx" if self.fx_error is None else "torch.export"

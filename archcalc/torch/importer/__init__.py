@@ -102,33 +102,7 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
     training = module.training
     module.eval()
     try:
-        opaque: set = set()
-        tracing = _Tracing(module, input_shape, label)
-        for _ in range(PASSES):
-            gm = tracing.graph(opaque)
-            try:
-                found = _probe_or_fail(gm, input_shape, label, module)
-            except ImportFailure as e:
-                if not tracing.untraced or tracing.fx_error is not None:
-                    raise
-                # a module fx could not trace runs wrong as a leaf (it reads what
-                # its caller passes untraced): the whole forward by torch.export
-                tracing.without_fx(f"{next(iter(tracing.untraced.values()))}; kept whole "
-                                   f"at {', '.join(tracing.untraced)}, {e}")
-                gm = tracing.graph(opaque)
-                found = _probe_or_fail(gm, input_shape, label, module)
-            builder = _GraphBuilder(gm, found, input_shape, not strict, opaque)
-            builder.run()
-            # an op that cannot be a row of its own (it computes on parameters, or
-            # on several tensors): its module is kept whole, as one opaque row
-            wider = {p for p in builder.widen if p not in opaque}
-            if strict or not wider:
-                break
-            opaque |= wider
-        else:   # each pass keeps the modules of every failing call whole: a deeper nest
-            raise ImportFailure(f"cannot import {label}: after {PASSES} passes, calls "
-                                f"without a kind still need their modules kept whole "
-                                f"({', '.join(sorted(wider)[:3])})")
+        tracing, builder, found = _build(module, input_shape, label, strict)
     finally:
         module.train(training)
     if builder.unsupported and strict:
@@ -173,6 +147,39 @@ def import_module(module: nn.Module, input=(3, 224, 224), *, name: str | None = 
         header["outputs"] = outputs
     text = writer.write(header, entries, {}, fused=fused)
     return Imported(text, name, params, unused, opaque, tracing.tracer, tracing.fx_error)
+
+
+def _build(module, input_shape, label, strict) -> tuple:
+    """(tracing, graph builder, probe) of the last pass: each pass keeps whole
+    the modules of the calls the last one could not make rows of."""
+    opaque: set = set()
+    tracing = _Tracing(module, input_shape, label)
+    for _ in range(PASSES):
+        gm = tracing.graph(opaque)
+        try:
+            found = _probe_or_fail(gm, input_shape, label, module)
+        except ImportFailure as e:
+            if not tracing.untraced or tracing.fx_error is not None:
+                raise
+            # a module fx could not trace runs wrong as a leaf (it reads what
+            # its caller passes untraced): the whole forward by torch.export
+            tracing.without_fx(f"{next(iter(tracing.untraced.values()))}; kept whole "
+                               f"at {', '.join(tracing.untraced)}, {e}")
+            gm = tracing.graph(opaque)
+            found = _probe_or_fail(gm, input_shape, label, module)
+        builder = _GraphBuilder(gm, found, input_shape, not strict, opaque)
+        builder.run()
+        # an op that cannot be a row of its own (it computes on parameters, or
+        # on several tensors): its module is kept whole, as one opaque row
+        wider = {p for p in builder.widen if p not in opaque}
+        if strict or not wider:
+            break
+        opaque |= wider
+    else:   # each pass keeps the modules of every failing call whole: a deeper nest
+        raise ImportFailure(f"cannot import {label}: after {PASSES} passes, calls "
+                            f"without a kind still need their modules kept whole "
+                            f"({', '.join(sorted(wider)[:3])})")
+    return tracing, builder, found
 
 
 def _whole_model(module, input_shape, name, label, source, meta, why) -> Imported:

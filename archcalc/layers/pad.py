@@ -46,6 +46,9 @@ class Pad(Kind):
                "(or reflected, replicated, circular) values; TF-style same padding")
     flops_rule = "0 (a copy)"
     inputs = "chw"
+    # a module mapped to a pad and its own layer (Conv2dSame): the importer makes
+    # the pad a row of its own, the module's name going on the layer's row
+    prepares_input = True
     args = {
         "height": Arg("pair", 0, min=0, doc="rows added: p, or [top, bottom]"),
         "width": Arg("pair", 0, min=0, doc="columns added: p, or [left, right]"),

@@ -13,6 +13,7 @@ import torch
 import torch.fx as fx
 
 from ...errors import SpecError
+from ...layers import lookup
 from .dataflow import (Expanded, FlowNode, Param, _Indices, _PENDING, _POISON, _Pooled,
     _describe_target, _kind_shape, _path, _per_sample, _spec_matches, _tensor, _tensor_valued,
     _where)
@@ -281,7 +282,8 @@ class _GraphBuilder:
         found = mapper(self._call(n, x, module), module)
         if found is LAYOUT:
             return self._layout(n, {n: n})
-        if isinstance(found, list) and len(found) > 1 and found[0][0] == "pad":
+        if isinstance(found, list) and len(found) > 1 and \
+                getattr(lookup(found[0][0]), "prepares_input", False):
             x = self._pad_first(n, x, found.pop(0))
         stateful = bool(list(module.parameters())) or bool(list(module.buffers()))
         if stateful:

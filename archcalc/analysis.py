@@ -60,6 +60,9 @@ class Row:
     jump: tuple = (1, 1)
     findings: list = field(default_factory=list)
     inputs: tuple = ()            # rows it reads when not (only) the previous row (from, merge)
+    # a merge row: each value it combines, in order, as (the row that wrote it,
+    # its shape, receptive field, jump): explain, lint and predict read them
+    merged: tuple = ()
 
     @property
     def derived(self) -> bool:
@@ -573,7 +576,8 @@ class _Walker(Visitor):
         self.saved.update(kept)
         row = Row(len(self.rows), path_text((*path, name)), (*path, name), row_type, y,
                   flops=sym.norm(flops), allocates=into is None, merge=op, post=tuple(post),
-                  inputs=self.reading)
+                  inputs=self.reading,
+                  merged=tuple((self.origin.get(o[3], "input"), o[0], o[1], o[2]) for o in outs))
         self.reading = ()
         wide = any(o[3] in self.wide for o in outs)   # type promotion
         storage = self.new_storage(sym.prod(y), 4 if wide else None) if into is None else into

@@ -441,3 +441,13 @@ def test_pools_and_upsampling_as_modules_and_calls():
         ("conv", (4, 4, 4)), ("upsample", (4, 8, 8)), ("adaptive_maxpool", (4, 4, 8)),
         ("upsample", (4, 6, 6)), ("global_avgpool", (4, 1, 1))]
     same_function(PoolsAndUpsampling(), (3, 4, 4), done)
+
+
+def test_convnextv2_atto_imports_exactly_and_computes_the_same():
+    """ConvNeXt V2-atto (Woo et al. 2023: 3.7M params): a global response norm
+    in every block's MLP, on channels-last tokens."""
+    done, report = imported(timm_meta("convnextv2_atto"), (3, 224, 224), "timm:convnextv2_atto")
+    assert done.params == 3_708_400 and "grn" in {r.type for r in report.rows}
+    torch.manual_seed(0)
+    model = timm.create_model("convnextv2_atto", pretrained=False).eval()
+    same_function(model, (3, 64, 64), importer.import_module(model, (3, 64, 64), **STRICT))

@@ -22,3 +22,4 @@ from . import pad  # noqa: F401  (registration: padding as a row, TF-style same 
 from . import std_conv  # noqa: F401  (registration: weight-standardized conv, NF-ResNet and NFNet)
 from . import affine  # noqa: F401  (registration: ResMLP's per-channel scale and shift)
 from . import transpose  # noqa: F401  (registration: token mixing, MLP-Mixer and ResMLP)
+from . import grn  # noqa: F401  (registration: ConvNeXt V2's global response norm)

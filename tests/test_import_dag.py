@@ -170,6 +170,29 @@ class TinyUNet(nn.Module):
         return self.head(x)
 
 
+class GatedBlock(nn.Module):
+    """x + c(a(x) * sigmoid(b(x))): a product of two paths inside a residual."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(8, 8, 1)
+        self.b = nn.Conv2d(8, 8, 3, padding=1)
+        self.c = nn.Conv2d(8, 8, 1)
+
+    def forward(self, x):
+        return x + self.c(self.a(x) * torch.sigmoid(self.b(x)))
+
+
+class GatedNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.blocks = nn.Sequential(GatedBlock(), GatedBlock())
+
+    def forward(self, x):
+        return self.blocks(self.stem(x))
+
+
 class ThreeOutputs(nn.Module):
     """A stem, two stages and a head on each: returns three maps (a tuple)."""
 
@@ -190,7 +213,8 @@ class ThreeOutputs(nn.Module):
 
 @pytest.mark.parametrize("model, shape", [
     (TwoReaders, (3, 12, 12)), (CrossingSkips, (3, 10, 10)), (TinyUNet, (3, 16, 16)),
-    (ThreeOutputs, (3, 16, 16))], ids=["two_readers", "crossing_skips", "unet", "three_outputs"])
+    (ThreeOutputs, (3, 16, 16)), (GatedNet, (3, 8, 8))],
+    ids=["two_readers", "crossing_skips", "unet", "three_outputs", "gated_residual"])
 def test_hand_written_dags_import_exactly(model, shape, tmp_path):
     text = check_import(model(), shape, check_cli=model in (TwoReaders, ThreeOutputs),
                         tmp_path=tmp_path)
@@ -211,6 +235,17 @@ def test_a_layer_read_twice_is_named_where_it_is_read():
 def test_a_product_of_two_computed_tensors_is_a_merge():
     entries = top_entries(importer.import_module(CrossingSkips().eval(), (3, 10, 10)).text)
     assert (entries["mul"]["merge"], entries["mul"]["from"]) == ("multiply", ["c4", "c2"])
+
+
+def test_a_product_inside_a_residual_stays_in_its_block():
+    """The merge entry sits in the residual's body, reading the block's own
+    entries and "input", so the two blocks are still one [blocks.X] repeated."""
+    spec = tomllib.loads(importer.import_module(GatedNet().eval(), (3, 8, 8)).text)
+    (name, body), = spec["blocks"].items()
+    entries = {e["name"]: e for e in body["residual"]}
+    assert entries["b"]["from"] == "input"
+    assert (entries["mul"]["merge"], entries["mul"]["from"]) == ("multiply", ["a", "sigmoid"])
+    assert spec["model"]["layers"][1]["layers"][0]["repeat"] == 2
 
 
 def test_several_outputs_are_the_model_s_outputs():

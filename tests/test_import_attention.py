@@ -226,6 +226,24 @@ def test_a_tiny_beit_computes_the_same():
     same_outputs(model, loads(done.text, file="beit").build(), torch.randn(2, 3, 32, 32))
 
 
+def test_an_exported_tiny_beit_computes_the_same(tmp_path):
+    """archcalc export --to python copies BeitAttention, TokenPool and
+    SkipTokens by their source: the written model loads timm's state_dict."""
+    import importlib.util
+
+    from archcalc.torch.export import to_python
+    model = randomized(beit.Beit(img_size=32, patch_size=8, num_classes=5, embed_dim=24,
+                                 depth=1, num_heads=2, init_values=0.1, use_abs_pos_emb=False,
+                                 use_rel_pos_bias=True)).eval()
+    done = importer.import_module(model, (3, 32, 32), strict=True)
+    path = tmp_path / "exported.py"
+    path.write_text(to_python(loads(done.text, file="beit").build(), "Exported"))
+    spec = importlib.util.spec_from_file_location("exported", path)
+    exported = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exported)
+    same_outputs(model, exported.Exported(), torch.randn(2, 3, 32, 32))
+
+
 def test_deit_distilled_computes_the_same():
     """DeiT-Ti distilled (Touvron et al. 2021): a class and a distillation token,
     two heads averaged at inference; 5,910,800 params at full size."""

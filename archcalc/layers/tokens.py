@@ -143,7 +143,8 @@ class SelfAttention(Kind):
     summary = ("multi-head self-attention over N x D tokens: QKV and output projections "
                "(4*D^2 + 4*D params), softmax(Q K^T / sqrt(D/heads)) V per head")
     flops_rule = ("2 x MACs + 4 per attention score (scale, exp, sum, divide: "
-                  "4*heads*N^2) + 7 per normalized element (qk_norm, scale_norm); "
+                  "4*heads*N^2; 5 with a relative position bias) + 7 per normalized "
+                  "element (qk_norm, scale_norm); "
                   "MACs = 4*N*D*A + 2*N^2*A, A = heads*head_dim (D by default)")
     inputs = "tokens"
     args = {

@@ -263,6 +263,9 @@ def worker(conn, timeout, memory_bytes):
 # -- the pool ------------------------------------------------------------------
 
 
+RECYCLE = 20   # models per worker process before a fresh one
+
+
 class Pool:
     """N worker processes; a worker past the time limit (plus a grace, for C
     code the alarm cannot interrupt) or dead is replaced and its model
@@ -296,7 +299,18 @@ class Pool:
                     rec = conn.recv()
                 except (EOFError, OSError):
                     rec = self._lost(slot, CRASHED, "the worker died (memory limit?)")
-                slot["job"] = None
+                job, slot["job"] = slot["job"], None
+                slot["done"] = slot.get("done", 0) + 1
+                # a worker's address space grows model after model (RLIMIT_AS counts
+                # it): a failed allocation is retried once on a fresh worker, and
+                # every worker is replaced after RECYCLE models
+                retry = rec.get("status") == FAILED and "allocate memory" in (
+                    rec.get("error") or "") and not job.get("retried")
+                if retry or slot["done"] >= RECYCLE:
+                    self._replace(slot)
+                if retry:
+                    pending.append(dict(job, retried=True))
+                    continue
                 on_record(rec)
             for i, s in enumerate(self.slots):
                 if s["job"] and time.monotonic() - s["since"] > self.timeout + 30:
@@ -306,6 +320,15 @@ class Pool:
         for s in self.slots:
             s["conn"].send(None)
             s["proc"].join(5)
+
+    def _replace(self, slot):
+        slot["conn"].send(None)
+        slot["proc"].join(5)
+        if slot["proc"].is_alive():
+            slot["proc"].kill()
+            slot["proc"].join()
+        fresh = self._start()
+        slot.update(proc=fresh["proc"], conn=fresh["conn"], done=0)
 
     def _lost(self, slot, status, error):
         job = slot["job"]

@@ -31,6 +31,7 @@ The analysis is pure Python: lint never imports torch.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from . import sym
@@ -92,13 +93,12 @@ def lint(report) -> list[Finding]:
     from .tree import carriers
     root = report.row_tree   # None for a folded report
     found = []
-    found += _bias_before_bn(report)
+    found += _bias_before_bn(report, root)
     if root is not None:
         found += _bottleneck(report, [report.rows[0]] + carriers(root))
     found += _dropped_input(report)
     found += _grows_map(report)
-    if root is not None:
-        found += _expand_before_reduce(report, root)
+    found += _expand_before_reduce(report, root)
     found += _fc_heavy(report)
     return found
 
@@ -114,19 +114,18 @@ def _bias_count(row):
     return op.args.out
 
 
-def _bias_before_bn(report) -> list[Finding]:
+def _bias_before_bn(report, root) -> list[Finding]:
+    """A bias cancelled by the batch norm fused in its row, or by the one the
+    next row applies to its output (that row reads it: not another path's)."""
     out = []
-    rows = report.rows
-    for i, row in enumerate(rows):
+    norm_next = {id(row): nxt for row, nxt in _layer_pairs(report, root, bodies=True)
+                 if len(row.ops) == 1 and _main(nxt) is not None
+                 and _main(nxt).kind.cancels_bias}
+    for row in report.rows:
         biases = _bias_count(row)
-        if not biases:
-            continue
         fused = any(op.kind.cancels_bias for op in row.ops[1:2])
-        nxt = rows[i + 1] if i + 1 < len(rows) else None
-        follows = (nxt is not None and len(row.ops) == 1 and _main(nxt) is not None
-                   and _main(nxt).kind.cancels_bias
-                   and tuple(nxt.path[:-1]) == tuple(row.path[:-1]))
-        if not (fused or follows):
+        nxt = norm_next.get(id(row))
+        if not biases or not (fused or nxt is not None):
             continue
         bn = "its fused batch norm" if fused else f"batch norm {_name(nxt)}"
         out.append(Finding(
@@ -140,20 +139,67 @@ def _bias_before_bn(report) -> list[Finding]:
     return out
 
 
+def _reads(nxt, row) -> bool:
+    """Whether ``nxt`` reads ``row``'s output: a layer row that names no other
+    row it reads (a ``from`` elsewhere lists it in ``inputs``)."""
+    return bool(nxt.ops) and tuple(nxt.inputs) in ((), (row.name,))
+
+
+def _layer_pairs(report, root, bodies: bool):
+    """(row, the row that reads it next) for each two layer rows one after the
+    other in a list of the graph (a block's items, a merge's body or
+    shortcut), the second reading the first: not across heads, not where
+    the second reads another row by name. ``bodies``: in merge bodies and
+    shortcuts and in concat branches too, or only in blocks of the main
+    structure. A folded report has no tree: its rows two at a time within
+    one level."""
+    if root is None:
+        rows = report.rows
+        for row, nxt in zip(rows, rows[1:]):
+            if tuple(nxt.path[:-1]) == tuple(row.path[:-1]) and _reads(nxt, row):
+                yield row, nxt
+        return
+    for items in _sibling_lists(root, bodies):
+        for first, second in zip(items, items[1:]):
+            if first.role == "layer" and second.role == "layer" \
+                    and _reads(second.row, first.row):
+                yield first.row, second.row
+
+
+def _sibling_lists(node, bodies: bool):
+    """Every list of tree nodes the walk reads in order, depth first: a
+    block's items, and with ``bodies`` a merge's body and shortcut."""
+    lists = [node.children if node.role == "block" else []]
+    if bodies:
+        lists += [node.body, node.shortcut]
+    yield from (items for items in lists if items)
+    for child in node.children + node.body + node.shortcut:
+        yield from _sibling_lists(child, bodies)
+
+
 def _spatial(shape) -> bool:
     return len(shape) == 3 and not (shape[1] == 1 and shape[2] == 1)
 
 
 def _bottleneck(report, main) -> list[Finding]:
+    """Each step compared with what it reads (its input shape), not with the
+    row above it in the table: in a general graph (from) that is often
+    another path. A merge row reduces no grid: it is skipped, and so is a
+    row whose input another row reads too (a fork: HRNet's lower-resolution
+    branch beside the full one, which still carries the representation)."""
     out = []
     early = len(main) // 2
+    readers = _readers(report.rows)
     for i in range(1, early + 1):
-        before, row = main[i - 1], main[i]
-        a, b = before.activations, row.activations
+        row = main[i]
+        x = row.input_shape
+        if readers[_source(report.rows, row)] > 1:
+            continue
+        a, b = sym.prod(x) if x else None, row.activations
         if not (isinstance(a, int) and isinstance(b, int)) or b <= 0:
             continue
         if not _spatial(row.output_shape) or a <= BOTTLENECK_RATIO * b \
-                or not _grid_shrinks(before.output_shape, row.output_shape):
+                or not _grid_shrinks(x, row.output_shape):
             continue
         later = [r for r in main[i + 1:] if isinstance(r.activations, int)]
         peak = max(later, key=lambda r: r.activations, default=None)
@@ -165,11 +211,24 @@ def _bottleneck(report, main) -> list[Finding]:
             f"{_name(peak)} holds {peak.activations / b:.2f}x as many again: the "
             "representation is squeezed, then expanded (Inception-v3: shrink it gently; "
             "reduce the grid with a strided conv and a pool in parallel)",
-            f"{fmt_shape(before.output_shape)} = {_f(a)} -> {fmt_shape(row.output_shape)} = "
+            f"{fmt_shape(x)} = {_f(a)} -> {fmt_shape(row.output_shape)} = "
             f"{_f(b)} ({_f(a)}/{_f(b)} = {a / b:.2f} > {BOTTLENECK_RATIO}); later "
             f"{_name(peak)}: {fmt_shape(peak.output_shape)} = {_f(peak.activations)}",
             {"before": a, "after": b, "later": peak.activations}))
     return out
+
+
+def _source(rows, row) -> str:
+    """The row a layer row reads: the one it names (from), else the row above."""
+    return row.inputs[0] if row.inputs else rows[row.index - 1].name
+
+
+def _readers(rows) -> Counter:
+    """How many rows read each row's output, by name."""
+    count = Counter()
+    for row in rows[1:]:
+        count.update([m[0] for m in row.merged] if row.merge else [_source(rows, row)])
+    return count
 
 
 def _grid_shrinks(x, y) -> bool:
@@ -226,26 +285,17 @@ def _reduces(row) -> bool:
 
 def _expand_before_reduce(report, root) -> list[Finding]:
     out = []
-
-    def visit(node):
-        items = node.children if node.role == "block" else []
-        for first, second in zip(items, items[1:]):
-            if first.role == "layer" and second.role == "layer":
-                check(first.row, second.row)
-        for child in node.children + node.body + node.shortcut:
-            visit(child)
-
-    def check(row, nxt):
+    for row, nxt in _layer_pairs(report, root, bodies=False):
         op = _main(row)
         if op is None or not op.kind.pointwise(op.args):
-            return
+            continue
         c_in, c_out = row.input_shape[0], row.output_shape[0]
         if not (isinstance(c_in, int) and isinstance(c_out, int) and c_out > c_in) \
                 or not _reduces(nxt) or _depthwise(nxt):
-            return
+            continue
         x, y = nxt.input_shape, nxt.output_shape
         if y[1] == 1 and y[2] == 1:
-            return   # a global pool: the head's features, made at full grid on purpose
+            continue   # a global pool: the head's features, made at full grid on purpose
         keep = (y[1] * y[2]) / (x[1] * x[2])
         at_reduced = c_in * c_out * y[1] * y[2]
         out.append(Finding(
@@ -256,14 +306,24 @@ def _expand_before_reduce(report, root) -> list[Finding]:
             f"{_f(c_in)}*{_f(c_out)}*{_f(x[1])}*{_f(x[2])} = {_f(row.macs)} MACs here; after "
             f"the reduction {_f(c_in)}*{_f(c_out)}*{_f(y[1])}*{_f(y[2])} = {_f(at_reduced)}",
             {"macs": row.macs, "macs_after_reduction": at_reduced}))
-
-    visit(root)
     return out
 
 
+def _per_token(row) -> bool:
+    """An fc on N x D tokens, N > 1 (a transformer's MLP, its QKV): one small
+    matrix applied to every token, not a classifier over the whole map. A
+    count the spec leaves open (Faster R-CNN's R regions, each a flattened
+    7 x 7 map fc6 reads whole) is not taken for tokens."""
+    x = row.input_shape
+    return len(x) == 2 and isinstance(x[0], int) and x[0] > 1
+
+
 def _fc_heavy(report) -> list[Finding]:
+    """The classifier's fc layers (on a vector, or a flattened map) against all
+    params: per-token fc layers are a transformer's body, not VGG's head."""
     total = report.totals["params"]
-    fcs = [r for r in report.rows if _main(r) is not None and _main(r).kind.fully_connected]
+    fcs = [r for r in report.rows if _main(r) is not None and _main(r).kind.fully_connected
+           and not _per_token(r)]
     if not fcs or not isinstance(total, int) or not total:
         return []
     held = sum(r.params for r in fcs)

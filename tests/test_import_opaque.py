@@ -154,24 +154,26 @@ class Net(nn.Module):
 '''
 
 
-def test_cli_strict_exits_1_in_one_line_and_default_writes_the_spec(tmp_path):
+def test_cli_strict_exits_1_in_one_line_and_default_writes_the_spec(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from archcalc.cli import main
     (tmp_path / "net.py").write_text(NET)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)}
-
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "archcalc", "import", f"{tmp_path}/net.py:Net",
-                               "--input", "3x4x4", *args], capture_output=True, text=True,
-                              cwd=tmp_path, env=env)
-    done = run("--strict")
+    # a real process: nothing but the one line reaches stderr
+    done = subprocess.run([sys.executable, "-m", "archcalc", "import", f"{tmp_path}/net.py:Net",
+                           "--input", "3x4x4", "--strict"], capture_output=True, text=True,
+                          cwd=tmp_path, env=env)
     assert done.returncode == 1 and done.stderr.startswith("error: ")
     assert len(done.stderr.strip().splitlines()) == 1
     assert "cumsum: 1 call, at the model's forward" in done.stderr
-    done = run("-o", "net.toml")
-    assert done.returncode == 0, done.stderr
+    monkeypatch.chdir(tmp_path)
+    done = CliRunner().invoke(main, ["import", f"{tmp_path}/net.py:Net", "--input", "3x4x4",
+                                     "-o", "net.toml"])
+    assert done.exit_code == 0, done.stderr
     assert "1 opaque row(s), measured, not derived" in done.stderr
-    table = subprocess.run([sys.executable, "-m", "archcalc", "table", "net.toml", "--format",
-                            "json"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    table = CliRunner().invoke(main, ["table", "net.toml", "--format", "json"])
     rows = json.loads(table.stdout)["layers"]
     assert [r["name"] for r in rows if r.get("derived") is False] == ["cumsum"]
 

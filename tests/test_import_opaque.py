@@ -265,7 +265,7 @@ class Chain(nn.Module):
         return self.fc(torch.flatten(x, 1))
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(sorted(OPS)), st.booleans()), min_size=1,
                 max_size=4))
 def test_random_custom_ops_import_with_pytorchs_totals(ops):

@@ -83,7 +83,10 @@ class Opaque(Kind):
         return []
 
     def cost(self, a, x, y):
-        raise NoCostModel(f"kind 'opaque' ({a.op}) has no cost model: its work is not known")
+        # its MACs are measured, not what they run on (a GEMM, a convolution, a
+        # gather): a time would be a guess
+        raise NoCostModel(f"kind 'opaque' ({a.op}) has no cost model: its MACs are measured, "
+                          "not the kind of work they are")
 
     def build(self, a, x):
         raise SpecError(f"an opaque row ({a.op}) stands for code that is not in the spec: "

@@ -42,6 +42,10 @@ class StdConv(Conv):
         y = super().output_shape(a, x)
         kh, kw = a.kernel
         fan_in = sym.norm(kh * kw * self._fan_in(a, x))
+        if a.eps <= 0:
+            from ..errors import SpecError
+            raise SpecError("std_conv: eps must be positive (the standardization divides by "
+                            f"sqrt(variance + eps); PyTorch refuses 0). Received: eps={a.eps}")
         if isinstance(fan_in, int) and fan_in == 1:
             from ..errors import SpecError
             raise SpecError("std_conv: each output channel has a single weight (fan-in "

@@ -314,7 +314,10 @@ class Predictor:
         if row.merge:
             y = row.output_shape
             name = {"concat": "cat", "add": "add", "mul": "mul"}.get(row.merge, "copy")
-            out.append((None, Cost(name, elements=sym.prod(y)), sym.prod(y)))
+            # torch.cat takes all its inputs at once; a sum or product of N runs
+            # N - 1 binary ops ((a + b) + c ...), each over the output
+            ops = 1 if row.merge == "concat" else max(len(row.merged) - 1, 1)
+            out += [(None, Cost(name, elements=sym.prod(y)), sym.prod(y))] * ops
             x = y
             for op in row.post:
                 yy = op.kind.output_shape(op.args, x)

@@ -11,7 +11,9 @@ Rules (each finding names its layer and shows the numbers):
   W at constant channels), and a later layer holds more again: the
   representation is squeezed, then expanded. A 1x1 that only cuts channels
   at the same grid is the lectures' bottleneck trick (ResNet, MobileNet-V2's
-  linear bottleneck), not this smell.
+  linear bottleneck), not this smell. A step is measured against what it
+  reads (its input, through ``from`` too), and a branch of a fork (HRNet's
+  lower-resolution stream beside the full one) squeezes nothing.
 - ``dropped-input``: a layer that does not tile its input leaves real input
   rows or columns that no window covers.
 - ``grows-map``: a conv or pool whose output map is larger than its input
@@ -25,7 +27,13 @@ Rules (each finding names its layer and shows the numbers):
   would drop the pixels its 3x3 windows read) nor before a global pool (the
   head's features are made at full resolution on purpose).
 - ``fc-heavy``: fully connected layers hold most of the parameters (VGG's
-  lesson: a global average pool before one classifier removes them).
+  lesson: a global average pool before one classifier removes them). Not
+  fc layers on N x D tokens (N > 1): a transformer's per-token MLPs are its
+  body, not a classifier.
+
+The rules that look at two rows in a row (bias-before-bn,
+expand-before-reduce) take the second only where it reads the first: not
+across heads, not where it reads another row by name.
 
 The analysis is pure Python: lint never imports torch.
 """

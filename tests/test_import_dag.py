@@ -12,9 +12,9 @@ computes its outputs within 1e-5; `archcalc check` agrees on the small ones.
   encoder/decoder whose skips cross module levels, a model of three outputs;
 - a hypothesis property over random small DAGs of convs, adds, products and
   concats (every sink an output);
-- timm's DAG families: DLA, DPN, SelecSLS, HRNet, VoVNet, CSPNeXt, and the two
-  that still fail (Res2Net, EdgeNeXt: a split whose slices are used apart,
-  for which a spec has no kind), named in one line;
+- timm's DAG families: DLA, DPN, SelecSLS, HRNet, VoVNet, CSPNeXt (a split
+  whose slices are used apart, Res2Net's and EdgeNeXt's, and DPN's
+  x[:, :n]: tests/test_import_slices.py);
 - torchvision's segmentation model with its auxiliary head (two outputs).
 """
 import tomllib
@@ -25,7 +25,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from archcalc.analysis import analyze
 from archcalc.cli import main
-from archcalc.errors import SpecError
 from archcalc.spec.loader import loads
 
 torch = pytest.importorskip("torch")
@@ -354,9 +353,6 @@ TIMM_EXACT = ["dla34", "dpn68", "selecsls42b", "hrnet_w18_small", "ese_vovnet19b
               "cspnext_tiny", "hrnet_w18"]
 # CSPNeXt folds (its SPPF's pools are a concat's branches b2, b3, b4)
 NESTED = {"cspnext_tiny"}
-# a split whose slices are used apart (Res2Net adds slice i to the previous
-# branch's output; EdgeNeXt likewise): a spec has no kind for one slice
-SLICES_APART = ["res2net50_14w_8s", "edgenext_xx_small"]
 
 
 @pytest.mark.parametrize("name", TIMM_EXACT)
@@ -375,8 +371,7 @@ def test_timm_dag_families_import_exactly(name):
                                   "ese_vovnet19b_dw", "cspnext_tiny"])
 def test_timm_dag_spec_loads_the_state_dict_and_computes_the_same(name):
     """The spec's built module takes timm's state_dict (strict) and gives its
-    logits within 1e-5 at 64 x 64 (DPN is analyzed, not built: its channel
-    slices x[:, :n] are opaque rows, measured)."""
+    logits within 1e-5 at 64 x 64 (DPN's: tests/test_import_slices.py)."""
     import timm
     torch.manual_seed(0)
     model = timm.create_model(name, pretrained=False).eval()
@@ -386,14 +381,6 @@ def test_timm_dag_spec_loads_the_state_dict_and_computes_the_same(name):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         assert (built(x) - model(x)).abs().max().item() <= 1e-5
-
-
-@pytest.mark.parametrize("name", SLICES_APART)
-def test_a_split_whose_slices_are_used_apart_is_one_line(name):
-    target = targets.load(f"timm:{name}", meta=True)
-    with pytest.raises(SpecError) as e:
-        importer.import_module(target.model, target.default_input, label=target.label)
-    assert "slices are used apart" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_fpn_returns_its_five_maps_by_name():

@@ -381,8 +381,8 @@ class _GraphBuilder:
             if isinstance(source, FlowNode) and source.op == "split":
                 index = n.args[1]
                 y = _per_sample(self.found.values[n])
-                node = FlowNode(0, "slice", [source.index], y, y, slot=int(index),
-                            path=source.path)
+                node = FlowNode(0, "slice", [source.index], y, y,   # spx[-1]: the last
+                                slot=int(index) % len(source.sizes), path=source.path)
                 return self._add(node, n)
             if isinstance(source, FlowNode) and isinstance(self.found.values.get(n.args[0]),
                                                        (tuple, list)):

@@ -1,6 +1,6 @@
 """Layout classification: a chain of reshapes (view/permute/transpose/flatten...)
 run on an index tensor and recognized as what it does (nothing, flatten,
-tokens, to_map, channel_shuffle, the first token)."""
+tokens, to_map, channel_shuffle, the first token, a channel slice)."""
 from __future__ import annotations
 
 import math
@@ -90,6 +90,10 @@ def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
         if len(s) == 2 and s[0] == 1 and t_out in ((s[1], 1, 1), (s[1],)):
             return row("to_map", size=1) + (row("flatten") if len(t_out) == 1 else [])
         raise NoMapping(f"a reshape from {list(t_in)} to {list(t_out)}")
+    if len(s) == 3 and len(t_out) == 3 and t_out[1:] == tuple(s[1:]) and t_out[0] < s[0] and \
+            int(m[0]) % (s[1] * s[2]) == 0 and torch.equal(m, m[0] + torch.arange(n_out)):
+        start = int(m[0]) // (s[1] * s[2])      # x[:, a:b]: DPN's dual path
+        return row("channel_slice", channels=[start, start + t_out[0]])
     if n_out == n_in and len(s) == 3:
         c, h, w = s
         if torch.equal(m, torch.arange(n_in).reshape(c, h * w).t().flatten()) and \

@@ -26,14 +26,17 @@ class _Name:
 class _Level:
     def __init__(self, path: tuple):
         self.path = path
-        self.fixed: set = set()
+        self.fixed: dict = {}       # name -> what fixed it (a row, a level, ...)
         self.deferred: list = []
 
     def fix(self, name: str, what: str):
         if name in self.fixed:
             where = ".".join((*self.path, name))
+            if what == self.fixed[name] == "level":   # Res2Net's convs in each split branch
+                raise SpecError(f"{where} is called in several places (its members between "
+                                "other modules' calls); a spec level is one place")
             raise SpecError(f"{where}: two layers of this level would share the name {name!r}")
-        self.fixed.add(name)
+        self.fixed[name] = what
         return name
 
     def defer(self, preferred: str) -> _Name:

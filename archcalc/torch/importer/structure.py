@@ -108,6 +108,13 @@ class _Recover:
             ins = list(dict.fromkeys(n.index for n in outputs))
             self.output = FlowNode(self.sink, "outputs", ins, (), ())
             self.nodes.append(self.output)
+        self._index()
+        if self._slices_apart():
+            self._index()
+        self.seen: set = set()
+
+    def _index(self):
+        """Each node's ancestors (a bit mask) and readers."""
         self.anc = []
         for n in self.nodes:
             mask = 1 << n.index
@@ -118,7 +125,29 @@ class _Recover:
         for n in self.nodes:
             for i in dict.fromkeys(n.inputs):
                 self.users[i].append(n.index)
-        self.seen: set = set()
+
+    def _slices_apart(self) -> bool:
+        """A split whose slices do not fold into a `split` entry (Res2Net adds
+        slice i to the previous branch's output; a slice left unused) gives
+        one channel_slice row per used slice, reading the split's input: the
+        split's node is left unread. True where any was rewritten."""
+        changed = False
+        for s in [n.index for n in self.nodes if n.op == "split"]:
+            self.seen = set()
+            try:
+                self.split(s, self.output.index)
+                continue
+            except SpecError:
+                pass
+            split = self.nodes[s]
+            starts = [sum(split.sizes[:k]) for k in range(len(split.sizes) + 1)]
+            for u in self.users[s]:
+                node = self.nodes[u]
+                node.op, node.inputs, node.scoped = "row", [split.inputs[0]], True
+                node.rows = [("channel_slice",
+                              {"channels": [starts[node.slot], starts[node.slot + 1]]})]
+            changed = True
+        return changed
 
     def inside(self, n: int, cur: int, stop: int) -> bool:
         return bool((self.anc[n] >> cur) & 1) and bool((self.anc[stop] >> n) & 1)

@@ -196,7 +196,8 @@ def test_summary_counts_the_fake_sweep():
     assert s["slowest"] == [["timm:huge", 180.0]]
     text = SWEEP.render_markdown(s)
     assert "| timm.resnet | 2 | 1 | 2 | 0 | 0 |" in text
-    assert "- import (no opaque row): 2 (29%)" in text and "timm:huge: 180.0 s" in text
+    assert "- import (no opaque row): 2 (28.6%)" in text and "timm:huge: 180.0 s" in text
+    assert "- import, with or without opaque rows: 4 (57.1%); exact of those: 1 (25.0%)" in text
     json.dumps(s)   # the JSON file holds it
 
 

@@ -199,10 +199,20 @@ class EfficientChannelAttention(Kind):
         from .se_torch import EfficientChannelAttention as Module
         return Module(a.kernel)
 
-    torch_modules = ("archcalc.layers.se_torch.EfficientChannelAttention",)
+    torch_modules = ("archcalc.layers.se_torch.EfficientChannelAttention",
+                     "timm.layers.eca.EcaModule")   # the same forward and state dict
 
     def from_torch(self, call, m):
-        from .from_torch import require_chw, row
+        from .from_torch import NoMapping, require_chw, row
         require_chw(call, "eca")
-        (kernel,) = m.init_args
+        # timm's EcaModule has the same conv and gate; its options outside the
+        # paper (an mlp of two convs, a conv bias with an activation, another
+        # gate) are refused, not counted as ECA
+        if getattr(m, "conv2", None) is not None or m.conv.bias is not None:
+            raise NoMapping("an EcaModule with use_mlp or act_layer (a conv bias)")
+        if type(m.gate).__name__ != "Sigmoid":
+            raise NoMapping(f"an EcaModule gated by {type(m.gate).__name__}, not a sigmoid")
+        (kernel,) = m.conv.kernel_size
+        if m.conv.padding != ((kernel - 1) // 2,):
+            raise NoMapping(f"an EcaModule whose conv pads {m.conv.padding}")
         return row("eca", kernel=kernel)

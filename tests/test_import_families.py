@@ -1,0 +1,48 @@
+"""timm families that imported with opaque rows or failed: each now imports
+exactly with derived rows (params == sum(p.numel()), MACs == FlopCounterMode / 2
+on the meta device, refused by nothing under strict), and where the spec builds
+a model with the original's state_dict keys, it loads that state_dict strictly
+and computes the same outputs."""
+import pytest
+
+from archcalc.analysis import analyze
+from archcalc.spec.loader import loads
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+from torch import nn  # noqa: E402
+
+from archcalc.torch import importer  # noqa: E402
+from tests.test_import_functional import (  # noqa: E402
+    imported, rows, same_function, timm_meta)
+
+
+# -- ECA: timm's EcaModule (ECA-NFNet, ECA-HaloNeXt) is the eca kind -------------
+
+
+def eca_block(**kwargs):
+    from timm.layers.eca import EcaModule
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), EcaModule(**kwargs))
+
+
+@pytest.mark.parametrize("kwargs, kernel", [({"channels": 32}, 3), ({"kernel_size": 5}, 5)])
+def test_timm_eca_module_is_an_eca_row(kwargs, kernel):
+    model = eca_block(**kwargs)
+    done, report = imported(model, (3, 8, 8))
+    assert rows(report) == {"0": "conv", "1": "eca"}
+    assert report.rows[2].params == kernel == model[1].conv.weight.numel()
+    same_function(model, (3, 8, 8), done)
+
+
+def test_timm_eca_module_with_an_mlp_has_no_kind():
+    """use_mlp (timm's experiment, not the paper's): two convs with biases."""
+    model = eca_block(channels=32, use_mlp=True).eval()
+    with pytest.raises(importer.Unsupported, match="EcaModule"):
+        importer.import_module(model, (3, 8, 8), strict=True)
+
+
+def test_eca_nfnet_l0_imports_exactly():
+    """ECA-NFNet-L0: 24,143,924 params (timm's count: sum of numel)."""
+    done, report = imported(timm_meta("eca_nfnet_l0"), (3, 224, 224), "timm:eca_nfnet_l0")
+    assert done.params == 24_143_924
+    assert sum(kind == "eca" for kind in rows(report).values()) == 12

@@ -46,3 +46,26 @@ def test_eca_nfnet_l0_imports_exactly():
     done, report = imported(timm_meta("eca_nfnet_l0"), (3, 224, 224), "timm:eca_nfnet_l0")
     assert done.params == 24_143_924
     assert sum(kind == "eca" for kind in rows(report).values()) == 12
+
+
+# -- RepVGG: a sum of three paths, then the block's activation -------------------
+
+
+def test_repvgg_block_keeps_its_activation_after_the_sum_of_three_paths():
+    """The identity block (1x1 + 3x3 + BN of the input, then ReLU): the three
+    paths are merge entries and the ReLU after them a row (it was dropped, so
+    the next block read a tensor no entry gave)."""
+    from timm.models.byobnet import RepVggBlock
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1),
+                          nn.Sequential(RepVggBlock(8, 16, stride=2), RepVggBlock(16, 16),
+                                        RepVggBlock(16, 16))).eval()
+    done, report = imported(model, (3, 8, 8))
+    assert sum(kind.endswith("relu") for kind in rows(report).values()) == 3
+    same_function(model, (3, 8, 8), done)
+
+
+@pytest.mark.parametrize("name, params", [("repvgg_a1", 14_092_264),
+                                          ("repvgg_b0", 15_817_960)])
+def test_repvgg_imports_exactly(name, params):
+    done, _ = imported(timm_meta(name), (3, 224, 224), f"timm:{name}")
+    assert done.params == params

@@ -34,6 +34,7 @@ class _Emitter:
         self.bn_default = bn_default
         self.shared = shared      # nodes read more than once: no activation fuses after them
         self.rows: dict = {}      # node index -> (level path, its row's name or _Name)
+        self.posts: dict = {}     # node index -> an activation a merge took as its post
 
     def named(self, node: FlowNode, prefix: tuple, name, entry: dict) -> dict:
         """Note where a row sits; a max unpool's `of` names its pool's row."""
@@ -52,7 +53,7 @@ class _Emitter:
         return _fuse_posts(entries, self.shared)
 
     def items(self, items, prefix, level: _Level) -> list:
-        items = _attach_posts(self.unfold(items, prefix), prefix, self.shared)
+        items = _attach_posts(self.unfold(items, prefix), prefix, self.shared, self.posts)
         homes = [_home(item, prefix) for item in items]
         # a stateless item joins the level of a firm neighbour it belongs to
         resolved = []
@@ -152,7 +153,12 @@ class _Emitter:
             if not (self.unfolds(inner, prefix) or _clashes(item, items, prefix)):
                 out.append(item)
                 continue
-            todo.extend(reversed(_as_graph(inner, reads)))
+            graph = _as_graph(inner, reads)
+            if isinstance(inner, MergeItem) and inner.post is not None:
+                # the level above took the activation after it as its post (RepVGG's
+                # act after a sum of three paths): as graph items it is a row again
+                graph.append(self.posts[inner.post_node])
+            todo.extend(reversed(graph))
         return out
 
     def row(self, node: FlowNode, prefix, level: _Level) -> dict:
@@ -330,7 +336,7 @@ def _wire(entry: dict, reads) -> dict:
     return entry
 
 
-def _attach_posts(items, prefix, shared=frozenset()) -> list:
+def _attach_posts(items, prefix, shared=frozenset(), posts=None) -> list:
     """A residual and the activation after it (of the same module) as one
     item: the activation becomes the merge's `activation` (not where the sum
     is read elsewhere too)."""
@@ -344,6 +350,8 @@ def _attach_posts(items, prefix, shared=frozenset()) -> list:
                                                           item.rows[0][0]) and \
                 _home(item, prefix)[0] == _home(prev, prefix)[0]:
             prev.post, prev.post_node = item.rows[0][0], item.index
+            if posts is not None:
+                posts[item.index] = item
             continue
         out.append(item)
     return out

@@ -34,9 +34,14 @@ def one_thread():
 
 
 def flat_entries(entries):
+    """Every entry, inside levels, residuals and branches too."""
     for e in entries:
+        if not isinstance(e, dict):
+            continue
         yield e
-        yield from flat_entries(e.get("layers", []))
+        for value in e.values():
+            if isinstance(value, list):
+                yield from flat_entries(value)
 
 
 def slices_of(text) -> list:
@@ -72,6 +77,36 @@ class Res2NetLike(nn.Module):
             spo.append(sp)
         spo.append(spx[-1])
         return self.conv3(torch.cat(spo, 1)) + x
+
+
+class Res2NetBlocks(nn.Module):
+    """timm's Bottle2neck in its two forms, one shared relu module: the first
+    block of a stage convolves each slice alone and pools the last (its
+    split folds, but branch i holds convs.i, so convs would be a level in
+    every branch: written as rows instead); the others add slice i to
+    branch i-1's output."""
+
+    def __init__(self, first=True):
+        super().__init__()
+        self.first = first
+        self.conv1, self.bn1 = nn.Conv2d(8, 16, 1), nn.BatchNorm2d(16)
+        self.convs = nn.ModuleList(nn.Conv2d(4, 4, 3, padding=1) for _ in range(3))
+        self.pool = nn.AvgPool2d(3, 1, 1)
+        self.relu = nn.ReLU()
+        self.conv3 = nn.Conv2d(16, 8, 1)
+
+    def _factory(self):
+        return Res2NetBlocks(self.first)
+
+    def forward(self, x):
+        spx = torch.split(self.relu(self.bn1(self.conv1(x))), 4, 1)
+        spo = []
+        for i, conv in enumerate(self.convs):
+            sp = spx[i] if i == 0 or self.first else sp + spx[i]
+            sp = self.relu(conv(sp))
+            spo.append(sp)
+        spo.append(self.pool(spx[-1]) if self.first else spx[-1])
+        return self.relu(self.conv3(torch.cat(spo, 1)) + x)
 
 
 class DualPath(nn.Module):
@@ -118,7 +153,10 @@ class CleanSplit(nn.Module):
     (Res2NetLike(chunk=True), [[0, 4], [4, 8], [8, 12], [12, 16]]),
     (DualPath(), [[0, 4], [0, 4], [4, 12]]),
     (UnusedSlice(), [[0, 4]]),
-], ids=["res2net_split", "res2net_chunk", "dual_path", "unused_slice"])
+    (Res2NetBlocks(first=True), [[0, 4], [4, 8], [8, 12], [12, 16]]),
+    (Res2NetBlocks(first=False), [[0, 4], [4, 8], [8, 12], [12, 16]]),
+], ids=["res2net_split", "res2net_chunk", "dual_path", "unused_slice", "res2net_first_block",
+        "res2net_block"])
 def test_slices_used_apart_import_exactly(model, slices, tmp_path):
     text = check_import(model, (8, 6, 6), check_cli=True, tmp_path=tmp_path)
     assert sorted(slices_of(text)) == sorted(slices)

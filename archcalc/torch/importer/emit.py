@@ -46,8 +46,8 @@ class _Emitter:
             entry["of"] = _Ref(self.rows, node.of)
         return entry
 
-    def level(self, items, prefix: tuple) -> list:
-        level = _Level(prefix)
+    def level(self, items, prefix: tuple, avoid=frozenset()) -> list:
+        level = _Level(prefix, avoid)
         entries = self.items(items, prefix, level)
         level.resolve()
         return _fuse_posts(entries, self.shared)
@@ -72,6 +72,7 @@ class _Emitter:
                 groups.append((home, [item]))
         # one level per name: stateless items between two groups of a level join it
         merged = []
+        pulled = set()     # levels that took stateless items from between their calls
         for home, group in groups:
             if home is not None:
                 back = next((k for k in range(len(merged) - 1, -1, -1)
@@ -84,6 +85,7 @@ class _Emitter:
                                         "in between; a spec level is one place")
                     for _, g in between:
                         merged[back][1].extend(g)
+                        pulled.add(home)
                     merged[back][1].extend(group)
                     del merged[back + 1:]
                     continue
@@ -114,7 +116,10 @@ class _Emitter:
                 sub.resolve()
                 entry = _fuse_posts([entry], self.shared)[0]
             else:
-                entry = {"name": name, "layers": self.level(group, inner)}
+                # rows pulled in from this level keep clear of its names: they may
+                # read one (Res2Net's slices of the block's relu inside convs)
+                avoid = level.names() if home in pulled else frozenset()
+                entry = {"name": name, "layers": self.level(group, inner, avoid)}
                 if isinstance(only, FlowNode) and only.op in MERGE_OPS:
                     reads = None     # a merge opens it: the wiring picks its input
             entries.append(_wire(entry, reads))
@@ -318,15 +323,21 @@ def _first_index(items) -> int:
 
 def _clashes(item, items, prefix) -> bool:
     """A merge or concat of this level whose paths hold a module another item of
-    this level holds too: as one structure, that module would be two levels."""
+    this level, or another of its paths, holds too: as one structure, that
+    module would be two levels."""
     inner = unwired(item)[0]
     if not isinstance(inner, (MergeItem, CatItem)) or _home(item, prefix)[0] is not None:
         return False
     n = len(prefix)
-    mine = {p[n] for p in _stateful_paths([inner]) if p[:n] == prefix and len(p) > n + 1}
+    seen: set = set()
+    for branch in inner.branches:     # Res2Net's first block: convs.i in branch i
+        held = {p[n] for p in _stateful_paths(branch) if p[:n] == prefix and len(p) > n + 1}
+        if held & seen:
+            return True
+        seen |= held
     theirs = {p[n] for other in items if other is not item
               for p in _stateful_paths([other]) if p[:n] == prefix and len(p) > n}
-    return bool(mine & theirs)
+    return bool(seen & theirs)
 
 
 def _wire(entry: dict, reads) -> dict:

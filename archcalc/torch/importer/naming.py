@@ -24,8 +24,9 @@ class _Name:
 
 
 class _Level:
-    def __init__(self, path: tuple):
+    def __init__(self, path: tuple, avoid=frozenset()):
         self.path = path
+        self.avoid = avoid          # names a deferred name keeps clear of (an outer level's)
         self.fixed: dict = {}       # name -> what fixed it (a row, a level, ...)
         self.deferred: list = []
 
@@ -44,8 +45,12 @@ class _Level:
         self.deferred.append(name)
         return name
 
+    def names(self) -> frozenset:
+        """The names this level holds so far (a deferred one by its preferred form)."""
+        return frozenset(self.fixed) | {_clean_name(n.preferred) for n in self.deferred}
+
     def resolve(self):
-        used = set(self.fixed)
+        used = set(self.fixed) | set(self.avoid)
         for name in self.deferred:
             base = _clean_name(name.preferred)
             candidate, k = base, 0

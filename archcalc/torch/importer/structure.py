@@ -135,19 +135,25 @@ class _Recover:
         for s in [n.index for n in self.nodes if n.op == "split"]:
             self.seen = set()
             try:
-                self.split(s, self.output.index)
-                continue
+                item, _ = self.split(s, self.output.index)
+                if not _shares_a_module(item.branches, len(self.nodes[s].path)):
+                    continue
             except SpecError:
                 pass
-            split = self.nodes[s]
-            starts = [sum(split.sizes[:k]) for k in range(len(split.sizes) + 1)]
-            for u in self.users[s]:
-                node = self.nodes[u]
-                node.op, node.inputs, node.scoped = "row", [split.inputs[0]], True
-                node.rows = [("channel_slice",
-                              {"channels": [starts[node.slot], starts[node.slot + 1]]})]
+            self._slice_apart(s)
             changed = True
         return changed
+
+    def _slice_apart(self, s: int):
+        """Split ``s``'s slices as channel_slice rows of its input (re-indexed
+        by the caller)."""
+        split = self.nodes[s]
+        starts = [sum(split.sizes[:k]) for k in range(len(split.sizes) + 1)]
+        for u in self.users[s]:
+            node = self.nodes[u]
+            node.op, node.inputs, node.scoped = "row", [split.inputs[0]], True
+            node.rows = [("channel_slice",
+                          {"channels": [starts[node.slot], starts[node.slot + 1]]})]
 
     def inside(self, n: int, cur: int, stop: int) -> bool:
         return bool((self.anc[n] >> cur) & 1) and bool((self.anc[stop] >> n) & 1)
@@ -282,13 +288,18 @@ class _Recover:
                 parts.append((node, tuple(node.inputs), u))
                 todo.pop(0)
                 continue
+            if node.op == "slice":      # its split before this region: a row of its input
+                self._slice_apart(node.inputs[0])
+                self._index()
             if node.op not in ("row", "split"):
-                self.fail(u, f"a {node.op} whose split is not concatenated again (a spec "
-                             "has no kind for one slice of the channels)")
+                self.fail(u, f"a {node.op} that no spec entry gives alone")
             a, end = node.inputs[0], self.chunk_end(u, join)
             if node.op == "split" and end == u:
-                self.fail(u, "a split whose slices are used apart (a spec has no kind for "
-                             "one slice of the channels)")
+                # folds alone, not in this region (DLA's tree around a Res2Net block)
+                self._slice_apart(u)
+                self._index()
+                todo.pop(0)
+                continue
             prev = a
             for item in self.seq(a, end, fallback=True):
                 item, reads = unwired(item)
@@ -343,6 +354,32 @@ class _Recover:
                 break
             end = nxt
         return end
+
+
+def _modules_in(items, depth: int) -> set:
+    """The child modules at ``depth`` of the stateful rows in items."""
+    out = set()
+    for item in items:
+        if isinstance(item, FlowNode):
+            if item.stateful and len(item.path) > depth:
+                out.add(item.path[depth])
+        else:
+            for branch in item.branches:
+                out |= _modules_in(branch, depth)
+    return out
+
+
+def _shares_a_module(branches, depth: int) -> bool:
+    """Two branches hold rows of one child module (Res2Net's first block:
+    convs.i in branch i): as a split's branches that level would be written
+    in several places, as rows it is one."""
+    seen: set = set()
+    for branch in branches:
+        mods = _modules_in(branch, depth)
+        if mods & seen:
+            return True
+        seen |= mods
+    return False
 
 
 def _locus(item) -> tuple:

@@ -69,3 +69,44 @@ def test_repvgg_block_keeps_its_activation_after_the_sum_of_three_paths():
 def test_repvgg_imports_exactly(name, params):
     done, _ = imported(timm_meta(name), (3, 224, 224), f"timm:{name}")
     assert done.params == params
+
+
+# -- gMLP-Mixer: timm's GluMlp is one glu_mlp row --------------------------------
+
+
+class TokensThenGlu(nn.Module):
+    """A patch conv, its map as tokens, then a GluMlp (SiLU, output 10)."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        from timm.layers.mlp import GluMlp
+        self.conv = nn.Conv2d(3, 12, 2, stride=2)
+        self.mlp = GluMlp(12, 32, 10, act_layer=nn.SiLU, **kwargs)
+
+    def forward(self, x):
+        return self.mlp(self.conv(x).flatten(2).transpose(1, 2))
+
+
+@pytest.mark.parametrize("gate_last", [True, False])
+def test_glu_mlp_is_one_row_and_computes_the_same(gate_last):
+    model = TokensThenGlu(gate_last=gate_last).eval()
+    done, report = imported(model, (3, 8, 8))
+    assert rows(report)["mlp"] == "glu_mlp"
+    # fc1 12 -> 32 (+ 32), fc2 16 -> 10 (+ 10)
+    assert report.rows[-1].params == 12 * 32 + 32 + 16 * 10 + 10
+    assert report.rows[-1].output_shape == (16, 10)
+    same_function(model, (3, 8, 8), done)
+
+
+def test_glu_mlp_with_a_norm_has_no_kind():
+    from timm.layers import LayerNorm
+    model = TokensThenGlu(norm_layer=LayerNorm).eval()
+    with pytest.raises(importer.Unsupported, match="GluMlp"):
+        importer.import_module(model, (3, 8, 8), strict=True)
+
+
+def test_gmixer_12_224_imports_exactly():
+    """gMLP-Mixer-12: 12,701,080 params (sum of numel), 24 GluMlp rows."""
+    done, report = imported(timm_meta("gmixer_12_224"), (3, 224, 224), "timm:gmixer_12_224")
+    assert done.params == 12_701_080
+    assert sum(kind == "glu_mlp" for kind in rows(report).values()) == 24

@@ -25,3 +25,4 @@ from . import transpose  # noqa: F401  (registration: token mixing, MLP-Mixer an
 from . import grn  # noqa: F401  (registration: ConvNeXt V2's global response norm)
 from . import slice  # noqa: F401  (registration: one slice of the channels, Res2Net and DPN)
 from . import attention_pool  # noqa: F401  (registration: attention pooling, SigLIP's map head)
+from . import glu  # noqa: F401  (registration: gated MLPs, gMLP-Mixer's GluMlp)

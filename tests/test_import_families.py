@@ -110,3 +110,24 @@ def test_gmixer_12_224_imports_exactly():
     done, report = imported(timm_meta("gmixer_12_224"), (3, 224, 224), "timm:gmixer_12_224")
     assert done.params == 12_701_080
     assert sum(kind == "glu_mlp" for kind in rows(report).values()) == 24
+
+
+# -- BoTNet: timm's BottleneckAttn is one bottleneck_attention row ---------------
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"stride": 2, "qkv_bias": True},
+                                    {"dim_out": 32, "qk_ratio": 0.5, "scale_pos_embed": True}])
+def test_bottleneck_attn_is_one_row_and_computes_the_same(kwargs):
+    from timm.layers.bottleneck_attn import BottleneckAttn
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1),
+                          BottleneckAttn(16, feat_size=(6, 5), num_heads=2, **kwargs)).eval()
+    done, report = imported(model, (3, 6, 5))
+    assert rows(report) == {"0": "conv", "1": "bottleneck_attention"}
+    same_function(model, (3, 6, 5), done)
+
+
+def test_botnet26t_256_imports_exactly():
+    """BoTNet-26t: 12,488,672 params (sum of numel), its 3 BottleneckAttn rows derived."""
+    done, report = imported(timm_meta("botnet26t_256"), (3, 256, 256), "timm:botnet26t_256")
+    assert done.params == 12_488_672
+    assert sum(kind == "bottleneck_attention" for kind in rows(report).values()) == 3

@@ -26,3 +26,4 @@ from . import grn  # noqa: F401  (registration: ConvNeXt V2's global response no
 from . import slice  # noqa: F401  (registration: one slice of the channels, Res2Net and DPN)
 from . import attention_pool  # noqa: F401  (registration: attention pooling, SigLIP's map head)
 from . import glu  # noqa: F401  (registration: gated MLPs, gMLP-Mixer's GluMlp)
+from . import bottleneck_attention  # noqa: F401  (registration: BoTNet's self-attention on a map)

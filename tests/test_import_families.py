@@ -131,3 +131,29 @@ def test_botnet26t_256_imports_exactly():
     done, report = imported(timm_meta("botnet26t_256"), (3, 256, 256), "timm:botnet26t_256")
     assert done.params == 12_488_672
     assert sum(kind == "bottleneck_attention" for kind in rows(report).values()) == 3
+
+
+# -- HaloNet: timm's HaloAttn is one halo_attention row --------------------------
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"stride": 2, "qkv_bias": True},
+                                    {"stride": 2, "block_size": 3, "dim_out": 32},
+                                    {"stride": 2, "avg_down": True, "scale_pos_embed": True},
+                                    {"qk_ratio": 0.5, "halo_size": 0}])
+def test_halo_attn_is_one_row_and_computes_the_same(kwargs):
+    from timm.layers.halo_attn import HaloAttn
+    kwargs = {"block_size": 4, "halo_size": 1, **kwargs}
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1),
+                          HaloAttn(16, num_heads=2, **kwargs)).eval()
+    done, report = imported(model, (3, 12, 12))
+    assert rows(report) == {"0": "conv", "1": "halo_attention"}
+    same_function(model, (3, 12, 12), done)
+
+
+@pytest.mark.parametrize("name, params", [("halonet26t", 12_480_288),
+                                          ("eca_halonext26ts", 10_756_885)])
+def test_halonets_import_exactly(name, params):
+    """Their 3 HaloAttn rows derived (and ECA-HaloNeXt's EcaModules)."""
+    done, report = imported(timm_meta(name), (3, 256, 256), f"timm:{name}")
+    assert done.params == params
+    assert sum(kind == "halo_attention" for kind in rows(report).values()) == 3

@@ -27,3 +27,4 @@ from . import slice  # noqa: F401  (registration: one slice of the channels, Res
 from . import attention_pool  # noqa: F401  (registration: attention pooling, SigLIP's map head)
 from . import glu  # noqa: F401  (registration: gated MLPs, gMLP-Mixer's GluMlp)
 from . import bottleneck_attention  # noqa: F401  (registration: BoTNet's self-attention on a map)
+from . import halo_attention  # noqa: F401  (registration: HaloNet's blocked local self-attention)

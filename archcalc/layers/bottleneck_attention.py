@@ -31,7 +31,7 @@ class BottleneckAttention(Kind):
         "heads": Arg("int", 4, min=1, doc="attention heads; out must divide by it"),
         "out": Arg("int", None, min=1, doc="the value channels, the output's C (default C)"),
         "head_dim": Arg("int", None, min=1, doc="q's and k's width per head (default out/heads)"),
-        "stride": Arg("int", 1, min=1, max=2, doc="2: an average pool of 2 after"),
+        "stride": Arg("int", 1, min=1, doc="2: an average pool of 2 after"),
         "bias": Arg("bool", False, doc="the qkv conv's bias"),
         "scale_pos_embed": Arg("bool", False, doc="scale the position logits with the scores"),
     }
@@ -47,6 +47,8 @@ class BottleneckAttention(Kind):
         return a.heads * head_dim, out
 
     def output_shape(self, a, x):
+        if a.stride not in (1, 2):
+            raise SpecError(f"bottleneck_attention: stride must be 1 or 2. Received: stride={a.stride}")
         _, v = self.widths(a, x)
         if a.stride == 2:
             return (v, sym.floordiv(x[1], 2), sym.floordiv(x[2], 2))

@@ -157,3 +157,31 @@ def test_halonets_import_exactly(name, params):
     done, report = imported(timm_meta(name), (3, 256, 256), f"timm:{name}")
     assert done.params == params
     assert sum(kind == "halo_attention" for kind in rows(report).values()) == 3
+
+
+# -- LambdaNetworks: timm's LambdaLayer (local form) is one lambda_layer row -----
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"stride": 2, "qkv_bias": True},
+                                    {"num_heads": 2, "dim_head": 8, "r": 3}])
+def test_lambda_layer_is_one_row_and_computes_the_same(kwargs):
+    from timm.layers.lambda_layer import LambdaLayer
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1),
+                          LambdaLayer(16, **{"r": 5, **kwargs})).eval()
+    done, report = imported(model, (3, 6, 8))
+    assert rows(report) == {"0": "conv", "1": "lambda_layer"}
+    same_function(model, (3, 6, 8), done)
+
+
+def test_lambda_layer_with_a_relative_position_embedding_has_no_kind():
+    from timm.layers.lambda_layer import LambdaLayer
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1),
+                          LambdaLayer(16, feat_size=(6, 8), r=None)).eval()
+    with pytest.raises(importer.Unsupported, match="LambdaLayer"):
+        importer.import_module(model, (3, 6, 8), strict=True)
+
+
+def test_lambda_resnet26t_imports_exactly():
+    done, report = imported(timm_meta("lambda_resnet26t"), (3, 256, 256), "timm:lambda_resnet26t")
+    assert done.params == 10_958_272
+    assert sum(kind == "lambda_layer" for kind in rows(report).values()) == 3

@@ -28,3 +28,4 @@ from . import attention_pool  # noqa: F401  (registration: attention pooling, Si
 from . import glu  # noqa: F401  (registration: gated MLPs, gMLP-Mixer's GluMlp)
 from . import bottleneck_attention  # noqa: F401  (registration: BoTNet's self-attention on a map)
 from . import halo_attention  # noqa: F401  (registration: HaloNet's blocked local self-attention)
+from . import lambda_layer  # noqa: F401  (registration: LambdaNetworks' lambda layer)

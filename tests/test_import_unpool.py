@@ -203,8 +203,9 @@ class Mismatched(nn.Module):
 
 
 def test_an_unpool_to_another_size_is_refused_naming_it():
+    # --strict refuses it; a default import keeps it as a measured opaque row
     with pytest.raises(importer.Unsupported) as e:
-        importer.import_module(Mismatched().eval(), (3, 16, 16))
+        importer.import_module(Mismatched().eval(), (3, 16, 16), strict=True)
     text = str(e.value)
     assert "output_size 17x17" in text and "down.pool" in text and "16x16" in text
     assert "at up.unpool" in text
@@ -235,5 +236,21 @@ class OtherUse(nn.Module):
 ])
 def test_indices_used_otherwise_are_refused(how, error, says):
     with pytest.raises(error) as e:
-        importer.import_module(OtherUse(how).eval(), (3, 16, 16))
+        importer.import_module(OtherUse(how).eval(), (3, 16, 16), strict=True)
     assert says in str(e.value)
+
+
+@pytest.mark.parametrize("model", [Mismatched(), OtherUse("float"), OtherUse("indexed")],
+                         ids=["other-size", "float", "indexed"])
+def test_indices_used_otherwise_import_as_opaque_rows_by_default(model):
+    from torch.utils.flop_counter import FlopCounterMode
+    from archcalc.analysis import analyze
+    from archcalc.spec.loader import loads
+    model = model.eval()
+    done = importer.import_module(model, (3, 16, 16))
+    assert done.opaque
+    totals = analyze(loads(done.text)).totals
+    assert totals["params"] == sum(p.numel() for p in model.parameters())
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.zeros(1, 3, 16, 16))
+    assert totals["macs"] == counter.get_total_flops() // 2

@@ -405,3 +405,39 @@ def test_an_opaque_row_holds_at_its_input_alone(custom):
     with pytest.raises(SpecError, match=r"measured on a 8 x 8 x 8 input; here it gets "
                                         r"8 x 16 x 16"):
         analyze(loads(done.text, file="<import>"), input=(3, 16, 16))
+
+
+class _SizeEncoding(nn.Module):
+    """A table made from the module's weights and the input's sizes alone (as
+    EdgeNeXt's Fourier position encoding): called with ints, not tensors."""
+
+    def __init__(self, dim):
+        super().__init__()
+        self.proj = nn.Conv2d(8, dim, 1)
+
+    def forward(self, b: int, h: int, w: int):
+        grid = torch.ones(b, 8, h, w, device=self.proj.weight.device).cumsum(2)
+        return self.proj(grid)
+
+
+class _AddsEncoding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding=1)
+        self.pos = _SizeEncoding(6)
+
+    def forward(self, x):
+        y = self.conv(x)
+        b, _, h, w = y.shape
+        return y + self.pos(b, h, w)
+
+
+def test_a_module_computing_from_its_weights_and_sizes_is_counted_once_per_sample():
+    model = _AddsEncoding().eval()
+    done = importer.import_module(model, (3, 8, 8))
+    totals = analyze(loads(done.text)).totals
+    assert not done.unused
+    assert totals["params"] == sum(p.numel() for p in model.parameters())
+    assert totals["macs"] == model_macs(model, (3, 8, 8))
+    with pytest.raises(importer.Unsupported):      # never a silent drop under --strict
+        importer.import_module(model, (3, 8, 8), strict=True)

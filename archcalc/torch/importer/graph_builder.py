@@ -123,6 +123,10 @@ class _GraphBuilder:
             raise NoMapping("computes on parameters or buffers, not on the input")
         if not tensors and not any(isinstance(x, (Param, Expanded)) or x is _PENDING
                                    for x in inputs):
+            if n.op == "call_module" and _tensor_valued(v) and _owns_state(self.modules[n.target]):
+                # a module computing from its own weights alone (EdgeNeXt's
+                # Fourier position encoding, called with sizes): never dropped
+                raise NoMapping("computes on parameters or buffers, not on the input")
             self.value[n] = None      # shape arithmetic, asserts: no tensor work
             return
         if not (_tensor(v) or (isinstance(v, (tuple, list)) and any(map(_tensor, v)))):
@@ -652,6 +656,14 @@ class _GraphBuilder:
             return y[0]
         raise NoMapping("its output is not one tensor")
 
+    def _derived_work(self, d: fx.Node) -> int:
+        """MACs per sample of a call on parameters alone. A table made per
+        sample (EdgeNeXt's position encoding takes x's batch size) has the
+        probe's batch in dimension 0: its work is divided by it."""
+        macs = measure(self.gm, d, self.found, set()).macs
+        y = self.found.values.get(d)
+        return macs // PROBE_BATCH if _tensor(y) and len(y) and y[0] == PROBE_BATCH else macs
+
     def _derived(self, n: fx.Node):
         """A call on parameters, buffers and constants alone (a position
         embedding resampled, a rotary table): a _Derived, or None."""
@@ -702,7 +714,7 @@ class _GraphBuilder:
             for d in nodes:
                 if d not in self.charged:
                     self.charged.add(d)
-                    work += measure(self.gm, d, self.found, set()).macs
+                    work += self._derived_work(d)
         return params, buffers, names, work
 
 
@@ -746,3 +758,7 @@ def _gate(a, b) -> bool:
 def _op_name(fname: str, kinds) -> str:
     base = kinds[0][0] if kinds else re.sub(r"\W+", "_", str(fname)).strip("_") or "op"
     return base
+
+
+def _owns_state(module) -> bool:
+    return any(True for _ in module.parameters()) or any(True for _ in module.buffers())

@@ -234,23 +234,7 @@ def loads(text: str, file: str = "<spec>") -> Spec:
 
 
 def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
-    model = data.get("model", {})
-    if isinstance(model, dict) and ({"layers", "include"} & set(model)):
-        # TOML puts keys written after [model] into it: a spec may list its
-        # layers (and includes) right under the header.
-        for key in ("layers", "include"):
-            if key in model:
-                if key in data:
-                    raise SpecError(f"{key} is given twice: at the top and under [model]",
-                                    file=path)
-                data[key] = model[key]
-        data["model"] = model = {k: v for k, v in model.items()
-                                 if k not in ("layers", "include")}
-    unknown = set(data) - TOP_KEYS
-    if unknown:
-        raise SpecError(f"unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
-                        f"a spec has {', '.join(sorted(TOP_KEYS))}", file=path)
-
+    model = _hoist_model_keys(data, path)
     base_vars: dict = {}
     var_files: dict = {}     # where each variable is written, for its errors
     base_defaults: dict = {}
@@ -277,6 +261,50 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
         raise SpecError(f"[model] has unknown key(s) {', '.join(sorted(map(repr, bad)))}; "
                         f"it takes {', '.join(sorted(HEADER_KEYS))}", file=path)
 
+    vars_ = _read_vars(data, path)
+    defaults = _read_defaults(data, path)
+    for kind, d in defaults.items():
+        base_defaults.setdefault(kind, {}).update(d)
+    default_lines.update(defaults_lines(text, defaults, path))
+    base_vars.update(vars_)
+    var_files.update(dict.fromkeys(vars_, path))
+    base_blocks.update(_read_blocks(data, path))
+
+    included = loading.included  # a library or a part: no [model] or layers needed
+    raw = _read_layers(data, text, path, loading, bool(includes))
+    name, source, outputs, inp = _read_header(model, path, included)
+    return Spec(file=path, name=name, input=tuple(inp), source=source,
+                vars=MappingProxyType(base_vars),
+                defaults=MappingProxyType({k: MappingProxyType(v)
+                                           for k, v in base_defaults.items()}),
+                blocks=MappingProxyType(base_blocks), layers=tuple(raw),
+                extra=MappingProxyType({k: v for k, v in model.items()
+                                        if k in ("init", "notes")}),
+                var_files=MappingProxyType(var_files),
+                default_lines=MappingProxyType(default_lines), outputs=tuple(outputs))
+
+
+def _hoist_model_keys(data: dict, path: str) -> dict:
+    """[model] as a table; TOML puts keys written after [model] into it, so a
+    spec may list its layers (and includes) right under the header."""
+    model = data.get("model", {})
+    if isinstance(model, dict) and ({"layers", "include"} & set(model)):
+        for key in ("layers", "include"):
+            if key in model:
+                if key in data:
+                    raise SpecError(f"{key} is given twice: at the top and under [model]",
+                                    file=path)
+                data[key] = model[key]
+        data["model"] = model = {k: v for k, v in model.items()
+                                 if k not in ("layers", "include")}
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise SpecError(f"unknown top-level key(s) {', '.join(sorted(map(repr, unknown)))}; "
+                        f"a spec has {', '.join(sorted(TOP_KEYS))}", file=path)
+    return model
+
+
+def _read_vars(data: dict, path: str) -> dict:
     vars_ = _table(data, "vars", path)
     for name, value in vars_.items():
         try:
@@ -287,6 +315,10 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
                 (isinstance(value, float) and not math.isfinite(value)):
             raise SpecError(f"[vars] {name} must be a number, an expression string or \"?\". "
                             f"Received: {name}={_short(value)}", file=path)
+    return vars_
+
+
+def _read_defaults(data: dict, path: str) -> dict:
     defaults = _table(data, "defaults", path)
     for kind, d in defaults.items():
         if not isinstance(d, dict):
@@ -297,10 +329,10 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
             raise SpecError(f"[defaults.{kind}] has a key {key!r}: in TOML, keys after a "
                             f"[table] header belong to that table; move {key} above the "
                             "[defaults] tables (e.g. under [model])", file=path)
-        base_defaults.setdefault(kind, {}).update(d)
-    default_lines.update(defaults_lines(text, defaults, path))
-    base_vars.update(vars_)
-    var_files.update(dict.fromkeys(vars_, path))
+    return defaults
+
+
+def _read_blocks(data: dict, path: str) -> dict:
     blocks = _table(data, "blocks", path)
     for block, definition in blocks.items():
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_]{0,60}", block):
@@ -311,11 +343,14 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
             raise SpecError(f"[blocks.{block}] must be a table with args and one of layers, "
                             f"concat, residual, scale, dense. Received: {block} = "
                             f"{_short(definition)}", file=path)
-    base_blocks.update(blocks)
+    return blocks
 
+
+def _read_layers(data: dict, text: str, path: str, loading: _Loading,
+                 has_includes: bool) -> list:
     layers = data.get("layers")
-    included = loading.included  # a library or a part: no [model] or layers needed
-    if layers is None and not includes and not included:
+    included = loading.included
+    if layers is None and not has_includes and not included:
         raise SpecError("has no layers: add [[layers]] tables", file=path)
     layers = layers or []
     if not isinstance(layers, list) or not all(isinstance(t, dict) for t in layers):
@@ -330,7 +365,11 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
             raw.extend(part.layers)
             continue
         raw.append(RawLayer(MappingProxyType(table), path, line))
+    return raw
 
+
+def _read_header(model: dict, path: str, included: bool) -> tuple:
+    """(name, source, outputs, input) of [model], each checked (notes too)."""
     name = model.get("name", os.path.splitext(os.path.basename(path))[0])
     source = model.get("source", "")
     for key, value in (("name", name), ("source", source), ("init", model.get("init", ""))):
@@ -360,15 +399,7 @@ def _from_data(data: dict, text: str, path: str, loading: _Loading) -> Spec:
     if not isinstance(inp, list) or (len(inp) not in (1, 3) and not included):
         raise SpecError(f"[model] input must be [channels, height, width] (or [features]). "
                         f"Received: input={inp!r}", file=path)
-    return Spec(file=path, name=name, input=tuple(inp), source=source,
-                vars=MappingProxyType(base_vars),
-                defaults=MappingProxyType({k: MappingProxyType(v)
-                                           for k, v in base_defaults.items()}),
-                blocks=MappingProxyType(base_blocks), layers=tuple(raw),
-                extra=MappingProxyType({k: v for k, v in model.items()
-                                        if k in ("init", "notes")}),
-                var_files=MappingProxyType(var_files),
-                default_lines=MappingProxyType(default_lines), outputs=tuple(outputs))
+    return name, source, outputs, model["input"]
 
 
 def defaults_lines(text: str, defaults: dict, path: str) -> dict:

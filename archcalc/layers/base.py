@@ -256,6 +256,10 @@ class Kind:
     # for tests/test_import_stages.py: why the module `build` returns does not
     # map back to this kind's row by a from_torch hook ("" = it does)
     not_mapped_back: str = ""
+    # max pool indices (SegNet's unpools): a kind whose module can hand its
+    # indices on, and the argument by which a kind names the pool it reads them from
+    gives_indices: bool = False
+    indices_from: str | None = None
     # its figures were measured on a PyTorch module (an imported opaque row), not
     # derived from a formula: the table marks its rows, the JSON says derived: false
     measured: bool = False

@@ -81,6 +81,7 @@ class _Pool(Kind):
 @register
 class MaxPool(_Pool):
     name = "maxpool"
+    gives_indices = True
     op_relatives = {"maxpool3s1": "maxpool3s2", "maxpool2s2": "maxpool3s2", "maxpool3s2": "copy"}
     pads_input = True
     aliases = ("max_pool", "maxpool2d")
@@ -423,6 +424,7 @@ class MaxUnpool(Kind):
     """Places each value back where its max pool found it (DeconvNet, SegNet);
     `of` names the max pool whose indices it uses."""
     name = "max_unpool"
+    indices_from = "of"
     needs_context = "its indices come from the max pool that `of` names"
     not_mapped_back = ("its row names the max pool whose indices it reads: the importer maps "
                        "the call, which carries those indices, not the module alone")

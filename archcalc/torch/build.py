@@ -337,8 +337,9 @@ class _Builder(Visitor):
         self.rows: dict[str, str] = {}        # row path "a.b.add" -> its module "a.b"
         self.tape = IndexTape()
         self.outputs = OutputTape()
-        self.unpooled = {path_text(split_path(op.args.of)) for layer in walk(model.body)
-                         for op in layer.ops if op.kind.name == "max_unpool"}
+        self.unpooled = {path_text(split_path(getattr(op.args, op.kind.indices_from)))
+                         for layer in walk(model.body) for op in layer.ops
+                         if op.kind.indices_from}
         self.pool_inputs: dict[str, tuple] = {}
         self.structures = _StructureModule(self)
         # a general graph: values kept for their readers (Ref keys, as the engine's)
@@ -596,13 +597,13 @@ class _Builder(Visitor):
     def wire_indices(self, op, module, x, path):
         """A max pool that an unpool names (by its name or path) keeps its
         indices on the tape; the unpool reads them back."""
-        if op.kind.name == "maxpool":
+        if op.kind.gives_indices:
             key = next((k for k in (path[-1], path_text(path)) if k in self.unpooled), None)
             if key is not None:
                 self.pool_inputs[key] = x
                 return PoolWithIndices(module, self.tape, key)
-        if op.kind.name == "max_unpool":
-            ref = path_text(split_path(op.args.of))
+        if op.kind.indices_from:
+            ref = path_text(split_path(getattr(op.args, op.kind.indices_from)))
             return UnpoolFromTape(module, self.tape, ref, self.pool_inputs[ref])
         return module
 

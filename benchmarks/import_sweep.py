@@ -324,22 +324,24 @@ class Pool:
             s["conn"].send(None)
             s["proc"].join(5)
 
+    def _restart(self, slot):
+        fresh = self._start()
+        slot.update(proc=fresh["proc"], conn=fresh["conn"], done=0)
+
     def _replace(self, slot):
         slot["conn"].send(None)
         slot["proc"].join(5)
         if slot["proc"].is_alive():
             slot["proc"].kill()
             slot["proc"].join()
-        fresh = self._start()
-        slot.update(proc=fresh["proc"], conn=fresh["conn"], done=0)
+        self._restart(slot)
 
     def _lost(self, slot, status, error):
         job = slot["job"]
         slot["proc"].kill()
         slot["proc"].join()
         if status == CRASHED:
-            fresh = self._start()
-            slot.update(proc=fresh["proc"], conn=fresh["conn"])
+            self._restart(slot)
         return {"target": job["target"], "family": job["family"], "status": status,
                 "error": error, "seconds": round(time.monotonic() - slot["since"], 3)}
 

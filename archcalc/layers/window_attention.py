@@ -451,6 +451,19 @@ def _call_arg(call, index, name):
     raise NoMapping(f"a window partition without its {name}")
 
 
+def _check_windows(kind: str, h, w, window: int):
+    """A map of h x w must divide into P x P windows."""
+    for side, axis in ((h, "height"), (w, "width")):
+        if isinstance(side, int) and side % window:
+            raise SpecError(f"{kind}: the {axis} {side} does not divide into windows "
+                            f"of {window}. Received: window={window}")
+
+
+def _one_copy(self, a, x, y):
+    """A permute or transpose made contiguous: one copy of its input."""
+    return (Cost("copy", elements=sym.prod(x)),)
+
+
 @register
 class WindowPartition(Kind):
     """MaxViT's partition (torchvision's WindowPartition): a C x H x W map read
@@ -471,15 +484,10 @@ class WindowPartition(Kind):
 
     def output_shape(self, a, x):
         c, h, w = x
-        for side, axis in ((h, "height"), (w, "width")):
-            if isinstance(side, int) and side % a.window:
-                raise SpecError(f"{self.name}: the {axis} {side} does not divide into windows "
-                                f"of {a.window}. Received: window={a.window}")
+        _check_windows(self.name, h, w, a.window)
         return (sym.norm(h * w), c)
 
-    def cost(self, a, x, y):
-        """A permute made contiguous: one copy of the map."""
-        return (Cost("copy", elements=sym.prod(x)),)
+    cost = _one_copy
 
     def build(self, a, x):
         from .window_attention_torch import WindowPartition as Module
@@ -516,9 +524,7 @@ class GroupTranspose(Kind):
                             f"Received: groups={a.groups}")
         return x
 
-    def cost(self, a, x, y):
-        """A transpose made contiguous: one copy of the tokens."""
-        return (Cost("copy", elements=sym.prod(x)),)
+    cost = _one_copy
 
     def build(self, a, x):
         from .window_attention_torch import GroupTranspose as Module
@@ -558,15 +564,10 @@ class WindowDepartition(Kind):
 
     def output_shape(self, a, x):
         h, w = map_size(self.name, a.size, x[0])
-        for side, axis in ((h, "height"), (w, "width")):
-            if isinstance(side, int) and side % a.window:
-                raise SpecError(f"{self.name}: the {axis} {side} does not divide into windows "
-                                f"of {a.window}. Received: window={a.window}")
+        _check_windows(self.name, h, w, a.window)
         return (x[1], h, w)
 
-    def cost(self, a, x, y):
-        """A permute made contiguous: one copy of the tokens."""
-        return (Cost("copy", elements=sym.prod(x)),)
+    cost = _one_copy
 
     def build(self, a, x):
         from .window_attention_torch import WindowDepartition as Module

@@ -70,6 +70,22 @@ def _free_memory_after_a_heavy_test():
         _return_freed_memory()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small inputs on a shared 2-core machine: intra-op threads only add
+    contention; one thread for the module, restored afterwards. A module
+    asks for it with pytestmark = pytest.mark.usefixtures("one_torch_thread")."""
+    try:
+        import torch
+    except ImportError:     # the analysis tests need no torch
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _free_memory_after_each_module():
     """Module-scoped fixtures (imported models, built networks) are torn down

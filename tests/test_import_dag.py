@@ -35,13 +35,7 @@ from archcalc.torch import importer  # noqa: E402
 from archcalc.torch.importer import targets  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Intra-op threads only add overhead at these sizes on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def meta_macs(model, shape) -> int:

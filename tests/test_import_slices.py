@@ -25,12 +25,7 @@ from archcalc.torch.importer import targets  # noqa: E402
 from test_import_dag import check_import, meta_macs  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def flat_entries(entries):

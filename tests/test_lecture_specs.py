@@ -39,18 +39,7 @@ def notes(name) -> str:
     return " ".join(load(spec_path(name + ".toml")).extra["notes"])
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small inputs: threads only add contention on a shared CPU."""
-    try:
-        import torch
-    except ImportError:     # the analysis tests need no torch
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("name", PINNED)

@@ -46,14 +46,7 @@ EFFICIENTNET = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Batch 1 or 2 at 32 to 64 pixels: intra-op threads only add overhead
-    here (4x the time on a busy 2-core machine); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def torchvision_model(builder, **kw):

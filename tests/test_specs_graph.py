@@ -47,14 +47,7 @@ HRNET_PARAMS = 13_187_464               # timm's sum(p.numel())
 HRNET_MACS = 1_601_508_352              # at 3 x 224 x 224
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Intra-op threads only add overhead at these sizes on a busy 2-core
-    machine; restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def spec(name):

@@ -115,18 +115,21 @@ class _Wiring:
             found = self.direct(frame, node) or self.dotted(frame, node)
             if found is None:
                 continue
-            if depth < len(chain) - 1:
-                first, *rest = found.split(".")
-                for nearer in chain[depth + 1:]:
-                    # the engine reads a dotted path from the innermost list that
-                    # holds all of it: a nearer entry of that name hides it only so
-                    if any(isinstance(x, dict) and x.get("name") == first and _holds(x, rest)
-                           for x in nearer.entries[:nearer.upto]):
-                        raise SpecError(f"{what}: the layer it reads, {found!r}, is hidden "
-                                        "by a layer of the same name in its own level")
-                    if nearer.holder is not None:
-                        nearer.holder["_no_block"] = True
-            return found
+            if depth == len(chain) - 1:
+                return found
+            # a name hidden by a nearer entry of the same name may still be read
+            # by a longer path to the same tensor: the level's last entry (DLA's
+            # root reads the tree1 of two levels above as "tree1.tree2.root")
+            for path, levels in _ends_of(frame, found, node):
+                if not any(_hides(nearer, path) for nearer in chain[depth + 1:]):
+                    for e in levels:   # read into by a dotted path: stays a level
+                        e["_pinned"] = e["_no_block"] = True
+                    for nearer in chain[depth + 1:]:
+                        if nearer.holder is not None:
+                            nearer.holder["_no_block"] = True
+                    return path
+            raise SpecError(f"{what}: the layer it reads, {found!r}, is hidden by a layer "
+                            "of the same name in its own level")
         raise SpecError(f"{what}: reads a tensor no earlier entry of its level or of an "
                         "enclosing one gives (a spec names only those)")
 
@@ -164,16 +167,69 @@ class _Wiring:
         return None
 
 
+def _hides(nearer: _Frame, path: str) -> bool:
+    """Whether an earlier entry of ``nearer`` hides ``path``: the engine reads a
+    dotted path from the innermost list that holds all of it."""
+    first, *rest = path.split(".")
+    return any(isinstance(x, dict) and x.get("name") == first and _holds(x, rest)
+               for x in nearer.entries[:nearer.upto])
+
+
+def _ends_of(frame: _Frame, found: str, node: int):
+    """``found``, then the longer paths to the same tensor: while the entry it
+    names is a named level whose last entry gives that tensor, its path; each
+    with the levels it reads into."""
+    yield found, []
+    first, *rest = found.split(".")
+    e = next((x for x in reversed(frame.entries[:frame.upto]) if isinstance(x, dict)
+              and x.get("name") == first), None)
+    for part in rest:
+        e = _member(e, part)
+    path, levels = found, []
+    while _member(e, None) is not None and e["layers"][-1].get("_out") == node:
+        levels.append(e)
+        e = e["layers"][-1]
+        path = f"{path}.{e['name']}"
+        yield path, list(levels)
+
+
+def _member(e, name):
+    """The entry named ``name`` in the plain level ``e`` (None: its last, if named)."""
+    if not (isinstance(e, dict) and isinstance(e.get("layers"), list) and e["layers"]
+            and not e.get("flat")):
+        return None
+    if name is None:
+        last = e["layers"][-1]
+        return last if isinstance(last, dict) and isinstance(last.get("name"), str) else None
+    return next((x for x in e["layers"] if isinstance(x, dict) and x.get("name") == name), None)
+
+
 def _holds(e: dict, parts: list) -> bool:
     """Whether the path ``parts`` exists inside the entry ``e`` (a structure
-    other than a plain level is taken to hold anything: hidden, to be safe)."""
+    other than a plain level is taken to hold its path where it holds its
+    first name anywhere inside: hidden, to be safe)."""
     if not parts:
         return True
     if not isinstance(e.get("layers"), list) or e.get("flat"):
-        return any(k in e for k in (*BODY_KEYS, "concat", "split", "shortcut", "_rows"))
+        return _mentions(e, parts[0])
     inner = next((x for x in e["layers"] if isinstance(x, dict) and x.get("name") == parts[0]),
                  None)
     return inner is not None and _holds(inner, parts[1:])
+
+
+def _mentions(e, name: str) -> bool:
+    """Whether any entry inside ``e`` (or a generated row's default name,
+    kept to be safe) is named ``name``."""
+    stack = [v for v in e.values() if isinstance(v, (list, dict))]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, list):
+            stack.extend(x)
+        elif isinstance(x, dict):
+            if name in (x.get("name"), x.get("shortcut_name")):
+                return True
+            stack.extend(v for v in x.values() if isinstance(v, (list, dict)))
+    return name in ("add", "concat", "shortcut", "mul")
 
 
 def _bag_member(e: dict):

@@ -1,0 +1,62 @@
+"""timm models that did not import before (issue #20), each checked against
+PyTorch itself: params == sum(p.numel()), MACs == FlopCounterMode / 2 on the
+meta device, no opaque row, and the spec's built module loads timm's
+state_dict (strict) and computes its logits.
+
+- DLA-60 and larger: a root reads the trees of two levels above, each hidden
+  by an inner level's tree1; the wiring reads the outer ones by a longer path
+  to the same tensor (the level's last entry: "tree1.tree2.root").
+"""
+import pytest
+
+from archcalc.analysis import analyze
+from archcalc.spec.loader import loads
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+
+from archcalc.torch import importer  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def meta_macs(name: str, shape) -> int:
+    with importer.empty_weights():
+        model = timm.create_model(name, pretrained=False).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *shape, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+def check_timm(name: str, shape, atol=1e-5, build=True) -> str:
+    """Import timm's ``name`` at ``shape``; its figures are PyTorch's, it has no
+    opaque row, and (``build``) the built spec computes timm's logits with
+    timm's state_dict. Returns the spec's text."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False).eval()
+    done = importer.import_module(model, shape, label=name)
+    assert done.opaque == []
+    spec = loads(done.text, file=name)
+    report = analyze(spec)
+    assert report.totals["params"] == sum(p.numel() for p in model.parameters())
+    assert report.totals["macs"] == meta_macs(name, shape)
+    if build:
+        built = spec.build().eval()
+        built.load_state_dict(model.state_dict(), strict=True)
+        x = torch.randn(2, *shape)
+        with torch.no_grad():
+            expected, got = model(x), built(x)
+        assert expected.shape == got.shape
+        assert expected.abs().max().item() > 0
+        assert (expected - got).abs().max().item() <= atol
+    return done.text
+
+
+def test_dla60_root_reads_the_trees_of_two_levels_above():
+    """level4 (3 levels deep): tree2.tree2's root concatenates tree2.tree1's
+    output and tree1's, both hidden by its own tree1: read as "tree1.root" and
+    "tree1.tree2.root" (22,036,632 params, timm's)."""
+    text = check_timm("dla60", (3, 64, 64))
+    assert '"tree1.tree2.root"' in text and '"tree1.root"' in text

@@ -1,0 +1,168 @@
+"""timm's CNN modules that imported as opaque rows import as derived rows:
+ResNeSt's SplitAttn (split_attention), SKNet's SelectiveKernel
+(selective_kernel), VGG's ConvMlp head (conv, activation, dropout rows) and
+the blur pool (blur_pool).
+
+Every figure is PyTorch's: params == sum(p.numel()), MACs == FlopCounterMode
+/ 2, the output's shape; the spec's built module loads timm's state_dict
+strictly and computes its outputs (within 1e-5).
+"""
+import copy
+from functools import partial
+from types import SimpleNamespace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from archcalc.analysis import analyze
+from archcalc.layers import kinds
+from archcalc.layers.from_torch import NoMapping
+from archcalc.spec.loader import loads
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+from torch import nn  # noqa: E402
+from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+from timm.layers.selective_kernel import SelectiveKernel  # noqa: E402
+from timm.layers.split_attn import SplitAttn  # noqa: E402
+
+from archcalc.torch import importer  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def counted_macs(module, x_shape) -> int:
+    model = copy.deepcopy(module).to("meta").requires_grad_(False)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model.eval()(torch.zeros(1, *x_shape, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+def randomized(model):
+    """Weights and batch-norm statistics that make a wrong wiring visible."""
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.2)
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def same_outputs(original, built, x):
+    built.load_state_dict(original.state_dict(), strict=True)
+    with torch.no_grad():
+        expected = original.eval()(x)
+        scale = max(1.0, expected.abs().max().item())
+        assert (built.eval()(x) - expected).abs().max().item() <= 1e-5 * scale
+
+
+def layer_row(kind_name, module, x):
+    """The kind's row for a module on a C x H x W input, checked against it."""
+    kind = kinds()[kind_name]
+    call = SimpleNamespace(x=tuple(x), x_torch=tuple(x), args=(), kwargs={})
+    [(name, args)] = kind.from_torch(call, module)
+    assert name == kind_name
+    a = kind.read_args(args, {})
+    y = kind.output_shape(a, tuple(x))
+    with torch.no_grad():
+        out = module.eval()(torch.randn(2, *x))
+    assert tuple(out.shape[1:]) == tuple(y)
+    assert kind.params(a, x) == sum(p.numel() for p in module.parameters())
+    assert kind.macs(a, x, y) == counted_macs(module, x)
+    built = kind.build(a, x)
+    same_outputs(module, built, torch.randn(2, *x))
+    return args
+
+
+def imports_exactly(model, shape, kinds_there):
+    """Strict import (no opaque row): params and MACs PyTorch's, the kinds
+    there, timm's state_dict loaded, the same outputs."""
+    done = importer.import_module(model, shape, strict=True)
+    spec = loads(done.text, file="imported")
+    report = analyze(spec)
+    assert report.totals["params"] == sum(p.numel() for p in model.parameters())
+    assert report.totals["macs"] == counted_macs(model, shape)
+    assert kinds_there <= {r.type.split("+")[0] for r in report.rows}
+    same_outputs(model, spec.build(), torch.randn(2, *shape))
+    return done
+
+
+# -- split attention (ResNeSt) ------------------------------------------------
+
+@settings(max_examples=8, deadline=None, database=None)
+@given(radix=st.integers(1, 4), groups=st.sampled_from([1, 2]), width=st.sampled_from([8, 16]),
+       stride=st.sampled_from([1, 2]), dilation=st.sampled_from([1, 2]),
+       rd=st.sampled_from([None, 4]), cin=st.sampled_from([12, 24]))
+def test_timm_split_attn_is_the_split_attention_kind(radix, groups, width, stride, dilation, rd,
+                                                     cin):
+    module = randomized(SplitAttn(cin * groups, width * groups, kernel_size=3, stride=stride,
+                                  padding=dilation, dilation=dilation, groups=groups,
+                                  radix=radix, rd_channels=rd, norm_layer=nn.BatchNorm2d))
+    args = layer_row("split_attention", module, (cin * groups, 9, 9))
+    assert (args["radix"], args["groups"]) == (radix, groups)
+
+
+def test_split_attention_figures_by_hand():
+    """resnest50d's first split attention (64 channels at 56 x 56, radix 2):
+    conv 3x3 groups 2 to 128, bn; fc1 64 -> 32 (timm: max(32, 64*2/4)), bn;
+    fc2 32 -> 128."""
+    kind = kinds()["split_attention"]
+    a = kind.read_args({"radix": 2, "out": 64}, {})
+    x = (64, 56, 56)
+    y = kind.output_shape(a, x)
+    assert y == (64, 56, 56)
+    assert kind.params(a, x) == 3 * 3 * 32 * 128 + 2 * 128 + (64 * 32 + 32) + 2 * 32 \
+        + (32 * 128 + 128)
+    assert kind.macs(a, x, y) == 56 * 56 * 128 * 3 * 3 * 32 + 64 * 32 + 32 * 128
+    module = SplitAttn(64, 64, radix=2, norm_layer=nn.BatchNorm2d)
+    assert kind.params(a, x) == sum(p.numel() for p in module.parameters())
+
+
+def test_a_split_attn_with_a_drop_block_or_other_norm_is_refused():
+    from timm.layers import DropBlock2d
+    kind = kinds()["split_attention"]
+    call = SimpleNamespace(x=(16, 8, 8), x_torch=(16, 8, 8), args=(), kwargs={})
+    with pytest.raises(NoMapping, match="DropBlock2d"):
+        kind.from_torch(call, SplitAttn(16, 16, norm_layer=nn.BatchNorm2d,
+                                        drop_layer=DropBlock2d))
+    with pytest.raises(NoMapping, match="norms"):
+        kind.from_torch(call, SplitAttn(16, 16, norm_layer=partial(nn.GroupNorm, 1)))
+
+
+def test_resnest_imports_with_no_opaque_row():
+    model = randomized(timm.create_model("resnest14d", pretrained=False, num_classes=7))
+    imports_exactly(model, (3, 64, 64), {"split_attention"})
+
+
+# -- selective kernel (SKNet) -------------------------------------------------
+
+@settings(max_examples=8, deadline=None, database=None)
+@given(paths=st.integers(1, 3), split=st.booleans(), stride=st.sampled_from([1, 2]),
+       groups=st.sampled_from([1, 2]), dilation=st.sampled_from([1, 2]))
+def test_timm_selective_kernel_is_the_selective_kernel_kind(paths, split, stride, groups,
+                                                             dilation):
+    kernels = [3 + 2 * i for i in range(paths)]
+    cin = 6 * paths
+    module = randomized(SelectiveKernel(cin, 8, kernel_size=kernels, stride=stride,
+                                        dilation=dilation, groups=groups, rd_channels=4,
+                                        split_input=split))
+    args = layer_row("selective_kernel", module, (cin, 11, 11))
+    assert (args["paths"], args["split_input"]) == (paths, split)
+
+
+def test_a_selective_kernel_of_unlike_paths_is_refused():
+    kind = kinds()["selective_kernel"]
+    call = SimpleNamespace(x=(8, 8, 8), x_torch=(8, 8, 8), args=(), kwargs={})
+    module = SelectiveKernel(8, 8, kernel_size=[3, 5], keep_3x3=False)  # 3x3 and 5x5
+    with pytest.raises(NoMapping, match="path 1"):
+        kind.from_torch(call, module)
+
+
+def test_sknet_imports_with_no_opaque_row():
+    model = randomized(timm.create_model("skresnet18", pretrained=False, num_classes=7))
+    imports_exactly(model, (3, 64, 64), {"selective_kernel"})

@@ -1,0 +1,98 @@
+"""timm attentions written as ops (CaiT's ClassAttn and TalkingHeadAttn, XCiT's
+XCA, ...) import as one derived row each: params == sum(p.numel()), MACs ==
+FlopCounterMode / 2 on the meta device (``imported`` checks both), and the
+spec's model loads timm's state_dict strictly and computes its outputs."""
+import pytest
+
+torch = pytest.importorskip("torch")
+timm = pytest.importorskip("timm")
+from torch import nn  # noqa: E402
+
+from archcalc.torch import importer  # noqa: E402
+from tests.test_import_functional import (  # noqa: E402
+    imported, rows, same_function, timm_meta)
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+class OnTokens(nn.Module):
+    """A 1x1 conv to `width`, its map read as tokens, then the module."""
+
+    def __init__(self, module, width=16):
+        super().__init__()
+        self.stem = nn.Conv2d(3, width, 1)
+        self.attn = module
+
+    def forward(self, x):
+        return self.attn(self.stem(x).flatten(2).transpose(1, 2))
+
+
+def kinds_of(report):
+    return [kind for kind in rows(report).values()]
+
+
+# -- CaiT: ClassAttn and TalkingHeadAttn -------------------------------------------
+
+
+@pytest.mark.parametrize("heads, bias", [(4, True), (2, False), (1, True)])
+def test_class_attn_is_one_row_and_computes_the_same(heads, bias):
+    from timm.models.cait import ClassAttn
+    model = OnTokens(ClassAttn(16, num_heads=heads, qkv_bias=bias))
+    done, report = imported(model, (3, 2, 3))
+    assert rows(report) == {"stem": "conv", "tokens": "tokens", "attn": "class_attention"}
+    row = report.rows[-1]
+    assert row.output_shape == (1, 16)
+    # q, k, v, proj: 4*16^2 + 16 (+ 3*16 with the qkv bias); MACs: 16^2 (q on
+    # one token) + 2*6*16^2 (k, v) + 2*6*16 (one query's scores, its values) + 16^2
+    assert row.params == 4 * 256 + 16 + (48 if bias else 0)
+    assert row.macs == 256 + 2 * 6 * 256 + 2 * 6 * 16 + 256
+    same_function(model, (3, 2, 3), done)
+
+
+@pytest.mark.parametrize("heads, bias", [(4, False), (2, True)])
+def test_talking_head_attn_is_one_row_and_computes_the_same(heads, bias):
+    from timm.models.cait import TalkingHeadAttn
+    model = OnTokens(TalkingHeadAttn(16, num_heads=heads, qkv_bias=bias))
+    done, report = imported(model, (3, 2, 3))
+    assert rows(report)["attn"] == "talking_heads_attention"
+    row = report.rows[-1]
+    n, d, h = 6, 16, heads
+    assert row.params == 4 * d * d + d + 2 * (h * h + h) + (3 * d if bias else 0)
+    assert row.macs == 4 * n * d * d + 2 * n * n * d + 2 * n * n * h * h
+    same_function(model, (3, 2, 3), done)
+
+
+def test_a_class_attn_scaled_otherwise_has_no_kind():
+    from timm.models.cait import ClassAttn
+    module = ClassAttn(16, num_heads=4)
+    module.scale = 1.0
+    with pytest.raises(importer.Unsupported, match="ClassAttn"):
+        importer.import_module(OnTokens(module).eval(), (3, 2, 3), strict=True)
+
+
+def test_a_small_cait_is_still_one_opaque_row():
+    """What is left for CaiT: its first class-attention block adds the class
+    token itself (cls_token.expand(...), a parameter read by the cat and by the
+    residual add), an add of a tensor and a constant that no row computes, so
+    the model is kept whole. Its attentions map (above); this pins the gap."""
+    model = timm_meta("cait_xxs24_224", depth=2, depth_token_only=1, img_size=32, patch_size=8)
+    with pytest.raises(importer.Unsupported, match=r"1 operation\(s\).*add of a tensor and "
+                                                   r"a constant.*blocks_token_only\.0"):
+        importer.import_module(model, (3, 32, 32), strict=True)
+
+
+# -- XCiT: cross-covariance attention ----------------------------------------------
+
+
+@pytest.mark.parametrize("heads, bias", [(4, False), (2, True), (8, True)])
+def test_xca_is_one_row_and_computes_the_same(heads, bias):
+    from timm.models.xcit import XCA
+    model = OnTokens(XCA(16, num_heads=heads, qkv_bias=bias))
+    done, report = imported(model, (3, 2, 3))
+    assert rows(report)["attn"] == "xca"
+    row = report.rows[-1]
+    n, d = 6, 16
+    # + the temperature, one per head; the channel scores are (D/h)^2 per head
+    assert row.params == 4 * d * d + d + heads + (3 * d if bias else 0)
+    assert row.macs == 4 * n * d * d + 2 * n * d * (d // heads)
+    same_function(model, (3, 2, 3), done)

@@ -31,3 +31,6 @@ from . import halo_attention  # noqa: F401  (registration: HaloNet's blocked loc
 from . import lambda_layer  # noqa: F401  (registration: LambdaNetworks' lambda layer)
 from . import split_attention, selective_kernel  # noqa: F401  (registration: ResNeSt's split attention, SKNet's selective kernel)
 from . import cait  # noqa: F401  (registration: CaiT's class and talking-heads attention, XCiT's XCA)
+from . import rms_norm  # noqa: F401  (registration: RMS norm and timm's SimpleNorm)
+from . import metaformer  # noqa: F401  (registration: MetaFormer's StarReLU, squared ReLU, PoolFormer's pool mixer)
+from . import evo_norm  # noqa: F401  (registration: EvoNorm and filter response norm)

@@ -223,6 +223,7 @@ class LayerNorm(Kind):
 @register
 class GroupNorm(Kind):
     name = "group_norm"
+    torch_classes = ("GroupNormNoBias",)  # in norm_torch.py
     op_relatives = {"group_norm": "batch_norm"}
     aliases = ("gn", "groupnorm")
     primary = "groups"
@@ -231,6 +232,7 @@ class GroupNorm(Kind):
     args = {
         "groups": Arg("int", min=1, numeric=True, doc="number of groups; must divide C"),
         "affine": Arg("bool", True),
+        "bias": Arg("bool", True, doc="the affine's shift (MetaFormer's GroupNorm1NoBias: none)"),
         "eps": Arg("float", 1e-5, min=0.0),
     }
 
@@ -245,17 +247,19 @@ class GroupNorm(Kind):
         return x
 
     def params(self, a, x):
-        return 2 * x[0] if a.affine else 0
+        return sym.norm(x[0] * (int(a.affine) + int(a.affine and a.bias)))
 
     def params_formula(self, a, x):
-        return f"2*{sym.plain(x[0])}" if a.affine else None
+        if not a.affine:
+            return None
+        return f"2*{sym.plain(x[0])}" if a.bias else sym.plain(x[0])
 
     def flops(self, a, x, y):
-        return _norm_flops(y, a.affine, a.affine)
+        return _norm_flops(y, a.affine, a.affine and a.bias)
 
     def cost(self, a, x, y):
         return (Cost("group_norm", elements=sym.prod(x),
-                     tensors=(x[0], x[0]) if a.affine else ()),)
+                     tensors=(x[0],) * (int(a.affine) + int(a.affine and a.bias))),)
 
     def saved(self, a, x, y):
         # native_group_norm keeps its input and a mean and 1/std per group
@@ -263,13 +267,18 @@ class GroupNorm(Kind):
 
     def build(self, a, x):
         from torch import nn
+        if a.affine and not a.bias:
+            from .norm_torch import GroupNormNoBias
+            return GroupNormNoBias(a.groups, x[0], eps=a.eps)
         return nn.GroupNorm(a.groups, x[0], eps=a.eps, affine=a.affine)
 
-    torch_modules = ("torch.nn.GroupNorm",)   # from_torch reads them
+    torch_modules = ("torch.nn.GroupNorm",
+                     "archcalc.layers.norm_torch.GroupNormNoBias")   # from_torch reads them
 
     def from_torch(self, call, m):
         from .from_torch import row
-        return row("group_norm", groups=m.num_groups, affine=m.affine, eps=float(m.eps))
+        return row("group_norm", groups=m.num_groups, affine=m.affine,
+                   bias=m.affine and m.bias is not None, eps=float(m.eps))
 
 
 @register

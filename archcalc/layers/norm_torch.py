@@ -45,6 +45,15 @@ class LayerScale(nn.Module):
         return f"torch.full({shape}, {literal(float(self.init_args[1]))})"
 
 
+class GroupNormNoBias(nn.GroupNorm):
+    """Group norm with a weight and no bias (MetaFormer's GroupNorm1NoBias)."""
+
+    def __init__(self, num_groups, num_channels, eps=1e-5):
+        super().__init__(num_groups, num_channels, eps=eps)
+        self.init_args = (num_groups, num_channels, eps)
+        self.bias = None
+
+
 # -- functional calls -----------------------------------------------------------
 #
 # A module that calls F.batch_norm / F.layer_norm / F.group_norm in its own
@@ -107,11 +116,12 @@ def _group_norm_call(call):
     require_chw(call, "group_norm")
     weight, bias = call.arg("group_norm", 2, "weight", None), call.arg("group_norm", 3, "bias",
                                                                         None)
-    if given(weight) != given(bias):
-        raise NoMapping("group_norm with a weight and no bias, or a bias and no weight")
+    if given(bias) and not given(weight):
+        raise NoMapping("group_norm with a bias and no weight")
     require_learned(call, "group_norm", weight, bias)
     return row("group_norm", groups=int(call.arg("group_norm", 1, "num_groups")),
-               affine=given(weight), eps=float(call.arg("group_norm", 4, "eps", 1e-5)))
+               affine=given(weight), bias=given(bias),
+               eps=float(call.arg("group_norm", 4, "eps", 1e-5)))
 
 
 def _functions():

@@ -166,3 +166,35 @@ def test_a_selective_kernel_of_unlike_paths_is_refused():
 def test_sknet_imports_with_no_opaque_row():
     model = randomized(timm.create_model("skresnet18", pretrained=False, num_classes=7))
     imports_exactly(model, (3, 64, 64), {"selective_kernel"})
+
+
+# -- blur pool -----------------------------------------------------------------
+
+@settings(max_examples=8, deadline=None, database=None)
+@given(filt=st.integers(2, 5), stride=st.integers(1, 3),
+       mode=st.sampled_from(["reflect", "constant", "replicate"]), size=st.integers(7, 12))
+def test_timm_blur_pool_is_the_blur_pool_kind(filt, stride, mode, size):
+    from timm.layers import BlurPool2d
+    module = BlurPool2d(6, filt_size=filt, stride=stride, pad_mode=mode)
+    args = layer_row("blur_pool", module, (6, size, size + 1))
+    assert args["filter"] == filt and sum(p.numel() for p in module.parameters()) == 0
+
+
+def test_blur_pool_figures_by_hand():
+    """resnetblur50's stem blur: 64 channels at 112 x 112, a 3 x 3 binomial
+    filter ([1, 2, 1] / 4 each way) at stride 2, reflect-padded by 1: 56 x 56,
+    9 multiply-accumulates per output, no parameters."""
+    kind = kinds()["blur_pool"]
+    a = kind.read_args({}, {})
+    x = (64, 112, 112)
+    y = kind.output_shape(a, x)
+    assert y == (64, 56, 56)
+    assert (kind.params(a, x), kind.macs(a, x, y)) == (0, 64 * 56 * 56 * 9)
+    built = kind.build(a, (1, 4, 4))
+    assert built.filt[0, 0].tolist() == [[1 / 16, 2 / 16, 1 / 16], [2 / 16, 4 / 16, 2 / 16],
+                                         [1 / 16, 2 / 16, 1 / 16]]
+
+
+def test_resnetblur_imports_with_no_opaque_row():
+    model = randomized(timm.create_model("resnetblur18", pretrained=False, num_classes=7))
+    imports_exactly(model, (3, 64, 64), {"blur_pool"})

@@ -34,3 +34,4 @@ from . import cait  # noqa: F401  (registration: CaiT's class and talking-heads 
 from . import rms_norm  # noqa: F401  (registration: RMS norm and timm's SimpleNorm)
 from . import metaformer  # noqa: F401  (registration: MetaFormer's StarReLU, squared ReLU, PoolFormer's pool mixer)
 from . import evo_norm  # noqa: F401  (registration: EvoNorm and filter response norm)
+from . import blur_pool  # noqa: F401  (registration: the blur pool, anti-aliased downsampling)

@@ -35,3 +35,4 @@ from . import rms_norm  # noqa: F401  (registration: RMS norm and timm's SimpleN
 from . import metaformer  # noqa: F401  (registration: MetaFormer's StarReLU, squared ReLU, PoolFormer's pool mixer)
 from . import evo_norm  # noqa: F401  (registration: EvoNorm and filter response norm)
 from . import blur_pool  # noqa: F401  (registration: the blur pool, anti-aliased downsampling)
+from . import rope_attention  # noqa: F401  (registration: rotary self-attention, EVA-02, ROPE-ViT, DINOv3)

@@ -252,8 +252,15 @@ class _GraphBuilder:
     def _call(self, n: fx.Node, x: FlowNode, module=None) -> Call:
         args, kwargs = self.found.args[n]
         y = self.found.values.get(n)
+        held = {}
+        for a in n.all_input_nodes:     # tensors computed from the model's state alone
+            got = self.value.get(a)
+            if isinstance(got, Param):
+                held[a] = ((got.target,), [])
+            elif isinstance(got, _Derived):
+                held[a] = (got.reads, [(d.target, *self.found.args[d]) for d in got.nodes])
         return Call(n, module, args, kwargs, x.shape, x.torch_shape,
-                    _per_sample(y) if _tensor(y) else None)
+                    _per_sample(y) if _tensor(y) else None, held=held)
 
     def _row(self, n: fx.Node, x: FlowNode, kinds: list, *, path=None, stateful=False,
              name="", flat=False, what="", out=None) -> FlowNode | None:

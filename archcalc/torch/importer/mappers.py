@@ -32,6 +32,21 @@ class Call:
     x_torch: tuple               # its PyTorch shape, per sample
     y_torch: tuple | None        # the output's PyTorch shape, per sample
     state: dict = field(default_factory=dict)   # fx node -> the module's tensor it reads
+    # fx node -> (names, calls): a tensor argument computed from the model's
+    # parameters and buffers alone, the names it reads, its calls as probed
+    held: dict = field(default_factory=dict)
+
+    def source(self, value):
+        """(module, calls) for an argument computed from one module's tensors
+        alone (the rotary table a ViT hands every block: its rope module, and
+        the calls that computed it, (target, args, kwargs) as probed), else None."""
+        got = self.held.get(getattr(value, "node", None))
+        owners = {name.rpartition(".")[0] for name in got[0]} if got else set()
+        if len(owners) != 1:
+            return None
+        owner, root = owners.pop(), self.node.graph.owning_module
+        root = root.meta.get("model", root)     # fx's copy keeps only the leaves
+        return (root.get_submodule(owner) if owner else root), got[1]
 
     def parameter(self, value):
         """The module's own tensor an argument is (F.conv2d(x, self.weight)),

@@ -66,7 +66,9 @@ def trace(model: nn.Module, opaque=(), classes=()) -> fx.GraphModule:
         failure = TraceFailure(f"{type(e).__name__}: {_first_line(e)}")
         failure.module = tracer.failed_in or ""
         raise failure from None
-    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
+    gm.meta["model"] = model    # its modules as built (fx keeps only the leaves)
+    return gm
 
 
 class _Tracing:

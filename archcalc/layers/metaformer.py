@@ -23,8 +23,8 @@ class StarReLU(Kind):
     summary = "StarReLU (MetaFormer): scale * relu(x)^2 + bias, scale and bias learned scalars"
     flops_rule = "4 per element (relu, square, scale, bias)"
     args = {
-        "scale": Arg("float", 1.0, doc="the scale's initial value"),
-        "bias": Arg("float", 0.0, doc="the bias's initial value"),
+        "scale_value": Arg("float", 1.0, doc="the scale's initial value"),
+        "bias_value": Arg("float", 0.0, doc="the bias's initial value"),
     }
 
     def params(self, a, x):
@@ -45,7 +45,7 @@ class StarReLU(Kind):
 
     def build(self, a, x):
         from .metaformer_torch import StarReLU as Module
-        return Module(a.scale, a.bias)
+        return Module(a.scale_value, a.bias_value)
 
     torch_modules = ("archcalc.layers.metaformer_torch.StarReLU",
                      _TIMM + "StarReLU")   # from_torch reads them
@@ -59,7 +59,7 @@ class StarReLU(Kind):
             scale, bias = m.init_args
         else:
             scale, bias = _initial(m.scale, 1.0), _initial(m.bias, 0.0)
-        return row("star_relu", scale=float(scale), bias=float(bias))
+        return row("star_relu", scale_value=float(scale), bias_value=float(bias))
 
 
 def _initial(p, default):

@@ -40,7 +40,10 @@ level's name; b1, b2, ... by default) or ``{flat = true, layers = [...]}``.
 puts its one parameter on the enclosing block under the row's name
 (torchvision's bare ``nn.Parameter`` attributes). A repeated name may hold
 ``{expression}`` parts of the copy's index ``i`` (from 0): ``name = "{i + 1}"``
-names the copies 1, 2, 3, as an ``nn.Sequential`` numbers its children.
+names the copies 1, 2, 3, as an ``nn.Sequential`` numbers its children. A
+dotted name (``name = "convs.0"``) puts the entry's module in a container of
+the level (``convs``, never called itself): the members of a ModuleList
+called in several places of the forward, other layers between.
 """
 from __future__ import annotations
 
@@ -60,7 +63,8 @@ from .spec.defaults import fit_inherited_padding
 from .structures import (NODE_CLASSES, Concat, Heads, Join, Layer, Merge, Node, Op, Ref,
                          Sequence, Split, Transform, Visitor, ends_in_heads, in_place, is_leaf,
                          same_shape, shortcut_ops, split_sizes, walk)
-from .graph_refs import JOIN_OPS, Resolver, model_outputs
+from .graph_refs import (JOIN_OPS, NAME, RESERVED, Resolver, check_name, dotted_clash,
+                         model_outputs)
 
 ROW_KEYS = {"name", "repeat", "kind", "when", "flat", "grows"}
 REPEAT_INDEX = "repeat_index"   # readable in a block call's `with`
@@ -246,7 +250,7 @@ class _Builder:
         post = self.fused({"activation": table["activation"]} if "activation" in table else {},
                           scope)
         node = self.names.join(table, "", "name" not in table, post)
-        node.name = check_name(table["name"]) if "name" in table else \
+        node.name = check_name(table["name"], True) if "name" in table else \
             scope.auto_name(node.op)
         self.rows += 1
         limits.MAX_ROWS.check(self.rows, f"merge {node.name} brings the spec to "
@@ -319,7 +323,7 @@ class _Builder:
         name = table.get("name")
         template = isinstance(name, str) and "{" in name
         if name is not None and not template:
-            check_name(name)
+            check_name(name, dotted=True)
         work = limits.current_work()
         start, rows = (work.steps if work else 0), self.rows
         for i in range(repeat):
@@ -334,7 +338,7 @@ class _Builder:
             if name is None:
                 yield scope.auto_name(base), True
             elif template:
-                yield check_name(_fill_name(name, {**scope.env, "i": i})), False
+                yield check_name(_fill_name(name, {**scope.env, "i": i}), True), False
             else:
                 yield (f"{name}_{i + 1}" if repeat > 1 else name), False
 
@@ -629,41 +633,6 @@ class _Builder:
         return definition, keys, values
 
 
-# A layer's name is a PyTorch module name and a path component everywhere
-# (table, JSON, export, `check`): letters, digits, underscores and hyphens
-# (torchvision's RegNet names its blocks block1-0), no dots or slashes, which
-# would read as path separators.
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
-# Attributes of torch.nn.Module and of the compiled model's classes: torch
-# refuses a submodule of that name, so the spec refuses it first (this module
-# never imports torch, hence the list).
-RESERVED = frozenset("""
-T_destination add_module append apply bfloat16 buffers call_super_init children compile
-cpu cuda double dump_patches eval extend extra_repr float forward get_buffer
-get_extra_state get_parameter get_submodule half insert ipu load_state_dict modules mtia
-named_buffers named_children named_modules named_parameters parameters pop
-register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
-register_full_backward_hook register_full_backward_pre_hook
-register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
-register_parameter register_state_dict_post_hook register_state_dict_pre_hook
-requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train
-training type xpu zero_grad rows spec_name
-""".split())
-
-
-def check_name(name) -> str:
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        shown = repr(name) if not isinstance(name, str) or len(name) <= 40 else \
-            repr(name[:37] + "...")
-        raise SpecError(f"name {shown} is not a valid layer name: use 1 to 64 letters, "
-                        "digits, underscores and hyphens, starting with a letter or digit "
-                        "(a name is a PyTorch module name and a path component)")
-    if name in RESERVED:
-        raise SpecError(f"name {name!r} is reserved: PyTorch modules have an attribute of "
-                        "that name; choose another")
-    return name
-
-
 def check_names(body: Sequence, file: str | None) -> None:
     """Every name unique where it is a path component: the rows of one level
     (a block's layers, its merge row, its shortcut and branches) become one
@@ -676,6 +645,9 @@ def check_names(body: Sequence, file: str | None) -> None:
             if name in seen:
                 raise _collision(name, seen[name], node, file)
             seen[name] = node
+        clash = dotted_clash(seen)   # "convs" and "convs.0": one module, two things
+        if clash:
+            raise _collision(clash[0], seen[clash[0]], seen[clash[1]], file)
 
 
 def _level(seq: Sequence, deeper: list):

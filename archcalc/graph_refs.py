@@ -11,11 +11,68 @@ by someone: the next entry, a ``from``, or the model's outputs.
 """
 from __future__ import annotations
 
+import re
 from collections import deque
 from contextlib import contextmanager
 
 from .errors import SpecError, path_text
 from .structures import Join, Node, Ref, Sequence
+
+# A layer's name is a PyTorch module name and a path component everywhere
+# (table, JSON, export, `check`): letters, digits, underscores and hyphens
+# (torchvision's RegNet names its blocks block1-0), no dots or slashes, which
+# would read as path separators (an entry's dotted name is a path: check_name).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+# Attributes of torch.nn.Module and of the compiled model's classes: torch
+# refuses a submodule of that name, so the spec refuses it first (this module
+# never imports torch, hence the list).
+RESERVED = frozenset("""
+T_destination add_module append apply bfloat16 buffers call_super_init children compile
+cpu cuda double dump_patches eval extend extra_repr float forward get_buffer
+get_extra_state get_parameter get_submodule half insert ipu load_state_dict modules mtia
+named_buffers named_children named_modules named_parameters parameters pop
+register_backward_hook register_buffer register_forward_hook register_forward_pre_hook
+register_full_backward_hook register_full_backward_pre_hook
+register_load_state_dict_post_hook register_load_state_dict_pre_hook register_module
+register_parameter register_state_dict_post_hook register_state_dict_pre_hook
+requires_grad_ set_extra_state set_submodule share_memory state_dict to to_empty train
+training type xpu zero_grad rows spec_name
+""".split())
+
+
+def check_name(name, dotted: bool = False) -> str:
+    """A layer's name. ``dotted``: an entry's name may be a path of such names
+    ("convs.0"): its module sits in a container named convs (as in a
+    ModuleList) that the level never calls; the parts of a module called in
+    several places of its parent's forward, other layers between (Res2Net's
+    convs.i and bns.i), keep their state_dict keys so."""
+    parts = name.split(".") if dotted and isinstance(name, str) else [name]
+    if not all(isinstance(p, str) and NAME.fullmatch(p) for p in parts):
+        shown = repr(name) if not isinstance(name, str) or len(name) <= 40 else \
+            repr(name[:37] + "...")
+        raise SpecError(f"name {shown} is not a valid layer name: use 1 to 64 letters, "
+                        "digits, underscores and hyphens, starting with a letter or digit "
+                        "(a name is a PyTorch module name and a path component"
+                        + ("; a row's or a level's name may join such names with dots)"
+                           if dotted else ")"))
+    reserved = [p for p in parts if p in RESERVED]
+    if reserved:
+        raise SpecError(f"name {reserved[0]!r} is reserved: PyTorch modules have an attribute "
+                        "of that name; choose another")
+    return name
+
+
+def dotted_clash(names) -> tuple | None:
+    """Two names of one level where one is a container of the other's path
+    ("convs" and "convs.0"): (container, member), or None."""
+    names = set(names)
+    for name in names:
+        parts = name.split(".")
+        for k in range(1, len(parts)):
+            if ".".join(parts[:k]) in names:
+                return ".".join(parts[:k]), name
+    return None
+
 
 INPUT = "input"
 JOIN_OPS = {"add": "add", "concat": "concat", "multiply": "mul"}   # spec word -> merge op
@@ -120,17 +177,20 @@ class Resolver:
         if not isinstance(text, str) or not text.strip():
             raise SpecError(f"{where} takes the name of an earlier entry (or \"input\"). "
                             f"Received: {where}={text!r}")
-        head, *rest = text.split(".")
+        parts = text.split(".")
         visible = self.visible()
-        if head == INPUT and not rest:
+        if text == INPUT:
             return Ref(text, visible[0].owner, input=True)
-        found = [f.names[head] for f in visible if head in f.names]
+        # an entry's own name may be dotted ("convs.0"): each head the path starts with
+        found = [(f.names[head], head, parts[k:]) for f in visible
+                 for k in range(len(parts), 0, -1)
+                 if (head := ".".join(parts[:k])) in f.names]
         if not found:
-            raise SpecError(self.unknown(text, head, visible, where))
+            raise SpecError(self.unknown(text, parts[0], visible, where))
         # a dotted path reads from the innermost list where the whole path exists
         # (an inner "0" of a ModuleList does not hide the "0.fuse_act" outside it)
         first = None
-        for node in found:
+        for node, head, rest in found:
             try:
                 return Ref(text, self.down(node, head, rest, text, where))
             except SpecError as e:
@@ -138,15 +198,19 @@ class Resolver:
         raise first
 
     def down(self, node: Node, head: str, rest: list, text: str, where: str) -> Node:
-        """The node ``rest`` names inside ``node`` (named ``head``)."""
-        for i, part in enumerate(rest, 1):
+        """The node ``rest`` names inside ``node`` (named ``head``); a step may
+        be an inner entry's dotted name."""
+        done = [head]
+        while rest:
             inner = dict(self.level(node))
-            if part not in inner or not isinstance(inner[part], Node):
-                here = ".".join([head, *rest[:i - 1]])
+            k = next((k for k in range(len(rest), 0, -1) if ".".join(rest[:k]) in inner), 0)
+            if not k or not isinstance(inner[".".join(rest[:k])], Node):
                 known = ", ".join(inner) or "nothing named"
-                raise SpecError(f"{where} = {text!r}: {here!r} holds no entry {part!r} "
-                                f"(it holds: {known})")
-            node = inner[part]
+                raise SpecError(f"{where} = {text!r}: {'.'.join(done)!r} holds no entry "
+                                f"{rest[0]!r} (it holds: {known})")
+            node = inner[".".join(rest[:k])]
+            done.append(".".join(rest[:k]))
+            rest = rest[k:]
         return node
 
     def visible(self) -> list:

@@ -14,7 +14,6 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from archcalc.analysis import analyze
 from archcalc.cli import main
-from archcalc.errors import SpecError
 from archcalc.spec.loader import loads
 
 torch = pytest.importorskip("torch")
@@ -205,16 +204,6 @@ def test_edgenext_s_split_is_channel_slices():
     expected = sum(len(m.convs) + 1 for m in sdta if len(m.convs) > 1)
     assert len(slices_of(done.text)) == expected > 0
     assert any(len(m.convs) == 1 for m in sdta) and "split = " in done.text
-
-
-def test_res2net_s_interleaved_module_lists_are_one_line():
-    """Res2Net's convs and bns are two ModuleLists called in turn (convs.0,
-    bns.0, convs.1, ...): a spec level is one place, refused in one line."""
-    target = targets.load("timm:res2net50_14w_8s", meta=True)
-    with pytest.raises(SpecError) as e:
-        importer.import_module(target.model, target.default_input, label=target.label)
-    message = str(e.value)
-    assert "convs" in message and "one place" in message and "\n" not in message
 
 
 @pytest.mark.parametrize("channels, why", [

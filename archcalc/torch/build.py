@@ -36,16 +36,16 @@ def run_steps(owner: nn.Module, steps, x):
     for step in steps:
         kind, name = step[0], step[1]
         if kind == "module":
-            x = owner._modules[name](x)
+            x = child(owner, name)(x)
         elif kind == "structure":
-            x = owner._modules[name](x, owner)
+            x = child(owner, name)(x, owner)
         elif kind == "keep":
             name[step[2]] = x
         elif kind == "read":
             x = name.pop(step[2]) if step[3] else name[step[2]]
         elif kind == "join":
-            x = owner._modules[name](*(step[2].pop(k) if last else step[2][k]
-                                       for k, last in step[3]))
+            x = child(owner, name)(*(step[2].pop(k) if last else step[2][k]
+                                     for k, last in step[3]))
         else:
             # the owner's parameter put into the template (functional_call
             # would refuse fvcore's jit trace: "stateless API ... Jitted modules")
@@ -53,6 +53,26 @@ def run_steps(owner: nn.Module, steps, x):
             template._parameters[key] = owner._parameters[name]
             x = template(x)
     return x
+
+
+def child(owner: nn.Module, name: str) -> nn.Module:
+    """A level's part by its entry's name; a dotted name ("convs.0") is a path
+    through containers (Members)."""
+    if "." not in name:
+        return owner._modules[name]
+    for part in name.split("."):
+        owner = owner._modules[part]
+    return owner
+
+
+class Members(nn.Module):
+    """The container a dotted name ("convs.0") puts its module in: a module
+    called in several places of its parent's forward (a ModuleList), whose
+    members the parent's steps call each in its own place."""
+    export_as = "members"   # never called: the exporter only places its members
+
+    def forward(self, *args):
+        raise RuntimeError("a Members container is not called: its members are, one by one")
 
 
 class SpecSequential(nn.Module):
@@ -382,7 +402,7 @@ class _Builder(Visitor):
     def sequence(self, seq: Sequence, x, shared: bool, path=()) -> tuple:
         module = SpecSequential()
         steps, x = self.items(seq, x, shared, path, module)
-        if any(step[0] != "module" for step in steps):
+        if any(step[0] != "module" or "." in step[1] for step in steps):
             module._steps = steps
         return module, x
 
@@ -439,7 +459,7 @@ class _Builder(Visitor):
             hpath = (*path, head.name)
             module = Head(self.outputs, path_text(hpath), is_leaf(head))
             steps, _ = self.items(head, x, True, hpath, module)
-            if any(step[0] != "module" for step in steps):
+            if any(step[0] != "module" or "." in step[1] for step in steps):
                 module._steps = steps
             self.rows.setdefault(path_text(hpath), path_text(hpath))
             out.append(module)
@@ -491,6 +511,9 @@ class _Builder(Visitor):
             raise SpecError(f"{node.name}: flat = true needs a module with one parameter; "
                             f"{op.kind.name} builds {type(module).__name__}")
         key, param = params[0]
+        if "." in node.name:
+            raise SpecError(f"{node.name}: a flat row's parameter sits on its block under "
+                            "its own name, which takes no dots")
         if node.name in owner._modules or hasattr(owner, node.name) and \
                 node.name not in owner._parameters:
             raise SpecError(f"{node.name}: the block already has an attribute of that name")
@@ -649,12 +672,27 @@ def scalar_of(out):
     return sum(t.float().square().mean() for t in output_tensors(out))
 
 
-def _add(parent: nn.Module, name: str, child: nn.Module):
-    if "." in name or not name:
-        raise SpecError(f"layer name {name!r} cannot name a torch module (no dots, not empty)")
-    if name in parent._modules:  # add_module would silently replace the first one
+def _add(parent: nn.Module, name: str, module: nn.Module):
+    """``module`` as ``parent``'s child ``name``; a dotted name ("convs.0") puts
+    it in Members containers (made on the first member, as a ModuleList's)."""
+    *outer, last = name.split(".")
+    if not last or not all(outer):
+        raise SpecError(f"layer name {name!r} cannot name a torch module (not empty)")
+    for part in outer:
+        holder = parent._modules.get(part)
+        if holder is None:
+            if hasattr(parent, part):
+                raise SpecError(f"layer name {name!r}: {part!r} is taken by torch's "
+                                "nn.Module (an attribute or method of every module)")
+            holder = Members()
+            parent.add_module(part, holder)
+        elif not isinstance(holder, Members):
+            raise SpecError(f"layer name {name!r}: {part!r} is a layer of this level, not "
+                            "a container of its members; rename one")
+        parent = holder
+    if last in parent._modules:  # add_module would silently replace the first one
         raise SpecError(f"two layers at the same level are named {name!r}; rename one")
-    if hasattr(parent, name):
+    if hasattr(parent, last):
         raise SpecError(f"layer name {name!r} is taken by torch's nn.Module (an attribute or "
                         "method of every module); rename the layer")
-    parent.add_module(name, child)
+    parent.add_module(last, module)

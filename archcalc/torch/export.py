@@ -31,7 +31,7 @@ from torch import nn
 
 from ..errors import SpecError, path_text
 from ..layers import kinds
-from .build import SpecModel
+from .build import SpecModel, child
 
 # archcalc's own modules (what torch.nn lacks), copied into a file that uses
 # them: every kind's, from the registry, each once
@@ -210,18 +210,20 @@ class _Writer:
             steps = [("module", name) for name, _ in owner.named_children()]
         for step in steps:
             kind, name = step[0], step[1]
+            # a dotted name ("convs.0"): a container's member, placed at its path
+            *outer, last = name.split(".") if isinstance(name, str) else [name]
             if kind == "module":
-                x = self.node(name, owner._modules[name], x, path)
+                x = self.node(last, child(owner, name), x, (*path, *outer))
             elif kind == "structure":
-                x = self.structure(name, owner._modules[name], x, path, owner)
+                x = self.structure(name, child(owner, name), x, path, owner)
             elif kind == "keep":      # a value a later `from` reads: its local stays
                 self.kept[step[2]] = x
             elif kind == "read":
                 self.code.append("# " + _comment(f"from {step[2]}"))
                 x = self.kept[step[2]]
             elif kind == "join":
-                x = self.join(name, owner._modules[name], [self.kept[k] for k, _ in step[3]],
-                              path)
+                x = self.join(last, child(owner, name), [self.kept[k] for k, _ in step[3]],
+                              (*path, *outer))
             else:
                 x = self.param(step, x, (*path, name))
         return x

@@ -35,6 +35,8 @@ class _Emitter:
         self.shared = shared      # nodes read more than once: no activation fuses after them
         self.rows: dict = {}      # node index -> (level path, its row's name or _Name)
         self.posts: dict = {}     # node index -> an activation a merge took as its post
+        self.part_levels: dict = {}   # a module written in parts: its path -> its one _Level
+        self.pending: list = []   # those _Levels, resolved with the level() that made them
 
     def named(self, node: FlowNode, prefix: tuple, name, entry: dict) -> dict:
         """Note where a row sits; a max unpool's `of` names its pool's row."""
@@ -48,11 +50,17 @@ class _Emitter:
 
     def level(self, items, prefix: tuple, avoid=frozenset()) -> list:
         level = _Level(prefix, avoid)
+        mark = len(self.pending)
         entries = self.items(items, prefix, level)
         level.resolve()
+        for sub in self.pending[mark:]:
+            sub.resolve()
+        del self.pending[mark:]
         return _fuse_posts(entries, self.shared)
 
-    def items(self, items, prefix, level: _Level) -> list:
+    def items(self, items, prefix, level: _Level, parts=frozenset()) -> list:
+        """``parts``: child modules to write in parts (called in several places
+        of the module above, other layers between)."""
         items = _attach_posts(self.unfold(items, prefix), prefix, self.shared, self.posts)
         homes = [_home(item, prefix) for item in items]
         # a stateless item joins the level of a firm neighbour it belongs to
@@ -73,6 +81,7 @@ class _Emitter:
         # one level per name: stateless items between two groups of a level join it
         merged = []
         pulled = set()     # levels that took stateless items from between their calls
+        parted = set(parts)   # levels called in several places: one entry per place
         for home, group in groups:
             if home is not None:
                 back = next((k for k in range(len(merged) - 1, -1, -1)
@@ -80,9 +89,9 @@ class _Emitter:
                 if back is not None:
                     between = merged[back + 1:]
                     if any(_stateful_paths(g) for _, g in between):
-                        where = ".".join((*prefix, home))
-                        raise SpecError(f"{where} is called in two places with other layers "
-                                        "in between; a spec level is one place")
+                        parted.add(home)     # Res2Net's convs.i between bns.i
+                        merged.append((home, list(group)))
+                        continue
                     for _, g in between:
                         merged[back][1].extend(g)
                         pulled.add(home)
@@ -95,6 +104,10 @@ class _Emitter:
             if home is None:
                 for item in group:
                     entries.append(self.item(item, prefix, level))
+                continue
+            if home in parted:
+                entries += self.part(home, group, prefix, level,
+                                     [g for h, g in merged if h == home])
                 continue
             inner = (*prefix, home)
             only, reads = unwired(group[0])
@@ -109,7 +122,7 @@ class _Emitter:
             name = level.fix(_check_module_name(home, (*prefix, home)), "level")
             if len(group) == 1 and not isinstance(only, FlowNode) and \
                     inner not in _stateful_paths(group) and _home(only, inner)[0] is None \
-                    and not self.unfolds(only, inner):
+                    and not self.unfolds(only, inner) and not _clashes(only, group, inner):
                 sub = _Level(inner)
                 sub.fix(_structure_row(only), "merge")   # the structure's own row
                 entry = self.structure(only, inner, sub, name=name, flat=False)
@@ -124,6 +137,27 @@ class _Emitter:
                     reads = None     # a merge opens it: the wiring picks its input
             entries.append(_wire(entry, reads))
         return entries
+
+    def part(self, home: str, group: list, prefix: tuple, level: _Level, groups: list) -> list:
+        """One place of a module called in several, other layers between (Res2Net's
+        convs and bns, Twins' blocks around its position block): its entries
+        named by their dotted path from this level ("convs.0"), so the built
+        model keeps its state_dict keys. Its members called in several of its
+        places are written in parts too (Twins' blocks.0.0, then blocks.0.1)."""
+        inner = (*prefix, home)
+        if level.fixed.get(home) != "parts":
+            level.fix(_check_module_name(home, inner), "parts")
+        sub = self.part_levels.get(inner)
+        if sub is None:
+            sub = self.part_levels[inner] = _Level(inner)
+            self.pending.append(sub)
+        seen, again = set(), set()
+        for other in groups:
+            homes = {_home(item, inner)[0] for item in other} - {None}
+            again |= homes & seen
+            seen |= homes
+        entries = _fuse_posts(self.items(group, inner, sub, parts=again), self.shared)
+        return [_dotted(e, home) for e in entries]
 
     def item(self, item, prefix, level: _Level) -> dict:
         item, reads = unwired(item)
@@ -301,6 +335,29 @@ class _Emitter:
         if sizes is not None and len(set(sizes)) != 1:
             entry["sizes"] = list(sizes)
         return entry
+
+
+class _Dotted(_Name):
+    """The name of a part's entry from the level above: "convs" + "0"."""
+
+    def __init__(self, home: str, name):
+        self.home, self.inner, self.preferred = home, name, None
+
+    @property
+    def value(self) -> str:
+        inner = self.inner.value if isinstance(self.inner, _Name) else self.inner
+        return f"{self.home}.{inner}"
+
+
+def _dotted(entry: dict, home: str) -> dict:
+    """A part's entry (rows, levels, merge entries) named from the level above."""
+    if "_rows" in entry:
+        return {**entry, "_rows": [_dotted(row, home) for row in entry["_rows"]]}
+    if entry.get("flat") or "name" not in entry:
+        where = ".".join(str(p) for p in (home, entry.get("name", "")))
+        raise SpecError(f"{where}: a structure whose parts sit in a module called in several "
+                        "places; a spec names such a module's members by their paths only")
+    return {**entry, "name": _Dotted(home, entry["name"])}
 
 
 def _as_graph(item, reads) -> list:

@@ -198,3 +198,36 @@ def test_blur_pool_figures_by_hand():
 def test_resnetblur_imports_with_no_opaque_row():
     model = randomized(timm.create_model("resnetblur18", pretrained=False, num_classes=7))
     imports_exactly(model, (3, 64, 64), {"blur_pool"})
+
+
+# -- VGG's conv classifier -------------------------------------------------------
+
+@settings(max_examples=6, deadline=None, database=None)
+@given(kernel=st.integers(1, 4), size=st.integers(1, 6), ratio=st.sampled_from([1.0, 0.5]),
+       act=st.sampled_from([nn.ReLU, nn.SiLU]))
+def test_timm_vgg_conv_mlp_is_the_conv_mlp_kind(kernel, size, ratio, act):
+    """Any map size: under k x k timm's forward pools it up to k first."""
+    from timm.models.vgg import ConvMlp
+    module = randomized(ConvMlp(6, 8, kernel_size=kernel, mlp_ratio=ratio, act_layer=act))
+    args = layer_row("conv_mlp", module, (6, size, size + 1))
+    assert args["kernel"] == kernel
+
+
+def test_conv_mlp_figures_by_hand():
+    """VGG-16's classifier as convs: 512 x 7 x 7 -> 4096 (7x7 conv) -> 4096
+    (1x1): 102,764,544 + 16,781,312 params, as many MACs at 7 x 7."""
+    kind = kinds()["conv_mlp"]
+    a = kind.read_args({"out": 4096}, {})
+    x = (512, 7, 7)
+    y = kind.output_shape(a, x)
+    assert y == (4096, 1, 1)
+    assert kind.params(a, x) == 102_764_544 + 16_781_312
+    assert kind.macs(a, x, y) == 7 * 7 * 512 * 4096 + 4096 * 4096
+
+
+def test_vgg_imports_with_no_opaque_row():
+    """timm's VGG (a small one: its head is 4096 wide whatever the features)."""
+    from timm.models.vgg import VGG
+    model = randomized(VGG([16, "M", 32, "M", 32, "M"], num_classes=7, mlp_ratio=1 / 16,
+                           norm_layer=nn.BatchNorm2d))
+    imports_exactly(model, (3, 64, 64), {"conv_mlp"})

@@ -36,3 +36,4 @@ from . import metaformer  # noqa: F401  (registration: MetaFormer's StarReLU, sq
 from . import evo_norm  # noqa: F401  (registration: EvoNorm and filter response norm)
 from . import blur_pool  # noqa: F401  (registration: the blur pool, anti-aliased downsampling)
 from . import rope_attention  # noqa: F401  (registration: rotary self-attention, EVA-02, ROPE-ViT, DINOv3)
+from . import conv_mlp  # noqa: F401  (registration: VGG's conv classifier, timm's ConvMlp)

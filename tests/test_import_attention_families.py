@@ -96,3 +96,46 @@ def test_xca_is_one_row_and_computes_the_same(heads, bias):
     assert row.params == 4 * d * d + d + heads + (3 * d if bias else 0)
     assert row.macs == 4 * n * d * d + 2 * n * d * (d // heads)
     same_function(model, (3, 2, 3), done)
+
+
+# -- PVT v2: spatial-reduction attention -------------------------------------------
+
+
+class PvtBlock(nn.Module):
+    """timm's pvt_v2 Attention as its blocks call it: the tokens and their map's size."""
+
+    def __init__(self, **kwargs):
+        super().__init__()
+        from timm.models.pvt_v2 import Attention
+        self.stem = nn.Conv2d(3, 16, 1)
+        self.attn = Attention(16, **kwargs)
+
+    def forward(self, x):
+        x = self.stem(x)
+        return self.attn(x.flatten(2).transpose(1, 2), x.shape[2:])
+
+
+@pytest.mark.parametrize("kwargs, reduced, kernel", [
+    ({"num_heads": 2}, 54, 0),                               # M = N
+    ({"num_heads": 4, "sr_ratio": 2}, 3 * 4, 2),             # floor(6/2) x floor(9/2)
+    ({"num_heads": 1, "sr_ratio": 3, "qkv_bias": False}, 2 * 3, 3),
+    ({"num_heads": 2, "linear_attn": True}, 49, 1)])         # pooled to 7 x 7
+def test_pvt_v2_attention_is_one_row_and_computes_the_same(kwargs, reduced, kernel):
+    model = PvtBlock(**kwargs)
+    done, report = imported(model, (3, 6, 9))
+    assert rows(report)["attn"] == "sr_attention"
+    row = report.rows[-1]
+    n, d, m = 54, 16, reduced
+    bias = kwargs.get("qkv_bias", True)
+    assert row.params == 4 * d * d + d + (3 * d if bias else 0) + \
+        ((d * d * kernel * kernel + 3 * d) if kernel else 0)
+    assert row.macs == 2 * n * d * d + m * d * d * kernel * kernel + 2 * m * d * d + 2 * n * m * d
+    same_function(model, (3, 6, 9), done)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["pvt_v2_b0", "pvt_v2_b2_li"])
+def test_pvt_v2_imports_with_no_opaque_row(name):
+    """Every attention an sr_attention row (b2_li: the pooled, linear form)."""
+    done, report = imported(timm_meta(name), (3, 224, 224), f"timm:{name}")
+    assert kinds_of(report).count("sr_attention") == (8 if name == "pvt_v2_b0" else 16)

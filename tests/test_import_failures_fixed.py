@@ -60,3 +60,19 @@ def test_dla60_root_reads_the_trees_of_two_levels_above():
     "tree1.tree2.root" (22,036,632 params, timm's)."""
     text = check_timm("dla60", (3, 64, 64))
     assert '"tree1.tree2.root"' in text and '"tree1.root"' in text
+
+
+def test_ghostnetv3_cheap_branch_reads_the_sum_of_its_enclosing_list():
+    """GhostNet-V3's re-parameterizable branches: a sum started at 0 (``x1 = 0;
+    x1 += conv(x)``: the 0 adds nothing) and cheap_rpr_conv's first add reading
+    the scale branch's sum beside it; the level that reads outside itself stays
+    out of blocks inside a block's body too."""
+    text = check_timm("ghostnetv3_050", (3, 64, 64))
+    assert "opaque" not in text
+
+
+def test_mobileone_s0_sums_its_four_kxk_branches_and_the_scale_branch():
+    """MobileOne-S0's block: conv_scale(x) + conv_kxk.0(x) + ... + conv_kxk.3(x),
+    a chain of adds whose paths hold conv_kxk several times: written as its paths
+    and merge entries (5,293,272 params, timm's)."""
+    check_timm("mobileone_s0", (3, 64, 64))

@@ -524,7 +524,9 @@ def _fill(e, it, top=False):
     if isinstance(e, dict):
         out = {}
         for k, v in e.items():
-            if (top and k in ("name", "from")) or k.startswith(PRIVATE):
+            # an inner level that reads outside itself stays out of blocks in the body too
+            if (top and k in ("name", "from")) or k.startswith(PRIVATE) and \
+                    (top or k != "_no_block"):
                 continue
             if k in ("name", "flat", "block", "shortcut_name") or isinstance(v, (str, bool)) \
                     or v is None or isinstance(v, float):

@@ -139,3 +139,41 @@ def test_pvt_v2_imports_with_no_opaque_row(name):
     """Every attention an sr_attention row (b2_li: the pooled, linear form)."""
     done, report = imported(timm_meta(name), (3, 224, 224), f"timm:{name}")
     assert kinds_of(report).count("sr_attention") == (8 if name == "pvt_v2_b0" else 16)
+
+
+# -- vit_relpos: attention with an MLP relative position bias ------------------------
+
+
+def small_relpos(**kwargs):
+    torch.manual_seed(0)
+    return timm.create_model("vit_relpos_small_patch16_224", pretrained=False,
+                             img_size=(32, 48), depth=2, embed_dim=32, num_heads=4,
+                             **kwargs).eval()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {},                                                            # fc_norm, mean pool
+    {"class_token": True, "global_pool": "token", "rel_pos_dim": 16},   # a prefix token
+    {"block_fn": "ResPostRelPosBlock", "qkv_bias": True}])         # the rpn models' blocks
+def test_relpos_attention_is_one_row_and_computes_the_same(kwargs):
+    from timm.models import vision_transformer_relpos as relpos
+    if "block_fn" in kwargs:
+        kwargs = {**kwargs, "block_fn": getattr(relpos, kwargs["block_fn"])}
+    model = small_relpos(**kwargs)
+    done, report = imported(model, (3, 32, 48))      # params and MACs at batch 1
+    assert kinds_of(report).count("relpos_attention") == 2
+    row = next(r for r in report.rows if r.type == "relpos_attention")
+    prefix = 1 if kwargs.get("class_token") else 0
+    n, d, h, hidden = 6 + prefix, 32, 4, kwargs.get("rel_pos_dim", 128)
+    offsets = 3 * 5                                  # (2*2 - 1) x (2*3 - 1) on a 2 x 3 grid
+    assert row.params == 4 * d * d + d + (3 * d if kwargs.get("qkv_bias") else 0) + \
+        3 * hidden + hidden * h + h
+    assert row.macs == 4 * n * d * d + 2 * n * n * d + offsets * (2 * hidden + hidden * h)
+    same_function(model, (3, 32, 48), done)
+
+
+def test_a_shared_relative_position_bias_has_no_kind():
+    """vit_srelpos: one RelPosMlp for the model, its bias passed to every block."""
+    model = small_relpos(shared_rel_pos=True)
+    with pytest.raises(importer.Unsupported, match="shared"):
+        importer.import_module(model, (3, 32, 48), strict=True)

@@ -38,3 +38,4 @@ from . import blur_pool  # noqa: F401  (registration: the blur pool, anti-aliase
 from . import rope_attention  # noqa: F401  (registration: rotary self-attention, EVA-02, ROPE-ViT, DINOv3)
 from . import conv_mlp  # noqa: F401  (registration: VGG's conv classifier, timm's ConvMlp)
 from . import pvt  # noqa: F401  (registration: PVT v2's spatial-reduction attention)
+from . import relpos_attention  # noqa: F401  (registration: vit_relpos's attention with an MLP relative position bias)

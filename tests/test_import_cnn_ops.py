@@ -231,3 +231,20 @@ def test_vgg_imports_with_no_opaque_row():
     model = randomized(VGG([16, "M", 32, "M", 32, "M"], num_classes=7, mlp_ratio=1 / 16,
                            norm_layer=nn.BatchNorm2d))
     imports_exactly(model, (3, 64, 64), {"conv_mlp"})
+
+
+# -- HGNetV2's learnable affine block ------------------------------------------
+
+def test_timm_learnable_affine_block_is_the_scalar_affine_kind():
+    from timm.models.hgnet import LearnableAffineBlock
+    module = randomized(LearnableAffineBlock())
+    args = layer_row("scalar_affine", module, (5, 4, 3))
+    assert args == {"scale": 1.0, "bias": 0.0}
+    kind = kinds()["scalar_affine"]
+    a = kind.read_args(args, {})
+    assert (kind.params(a, (5, 4, 3)), kind.flops(a, (5, 4, 3), (5, 4, 3))) == (2, 120)
+
+
+def test_hgnetv2_imports_with_no_opaque_row():
+    model = randomized(timm.create_model("hgnetv2_b0", pretrained=False, num_classes=7))
+    imports_exactly(model, (3, 64, 64), {"scalar_affine"})

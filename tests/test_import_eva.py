@@ -51,6 +51,11 @@ CASES = {
     # DINOv3: centred coordinates, rotation of the halves, register tokens
     "dinov3": dict(use_rot_pos_emb=True, rope_type="dinov3", rope_temperature=100.0,
                    rope_rotate_half=True, num_reg_tokens=4, init_values=1e-5),
+    # DINOv3 as timm builds it: the table made in the forward at the input's
+    # size (its grid read from the call that builds the coordinates)
+    "dinov3_dynamic": dict(use_rot_pos_emb=True, rope_type="dinov3", rope_temperature=100.0,
+                           rope_rotate_half=True, num_reg_tokens=4, dynamic_img_size=True,
+                           qkv_bias=False, use_abs_pos_emb=False),
 }
 
 

@@ -88,3 +88,48 @@ class ScalarGain(Kind):
     def from_torch(self, call, m):
         from .from_torch import row
         return row("scalar_gain", init=float(m.init_args[0]))
+
+
+@register
+class ScalarAffine(Kind):
+    """x times one learned scale plus one learned bias, for the whole tensor
+    (timm's LearnableAffineBlock after HGNetV2's activations)."""
+    name = "scalar_affine"
+    aliases = ("learnable_affine",)
+    torch_classes = ("ScalarAffine",)  # in affine_torch.py
+    primary = "scale"
+    summary = "x * scale + bias, one learned scalar each (HGNetV2's learnable affine block)"
+    flops_rule = "2 per element (a multiply and an add)"
+    args = {"scale": Arg("float", 1.0, doc="the scale's initial value"),
+            "bias": Arg("float", 0.0, doc="the bias's initial value")}
+
+    def params(self, a, x):
+        return 2
+
+    def flops(self, a, x, y):
+        return sym.norm(2 * sym.prod(y))
+
+    def cost(self, a, x, y):
+        return (Cost("mul", elements=sym.prod(x), tensors=(1,)),
+                Cost("add", elements=sym.prod(x), tensors=(1,)))
+
+    def saved(self, a, x, y):
+        return Saved(input=True)   # the scale's gradient needs x
+
+    def build(self, a, x):
+        from .affine_torch import ScalarAffine as Module
+        return Module(a.scale, a.bias)
+
+    torch_modules = ("archcalc.layers.affine_torch.ScalarAffine",
+                     "timm.models.hgnet.LearnableAffineBlock")
+
+    def from_torch(self, call, m):
+        """archcalc's and timm's: a scale and a bias of one value each (the
+        spec holds their initial values, timm's 1 and 0; the weights are the
+        state dict's)."""
+        from .from_torch import NoMapping, row
+        if m.scale.numel() != 1 or m.bias.numel() != 1 or m.scale.dim() > 1 or m.bias.dim() > 1:
+            raise NoMapping(f"a learnable affine of shapes {list(m.scale.shape)} and "
+                            f"{list(m.bias.shape)} (scalar_affine holds one value each)")
+        scale, bias = getattr(m, "init_args", (1.0, 0.0))   # timm's initial values
+        return row("scalar_affine", scale=float(scale), bias=float(bias))

@@ -45,6 +45,20 @@ class ScalarGain(nn.Module):
         return f"torch.full({shape}, {literal(float(self.init_args[0]))})"
 
 
+class ScalarAffine(nn.Module):
+    """x * scale + bias, one learned value each: timm's LearnableAffineBlock
+    (the same parameter names and shapes, [1])."""
+
+    def __init__(self, scale=1.0, bias=0.0):
+        super().__init__()
+        self.init_args = (scale, bias)
+        self.scale = nn.Parameter(torch.tensor([float(scale)]))
+        self.bias = nn.Parameter(torch.tensor([float(bias)]))
+
+    def forward(self, x):
+        return self.scale * x + self.bias
+
+
 def check_affine(call, alpha, beta):
     """alpha and beta hold one value per channel of the input, on its axis of
     channels (a map's dim -3, the last of tokens or a vector)."""

@@ -246,6 +246,10 @@ def _norm(norm, width, what):
                     f"LayerNorm or an RMS norm over {width} with its weight)")
 
 
+def _rotary(m) -> bool:
+    return any(c.startswith("timm.layers.pos_embed_sincos.RotaryEmbedding") for c in _classes(m))
+
+
 def _timm_args(call, m) -> dict:
     """The projections, heads and norms of timm's EvaAttention or AttentionRope."""
     from .from_torch import NoMapping
@@ -300,9 +304,14 @@ def _rope_args(call, m) -> dict:
     got = call.source(table)
     if got is None:
         raise NoMapping("a rotary table not computed from one module's buffers alone")
-    src, calls = got
+    src, calls, learned = got
+    if not _rotary(src):    # a table of traced constants (built at the input's size)
+        found = [] if learned else [s for s in src.modules() if _rotary(s)]
+        if len(found) != 1:
+            raise NoMapping("a rotary table not computed by one rope module")
+        src = found[0]
     classes, head = _classes(src), int(m.head_dim)
-    if any(True for _ in src.parameters()):
+    if learned or any(True for _ in src.parameters()):
         raise NoMapping(f"a learned rotary table ({type(src).__name__}'s parameters)")
     if src.training and getattr(src, "aug_active", False):
         raise NoMapping("a rotary table with random coordinate augmentations (training)")

@@ -201,11 +201,11 @@ class _GraphBuilder:
         module = self.modules.get(n.target) if n.op == "call_module" else None
         what = _describe_target(n, module)
         path = n.target if n.op == "call_module" else n.meta.get("scope", "")
+        derived = self._derived(n)
+        if derived is not None:     # no row: the row that reads it holds it (an opaque
+            self.value[n] = derived     # row, or a kind's that computes it: a rotary table)
+            return
         if self.allow_opaque:
-            derived = self._derived(n)
-            if derived is not None:     # no row: the opaque row that reads it holds it
-                self.value[n] = derived
-                return
             try:
                 return self._opaque(n, what, path)
             except NoMapping as e:
@@ -255,10 +255,8 @@ class _GraphBuilder:
         held = {}
         for a in n.all_input_nodes:     # tensors computed from the model's state alone
             got = self.value.get(a)
-            if isinstance(got, Param):
-                held[a] = ((got.target,), [])
-            elif isinstance(got, _Derived):
-                held[a] = (got.reads, [(d.target, *self.found.args[d]) for d in got.nodes])
+            if isinstance(got, (Param, _Derived)):
+                held[a] = (got.target,) if isinstance(got, Param) else got.reads
         return Call(n, module, args, kwargs, x.shape, x.torch_shape,
                     _per_sample(y) if _tensor(y) else None, held=held)
 

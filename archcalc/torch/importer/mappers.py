@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from ...errors import SpecError
 from ...layers.base import REQUIRED
 from ...layers.from_torch import NoMapping, pair, require_chw, row, rows
-from .probing import _TensorArg
+from .probing import META_KEY, _TensorArg
 
 
 # --------------------------------------------------------------------------
@@ -32,21 +32,25 @@ class Call:
     x_torch: tuple               # its PyTorch shape, per sample
     y_torch: tuple | None        # the output's PyTorch shape, per sample
     state: dict = field(default_factory=dict)   # fx node -> the module's tensor it reads
-    # fx node -> (names, calls): a tensor argument computed from the model's
-    # parameters and buffers alone, the names it reads, its calls as probed
+    # fx node -> the names of the parameters and buffers a tensor argument
+    # computed from the model's state alone reads
     held: dict = field(default_factory=dict)
 
     def source(self, value):
-        """(module, calls) for an argument computed from one module's tensors
-        alone (the rotary table a ViT hands every block: its rope module, and
-        the calls that computed it, (target, args, kwargs) as probed), else None."""
-        got = self.held.get(getattr(value, "node", None))
-        owners = {name.rpartition(".")[0] for name in got[0]} if got else set()
+        """(module, calls, learned) for an argument computed from one module's
+        tensors alone (the rotary table a ViT hands every block: its rope
+        module, or the model for a table of traced constants), the calls it
+        is computed from ((target, args, kwargs) as probed, the input's shape
+        read included), and whether it reads a learned parameter; else None."""
+        node = getattr(value, "node", None)
+        got = self.held.get(node)
+        owners = {name.rpartition(".")[0] for name in got} if got else set()
         if len(owners) != 1:
             return None
-        owner, root = owners.pop(), self.node.graph.owning_module
-        root = root.meta.get("model", root)     # fx's copy keeps only the leaves
-        return (root.get_submodule(owner) if owner else root), got[1]
+        gm = self.node.graph.owning_module
+        learned = any(isinstance(_dotted(gm, name), nn.Parameter) for name in got)
+        owner, root = owners.pop(), gm.meta.get("model", gm)   # fx keeps only the leaves
+        return (root.get_submodule(owner) if owner else root), _computed_by(node), learned
 
     def parameter(self, value):
         """The module's own tensor an argument is (F.conv2d(x, self.weight)),
@@ -67,6 +71,25 @@ class Call:
         if default is REQUIRED:
             raise NoMapping(f"{names} without its {name}")
         return default
+
+
+def _dotted(obj, name):
+    for part in name.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _computed_by(node) -> list:
+    """(target, args, kwargs), as probed, of every call a tensor is computed
+    from, in the graph's order."""
+    seen, stack = set(), [node]
+    while stack:
+        n = stack.pop()
+        if n not in seen and n.op != "placeholder":
+            seen.add(n)
+            stack.extend(n.all_input_nodes)
+    return [(n.target, *n.meta[META_KEY][1]) for n in node.graph.nodes
+            if n in seen and n.op.startswith("call_") and META_KEY in n.meta]
 
 
 def _single_output(out):

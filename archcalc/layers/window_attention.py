@@ -140,15 +140,19 @@ class WindowAttention(Kind):
 
     def params(self, a, x):
         d = x[1]
-        projections = 4 * d * d + (3 * d if a.qkv_bias else 0) + (d if a.proj_bias else 0)
+        projections = 4 * d * d + self.qkv_bias_count(a, d) + (d if a.proj_bias else 0)
         return sym.norm(projections + self.bias_params(a))
+
+    def qkv_bias_count(self, a, d):
+        return 3 * d if a.qkv_bias else 0
 
     def bias_params(self, a):
         return self.table(a) * a.heads
 
     def params_formula(self, a, x):
         d = sym.plain(x[1])
-        qkv = f"(3*{d}*{d}" + (f" + 3*{d})" if a.qkv_bias else ")")
+        qkv = f"(3*{d}*{d}" + (f" + {3 - (not getattr(a, 'k_bias', True))}*{d})"
+                               if a.qkv_bias else ")")
         proj = f"({d}*{d}" + (f" + {d})" if a.proj_bias else ")")
         return f"{qkv} + {proj} + {self.bias_formula(a)}"
 
@@ -218,8 +222,9 @@ class WindowAttention(Kind):
     def build(self, a, x):
         from .window_attention_torch import ShiftedWindowAttention as Module
         (h, w), _, _, _ = self.geometry(a, x)
+        v2 = dict(k_bias=a.k_bias, pretrained_window=a.pretrained_window) if self.v2 else {}
         return Module(x[1], list(a.window), list(a.shift), a.heads, h, w, a.qkv_bias,
-                      a.proj_bias, a.attention_dropout, a.dropout, v2=self.v2)
+                      a.proj_bias, a.attention_dropout, a.dropout, v2=self.v2, **v2)
 
     torch_modules = ("archcalc.layers.window_attention_torch.ShiftedWindowAttention",
                      "torchvision.models.swin_transformer.ShiftedWindowAttention")
@@ -234,11 +239,31 @@ class WindowAttention(Kind):
         if v2 and (len(m.cpb_mlp) != 3 or m.cpb_mlp[0].out_features != CPB_HIDDEN):
             raise NoMapping("a continuous position bias MLP other than 2 -> 512 -> heads")
         h, w = _torch_map(call, m, "window attention")
+        from .swin_timm import v2_args
         return row("window_attention_v2" if v2 else "window_attention", heads=int(m.num_heads),
                    window=pair(m.window_size), shift=pair(m.shift_size),
-                   size=_square_or_pair(h, w), qkv_bias=m.qkv.bias is not None,
-                   proj_bias=m.proj.bias is not None,
-                   attention_dropout=float(m.attention_dropout), dropout=float(m.dropout))
+                   size=_square_or_pair(h, w), qkv_bias=m.qkv.bias is not None
+                   or getattr(m, "q_bias", None) is not None, proj_bias=m.proj.bias is not None,
+                   attention_dropout=float(m.attention_dropout), dropout=float(m.dropout),
+                   **(v2_args(m) if v2 else {}))
+
+    torch_methods = {"timm.models.swin_transformer.SwinTransformerBlock._attn": "attn"}
+
+    def from_torch_method(self, call, block):
+        """timm's SwinTransformerBlock._attn: the shift, windows and attention
+        of ``block.attn`` (timm's WindowAttention: its relative position bias
+        table, q scaled by the head width's -0.5 power, a mask of -100)."""
+        from .from_torch import NoMapping, pair, row
+        from .swin_timm import timm_windows
+        window, shift, h, w = timm_windows(call, block, "timm's Swin block")
+        m, d = block.attn, call.x[1]
+        if m.qkv.out_features != 3 * d or m.proj.in_features != d or m.proj.bias is None or \
+                tuple(m.relative_position_bias_table.shape) != ((2 * window[0] - 1) *
+                                                                (2 * window[1] - 1), m.num_heads):
+            raise NoMapping("timm's window attention with a head width other than D/heads")
+        return row("window_attention", heads=int(m.num_heads), window=pair(window),
+                   shift=pair(shift), size=_square_or_pair(h, w), qkv_bias=m.qkv.bias is not None,
+                   attention_dropout=float(m.attn_drop.p), dropout=float(m.proj_drop.p))
 
 
 @register
@@ -265,7 +290,35 @@ class WindowAttentionV2(WindowAttention):
                         "MACs counts it B times (tests/test_kind_windows.py compares both)")
     args = {**WindowAttention.args,
             "window": Arg("pair", min=2, numeric=True,
-                          doc="the window M, at least 2 (the coordinates divide by M - 1)")}
+                          doc="the window M, at least 2 (the coordinates divide by M - 1)"),
+            "k_bias": Arg("bool", True, doc="the qkv bias as torchvision's qkv.bias (3D, its "
+                          "k third zeroed on each call); false: timm's q_bias and v_bias (2D), "
+                          "the k bias a zero buffer"),
+            "pretrained_window": Arg("pair", None, min=1, numeric=True,
+                                     doc="timm's pretrained_window_size: the window the "
+                                     "coordinates are scaled to (default: the window)")}
+    torch_methods = {"timm.models.swin_transformer_v2.SwinTransformerV2Block._attn": "attn"}
+
+    def qkv_bias_count(self, a, d):
+        return (3 if a.k_bias else 2) * d if a.qkv_bias else 0
+
+    def from_torch_method(self, call, block):
+        """timm's SwinTransformerV2Block._attn: the shift, windows and attention
+        of ``block.attn`` (timm's V2 WindowAttention: cosine attention, the
+        continuous position bias MLP 2 -> 512 -> heads, q_bias and v_bias)."""
+        from .from_torch import NoMapping, pair, row
+        from .swin_timm import timm_windows, v2_args
+        window, shift, h, w = timm_windows(call, block, "timm's Swin V2 block")
+        m, d = block.attn, call.x[1]
+        if m.qkv.bias is not None or m.qkv.out_features != 3 * d or m.proj.bias is None or \
+                len(m.cpb_mlp) != 3 or m.cpb_mlp[0].out_features != CPB_HIDDEN or \
+                tuple(m.logit_scale.shape) != (m.num_heads, 1, 1):
+            raise NoMapping("timm's V2 window attention other than 3D qkv without bias, "
+                            "q_bias and v_bias, a 2 -> 512 -> heads position bias MLP")
+        return row("window_attention_v2", heads=int(m.num_heads), window=pair(window),
+                   shift=pair(shift), size=_square_or_pair(h, w),
+                   qkv_bias=m.q_bias is not None, attention_dropout=float(m.attn_drop.p),
+                   dropout=float(m.proj_drop.p), **v2_args(m))
 
     def bias_params(self, a):
         return sym.norm(a.heads + 2 * CPB_HIDDEN + CPB_HIDDEN + CPB_HIDDEN * a.heads)
@@ -412,11 +465,15 @@ class PatchMerging(Kind):
 
     torch_modules = ("archcalc.layers.window_attention_torch.PatchMerging",
                      "torchvision.models.swin_transformer.PatchMerging",
-                     "torchvision.models.swin_transformer.PatchMergingV2")
+                     "torchvision.models.swin_transformer.PatchMergingV2",
+                     "timm.models.swin_transformer.PatchMerging",
+                     "timm.models.swin_transformer_v2.PatchMerging",
+                     "timm.models.swin_transformer_v2_cr.PatchMerging")
 
     def from_torch(self, call, m):
         """torchvision's PatchMerging or PatchMergingV2 (the norm after the
-        reduction: its width is 2D), or archcalc's."""
+        reduction: its width is 2D), archcalc's, or timm's (Swin, V2: the norm
+        after, V2-cr), whose 2 x 2 positions concatenate in the same order."""
         from .from_torch import NoMapping, row
         _require_tokens(call, "patch merging")
         d = call.x[1]
@@ -428,7 +485,10 @@ class PatchMerging(Kind):
                 or (reduction.in_features, reduction.out_features) != (4 * d, 2 * d):
             raise NoMapping("a patch merging other than layer norm and a 4D -> 2D linear "
                             "without bias")
-        h, w = _torch_map(call, m, "patch merging")
+        from .swin_timm import merged_map
+        h, w = merged_map(call) if len(call.x_torch) == 2 and \
+            getattr(m, "map_size", None) is None else \
+            _torch_map(call, m, "patch merging")
         return row("patch_merging", size=_square_or_pair(h, w), post_norm=post,
                    eps=float(norm.eps))
 

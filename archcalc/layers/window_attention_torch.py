@@ -25,15 +25,22 @@ class ShiftedWindowAttention(nn.Module):
     the cyclic shift and its mask, the k bias zeroed in V2)."""
 
     def __init__(self, dim, window_size, shift_size, num_heads, height, width, qkv_bias=True,
-                 proj_bias=True, attention_dropout=0.0, dropout=0.0, v2=False):
+                 proj_bias=True, attention_dropout=0.0, dropout=0.0, v2=False, k_bias=True,
+                 pretrained_window=None):
         super().__init__()
         self.init_args = (dim, list(window_size), list(shift_size), num_heads, height, width,
-                          qkv_bias, proj_bias, attention_dropout, dropout, v2)
+                          qkv_bias, proj_bias, attention_dropout, dropout, v2, k_bias,
+                          pretrained_window)
         self.window_size, self.shift_size = list(window_size), list(shift_size)
         self.num_heads, self.map_size, self.v2 = num_heads, (height, width), v2
         self.attention_dropout, self.dropout = attention_dropout, dropout
-        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
+        # timm's V2 layout (k_bias=False): q_bias and v_bias, the k bias a zero buffer
+        self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias and k_bias)
+        if qkv_bias and not k_bias:
+            self.q_bias, self.v_bias = nn.Parameter(torch.zeros(dim)), nn.Parameter(torch.zeros(dim))
+            self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
+        self.pretrained_window_size = tuple(pretrained_window or (0, 0))
         wh, ww = self.window_size
         if v2:
             self.logit_scale = nn.Parameter(torch.log(10 * torch.ones((num_heads, 1, 1))))
@@ -59,15 +66,19 @@ class ShiftedWindowAttention(nn.Module):
         w = torch.arange(-(ww - 1), ww, dtype=torch.float32)
         table = torch.stack(torch.meshgrid([h, w], indexing="ij"))
         table = table.permute(1, 2, 0).contiguous().unsqueeze(0)
-        table[:, :, :, 0] /= wh - 1
-        table[:, :, :, 1] /= ww - 1
+        if any(self.pretrained_window_size):        # timm's pretrained_window_size
+            wh, ww = self.pretrained_window_size
+        table[:, :, :, 0] /= max(wh - 1, 1)
+        table[:, :, :, 1] /= max(ww - 1, 1)
         table *= 8
         return torch.sign(table) * torch.log2(torch.abs(table) + 1.0) / 3.0
 
     def extra_repr(self):
         return (f"window_size={self.window_size}, shift_size={self.shift_size}, "
                 f"num_heads={self.num_heads}, map_size={self.map_size}, v2={self.v2}, "
-                f"attention_dropout={self.attention_dropout}, dropout={self.dropout}")
+                f"attention_dropout={self.attention_dropout}, dropout={self.dropout}"
+                + (f", pretrained_window_size={self.pretrained_window_size}"
+                   if any(self.pretrained_window_size) else ""))
 
     def relative_position_bias(self):
         n = self.window_size[0] * self.window_size[1]
@@ -96,7 +107,9 @@ class ShiftedWindowAttention(nn.Module):
         x = x.view(b, ph // ws[0], ws[0], pw // ws[1], ws[1], c)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(b * n_windows, ws[0] * ws[1], c)
         qkv_bias = self.qkv.bias
-        if self.v2 and qkv_bias is not None:   # V2 keeps no k bias (zeroed on each call)
+        if getattr(self, "q_bias", None) is not None:
+            qkv_bias = torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        elif self.v2 and qkv_bias is not None:   # V2 keeps no k bias (zeroed on each call)
             qkv_bias = qkv_bias.clone()
             qkv_bias[c:2 * c].zero_()
         qkv = F.linear(x, self.qkv.weight, qkv_bias)

@@ -21,7 +21,7 @@ from .layout import _classify_layout
 from .measuring import measure
 from .mappers import (ADD, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNCTIONS, LAYOUT_METHODS,
     METHOD_MAPPERS, MUL, PoolIndices, SPLIT, UNPOOLS, Unpool, NoMapping, _constant,
-    _layout_module, _mapper_for, row)
+    _layout_module, _mapper_for, map_method_call, method_call, row)
 from .naming import _clean_name
 from .failures import _first_line
 from .probing import PROBE_BATCH, Probed, _TensorArg
@@ -399,6 +399,8 @@ class _GraphBuilder:
                     self.value[n] = source
                     return
                 raise NoMapping(f"item {n.args[1]} of a module's outputs")
+        if not method and target is method_call:
+            return self._method_leaf(n, tensors[0])
         if any(isinstance(i, (Param, Expanded)) for i in inputs):
             return self._state_call(n, tensors, inputs)
         x = tensors[0]
@@ -437,6 +439,25 @@ class _GraphBuilder:
         found = mapper(call)
         self.stateful_calls[owner] = self.stateful_calls.get(owner, 0) + 1
         self.used_state.update([owner] + [p.target for p in params])
+        path = _path(owner)
+        self._row(n, x, found, path=path, stateful=True, name=path[-1],
+                  what=_describe_target(n))
+
+    def _method_leaf(self, n: fx.Node, x: FlowNode):
+        """A module's method as one call (mappers.method_call): its rows hold the
+        state of the child its kind names (Swin's block's ``attn``). Unmapped,
+        the module is kept whole on the next pass (its state is its row's)."""
+        try:
+            found, owner = map_method_call(self._call(n, x))
+        except NoMapping:
+            if not self.allow_opaque:
+                raise
+            self.widen.add(n.args[0].target)
+            self.value[n] = self._stand_in(n)
+            return
+        owner = f"{n.args[0].target}.{owner}"
+        self.stateful_calls[owner] = self.stateful_calls.get(owner, 0) + 1
+        self.used_state.add(owner)
         path = _path(owner)
         self._row(n, x, found, path=path, stateful=True, name=path[-1],
                   what=_describe_target(n))

@@ -153,7 +153,46 @@ def _register_kinds():
             except ImportError:     # torchvision's classes, where the vision extra is missing
                 continue
             MODULE_MAPPERS[getattr(module, name)] = kind.from_torch
+        for dotted, owner in vars(type(kind)).get("torch_methods", {}).items():
+            where, _, name = dotted.rpartition(".")
+            where, _, cls = where.rpartition(".")
+            try:
+                module = importlib.import_module(where)
+            except ImportError:
+                continue
+            METHOD_LEAVES[getattr(module, cls)] = (name, owner, kind.from_torch_method)
     _register_companions()
+
+
+METHOD_LEAVES: dict = {}    # a module class -> (its method, the child holding its state, mapper)
+
+
+def method_call(module, method, *args):
+    """A module's method as one call (a kind's ``torch_methods``: Swin's block's
+    shifted-window attention, ``_attn``), run as the module runs it; on meta
+    stand-ins of its state where the input is on the meta device."""
+    fn = getattr(type(module), method)
+    state = dict(list(module.named_parameters()) + list(module.named_buffers()))
+    if not (args and getattr(args[0], "is_meta", False)) or \
+            all(t.is_meta for t in state.values()):
+        return fn(module, *args)
+    from torch.nn.utils.stateless import _reparametrize_module
+    meta = {k: torch.empty_like(t, device="meta") for k, t in state.items()}
+    with _reparametrize_module(module, meta):
+        return fn(module, *args)
+
+
+def map_method_call(c: "Call"):
+    """The rows of a method called as one leaf: its kind's from_torch_method,
+    and the path of the child module whose state those rows hold."""
+    module, method = c.args[0], c.args[1]
+    name, owner, mapper = METHOD_LEAVES[type(module)]
+    if name != method:
+        raise NoMapping(f"{type(module).__name__}.{method}")
+    return mapper(c, module), owner
+
+
+FUNCTION_MAPPERS[method_call] = lambda c: map_method_call(c)[0]
 
 
 def _register_companions():
@@ -379,6 +418,9 @@ def _f_mean(c):
     if len(c.x) == 2 and len(c.x_torch) == 2 and dims is not None and not keep and \
             [d % 3 for d in given] == [1]:
         return row("token_pool", mode="mean")      # ResMLP's mean of the tokens
+    if len(c.x) == 2 and len(c.x_torch) == 3 and dims is not None and not keep and \
+            sorted(d % 4 for d in given) == [1, 2]:
+        return row("token_pool", mode="mean")      # a channels-last map's (timm's NHWC head)
     dims = tuple(sorted(d % 4 for d in given)) if dims is not None else None
     if len(c.x) != 3 or dims != (2, 3):
         raise NoMapping(f"mean over {dims} of a {list(c.x_torch)} input")

@@ -11,7 +11,7 @@ from torch import nn
 
 from ...errors import SpecError
 from .failures import TraceFailure, _first_line, _quiet_warnings
-from .mappers import _mapper_for
+from .mappers import METHOD_LEAVES, _mapper_for, method_call
 from .probing import PROBE_BATCH
 
 
@@ -38,6 +38,9 @@ class _Tracer(fx.Tracer):
 
     def call_module(self, m, forward, args, kwargs):
         self._paths.append(self.path_of_module(m))
+        leaf = METHOD_LEAVES.get(type(m))
+        if leaf is not None and self._paths[-1] and not self.is_leaf_module(m, self._paths[-1]):
+            setattr(m, leaf[0], self._method_leaf(self._paths[-1], leaf[0]))
         try:
             return super().call_module(m, forward, args, kwargs)
         except Exception:
@@ -46,6 +49,16 @@ class _Tracer(fx.Tracer):
             raise
         finally:
             self._paths.pop()
+            if leaf is not None:
+                vars(m).pop(leaf[0], None)
+
+    def _method_leaf(self, path, method):
+        """A stand-in for the module's method while fx traces its forward: one
+        call_function node (mappers.method_call) of the module and the method."""
+        def call(*args):
+            module = self.create_proxy("get_attr", path, (), {})
+            return self.create_proxy("call_function", method_call, (module, method, *args), {})
+        return call
 
     def create_node(self, kind, target, args, kwargs, name=None, type_expr=None):
         node = super().create_node(kind, target, args, kwargs, name, type_expr)

@@ -494,6 +494,10 @@ class _GraphBuilder:
                                  what="a learned gain")
             raise NoMapping(f"{op} of the input and a parameter of shape {list(shape)}")
         number, x = (a, b) if _number(a) else (b, a)
+        if op == "add" and _number(number) and number == 0 and isinstance(x, FlowNode) and \
+                n.kwargs.get("alpha", 1) == 1:    # a sum started at 0 (x1 = 0; x1 += conv(x))
+            self.value[n] = x
+            return
         if op == "mul" and _number(number) and isinstance(x, FlowNode):   # NF-ResNet's x * beta
             inplace = n.target == "mul_" or n.target is operator.imul
             return self._row(n, x, row("multiply", by=float(number), inplace=inplace),

@@ -177,3 +177,33 @@ def test_a_shared_relative_position_bias_has_no_kind():
     model = small_relpos(shared_rel_pos=True)
     with pytest.raises(importer.Unsupported, match="shared"):
         importer.import_module(model, (3, 32, 48), strict=True)
+
+
+# -- iFormer: single-head modulation attention on a map ---------------------------
+
+
+@pytest.mark.parametrize("kwargs, att, mid", [({}, 8, 16),
+                                              ({"ratio": 2, "head_dim_reduction_ratio": 4}, 4, 32)])
+def test_shma_is_one_row_and_computes_the_same(kwargs, att, mid):
+    from timm.models.iformer import SHMA
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), SHMA(16, **kwargs))
+    done, report = imported(model, (3, 4, 5))
+    assert rows(report) == {"0": "conv", "1": "shma"}
+    row, c, p = report.rows[-1], 16, 20
+    # q, k (C -> A), v and the gate (C -> 2M), proj (M -> C), each + a batch norm's 2
+    assert row.params == 2 * c * att + 2 * c * mid + mid * c + 2 * (2 * att + 2 * mid + c)
+    assert row.macs == p * c * (2 * att + 2 * mid) + p * p * (att + mid) + p * mid * c
+    same_function(model, (3, 4, 5), done)
+
+
+def test_windowed_shma_has_no_kind():
+    from timm.models.iformer import SHMA
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), SHMA(16, window_size=2)).eval()
+    with pytest.raises(importer.Unsupported, match="SHMA"):
+        importer.import_module(model, (3, 4, 4), strict=True)
+
+
+@pytest.mark.slow
+def test_iformer_t_imports_with_no_opaque_row():
+    done, report = imported(timm_meta("iformer_t"), (3, 224, 224), "timm:iformer_t")
+    assert kinds_of(report).count("shma") == 5

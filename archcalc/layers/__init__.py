@@ -40,3 +40,4 @@ from . import conv_mlp  # noqa: F401  (registration: VGG's conv classifier, timm
 from . import pvt  # noqa: F401  (registration: PVT v2's spatial-reduction attention)
 from . import relpos_attention  # noqa: F401  (registration: vit_relpos's attention with an MLP relative position bias)
 from . import window_attention_cr  # noqa: F401  (registration: timm Swin V2-cr window attention)
+from . import iformer  # noqa: F401  (registration: iFormer's single-head modulation attention)

@@ -70,6 +70,21 @@ def test_timm_simple_norm_over_tokens():
     same_function(model, MAP, done)
 
 
+@pytest.mark.parametrize("act, kind", [("torch", "gelu"), ("timm", "gelu"), (None, None)])
+def test_timm_rms_norm_act_2d_is_an_rms_norm_row_and_its_activation(act, kind):
+    """MobileNetV5's RmsNormAct2d: the norm (its weight under the module's
+    name), then its activation as a row of its own; apply_act False: none."""
+    from timm.layers import activations
+    from timm.layers.norm_act import RmsNormAct2d
+    layer = {"torch": nn.GELU, "timm": activations.GELU, None: nn.ReLU}[act]
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1),
+                          RmsNormAct2d(8, act_layer=layer, apply_act=act is not None))
+    done, report = imported(model, MAP)
+    assert rows(report)["1"] == "rms_norm"
+    assert sorted(rows(report).values()) == sorted(["conv", "rms_norm"] + ([kind] if kind else []))
+    same_function(model, MAP, done)
+
+
 class FunctionalRms(nn.Module):
     """F.rms_norm in a module's own forward with its own weight."""
 

@@ -9,7 +9,8 @@ element below."""
 from __future__ import annotations
 
 from .. import sym
-from .base import Arg, Cost, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, kinds, register
+from .from_torch import NoMapping
 
 FP32 = 4
 
@@ -20,6 +21,10 @@ RMS_PER_ELEMENT = 3
 STD_PER_ELEMENT = 4
 
 _TIMM = "timm.layers.norm."
+_TIMM_ACT = "timm.layers.norm_act."
+# timm's activation modules that call one function of a kind's (F.gelu)
+_TIMM_ACTIVATIONS = {"timm.layers.activations.GELU": ("gelu", {}),
+                     "timm.layers.activations.GELUTanh": ("gelu", {"approximate": "tanh"})}
 
 
 def _width(x):
@@ -77,12 +82,20 @@ class RmsNorm(Kind):
 
     torch_modules = ("torch.nn.RMSNorm", "archcalc.layers.rms_norm_torch.RmsNorm2d",
                      _TIMM + "RmsNorm", _TIMM + "RmsNormFp32", _TIMM + "RmsNorm2d",
-                     _TIMM + "RmsNorm2dFp32")   # from_torch reads them
+                     _TIMM + "RmsNorm2dFp32", _TIMM_ACT + "RmsNormAct",
+                     _TIMM_ACT + "RmsNormActFp32", _TIMM_ACT + "RmsNormAct2d",
+                     _TIMM_ACT + "RmsNormAct2dFp32")   # from_torch reads them
 
     def from_torch(self, call, m):
         """nn.RMSNorm and timm's RmsNorm over the last dimension of tokens or a
-        vector; RmsNorm2d (timm's, archcalc's) over a map's channels."""
-        return _module_row(self.name, call, m)
+        vector; RmsNorm2d (timm's, archcalc's) over a map's channels; timm's
+        RmsNormAct(2d): that row, then its activation's (MobileNetV5)."""
+        norm = _module_row(self.name, call, m)
+        if not hasattr(m, "act"):
+            return norm
+        if type(m.drop).__name__ != "Identity":
+            raise NoMapping(f"{type(m).__name__} with a {type(m.drop).__name__} after the norm")
+        return norm + _act_rows(call, m.act)
 
 
 @register
@@ -110,7 +123,7 @@ class SimpleNorm(RmsNorm):
 def _module_row(kind, call, m):
     """A module with normalized_shape, eps and an optional weight: a 2d class
     (by its name's '2d') over a map's channels, else the last dimension."""
-    from .from_torch import NoMapping, require_chw, row
+    from .from_torch import require_chw, row
     shape = tuple(m.normalized_shape)
     over_map = "2d" in type(m).__name__
     if over_map:
@@ -126,3 +139,20 @@ def _module_row(kind, call, m):
     if m.eps is None:
         raise NoMapping(f"{type(m).__name__} with eps None (the dtype's epsilon)")
     return row(kind, affine=m.weight is not None, eps=float(m.eps))
+
+
+def _act_rows(call, act):
+    """The rows of a norm-act module's activation: none for nn.Identity, else
+    the kind whose torch_modules name its class (or timm's GELU: gelu)."""
+    cls = type(act)
+    dotted = f"{cls.__module__}.{cls.__qualname__}"
+    if dotted == "torch.nn.modules.linear.Identity":
+        return []
+    if dotted in _TIMM_ACTIVATIONS:
+        kind, args = _TIMM_ACTIVATIONS[dotted]
+        return [(kind, dict(args))]
+    public = f"torch.nn.{cls.__name__}" if cls.__module__.startswith("torch.nn.") else dotted
+    for kind in kinds().values():
+        if public in vars(type(kind)).get("torch_modules", ()):
+            return kind.from_torch(call, act)
+    raise NoMapping(f"a norm's activation {cls.__name__} with no kind")

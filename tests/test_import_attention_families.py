@@ -207,3 +207,31 @@ def test_windowed_shma_has_no_kind():
 def test_iformer_t_imports_with_no_opaque_row():
     done, report = imported(timm_meta("iformer_t"), (3, 224, 224), "timm:iformer_t")
     assert kinds_of(report).count("shma") == 5
+
+
+# -- Next-ViT: E-MHSA, keys and values pooled along the sequence -------------------
+
+
+@pytest.mark.parametrize("kwargs, heads, reduced, out", [
+    ({"head_dim": 4}, 4, 15, 16),
+    ({"head_dim": 8, "sr_ratio": 2, "qkv_bias": False}, 2, 3, 16),   # floor(15 / 4)
+    ({"head_dim": 4, "out_dim": 8, "sr_ratio": 2}, 4, 3, 8)])
+def test_next_vit_efficient_attention_is_one_row_and_computes_the_same(kwargs, heads, reduced,
+                                                                        out):
+    from timm.models.nextvit import EfficientAttention
+    model = OnTokens(EfficientAttention(16, **kwargs))
+    done, report = imported(model, (3, 3, 5))
+    assert rows(report)["attn"] == "pooled_attention"
+    row, n, d, m = report.rows[-1], 15, 16, reduced
+    bias = kwargs.get("qkv_bias", True)
+    norm = 2 * d if kwargs.get("sr_ratio") else 0
+    assert row.output_shape == (n, out)
+    assert row.params == 3 * d * d + (3 * d if bias else 0) + d * out + out + norm
+    assert row.macs == n * d * d + 2 * m * d * d + 2 * n * m * d + n * d * out
+    same_function(model, (3, 3, 5), done)
+
+
+@pytest.mark.slow
+def test_nextvit_small_imports_with_no_opaque_row():
+    done, report = imported(timm_meta("nextvit_small"), (3, 224, 224), "timm:nextvit_small")
+    assert kinds_of(report).count("pooled_attention") == 4

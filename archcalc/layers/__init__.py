@@ -41,3 +41,4 @@ from . import pvt  # noqa: F401  (registration: PVT v2's spatial-reduction atten
 from . import relpos_attention  # noqa: F401  (registration: vit_relpos's attention with an MLP relative position bias)
 from . import window_attention_cr  # noqa: F401  (registration: timm Swin V2-cr window attention)
 from . import iformer  # noqa: F401  (registration: iFormer's single-head modulation attention)
+from . import nextvit  # noqa: F401  (registration: Next-ViT's E-MHSA, keys and values pooled along the sequence)

@@ -42,3 +42,4 @@ from . import relpos_attention  # noqa: F401  (registration: vit_relpos's attent
 from . import window_attention_cr  # noqa: F401  (registration: timm Swin V2-cr window attention)
 from . import iformer  # noqa: F401  (registration: iFormer's single-head modulation attention)
 from . import nextvit  # noqa: F401  (registration: Next-ViT's E-MHSA, keys and values pooled along the sequence)
+from . import convit  # noqa: F401  (registration: ConViT's gated positional self-attention)

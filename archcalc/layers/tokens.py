@@ -330,7 +330,8 @@ class SelfAttention(Kind):
     torch_modules = ("archcalc.layers.tokens_torch.SelfAttention",
                      "archcalc.layers.tokens_torch.QKVAttention",
                      "archcalc.layers.tokens_torch.BeitAttention",
-                     "timm.layers.attention.Attention", "timm.models.beit.Attention")
+                     "timm.layers.attention.Attention", "timm.models.beit.Attention",
+                     "timm.models.convit.MHSA")
 
     def from_torch(self, call, m):
         from .from_torch import NoMapping, row
@@ -353,14 +354,17 @@ def _qkv_attention_args(call, m) -> dict:
         raise NoMapping("attention with a mask or a causal flag")
     if getattr(m, "gate", None) is not None:
         raise NoMapping("a gated attention (a sigmoid gate on its output)")
-    d, heads, head_dim = call.x[1], int(m.num_heads), int(m.head_dim)
+    d, heads = call.x[1], int(m.num_heads)
+    # ConViT's MHSA: the same qkv and proj, no head_dim nor norms of its own
+    head_dim = int(getattr(m, "head_dim", m.qkv.out_features // (3 * heads)))
     if m.qkv.in_features != d or m.proj.out_features != d:
         raise NoMapping(f"attention from width {m.qkv.in_features} to {m.proj.out_features} "
                         f"on tokens of width {d} (archcalc's keeps the width)")
     if abs(float(m.scale) * head_dim ** 0.5 - 1) > 1e-9:
         raise NoMapping(f"attention scaled by {m.scale}, not 1/sqrt(head_dim = {head_dim})")
-    q_eps, k_eps = _norm_eps(m.q_norm, head_dim, "q_norm"), _norm_eps(m.k_norm, head_dim, "k_norm")
-    out_eps = _norm_eps(m.norm, heads * head_dim, "norm")
+    q_eps = _norm_eps(getattr(m, "q_norm", None), head_dim, "q_norm")
+    k_eps = _norm_eps(getattr(m, "k_norm", None), head_dim, "k_norm")
+    out_eps = _norm_eps(getattr(m, "norm", None), heads * head_dim, "norm")
     epsilons = {e for e in (q_eps, k_eps, out_eps) if e is not None}
     if (q_eps is None) != (k_eps is None) or len(epsilons) > 1:
         raise NoMapping(f"attention with q_norm, k_norm and norm of different kinds or eps "
@@ -404,7 +408,7 @@ def _norm_eps(norm, width, what):
     identity; anything else has no argument of the attention kind."""
     from .from_torch import NoMapping
     classes = {f"{c.__module__}.{c.__qualname__}" for c in type(norm).__mro__}
-    if "torch.nn.modules.linear.Identity" in classes:
+    if norm is None or "torch.nn.modules.linear.Identity" in classes:
         return None
     if "torch.nn.modules.normalization.LayerNorm" in classes and \
             tuple(norm.normalized_shape) == (width,) and norm.elementwise_affine and \

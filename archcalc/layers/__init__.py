@@ -43,3 +43,4 @@ from . import window_attention_cr  # noqa: F401  (registration: timm Swin V2-cr 
 from . import iformer  # noqa: F401  (registration: iFormer's single-head modulation attention)
 from . import nextvit  # noqa: F401  (registration: Next-ViT's E-MHSA, keys and values pooled along the sequence)
 from . import convit  # noqa: F401  (registration: ConViT's gated positional self-attention)
+from . import maxxvit  # noqa: F401  (registration: timm MaxViT/CoAtNet map attention and partition transformer)

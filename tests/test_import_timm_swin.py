@@ -105,21 +105,37 @@ def test_a_window_as_large_as_the_map_drops_the_shift():
     same_outputs(model, loads(text, file="swin").build(), torch.randn(1, 3, 64, 64))
 
 
-def test_a_shift_on_a_padded_map_is_not_mapped():
-    """timm rolls the map before it pads it to whole windows, torchvision (and
-    the kind) after: where a shifted block's map does not divide into windows
-    (10 x 10 in windows of 4) the block is refused by --strict, and kept whole
-    (an opaque row, measured) otherwise, with the totals still PyTorch's."""
-    model = randomized(v1.SwinTransformer(img_size=40, **TINY))
-    with pytest.raises(Unsupported, match="timm rolls before it pads"):
-        importer.import_module(model, (3, 40, 40), strict=True)
-    done = importer.import_module(model, (3, 40, 40))
+@pytest.mark.parametrize("make", [
+    lambda: v1.SwinTransformer(img_size=40, **TINY),
+    lambda: v2.SwinTransformerV2(img_size=40, **TINY),
+    lambda: cr.SwinTransformerV2Cr(img_size=(40, 40), init_values=None, **TINY),
+])
+def test_a_shifted_map_in_part_windows_rolls_before_it_pads(make):
+    """timm rolls the map before it pads it to whole windows (torchvision, and
+    the kind by default, after): where a shifted block's map does not divide
+    into windows (10 x 10 and 5 x 5 in windows of 4) the row says roll_first,
+    and built, computes timm's outputs."""
+    model = randomized(make())
+    text = imported_exactly(model, 40)
+    assert "roll_first = true" in text
+    same_outputs(model, loads(text, file="swin").build(), torch.randn(2, 3, 40, 40))
+
+
+def test_a_head_width_other_than_the_share_is_kept_whole():
+    """timm's Swin with head_dim set (heads of 12 on a width of 16) is no
+    window_attention: refused by --strict, and without it each block is kept
+    whole (an opaque row, measured), with the totals still PyTorch's."""
+    model = randomized(v1.SwinTransformer(img_size=64, head_dim=12, **TINY))
+    with pytest.raises(Unsupported, match="head width other than D/heads"):
+        importer.import_module(model, (3, 64, 64), strict=True)
+    done = importer.import_module(model, (3, 64, 64))
     assert 'opaque = "timm.models.swin_transformer.SwinTransformerBlock"' in done.text
     report = analyze(loads(done.text, file="swin"))
     assert report.totals["params"] == sum(p.numel() for p in model.parameters())
-    assert report.totals["macs"] == meta_macs(model, (3, 40, 40))
+    assert report.totals["macs"] == meta_macs(model, (3, 64, 64))
 
 
+@pytest.mark.slow
 def test_the_swin_tiny_of_timm_imports_exactly_on_meta():
     """timm's swin_tiny_patch4_window7_224, swinv2_tiny_window8_256 and
     swinv2_cr_tiny_224 at a smaller input (their windows clipped at the last

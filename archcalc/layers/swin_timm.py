@@ -27,10 +27,11 @@ def merged_map(call):
 
 
 def timm_windows(call, block, what):
-    """(window, shift, h, w) of timm's Swin block's windowed attention, the
-    window and shift as the block clipped them to its map. timm rolls the map,
-    then pads it to whole windows (torchvision: pads, then rolls, and drops a
-    shift where the padded map is one window): refused where the two differ."""
+    """(window, shift, h, w, roll_first) of timm's Swin block's windowed
+    attention, the window and shift as the block clipped them to its map.
+    timm rolls the map, then pads it to whole windows (torchvision: pads, then
+    rolls, and drops a shift where the padded map is one window): roll_first
+    where the two differ (a shifted map that does not divide into windows)."""
     if len(call.x) != 2:
         raise NoMapping(f"{what} on a {len(call.x)}-d input (it takes tokens)")
     # its input may be the tokens a reshape to B x H x W x C reads: the output's map
@@ -40,8 +41,7 @@ def timm_windows(call, block, what):
     h, w = int(hwc[0]), int(hwc[1])
     window = tuple(int(v) for v in block.window_size)
     shift = tuple(int(v) for v in block.shift_size)
-    if tuple(block.attn.window_size) != window or any(
-            s and (side % m or m >= side) for side, m, s in zip((h, w), window, shift)):
-        raise NoMapping(f"{what}: a shift of {list(shift)} on a {h} x {w} map in windows of "
-                        f"{list(window)} (timm rolls before it pads)")
-    return window, shift, h, w
+    if tuple(block.attn.window_size) != window or any(s >= m for s, m in zip(shift, window)):
+        raise NoMapping(f"{what}: a shift of {list(shift)} in windows of {list(window)}")
+    return window, shift, h, w, any(s and (side % m or m >= side)
+                                    for side, m, s in zip((h, w), window, shift))

@@ -110,6 +110,8 @@ class WindowAttention(Kind):
                     doc="[h, w] of the map, h*w = N; default: the square sqrt(N) x sqrt(N)"),
         "qkv_bias": Arg("bool", True),
         "proj_bias": Arg("bool", True),
+        "roll_first": Arg("bool", False, doc="timm's order: the map rolled, then padded to "
+                          "whole windows (the shift kept where they differ)"),
         "attention_dropout": Arg("float", 0.0, min=0.0, max=1.0),
         "dropout": Arg("float", 0.0, min=0.0, max=1.0, doc="on the projection's output"),
     }
@@ -123,7 +125,7 @@ class WindowAttention(Kind):
             raise SpecError(f"{self.name}: the shift must be less than the window. "
                             f"Received: shift={list(a.shift)}, window={list(a.window)}")
         ph, pw = sym.ceildiv(h, wh) * wh, sym.ceildiv(w, ww) * ww
-        shift = (0 if wh >= ph else sh, 0 if ww >= pw else sw)
+        shift = (sh, sw) if a.roll_first else (0 if wh >= ph else sh, 0 if ww >= pw else sw)
         return (h, w), (ph, pw), wh * ww, shift
 
     def output_shape(self, a, x):
@@ -224,7 +226,8 @@ class WindowAttention(Kind):
         (h, w), _, _, _ = self.geometry(a, x)
         v2 = dict(k_bias=a.k_bias, pretrained_window=a.pretrained_window) if self.v2 else {}
         return Module(x[1], list(a.window), list(a.shift), a.heads, h, w, a.qkv_bias,
-                      a.proj_bias, a.attention_dropout, a.dropout, v2=self.v2, **v2)
+                      a.proj_bias, a.attention_dropout, a.dropout, v2=self.v2,
+                      roll_first=a.roll_first, **v2)
 
     torch_modules = ("archcalc.layers.window_attention_torch.ShiftedWindowAttention",
                      "torchvision.models.swin_transformer.ShiftedWindowAttention")
@@ -245,6 +248,7 @@ class WindowAttention(Kind):
                    size=_square_or_pair(h, w), qkv_bias=m.qkv.bias is not None
                    or getattr(m, "q_bias", None) is not None, proj_bias=m.proj.bias is not None,
                    attention_dropout=float(m.attention_dropout), dropout=float(m.dropout),
+                   roll_first=bool(getattr(m, "roll_first", False)),
                    **(v2_args(m) if v2 else {}))
 
     torch_methods = {"timm.models.swin_transformer.SwinTransformerBlock._attn": "attn"}
@@ -255,7 +259,7 @@ class WindowAttention(Kind):
         table, q scaled by the head width's -0.5 power, a mask of -100)."""
         from .from_torch import NoMapping, pair, row
         from .swin_timm import timm_windows
-        window, shift, h, w = timm_windows(call, block, "timm's Swin block")
+        window, shift, h, w, roll_first = timm_windows(call, block, "timm's Swin block")
         m, d = block.attn, call.x[1]
         if m.qkv.out_features != 3 * d or m.proj.in_features != d or m.proj.bias is None or \
                 tuple(m.relative_position_bias_table.shape) != ((2 * window[0] - 1) *
@@ -263,7 +267,8 @@ class WindowAttention(Kind):
             raise NoMapping("timm's window attention with a head width other than D/heads")
         return row("window_attention", heads=int(m.num_heads), window=pair(window),
                    shift=pair(shift), size=_square_or_pair(h, w), qkv_bias=m.qkv.bias is not None,
-                   attention_dropout=float(m.attn_drop.p), dropout=float(m.proj_drop.p))
+                   roll_first=roll_first, attention_dropout=float(m.attn_drop.p),
+                   dropout=float(m.proj_drop.p))
 
 
 @register
@@ -308,7 +313,7 @@ class WindowAttentionV2(WindowAttention):
         continuous position bias MLP 2 -> 512 -> heads, q_bias and v_bias)."""
         from .from_torch import NoMapping, pair, row
         from .swin_timm import timm_windows, v2_args
-        window, shift, h, w = timm_windows(call, block, "timm's Swin V2 block")
+        window, shift, h, w, roll_first = timm_windows(call, block, "timm's Swin V2 block")
         m, d = block.attn, call.x[1]
         if m.qkv.bias is not None or m.qkv.out_features != 3 * d or m.proj.bias is None or \
                 len(m.cpb_mlp) != 3 or m.cpb_mlp[0].out_features != CPB_HIDDEN or \
@@ -318,6 +323,7 @@ class WindowAttentionV2(WindowAttention):
         return row("window_attention_v2", heads=int(m.num_heads), window=pair(window),
                    shift=pair(shift), size=_square_or_pair(h, w),
                    qkv_bias=m.q_bias is not None, attention_dropout=float(m.attn_drop.p),
+                   roll_first=roll_first,
                    dropout=float(m.proj_drop.p), **v2_args(m))
 
     def bias_params(self, a):

@@ -78,7 +78,7 @@ class WindowAttentionCr(WindowAttentionV2):
         from .window_attention_cr_torch import CrWindowAttention as Module
         (h, w), _, _, _ = self.geometry(a, x)
         return Module(x[1], list(a.window), list(a.shift), a.heads, h, w, a.hidden, a.qkv_bias,
-                      a.proj_bias, a.attention_dropout, a.dropout, a.bias_dropout)
+                      a.proj_bias, a.attention_dropout, a.dropout, a.bias_dropout, a.roll_first)
 
     torch_modules = ("archcalc.layers.window_attention_cr_torch.CrWindowAttention",)
     torch_methods = {
@@ -94,14 +94,15 @@ class WindowAttentionCr(WindowAttentionV2):
                    shift=pair(m.shift_size), size=_square_or_pair(h, w),
                    hidden=int(m.meta_mlp.fc1.out_features), qkv_bias=m.qkv.bias is not None,
                    proj_bias=m.proj.bias is not None, bias_dropout=float(m.bias_dropout),
-                   attention_dropout=float(m.attention_dropout), dropout=float(m.dropout))
+                   attention_dropout=float(m.attention_dropout), dropout=float(m.dropout),
+                   roll_first=bool(m.roll_first))
 
     def from_torch_method(self, call, block):
         """timm's SwinTransformerV2CrBlock._shifted_window_attn: the shift,
         windows and attention of ``block.attn`` (WindowMultiHeadAttention)."""
         from .from_torch import NoMapping, pair, row
         from .swin_timm import timm_windows
-        window, shift, h, w = timm_windows(call, block, "timm's Swin V2-cr block")
+        window, shift, h, w, roll_first = timm_windows(call, block, "timm's Swin V2-cr block")
         m, d = block.attn, call.x[1]
         mlp = m.meta_mlp
         fc1, fc2 = getattr(mlp, "fc1", None), getattr(mlp, "fc2", None)
@@ -117,6 +118,7 @@ class WindowAttentionCr(WindowAttentionV2):
                    shift=pair(shift), size=_square_or_pair(h, w),
                    hidden=int(fc1.out_features), qkv_bias=m.qkv.bias is not None,
                    proj_bias=m.proj.bias is not None, bias_dropout=float(mlp.drop1.p),
+                   roll_first=roll_first,
                    attention_dropout=float(m.attn_drop.p), dropout=float(m.proj_drop.p))
 
 

@@ -26,10 +26,12 @@ class CrWindowAttention(nn.Module):
 
     def __init__(self, dim, window_size, shift_size, num_heads, height, width, hidden=384,
                  qkv_bias=True, proj_bias=True, attention_dropout=0.0, dropout=0.0,
-                 bias_dropout=0.125):
+                 bias_dropout=0.125, roll_first=False):
         super().__init__()
         self.init_args = (dim, list(window_size), list(shift_size), num_heads, height, width,
-                          hidden, qkv_bias, proj_bias, attention_dropout, dropout, bias_dropout)
+                          hidden, qkv_bias, proj_bias, attention_dropout, dropout, bias_dropout,
+                          roll_first)
+        self.roll_first = roll_first    # timm's order: roll the map, then pad it
         self.window_size, self.shift_size = list(window_size), list(shift_size)
         self.num_heads, self.map_size = num_heads, (height, width)
         self.attention_dropout, self.dropout = attention_dropout, dropout
@@ -53,7 +55,8 @@ class CrWindowAttention(nn.Module):
         return (f"window_size={self.window_size}, shift_size={self.shift_size}, "
                 f"num_heads={self.num_heads}, map_size={self.map_size}, "
                 f"hidden={self.meta_mlp.fc1.out_features}, bias_dropout={self.bias_dropout}, "
-                f"attention_dropout={self.attention_dropout}, dropout={self.dropout}")
+                f"attention_dropout={self.attention_dropout}, dropout={self.dropout}, "
+                f"roll_first={self.roll_first}")
 
     def relative_position_bias(self):
         n = self.window_size[0] * self.window_size[1]
@@ -71,12 +74,15 @@ class CrWindowAttention(nn.Module):
     def windows(self, x, relative_position_bias):
         """Pad to whole windows, roll, attend in each window, undo both."""
         b, h, w, c = x.shape
-        ws, heads = self.window_size, self.num_heads
+        ws, heads, shift = self.window_size, self.num_heads, list(self.shift_size)
+        if self.roll_first and sum(shift) > 0:      # timm's: roll, then pad
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         x = F.pad(x, (0, 0, 0, (ws[1] - w % ws[1]) % ws[1], 0, (ws[0] - h % ws[0]) % ws[0]))
         _, ph, pw, _ = x.shape
-        shift = [0 if ws[0] >= ph else self.shift_size[0], 0 if ws[1] >= pw else self.shift_size[1]]
-        if sum(shift) > 0:
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        if not self.roll_first:     # torchvision's: pad, then roll (not in one window)
+            shift = [0 if ws[0] >= ph else shift[0], 0 if ws[1] >= pw else shift[1]]
+            if sum(shift) > 0:
+                x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         n_windows = (ph // ws[0]) * (pw // ws[1])
         x = x.view(b, ph // ws[0], ws[0], pw // ws[1], ws[1], c)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(b * n_windows, ws[0] * ws[1], c)
@@ -92,9 +98,12 @@ class CrWindowAttention(nn.Module):
         x = F.dropout(self.proj(x), p=self.dropout, training=self.training)
         x = x.view(b, ph // ws[0], pw // ws[1], ws[0], ws[1], c)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
-        if sum(shift) > 0:
+        if sum(shift) > 0 and not self.roll_first:
             x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
-        return x[:, :h, :w, :].contiguous()
+        x = x[:, :h, :w, :]
+        if sum(shift) > 0 and self.roll_first:
+            x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return x.contiguous()
 
     def masked(self, attn, x, padded, shift, n_windows):
         """The shifted windows' mask: -100 between tokens from different regions."""

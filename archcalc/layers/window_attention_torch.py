@@ -26,18 +26,20 @@ class ShiftedWindowAttention(nn.Module):
 
     def __init__(self, dim, window_size, shift_size, num_heads, height, width, qkv_bias=True,
                  proj_bias=True, attention_dropout=0.0, dropout=0.0, v2=False, k_bias=True,
-                 pretrained_window=None):
+                 pretrained_window=None, roll_first=False):
         super().__init__()
         self.init_args = (dim, list(window_size), list(shift_size), num_heads, height, width,
                           qkv_bias, proj_bias, attention_dropout, dropout, v2, k_bias,
-                          pretrained_window)
+                          pretrained_window, roll_first)
+        self.roll_first = roll_first    # timm's order: roll the map, then pad it
         self.window_size, self.shift_size = list(window_size), list(shift_size)
         self.num_heads, self.map_size, self.v2 = num_heads, (height, width), v2
         self.attention_dropout, self.dropout = attention_dropout, dropout
         # timm's V2 layout (k_bias=False): q_bias and v_bias, the k bias a zero buffer
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias and k_bias)
         if qkv_bias and not k_bias:
-            self.q_bias, self.v_bias = nn.Parameter(torch.zeros(dim)), nn.Parameter(torch.zeros(dim))
+            self.q_bias = nn.Parameter(torch.zeros(dim))
+            self.v_bias = nn.Parameter(torch.zeros(dim))
             self.register_buffer("k_bias", torch.zeros(dim), persistent=False)
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.pretrained_window_size = tuple(pretrained_window or (0, 0))
@@ -78,7 +80,8 @@ class ShiftedWindowAttention(nn.Module):
                 f"num_heads={self.num_heads}, map_size={self.map_size}, v2={self.v2}, "
                 f"attention_dropout={self.attention_dropout}, dropout={self.dropout}"
                 + (f", pretrained_window_size={self.pretrained_window_size}"
-                   if any(self.pretrained_window_size) else ""))
+                   if any(self.pretrained_window_size) else "")
+                + (", roll_first=True" if self.roll_first else ""))
 
     def relative_position_bias(self):
         n = self.window_size[0] * self.window_size[1]
@@ -97,12 +100,15 @@ class ShiftedWindowAttention(nn.Module):
     def windows(self, x, relative_position_bias):
         """torchvision's shifted_window_attention on a (B, H, W, C) map."""
         b, h, w, c = x.shape
-        ws, heads = self.window_size, self.num_heads
+        ws, heads, shift = self.window_size, self.num_heads, list(self.shift_size)
+        if self.roll_first and sum(shift) > 0:      # timm's: roll, then pad
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         x = F.pad(x, (0, 0, 0, (ws[1] - w % ws[1]) % ws[1], 0, (ws[0] - h % ws[0]) % ws[0]))
         _, ph, pw, _ = x.shape
-        shift = [0 if ws[0] >= ph else self.shift_size[0], 0 if ws[1] >= pw else self.shift_size[1]]
-        if sum(shift) > 0:
-            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        if not self.roll_first:     # torchvision's: pad, then roll (not in one window)
+            shift = [0 if ws[0] >= ph else shift[0], 0 if ws[1] >= pw else shift[1]]
+            if sum(shift) > 0:
+                x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
         n_windows = (ph // ws[0]) * (pw // ws[1])
         x = x.view(b, ph // ws[0], ws[0], pw // ws[1], ws[1], c)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(b * n_windows, ws[0] * ws[1], c)
@@ -128,9 +134,12 @@ class ShiftedWindowAttention(nn.Module):
         x = F.dropout(self.proj(x), p=self.dropout, training=self.training)
         x = x.view(b, ph // ws[0], pw // ws[1], ws[0], ws[1], c)
         x = x.permute(0, 1, 3, 2, 4, 5).reshape(b, ph, pw, c)
-        if sum(shift) > 0:
+        if sum(shift) > 0 and not self.roll_first:
             x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
-        return x[:, :h, :w, :].contiguous()
+        x = x[:, :h, :w, :]
+        if sum(shift) > 0 and self.roll_first:
+            x = torch.roll(x, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return x.contiguous()
 
     def masked(self, attn, x, padded, shift, n_windows):
         """The shifted windows' mask: -100 between tokens from different regions."""

@@ -127,6 +127,16 @@ def test_poolformer_mixer_star_relu_and_squared_relu():
     same_function(model, MAP, done)
 
 
+def test_metaformer_attention_is_an_attention_row():
+    """CAFormer's token mixer: timm's Attention with head_dim 32, no biases."""
+    from timm.models.metaformer import Attention
+    model = tokens_then(Attention(64, head_dim=32), width=64)
+    done, report = imported(model, MAP)
+    assert rows(report)["2"] == "attention"
+    assert row_of(report, "2").params == 4 * 64 * 64
+    same_function(model, MAP, done)
+
+
 def test_a_pool_that_counts_its_padding_is_no_pool_mixer():
     from timm.models.metaformer import Pooling
     mixer = Pooling(3)

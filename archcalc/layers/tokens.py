@@ -331,7 +331,7 @@ class SelfAttention(Kind):
                      "archcalc.layers.tokens_torch.QKVAttention",
                      "archcalc.layers.tokens_torch.BeitAttention",
                      "timm.layers.attention.Attention", "timm.models.beit.Attention",
-                     "timm.models.convit.MHSA")
+                     "timm.models.convit.MHSA", "timm.models.metaformer.Attention")
 
     def from_torch(self, call, m):
         from .from_torch import NoMapping, row

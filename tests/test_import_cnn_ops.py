@@ -248,3 +248,37 @@ def test_timm_learnable_affine_block_is_the_scalar_affine_kind():
 def test_hgnetv2_imports_with_no_opaque_row():
     model = randomized(timm.create_model("hgnetv2_b0", pretrained=False, num_classes=7))
     imports_exactly(model, (3, 64, 64), {"scalar_affine"})
+
+
+# -- FocalNet's focal modulation --------------------------------------------------
+
+@settings(max_examples=6, deadline=None, database=None)
+@given(level=st.integers(1, 3), window=st.sampled_from([3, 5]), post_norm=st.booleans(),
+       normalize=st.booleans(), bias=st.booleans())
+def test_timm_focal_modulation_is_the_focal_modulation_kind(level, window, post_norm,
+                                                             normalize, bias):
+    from timm.models.focalnet import FocalModulation
+    module = randomized(FocalModulation(8, focal_window=window, focal_level=level, bias=bias,
+                                        use_post_norm=post_norm,
+                                        normalize_modulator=normalize))
+    args = layer_row("focal_modulation", module, (8, 9, 7))
+    assert (args["level"], args["post_norm"]) == (level, post_norm)
+
+
+def test_focal_modulation_figures_by_hand():
+    """focalnet_tiny_srf's first modulation: 96 channels at 56 x 56, levels of
+    3x3 and 5x5: f 96 -> 195, h and proj 96 -> 96 (with biases), depthwise
+    9*96 + 25*96."""
+    kind = kinds()["focal_modulation"]
+    a = kind.read_args({}, {})
+    x = (96, 56, 56)
+    assert kind.params(a, x) == (96 * 195 + 195) + 2 * (96 * 96 + 96) + 34 * 96
+    assert kind.macs(a, x, x) == 56 * 56 * (96 * 195 + 2 * 96 * 96 + 34 * 96)
+
+
+def test_focalnet_imports_with_no_opaque_row():
+    from timm.models.focalnet import FocalNet
+    model = randomized(FocalNet(depths=(1, 1), embed_dim=16, focal_levels=(2, 3),
+                                focal_windows=(3, 3), num_classes=7,
+                                use_post_norm_in_modulation=True))
+    imports_exactly(model, (3, 64, 64), {"focal_modulation"})

@@ -44,3 +44,4 @@ from . import iformer  # noqa: F401  (registration: iFormer's single-head modula
 from . import nextvit  # noqa: F401  (registration: Next-ViT's E-MHSA, keys and values pooled along the sequence)
 from . import convit  # noqa: F401  (registration: ConViT's gated positional self-attention)
 from . import maxxvit  # noqa: F401  (registration: timm MaxViT/CoAtNet map attention and partition transformer)
+from . import focal_modulation  # noqa: F401  (registration: FocalNet's focal modulation)

@@ -235,3 +235,31 @@ def test_next_vit_efficient_attention_is_one_row_and_computes_the_same(kwargs, h
 def test_nextvit_small_imports_with_no_opaque_row():
     done, report = imported(timm_meta("nextvit_small"), (3, 224, 224), "timm:nextvit_small")
     assert kinds_of(report).count("pooled_attention") == 4
+
+
+# -- LowFormer: attention on a map shrunk by a strided depthwise conv ---------------
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"att_stride": 2, "att_kernel": 5, "fuse_out_proj": True},
+                                    {"att_stride": 1, "att_kernel": 3},
+                                    {"att_stride": 1, "att_kernel": 3, "fuse_out_proj": True}])
+def test_lowformer_conv_attention_is_one_row_and_computes_the_same(kwargs):
+    from timm.models.lowformer import ConvAttention
+    module = ConvAttention(64, **kwargs)
+    model = nn.Sequential(nn.Conv2d(3, 64, 1), module)
+    done, report = imported(model, (3, 8, 12))
+    assert rows(report) == {"0": "conv", "1": "lowres_attention"}
+    row = report.rows[-1]
+    s, k = kwargs.get("att_stride", 4), kwargs.get("att_kernel", 7)
+    c, inner, t = 64, module.num_heads * module.head_dim, (3 if s == 1 else 2 * s)
+    p = ((8 + 2 * (k // 2) - k) // s + 1) * ((12 + 2 * (k // 2) - k) // s + 1)
+    back = p * inner * c * t * t if kwargs.get("fuse_out_proj") else p * inner * c + p * c * t * t
+    assert row.output_shape == (64, 8, 12)
+    assert row.macs == p * c * k * k + p * c * 3 * inner + 2 * p * p * inner + back
+    same_function(model, (3, 8, 12), done)
+
+
+@pytest.mark.slow
+def test_lowformer_b0_imports_with_no_opaque_row():
+    done, report = imported(timm_meta("lowformer_b0"), (3, 224, 224), "timm:lowformer_b0")
+    assert kinds_of(report).count("lowres_attention") == 7

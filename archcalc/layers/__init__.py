@@ -45,3 +45,4 @@ from . import nextvit  # noqa: F401  (registration: Next-ViT's E-MHSA, keys and 
 from . import convit  # noqa: F401  (registration: ConViT's gated positional self-attention)
 from . import maxxvit  # noqa: F401  (registration: timm MaxViT/CoAtNet map attention and partition transformer)
 from . import focal_modulation  # noqa: F401  (registration: FocalNet's focal modulation)
+from . import lowformer  # noqa: F401  (registration: LowFormer's low-resolution attention)

@@ -146,7 +146,7 @@ class SpatialReductionAttention(Kind):
                       a.proj_dropout)
 
     torch_modules = ("archcalc.layers.pvt_torch.SpatialReductionAttention",
-                     "timm.models.pvt_v2.Attention")
+                     "timm.models.pvt_v2.Attention", "timm.models.twins.GlobalSubSampleAttn")
 
     def from_torch(self, call, m):
         """archcalc's and timm's pvt_v2 Attention (q, kv, sr, norm, pool, act,
@@ -168,7 +168,7 @@ class SpatialReductionAttention(Kind):
         bias = m.q.bias is not None
         if (m.kv.bias is not None) != bias:
             raise NoMapping("PVT attention with a bias on one of q and kv only")
-        linear = m.pool is not None
+        linear = getattr(m, "pool", None) is not None   # Twins' GSA: the conv form only
         sr = 1 if m.sr is None or linear else int(m.sr.stride[0])
         _check_reduction(m, d, sr, linear)
         found = {"heads": heads, "size": [int(size[0]), int(size[1])], "sr": sr,

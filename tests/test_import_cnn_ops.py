@@ -282,3 +282,19 @@ def test_focalnet_imports_with_no_opaque_row():
                                 focal_windows=(3, 3), num_classes=7,
                                 use_post_norm_in_modulation=True))
     imports_exactly(model, (3, 64, 64), {"focal_modulation"})
+
+
+# -- TResNet's space to depth ----------------------------------------------------
+
+def test_timm_space_to_depth_is_the_space_to_depth_kind():
+    from timm.layers.space_to_depth import SpaceToDepth
+    args = layer_row("space_to_depth", SpaceToDepth(4), (3, 8, 12))
+    kind = kinds()["space_to_depth"]
+    a = kind.read_args(args, {})
+    assert kind.output_shape(a, (3, 224, 224)) == (48, 56, 56)
+
+
+def test_tresnet_imports_with_no_opaque_row():
+    from timm.models.tresnet import TResNet
+    model = randomized(TResNet([1, 1, 1, 1], num_classes=7, width_factor=0.25))
+    imports_exactly(model, (3, 64, 64), {"space_to_depth"})

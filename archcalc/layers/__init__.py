@@ -46,3 +46,4 @@ from . import convit  # noqa: F401  (registration: ConViT's gated positional sel
 from . import maxxvit  # noqa: F401  (registration: timm MaxViT/CoAtNet map attention and partition transformer)
 from . import focal_modulation  # noqa: F401  (registration: FocalNet's focal modulation)
 from . import lowformer  # noqa: F401  (registration: LowFormer's low-resolution attention)
+from . import space_to_depth  # noqa: F401  (registration: TResNet's space to depth)

@@ -108,3 +108,14 @@ def test_the_spec_names_timms_state_dict_keys():
             "blocks.1.attn.proj.bias"} <= keys
     assert "blocks.0.attn.rope" not in keys      # the table is not saved, as timm's
     assert set(rows(report).values()) >= {"rope_attention"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, params", [("eva02_tiny_patch14_224", 5_502_144),
+                                          ("vit_small_patch16_rope_224", 21_984_232),
+                                          ("vit_small_patch16_dinov3", 21_586_944)])
+def test_timm_eva_models_import_exactly_with_no_opaque_row(name, params):
+    from tests.test_import_functional import timm_meta
+    done, report = imported(timm_meta(name), (3, 224, 224), f"timm:{name}")
+    assert done.params == params
+    assert "opaque" not in done.text and attention_rows(report)

@@ -94,6 +94,22 @@ def test_a_tiny_swin_computes_the_same(make, kind):
     same_outputs(model, loads(text, file="swin").build(), torch.randn(2, 3, 64, 64))
 
 
+def test_an_exported_tiny_swin_v2_cr_computes_the_same(tmp_path):
+    """archcalc export --to python copies CrWindowAttention by its source (with
+    roll_first: a 40 x 40 input): the written model loads timm's state_dict."""
+    import importlib.util
+
+    from archcalc.torch.export import to_python
+    model = randomized(cr.SwinTransformerV2Cr(img_size=(40, 40), init_values=None, **TINY))
+    done = importer.import_module(model, (3, 40, 40), strict=True)
+    path = tmp_path / "exported.py"
+    path.write_text(to_python(loads(done.text, file="swin").build(), "Exported"))
+    spec = importlib.util.spec_from_file_location("exported", path)
+    exported = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(exported)
+    same_outputs(model, exported.Exported(), torch.randn(2, 3, 40, 40))
+
+
 def test_a_window_as_large_as_the_map_drops_the_shift():
     """timm clips the window to a map it covers and drops the shift there (the
     8 x 8 and 4 x 4 maps in windows of 8): the row's window is the map's."""

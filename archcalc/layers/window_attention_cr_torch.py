@@ -9,8 +9,6 @@ export --to python`` copies the class with ``inspect.getsource``: it uses only
 state_dict loads strictly."""
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -41,7 +39,7 @@ class CrWindowAttention(nn.Module):
         self.meta_mlp.fc1 = nn.Linear(2, hidden)
         self.meta_mlp.fc2 = nn.Linear(hidden, num_heads)
         self.bias_dropout = bias_dropout
-        self.logit_scale = nn.Parameter(torch.full((num_heads,), math.log(10)))
+        self.logit_scale = nn.Parameter(torch.full((num_heads,), 2.302585092994046))  # log 10
         wh, ww = self.window_size
         coords = torch.stack(torch.meshgrid(torch.arange(wh, dtype=torch.float32),
                                             torch.arange(ww, dtype=torch.float32),
@@ -89,7 +87,7 @@ class CrWindowAttention(nn.Module):
         qkv = self.qkv(x).reshape(x.size(0), x.size(1), 3, heads, c // heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-        scale = torch.clamp(self.logit_scale.reshape(1, heads, 1, 1), max=math.log(100.0)).exp()
+        scale = torch.clamp(self.logit_scale.reshape(1, heads, 1, 1), max=4.605170185988092).exp()
         attn = attn * scale + relative_position_bias
         if sum(shift) > 0:
             attn = self.masked(attn, x, (ph, pw), shift, n_windows)

@@ -47,3 +47,4 @@ from . import maxxvit  # noqa: F401  (registration: timm MaxViT/CoAtNet map atte
 from . import focal_modulation  # noqa: F401  (registration: FocalNet's focal modulation)
 from . import lowformer  # noqa: F401  (registration: LowFormer's low-resolution attention)
 from . import space_to_depth  # noqa: F401  (registration: TResNet's space to depth)
+from . import twins  # noqa: F401  (registration: Twins-SVT's locally-grouped attention)

@@ -263,3 +263,40 @@ def test_lowformer_conv_attention_is_one_row_and_computes_the_same(kwargs):
 def test_lowformer_b0_imports_with_no_opaque_row():
     done, report = imported(timm_meta("lowformer_b0"), (3, 224, 224), "timm:lowformer_b0")
     assert kinds_of(report).count("lowres_attention") == 7
+
+
+# -- MobileNetV4 hybrids: multi-query attention on a map ----------------------------
+
+
+@pytest.mark.parametrize("kwargs, reduced", [
+    ({"num_heads": 4, "key_dim": 8, "value_dim": 8}, 30),
+    ({"num_heads": 2, "key_dim": 4, "value_dim": 6, "kv_stride": 2, "dim_out": 12,
+      "use_bias": True}, 3 * 3)])
+def test_multi_query_attention_2d_is_one_row_and_computes_the_same(kwargs, reduced):
+    from timm.layers import MultiQueryAttention2d
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), MultiQueryAttention2d(16, **kwargs))
+    done, report = imported(model, (3, 5, 6))
+    assert rows(report) == {"0": "conv", "1": "mq_attention"}
+    row, c, p, m = report.rows[-1], 16, 30, reduced
+    h, kd, vd, o = kwargs["num_heads"], kwargs["key_dim"], kwargs["value_dim"], \
+        kwargs.get("dim_out", 16)
+    down = 2 * m * c * 9 if kwargs.get("kv_stride") else 0
+    assert row.output_shape == (o, 5, 6)
+    assert row.macs == p * c * h * kd + down + m * c * (kd + vd) + h * p * m * (kd + vd) + \
+        p * h * vd * o
+    same_function(model, (3, 5, 6), done)
+
+
+def test_multi_query_attention_with_query_strides_has_no_kind():
+    from timm.layers import MultiQueryAttention2d
+    model = nn.Sequential(nn.Conv2d(3, 16, 1),
+                          MultiQueryAttention2d(16, num_heads=2, query_strides=2)).eval()
+    with pytest.raises(importer.Unsupported, match="MultiQueryAttention2d"):
+        importer.import_module(model, (3, 4, 4), strict=True)
+
+
+@pytest.mark.slow
+def test_mobilenetv4_hybrid_medium_imports_with_no_opaque_row():
+    done, report = imported(timm_meta("mobilenetv4_hybrid_medium"), (3, 256, 256),
+                            "timm:mobilenetv4_hybrid_medium")
+    assert kinds_of(report).count("mq_attention") == 8

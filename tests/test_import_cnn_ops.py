@@ -298,3 +298,24 @@ def test_tresnet_imports_with_no_opaque_row():
     from timm.models.tresnet import TResNet
     model = randomized(TResNet([1, 1, 1, 1], num_classes=7, width_factor=0.25))
     imports_exactly(model, (3, 64, 64), {"space_to_depth"})
+
+
+# -- gMLP's spatial gating unit --------------------------------------------------
+
+def test_timm_spatial_gating_unit_is_the_spatial_gating_kind():
+    from timm.models.mlp_mixer import SpatialGatingUnit
+    module = randomized(SpatialGatingUnit(12, 10))
+    layer_row("spatial_gating", module, (10, 12))
+    kind = kinds()["spatial_gating"]
+    a = kind.read_args({}, {})
+    # gmlp_s16_224's: 196 tokens of 1536 -> 768; LayerNorm 2*768, proj 196*196 + 196
+    assert kind.params(a, (196, 1536)) == 2 * 768 + 196 * 196 + 196
+    assert kind.macs(a, (196, 1536), (196, 768)) == 768 * 196 * 196
+
+
+def test_gmlp_imports_with_no_opaque_row():
+    from timm.models.mlp_mixer import GatedMlp, MlpMixer, SpatialGatingBlock
+    model = randomized(MlpMixer(num_classes=7, img_size=32, patch_size=8, num_blocks=2,
+                                embed_dim=24, mlp_ratio=2, block_layer=SpatialGatingBlock,
+                                mlp_layer=GatedMlp))
+    imports_exactly(model, (3, 32, 32), {"spatial_gating"})

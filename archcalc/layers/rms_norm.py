@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from .. import sym
 from .base import Arg, Cost, Kind, Saved, kinds, register
-from .from_torch import NoMapping
 
 FP32 = 4
 
@@ -90,6 +89,7 @@ class RmsNorm(Kind):
         """nn.RMSNorm and timm's RmsNorm over the last dimension of tokens or a
         vector; RmsNorm2d (timm's, archcalc's) over a map's channels; timm's
         RmsNormAct(2d): that row, then its activation's (MobileNetV5)."""
+        from .from_torch import NoMapping
         norm = _module_row(self.name, call, m)
         if not hasattr(m, "act"):
             return norm
@@ -123,7 +123,7 @@ class SimpleNorm(RmsNorm):
 def _module_row(kind, call, m):
     """A module with normalized_shape, eps and an optional weight: a 2d class
     (by its name's '2d') over a map's channels, else the last dimension."""
-    from .from_torch import require_chw, row
+    from .from_torch import NoMapping, require_chw, row
     shape = tuple(m.normalized_shape)
     over_map = "2d" in type(m).__name__
     if over_map:
@@ -144,6 +144,7 @@ def _module_row(kind, call, m):
 def _act_rows(call, act):
     """The rows of a norm-act module's activation: none for nn.Identity, else
     the kind whose torch_modules name its class (or timm's GELU: gelu)."""
+    from .from_torch import NoMapping
     cls = type(act)
     dotted = f"{cls.__module__}.{cls.__qualname__}"
     if dotted == "torch.nn.modules.linear.Identity":

@@ -45,9 +45,16 @@ class SimpleNorm(nn.Module):
         return x if self.weight is None else x * self.weight
 
 
-class SimpleNorm2d(SimpleNorm):
+class SimpleNorm2d(nn.Module):
     """timm's SimpleNorm2d: SimpleNorm over the channels at each position of
     an N, C, H, W map."""
+
+    def __init__(self, channels, eps=1e-6, affine=True):
+        super().__init__()
+        self.init_args = (channels, eps, affine)
+        self.normalized_shape = (channels,)
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels)) if affine else None
 
     def forward(self, x):
         x = x * torch.rsqrt(torch.var(x, dim=1, keepdim=True) + self.eps)

@@ -6,6 +6,12 @@ state_dict (strict) and computes its logits.
 - DLA-60 and larger: a root reads the trees of two levels above, each hidden
   by an inner level's tree1; the wiring reads the outer ones by a longer path
   to the same tensor (the level's last entry: "tree1.tree2.root").
+- GhostNet-V3 and MobileOne-S0 (slow: 20 s and 10 s each on a quiet CPU): a
+  sum started at 0, a level that reads beside itself inside a block's body, a
+  chain of adds whose paths hold one ModuleList several times.
+- NaFlexViT with a MAP head: fx cannot trace its forward (torch.finfo of a
+  traced dtype), so torch.export traces the whole of it, the modules fx could
+  not trace included (it kept NaFlexEmbeds, which returns a tuple, a leaf).
 """
 import pytest
 
@@ -62,6 +68,7 @@ def test_dla60_root_reads_the_trees_of_two_levels_above():
     assert '"tree1.tree2.root"' in text and '"tree1.root"' in text
 
 
+@pytest.mark.slow
 def test_ghostnetv3_cheap_branch_reads_the_sum_of_its_enclosing_list():
     """GhostNet-V3's re-parameterizable branches: a sum started at 0 (``x1 = 0;
     x1 += conv(x)``: the 0 adds nothing) and cheap_rpr_conv's first add reading
@@ -71,8 +78,30 @@ def test_ghostnetv3_cheap_branch_reads_the_sum_of_its_enclosing_list():
     assert "opaque" not in text
 
 
+@pytest.mark.slow
 def test_mobileone_s0_sums_its_four_kxk_branches_and_the_scale_branch():
     """MobileOne-S0's block: conv_scale(x) + conv_kxk.0(x) + ... + conv_kxk.3(x),
     a chain of adds whose paths hold conv_kxk several times: written as its paths
     and merge entries (5,293,272 params, timm's)."""
     check_timm("mobileone_s0", (3, 64, 64))
+
+
+def test_naflexvit_map_head_imports_through_torch_export():
+    """A 2-block NaFlexViT with timm's MAP head: exact params and MACs; its only
+    opaque rows are NaFlexEmbeds' patchify (a reshape no kind describes) and
+    its position embedding's add."""
+    kwargs = dict(depth=2, embed_dim=64, num_heads=2)
+    model = timm.create_model("naflexvit_base_patch16_map", pretrained=False, **kwargs).eval()
+    done = importer.import_module(model, (3, 64, 64), label="naflexvit")
+    assert done.tracer == "torch.export" and "finfo" in done.fx_error
+    assert not done.whole and len(done.opaque) == 2
+    report = analyze(loads(done.text))
+    assert report.totals["params"] == sum(p.numel() for p in model.parameters()) == 280_936
+    with importer.empty_weights():
+        meta = timm.create_model("naflexvit_base_patch16_map", pretrained=False, **kwargs)
+    for p in meta.parameters():   # FlopCounterMode's module tracker and timm's MAP head
+        p.requires_grad_(False)
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        meta.eval()(torch.zeros(1, 3, 64, 64, device="meta"))
+    assert report.totals["macs"] == counter.get_total_flops() // 2

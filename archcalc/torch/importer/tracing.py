@@ -125,10 +125,15 @@ class _Tracing:
             except export_trace.ExportFailure as e:
                 raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}), nor "
                                 f"can torch.export ({e})") from None
-        is_leaf = _Tracer(opaque, self._classes).is_leaf_module
-        try:
-            with _quiet_warnings():
-                return export_trace.to_fx(self.exported, is_leaf)
-        except export_trace.ExportFailure as e:
-            raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}); "
-                            f"torch.export's graph of it cannot be read: {e}") from None
+        while True:
+            is_leaf = _Tracer(opaque, self._classes).is_leaf_module
+            try:
+                with _quiet_warnings():
+                    return export_trace.to_fx(self.exported, is_leaf)
+            except export_trace.ExportFailure as e:
+                if not self._classes:
+                    raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}); "
+                                    f"torch.export's graph of it cannot be read: {e}") from None
+                # a module fx kept whole that cannot be a leaf of the export's graph (it
+                # returns a tuple: NaFlexViT's embeds): export's calls inside it instead
+                self._classes = set()

@@ -300,3 +300,52 @@ def test_mobilenetv4_hybrid_medium_imports_with_no_opaque_row():
     done, report = imported(timm_meta("mobilenetv4_hybrid_medium"), (3, 256, 256),
                             "timm:mobilenetv4_hybrid_medium")
     assert kinds_of(report).count("mq_attention") == 8
+
+
+# -- LeViT (conv form): attention with learned offset biases, queries subsampled -----
+
+
+def levit_attentions():
+    from timm.models.levit import Attention, AttentionDownsample
+    common = {"attn_ratio": 2, "resolution": (5, 6), "use_conv": True,
+              "act_layer": nn.Hardswish}
+    return [Attention(16, 4, num_heads=2, **common),
+            AttentionDownsample(16, 24, 4, num_heads=3, stride=2, **common)]
+
+
+@pytest.mark.parametrize("index, heads, out, queries", [(0, 2, 16, 30), (1, 3, 24, 3 * 3)])
+def test_levit_attention_is_one_row_and_computes_the_same(index, heads, out, queries):
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), levit_attentions()[index])
+    done, report = imported(model, (3, 5, 6))
+    assert rows(report) == {"0": "conv", "1": "levit_attention"}
+    row, c, p, q, kd, vd = report.rows[-1], 16, 30, queries, 4, 8
+    # k, v (and q) 1x1 convs + batch norms, the output conv + its norm, a bias
+    # per head and key position
+    assert row.params == c * heads * (2 * kd + vd) + heads * vd * out + \
+        2 * (heads * (2 * kd + vd) + out) + heads * p
+    assert row.macs == p * c * heads * (kd + vd) + q * c * heads * kd + \
+        heads * q * p * (kd + vd) + q * heads * vd * out
+    same_function(model, (3, 5, 6), done)
+
+
+def test_levit_attention_on_tokens_has_no_kind_yet():
+    """The levit (not levit_conv) models' LinearNorm form is refused by name."""
+    from timm.models.levit import Attention
+
+    class OnLevitTokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 1)
+            self.attn = Attention(16, 4, num_heads=2, attn_ratio=2, resolution=(2, 3))
+
+        def forward(self, x):
+            return self.attn(self.stem(x).flatten(2).transpose(1, 2))
+
+    with pytest.raises(importer.Unsupported, match="LeViT attention on a 2-d input"):
+        importer.import_module(OnLevitTokens().eval(), (3, 2, 3), strict=True)
+
+
+@pytest.mark.slow
+def test_levit_conv_128s_imports_with_no_opaque_row():
+    done, report = imported(timm_meta("levit_conv_128s"), (3, 224, 224), "timm:levit_conv_128s")
+    assert kinds_of(report).count("levit_attention") == 11

@@ -50,3 +50,4 @@ from . import space_to_depth  # noqa: F401  (registration: TResNet's space to de
 from . import twins  # noqa: F401  (registration: Twins-SVT's locally-grouped attention)
 from . import mqa  # noqa: F401  (registration: MobileNetV4's multi-query attention on a map)
 from . import spatial_gating  # noqa: F401  (registration: gMLP's spatial gating unit)
+from . import levit  # noqa: F401  (registration: LeViT's attention, conv form)

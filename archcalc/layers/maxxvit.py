@@ -39,6 +39,8 @@ from .window_attention import _square_or_pair, map_size
 REL_POS = ("none", "bias", "mlp", "bias_tf")
 _TIMM_REL_POS = {"RelPosBias": "bias", "RelPosMlp": "mlp", "RelPosBiasTf": "bias_tf"}
 INT64 = 8
+SDPA_MISSED = ("fvcore has no handler for aten::scaled_dot_product_attention (the two "
+               "attention matmuls, 2*N*T*A per attention, T the positions each attends to)")
 
 
 def rel_pos_params(kind, heads, window, hidden):
@@ -246,6 +248,10 @@ class MapAttention(Kind):
         n = x[1] * x[2]
         return sym.norm(2 * self.macs(a, x, y) + 5 * a.heads * n * n)
 
+    def macs_missed_by(self, a, x, y):
+        n = x[1] * x[2]
+        return {"fvcore": (sym.norm(2 * n * n * self.widths(a, x)[0]), SDPA_MISSED)}
+
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         return sym.norm(2 * self.flops(a, x, y))
 
@@ -393,6 +399,11 @@ class PartitionTransformer(Kind):
         _, t, (count, _) = self.geometry(a, x)
         return sym.norm(2 * self.macs(a, x, y) + 5 * count * a.heads * n * t
                         + 8 * n * self.hidden(a, x) + 12 * n * c)
+
+    def macs_missed_by(self, a, x, y):
+        n, c = x
+        _, t, (count, _) = self.geometry(a, x)
+        return {"fvcore": (sym.norm(count * 2 * n * t * c), SDPA_MISSED)}
 
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         return sym.norm(2 * self.flops(a, x, y))

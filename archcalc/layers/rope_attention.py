@@ -30,7 +30,7 @@ NORMS = ("none", "layer", "rms")
 @register
 class RopeAttention(Kind):
     name = "rope_attention"
-    torch_classes = ("RopeAttention", "RmsNorm")  # in rope_attention_torch.py
+    torch_classes = ("RopeAttention",)  # in rope_attention_torch.py
     aliases = ("rotary_attention", "eva_attention")
     primary = "heads"
     weighted = True

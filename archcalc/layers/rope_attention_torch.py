@@ -2,71 +2,9 @@
 ``build``; ``archcalc export`` copies the classes: only torch, nn and F)."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
-
-
-def rope_table(rope, grid, head_dim, temperature, ref=None, offset=0.0, xy=False,
-               half=False):
-    """The rotary table of a grid of H x W patches, (H*W, 2*head_dim): sines
-    then cosines, as timm computes it (float32, on the CPU). ``rope`` is
-    "index" (timm's RotaryEmbeddingCat: integer positions + offset, rescaled
-    to a reference grid, bands 1/temperature^(i/F)) or "centered" (its
-    RotaryEmbeddingDinoV3: 0.5-centred positions in [-1, 1], angles
-    2*pi*position/period, period temperature^(i/F)); F = head_dim/4."""
-    bands = head_dim // 4
-    shape = [int(grid[1]), int(grid[0])] if xy else [int(grid[0]), int(grid[1])]
-    if rope == "index":
-        t = [torch.arange(s, dtype=torch.int64).to(torch.float32) + offset for s in shape]
-        if ref is not None:
-            ref = [ref[1], ref[0]] if xy else list(ref)
-            t = [v / f * r for v, f, r in zip(t, shape, ref)]
-    else:
-        t = [(torch.arange(0.5, s, dtype=torch.float32) + offset) / float(s) for s in shape]
-    coords = torch.stack(torch.meshgrid(t, indexing="xy" if xy else "ij"), dim=-1)
-    if rope == "index":
-        exp = torch.arange(0, bands, 1, dtype=torch.int64).to(torch.float32) / bands
-        angles = (coords.unsqueeze(-1) * (1.0 / (temperature ** exp))).flatten(-2).flatten(0, -2)
-    else:
-        coords = (2.0 * coords - 1.0).flatten(0, -2)
-        periods = temperature ** (2.0 * torch.arange(bands, dtype=torch.float32) / (head_dim // 2))
-        angles = (2 * math.pi * coords[:, :, None] / periods[None, None, :]).flatten(1)
-
-    def layout(v):
-        return torch.cat([v, v], dim=-1) if half else v.repeat_interleave(2, -1)
-    return torch.cat([layout(angles.sin()), layout(angles.cos())], -1)
-
-
-def _rotate(x, table, half):
-    """x * cos + rotate(x) * sin (timm's apply_rot_embed_cat)."""
-    sin, cos = table.chunk(2, -1)
-    if half:
-        x1, x2 = x.chunk(2, dim=-1)
-        turned = torch.cat([-x2, x1], dim=-1)
-    else:
-        turned = torch.stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)
-    return (x * cos + turned * sin).to(dtype=x.dtype)
-
-
-class RmsNorm(nn.Module):
-    """timm's RmsNorm (its ``weight``): x / rms(x) * weight over the last dim."""
-
-    def __init__(self, width, eps=1e-6):
-        super().__init__()
-        self.normalized_shape, self.eps = (width,), eps
-        self.weight = nn.Parameter(torch.ones(width))
-
-    def forward(self, x):
-        return F.rms_norm(x, self.normalized_shape, self.weight, self.eps)
-
-
-def _norm(kind, width, eps):
-    if kind == "layer":
-        return nn.LayerNorm(width, eps=eps)
-    return RmsNorm(width, eps) if kind == "rms" else nn.Identity()
 
 
 class RopeAttention(nn.Module):
@@ -101,18 +39,69 @@ class RopeAttention(nn.Module):
             self.q_proj = nn.Linear(width, inner, bias=bias != "none")
             self.k_proj = nn.Linear(width, kv, bias=bias == "qkv")
             self.v_proj = nn.Linear(width, kv, bias=bias != "none")
-        self.q_norm, self.k_norm = _norm(qk_norm, self.head_dim, eps), _norm(qk_norm, self.head_dim, eps)
+        self.q_norm = self.norm_of(qk_norm, self.head_dim, eps)
+        self.k_norm = self.norm_of(qk_norm, self.head_dim, eps)
         self.attn_drop = nn.Dropout(dropout)
-        self.norm = _norm(scale_norm, inner, eps)
+        self.norm = self.norm_of(scale_norm, inner, eps)
         self.proj = nn.Linear(inner, width, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_dropout)
-        table = rope_table(rope, grid, self.head_dim, temperature, ref, offset, xy, half) \
-            if rope != "none" else None
+        table = self.rope_table(rope, grid, self.head_dim, temperature, ref, offset, xy,
+                                half) if rope != "none" else None
         self.register_buffer("rope", table, persistent=False)
 
     def extra_repr(self):
         return f"num_heads={self.num_heads}, head_dim={self.head_dim}, " \
                f"num_prefix_tokens={self.num_prefix_tokens}"
+
+    @staticmethod
+    def rope_table(rope, grid, head_dim, temperature, ref=None, offset=0.0, xy=False,
+                   half=False):
+        """The rotary table of a grid of H x W patches, (H*W, 2*head_dim): sines
+        then cosines, as timm computes it (float32). ``rope`` is "index"
+        (timm's RotaryEmbeddingCat: integer positions + offset, rescaled to a
+        reference grid, bands 1/temperature^(i/F)) or "centered" (its
+        RotaryEmbeddingDinoV3: 0.5-centred positions in [-1, 1], angles
+        2*pi*position/period, period temperature^(i/F)); F = head_dim/4."""
+        bands = head_dim // 4
+        shape = [int(grid[1]), int(grid[0])] if xy else [int(grid[0]), int(grid[1])]
+        if rope == "index":
+            t = [torch.arange(s, dtype=torch.int64).to(torch.float32) + offset for s in shape]
+            if ref is not None:
+                ref = [ref[1], ref[0]] if xy else list(ref)
+                t = [v / f * r for v, f, r in zip(t, shape, ref)]
+        else:
+            t = [(torch.arange(0.5, s, dtype=torch.float32) + offset) / float(s) for s in shape]
+        coords = torch.stack(torch.meshgrid(t, indexing="xy" if xy else "ij"), dim=-1)
+        if rope == "index":
+            exp = torch.arange(0, bands, 1, dtype=torch.int64).to(torch.float32) / bands
+            angles = (coords.unsqueeze(-1) * (1.0 / (temperature ** exp))).flatten(-2)
+            angles = angles.flatten(0, -2)
+        else:
+            coords = (2.0 * coords - 1.0).flatten(0, -2)
+            periods = temperature ** (2.0 * torch.arange(bands, dtype=torch.float32)
+                                      / (head_dim // 2))
+            angles = (2 * torch.pi * coords[:, :, None] / periods[None, None, :]).flatten(1)
+        sin, cos = angles.sin(), angles.cos()
+        if half:
+            return torch.cat([sin, sin, cos, cos], -1)
+        return torch.cat([sin.repeat_interleave(2, -1), cos.repeat_interleave(2, -1)], -1)
+
+    @staticmethod
+    def rotate(x, table, half):
+        """x * cos + rotate(x) * sin (timm's apply_rot_embed_cat)."""
+        sin, cos = table.chunk(2, -1)
+        if half:
+            x1, x2 = x.chunk(2, dim=-1)
+            turned = torch.cat([-x2, x1], dim=-1)
+        else:
+            turned = torch.stack([-x[..., 1::2], x[..., ::2]], -1).reshape(x.shape)
+        return (x * cos + turned * sin).to(dtype=x.dtype)
+
+    @staticmethod
+    def norm_of(kind, width, eps):
+        if kind == "layer":
+            return nn.LayerNorm(width, eps=eps)
+        return nn.RMSNorm(width, eps=eps) if kind == "rms" else nn.Identity()
 
     def _qkv(self, x):
         b, n, _ = x.shape
@@ -132,8 +121,8 @@ class RopeAttention(nn.Module):
         q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             p = self.num_prefix_tokens
-            q = torch.cat([q[:, :, :p], _rotate(q[:, :, p:], self.rope, self.rotate_half)], 2)
-            k = torch.cat([k[:, :, :p], _rotate(k[:, :, p:], self.rope, self.rotate_half)], 2)
+            q = torch.cat([q[:, :, :p], self.rotate(q[:, :, p:], self.rope, self.rotate_half)], 2)
+            k = torch.cat([k[:, :, :p], self.rotate(k[:, :, p:], self.rope, self.rotate_half)], 2)
         if self.num_kv_heads != self.num_heads:
             groups = self.num_heads // self.num_kv_heads
             k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)

@@ -229,7 +229,9 @@ def _mentions(e, name: str) -> bool:
             if name in (x.get("name"), x.get("shortcut_name")):
                 return True
             stack.extend(v for v in x.values() if isinstance(v, (list, dict)))
-    return name in ("add", "concat", "shortcut", "mul")
+    # the names graph.py gives a structure's parts (a merge row, a branch b1, b2, ...)
+    return name in ("add", "concat", "scale", "shortcut", "mul") or \
+        (name[:1] == "b" and name[1:].isdigit())
 
 
 def _bag_member(e: dict):

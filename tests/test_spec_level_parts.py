@@ -7,7 +7,8 @@ state_dict keys. Checked against PyTorch: a hand-written spec's shapes,
 params, state_dict keys and outputs against the same model written with
 nn.ModuleList; imports whose params are sum(p.numel()), whose MACs are
 FlopCounterMode's / 2, and whose built module loads the source's state_dict
-strictly and computes its outputs."""
+strictly and computes its outputs (Twins' blocks.i.j and pos_block.i:
+tests/test_import_twins.py)."""
 import pytest
 
 from archcalc.analysis import analyze
@@ -138,6 +139,7 @@ def test_res2net_blocks_import_with_members_by_path(scale, tmp_path):
     assert "opaque" not in text
 
 
+@pytest.mark.slow
 def test_dla_res2net_imports_with_members_by_path():
     """DLA's Res2Net bottleneck (DlaBottle2neck) inside DLA's trees."""
     from timm.models.dla import DLA, DlaBottle2neck
@@ -169,16 +171,3 @@ def test_convit_blocks_around_the_class_token_import():
     done = _import_exact(model, (3, 32, 32))
     assert "blocks.{i}" in done.text or '"blocks.0"' in done.text
     assert "blocks.{i + 2}" in done.text or '"blocks.2"' in done.text
-
-
-def test_twins_blocks_around_the_position_block_import():
-    """Twins' blocks.i.0, pos_block.i, blocks.i.1, ...: each block named by
-    its path; the stages' ModuleLists interleave the same way."""
-    from timm.models.twins import Twins
-    with importer.empty_weights():
-        model = Twins(img_size=32, patch_size=4, embed_dims=(16, 32), num_heads=(1, 2),
-                      mlp_ratios=(2, 2), depths=(2, 2), wss=(2, 2), sr_ratios=(2, 1),
-                      num_classes=5).eval()
-    done = _import_exact(model, (3, 32, 32))
-    for name in ("blocks.0.0", "pos_block.0", "blocks.0.1", "blocks.1.1"):
-        assert f'"{name}"' in done.text

@@ -239,7 +239,7 @@ def test_timm_learnable_affine_block_is_the_scalar_affine_kind():
     from timm.models.hgnet import LearnableAffineBlock
     module = randomized(LearnableAffineBlock())
     args = layer_row("scalar_affine", module, (5, 4, 3))
-    assert args == {"scale": 1.0, "bias": 0.0}
+    assert args == {"scale_value": 1.0, "bias_value": 0.0}
     kind = kinds()["scalar_affine"]
     a = kind.read_args(args, {})
     assert (kind.params(a, (5, 4, 3)), kind.flops(a, (5, 4, 3), (5, 4, 3))) == (2, 120)
@@ -319,3 +319,23 @@ def test_gmlp_imports_with_no_opaque_row():
                                 embed_dim=24, mlp_ratio=2, block_layer=SpatialGatingBlock,
                                 mlp_layer=GatedMlp))
     imports_exactly(model, (3, 32, 32), {"spatial_gating"})
+
+
+# -- MambaOut's gated CNN block ---------------------------------------------------
+
+def test_gated_conv_block_figures_by_hand():
+    """mambaout_femto's first block: 56 x 56 positions of 48, hidden 128:
+    norm 2*48, fc1 48 -> 256, depthwise 7x7 on 48 (+ bias), fc2 128 -> 48."""
+    kind = kinds()["gated_conv_block"]
+    a = kind.read_args({"height": 56, "width": 56}, {})
+    x = (56 * 56, 48)
+    assert kind.params(a, x) == 2 * 48 + (48 * 256 + 256) + (49 * 48 + 48) + (128 * 48 + 48)
+    assert kind.macs(a, x, x) == 56 * 56 * (48 * 256 + 49 * 48 + 128 * 48)
+
+
+@pytest.mark.parametrize("ls_init_value", [None, 1e-2])
+def test_mambaout_imports_with_no_opaque_row(ls_init_value):
+    from timm.models.mambaout import MambaOut
+    model = randomized(MambaOut(depths=(1, 1, 1, 1), dims=(16, 16, 24, 24), num_classes=7,
+                                conv_ratio=0.5, ls_init_value=ls_init_value))
+    imports_exactly(model, (3, 64, 64), {"gated_conv_block"})

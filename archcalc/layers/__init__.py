@@ -51,3 +51,4 @@ from . import twins  # noqa: F401  (registration: Twins-SVT's locally-grouped at
 from . import mqa  # noqa: F401  (registration: MobileNetV4's multi-query attention on a map)
 from . import spatial_gating  # noqa: F401  (registration: gMLP's spatial gating unit)
 from . import levit  # noqa: F401  (registration: LeViT's attention, conv form)
+from . import gated_conv  # noqa: F401  (registration: MambaOut's gated CNN block)

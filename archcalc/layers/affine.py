@@ -97,11 +97,12 @@ class ScalarAffine(Kind):
     name = "scalar_affine"
     aliases = ("learnable_affine",)
     torch_classes = ("ScalarAffine",)  # in affine_torch.py
-    primary = "scale"
+    primary = "scale_value"
     summary = "x * scale + bias, one learned scalar each (HGNetV2's learnable affine block)"
     flops_rule = "2 per element (a multiply and an add)"
-    args = {"scale": Arg("float", 1.0, doc="the scale's initial value"),
-            "bias": Arg("float", 0.0, doc="the bias's initial value")}
+    # (scale is a structure key of the spec: the initial values are *_value)
+    args = {"scale_value": Arg("float", 1.0, doc="the scale's initial value"),
+            "bias_value": Arg("float", 0.0, doc="the bias's initial value")}
 
     def params(self, a, x):
         return 2
@@ -118,7 +119,7 @@ class ScalarAffine(Kind):
 
     def build(self, a, x):
         from .affine_torch import ScalarAffine as Module
-        return Module(a.scale, a.bias)
+        return Module(a.scale_value, a.bias_value)
 
     torch_modules = ("archcalc.layers.affine_torch.ScalarAffine",
                      "timm.models.hgnet.LearnableAffineBlock")
@@ -132,4 +133,4 @@ class ScalarAffine(Kind):
             raise NoMapping(f"a learnable affine of shapes {list(m.scale.shape)} and "
                             f"{list(m.bias.shape)} (scalar_affine holds one value each)")
         scale, bias = getattr(m, "init_args", (1.0, 0.0))   # timm's initial values
-        return row("scalar_affine", scale=float(scale), bias=float(bias))
+        return row("scalar_affine", scale_value=float(scale), bias_value=float(bias))

@@ -187,7 +187,7 @@ def test_timm_filter_response_norm(tlu):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["convnext_atto_rms", "convnext_zepto_rms", "poolformerv2_s12",
-                                  "resnetv2_50d_frn", "regnetz_b16_evos"])
+                                  "caformer_s18", "resnetv2_50d_frn", "regnetz_b16_evos"])
 def test_timm_models_import_exactly_with_no_opaque_row(name):
     model = timm_meta(name)
     done, _ = imported(model, (3, 224, 224), f"timm:{name}")

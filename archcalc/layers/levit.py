@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Cost, Kind, Saved, register
+from .base import Arg, Cost, Kind, Saved, lookup, register
 
 
 @register
@@ -105,7 +105,8 @@ class LevitAttention(Kind):
                 Cost("linear", gemm=(h * q, p, kd), tensors=(h * p,)),
                 Cost("softmax", elements=sym.norm(h * q * p)),
                 Cost("linear", gemm=(h * q, vd, p)),
-                Cost("hardswish", elements=sym.norm(q * h * vd)),
+                *lookup("hardswish").cost(lookup("hardswish").read_args({}, {}),
+                                             (h * vd, qh, qw), (h * vd, qh, qw)),
                 Cost("linear", gemm=(q, o, h * vd), tensors=(h * vd * o,)),
                 Cost("batch_norm", elements=sym.norm(q * o), tensors=(o, o)))
 

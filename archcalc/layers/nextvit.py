@@ -95,7 +95,7 @@ class EfficientAttention(Kind):
         n, d = x
         m, o = self.reduced(a, x), self._out(a, x)
         bias = (d,) if a.bias else ()
-        pool = (Cost("avgpool", elements=sym.norm(n * d)),
+        pool = (Cost("avgpool2s2", elements=sym.norm(n * d)),
                 Cost("batch_norm", elements=sym.norm(m * d), tensors=(d, d))) if a.sr > 1 else ()
         return (Cost("linear", gemm=(n, d, d), tensors=(d * d,) + bias), *pool,
                 Cost("linear", gemm=(m, 2 * d, d), tensors=(d * d, d * d) + bias + bias),

@@ -52,6 +52,19 @@ def test_partition_attention_is_one_row_and_computes_the_same(rel_pos, kwargs, p
     same_function(model, (3, 4, 6), done)
 
 
+@pytest.mark.parametrize("rel_pos, kwargs, partition", [
+    ("bias", {}, "grid"), ("mlp", {"init_values": 1e-3}, "block"),
+    ("bias_tf", {"head_first": False, "act_layer": "gelu_tanh"}, "grid")])
+def test_partition_attention_2d_is_one_row_on_the_map(rel_pos, kwargs, partition):
+    """PartitionAttention2d (MaxxVit's use_nchw_attn): the same block on B x C x H x W,
+    layer norms over the channels, 1x1 conv projections and MLP."""
+    block = maxxvit.PartitionAttention2d(16, partition, transformer_cfg(rel_pos, **kwargs))
+    model = nn.Sequential(nn.Conv2d(3, 16, 1), block)
+    done, report = imported(model, (3, 4, 6))
+    assert rows(report) == {"0": "conv", "1": "partition_transformer"}
+    same_function(model, (3, 4, 6), done)
+
+
 def test_parallel_partition_attention_is_one_row_and_computes_the_same():
     """maxvit_tiny_pm's block: window and grid attention to C/2 each, concatenated."""
     model = ChannelsLast(maxxvit.ParallelPartitionAttention(16, transformer_cfg("bias")), 16)
@@ -113,15 +126,16 @@ def test_a_swin_mode_bias_mlp_has_no_kind():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, size, kind, count", [
-    ("test_maxvit", 64, "partition_transformer", 8),
-    ("test_coatnet", 64, "map_attention", 3),
-    ("maxvit_tiny_pm_256", 64, "partition_transformer", 11),
-    ("maxxvitv2_nano_rw_256", 64, "partition_transformer", 7)])
-def test_small_models_import_exactly_and_compute_the_same(name, size, kind, count):
+@pytest.mark.parametrize("name, size, kind, count, kwargs", [
+    ("test_maxvit", 64, "partition_transformer", 8, {}),
+    ("test_coatnet", 64, "map_attention", 3, {}),
+    ("maxvit_tiny_pm_256", 64, "partition_transformer", 11, {}),
+    ("maxxvitv2_nano_rw_256", 64, "partition_transformer", 7, {}),
+    ("test_maxvit", 64, "partition_transformer", 8, {"transformer_use_nchw_attn": True})])
+def test_small_models_import_exactly_and_compute_the_same(name, size, kind, count, kwargs):
     """Whole models at a small input (their windows and bias tables fitted to
     it by timm), no opaque row, timm's outputs with timm's state_dict."""
-    model = timm.create_model(name, pretrained=False, img_size=size).eval()
+    model = timm.create_model(name, pretrained=False, img_size=size, **kwargs).eval()
     done, report = imported(model, (3, size, size), f"timm:{name}")
     assert sum(k == kind for k in rows(report).values()) == count
     if name.startswith("test_"):

@@ -150,6 +150,21 @@ def _layer_scale(ls):
     return 1e-6
 
 
+def _width(layer, side):
+    """A Linear's or a 1x1 Conv2d's input or output width."""
+    return int(getattr(layer, f"{side}_features", None) or getattr(layer, f"{side}_channels"))
+
+
+def _dropout(mlp):
+    """The one dropout of timm's Mlp (drop1, drop2) or ConvMlp (drop); refused where two differ."""
+    from .from_torch import NoMapping
+    ps = {float(getattr(getattr(mlp, name, None), "p", 0.0))
+          for name in ("drop", "drop1", "drop2") if hasattr(mlp, name)}
+    if len(ps) > 1:
+        raise NoMapping("a partition block MLP with two different dropouts")
+    return ps.pop() if ps else 0.0
+
+
 def _block_args(m, c):
     """The norms, MLP and layer scales of a partition block (timm's or archcalc's)."""
     from .from_torch import NoMapping
@@ -169,18 +184,17 @@ def _block_args(m, c):
         approximate = {"GELU": "none", "GELUTanh": "tanh"}.get(type(act).__name__)
     if approximate not in ("none", "tanh") or "GELU" not in type(act).__name__ or \
             getattr(mlp, "norm", None) is not None and type(mlp.norm).__name__ != "Identity" \
-            or mlp.fc1.in_features != c or mlp.fc2.out_features != c or \
-            mlp.fc1.bias is None or mlp.fc2.bias is None:
+            or _width(mlp.fc1, "in") != c or _width(mlp.fc2, "out") != c or \
+            mlp.fc1.bias is None or mlp.fc2.bias is None or \
+            any(tuple(getattr(fc, "kernel_size", (1, 1))) != (1, 1) for fc in (mlp.fc1, mlp.fc2)):
         raise NoMapping("a partition block MLP other than C -> hidden -> C with GELU")
-    if getattr(mlp.drop1, "p", 0.0) != getattr(mlp.drop2, "p", 0.0):
-        raise NoMapping("a partition block MLP with two different dropouts")
     inits = {_layer_scale(getattr(m, "ls1", None)), _layer_scale(getattr(m, "ls2", None))}
     if len(inits) != 1:
         raise NoMapping("a partition block with one layer scale")
     init, = inits
     args = {"eps": float(m.norm1.eps)}
-    if mlp.fc1.out_features != 4 * c:
-        args["hidden"] = int(mlp.fc1.out_features)
+    if _width(mlp.fc1, "out") != 4 * c:
+        args["hidden"] = _width(mlp.fc1, "out")
     if approximate == "tanh":
         args["act"] = "gelu_tanh"
     if init is not None:
@@ -329,7 +343,7 @@ class PartitionTransformer(Kind):
     primary = "heads"
     weighted = True
     autocast = "low"
-    inputs = "tokens"
+    inputs = "tokens"      # or a C x H x W map (PartitionAttention2d): see check_input
     summary = ("MaxViT's block or grid partition attention and its MLP, each pre-norm and "
                "residual, on the tokens of an h x w map (timm's PartitionAttentionCl)")
     flops_rule = ("2 x MACs + 5 per attention score + 8 per MLP hidden element (GELU) + 10 "
@@ -352,10 +366,30 @@ class PartitionTransformer(Kind):
                     "size": (lambda x: [1, x[0]],
                              lambda x: [2, x[0] // 2] if x[0] % 2 == 0 else [x[0], 1])}
 
+    def check_input(self, x):
+        """Tokens (timm's channels-last blocks), or a C x H x W map (its
+        PartitionAttention2d); the registry's draws are tokens, and
+        tests/test_import_maxxvit.py builds the map's form against timm's."""
+        if len(x) != 3:
+            super().check_input(x)
+
+    @staticmethod
+    def points(x):
+        """(N, C) of tokens or of a C x H x W map (PartitionAttention2d's layout)."""
+        return (x[1] * x[2], x[0]) if len(x) == 3 else (x[0], x[-1])
+
     def geometry(self, a, x):
         """(h, w), the partition's positions T, the attentions' (count, output width)."""
-        n, c = x
-        h, w = map_size(self.name, a.size, n)
+        if len(x) == 3:
+            c, h, w = x
+            if a.size is not None or a.partition == "parallel":
+                raise SpecError(f"{self.name}: on a map, the map is the size and the partition "
+                                f"is block or grid. Received: size={a.size}, "
+                                f"partition={a.partition!r}")
+        elif len(x) == 2:
+            c, (h, w) = x[1], map_size(self.name, a.size, x[0])
+        else:
+            raise SpecError(f"{self.name}: takes tokens or a C x H x W map, not {list(x)}")
         ph, pw = a.window
         for side, p, axis in ((h, ph, "height"), (w, pw, "width")):
             if isinstance(side, int) and side % p:
@@ -374,10 +408,10 @@ class PartitionTransformer(Kind):
         return x
 
     def hidden(self, a, x):
-        return a.hidden if a.hidden is not None else 4 * x[1]
+        return a.hidden if a.hidden is not None else 4 * self.points(x)[1]
 
     def params(self, a, x):
-        c, hid = x[1], self.hidden(a, x)
+        c, hid = self.points(x)[1], self.hidden(a, x)
         _, _, (count, out) = self.geometry(a, x)
         attn = 3 * c * c + c * out + ((3 * c + out) if a.bias else 0) \
             + rel_pos_params(a.rel_pos, a.heads, a.window, a.rel_hidden)
@@ -388,20 +422,20 @@ class PartitionTransformer(Kind):
         return sym.norm(self.geometry(a, x)[2][0] * rel_pos_buffers(a.rel_pos, a.window))
 
     def macs(self, a, x, y):
-        n, c = x
+        n, c = self.points(x)
         _, t, (count, out) = self.geometry(a, x)
         attn = n * c * 3 * c + 2 * n * t * c + n * c * out \
             + rel_pos_macs(a.rel_pos, a.heads, a.window, a.rel_hidden)
         return sym.norm(count * attn + 2 * n * c * self.hidden(a, x))
 
     def flops(self, a, x, y):
-        n, c = x
+        n, c = self.points(x)
         _, t, (count, _) = self.geometry(a, x)
         return sym.norm(2 * self.macs(a, x, y) + 5 * count * a.heads * n * t
                         + 8 * n * self.hidden(a, x) + 12 * n * c)
 
     def macs_missed_by(self, a, x, y):
-        n, c = x
+        n, c = self.points(x)
         _, t, (count, _) = self.geometry(a, x)
         return {"fvcore": (sym.norm(count * 2 * n * t * c), SDPA_MISSED)}
 
@@ -416,7 +450,7 @@ class PartitionTransformer(Kind):
         # per attention: its input (the partitioned copy), q, k and v, the
         # weights per head and pair, the heads' output; the norms' inputs and
         # outputs; the MLP's input, hidden (before and after GELU)
-        n, c = x[0], x[-1]      # (the engine may ask with a placeholder shape)
+        n, c = self.points(x)   # (the engine may ask with a placeholder shape)
         t, count = a.window[0] * a.window[1], 2 if a.partition == "parallel" else 1
         hid = a.hidden if a.hidden is not None else 4 * c
         per_attn = ((n * c, None), (3 * n * c, None), (a.heads * n * t, None), (n * c, None))
@@ -426,7 +460,7 @@ class PartitionTransformer(Kind):
     def cost(self, a, x, y):
         """Per attention: the qkv GEMM, the scores and weighted values, the
         softmax, the projection; the MLP's two GEMMs and the layer norms."""
-        n, c = x
+        n, c = self.points(x)
         _, t, (count, out) = self.geometry(a, x)
         hid = self.hidden(a, x)
         attn = (Cost("linear", gemm=(n, 3 * c, c), tensors=(3 * c * c,)),
@@ -442,37 +476,42 @@ class PartitionTransformer(Kind):
     def build(self, a, x):
         from .maxxvit_torch import PartitionTransformer as Module
         (h, w), _, _ = self.geometry(a, x)
-        c = x[1]
+        c = self.points(x)[1]
         return Module(c, a.partition, tuple(a.window), h, w, a.heads, c // a.heads,
                       a.head_first, a.bias, a.rel_pos, a.rel_hidden, self.hidden(a, x),
                       "tanh" if a.act == "gelu_tanh" else "none", a.eps, a.init,
-                      a.attention_dropout, a.dropout)
+                      a.attention_dropout, a.dropout, nchw=len(x) == 3)
 
     torch_modules = ("archcalc.layers.maxxvit_torch.PartitionTransformer",
                      "timm.models.maxxvit.PartitionAttentionCl",
-                     "timm.models.maxxvit.ParallelPartitionAttention")
+                     "timm.models.maxxvit.ParallelPartitionAttention",
+                     "timm.models.maxxvit.PartitionAttention2d")
 
     def from_torch(self, call, m):
         """timm's PartitionAttentionCl or ParallelPartitionAttention (on B x H x W
-        x C), or archcalc's PartitionTransformer (on tokens)."""
+        x C), PartitionAttention2d (on B x C x H x W), or archcalc's
+        PartitionTransformer (on tokens or a map)."""
         from .from_torch import NoMapping, row
-        _require_tokens(call, "a partition transformer")
-        n, c = call.x
-        own = getattr(m, "map_size", None)
-        if own is None and len(call.x_torch) != 3:
-            raise NoMapping(f"partition attention on a {list(call.x_torch)} input "
-                            "(it takes B x H x W x C)")
-        h, w = (int(v) for v in (own or call.x_torch[:2]))
+        nchw = len(call.x) == 3
+        if not nchw:
+            _require_tokens(call, "a partition transformer")
+            own = getattr(m, "map_size", None)
+            if own is None and len(call.x_torch) != 3:
+                raise NoMapping(f"partition attention on a {list(call.x_torch)} input "
+                                "(it takes B x H x W x C)")
+            h, w = (int(v) for v in (own or call.x_torch[:2]))
+        n, c = self.points(call.x)
         parallel = hasattr(m, "attn_block")
         attns = (m.attn_block, m.attn_grid) if parallel else (m.attn,)
         out = c // 2 if parallel else c
         found = [_attention_args(attn, c) for attn in attns]
-        if any(f != found[0] for f in found) or any(attn.proj.out_features != out for attn in attns) or \
-                any(getattr(attn, "nchw", False) for attn in attns):
-            raise NoMapping("partition attentions that differ, or project to other than "
-                            f"{out} channels")
+        if any(f != found[0] for f in found) or any(
+                _width(attn.proj, "out") != out or getattr(attn, "nchw", nchw) != nchw
+                or (type(attn.qkv).__name__ == "Conv2d") != nchw for attn in attns):
+            raise NoMapping("partition attentions that differ, project to other than "
+                            f"{out} channels, or compute in another layout than the block")
         args, window = found[0]
-        if getattr(m.mlp.drop1, "p", 0.0) != args["dropout"]:
+        if _dropout(m.mlp) != args["dropout"]:
             raise NoMapping("a partition block whose MLP dropout is not its projection's")
         window = window or tuple(int(v) for v in m.partition_size)
         if window != tuple(int(v) for v in m.partition_size):
@@ -485,8 +524,9 @@ class PartitionTransformer(Kind):
         else:
             partition = m.partition
         args = dict(args, window=list(window) if window[0] != window[1] else window[0],
-                    partition=partition,
-                    size=_square_or_pair(h, w))
+                    partition=partition)
+        if not nchw:
+            args["size"] = _square_or_pair(h, w)
         return row("partition_transformer", **args, **_block_args(m, c))
 
 

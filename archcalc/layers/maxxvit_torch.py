@@ -134,21 +134,22 @@ class PartitionTransformer(nn.Module):
     ("parallel": both, each projecting to C/2, concatenated), on tokens
     (B, N, C) of an h x w map (channels-last, row-major): pre-norm attention
     within each partition and an MLP, each a residual, with optional layer
-    scales (``init``)."""
+    scales (``init``). ``nchw``: timm's PartitionAttention2d on a B x C x H x W
+    map (layer norms over the channels, 1x1 conv MLP and projections)."""
 
     def __init__(self, dim, partition, window, height, width, heads, dim_head, head_first=True,
                  bias=True, rel_pos="bias", rel_hidden=512, hidden=None, approximate="none",
-                 eps=1e-5, init=None, attn_drop=0.0, proj_drop=0.0):
+                 eps=1e-5, init=None, attn_drop=0.0, proj_drop=0.0, nchw=False):
         super().__init__()
         self.init_args = (dim, partition, tuple(window), height, width, heads, dim_head,
                           head_first, bias, rel_pos, rel_hidden, hidden, approximate, eps, init,
-                          attn_drop, proj_drop)
+                          attn_drop, proj_drop, nchw)
         self.partition, self.partition_size = partition, tuple(window)
-        self.map_size = (height, width)
+        self.map_size, self.nchw = (height, width), nchw
         attention = globals()["MaxxAttention"]      # copied beside this class by export
         kw = dict(heads=heads, dim_head=dim_head, bias=bias, head_first=head_first,
                   rel_pos=rel_pos, window=window, rel_hidden=rel_hidden, attn_drop=attn_drop,
-                  proj_drop=proj_drop, nchw=False)
+                  proj_drop=proj_drop, nchw=nchw)
         self.norm1 = nn.LayerNorm(dim, eps=eps)
         if partition == "parallel":
             self.attn_block = attention(dim, dim // 2, **kw)
@@ -158,9 +159,12 @@ class PartitionTransformer(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         hidden = hidden or 4 * dim
         self.mlp = nn.Module()
-        self.mlp.fc1, self.mlp.act = nn.Linear(dim, hidden), nn.GELU(approximate=approximate)
-        self.mlp.drop1, self.mlp.fc2 = nn.Dropout(proj_drop), nn.Linear(hidden, dim)
-        self.mlp.drop2 = nn.Dropout(proj_drop)
+        if nchw:        # timm's ConvMlp
+            self.mlp.fc1, self.mlp.fc2 = nn.Conv2d(dim, hidden, 1), nn.Conv2d(hidden, dim, 1)
+        else:
+            self.mlp.fc1, self.mlp.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.mlp.act = nn.GELU(approximate=approximate)
+        self.mlp.drop1, self.mlp.drop2 = nn.Dropout(proj_drop), nn.Dropout(proj_drop)
         for name in ("ls1", "ls2"):
             if init is not None:
                 scale = nn.Module()
@@ -169,11 +173,19 @@ class PartitionTransformer(nn.Module):
 
     def extra_repr(self):
         return f"partition={self.partition!r}, window={self.partition_size}, " \
-            f"map_size={self.map_size}"
+            f"map_size={self.map_size}, nchw={self.nchw}"
 
     @staticmethod
-    def split(x, p, grid):
-        """timm's window_partition (grid=False) or grid_partition on B x H x W x C."""
+    def split(x, p, grid, nchw):
+        """timm's window_partition (grid=False) or grid_partition on B x H x W x C
+        (their _nchw forms on B x C x H x W)."""
+        if nchw:
+            b, c, h, w = x.shape
+            if grid:
+                x = x.view(b, c, p[0], h // p[0], p[1], w // p[1]).permute(0, 3, 5, 1, 2, 4)
+            else:
+                x = x.view(b, c, h // p[0], p[0], w // p[1], p[1]).permute(0, 2, 4, 1, 3, 5)
+            return x.contiguous().view(-1, c, p[0], p[1])
         b, h, w, c = x.shape
         if grid:
             x = x.view(b, p[0], h // p[0], p[1], w // p[1], c).permute(0, 2, 4, 1, 3, 5)
@@ -182,26 +194,40 @@ class PartitionTransformer(nn.Module):
         return x.contiguous().view(-1, p[0], p[1], c)
 
     @staticmethod
-    def merge(x, p, size, grid):
-        """timm's window_reverse (grid=False) or grid_reverse."""
-        (h, w), c = size, x.shape[-1]
+    def merge(x, p, size, grid, nchw):
+        """timm's window_reverse (grid=False) or grid_reverse (or their _nchw forms)."""
+        (h, w), c = size, x.shape[1 if nchw else -1]
+        if nchw:
+            x = x.view(-1, h // p[0], w // p[1], c, p[0], p[1])
+            order = (0, 3, 4, 1, 5, 2) if grid else (0, 3, 1, 4, 2, 5)
+            return x.permute(*order).contiguous().view(-1, c, h, w)
         x = x.view(-1, h // p[0], w // p[1], p[0], p[1], c)
         order = (0, 3, 1, 4, 2, 5) if grid else (0, 1, 3, 2, 4, 5)
         return x.permute(*order).contiguous().view(-1, h, w, c)
 
     def partition_attn(self, x, attn, grid):
-        size = x.shape[1:3]
-        return self.merge(attn(self.split(x, self.partition_size, grid)), self.partition_size,
-                          size, grid)
+        size = x.shape[-2:] if self.nchw else x.shape[1:3]
+        parts = self.split(x, self.partition_size, grid, self.nchw)
+        return self.merge(attn(parts), self.partition_size, size, grid, self.nchw)
 
     def scaled(self, name, x):
         scale = getattr(self, name, None)
-        return x if scale is None else x * scale.gamma
+        if scale is None:
+            return x
+        return x * (scale.gamma.view(1, -1, 1, 1) if self.nchw else scale.gamma)
+
+    def normed(self, norm, x):
+        return norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2) if self.nchw else norm(x)
 
     def forward(self, tokens):
+        if self.nchw:
+            return self.block(tokens)
         b, n, c = tokens.shape
-        x = tokens.view(b, *self.map_size, c)
-        y = self.norm1(x)
+        x = self.block(tokens.view(b, *self.map_size, c))
+        return x.reshape(b, n, c)
+
+    def block(self, x):
+        y = self.normed(self.norm1, x)
         if self.partition == "parallel":
             y = torch.cat([self.partition_attn(y, self.attn_block, False),
                            self.partition_attn(y, self.attn_grid, True)], dim=-1)
@@ -209,6 +235,5 @@ class PartitionTransformer(nn.Module):
             y = self.partition_attn(y, self.attn, self.partition == "grid")
         x = x + self.scaled("ls1", y)
         mlp = self.mlp
-        y = mlp.drop2(mlp.fc2(mlp.drop1(mlp.act(mlp.fc1(self.norm2(x))))))
-        x = x + self.scaled("ls2", y)
-        return x.reshape(b, n, c)
+        y = mlp.drop2(mlp.fc2(mlp.drop1(mlp.act(mlp.fc1(self.normed(self.norm2, x))))))
+        return x + self.scaled("ls2", y)

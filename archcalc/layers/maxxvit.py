@@ -336,6 +336,9 @@ class PartitionTransformer(Kind):
     (ParallelPartitionAttention): both, each projecting to C/2, concatenated.
     Attention width C, heads of C/heads; layer norms with ``eps``, an MLP
     C -> hidden -> C with GELU (``act``), layer scales where ``init`` is given.
+    On a C x H x W map (timm's PartitionAttention2d, MaxxVit's use_nchw_attn):
+    the same block, its norms over the channels, its projections and MLP 1x1
+    convs (the same params and MACs), block or grid.
     Receptive field: a window for "block", the whole map otherwise."""
     name = "partition_transformer"
     torch_classes = ("MaxxAttention", "PartitionTransformer")   # in maxxvit_torch.py

@@ -310,10 +310,12 @@ def levit_attentions():
     common = {"attn_ratio": 2, "resolution": (5, 6), "use_conv": True,
               "act_layer": nn.Hardswish}
     return [Attention(16, 4, num_heads=2, **common),
-            AttentionDownsample(16, 24, 4, num_heads=3, stride=2, **common)]
+            AttentionDownsample(16, 24, 4, num_heads=3, stride=2, **common),
+            Attention(16, 4, num_heads=2, **{**common, "act_layer": nn.SiLU})]   # levit_conv_512
 
 
-@pytest.mark.parametrize("index, heads, out, queries", [(0, 2, 16, 30), (1, 3, 24, 3 * 3)])
+@pytest.mark.parametrize("index, heads, out, queries", [(0, 2, 16, 30), (1, 3, 24, 3 * 3),
+                                                       (2, 2, 16, 30)])
 def test_levit_attention_is_one_row_and_computes_the_same(index, heads, out, queries):
     model = nn.Sequential(nn.Conv2d(3, 16, 1), levit_attentions()[index])
     done, report = imported(model, (3, 5, 6))

@@ -5,13 +5,17 @@ from the same conv (stride 1) or from the map subsampled by the stride (a
 1 x 1 average pool at stride s, then a 1x1 conv + batch norm); scores
 q k^T / sqrt(key_dim) plus a learned bias per head and |dy|, |dx| offset
 (``attention_biases``, heads x H*W, gathered by a fixed index); softmax;
-weighted values; Hardswish, then a 1x1 conv + batch norm to ``out``. One
+weighted values; Hardswish (or SiLU), then a 1x1 conv + batch norm to ``out``. One
 row: each head's q, k and v are interleaved slices of one conv's output."""
 from __future__ import annotations
 
 from .. import sym
 from ..errors import SpecError
 from .base import Arg, Cost, Kind, Saved, lookup, register
+
+
+ACTIVATIONS = ("hardswish", "silu")     # timm's levit act_layer (nn.Hardswish, nn.SiLU)
+TORCH_ACTIVATIONS = {"Hardswish": "hardswish", "SiLU": "silu"}
 
 
 @register
@@ -25,7 +29,7 @@ class LevitAttention(Kind):
     summary = ("LeViT's attention on a map: 1x1 conv + BN projections, a learned bias per "
                "head and offset on the scores, queries subsampled at stride s")
     flops_rule = ("2 x MACs + 5 per score (scale, bias, exp, sum, divide: 5*heads*Q*P) + 2 "
-                  "per batch-normalized element + 4 per Hardswish element (Q*heads*val_dim); "
+                  "per batch-normalized element + the activation's rule on Q*heads*val_dim; "
                   "MACs = P*C*heads*(key_dim + val_dim) + Q*C*heads*key_dim + "
                   "heads*Q*P*(key_dim + val_dim) + Q*heads*val_dim*out, P = H*W, Q the "
                   "queries' positions")
@@ -37,6 +41,8 @@ class LevitAttention(Kind):
         "stride": Arg("int", 1, min=1, doc="the queries' subsampling (1: AttentionDownsample "
                                            "not used)"),
         "eps": Arg("float", 1e-5, min=0.0, max=1.0, doc="of the batch norms"),
+        "activation": Arg("str", "hardswish", choices=ACTIVATIONS,
+                          doc="before the output conv (timm: act_layer)"),
     }
     arg_examples = {"heads": (1, 2), "key_dim": (1, 4), "val_dim": (2, 4),
                     "out": (None, 3), "stride": (1, 2)}
@@ -86,7 +92,10 @@ class LevitAttention(Kind):
         p, q = hh * ww, qh * qw
         h, kd, vd, o = a.heads, a.key_dim, a.val_dim, self._out(a, x)
         norms = 2 * (p * h * (kd + vd) + q * h * kd + q * o)
-        return sym.norm(2 * self.macs(a, x, y) + 5 * h * q * p + norms + 4 * q * h * vd)
+        act = lookup(a.activation)
+        shape = (h * vd, qh, qw)
+        return sym.norm(2 * self.macs(a, x, y) + 5 * h * q * p + norms
+                        + act.flops(act.read_args({}, {}), shape, shape))
 
     def backward_flops(self, a, x, y, needs_input_grad: bool = True):
         return sym.norm(2 * self.flops(a, x, y))
@@ -105,7 +114,7 @@ class LevitAttention(Kind):
                 Cost("linear", gemm=(h * q, p, kd), tensors=(h * p,)),
                 Cost("softmax", elements=sym.norm(h * q * p)),
                 Cost("linear", gemm=(h * q, vd, p)),
-                *lookup("hardswish").cost(lookup("hardswish").read_args({}, {}),
+                *lookup(a.activation).cost(lookup(a.activation).read_args({}, {}),
                                              (h * vd, qh, qw), (h * vd, qh, qw)),
                 Cost("linear", gemm=(q, o, h * vd), tensors=(h * vd * o,)),
                 Cost("batch_norm", elements=sym.norm(q * o), tensors=(o, o)))
@@ -126,7 +135,7 @@ class LevitAttention(Kind):
     def build(self, a, x):
         from .levit_torch import LevitAttention as Module
         return Module(x[0], self._out(a, x), a.heads, a.key_dim, a.val_dim, (x[1], x[2]),
-                      a.stride, a.eps)
+                      a.stride, a.eps, lookup(a.activation).torch_name)
 
     torch_modules = ("archcalc.layers.levit_torch.LevitAttention",
                      "timm.models.levit.Attention", "timm.models.levit.AttentionDownsample")
@@ -154,14 +163,15 @@ class LevitAttention(Kind):
             eps = {eps, _conv_norm(m.q.ln, c, h * kd)}
         else:
             eps = {_conv_norm(m.qkv, c, h * (2 * kd + vd))}
-        if type(m.proj.act).__name__ != "Hardswish":
+        activation = TORCH_ACTIVATIONS.get(type(m.proj.act).__name__)
+        if activation is None:
             raise NoMapping(f"LeViT attention with {type(m.proj.act).__name__}")
         out = m.proj.ln.linear.out_channels
         eps.add(_conv_norm(m.proj.ln, h * vd, out))
         if len(eps) > 1:
             raise NoMapping("LeViT attention with norms of several eps")
         found = {"heads": h, "key_dim": kd, "val_dim": vd, "out": out if out != c else None,
-                 "stride": stride, "eps": eps.pop()}
+                 "stride": stride, "eps": eps.pop(), "activation": activation}
         return row("levit_attention", **{k: v for k, v in found.items()
                                          if k in ("heads", "key_dim", "val_dim") or
                                          v != self.args[k].default})

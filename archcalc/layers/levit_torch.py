@@ -15,12 +15,14 @@ class LevitAttention(nn.Module):
     (``kv``, ``q`` = ``down`` + ``ln``) in their conv form: each projection a
     ConvNorm (``linear``, a 1x1 conv without a bias, ``bn``), the learned
     ``attention_biases`` gathered by ``attention_bias_idxs`` (a buffer out of
-    the state_dict), ``proj`` = Hardswish (``act``) + ConvNorm (``ln``);
+    the state_dict), ``proj`` = Hardswish or SiLU (``act``) + ConvNorm (``ln``);
     timm's names, so its state_dict loads strictly."""
 
-    def __init__(self, channels, out, heads, key_dim, val_dim, resolution, stride=1, eps=1e-5):
+    def __init__(self, channels, out, heads, key_dim, val_dim, resolution, stride=1, eps=1e-5,
+                 activation="Hardswish"):
         super().__init__()
-        self.init_args = (channels, out, heads, key_dim, val_dim, resolution, stride, eps)
+        self.init_args = (channels, out, heads, key_dim, val_dim, resolution, stride, eps,
+                          activation)
 
         def conv_norm(cin, cout):
             part = nn.Module()
@@ -39,7 +41,7 @@ class LevitAttention(nn.Module):
             self.q.down = nn.AvgPool2d(1, stride, 0, count_include_pad=False)
             self.q.ln = conv_norm(channels, heads * key_dim)
         self.proj = nn.Module()
-        self.proj.act = nn.Hardswish()
+        self.proj.act = getattr(nn, activation)()
         self.proj.ln = conv_norm(heads * val_dim, out)
         r0, r1 = self.resolution
         self.attention_biases = nn.Parameter(torch.zeros(heads, r0 * r1))

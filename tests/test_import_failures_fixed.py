@@ -9,7 +9,7 @@ state_dict (strict) and computes its logits.
 - GhostNet-V3 and MobileOne-S0 (slow: 20 s and 10 s each on a quiet CPU): a
   sum started at 0, a level that reads beside itself inside a block's body, a
   chain of adds whose paths hold one ModuleList several times.
-- NaFlexViT with a MAP head: fx cannot trace its forward (torch.finfo of a
+- NaFlexViT: with a MAP head fx cannot trace its forward (torch.finfo of a
   traced dtype), so torch.export traces the whole of it, the modules fx could
   not trace included (it kept NaFlexEmbeds, which returns a tuple, a leaf).
 """
@@ -86,19 +86,23 @@ def test_mobileone_s0_sums_its_four_kxk_branches_and_the_scale_branch():
     check_timm("mobileone_s0", (3, 64, 64))
 
 
-def test_naflexvit_map_head_imports_through_torch_export():
-    """A 2-block NaFlexViT with timm's MAP head: exact params and MACs; its only
-    opaque rows are NaFlexEmbeds' patchify (a reshape no kind describes) and
-    its position embedding's add."""
+@pytest.mark.parametrize("name, why, params", [
+    ("naflexvit_base_patch16_map", "finfo", 280_936)])
+def test_naflexvit_imports_through_torch_export(name, why, params):
+    """A 2-block NaFlexViT with timm's MAP head: fx cannot trace the forward
+    (torch.finfo of a traced dtype). torch.export's graph, inside the embeds fx
+    kept whole too: exact params and MACs, and the only opaque rows are the
+    embeds' patchify (a reshape no kind describes) and its position
+    embedding's add."""
     kwargs = dict(depth=2, embed_dim=64, num_heads=2)
-    model = timm.create_model("naflexvit_base_patch16_map", pretrained=False, **kwargs).eval()
-    done = importer.import_module(model, (3, 64, 64), label="naflexvit")
-    assert done.tracer == "torch.export" and "finfo" in done.fx_error
+    model = timm.create_model(name, pretrained=False, **kwargs).eval()
+    done = importer.import_module(model, (3, 64, 64), label=name)
+    assert done.tracer == "torch.export" and why in done.fx_error
     assert not done.whole and len(done.opaque) == 2
     report = analyze(loads(done.text))
-    assert report.totals["params"] == sum(p.numel() for p in model.parameters()) == 280_936
+    assert report.totals["params"] == sum(p.numel() for p in model.parameters()) == params
     with importer.empty_weights():
-        meta = timm.create_model("naflexvit_base_patch16_map", pretrained=False, **kwargs)
+        meta = timm.create_model(name, pretrained=False, **kwargs)
     for p in meta.parameters():   # FlopCounterMode's module tracker and timm's MAP head
         p.requires_grad_(False)
     counter = FlopCounterMode(display=False)

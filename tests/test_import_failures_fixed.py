@@ -6,7 +6,7 @@ state_dict (strict) and computes its logits.
 - DLA-60 and larger: a root reads the trees of two levels above, each hidden
   by an inner level's tree1; the wiring reads the outer ones by a longer path
   to the same tensor (the level's last entry: "tree1.tree2.root").
-- GhostNet-V3 and MobileOne-S0 (slow: 20 s and 10 s each on a quiet CPU): a
+- GhostNet-V3 (slow: 13 s on a quiet CPU) and MobileOne-S0 (5 s): a
   sum started at 0, a level that reads beside itself inside a block's body, a
   chain of adds whose paths hold one ModuleList several times.
 - NaFlexViT: with a MAP head fx cannot trace its forward (torch.finfo of a
@@ -78,7 +78,6 @@ def test_ghostnetv3_cheap_branch_reads_the_sum_of_its_enclosing_list():
     assert "opaque" not in text
 
 
-@pytest.mark.slow
 def test_mobileone_s0_sums_its_four_kxk_branches_and_the_scale_branch():
     """MobileOne-S0's block: conv_scale(x) + conv_kxk.0(x) + ... + conv_kxk.3(x),
     a chain of adds whose paths hold conv_kxk several times: written as its paths

@@ -208,7 +208,11 @@ def test_option_values(tmp_path, args, fragment):
      "'shortcut' is used twice"),
     ('{name = "x", layers = [{relu = true}, {name = "relu1", relu = true}]}',
      "'relu1' is used twice"),
-    ('{name = "a.b", relu = true}', "not a valid layer name"),
+    # a dotted name is a path of names (tests/test_spec_level_parts.py): each part valid
+    ('{name = "a..b", relu = true}', "not a valid layer name"),
+    ('{name = ".a", relu = true}', "not a valid layer name"),
+    ('{name = "a.", relu = true}', "not a valid layer name"),
+    ('{name = "a.forward", relu = true}', "reserved"),
     ('{name = "c/d", relu = true}', "not a valid layer name"),
     ('{name = "", relu = true}', "not a valid layer name"),
     ('{name = "x y", relu = true}', "not a valid layer name"),

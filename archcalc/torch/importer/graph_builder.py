@@ -699,7 +699,8 @@ class _GraphBuilder:
         embedding resampled, a rotary table): a _Derived, or None."""
         inputs = [self.value.get(a) for a in n.all_input_nodes]
         if not _tensor_valued(self.found.values.get(n)) or any(
-                isinstance(x, FlowNode) or x is _POISON or x is _PENDING for x in inputs):
+                isinstance(x, (FlowNode, _Pooled, _Indices)) or x is _POISON or x is _PENDING
+                for x in inputs):   # a max pool's indices come from the input
             return None
         reads, nodes = [], [n]
         module = self.modules.get(n.target) if n.op == "call_module" else None

@@ -439,17 +439,21 @@ class _Walker(Visitor):
         return self.concat_row(node, outs, path, branches)
 
     def concat_row(self, node, outs, path, branches):
+        """Along the first dimension (torch.cat(..., 1)): channels of C x H x W
+        maps of equal H and W, or tokens of N x D tokens of equal D."""
         first = outs[0][0]
         for i, (y, *_rest) in enumerate(outs[1:], 2):
-            if len(y) != 3 or len(first) != 3:
-                raise self.error(f"concat needs C x H x W outputs; received {fmt_shape(y)}",
+            if len(y) != len(first) or len(y) not in (2, 3):
+                raise self.error(f"concat needs C x H x W outputs (or N x D tokens); received "
+                                 f"{fmt_shape(y)} after {fmt_shape(first)} of b1",
                                  (*path, f"b{i}"))
-            if not (sym.norm(y[1] - first[1]) == 0 and sym.norm(y[2] - first[2]) == 0):
+            if any(sym.norm(a - b) != 0 for a, b in zip(y[1:], first[1:])):
+                what = "H and W" if len(y) == 3 else "widths D"
                 raise self.error(
-                    f"{sym.fmt_int(y[1])}x{sym.fmt_int(y[2])} does not match "
-                    f"{sym.fmt_int(first[1])}x{sym.fmt_int(first[2])} of b1 (the first branch); "
-                    "concat needs equal H and W", (*path, f"b{i}"))
-        y = (sym.total(o[0][0] for o in outs), first[1], first[2])
+                    f"{'x'.join(sym.fmt_int(v) for v in y[1:])} does not match "
+                    f"{'x'.join(sym.fmt_int(v) for v in first[1:])} of b1 (the first branch); "
+                    f"concat needs equal {what}", (*path, f"b{i}"))
+        y = (sym.total(o[0][0] for o in outs), *first[1:])
         end = self.merged_row(node.name, "concat", (), outs, y, path, flops=0, op="concat")
         self.level.append(TreeNode("concat", node.name, (*path, node.name), self.rows[-1],
                                    children=branches))
@@ -495,10 +499,11 @@ class _Walker(Visitor):
         given = ", ".join(f"{ref.text} gives {fmt_shape(s)}"
                           for ref, s in zip(node.sources, shapes))
         if node.op == "concat":
-            if {len(s) for s in shapes} not in ({1}, {3}) or \
+            if {len(s) for s in shapes} not in ({1}, {2}, {3}) or \
                     any(not same_shape(s[1:], shapes[0][1:]) for s in shapes):
                 raise self.error(f"merge \"concat\": {given}; concat needs C x H x W "
-                                 "outputs of equal H and W (or feature vectors)", full)
+                                 "outputs of equal H and W (or N x D tokens of equal D, "
+                                 "or feature vectors)", full)
             return (sym.total(s[0] for s in shapes), *shapes[0][1:]), 0
         # the full shape: a gate (C x 1 x 1) is the smaller one
         y = next((s for s in shapes if len(s) != 3 or s[1] != 1 or s[2] != 1), shapes[0])

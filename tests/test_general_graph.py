@@ -257,6 +257,44 @@ def test_input_a_dotted_path_and_a_gate():
         assert run_check(loads(text), batch=batch).ok
 
 
+TOKENS = HEAD + '''layers = [
+  {name = "stem", conv = 12, kernel = 4, stride = 4},
+  {name = "tokens", tokens = true},
+  {name = "cls", class_token = true},
+  {name = "first", first_tokens = true},
+  {name = "proj", fc = 12, activation = "gelu"},
+  {name = "sum", merge = "add", from = ["first", "proj"]},
+  {name = "rest", skip_tokens = 1, from = "cls"},
+  {name = "cat", merge = "concat", from = ["sum", "rest"]},
+  {name = "attn", attention = 3},
+  {name = "pool", token_pool = true},
+]
+'''
+
+
+def test_tokens_concatenate_along_the_tokens_and_check_out():
+    """As CaiT's class-attention blocks: the class token read back
+    (first_tokens), added to, and put before the patch tokens again (a concat of N x D
+    tokens: torch.cat(..., 1) along the tokens)."""
+    r = rows(report_of(TOKENS))
+    assert r["first"].output_shape == (1, 12) and r["rest"].output_shape == (16, 12)
+    assert r["sum"].output_shape == (1, 12)
+    assert r["cat"].output_shape == (17, 12) and r["cat"].flops == 0
+    pytest.importorskip("torch")
+    from archcalc.torch.check import run_check
+    for batch in (1, 2):
+        result = run_check(loads(TOKENS), batch=batch)
+        assert result.ok, [(c.what, c.calculated, c.measured) for c in result.totals if not c.ok]
+
+
+def test_tokens_of_other_widths_do_not_concatenate():
+    text = TOKENS.replace('{name = "rest", skip_tokens = 1, from = "cls"}',
+                          '{name = "rest", fc = 8, from = "cls"}')
+    with pytest.raises(SpecError, match=r"rest gives 17 x 8; concat needs C x H x W outputs "
+                                        r"of equal H and W \(or N x D tokens of equal D"):
+        report_of(text)
+
+
 def test_outputs_and_heads_do_not_mix():
     text = HEAD + '''outputs = ["output"]
 layers = [

@@ -70,15 +70,19 @@ def test_a_class_attn_scaled_otherwise_has_no_kind():
         importer.import_module(OnTokens(module).eval(), (3, 2, 3), strict=True)
 
 
-def test_a_small_cait_is_still_one_opaque_row():
-    """What is left for CaiT: its first class-attention block adds the class
-    token itself (cls_token.expand(...), a parameter read by the cat and by the
-    residual add), an add of a tensor and a constant that no row computes, so
-    the model is kept whole. Its attentions map (above); this pins the gap."""
-    model = timm_meta("cait_xxs24_224", depth=2, depth_token_only=1, img_size=32, patch_size=8)
-    with pytest.raises(importer.Unsupported, match=r"1 operation\(s\).*add of a tensor and "
-                                                   r"a constant.*blocks_token_only\.0"):
-        importer.import_module(model, (3, 32, 32), strict=True)
+@pytest.mark.parametrize("depth_token_only", [1, 2])
+def test_a_small_cait_imports_with_no_opaque_row_and_computes_the_same(depth_token_only):
+    """CaiT's first class-attention block adds the class token itself
+    (cls_token.expand(...), the parameter the cat put first): it reads back as
+    first_tokens of that cat, so the parameter has one row; the later blocks
+    cat the class token and the patch tokens along the tokens."""
+    model = timm.create_model("cait_xxs24_224", pretrained=False, depth=2, img_size=32,
+                              patch_size=8, depth_token_only=depth_token_only)
+    done, report = imported(model, (3, 32, 32))
+    kinds = kinds_of(report)
+    assert "first_tokens" in kinds and "class_attention" in kinds
+    assert kinds.count("concat") == depth_token_only   # each later block's, and the last
+    same_function(model, (3, 32, 32), done)
 
 
 # -- XCiT: cross-covariance attention ----------------------------------------------

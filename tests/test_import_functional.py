@@ -30,9 +30,15 @@ STRICT = {"strict": True} if "strict" in inspect.signature(importer.import_modul
 
 
 def meta_macs(model, shape) -> int:
+    copied = copy.deepcopy(model).to("meta")
+    # FlopCounterMode's module tracker wants a grad_fn on every input that
+    # requires grad (CaiT and PiT pass a parameter on to a block); the count
+    # does not depend on it
+    for p in copied.parameters():
+        p.requires_grad_(False)
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
-        copy.deepcopy(model).to("meta")(torch.zeros(1, *shape, device="meta"))
+        copied(torch.zeros(1, *shape, device="meta"))
     return counter.get_total_flops() // 2
 
 

@@ -501,6 +501,43 @@ class SkipTokens(Kind):
 
 
 @register
+class FirstTokens(Kind):
+    """The first ``count`` tokens: x[:, :count], a view. CaiT's class-attention
+    blocks add their output to the class token they read: when that token is
+    the learned one the block put before the patch tokens, the import reads it
+    back from the concatenation (one parameter, one row that owns it)."""
+    name = "first_tokens"
+    torch_classes = ('FirstTokens',)  # in tokens_torch.py
+    primary = "count"
+    summary = "N x D tokens -> count x D: the first count tokens (a view)"
+    flops_rule = "0 (a slice: a view)"
+    view = True
+    inputs = "tokens"
+    args = {"count": Arg("int", 1, min=1, doc="tokens kept at the start")}
+
+    def output_shape(self, a, x):
+        n = x[0]
+        if isinstance(n, int) and isinstance(a.count, int) and a.count > n:
+            raise SpecError(f"first_tokens: there are {n} tokens, fewer than {a.count}. "
+                            f"Received: count={a.count}")
+        return (a.count, x[1])
+
+    def cost(self, a, x, y):
+        """A slice: a view, the call only."""
+        return (Cost("view", backward=False),)
+
+    def build(self, a, x):
+        from .tokens_torch import FirstTokens as Module
+        return Module(a.count)
+
+    torch_modules = ("archcalc.layers.tokens_torch.FirstTokens",)   # from_torch reads them
+
+    def from_torch(self, call, m):
+        from .from_torch import row
+        return row("first_tokens", **({"count": m.count} if m.count != 1 else {}))
+
+
+@register
 class TokensToMap(Kind):
     """The inverse of `tokens`: N = H*W tokens of width D read back as a D x H x W
     map (ConvNeXt's permute back to channels first after its per-position
@@ -551,4 +588,4 @@ class TokensToMap(Kind):
 
 
 __all__ = ["Tokens", "ClassToken", "PositionEmbedding", "SelfAttention", "TokenPool",
-           "SkipTokens", "TokensToMap"]
+           "SkipTokens", "FirstTokens", "TokensToMap"]

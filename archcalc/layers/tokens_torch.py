@@ -200,6 +200,21 @@ class SkipTokens(nn.Module):
         return x[:, self.count:]
 
 
+class FirstTokens(nn.Module):
+    """(B, N, D) -> (B, count, D): the first ``count`` tokens (a view)."""
+
+    def __init__(self, count=1):
+        super().__init__()
+        self.init_args = (count,)
+        self.count = count
+
+    def extra_repr(self):
+        return f"count={self.count}"
+
+    def forward(self, x):
+        return x[:, :self.count]
+
+
 class TokensToMap(nn.Module):
     """(B, H*W, D) -> (B, D, H, W): tokens read back as a map (views), as
     ConvNeXt's permute back to channels first."""

@@ -52,6 +52,7 @@ class _GraphBuilder:
         self.used_state: set = set()      # module paths and parameter targets used
         self.modules = dict(gm.named_modules())
         self.taped: dict = {}             # (id of an IndexTape, key) -> its max pool's FlowNode
+        self.placed_tokens: dict = {}     # a class token's parameter -> (the cat's FlowNode, count)
 
     # -- entry ------------------------------------------------------------
     def run(self):
@@ -475,6 +476,19 @@ class _GraphBuilder:
             node = FlowNode(0, op, [a.index, b.index], shape, y, path=_path(n.meta.get("scope")),
                         name=op)
             return self._add(node, n)
+        placed = next((v for v in (a, b) if isinstance(v, Expanded) and
+                       v.param.target in self.placed_tokens), None)
+        if placed is not None and op == "add" and n.kwargs.get("alpha", 1) == 1:
+            # CaiT: cls_token + attn(norm(cat(cls_token, x))): the token is read back
+            # from the cat that put it first (its row owns the parameter)
+            other = b if placed is a else a
+            if isinstance(other, FlowNode):
+                tokens = self._first_tokens(n, *self.placed_tokens[placed.param.target])
+                if tokens.shape == other.shape:
+                    node = FlowNode(0, op, [tokens.index, other.index], other.shape,
+                                    _per_sample(self.found.values[n]),
+                                    path=_path(n.meta.get("scope")), name=op)
+                    return self._add(node, n)
         param, x = (a, b) if isinstance(a, Param) else (b, a)
         if isinstance(param, Param) and isinstance(x, FlowNode):
             shape = tuple(param.tensor.shape)
@@ -514,8 +528,11 @@ class _GraphBuilder:
             return self._class_tokens(n, [v.param for v in values[:-1]], values[-1])
         if not all(isinstance(v, FlowNode) for v in values):
             raise NoMapping("cat of something other than tensors")
-        if any(len(v.shape) != 3 for v in values) or dim not in (1, -3):
-            raise NoMapping(f"cat along dim {dim} (archcalc concatenates channels)")
+        rank = len(values[0].shape)
+        if rank not in (2, 3) or any(len(v.shape) != rank for v in values) or \
+                dim not in (1, -rank):
+            raise NoMapping(f"cat along dim {dim} (archcalc concatenates channels of maps "
+                            "or tokens)")
         if len(values) == 1:
             self.value[n] = values[0]
             return
@@ -536,7 +553,18 @@ class _GraphBuilder:
             x = self._row(n, x, row("class_token", **({"count": count} if count > 1 else {})),
                           path=path, stateful=True, name=path[-1], flat=True,
                           what="a class token", out=out)
+        first = params[0]   # the first token reads back as x[:, :count] (a view)
+        self.placed_tokens.setdefault(first.target, (x, int(first.tensor.shape[-2])))
         return x
+
+    def _first_tokens(self, n: fx.Node, tokens: FlowNode, count: int) -> FlowNode:
+        kinds = row("first_tokens", **({"count": count} if count != 1 else {}))
+        shape = _kind_shape(*kinds[0], tokens.shape)
+        node = FlowNode(len(self.nodes), "row", [tokens.index], shape, shape, kinds,
+                        _path(n.meta.get("scope")), name="first_tokens",
+                        what="the class token read back", scoped=True)
+        self.nodes.append(node)
+        return node
 
     def _split(self, n):
         x = self._input_of(n)

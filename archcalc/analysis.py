@@ -511,9 +511,9 @@ class _Walker(Visitor):
             gate = node.op == "mul" and len(s) == 3 and len(y) == 3 and s[1] == 1 and \
                 s[2] == 1 and sym.norm(s[0] - y[0]) == 0
             if not (same_shape(s, y) or gate):
-                rule = "equal shapes" if node.op == "add" else \
+                rule = "equal shapes" if node.op != "mul" else \
                     "equal shapes (or a C x 1 x 1 gate of the same C)"
-                verb = "add" if node.op == "add" else "multiply"
+                verb = {"add": "add", "sub": "subtract"}.get(node.op, "multiply")
                 raise self.error(f"merge \"{verb}\": {given}; {verb} needs {rule}", full)
         return y, sym.norm((len(shapes) - 1) * sym.prod(y))
 

@@ -75,7 +75,8 @@ def dotted_clash(names) -> tuple | None:
 
 
 INPUT = "input"
-JOIN_OPS = {"add": "add", "concat": "concat", "multiply": "mul"}   # spec word -> merge op
+JOIN_OPS = {"add": "add", "concat": "concat", "multiply": "mul",   # spec word -> merge op
+            "subtract": "sub"}
 JOIN_KEYS = {"merge", "from", "name", "activation", "when"}
 
 
@@ -161,6 +162,9 @@ class Resolver:
         if not isinstance(names, list) or len(names) < 2:
             raise SpecError(f"a merge reads at least two named outputs: from = [\"a\", \"b\"]. "
                             f"Received: from={names!r}")
+        if op == "subtract" and len(names) != 2:
+            raise SpecError(f"merge \"subtract\" reads two named outputs, the second taken "
+                            f"from the first: from = [\"a\", \"b\"]. Received: from={names!r}")
         refs, seen = [], set()
         for name in names:   # a set: a hostile list of many names costs linear time
             ref = self.resolve(name)

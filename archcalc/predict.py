@@ -313,7 +313,7 @@ class Predictor:
         out = []
         if row.merge:
             y = row.output_shape
-            name = {"concat": "cat", "add": "add", "mul": "mul"}.get(row.merge, "copy")
+            name = {"concat": "cat", "add": "add", "sub": "add", "mul": "mul"}.get(row.merge, "copy")
             # torch.cat takes all its inputs at once; a sum or product of N runs
             # N - 1 binary ops ((a + b) + c ...), each over the output
             ops = 1 if row.merge == "concat" else max(len(row.merged) - 1, 1)

@@ -295,6 +295,49 @@ def test_tokens_of_other_widths_do_not_concatenate():
         report_of(text)
 
 
+SUBTRACT = HEAD + '''layers = [
+  {name = "stem", conv = 8, kernel = 3, padding = 1},
+  {name = "mixer", conv = 8, kernel = 3, padding = 1, depthwise = true},
+  {name = "norm", batch_norm = true, from = "stem"},
+  {name = "diff", merge = "subtract", from = ["mixer", "norm"], activation = "relu"},
+  {name = "sum", merge = "add", from = ["stem", "diff"]},
+]
+'''
+
+
+def test_subtract_takes_the_second_from_the_first_and_checks_out():
+    """FastViT's RepMixer: x + (mixer(x) - norm(x)): one op per element, no
+    tensor kept for backward; the built module, the export and check agree."""
+    torch = pytest.importorskip("torch")
+    from archcalc.torch.build import build_model
+    from archcalc.torch.check import run_check
+    from archcalc.torch.export import to_python
+    r = rows(report_of(SUBTRACT))
+    assert r["diff"].output_shape == (8, 16, 16) and r["diff"].inputs == ("mixer", "norm")
+    assert r["diff"].flops == 2 * 8 * 16 * 16     # the subtraction and the fused relu
+    model = build_model(loads(SUBTRACT)).eval()
+    x = torch.randn(2, 3, 16, 16)
+    with torch.no_grad():
+        stem = model.stem(x)
+        want = stem + torch.relu(model.mixer(stem) - model.norm(stem))
+        torch.testing.assert_close(model(x), want)
+    namespace = {}
+    exec(compile(to_python(model, "Exported"), "exported.py", "exec"), namespace)
+    exported = namespace["Exported"]().eval()
+    exported.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), want)
+    for batch in (1, 2):
+        result = run_check(loads(SUBTRACT), batch=batch)
+        assert result.ok, [(c.what, c.calculated, c.measured) for c in result.totals if not c.ok]
+
+
+def test_subtract_reads_exactly_two():
+    text = SUBTRACT.replace('from = ["mixer", "norm"]', 'from = ["mixer", "norm", "stem"]')
+    with pytest.raises(SpecError, match=r'merge "subtract" reads two named outputs'):
+        report_of(text)
+
+
 def test_outputs_and_heads_do_not_mix():
     text = HEAD + '''outputs = ["output"]
 layers = [

@@ -355,3 +355,26 @@ def test_levit_attention_on_tokens_has_no_kind_yet():
 def test_levit_conv_128s_imports_with_no_opaque_row():
     done, report = imported(timm_meta("levit_conv_128s"), (3, 224, 224), "timm:levit_conv_128s")
     assert kinds_of(report).count("levit_attention") == 11
+
+
+# -- FastViT: RepMixer (x + ls(mixer(x) - norm(x))), attention on a map ------------
+
+
+def test_fastvit_imports_with_no_opaque_row_and_computes_the_same():
+    """FastViT-SA12 at 64 x 64: its RepMixer's subtraction a merge entry, its
+    Attention (a map flattened to tokens and back) three rows: tokens, the
+    attention that holds qkv and proj, to_map."""
+    model = timm.create_model("fastvit_sa12", pretrained=False, num_classes=10)
+    done, report = imported(model, (3, 64, 64))
+    assert 'merge = "subtract"' in done.text
+    kinds = kinds_of(report)
+    assert kinds.count("attention") == 2 and "to_map" in kinds
+    same_function(model, (3, 64, 64), done)
+
+
+def test_efficientformer_pooling_is_the_pool_mixer():
+    from timm.models.efficientformer import Pooling
+    module = nn.Sequential(nn.Conv2d(3, 8, 1), Pooling(3))
+    done, report = imported(module, (3, 9, 9))
+    assert kinds_of(report) == ["conv", "pool_mixer"]
+    same_function(module, (3, 9, 9), done)

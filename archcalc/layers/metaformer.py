@@ -134,8 +134,9 @@ class PoolMixer(Kind):
         from .metaformer_torch import PoolMixer as Module
         return Module(a.kernel)
 
+    # timm's PoolFormer and EfficientFormer Pooling: the same forward, pool(x) - x
     torch_modules = ("archcalc.layers.metaformer_torch.PoolMixer",
-                     _TIMM + "Pooling")   # from_torch reads them
+                     _TIMM + "Pooling", "timm.models.efficientformer.Pooling")
 
     def from_torch(self, call, m):
         """A module whose forward is pool(x) - x, its pool an average of stride

@@ -331,10 +331,19 @@ class SelfAttention(Kind):
                      "archcalc.layers.tokens_torch.QKVAttention",
                      "archcalc.layers.tokens_torch.BeitAttention",
                      "timm.layers.attention.Attention", "timm.models.beit.Attention",
-                     "timm.models.convit.MHSA", "timm.models.metaformer.Attention")
+                     "timm.models.convit.MHSA", "timm.models.metaformer.Attention",
+                     "timm.models.fastvit.Attention")
 
     def from_torch(self, call, m):
-        from .from_torch import NoMapping, row
+        from .from_torch import NoMapping, row, rows
+        if len(call.x) == 3 and type(m).__module__ == "timm.models.fastvit":
+            # FastViT's Attention flattens its C x H x W map to tokens and back around
+            # timm's attention: three rows, the weights the attention's
+            from dataclasses import replace
+            c, h, w = call.x
+            tokens = replace(call, x=(h * w, c))
+            return rows(("tokens", {}), *row("attention", **_qkv_attention_args(tokens, m)),
+                        ("to_map", {} if h == w else {"size": [h, w]}))
         if len(call.x) != 2:
             raise NoMapping(f"attention on a {len(call.x)}-d input (it takes tokens)")
         if hasattr(m, "in_proj_weight"):      # nn.MultiheadAttention's weights

@@ -292,7 +292,7 @@ def layer_times(runner: Runner, report, x, peak: Peak | None, dtype: str, steps:
     the profile's prediction of its forward time, bench --predict)."""
     modules = dict(runner.model.named_modules())
     rows = [r for r in report.rows[1:] if r.name in runner.model.rows
-            and r.type.split("+")[0] not in ("concat", "add", "mul")]
+            and r.type.split("+")[0] not in ("concat", "add", "mul", "sub")]
     starts, spent = {}, {r.name: [] for r in rows}
     hooks = []
     for row in rows:

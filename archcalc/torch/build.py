@@ -167,7 +167,8 @@ class Residual(nn.Module):
 
 class JoinInputs(nn.Module):
     """A merge entry: the named outputs added, multiplied (a C x 1 x 1 gate
-    broadcasts) or concatenated along channels, then the fused ops."""
+    broadcasts), concatenated along channels (or tokens) or the second taken
+    from the first, then the fused ops."""
     export_as = "join"   # the exporter's method for it (export.py)
 
     def __init__(self, op: str, post=None):
@@ -181,6 +182,8 @@ class JoinInputs(nn.Module):
             y = xs[0] + xs[1]
             for x in xs[2:]:
                 y = y.add_(x)
+        elif self.op == "sub":
+            y = xs[0] - xs[1]
         else:                    # each partial product is kept for the next's backward
             y = xs[0] * xs[1]
             for x in xs[2:]:

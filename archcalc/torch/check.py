@@ -7,7 +7,7 @@ from .build import build_model
 from .measure import Measured, measure
 
 TOLERANCE = {"exact": 0.0, "memory": 0.10}
-MERGE_TYPES = ("concat", "add", "mul", "scale")
+MERGE_TYPES = ("concat", "add", "mul", "sub", "scale")
 
 
 @dataclass

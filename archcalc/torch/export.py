@@ -234,7 +234,7 @@ class _Writer:
         full = (*path, name)
         self.comment(full, f": merge ({module.op}) of {len(xs)} named outputs")
         merged = f"torch.cat([{', '.join(xs)}], 1)" if module.op == "concat" else \
-            (" + " if module.op == "add" else " * ").join(xs)
+            {"add": " + ", "sub": " - "}.get(module.op, " * ").join(xs)
         if module.post is not None:
             merged = f"{self.attr((*full, 'post'), module.post)}({merged})"
         y = self.var()

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 from ...errors import SpecError
 from ...graph import NAME
+from ...layers import lookup
 from ...layers.activation import ACTIVATIONS
 from .dataflow import FlowNode
-from .fusion import _entry, _fuse_posts, _plain
+from .fusion import _entry, _flatten_rows, _fuse_posts, _plain
 from .mappers import rows
 from .naming import (_Level, _Name, _check_module_name, _home, _is_shortcut_name, _levels,
     _stateful_paths)
 from .structure import MERGE_OPS, CatItem, MergeItem, Wired, out_index, unwired
 
 # a merge node's `merge` in the spec
-MERGE_NAMES = {"add": "add", "mul": "multiply", "cat": "concat"}
+MERGE_NAMES = {"add": "add", "mul": "multiply", "cat": "concat", "sub": "subtract"}
 
 
 class _Ref:
@@ -136,7 +137,7 @@ class _Emitter:
                 if isinstance(only, FlowNode) and only.op in MERGE_OPS:
                     reads = None     # a merge opens it: the wiring picks its input
             entries.append(_wire(entry, reads))
-        return entries
+        return _flatten_rows(entries)   # one call, several rows: each an entry
 
     def part(self, home: str, group: list, prefix: tuple, level: _Level, groups: list) -> list:
         """One place of a module called in several, other layers between (Res2Net's
@@ -210,11 +211,15 @@ class _Emitter:
             name = level.defer(preferred)
         entries = [_entry(kind, args) for kind, args in node.rows]
         if len(entries) > 1:   # one call, several rows (a mean: pool, then flatten)
-            first = {"name": name, **entries[0]}
-            rest = [{"name": level.defer(f"{node.rows[0][0]}_{kind}"), **e}
-                    for e, (kind, _) in zip(entries[1:], node.rows[1:])]
-            rest[-1]["_out"] = node.index
-            return {"_rows": [first, *rest]}
+            # the module's name on its row of weights (FastViT's attention on a map:
+            # tokens, attention, to_map), else on the first
+            owner = next((k for k, (kind, _) in enumerate(node.rows)
+                          if not lookup(kind).view), 0) if node.stateful else 0
+            named = [{"name": name if k == owner else
+                      level.defer(f"{node.rows[owner][0]}_{kind}"), **e}
+                     for k, (e, (kind, _)) in enumerate(zip(entries, node.rows))]
+            named[-1]["_out"] = node.index
+            return {"_rows": named}
         entry = self.named(node, prefix, name, {"name": name, **entries[0],
                                                 "_out": node.index})
         if node.flat:

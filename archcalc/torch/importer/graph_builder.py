@@ -19,7 +19,7 @@ from .dataflow import (Expanded, FlowNode, Param, _Indices, _PENDING, _POISON, _
     _where)
 from .layout import _classify_layout
 from .measuring import measure
-from .mappers import (ADD, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNCTIONS, LAYOUT_METHODS,
+from .mappers import (ADD, SUB, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNCTIONS, LAYOUT_METHODS,
     METHOD_MAPPERS, MUL, PoolIndices, SPLIT, UNPOOLS, Unpool, NoMapping, _constant,
     _layout_module, _mapper_for, map_method_call, method_call, row)
 from .naming import _clean_name
@@ -159,10 +159,10 @@ class _GraphBuilder:
             return _mapper_for(self.modules[n.target]) is not None
         if n.op == "call_method":
             return n.target in METHOD_MAPPERS or n.target in (
-                "add", "add_", "mul", "mul_", "chunk", "split", "tensor_split", "expand",
+                "add", "add_", "mul", "mul_", "sub", "sub_", "chunk", "split", "tensor_split", "expand",
                 "size", "dim")
         if n.op == "call_function":
-            return n.target in FUNCTION_MAPPERS or n.target in ADD + MUL + CAT + SPLIT or \
+            return n.target in FUNCTION_MAPPERS or n.target in ADD + MUL + SUB + CAT + SPLIT or \
                 not _tensor_valued(self.found.values.get(n))
         return True
 
@@ -378,6 +378,8 @@ class _GraphBuilder:
             return self._binary(n, "add", inputs)
         if (not method and target in MUL) or (method and target in ("mul", "mul_")):
             return self._binary(n, "mul", inputs)
+        if (not method and target in SUB) or (method and target in ("sub", "sub_")):
+            return self._binary(n, "sub", inputs)
         if not method and target in CAT:
             return self._cat(n, args, kwargs)
         if (not method and target in SPLIT) or (method and target in ("chunk", "split",
@@ -468,8 +470,10 @@ class _GraphBuilder:
         if isinstance(a, FlowNode) and isinstance(b, FlowNode):
             if a.shape != b.shape and not (op == "mul" and _gate(a.shape, b.shape)):
                 raise NoMapping(f"{op} of {list(a.torch_shape)} and {list(b.torch_shape)}")
-            if n.kwargs.get("alpha", 1) != 1:
-                raise NoMapping("add with alpha")
+            if n.kwargs.get("alpha", 1) != 1 or (len(n.args) > 2 and n.args[2] != 1):
+                raise NoMapping(f"{op} with alpha")
+            if op == "sub" and a.index == b.index:
+                raise NoMapping("a tensor minus itself")
             y = _per_sample(self.found.values[n])
             shape = a.shape if len(a.shape) == len(y) and math.prod(a.shape) == math.prod(y) \
                 else b.shape

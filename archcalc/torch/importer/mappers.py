@@ -468,6 +468,7 @@ def _f_divide(c):
 
 ADD = (operator.add, operator.iadd, torch.add)
 MUL = (operator.mul, operator.imul, torch.mul)
+SUB = (operator.sub, operator.isub, torch.sub, torch.subtract)
 CAT = (torch.cat, torch.concat, torch.concatenate)
 SPLIT = (torch.chunk, torch.split, torch.tensor_split)
 

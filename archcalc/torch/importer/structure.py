@@ -74,7 +74,7 @@ class Wired:
 
 
 
-MERGE_OPS = ("add", "mul", "cat")   # FlowNode ops that combine computed tensors
+MERGE_OPS = ("add", "mul", "cat", "sub")   # FlowNode ops that combine computed tensors
 
 
 def out_index(item) -> int:
@@ -242,6 +242,8 @@ class _Recover:
                 self.fail(join, f"{node.op} of a tensor with itself")
             return MergeItem(node.op, [[] if i == cur else self.seq(cur, i) for i in (a, b)],
                              node, source=cur)
+        if node.op == "sub":     # no structure says it: a merge entry names both inputs
+            self.fail(join, "a subtraction (a merge entry that names its inputs)")
         if node.op == "cat":
             if len(set(node.inputs)) != len(node.inputs):
                 self.fail(join, "a concat of one tensor twice")

@@ -230,7 +230,7 @@ def _mentions(e, name: str) -> bool:
                 return True
             stack.extend(v for v in x.values() if isinstance(v, (list, dict)))
     # the names graph.py gives a structure's parts (a merge row, a branch b1, b2, ...)
-    return name in ("add", "concat", "scale", "shortcut", "mul") or \
+    return name in ("add", "concat", "scale", "shortcut", "mul", "sub") or \
         (name[:1] == "b" and name[1:].isdigit())
 
 

@@ -378,3 +378,51 @@ def test_efficientformer_pooling_is_the_pool_mixer():
     done, report = imported(module, (3, 9, 9))
     assert kinds_of(report) == ["conv", "pool_mixer"]
     same_function(module, (3, 9, 9), done)
+
+
+# -- XCiT and EdgeNeXt: the Fourier position encoding, class attention -------------
+
+
+def test_a_small_xcit_imports_with_no_opaque_row_and_computes_the_same():
+    """XCiT's Fourier position encoding (computed from its weights alone, added
+    to the tokens) is one row holding them; its class-attention blocks read the
+    class token (first_tokens) and the rest (skip_tokens) and concatenate them
+    again (two concats on one level, their branches named apart)."""
+    model = timm.create_model("xcit_nano_12_p16_224", pretrained=False, img_size=64,
+                              depth=2, num_classes=10)
+    done, report = imported(model, (3, 64, 64))
+    kinds = kinds_of(report)
+    assert kinds.count("fourier_position_encoding") == 1 and kinds.count("xca") == 2
+    assert "first_tokens" in kinds and kinds.count("class_attention") == 2
+    same_function(model, (3, 64, 64), done)
+
+
+def test_edgenext_imports_with_no_opaque_row_and_computes_the_same():
+    model = timm.create_model("edgenext_xx_small", pretrained=False, num_classes=10)
+    done, report = imported(model, (3, 64, 64))
+    kinds = kinds_of(report)
+    assert kinds.count("fourier_position_encoding") == 1 and "xca" in kinds
+    same_function(model, (3, 64, 64), done)
+
+
+def test_a_position_encoding_read_in_another_order_has_no_kind():
+    """The map read as tokens column-first (a transpose of the grid) is not
+    what the kind adds: refused by name, not guessed."""
+    from timm.models.xcit import PositionalEncodingFourier
+
+    class Transposed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 4, 4)
+            self.pos_embed = PositionalEncodingFourier(hidden_dim=8, dim=16)
+
+        def forward(self, x):
+            x = self.stem(x)
+            b, c, h, w = x.shape
+            tokens = x.flatten(2).transpose(1, 2)
+            pos = self.pos_embed(b, h, w).transpose(2, 3).reshape(b, c, h * w).permute(0, 2, 1)
+            return tokens + pos
+
+    with pytest.raises(importer.Unsupported, match="pos_embed's map read as tokens in "
+                                                   "another order"):
+        importer.import_module(Transposed().eval(), (3, 16, 8), strict=True)

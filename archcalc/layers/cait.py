@@ -297,8 +297,9 @@ class CrossCovarianceAttention(_TokenAttention):
         from .cait_torch import CrossCovarianceAttention as Module
         return Module(x[1], a.heads, a.bias, a.dropout, a.proj_dropout)
 
+    # EdgeNeXt's applies the temperature to the scores, XCiT's to q: the same products
     torch_modules = ("archcalc.layers.cait_torch.CrossCovarianceAttention",
-                     "timm.models.xcit.XCA")
+                     "timm.models.xcit.XCA", "timm.models.edgenext.CrossCovarianceAttn")
 
     def from_torch(self, call, m):
         """archcalc's and timm's XCA (qkv, temperature, proj)."""

@@ -322,7 +322,12 @@ class _Emitter:
         # may take its name twice
         twice = {n for n in names if n is not None and names.count(n) > 1}
         for i, (branch, name) in enumerate(zip(item.branches, names), 1):
-            if not branch:
+            if not _stateful_paths(branch) and f"b{i}" in level.fixed:
+                # a second concat on this level (XCiT's class-attention block): its
+                # stateless branches named apart from the first one's b1, b2
+                branches.append({"name": level.defer(f"b{i}"),
+                                 "layers": self.level(branch, (*prefix, f"b{i}"))})
+            elif not branch:
                 level.fix(f"b{i}", "branch")
                 branches.append([])
             elif name is not None and name not in twice and not any(p[:len(prefix) + 1] == (*prefix, name) and

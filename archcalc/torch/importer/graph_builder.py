@@ -24,7 +24,7 @@ from .mappers import (ADD, SUB, CAT, Call, FUNCTION_MAPPERS, LAYOUT, LAYOUT_FUNC
     _layout_module, _mapper_for, map_method_call, method_call, row)
 from .naming import _clean_name
 from .failures import _first_line
-from .probing import PROBE_BATCH, Probed, _TensorArg
+from .probing import PROBE_BATCH, Probed, ProbedShape, _TensorArg
 
 
 class _GraphBuilder:
@@ -480,6 +480,11 @@ class _GraphBuilder:
             node = FlowNode(0, op, [a.index, b.index], shape, y, path=_path(n.meta.get("scope")),
                         name=op)
             return self._add(node, n)
+        derived = next((v for v in (a, b) if isinstance(v, _Derived)), None)
+        if derived is not None and op == "add" and n.kwargs.get("alpha", 1) == 1:
+            other = b if derived is a else a
+            if isinstance(other, FlowNode) and len(other.shape) == 2:
+                return self._position_encoding(n, other, derived)
         placed = next((v for v in (a, b) if isinstance(v, Expanded) and
                        v.param.target in self.placed_tokens), None)
         if placed is not None and op == "add" and n.kwargs.get("alpha", 1) == 1:
@@ -560,6 +565,89 @@ class _GraphBuilder:
         first = params[0]   # the first token reads back as x[:, :count] (a view)
         self.placed_tokens.setdefault(first.target, (x, int(first.tensor.shape[-2])))
         return x
+
+    def _position_encoding(self, n: fx.Node, x: FlowNode, derived: "_Derived"):
+        """tokens + pos_embed(B, H, W).reshape(B, -1, N).permute(0, 2, 1): a
+        position encoding computed from its module's weights alone (XCiT's and
+        EdgeNeXt's PositionalEncodingFourier) added to the tokens, one row that
+        holds the module's weights. The layout after the module must read its
+        D x H x W map as the tokens do (flatten, transpose): replayed on an
+        index map to be sure."""
+        from ...layers.fourier_position import FourierPositionEncoding
+        paths = [r.split(".")[:-1] for r in derived.reads]
+        common = paths[0] if paths else []
+        for p in paths[1:]:
+            k = 0
+            while k < min(len(common), len(p)) and common[k] == p[k]:
+                k += 1
+            common = common[:k]
+        # the module that owns them all: the innermost encoding around their
+        # parameters, as built (fx keeps only the leaves)
+        built = dict(self.gm.meta["model"].named_modules()) if "model" in self.gm.meta \
+            else self.modules
+        owner = next((".".join(common[:k]) for k in range(len(common), 0, -1)
+                      if type(built.get(".".join(common[:k]))).__name__ ==
+                      "PositionalEncodingFourier"), None)
+        module = built.get(owner) if owner else None
+        if module is None or not type(module).__module__.startswith("timm."):
+            raise NoMapping("add of the tokens and a tensor computed from "
+                            f"{', '.join(derived.reads) or 'constants'} alone")
+        # its last call inside it (a leaf: the module itself; traced: its projection)
+        inside = [d for d in derived.nodes if (d.target if d.op == "call_module" else
+                                               d.meta.get("scope", "")) in
+                  (owner, f"{owner}.token_projection")]
+        if not inside or any(d.op == "call_module" and d.target == owner for d in inside[:-1]):
+            raise NoMapping(f"add of the tokens and {owner} computed more than once")
+        call = inside[-1]
+        after = list(derived.nodes)[list(derived.nodes).index(call) + 1:]
+        out = self.found.values.get(call)
+        if not _tensor(out) or len(out) != 4 or tuple(out[1:]) != (
+                x.shape[1], *self._grid(x, out)):
+            raise NoMapping(f"{owner} gives {list(out) if _tensor(out) else out}, "
+                            f"not D x H x W of tokens {list(x.shape)}")
+        index = torch.arange(math.prod(out)).reshape(tuple(out))
+        replayed = self._replay(after, call, index)
+        if replayed is None or not torch.equal(replayed, index.flatten(2).transpose(1, 2)):
+            raise NoMapping(f"{owner}'s map read as tokens in another order")
+        self.used_state.update(derived.reads)
+        self.used_state.add(owner)
+        self.stateful_calls[owner] = self.stateful_calls.get(owner, 0) + 1
+        path = _path(owner)
+        return self._row(n, x, FourierPositionEncoding.from_timm(
+            module, x.shape, tuple(out[2:])), path=path, stateful=True,
+            name=path[-1], what="a Fourier position encoding")
+
+    @staticmethod
+    def _grid(x: FlowNode, out) -> tuple:
+        h, w = int(out[2]), int(out[3])
+        return (h, w) if h * w == x.shape[0] else (-1, -1)
+
+    def _replay(self, nodes: list, start: fx.Node, value):
+        """The layout calls ``nodes`` (reshape, view, permute, transpose,
+        flatten) replayed on ``value`` in place of ``start``'s output; None
+        where any is another call or reads another tensor."""
+        values = {start: value}
+        for d in nodes:
+            if d.target not in LAYOUT_METHODS and d.target not in LAYOUT_FUNCTIONS:
+                return None
+            def resolve(v):
+                if isinstance(v, fx.Node):
+                    return values[v] if v in values else self.found.values.get(v)
+                if isinstance(v, (tuple, list)):
+                    return type(v)(resolve(i) for i in v)
+                return v
+            args = [resolve(v) for v in d.args]
+            kwargs = {k: resolve(v) for k, v in d.kwargs.items()}
+            if not args or not isinstance(args[0], torch.Tensor) or any(
+                    isinstance(v, (torch.Tensor, ProbedShape)) for v in
+                    list(args[1:]) + list(kwargs.values())):
+                return None     # reads another tensor
+            try:
+                values[d] = getattr(args[0], d.target)(*args[1:], **kwargs) \
+                    if d.op == "call_method" else d.target(*args, **kwargs)
+            except (RuntimeError, TypeError):
+                return None
+        return values[nodes[-1]] if nodes else value
 
     def _first_tokens(self, n: fx.Node, tokens: FlowNode, count: int) -> FlowNode:
         kinds = row("first_tokens", **({"count": count} if count != 1 else {}))

@@ -1,6 +1,6 @@
 """Layout classification: a chain of reshapes (view/permute/transpose/flatten...)
 run on an index tensor and recognized as what it does (nothing, flatten,
-tokens, to_map, channel_shuffle, the first token, a channel slice)."""
+tokens, to_map, channel_shuffle, the first token or tokens, a channel slice)."""
 from __future__ import annotations
 
 import math
@@ -120,6 +120,10 @@ def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
         if len(t_out) == 2 and t_out[1] == d and t_out[0] < nt and \
                 torch.equal(m, torch.arange((nt - t_out[0]) * d, n_in)):
             return row("skip_tokens", count=nt - t_out[0])   # x[:, k:]: the prefix tokens left out
+        if len(t_out) == 2 and t_out[1] == d and t_out[0] < nt and \
+                torch.equal(m, torch.arange(t_out[0] * d)):
+            count = t_out[0]          # x[:, :k]: the class token (XCiT's class attention)
+            return row("first_tokens", **({"count": count} if count != 1 else {}))
         if len(t_in) == 2 and t_out == (d, nt) and \
                 torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
             return row("transpose_tokens")      # the token-mixing MLP's x.transpose(1, 2)

@@ -426,3 +426,48 @@ def test_a_position_encoding_read_in_another_order_has_no_kind():
     with pytest.raises(importer.Unsupported, match="pos_embed's map read as tokens in "
                                                    "another order"):
         importer.import_module(Transposed().eval(), (3, 16, 8), strict=True)
+
+
+# -- PiT and NaFlexViT: embeddings on a map, patches as tokens, a resampled grid ----
+
+
+def test_pit_imports_with_no_opaque_row_and_computes_the_same():
+    """PiT-Ti: its position embedding is added to the map (1 x C x H x W); each
+    stage reads the class token (first_tokens) and the patch tokens back as a
+    map (skip_tokens + to_map) for its pooling conv."""
+    model = timm.create_model("pit_ti_224", pretrained=False, num_classes=10)
+    done, report = imported(model, (3, 224, 224))
+    kinds = kinds_of(report)
+    assert kinds.count("position_embedding") == 1 and kinds.count("skip_tokens") == 2
+    same_function(model, (3, 224, 224), done)
+
+
+@pytest.mark.parametrize("size", [96, 64])
+def test_naflexvit_patchifies_and_resamples_its_position_embedding(size):
+    """NaFlexViT's linear patch embedding: the image cut into 16 x 16 patches
+    as tokens (patchify), a Linear; its learned 1 x 16 x 16 x D embedding
+    interpolated (bicubic, antialiased) to the tokens' grid: one row that
+    keeps the stored shape, so timm's state_dict loads."""
+    model = timm.create_model("naflexvit_base_patch16_gap", pretrained=False, embed_dim=48,
+                              depth=1, num_heads=2, num_classes=10)
+    done, report = imported(model, (3, size, size))
+    assert 'patchify = 16' in done.text
+    assert 'stored = [16, 16, 48], resample = "bicubic", antialias = true' in done.text
+    same_function(model, (3, size, size), done)
+
+
+def test_a_stored_embedding_and_resampling_are_checked():
+    from archcalc.analysis import analyze
+    from archcalc.errors import SpecError
+    from archcalc.spec.loader import loads
+    head = '[model]\nname = "p"\ninput = [3, 32, 32]\nlayers = [{patchify = 8}, {fc = 12}, '
+    ok = analyze(loads(head + '{position_embedding = true, stored = [2, 2, 12], '
+                              'resample = "bilinear"}]'))
+    assert ok.totals["params"] == (8 * 8 * 3 + 1) * 12 + 2 * 2 * 12
+    for tail, message in [
+            ('{position_embedding = true, stored = [2, 2, 10], resample = "bilinear"}]',
+             r"stored as \[h, w, D\] for tokens of width D"),
+            ('{position_embedding = true, stored = [3, 3, 12]}]', "it holds 108 values"),
+            ('{position_embedding = true, antialias = true}]', "are for resample")]:
+        with pytest.raises(SpecError, match=message):
+            analyze(loads(head + tail))

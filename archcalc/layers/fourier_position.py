@@ -37,7 +37,7 @@ class FourierPositionEncoding(Kind):
         "size": Arg("pair", None, min=1, numeric=True,
                     doc="[h, w] of the tokens' grid, h*w = N; default the square sqrt(N)"),
     }
-    arg_examples = {"hidden_dim": (2, 4, 8), "size": (None,)}
+    arg_examples = {"hidden_dim": (2, 4, 8)}
 
     def grid(self, a, x):
         """(H, W) of the tokens' grid."""

@@ -89,32 +89,110 @@ class ClassToken(Kind):
         return row("class_token", **({"count": count} if count != 1 else {}))
 
 
+class _StoredShape(Arg):
+    """A parameter's shape as stored: one to four positive whole sizes."""
+
+    def read(self, kind, name, value, env):
+        if not isinstance(value, list) or not 1 <= len(value) <= 4 or \
+                not all(type(v) is int and v > 0 for v in value):
+            raise SpecError(f"{kind}: {name} takes the parameter's shape as stored, one to "
+                            f"four positive whole sizes such as [24, 24, 768]. "
+                            f"Received: {name}={value!r}")
+        return tuple(value)
+
+
 @register
 class PositionEmbedding(Kind):
+    """A learned embedding added to the tokens or a map. Stored in another shape
+    (NaFlexViT's 1 x H x W x D), it is read back in the tokens' order; stored
+    for another grid (``resample``), it is interpolated to the tokens' grid on
+    every forward pass, as timm does for an input larger than the pretraining
+    one."""
     name = "position_embedding"
     flat = True
     torch_classes = ('PositionEmbedding',)  # in tokens_torch.py
     aliases = ("pos_embedding",)
-    summary = "a learned N x D embedding added to the tokens (N*D params)"
-    flops_rule = "N*D (one addition per element)"
-    inputs = "tokens"
-    args = {}
+    summary = ("a learned N x D embedding added to the tokens (N*D params), or C x H x W "
+               "added to a map (PiT's); stored for another grid, resampled to the tokens'")
+    flops_rule = ("one addition per element (N*D; C*H*W); the resampling of a stored grid "
+                  "is not counted (once per forward pass, not per sample; FlopCounterMode "
+                  "counts no interpolation)")
+    inputs = "any"
+    args = {
+        "stored": _StoredShape("table", None, doc="the parameter's shape as stored, batch "
+                                                  "dimension left out (NaFlexViT's [H, W, D] "
+                                                  "for N = H*W tokens); default the input's"),
+        "resample": Arg("str", "none", choices=("none", "nearest", "bilinear", "bicubic"),
+                        doc="stored as [h, w, D] for another grid: interpolated to the "
+                            "tokens' grid (F.interpolate's mode)"),
+        "size": Arg("pair", None, min=1, numeric=True,
+                    doc="resample: [H, W] of the tokens' grid, H*W = N; default square"),
+        "antialias": Arg("bool", False, doc="resample: F.interpolate's antialias"),
+        "align_corners": Arg("bool", False, doc="resample (bilinear, bicubic): "
+                                                "F.interpolate's align_corners"),
+    }
+
+    # the registry's draw: maps (its input shape), stored as given or flipped; the
+    # resampled form is compared with timm's NaFlexViT (test_import_attention_families)
+    arg_examples = {"stored": (lambda x: list(x), lambda x: list(x[::-1])),
+                    "resample": ("none",), "antialias": (False,), "align_corners": (False,)}
+
+    def check_input(self, x):
+        if len(x) not in (2, 3):
+            raise SpecError(f"position_embedding needs tokens (N x D) or a map (C x H x W), "
+                            f"but its input is {' x '.join(sym.fmt_int(d) for d in x)}")
+
+    def grid(self, a, x):
+        """The tokens' (H, W) a resampled embedding is interpolated to."""
+        n = x[0]
+        if a.size is not None:
+            h, w = a.size
+            if isinstance(n, int) and h * w != n:
+                raise SpecError(f"position_embedding: a {h} x {w} grid has {h * w} positions, "
+                                f"but there are {n} tokens. Received: size={[h, w]}")
+            return h, w
+        if not isinstance(n, int) or isqrt(n) ** 2 != n:
+            raise SpecError(f"position_embedding: {sym.fmt_int(n)} tokens make no square "
+                            "grid to resample to; give size = [h, w]")
+        return isqrt(n), isqrt(n)
+
+    def output_shape(self, a, x):
+        received = f"Received: stored={list(a.stored) if a.stored else None}"
+        if a.resample != "none":
+            if len(x) != 2 or a.stored is None or len(a.stored) != 3 or \
+                    (isinstance(x[1], int) and a.stored[2] != x[1]):
+                raise SpecError(f"position_embedding: resample interpolates an embedding "
+                                f"stored as [h, w, D] for tokens of width D. {received}, "
+                                f"input {' x '.join(sym.fmt_int(d) for d in x)}")
+            self.grid(a, x)
+        elif a.stored is not None and isinstance(sym.prod(x), int) and \
+                sym.prod(a.stored) != sym.prod(x):
+            raise SpecError(f"position_embedding: stored as {list(a.stored)} it holds "
+                            f"{sym.prod(a.stored)} values, but the input has {sym.prod(x)}. "
+                            f"{received}")
+        if a.resample == "none" and (a.size is not None or a.antialias or a.align_corners):
+            raise SpecError("position_embedding: size, antialias and align_corners are for "
+                            "resample; it is none")
+        return x
 
     def params(self, a, x):
-        return sym.prod(x)
+        return sym.prod(a.stored) if a.stored is not None else sym.prod(x)
 
     def params_formula(self, a, x):
-        return f"{sym.plain(x[0])}*{sym.plain(x[1])}"
+        return "*".join(sym.plain(d) for d in (a.stored if a.stored is not None else x))
 
     def flops(self, a, x, y):
         return sym.prod(y)
 
     def cost(self, a, x, y):
-        return (Cost("add", elements=sym.prod(x), tensors=(sym.prod(x),)),)
+        return (Cost("add", elements=sym.prod(x), tensors=(self.params(a, x),)),)
 
     def build(self, a, x):
         from .tokens_torch import PositionEmbedding as Module
-        return Module(x[0], x[1])
+        resample = None if a.resample == "none" else \
+            (a.resample, self.grid(a, x), a.antialias, a.align_corners)
+        return Module(*x, stored=None if a.stored is None else tuple(a.stored),
+                      resample=resample)
 
     torch_modules = ("archcalc.layers.tokens_torch.PositionEmbedding",)   # from_torch reads them
 

@@ -42,19 +42,41 @@ class ClassToken(nn.Module):
 
 
 class PositionEmbedding(nn.Module):
-    """x + a learned (1, N, D) embedding (torchvision: ``pos_embedding``, N(0, 0.02))."""
+    """x + a learned (1, N, D) embedding (torchvision: ``pos_embedding``, N(0, 0.02)),
+    or (1, C, H, W) on a map (PiT's); stored in another shape, read in the
+    tokens' order; ``resample`` = (mode, (H, W), antialias, align_corners):
+    stored as (1, h, w, D), interpolated to the tokens' H x W grid (timm's
+    NaFlexViT, in fp32)."""
 
-    def __init__(self, tokens, width):
+    def __init__(self, *shape, stored=None, resample=None):
         super().__init__()
-        self.init_args = (tokens, width)
-        self.pos_embedding = nn.Parameter(torch.empty(1, tokens, width).normal_(std=0.02))
+        self.init_args = shape
+        self.shape = tuple(shape)
+        self.resample = resample
+        self.pos_embedding = nn.Parameter(torch.empty(1, *(stored or shape)).normal_(std=0.02))
+
+    def embedding(self, p, dtype):
+        if self.resample is None:
+            return p.reshape(1, *self.shape)
+        mode, size, antialias, align_corners = self.resample
+        q = F.interpolate(p.permute(0, 3, 1, 2).float(), size=tuple(size), mode=mode,
+                          align_corners=None if mode == "nearest" else align_corners,
+                          antialias=antialias)
+        return q.flatten(2).transpose(1, 2).to(dtype)
 
     def forward(self, x):
-        return x + self.pos_embedding
+        return x + self.embedding(self.pos_embedding, x.dtype)
 
-    @staticmethod
-    def flat_forward(p, x):
-        return f"{x} + {p}"
+    def flat_forward(self, p, x):
+        if self.resample is not None:
+            mode, size, antialias, align_corners = self.resample
+            corners = None if mode == "nearest" else align_corners
+            return (f"{x} + F.interpolate({p}.permute(0, 3, 1, 2).float(), "
+                    f"size={tuple(size)}, mode={mode!r}, align_corners={corners}, "
+                    f"antialias={antialias}).flatten(2).transpose(1, 2).to({x}.dtype)")
+        if tuple(self.pos_embedding.shape[1:]) == self.shape:
+            return f"{x} + {p}"
+        return f"{x} + {p}.reshape(1, {', '.join(map(str, self.shape))})"
 
     def flat_init(self, shape, literal):
         return f"torch.empty({shape}).normal_(std=0.02)"

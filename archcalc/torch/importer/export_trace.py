@@ -319,7 +319,9 @@ def to_fx(exported: Exported, is_leaf) -> fx.GraphModule:
         new = graph.create_node(op, target, mapped(args), mapped(kwargs))
         new.meta["scope"] = _scope_of(n)
         env[n] = new
-    return fx.GraphModule(root, graph, type(model).__name__)
+    gm = fx.GraphModule(root, graph, type(model).__name__)
+    gm.meta["model"] = model    # its modules and parameters as built
+    return gm
 
 
 def _attribute(model, program, target):

@@ -503,7 +503,7 @@ class _GraphBuilder:
             shape = tuple(param.tensor.shape)
             self.used_state.add(param.target)
             path = _path(param.target)
-            if op == "add" and len(x.shape) == 2 and shape == (1, *x.shape):
+            if op == "add" and len(x.shape) in (2, 3) and shape == (1, *x.shape):
                 return self._row(n, x, row("position_embedding"), path=path, stateful=True,
                                  name=path[-1], flat=True, what="a position embedding")
             if op == "mul" and _per_channel(shape, x):
@@ -574,6 +574,9 @@ class _GraphBuilder:
         D x H x W map as the tokens do (flatten, transpose): replayed on an
         index map to be sure."""
         from ...layers.fourier_position import FourierPositionEncoding
+        learned = self._learned_position(n, x, derived)
+        if learned is not None:
+            return learned
         paths = [r.split(".")[:-1] for r in derived.reads]
         common = paths[0] if paths else []
         for p in paths[1:]:
@@ -617,18 +620,94 @@ class _GraphBuilder:
             module, x.shape, tuple(out[2:])), path=path, stateful=True,
             name=path[-1], what="a Fourier position encoding")
 
+    def _learned_position(self, n: fx.Node, x: FlowNode, derived: "_Derived"):
+        """tokens + pos_embed read in another shape (NaFlexViT's 1 x H x W x D,
+        reshaped) or interpolated from another grid: a position_embedding row
+        that keeps the stored shape. Its computation is replayed on random
+        values and must equal the kind's module's (the first of the
+        interpolations that does); None where none does."""
+        from ...layers.tokens_torch import PositionEmbedding
+        if len(derived.reads) != 1 or not derived.nodes or len(x.shape) != 2:
+            return None
+        first = derived.nodes[0]
+        start = next((a for a in first.all_input_nodes
+                      if isinstance(self.value.get(a), Param)), None)
+        param = self.value.get(start)
+        if param is None or param.target != derived.reads[0] or "model" not in self.gm.meta:
+            return None
+        try:
+            original = self.gm.meta["model"].get_parameter(param.target)
+        except AttributeError:
+            return None
+        # the computation may start from a view of the parameter (permuted): replayed
+        # from the parameter itself
+        chain = []
+        while start.op != "get_attr":
+            inputs = start.all_input_nodes
+            if start.op not in ("call_method", "call_function") or not inputs or \
+                    (start.target not in LAYOUT_METHODS and start.target not in LAYOUT_FUNCTIONS):
+                return None
+            chain.insert(0, start)
+            start = inputs[0]
+        stored = tuple(int(d) for d in original.shape)
+        if start.target != param.target or len(stored) < 2:
+            return None
+        p = torch.randn(stored, generator=torch.Generator().manual_seed(0))
+        got = self._replay(chain + list(derived.nodes), start, p, layout_only=False)
+        if got is None or tuple(got.shape) != (1, *x.shape):
+            return None
+        grid = self._grid_of(derived, x)
+        options = [(dict(stored=list(stored[1:])) if stored != (1, *x.shape) else {}, None)]
+        if grid is not None and len(stored) == 4 and stored[-1] == x.shape[1]:
+            for mode in ("bicubic", "bilinear", "nearest"):
+                for antialias in (False, True):
+                    for corners in ((False,) if mode == "nearest" else (False, True)):
+                        args = dict(stored=list(stored[1:]), resample=mode,
+                                    **({"size": list(grid)} if grid[0] != grid[1] else {}),
+                                    **({"antialias": True} if antialias else {}),
+                                    **({"align_corners": True} if corners else {}))
+                        options.append((args, (mode, grid, antialias, corners)))
+        for args, resample in options:
+            if resample is None and math.prod(stored) != math.prod(x.shape):
+                continue
+            try:
+                module = PositionEmbedding(*x.shape, stored=stored[1:], resample=resample)
+                want = module.embedding(p, got.dtype)
+            except (RuntimeError, ValueError, NotImplementedError):
+                continue
+            if want.shape == got.shape and torch.allclose(want, got, atol=1e-5, rtol=1e-5):
+                self.used_state.add(param.target)
+                path = _path(param.target)
+                return self._row(n, x, row("position_embedding", **args), path=path,
+                                 stateful=True, name=path[-1], flat=True,
+                                 what="a position embedding")
+        return None
+
+    def _grid_of(self, derived: "_Derived", x: FlowNode):
+        """(H, W) the tokens' grid: the last 4-d value the computation makes
+        with H*W = N (the interpolation's output), else the square."""
+        for d in reversed(derived.nodes):
+            v = self.found.values.get(d)
+            if _tensor(v) and len(v) == 4 and int(v[2]) * int(v[3]) == x.shape[0]:
+                return int(v[2]), int(v[3])
+        side = math.isqrt(x.shape[0])
+        return (side, side) if side * side == x.shape[0] else None
+
     @staticmethod
     def _grid(x: FlowNode, out) -> tuple:
         h, w = int(out[2]), int(out[3])
         return (h, w) if h * w == x.shape[0] else (-1, -1)
 
-    def _replay(self, nodes: list, start: fx.Node, value):
-        """The layout calls ``nodes`` (reshape, view, permute, transpose,
-        flatten) replayed on ``value`` in place of ``start``'s output; None
-        where any is another call or reads another tensor."""
+    def _replay(self, nodes: list, start: fx.Node, value, layout_only: bool = True):
+        """The calls ``nodes`` replayed on ``value`` in place of ``start``'s
+        output (layout_only: reshape, view, permute, transpose, flatten
+        alone); None where one is another call, a module, or reads another
+        tensor."""
         values = {start: value}
         for d in nodes:
-            if d.target not in LAYOUT_METHODS and d.target not in LAYOUT_FUNCTIONS:
+            if d.op not in ("call_method", "call_function") or (
+                    layout_only and d.target not in LAYOUT_METHODS and
+                    d.target not in LAYOUT_FUNCTIONS):
                 return None
             def resolve(v):
                 if isinstance(v, fx.Node):
@@ -645,7 +724,9 @@ class _GraphBuilder:
             try:
                 values[d] = getattr(args[0], d.target)(*args[1:], **kwargs) \
                     if d.op == "call_method" else d.target(*args, **kwargs)
-            except (RuntimeError, TypeError):
+            except (RuntimeError, TypeError, ValueError, NotImplementedError):
+                return None
+            if not isinstance(values[d], torch.Tensor):
                 return None
         return values[nodes[-1]] if nodes else value
 

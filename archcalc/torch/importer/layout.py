@@ -41,6 +41,15 @@ def _classify_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
     return [(k, dict(a)) for k, a in kinds]
 
 
+def _patch_sides(s: tuple, t_out: tuple) -> list:
+    """The patch sides p > 1 with (H/p)*(W/p) tokens of p*p*C: at most one
+    (patches of 1 are the tokens' reading, `tokens`)."""
+    c, h, w = s
+    p = round((t_out[1] / c) ** 0.5) if t_out[1] % c == 0 else 0
+    return [p] if p > 1 and p * p * c == t_out[1] and h % p == 0 and w % p == 0 and \
+        (h // p) * (w // p) == t_out[0] else []
+
+
 def _hashable_args(v):
     if isinstance(v, _TensorArg):
         return "<tensor>"
@@ -94,6 +103,14 @@ def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
             int(m[0]) % (s[1] * s[2]) == 0 and torch.equal(m, m[0] + torch.arange(n_out)):
         start = int(m[0]) // (s[1] * s[2])      # x[:, a:b]: DPN's dual path
         return row("channel_slice", channels=[start, start + t_out[0]])
+    if n_out == n_in and len(s) == 3 and len(t_out) == 2:
+        for patch in _patch_sides(s, t_out):      # NaFlexViT's batch_patchify
+            c, h, w = s
+            cut = torch.arange(n_in).reshape(c, h // patch, patch, w // patch, patch)
+            for last, order in ((True, (1, 3, 2, 4, 0)), (False, (1, 3, 0, 2, 4))):
+                if torch.equal(m, cut.permute(*order).flatten()):
+                    return row("patchify", patch=patch,
+                               **({} if last else {"channels_last": False}))
     if n_out == n_in and len(s) == 3:
         c, h, w = s
         if torch.equal(m, torch.arange(n_in).reshape(c, h * w).t().flatten()) and \
@@ -114,6 +131,13 @@ def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
                 and torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
             hw = (t_out[1], t_out[2])
             return row("to_map", size=None if hw[0] == hw[1] else list(hw))
+        if len(t_out) == 3 and t_out[0] == d and 0 < t_out[1] * t_out[2] < nt and \
+                torch.equal(m, torch.arange(n_in).reshape(nt, d)[nt - t_out[1] * t_out[2]:]
+                            .t().flatten()):
+            # x[:, k:].transpose(1, 2).reshape(B, D, H, W): PiT's patch tokens back to a map
+            hw = (t_out[1], t_out[2])
+            return row("skip_tokens", count=nt - hw[0] * hw[1]) + \
+                row("to_map", size=None if hw[0] == hw[1] else list(hw))
         if t_out == (d,) and int(m[0]) % d == 0 and torch.equal(m, m[0] + torch.arange(d)):
             index = int(m[0]) // d       # x[:, 0]: the class token; x[:, 1]: DeiT's distillation
             return row("token_pool", mode="first", **({"index": index} if index else {}))

@@ -65,9 +65,14 @@ def _check_every_figure(name, input=None):
 # (3,339 rows), ResNet-101 and -152 are slow; the same library blocks at a
 # smaller depth are checked by default (ResNet-164, ResNet-50)
 DEEP = {"preact_resnet1001_cifar.toml", "resnet101.toml", "resnet152.toml"}
+# specs whose every kind and structure another default case builds (ResNet-110
+# beside ResNet-164, the other ResNet-50s and VGGs beside ResNet-50 and VGG-16)
+SAME_KINDS = {"resnet110_cifar.toml", "resnet50_v1.toml", "resnet50_scaled.toml",
+              "resnet34.toml", "vgg19.toml", "vgg13.toml", "vgg11.toml"}
 
 
-@pytest.mark.parametrize("name", [n for n in ALL_SPECS if n not in DEEP])
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SAME_KINDS
+                                  else n for n in ALL_SPECS if n not in DEEP])
 def test_every_spec_compiles_and_every_figure_agrees(name):
     _check_every_figure(name, REDUCED_INPUTS.get(name[:-len(".toml")]))
 

@@ -87,14 +87,14 @@ ERRORS = [
      '{merge = "multiply", from = ["a", "b"]}]',
      "multiply needs equal shapes (or a C x 1 x 1 gate of the same C)"),
     ('layers = [{conv = 4, kernel = 1, name = "a"}, {merge = "max", from = ["a", "input"]}]',
-     "merge takes 'add', 'concat', 'multiply'. Received: merge='max'"),
+     "merge takes 'add', 'concat', 'multiply', 'subtract'. Received: merge='max'"),
     ('layers = [{conv = 4, kernel = 1, name = "a"}, {merge = "add", from = ["a"]}]',
      "a merge reads at least two named outputs"),
     ('layers = [{conv = 4, kernel = 1, name = "a"}, {merge = "add", from = ["a", "a"]}]',
      "merge reads 'a' twice"),
     # bad values: one line, never a traceback
     ('layers = [{conv = 4, kernel = 1, name = "a"}, {merge = ["add"], from = ["a", "input"]}]',
-     "merge takes 'add', 'concat', 'multiply'. Received: merge=['add']"),
+     "merge takes 'add', 'concat', 'multiply', 'subtract'. Received: merge=['add']"),
     ('layers = [{conv = 4, kernel = 1, name = "a"}, {conv = 4, kernel = 1, from = 3}]',
      "from takes the name of an earlier entry (or \"input\"). Received: from=3"),
     # [model] outputs

@@ -380,8 +380,13 @@ CHECK_INPUTS = {
 
 
 # PReLU-net C (330 M params: seconds to initialise, 1.3 GB a build) is slow;
-# A and B, the same kinds and pyramid, are checked by default
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "prelu_net_c"
+# so are the second of each pair built from the same kinds (PReLU-net B beside
+# A, Inception-ResNet-v2 beside Inception-v4, FCN-16s beside FCN-8s): the one
+# checked by default covers their rows
+CHECK_SLOW = {"prelu_net_c", "prelu_net_b", "inception_resnet_v2", "fcn16s_vgg16"}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in CHECK_SLOW
                                   else n for n in CHECK_INPUTS])
 def test_check_at_batch_1_and_2(name):
     pytest.importorskip("torch")

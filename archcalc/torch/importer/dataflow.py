@@ -127,3 +127,13 @@ def _kind_shape(kind: str, args: dict, x: tuple) -> tuple:
 
 def _spec_args(args: dict) -> dict:
     return {k: v for k, v in args.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """A tensor computed from the module's parameters and buffers alone (a
+    position embedding resampled, a relative position bias, a rotary table): no
+    row of its own; the first opaque row that reads it holds its parameters
+    and its measured work."""
+    reads: tuple        # parameter and buffer names
+    nodes: tuple        # the fx calls that compute it, in order

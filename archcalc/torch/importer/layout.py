@@ -126,29 +126,38 @@ def _run_layout(chain: list, x: FlowNode, found: Probed, modules) -> list:
                     if torch.equal(perm, torch.arange(c).reshape(g, c // g).t().flatten()):
                         return row("channel_shuffle", groups=g)
     if len(s) == 2:
-        nt, d = s
-        if n_out == n_in and len(t_out) == 3 and t_out[0] == d and t_out[1] * t_out[2] == nt \
-                and torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
-            hw = (t_out[1], t_out[2])
-            return row("to_map", size=None if hw[0] == hw[1] else list(hw))
-        if len(t_out) == 3 and t_out[0] == d and 0 < t_out[1] * t_out[2] < nt and \
-                torch.equal(m, torch.arange(n_in).reshape(nt, d)[nt - t_out[1] * t_out[2]:]
-                            .t().flatten()):
-            # x[:, k:].transpose(1, 2).reshape(B, D, H, W): PiT's patch tokens back to a map
-            hw = (t_out[1], t_out[2])
-            return row("skip_tokens", count=nt - hw[0] * hw[1]) + \
-                row("to_map", size=None if hw[0] == hw[1] else list(hw))
-        if t_out == (d,) and int(m[0]) % d == 0 and torch.equal(m, m[0] + torch.arange(d)):
-            index = int(m[0]) // d       # x[:, 0]: the class token; x[:, 1]: DeiT's distillation
-            return row("token_pool", mode="first", **({"index": index} if index else {}))
-        if len(t_out) == 2 and t_out[1] == d and t_out[0] < nt and \
-                torch.equal(m, torch.arange((nt - t_out[0]) * d, n_in)):
-            return row("skip_tokens", count=nt - t_out[0])   # x[:, k:]: the prefix tokens left out
-        if len(t_out) == 2 and t_out[1] == d and t_out[0] < nt and \
-                torch.equal(m, torch.arange(t_out[0] * d)):
-            count = t_out[0]          # x[:, :k]: the class token (XCiT's class attention)
-            return row("first_tokens", **({"count": count} if count != 1 else {}))
-        if len(t_in) == 2 and t_out == (d, nt) and \
-                torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
-            return row("transpose_tokens")      # the token-mixing MLP's x.transpose(1, 2)
+        found = _tokens_layout(s, t_in, t_out, m, n_in, n_out)
+        if found is not None:
+            return found
     raise NoMapping(f"a reshape from {list(t_in)} to {list(t_out)} that no kind describes")
+
+
+def _tokens_layout(s: tuple, t_in: tuple, t_out: tuple, m, n_in: int, n_out: int):
+    """What a reshape of N x D tokens does (to_map, the first or the last
+    tokens, one token, a transpose), or None."""
+    nt, d = s
+    if n_out == n_in and len(t_out) == 3 and t_out[0] == d and t_out[1] * t_out[2] == nt \
+            and torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
+        hw = (t_out[1], t_out[2])
+        return row("to_map", size=None if hw[0] == hw[1] else list(hw))
+    if len(t_out) == 3 and t_out[0] == d and 0 < t_out[1] * t_out[2] < nt and \
+            torch.equal(m, torch.arange(n_in).reshape(nt, d)[nt - t_out[1] * t_out[2]:]
+                        .t().flatten()):
+        # x[:, k:].transpose(1, 2).reshape(B, D, H, W): PiT's patch tokens back to a map
+        hw = (t_out[1], t_out[2])
+        return row("skip_tokens", count=nt - hw[0] * hw[1]) + \
+            row("to_map", size=None if hw[0] == hw[1] else list(hw))
+    if t_out == (d,) and int(m[0]) % d == 0 and torch.equal(m, m[0] + torch.arange(d)):
+        index = int(m[0]) // d       # x[:, 0]: the class token; x[:, 1]: DeiT's distillation
+        return row("token_pool", mode="first", **({"index": index} if index else {}))
+    if len(t_out) == 2 and t_out[1] == d and t_out[0] < nt and \
+            torch.equal(m, torch.arange((nt - t_out[0]) * d, n_in)):
+        return row("skip_tokens", count=nt - t_out[0])   # x[:, k:]: the prefix tokens left out
+    if len(t_out) == 2 and t_out[1] == d and t_out[0] < nt and \
+            torch.equal(m, torch.arange(t_out[0] * d)):
+        count = t_out[0]          # x[:, :k]: the class token (XCiT's class attention)
+        return row("first_tokens", **({"count": count} if count != 1 else {}))
+    if len(t_in) == 2 and t_out == (d, nt) and \
+            torch.equal(m, torch.arange(n_in).reshape(nt, d).t().flatten()):
+        return row("transpose_tokens")      # the token-mixing MLP's x.transpose(1, 2)
+    return None

@@ -471,3 +471,15 @@ def test_a_stored_embedding_and_resampling_are_checked():
             ('{position_embedding = true, antialias = true}]', "are for resample")]:
         with pytest.raises(SpecError, match=message):
             analyze(loads(head + tail))
+
+
+def test_siglip_map_head_with_timm_s_tanh_gelu_computes_the_same():
+    """SigLIP's attention-pooling head: its MLP's act is timm's GELUTanh (no
+    `approximate` attribute), which is GELU with the tanh approximation."""
+    from timm.models.vision_transformer import VisionTransformer
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=48, depth=1, num_heads=3,
+                              global_pool="map", class_token=False, act_layer="gelu_tanh",
+                              num_classes=5)
+    done, report = imported(model, (3, 32, 32))
+    assert 'approximate = "tanh"' in done.text and "attention_pool" in kinds_of(report)
+    same_function(model, (3, 32, 32), done)

@@ -164,7 +164,11 @@ class AttentionPool(Kind):
                  "dropout": float(m.proj_drop.p)}
         if mlp is not None:
             norm_eps = _norm_eps(m.norm, d, "norm")
-            approximate = getattr(mlp.act, "approximate", None)
+            # nn.GELU says its approximation; timm's GELUTanh (SigLIP's) is tanh's
+            approximate = getattr(mlp.act, "approximate", None) or {
+                "timm.layers.activations.GELUTanh": "tanh",
+                "timm.layers.activations.GELU": "none"}.get(
+                    f"{type(mlp.act).__module__}.{type(mlp.act).__name__}")
             if approximate is None or \
                     _norm_eps(mlp.norm, mlp.fc1.out_features, "MLP norm") is not None or \
                     mlp.fc1.bias is None or mlp.fc2.bias is None or mlp.drop1.p or mlp.drop2.p:

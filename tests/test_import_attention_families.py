@@ -483,3 +483,38 @@ def test_siglip_map_head_with_timm_s_tanh_gelu_computes_the_same():
     done, report = imported(model, (3, 32, 32))
     assert 'approximate = "tanh"' in done.text and "attention_pool" in kinds_of(report)
     same_function(model, (3, 32, 32), done)
+
+
+# -- GCNet: the global context block -------------------------------------------------
+
+
+def test_gcresnet_imports_with_no_opaque_row_and_computes_the_same():
+    model = timm.create_model("gcresnet33ts", pretrained=False, num_classes=10)
+    done, report = imported(model, (3, 64, 64))
+    assert kinds_of(report).count("global_context") == 10
+    same_function(model, (3, 64, 64), done)
+
+
+@pytest.mark.parametrize("kwargs", [dict(use_attn=False, fuse_add=True, fuse_scale=False),
+                                    dict(fuse_add=True, act_layer=nn.SiLU)])
+def test_global_context_variants_compute_the_same(kwargs):
+    from timm.layers.global_context import GlobalContext
+    module = nn.Sequential(nn.Conv2d(3, 16, 1), GlobalContext(16, rd_channels=4, **kwargs))
+    done, report = imported(module, (3, 5, 6))
+    assert kinds_of(report) == ["conv", "global_context"]
+    same_function(module, (3, 5, 6), done)
+
+
+def test_global_context_checks_out_at_batch_1_and_2():
+    """Shapes, params, MACs (fvcore, FlopCounterMode) and memory, measured."""
+    from archcalc.spec.loader import loads
+    from archcalc.torch.check import run_check
+    text = ('[model]\nname = "gc"\ninput = [3, 12, 10]\nlayers = [{conv = 16, kernel = 3}, '
+            '{global_context = 4, fuse = "both"}, {global_context = 4, context = "mean", '
+            'activation = "silu"}]')
+    for batch in (1, 2):
+        result = run_check(loads(text), batch=batch)
+        bad = [(r.name, c.what, c.calculated, c.measured) for r in result.rows
+               for c in r.checks if c.ok is False] + \
+            [(c.what, c.calculated, c.measured) for c in result.totals if c.ok is False]
+        assert result.ok and not bad, bad

@@ -31,6 +31,7 @@ from . import halo_attention  # noqa: F401  (registration: HaloNet's blocked loc
 from . import lambda_layer  # noqa: F401  (registration: LambdaNetworks' lambda layer)
 from . import fourier_position  # noqa: F401  (registration: XCiT's and EdgeNeXt's Fourier position encoding)
 from . import patchify  # noqa: F401  (registration: patches as tokens, a linear patch embedding's input)
+from . import global_context  # noqa: F401  (registration: GCNet's global context block)
 from . import split_attention, selective_kernel  # noqa: F401  (registration: ResNeSt's split attention, SKNet's selective kernel)
 from . import cait  # noqa: F401  (registration: CaiT's class and talking-heads attention, XCiT's XCA)
 from . import rms_norm  # noqa: F401  (registration: RMS norm and timm's SimpleNorm)

@@ -334,21 +334,37 @@ def test_levit_attention_is_one_row_and_computes_the_same(index, heads, out, que
     same_function(model, (3, 5, 6), done)
 
 
-def test_levit_attention_on_tokens_has_no_kind_yet():
-    """The levit (not levit_conv) models' LinearNorm form is refused by name."""
-    from timm.models.levit import Attention
+@pytest.mark.parametrize("stride", [1, 2])
+def test_levit_attention_on_tokens_is_the_linear_form(stride):
+    """The levit (not levit_conv) models' LinearNorm form: tokens of its
+    resolution's grid, Linear + BatchNorm1d projections, queries subsampled."""
+    from timm.models.levit import Attention, AttentionDownsample
 
     class OnLevitTokens(nn.Module):
         def __init__(self):
             super().__init__()
             self.stem = nn.Conv2d(3, 16, 1)
-            self.attn = Attention(16, 4, num_heads=2, attn_ratio=2, resolution=(2, 3))
+            self.attn = Attention(16, 4, num_heads=2, attn_ratio=2, resolution=(4, 6)) \
+                if stride == 1 else AttentionDownsample(16, 24, key_dim=4, num_heads=2,
+                                                        attn_ratio=2, stride=2,
+                                                        resolution=(4, 6))
 
         def forward(self, x):
             return self.attn(self.stem(x).flatten(2).transpose(1, 2))
 
-    with pytest.raises(importer.Unsupported, match="LeViT attention on a 2-d input"):
-        importer.import_module(OnLevitTokens().eval(), (3, 2, 3), strict=True)
+    model = OnLevitTokens()
+    done, report = imported(model, (3, 4, 6))
+    assert "grid = [4, 6]" in done.text and kinds_of(report)[-1] == "levit_attention"
+    assert report.rows[-1].output_shape == ((24, 16) if stride == 1 else (6, 24))
+    same_function(model, (3, 4, 6), done)
+
+
+def test_levit_imports_with_no_opaque_row_and_computes_the_same():
+    model = timm.create_model("levit_128s", pretrained=False, num_classes=10)
+    done, report = imported(model, (3, 224, 224))
+    kinds = kinds_of(report)
+    assert "linear_norm" in kinds and kinds.count("levit_attention") == 2 + 3 + 4 + 2
+    same_function(model, (3, 224, 224), done)
 
 
 @pytest.mark.slow

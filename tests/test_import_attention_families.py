@@ -534,3 +534,13 @@ def test_global_context_checks_out_at_batch_1_and_2():
                for c in r.checks if c.ok is False] + \
             [(c.what, c.calculated, c.measured) for c in result.totals if c.ok is False]
         assert result.ok and not bad, bad
+
+
+def test_a_dynamic_size_vit_resampling_to_its_own_grid_is_a_plain_embedding():
+    """timm's test_vit (dynamic_img_size): at its own input the position
+    embedding is sliced, interpolated to the same grid and concatenated back:
+    the replay finds it equal to the stored embedding, one plain row."""
+    model = timm.create_model("test_vit", pretrained=False)
+    done, report = imported(model, (3, 160, 160))
+    assert kinds_of(report).count("position_embedding") == 1 and "stored" not in done.text
+    same_function(model, (3, 160, 160), done)

@@ -173,10 +173,10 @@ class _DerivedRows:
                 return v
             args = [resolve(v) for v in d.args]
             kwargs = {k: resolve(v) for k, v in d.kwargs.items()}
-            if not args or not isinstance(args[0], torch.Tensor) or any(
-                    isinstance(v, (torch.Tensor, ProbedShape)) for v in
-                    list(args[1:]) + list(kwargs.values())):
-                return None     # reads another tensor
+            leaves = list(_leaves(args)) + list(_leaves(list(kwargs.values())))
+            if any(isinstance(v, ProbedShape) for v in leaves) or \
+                    not any(isinstance(v, torch.Tensor) for v in leaves):
+                return None     # reads a tensor computed outside (or none it replays)
             try:
                 values[d] = getattr(args[0], d.target)(*args[1:], **kwargs) \
                     if d.op == "call_method" else d.target(*args, **kwargs)
@@ -241,3 +241,12 @@ class _DerivedRows:
                 reads += x.reads
                 nodes[:0] = x.nodes
         return _Derived(tuple(dict.fromkeys(reads)), tuple(dict.fromkeys(nodes)))
+
+
+def _leaves(values):
+    """The values in nested lists and tuples (torch.cat's list of tensors)."""
+    for v in values:
+        if isinstance(v, (list, tuple)) and not isinstance(v, ProbedShape):
+            yield from _leaves(v)
+        else:
+            yield v

@@ -443,6 +443,22 @@ def test_any_include_name_is_a_file_or_one_line_naming_the_spec(tmp_path_factory
         assert "\n" not in str(e)
 
 
+@pytest.mark.parametrize("where", ["top", "layer"])
+def test_an_error_inside_an_included_file_names_it_and_the_spec(tmp_path, where):
+    """Found by the property above with include = "/proc/self/status": the
+    included file's own error says where it was included from."""
+    from archcalc.spec.loader import load
+    (tmp_path / "bad.toml").write_text("Name:\tpython\n", encoding="utf-8")
+    text = ('include = ["bad.toml"]\n' + layer("{relu = true}")) if where == "top" else \
+        HEADER + 'layers = [{include = "bad.toml"}]\n'
+    (tmp_path / "spec.toml").write_text(text, encoding="utf-8")
+    with pytest.raises(SpecError) as e:
+        load(str(tmp_path / "spec.toml"))
+    line = str(e.value)
+    assert "bad.toml:1: invalid TOML" in line and "(included from " in line
+    assert line.rstrip(")").endswith(("spec.toml", "spec.toml:4", "spec.toml:5", "spec.toml:3"))
+
+
 def test_every_limit_is_documented():
     """docs/limits.md carries limits.table_markdown() as generated, so a limit
     added without its documentation fails here."""

@@ -453,7 +453,13 @@ def _load_include(path: str, inc, loading: _Loading, line: int | None) -> Spec:
     except SpecError as e:
         shown = inc if len(inc) <= 60 else _short(inc)   # as written: "include lib.toml: ..."
         raise SpecError(f"include {shown}: {e.message}", file=path, line=line) from None
-    return load(target, loading)
+    try:
+        return load(target, loading)
+    except SpecError as e:
+        # what is wrong inside it is named in it, and where it was included from
+        if e.file != path and "(included from " not in e.message:
+            e.message += f" (included from {path}{f':{line}' if line else ''})"
+        raise
 
 
 def _table(data: dict, key: str, path: str) -> dict:

@@ -41,21 +41,11 @@ class FourierPositionEncoding(Kind):
 
     def grid(self, a, x):
         """(H, W) of the tokens' grid."""
-        from math import isqrt
+        from .tokens import token_grid
         if a.hidden_dim % 2:
             raise SpecError(f"fourier_position_encoding: hidden_dim must be even (sines and "
                             f"cosines in pairs). Received: hidden_dim={a.hidden_dim}")
-        n = x[0]
-        if a.size is not None:
-            h, w = a.size
-            if isinstance(n, int) and h * w != n:
-                raise SpecError(f"fourier_position_encoding: a {h} x {w} grid has {h * w} "
-                                f"positions, but there are {n} tokens. Received: size={[h, w]}")
-            return h, w
-        if not isinstance(n, int) or isqrt(n) ** 2 != n:
-            raise SpecError(f"fourier_position_encoding: {sym.fmt_int(n)} tokens make no "
-                            "square grid; give size = [h, w]")
-        return isqrt(n), isqrt(n)
+        return token_grid(self.name, a.size, x[0])
 
     def output_shape(self, a, x):
         self.grid(a, x)

@@ -41,11 +41,11 @@ class FourierPositionEncoding(Kind):
 
     def grid(self, a, x):
         """(H, W) of the tokens' grid."""
-        from .tokens import token_grid
+        from .window_attention import map_size
         if a.hidden_dim % 2:
             raise SpecError(f"fourier_position_encoding: hidden_dim must be even (sines and "
                             f"cosines in pairs). Received: hidden_dim={a.hidden_dim}")
-        return token_grid(self.name, a.size, x[0])
+        return map_size(self.name, a.size, x[0])
 
     def output_shape(self, a, x):
         self.grid(a, x)
@@ -87,17 +87,13 @@ class FourierPositionEncoding(Kind):
     torch_modules = ("archcalc.layers.fourier_position_torch.FourierPositionEncoding",)
 
     def from_torch(self, call, m):
-        from .from_torch import row
-        found = {"hidden_dim": m.hidden_dim, "temperature": float(m.temperature),
-                 "size": None if m.height == m.width else [m.height, m.width]}
-        return row("fourier_position_encoding",
-                   **{k: v for k, v in found.items() if v != self.args[k].default})
+        return _row(m.hidden_dim, m.temperature, (m.height, m.width))
 
     @staticmethod
     def from_timm(m, tokens: tuple, size: tuple):
         """The row of timm's PositionalEncodingFourier (XCiT's, EdgeNeXt's) whose
         output is added to tokens of ``size`` = (H, W)."""
-        from .from_torch import NoMapping, row
+        from .from_torch import NoMapping
         conv = m.token_projection
         d = tokens[1]
         if (conv.in_channels, conv.out_channels, tuple(conv.kernel_size), tuple(conv.stride),
@@ -108,9 +104,15 @@ class FourierPositionEncoding(Kind):
         if abs(float(m.scale) - 2 * 3.141592653589793) > 1e-9 or \
                 abs(float(getattr(m, "eps", 1e-6)) - 1e-6) > 1e-12:
             raise NoMapping("a Fourier position encoding of another scale or eps")
-        h, w = size
-        found = {"hidden_dim": int(m.hidden_dim), "temperature": float(m.temperature),
-                 "size": None if h == w else [h, w]}
-        defaults = FourierPositionEncoding.args
-        return row("fourier_position_encoding",
-                   **{k: v for k, v in found.items() if v != defaults[k].default})
+        return _row(m.hidden_dim, m.temperature, size)
+
+
+def _row(hidden_dim, temperature, size):
+    """The row, its arguments left out where they are the defaults."""
+    from .from_torch import row
+    h, w = size
+    found = {"hidden_dim": int(hidden_dim), "temperature": float(temperature),
+             "size": None if h == w else [h, w]}
+    defaults = FourierPositionEncoding.args
+    return row("fourier_position_encoding",
+               **{k: v for k, v in found.items() if v != defaults[k].default})

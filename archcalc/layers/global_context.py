@@ -86,6 +86,7 @@ class GlobalContext(Kind):
         product, the MLPs on 1 x 1, the gate and the rescale or the add."""
         c, h, w = x
         r = a.reduced
+        act = lookup(a.activation)
         out = []
         if (a.context == "attention"):
             out += [Cost("conv", conv=(1, 1, 1, 1, c, 1, h, w, 1), tensors=(c, 1)),
@@ -95,8 +96,7 @@ class GlobalContext(Kind):
             out.append(Cost("global_avgpool", elements=sym.prod(x)))
         mlp = (Cost("conv", conv=(1, 1, 1, 1, c, r, 1, 1, 1), tensors=(c * r, r)),
                Cost("layer_norm", elements=r, tensors=(r, r)),
-               *(lambda k: k.cost(k.read_args({}, {}), (r, 1, 1), (r, 1, 1)))(
-                   lookup(a.activation)),
+               *act.cost(act.read_args({}, {}), (r, 1, 1), (r, 1, 1)),
                Cost("conv", conv=(1, 1, 1, 1, r, c, 1, 1, 1), tensors=(r * c, c)))
         if self.scaled(a):
             out += [*mlp, Cost("sigmoid", elements=c), Cost("mul", elements=sym.prod(x))]

@@ -89,20 +89,6 @@ class ClassToken(Kind):
         return row("class_token", **({"count": count} if count != 1 else {}))
 
 
-def token_grid(kind: str, size, n) -> tuple:
-    """(H, W) of N tokens: ``size`` as given (H*W = N), else the square."""
-    if size is not None:
-        h, w = size
-        if isinstance(n, int) and h * w != n:
-            raise SpecError(f"{kind}: a {h} x {w} grid has {h * w} positions, but there are "
-                            f"{n} tokens. Received: size={[h, w]}")
-        return h, w
-    if not isinstance(n, int) or isqrt(n) ** 2 != n:
-        raise SpecError(f"{kind}: {sym.fmt_int(n)} tokens make no square grid; give "
-                        "size = [h, w]")
-    return isqrt(n), isqrt(n)
-
-
 class _StoredShape(Arg):
     """A parameter's shape as stored: one to four positive whole sizes."""
 
@@ -158,7 +144,8 @@ class PositionEmbedding(Kind):
 
     def grid(self, a, x):
         """The tokens' (H, W) a resampled embedding is interpolated to."""
-        return token_grid(self.name, a.size, x[0])
+        from .window_attention import map_size   # here: registration order stays
+        return map_size(self.name, a.size, x[0])
 
     def output_shape(self, a, x):
         received = f"Received: stored={list(a.stored) if a.stored else None}"

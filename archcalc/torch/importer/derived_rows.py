@@ -60,8 +60,8 @@ class _DerivedRows:
         call = inside[-1]
         after = list(derived.nodes)[list(derived.nodes).index(call) + 1:]
         out = self.found.values.get(call)
-        if not _tensor(out) or len(out) != 4 or tuple(out[1:]) != (
-                x.shape[1], *self._grid(x, out)):
+        if not _tensor(out) or len(out) != 4 or int(out[1]) != x.shape[1] or \
+                int(out[2]) * int(out[3]) != x.shape[0]:
             raise NoMapping(f"{owner} gives {list(out) if _tensor(out) else out}, "
                             f"not D x H x W of tokens {list(x.shape)}")
         index = torch.arange(math.prod(out)).reshape(tuple(out))
@@ -148,11 +148,6 @@ class _DerivedRows:
                 return int(v[2]), int(v[3])
         side = math.isqrt(x.shape[0])
         return (side, side) if side * side == x.shape[0] else None
-
-    @staticmethod
-    def _grid(x: FlowNode, out) -> tuple:
-        h, w = int(out[2]), int(out[3])
-        return (h, w) if h * w == x.shape[0] else (-1, -1)
 
     def _replay(self, nodes: list, start: fx.Node, value, layout_only: bool = True):
         """The calls ``nodes`` replayed on ``value`` in place of ``start``'s

@@ -52,6 +52,9 @@ def check_one_line(code, err, *fragments):
     ('{dropout = 1.5},', ["p must lie in [0.0, 1.0]"]),
     ('{conv = 8, kernel = 3, activation = "snake"},', ["activation takes one of"]),
     ('{maxpool = 2, activation = "relu"},', ["maxpool takes no activation"]),
+    ('{pad = true, height = -1, mode = "reflect"},', ["only the constant mode",
+                                                      "Received: mode='reflect'"]),
+    ('{pad = true, width = [-20, -12]},', ["leave nothing of a 3 x 32 x 32 input"]),
 ])
 def test_bad_layers(tmp_path, layers, fragments):
     path = write(tmp_path, HEADER + layers + "\n]\n")

@@ -216,6 +216,27 @@ def test_pad_modules_map_back():
         assert expected in done.text
 
 
+def test_a_negative_zero_pad_is_a_shift_that_computes_the_same():
+    """NASNet's and PNASNet's ``ZeroPad2d((-1, 1, -1, 1))``: the first row and
+    column cut off, a zero row and column added at the end."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ZeroPad2d((-1, 1, -1, 1)),
+                          nn.AvgPool2d(1, stride=2))
+    done, report = imported(model, (3, 7, 7))
+    assert "height = [-1, 1], width = [-1, 1]" in done.text
+    assert report.rows[2].output_shape == (4, 7, 7)
+    assert report.rows[3].output_shape == (4, 4, 4)
+    same_function(model, (3, 7, 7), done)
+
+
+def test_a_negative_pad_other_than_constant_has_no_kind():
+    class ReflectCut(nn.Module):
+        def forward(self, x):
+            return nn.functional.pad(x, (-1, 1, 0, 0), mode="reflect")
+    with pytest.raises(importer.Unsupported, match="negative"):
+        importer.import_module(nn.Sequential(nn.Conv2d(3, 4, 1), ReflectCut()), (3, 8, 8),
+                               **STRICT)
+
+
 def test_pad_of_the_channels_has_no_kind():
     class PadChannels(nn.Module):
         def forward(self, x):

@@ -6,7 +6,9 @@ no padding); nn.ZeroPad2d, ConstantPad2d, ReflectionPad2d, ReplicationPad2d
 and CircularPad2d are the module forms.
 
 A copy into a larger map: no parameters, no arithmetic (FlopCounterMode
-counts none), nothing kept for backward (the gradient is a slice)."""
+counts none), nothing kept for backward (the gradient is a slice). A
+negative amount of constant padding cuts rows or columns off, as PyTorch's
+does: NASNet's ``ZeroPad2d((-1, 1, -1, 1))`` shifts the map by one."""
 from __future__ import annotations
 
 import math
@@ -50,8 +52,10 @@ class Pad(Kind):
     # the pad a row of its own, the module's name going on the layer's row
     prepares_input = True
     args = {
-        "height": Arg("pair", 0, min=0, doc="rows added: p, or [top, bottom]"),
-        "width": Arg("pair", 0, min=0, doc="columns added: p, or [left, right]"),
+        "height": Arg("pair", 0, doc="rows added: p, or [top, bottom] (negative: cut "
+                                     "off, constant mode only)"),
+        "width": Arg("pair", 0, doc="columns added: p, or [left, right] (negative: cut "
+                                    "off, constant mode only)"),
         "mode": Arg("str", "constant", choices=MODES),
         "value": PadValue("float", 0.0, doc='the constant: a number, "-inf" or "inf"'),
     }
@@ -59,6 +63,15 @@ class Pad(Kind):
     def output_shape(self, a, x):
         c, h, w = x
         (top, bottom), (left, right) = a.height, a.width
+        if a.mode != "constant" and min(top, bottom, left, right) < 0:
+            raise SpecError(f"pad: a negative amount cuts the map off, which only the "
+                            f"constant mode does (PyTorch's). Received: mode={a.mode!r}, "
+                            f"height={list(a.height)}, width={list(a.width)}")
+        out = (c, sym.norm(h + top + bottom), sym.norm(w + left + right))
+        if any(isinstance(d, int) and d < 1 for d in out[1:]):
+            raise SpecError(f"pad: {list(a.height)} rows and {list(a.width)} columns leave "
+                            f"nothing of a {fmt_shape(x)} input. Received: "
+                            f"height={list(a.height)}, width={list(a.width)}")
         if a.mode in ("reflect", "circular"):
             # PyTorch: a reflection must be shorter than the side it reflects,
             # a circular pad no longer than it
@@ -78,9 +91,11 @@ class Pad(Kind):
 
     def size_arithmetic(self, a, x):
         (_, h, w), (top, bottom), (left, right) = x, a.height, a.width
-        return [f"H + top + bottom = {sym.plain(h)} + {top} + {bottom} = "
+        def terms(*amounts):   # a negative amount as a subtraction
+            return " ".join(f"+ {v}" if v >= 0 else f"- {-v}" for v in amounts)
+        return [f"H + top + bottom = {sym.plain(h)} {terms(top, bottom)} = "
                 f"{sym.plain(h + top + bottom)}",
-                f"W + left + right = {sym.plain(w)} + {left} + {right} = "
+                f"W + left + right = {sym.plain(w)} {terms(left, right)} = "
                 f"{sym.plain(w + left + right)}"]
 
     def build(self, a, x):
@@ -148,11 +163,12 @@ def pad_row(call, padding, mode="constant", value=0.0):
     padding = tuple(int(p) for p in padding)
     if len(padding) == 2:
         padding += (0, 0)
-    if len(padding) != 4 or min(padding) < 0:
-        raise NoMapping(f"padding {list(padding)} (archcalc pads H and W by "
-                        "non-negative amounts)")
+    if len(padding) != 4:
+        raise NoMapping(f"padding {list(padding)} (archcalc pads H and W)")
     if mode not in MODES:
         raise NoMapping(f"padding mode {mode!r}")
+    if min(padding) < 0 and mode != "constant":
+        raise NoMapping(f"{mode} padding by a negative amount {list(padding)}")
     left, right, top, bottom = padding
     args = {"height": _side(top, bottom), "width": _side(left, right)}
     if mode != "constant":

@@ -55,3 +55,4 @@ from . import mqa  # noqa: F401  (registration: MobileNetV4's multi-query attent
 from . import spatial_gating  # noqa: F401  (registration: gMLP's spatial gating unit)
 from . import levit  # noqa: F401  (registration: LeViT's attention, conv form)
 from . import gated_conv  # noqa: F401  (registration: MambaOut's gated CNN block)
+from . import attention_pool_2d  # noqa: F401  (registration: CLIP's attention pooling of a map)

@@ -145,6 +145,17 @@ def test_convnext_atto_imports_exactly():
     assert "layer_scale" in {r.type for r in report.rows}
 
 
+def test_a_layer_scale_kept_as_a_vector_loads_timms_weights():
+    """timm's ConvNeXt keeps gamma as C values (gamma.reshape(1, -1, 1, 1) in
+    its forward): the row says so (vector = true), so the spec's model holds
+    the same shapes and loads the state_dict strictly."""
+    model = timm.create_model("convnext_atto", pretrained=False, depths=(1, 1, 1, 1),
+                              dims=(8, 8, 16, 16), num_classes=3).eval()
+    done, report = imported(model, (3, 32, 32))
+    assert "vector = true" in done.text
+    same_function(model, (3, 32, 32), done)
+
+
 # -- group norm: timm's GroupNormAct --------------------------------------------
 
 

@@ -56,3 +56,4 @@ from . import spatial_gating  # noqa: F401  (registration: gMLP's spatial gating
 from . import levit  # noqa: F401  (registration: LeViT's attention, conv form)
 from . import gated_conv  # noqa: F401  (registration: MambaOut's gated CNN block)
 from . import attention_pool_2d  # noqa: F401  (registration: CLIP's attention pooling of a map)
+from . import efficientformer  # noqa: F401  (registration: EfficientFormer's attention with attention biases)

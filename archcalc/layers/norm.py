@@ -349,7 +349,9 @@ class LayerScale(Kind):
     primary = "init"
     summary = "x times a learned per-channel gamma (ConvNeXt), initialized to init"
     flops_rule = "1 per element"
-    args = {"init": Arg("float", 1e-6, doc="initial value of gamma")}
+    args = {"init": Arg("float", 1e-6, doc="initial value of gamma"),
+            "vector": Arg("bool", False, doc="on a map, gamma kept as C values (timm's "
+                                             "LayerScale2d) rather than C x 1 x 1")}
 
     @staticmethod
     def width(x):
@@ -370,10 +372,12 @@ class LayerScale(Kind):
 
     def build(self, a, x):
         from .norm_torch import LayerScale as Module
-        return Module(self.width(x), a.init, len(x))
+        return Module(self.width(x), a.init, 1 if a.vector else len(x))
 
     torch_modules = ("archcalc.layers.norm_torch.LayerScale",)   # from_torch reads them
 
     def from_torch(self, call, m):
         from .from_torch import row
-        return row("layer_scale", init=float(m.init_args[1]))
+        channels, init, rank = m.init_args
+        return row("layer_scale", init=float(init),
+                   **({"vector": True} if rank == 1 and len(call.x) == 3 else {}))

@@ -26,7 +26,9 @@ class LayerNorm2d(nn.LayerNorm):
 
 
 class LayerScale(nn.Module):
-    """ConvNeXt's layer scale: x times a learned per-channel gamma."""
+    """ConvNeXt's layer scale: x times a learned per-channel gamma, kept as
+    C x 1 x 1 (rank 3) or as C values (rank 1), viewed per channel of the
+    input (timm's LayerScale2d)."""
 
     def __init__(self, channels, init=1e-6, rank=3):
         super().__init__()
@@ -35,10 +37,13 @@ class LayerScale(nn.Module):
         self.gamma = nn.Parameter(torch.full(shape, float(init)))
 
     def forward(self, x):
+        if self.gamma.dim() == 1 and x.dim() == 4:
+            return self.gamma.view(-1, 1, 1) * x
         return self.gamma * x
 
-    @staticmethod
-    def flat_forward(p, x):
+    def flat_forward(self, p, x):
+        if self.init_args[2] == 1:     # a vector: on a map, per channel; on tokens, per D
+            return f"({p}.view(-1, 1, 1) if {x}.dim() == 4 else {p}) * {x}"
         return f"{p} * {x}"
 
     def flat_init(self, shape, literal):

@@ -45,7 +45,8 @@ class FlowNode:
 @dataclass
 class Param:
     target: str
-    tensor: torch.Tensor
+    tensor: torch.Tensor      # as the forward sees it (a view of the stored one)
+    stored: tuple | None = None     # the shape the state_dict holds, where a view differs
 
 
 @dataclass

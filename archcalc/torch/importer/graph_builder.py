@@ -508,7 +508,10 @@ class _GraphBuilder(_DerivedRows):
                                  name=path[-1], flat=True, what="a position embedding")
             if op == "mul" and _per_channel(shape, x):
                 init = _constant(param.tensor, 1e-6)
-                return self._row(n, x, row("layer_scale", init=init), path=path,
+                # timm's LayerScale2d keeps C values, viewed as 1 x C x 1 x 1
+                vector = len(x.shape) == 3 and param.stored == (x.shape[0],)
+                return self._row(n, x, row("layer_scale", init=init, **(
+                    {"vector": True} if vector else {})), path=path,
                                  stateful=True, name=path[-1], flat=True,
                                  what="a layer scale")
             if op == "mul" and math.prod(shape) == 1:    # NFNet's skipinit gain
@@ -610,7 +613,8 @@ class _GraphBuilder(_DerivedRows):
             # self.gamma.reshape(1, -1, 1, 1): the parameter, seen in that shape
             for n in chain[:-1]:
                 self.value[n] = None
-            self.value[tail] = Param(x.target, x.tensor.reshape(self.found.values[tail]))
+            self.value[tail] = Param(x.target, x.tensor.reshape(self.found.values[tail]),
+                                     x.stored or tuple(x.tensor.shape))
             return
         if not isinstance(x, FlowNode):
             raise NoMapping("computes on the module's parameters or buffers, not on its input")

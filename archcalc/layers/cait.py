@@ -105,7 +105,9 @@ class ClassAttention(_TokenAttention):
                "attending to every token's keys and values")
     flops_rule = ("2 x MACs + 4 per attention score (scale, exp, sum, divide: 4*heads*N); "
                   "MACs = 2*N*D^2 + 2*D^2 + 2*N*D")
-    args = _args("the q, k and v Linears' biases")
+    args = {**_args("the q, k and v Linears' biases"),
+            "kv": Arg("bool", False, doc="k and v as one Linear kv (D -> 2D: VOLO's "
+                                         "ClassAttention), not two")}
 
     def output_shape(self, a, x):
         self.head_dim(a, x)
@@ -135,8 +137,10 @@ class ClassAttention(_TokenAttention):
         one query, the softmax over heads*N scores, the projection."""
         n, d = x
         bias = (d,) if a.bias else ()
+        kv = (2 * d * d,) + ((2 * d,) if a.bias else ()) if a.kv else \
+            (d * d,) + bias + (d * d,) + bias
         return (Cost("linear", gemm=(1, d, d), tensors=(d * d,) + bias),
-                Cost("linear", gemm=(n, 2 * d, d), tensors=(d * d,) + bias + (d * d,) + bias),
+                Cost("linear", gemm=(n, 2 * d, d), tensors=kv),
                 Cost("linear", gemm=(1, n, d)),
                 Cost("softmax", elements=sym.norm(a.heads * n)),
                 Cost("linear", gemm=(1, d, n)),
@@ -151,20 +155,28 @@ class ClassAttention(_TokenAttention):
 
     def build(self, a, x):
         from .cait_torch import ClassAttention as Module
-        return Module(x[1], a.heads, a.bias, a.dropout, a.proj_dropout)
+        return Module(x[1], a.heads, a.bias, a.dropout, a.proj_dropout, a.kv)
 
-    torch_modules = ("archcalc.layers.cait_torch.ClassAttention", "timm.models.cait.ClassAttn")
+    torch_modules = ("archcalc.layers.cait_torch.ClassAttention", "timm.models.cait.ClassAttn",
+                     "timm.models.volo.ClassAttention")
 
     def from_torch(self, call, m):
-        """archcalc's and timm's ClassAttn (q, k, v, proj Linears)."""
+        """archcalc's and timm's ClassAttn (q, k, v, proj Linears), and VOLO's
+        ClassAttention (q, kv, proj: k and v one Linear)."""
         from .from_torch import row
         found = self.common(call, m, "ClassAttn")
         d = call.x[1]
         bias = m.q.bias is not None
-        for what in ("q", "k", "v"):
-            _linear(getattr(m, what), d, d, bias, f"ClassAttn's {what}")
+        kv = hasattr(m, "kv")
+        _linear(m.q, d, d, bias, "ClassAttn's q")
+        if kv:     # VOLO's may set a head_dim: its kv is then not D -> 2D
+            _linear(m.kv, d, 2 * d, bias, "ClassAttention's kv")
+        else:
+            for what in ("k", "v"):
+                _linear(getattr(m, what), d, d, bias, f"ClassAttn's {what}")
         _scaled(m, d // found["heads"], "ClassAttn")
-        return row("class_attention", **found, **({"bias": True} if bias else {}))
+        return row("class_attention", **found, **({"bias": True} if bias else {}),
+                   **({"kv": True} if kv else {}))
 
 
 @register

@@ -15,16 +15,20 @@ from torch.nn import functional as F
 class ClassAttention(nn.Module):
     """CaiT's class attention (timm.models.cait.ClassAttn): q from the first
     token, k and v from all, the fused softmax(q k^T / sqrt(D/h)) v, proj:
-    (B, N, D) -> (B, 1, D)."""
+    (B, N, D) -> (B, 1, D). ``kv``: k and v as one Linear (VOLO's
+    ClassAttention), its first D outputs k."""
 
-    def __init__(self, width, heads, bias=False, dropout=0.0, proj_dropout=0.0):
+    def __init__(self, width, heads, bias=False, dropout=0.0, proj_dropout=0.0, kv=False):
         super().__init__()
-        self.init_args = (width, heads, bias, dropout, proj_dropout)
+        self.init_args = (width, heads, bias, dropout, proj_dropout, kv)
         self.num_heads = heads
         self.scale = (width // heads) ** -0.5
         self.q = nn.Linear(width, width, bias=bias)
-        self.k = nn.Linear(width, width, bias=bias)
-        self.v = nn.Linear(width, width, bias=bias)
+        if kv:
+            self.kv = nn.Linear(width, 2 * width, bias=bias)
+        else:
+            self.k = nn.Linear(width, width, bias=bias)
+            self.v = nn.Linear(width, width, bias=bias)
         self.attn_drop = nn.Dropout(dropout)
         self.proj = nn.Linear(width, width)
         self.proj_drop = nn.Dropout(proj_dropout)
@@ -36,8 +40,11 @@ class ClassAttention(nn.Module):
         b, n, c = x.shape
         h = self.num_heads
         q = self.q(x[:, 0]).reshape(b, 1, h, c // h).transpose(1, 2)
-        k = self.k(x).reshape(b, n, h, c // h).transpose(1, 2)
-        v = self.v(x).reshape(b, n, h, c // h).transpose(1, 2)
+        if hasattr(self, "kv"):
+            k, v = self.kv(x).reshape(b, n, 2, h, c // h).permute(2, 0, 3, 1, 4).unbind(0)
+        else:
+            k = self.k(x).reshape(b, n, h, c // h).transpose(1, 2)
+            v = self.v(x).reshape(b, n, h, c // h).transpose(1, 2)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p
                                            if self.training else 0.0)
         return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, 1, c)))

@@ -128,7 +128,7 @@ def _grid(m):
     the factors of their h*w positions whose offsets the index holds; on the
     meta device, whose buffers hold no values, the square."""
     from .from_torch import NoMapping
-    from .efficientformer_torch import bias_index
+    from .efficientformer_torch import EfficientFormerAttention
     import torch
     p = int(m.attention_biases.shape[1])
     idxs = m.attention_bias_idxs
@@ -142,7 +142,8 @@ def _grid(m):
                             "(its grid is not a square: import on the CPU)")
         return [side, side]
     for h in range(1, p + 1):
-        if p % h == 0 and torch.equal(idxs.cpu(), bias_index((h, p // h))):
+        if p % h == 0 and torch.equal(idxs.cpu(),
+                                                 EfficientFormerAttention.bias_index((h, p // h))):
             return [h, p // h]
     raise NoMapping("EfficientFormer attention whose bias index is not the |dy|, |dx| "
                     "offsets of a grid")

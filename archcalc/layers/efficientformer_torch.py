@@ -6,14 +6,6 @@ import torch
 from torch import nn
 
 
-def bias_index(grid):
-    """(h*w) x (h*w): the offset |dy| * w + |dx| of each pair of positions."""
-    pos = torch.stack(torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]),
-                                     indexing="ij")).flatten(1)
-    offsets = (pos[..., :, None] - pos[..., None, :]).abs()
-    return offsets[0] * grid[1] + offsets[1]
-
-
 class EfficientFormerAttention(nn.Module):
     """timm's efficientformer Attention with its state_dict keys (qkv, proj,
     attention_biases, the persistent attention_bias_idxs)."""
@@ -26,7 +18,15 @@ class EfficientFormerAttention(nn.Module):
         self.qkv = nn.Linear(dim, heads * (2 * key_dim + val_dim))
         self.proj = nn.Linear(heads * val_dim, dim)
         self.attention_biases = nn.Parameter(torch.zeros(heads, grid[0] * grid[1]))
-        self.register_buffer("attention_bias_idxs", bias_index(grid))
+        self.register_buffer("attention_bias_idxs", self.bias_index(grid))
+
+    @staticmethod
+    def bias_index(grid):
+        """(h*w) x (h*w): the offset |dy| * w + |dx| of each pair of positions."""
+        pos = torch.stack(torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]),
+                                         indexing="ij")).flatten(1)
+        offsets = (pos[..., :, None] - pos[..., None, :]).abs()
+        return offsets[0] * grid[1] + offsets[1]
 
     def extra_repr(self):
         return f"num_heads={self.num_heads}, key_dim={self.key_dim}, val_dim={self.val_dim}"

@@ -119,7 +119,7 @@ class ParallelBlock(Kind):
         # the input and the norm's output and statistics, in_proj's output,
         # the attention's output (and its softmax statistics), the activation's
         # input and output, the sum (the layer scale's input)
-        n, d = x
+        n, d = x[0], x[-1]   # any shape: a merge asks with a dummy
         h = a.mlp
         return Saved(input=True, extra=((sym.norm(n * d + n * (h + 3 * d) + n * d + 2 * n * h
                                                   + n * d), None),

@@ -401,7 +401,9 @@ class SelfAttention(Kind):
                      "archcalc.layers.tokens_torch.BeitAttention",
                      "timm.layers.attention.Attention", "timm.models.beit.Attention",
                      "timm.models.convit.MHSA", "timm.models.metaformer.Attention",
-                     "timm.models.fastvit.Attention")
+                     "timm.models.fastvit.Attention",
+                     # VOLO's: timm's on a channels-last map, its H*W positions the tokens
+                     "timm.models.volo.Attention")
 
     def from_torch(self, call, m):
         from .from_torch import NoMapping, row, rows
@@ -502,10 +504,11 @@ class TokenPool(Kind):
     torch_classes = ('TokenPool',)  # in tokens_torch.py
     primary = "mode"
     summary = ("N x D tokens -> D: one token (the first, the class token, by default), "
-               "or the mean of all")
-    flops_rule = "first: 0 (a view); mean: N*D"
+               "or the mean or the maximum of all (per channel)")
+    flops_rule = "first: 0 (a view); mean: N*D; max: (N - 1)*D comparisons"
     inputs = "tokens"
-    args = {"mode": Arg("str", "first", choices=("first", "mean")),
+    args = {"mode": Arg("str", "first", choices=("first", "mean", "max"),
+                        doc="max: VOLO's token-labeling head, x.max(1)[0]"),
             "index": Arg("int", 0, min=0, doc="mode first: the token taken (DeiT's "
                                               "distillation token is 1)")}
 
@@ -515,8 +518,8 @@ class TokenPool(Kind):
                 a.index >= n:
             raise SpecError(f"token_pool: there are {n} tokens, no token {a.index}. "
                             f"Received: index={a.index}")
-        if a.mode == "mean" and a.index:
-            raise SpecError(f"token_pool: mode mean averages every token; index is for mode "
+        if a.mode != "first" and a.index:
+            raise SpecError(f"token_pool: mode {a.mode} reads every token; index is for mode "
                             f"first. Received: index={a.index}")
         return (x[1],)
 
@@ -524,12 +527,20 @@ class TokenPool(Kind):
         return a.mode == "first"   # x[:, 0] is a view
 
     def flops(self, a, x, y):
+        if a.mode == "max":
+            return sym.norm((x[0] - 1) * x[1])
         return 0 if a.mode == "first" else sym.prod(x)
 
     def cost(self, a, x, y):
         if a.mode == "first":
             return (Cost("view"),)
+        if a.mode == "max":     # each token read once, as a 2x2 max pool at stride 2 reads
+            return (Cost("maxpool2s2", elements=sym.prod(x)),)
         return (Cost("global_avgpool", elements=sym.prod(x)),)
+
+    def saved(self, a, x, y):
+        # max: the index of each channel's maximum (int64), for its backward
+        return Saved(extra=((x[-1], 8),)) if a.mode == "max" else Saved()
 
     def build(self, a, x):
         from .tokens_torch import TokenPool as Module

@@ -193,7 +193,8 @@ class BeitAttention(nn.Module):
 
 
 class TokenPool(nn.Module):
-    """(B, N, D) -> (B, D): one token (the first by default), or the mean of all."""
+    """(B, N, D) -> (B, D): one token (the first by default), or the mean or
+    the maximum of all."""
 
     def __init__(self, mode="first", index=0):
         super().__init__()
@@ -204,6 +205,8 @@ class TokenPool(nn.Module):
         return f"mode={self.mode!r}, index={self.index}"
 
     def forward(self, x):
+        if self.mode == "max":
+            return x.max(dim=1)[0]
         return x[:, self.index] if self.mode == "first" else x.mean(dim=1)
 
 
@@ -248,3 +251,26 @@ class TokensToMap(nn.Module):
 
     def forward(self, x):
         return x.permute(0, 2, 1).reshape(x.shape[0], x.shape[2], self.height, self.width)
+
+
+def _max_of_tokens(c):
+    """x.max(1) (its values: an item read but the first is refused where the
+    call is read) or x.amax(1) over N x D tokens, or amax((1, 2)) over a
+    channels-last map's positions: token_pool's max."""
+    from .from_torch import NoMapping, row
+    dims = c.arg("max", 1, "dim", None)
+    keep = c.arg("max", 2, "keepdim", False)
+    given = list(dims) if isinstance(dims, (list, tuple)) else [dims]
+    if keep or not given or not all(isinstance(d, int) and not isinstance(d, bool)
+                                    for d in given):
+        raise NoMapping(f"max over {dims} (keepdim {keep}): a max over the tokens is "
+                        "token_pool's")
+    if len(c.x) == 2 and len(c.x_torch) == 2 and [d % 3 for d in given] == [1]:
+        return row("token_pool", mode="max")
+    if len(c.x) == 2 and len(c.x_torch) == 3 and sorted(d % 4 for d in given) == [1, 2]:
+        return row("token_pool", mode="max")
+    raise NoMapping(f"max over {dims} of a {list(c.x_torch)} input")
+
+
+FUNCTIONS = {torch.max: _max_of_tokens, torch.amax: _max_of_tokens}
+METHODS = {"max": _max_of_tokens, "amax": _max_of_tokens}

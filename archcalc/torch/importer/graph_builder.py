@@ -506,6 +506,12 @@ class _GraphBuilder(_DerivedRows):
             if op == "add" and len(x.shape) in (2, 3) and shape == (1, *x.shape):
                 return self._row(n, x, row("position_embedding"), path=path, stateful=True,
                                  name=path[-1], flat=True, what="a position embedding")
+            if op == "add" and len(x.shape) == 2 and shape == (1, *x.torch_shape) and \
+                    len(shape) == 4 and shape[1] * shape[2] == x.shape[0]:
+                # VOLO's: 1 x H x W x D added to a channels-last map (its tokens, row-major)
+                return self._row(n, x, row("position_embedding", stored=list(shape[1:])),
+                                 path=path, stateful=True, name=path[-1], flat=True,
+                                 what="a position embedding")
             if op == "mul" and _per_channel(shape, x):
                 init = _constant(param.tensor, 1e-6)
                 # timm's LayerScale2d keeps C values, viewed as 1 x C x 1 x 1

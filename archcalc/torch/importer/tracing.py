@@ -6,12 +6,15 @@ class, and fx traces the rest; only where the model's own forward cannot be
 traced, torch.export's graph is rewritten to fx's form (export_trace)."""
 from __future__ import annotations
 
+import inspect
+
+import torch
 import torch.fx as fx
 from torch import nn
 
 from ...errors import SpecError
 from .failures import TraceFailure, _first_line, _quiet_warnings
-from .mappers import METHOD_LEAVES, _mapper_for, method_call
+from .mappers import FUNCTION_MAPPERS, METHOD_LEAVES, _mapper_for, method_call
 from .probing import PROBE_BATCH
 
 
@@ -22,7 +25,7 @@ from .probing import PROBE_BATCH
 
 class _Tracer(fx.Tracer):
     def __init__(self, opaque=(), classes=()):
-        super().__init__()
+        super().__init__(autowrap_functions=_leaf_functions())
         self.opaque = set(opaque)     # module paths kept whole (as opaque rows)
         self.classes = set(classes)   # module classes kept whole: fx cannot trace them
         self._paths = [""]
@@ -81,7 +84,65 @@ def trace(model: nn.Module, opaque=(), classes=()) -> fx.GraphModule:
         raise failure from None
     gm = fx.GraphModule(tracer.root, graph, type(model).__name__)
     gm.meta["model"] = model    # its modules as built (fx keeps only the leaves)
+    return _stacks_averaged(gm)
+
+
+def _leaf_functions() -> tuple:
+    """The plain Python functions outside torch that a companion maps (timm's
+    CrossViT scale_image, which branches on the input's size): each one call
+    of the graph (fx's autowrap), as a mapped module is one leaf."""
+    return tuple(f for f in FUNCTION_MAPPERS if inspect.isfunction(f) and
+                 not (f.__module__ or "").startswith(("torch", "archcalc")))
+
+
+def _stacks_averaged(gm: fx.GraphModule) -> fx.GraphModule:
+    """torch.stack([a, b, ...]).mean(0) (CrossViT's heads' logits averaged)
+    rewritten as (a + b + ...) * (1/n), which computes the same: add merges and
+    a multiply row (a stack combines several tensors: no row reads it)."""
+    graph, changed = gm.graph, False
+    for n in list(graph.nodes):
+        parts = _stacked(n)
+        mean = next(iter(n.users)) if parts and len(n.users) == 1 else None
+        if mean is None or not _mean_of_first_dim(mean, n):
+            continue
+        with graph.inserting_before(mean):
+            total = parts[0]
+            for part in parts[1:]:
+                total = graph.call_function(torch.add, (total, part))
+                total.meta["scope"] = mean.meta.get("scope", "")
+            average = graph.call_function(torch.mul, (total, 1.0 / len(parts)))
+            average.meta["scope"] = mean.meta.get("scope", "")
+        mean.replace_all_uses_with(average)
+        graph.erase_node(mean)
+        graph.erase_node(n)
+        changed = True
+    if changed:
+        gm.recompile()
     return gm
+
+
+def _stacked(n: fx.Node):
+    """The tensors torch.stack(tensors, dim=0) stacks (two or more), else None."""
+    if n.op != "call_function" or n.target not in (torch.stack, torch.ops.aten.stack.default):
+        return None
+    dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0)
+    parts = n.args[0] if n.args else n.kwargs.get("tensors")
+    if dim != 0 or not isinstance(parts, (list, tuple)) or len(parts) < 2 or \
+            not all(isinstance(p, fx.Node) for p in parts):
+        return None
+    return list(parts)
+
+
+def _mean_of_first_dim(mean: fx.Node, stack: fx.Node) -> bool:
+    """``mean`` is torch.mean(stack, 0) (or stack.mean(dim=0)), no keepdim or dtype."""
+    if not ((mean.op == "call_function" and mean.target is torch.mean) or
+            (mean.op == "call_method" and mean.target == "mean")):
+        return False
+    args, kwargs = list(mean.args), dict(mean.kwargs)
+    names = ("input", "dim", "keepdim", "dtype")
+    given = dict(zip(names, args), **kwargs)
+    return given.get("input") is stack and given.get("dim") in (0, (0,), [0]) and \
+        not given.get("keepdim", False) and given.get("dtype") is None
 
 
 class _Tracing:
@@ -129,7 +190,7 @@ class _Tracing:
             is_leaf = _Tracer(opaque, self._classes).is_leaf_module
             try:
                 with _quiet_warnings():
-                    return export_trace.to_fx(self.exported, is_leaf)
+                    return _stacks_averaged(export_trace.to_fx(self.exported, is_leaf))
             except export_trace.ExportFailure as e:
                 if not self._classes:
                     raise SpecError(f"torch.fx cannot trace {self.label} ({self.fx_error}); "

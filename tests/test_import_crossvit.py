@@ -112,9 +112,18 @@ def test_stacked_heads_averaged_are_adds_and_a_multiply(n):
     same_function(Heads(n), (6, 1, 1), done)
 
 
-def test_stacked_heads_summed_have_no_kind():
+@pytest.mark.parametrize("n", [2, 3])
+def test_stacked_heads_summed_are_adds(n):
+    """The 18x2 ViTs' parallel branches: torch.stack([...]).sum(dim=0)."""
+    done, report = imported(Heads(n, "sum"), (6, 1, 1))
+    kinds = list(rows(report).values())
+    assert kinds.count("fc") == n and kinds.count("add") == n - 1 and kinds[-1] == "add"
+    same_function(Heads(n, "sum"), (6, 1, 1), done)
+
+
+def test_stacked_heads_reduced_otherwise_have_no_kind():
     with pytest.raises(importer.Unsupported, match="stack"):
-        importer.import_module(Heads(2, "sum").eval(), (6, 1, 1), strict=True)
+        importer.import_module(Heads(2, "prod").eval(), (6, 1, 1), strict=True)
 
 
 def test_a_small_crossvit_dagger_imports_with_no_opaque_row_and_computes_the_same():

@@ -59,3 +59,15 @@ def test_a_parallel_block_with_drop_path_has_no_kind():
     block = ParallelScalingBlock(16, num_heads=4, drop_path=0.1)
     with pytest.raises(importer.Unsupported, match="drop path"):
         importer.import_module(OnTokens(block).eval(), (3, 2, 3), strict=True)
+
+
+def test_a_small_parallel_things_vit_imports_with_no_opaque_row_and_computes_the_same():
+    """timm's ParallelThingsBlock (the 18x2 ViTs): two attentions, then two
+    MLPs, each pair summed through torch.stack(...).sum(0): add merges."""
+    from timm.models.vision_transformer import ParallelThingsBlock, VisionTransformer
+    model = VisionTransformer(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4,
+                              num_classes=5, block_fn=ParallelThingsBlock).eval()
+    done, report = imported(model, (3, 32, 32))
+    assert "opaque" not in rows(report).values()
+    assert list(rows(report).values()).count("attention") == 4
+    same_function(model, (3, 32, 32), done)

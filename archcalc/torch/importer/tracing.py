@@ -98,21 +98,24 @@ def _leaf_functions() -> tuple:
 def _stacks_averaged(gm: fx.GraphModule) -> fx.GraphModule:
     """torch.stack([a, b, ...]).mean(0) (CrossViT's heads' logits averaged)
     rewritten as (a + b + ...) * (1/n), which computes the same: add merges and
-    a multiply row (a stack combines several tensors: no row reads it)."""
+    a multiply row (a stack combines several tensors: no row reads it); and
+    .sum(0) (the 18x2 ViTs' parallel branches) as the adds alone."""
     graph, changed = gm.graph, False
     for n in list(graph.nodes):
         parts = _stacked(n)
         mean = next(iter(n.users)) if parts and len(n.users) == 1 else None
-        if mean is None or not _mean_of_first_dim(mean, n):
+        reduction = _reduction_of_first_dim(mean, n) if mean is not None else None
+        if reduction is None:
             continue
         with graph.inserting_before(mean):
             total = parts[0]
             for part in parts[1:]:
                 total = graph.call_function(torch.add, (total, part))
                 total.meta["scope"] = mean.meta.get("scope", "")
-            average = graph.call_function(torch.mul, (total, 1.0 / len(parts)))
-            average.meta["scope"] = mean.meta.get("scope", "")
-        mean.replace_all_uses_with(average)
+            if reduction == "mean":
+                total = graph.call_function(torch.mul, (total, 1.0 / len(parts)))
+                total.meta["scope"] = mean.meta.get("scope", "")
+        mean.replace_all_uses_with(total)
         graph.erase_node(mean)
         graph.erase_node(n)
         changed = True
@@ -133,16 +136,20 @@ def _stacked(n: fx.Node):
     return list(parts)
 
 
-def _mean_of_first_dim(mean: fx.Node, stack: fx.Node) -> bool:
-    """``mean`` is torch.mean(stack, 0) (or stack.mean(dim=0)), no keepdim or dtype."""
-    if not ((mean.op == "call_function" and mean.target is torch.mean) or
-            (mean.op == "call_method" and mean.target == "mean")):
-        return False
-    args, kwargs = list(mean.args), dict(mean.kwargs)
+def _reduction_of_first_dim(node: fx.Node, stack: fx.Node) -> str | None:
+    """"mean" or "sum" where ``node`` is torch.mean(stack, 0) or torch.sum(stack,
+    0) (or the methods, dim=0), no keepdim or dtype; else None."""
+    reduction = node.target.__name__ if node.op == "call_function" and \
+        node.target in (torch.mean, torch.sum) else \
+        node.target if node.op == "call_method" and node.target in ("mean", "sum") else None
+    if reduction is None:
+        return None
+    args, kwargs = list(node.args), dict(node.kwargs)
     names = ("input", "dim", "keepdim", "dtype")
     given = dict(zip(names, args), **kwargs)
-    return given.get("input") is stack and given.get("dim") in (0, (0,), [0]) and \
+    same = given.get("input") is stack and given.get("dim") in (0, (0,), [0]) and \
         not given.get("keepdim", False) and given.get("dtype") is None
+    return reduction if same else None
 
 
 class _Tracing:

@@ -66,3 +66,4 @@ from . import crossvit  # noqa: F401  (registration: CrossViT's cross attention,
 from . import tiny_vit  # noqa: F401  (registration: TinyViT's block, window attention with offset biases)
 from . import gcvit  # noqa: F401  (registration: GCViT's stage, global query window attention)
 from . import diff_attention  # noqa: F401  (registration: DIFF Transformer's differential attention)
+from . import mobilevit  # noqa: F401  (registration: MobileViT v1's and v2's blocks)

@@ -67,3 +67,4 @@ from . import tiny_vit  # noqa: F401  (registration: TinyViT's block, window att
 from . import gcvit  # noqa: F401  (registration: GCViT's stage, global query window attention)
 from . import diff_attention  # noqa: F401  (registration: DIFF Transformer's differential attention)
 from . import mobilevit  # noqa: F401  (registration: MobileViT v1's and v2's blocks)
+from . import cond_conv  # noqa: F401  (registration: CondConv's inverted residual, EfficientNet-CondConv)

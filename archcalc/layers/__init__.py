@@ -68,3 +68,4 @@ from . import gcvit  # noqa: F401  (registration: GCViT's stage, global query wi
 from . import diff_attention  # noqa: F401  (registration: DIFF Transformer's differential attention)
 from . import mobilevit  # noqa: F401  (registration: MobileViT v1's and v2's blocks)
 from . import cond_conv  # noqa: F401  (registration: CondConv's inverted residual, EfficientNet-CondConv)
+from . import visformer  # noqa: F401  (registration: Visformer's attention on a map)

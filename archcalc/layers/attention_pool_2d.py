@@ -145,6 +145,18 @@ class AttentionPool2d(Kind):
         position embedding resampled to another grid has no kind."""
         from .from_torch import NoMapping, require_chw, row
         require_chw(call, "AttentionPool2d")
+        if type(m).__module__.startswith("archcalc."):    # archcalc's own: its arguments
+            c, feat, width, heads, out, bias, fused, learned, pool, dropout = m.init_args
+            if tuple(feat) != tuple(call.x[1:]) or c != call.x[0]:
+                raise NoMapping(f"AttentionPool2d built for a {c} x {feat} map, on "
+                                f"{list(call.x)}")
+            found = {"heads": heads, "width": width, "out": out, "bias": bias, "fused": fused,
+                     "first": "learned" if learned else "mean", "pool": pool,
+                     "dropout": dropout}
+            defaults = {k: arg.default for k, arg in self.args.items()}
+            defaults.update(width=c, out=c)
+            return row("attention_pool_2d", **{k: v for k, v in found.items()
+                                                if k == "heads" or v != defaults[k]})
         c, h, w = call.x
         if [v for v in list(call.args[1:]) + list(call.kwargs.values()) if v]:
             raise NoMapping("AttentionPool2d called for its pre-logits")

@@ -155,6 +155,19 @@ class CondConvBlock(Composite, Kind):
         from .from_torch import NoMapping, require_chw, row
         require_chw(call, "CondConvResidual")
         c = call.x[0]
+        if type(m).__module__.startswith("archcalc."):    # archcalc's own: its arguments
+            (channels, out, mid, experts, kernel, stride, exp_kernel, pw_kernel, squeeze,
+             activation, same, skip, eps) = m.init_args
+            if channels != c:
+                raise NoMapping(f"CondConvBlock of {channels} channels on {c}")
+            args = dict(out=out, experts=experts, expand=mid, kernel=kernel, stride=stride,
+                        exp_kernel=exp_kernel, pw_kernel=pw_kernel, squeeze=squeeze,
+                        activation=TORCH_ACTIVATIONS[activation], same=same,
+                        skip=skip or not (stride == 1 and out == c), eps=eps)
+            defaults = {k: arg.default for k, arg in self.args.items()}
+            defaults.update(out=c, expand=c)
+            return row("cond_conv_block", **{k: v for k, v in args.items()
+                                              if k == "out" or v != defaults[k]})
         pw, dw, pwl = m.conv_pw, m.conv_dw, m.conv_pwl
         mid, out, experts = pw.out_channels, pwl.out_channels, int(m.num_experts)
         # timm pads 'same' statically where it can ((k - 1) // 2 at stride 1),

@@ -2,8 +2,6 @@
 ``build``; ``archcalc export`` copies the class: only torch, nn and F)."""
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -50,7 +48,7 @@ class CondConvBlock(nn.Module):
         """TensorFlow's 'same': ceil(size / s) out, one more after than before."""
         pads = []
         for size in (x.shape[-1], x.shape[-2]):
-            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            total = max((-(-size // s) - 1) * s + k - size, 0)
             pads += [total // 2, total - total // 2]
         return F.pad(x, pads)
 

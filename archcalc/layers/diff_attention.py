@@ -133,6 +133,16 @@ class DiffAttention(Kind):
                                 if v not in (None, False)]:
             raise NoMapping("DiffAttention with a mask, or not on N x D tokens")
         d, heads = call.x[1], int(m.num_heads)
+        if type(m).__module__.startswith("archcalc."):    # archcalc's own: its arguments
+            names = ("dim", "heads", "lambda_init", "dual_lambda", "bias", "proj_bias", "norm",
+                     "eps")
+            found = dict(zip(names, m.init_args))
+            if found.pop("dim") != d:
+                raise NoMapping(f"DiffAttention of another width than the tokens' {d}")
+            defaults = {k: arg.default for k, arg in self.args.items()}
+            return row("diff_attention", **{k: v for k, v in found.items()
+                                             if k in ("heads", "lambda_init") or
+                                             v != defaults[k]})
         if not getattr(m, "fused_attn", True):
             raise NoMapping("DiffAttention in its unfused form (one softmax over both halves: "
                             "other MACs)")

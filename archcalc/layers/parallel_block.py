@@ -140,6 +140,15 @@ class ParallelBlock(Kind):
                                 if v not in (None, False)]:
             raise NoMapping("ParallelScalingBlock with a mask, or not on N x D tokens")
         d, heads = call.x[1], int(m.num_heads)
+        if type(m).__module__.startswith("archcalc."):    # archcalc's own: its arguments
+            names = ("dim", "heads", "mlp", "norm", "eps", "bias", "qk_norm", "proj_bias",
+                     "fuse_out", "gamma", "activation")
+            found = dict(zip(names, m.init_args))
+            if found.pop("dim") != d:
+                raise NoMapping(f"ParallelBlock of another width than the tokens' {d}")
+            defaults = {k: arg.default for k, arg in self.args.items()}
+            return row("parallel_block", **{k: v for k, v in found.items()
+                                             if k in ("heads", "mlp") or v != defaults[k]})
         h = int(m.in_split[0])
         norm, eps = _norm(m.in_norm, d)
         found = {"heads": heads, "mlp": h, "norm": norm, "eps": eps,

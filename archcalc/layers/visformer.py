@@ -96,6 +96,11 @@ class VisformerAttention(Kind):
         require_chw(call, "Visformer's Attention")
         c = call.x[0]
         heads, hd = int(m.num_heads), int(m.head_dim)
+        if type(m).__module__.startswith("archcalc."):    # archcalc's own: no dropout
+            if m.init_args[0] != c:
+                raise NoMapping(f"Visformer attention of {m.init_args[0]} channels on {c}")
+            return row("visformer_attention", heads=heads,
+                       **({} if heads * hd == c else {"head_dim": hd}))
         qkv, proj = m.qkv, m.proj
         if (qkv.in_channels, qkv.out_channels, proj.in_channels, proj.out_channels) != \
                 (c, 3 * heads * hd, heads * hd, c) or qkv.bias is not None or \

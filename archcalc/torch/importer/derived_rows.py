@@ -33,6 +33,9 @@ class _DerivedRows:
         learned = self._learned_position(n, x, derived)
         if learned is not None:
             return learned
+        windowed = self._window_position(n, x, derived)
+        if windowed is not None:
+            return windowed
         paths = [r.split(".")[:-1] for r in derived.reads]
         common = paths[0] if paths else []
         for p in paths[1:]:
@@ -110,6 +113,9 @@ class _DerivedRows:
             return None
         p = torch.randn(stored, generator=torch.Generator().manual_seed(0))
         got = self._replay(chain + list(derived.nodes), start, p, layout_only=False)
+        if got is not None and len(x.torch_shape) == 3 and \
+                tuple(got.shape) == (1, *x.torch_shape):
+            got = got.reshape(1, *x.shape)   # added to a channels-last map (SAM's ViT)
         if got is None or tuple(got.shape) != (1, *x.shape):
             return None
         grid = self._grid_of(derived, x)
@@ -139,6 +145,62 @@ class _DerivedRows:
                                  what="a position embedding")
         return None
 
+    def _window_position(self, n: fx.Node, x: FlowNode, derived: "_Derived"):
+        """tokens + (resize(pos_embed) + pos_embed_win.tile(...)) read as the
+        tokens: Hiera abswin's and HieraDet's absolute-window position
+        embedding, two flat rows (position_grid, position_window), each holding
+        its parameter. Replayed on random values, it must equal the kinds'
+        modules (bicubic, with or without antialias); None where none does."""
+        from ...layers.hiera_torch import PositionGrid
+        if len(derived.reads) != 2 or len(x.shape) != 2 or "model" not in self.gm.meta:
+            return None
+        starts = {a: self.value[a] for d in derived.nodes for a in d.all_input_nodes
+                  if isinstance(self.value.get(a), Param)}
+        c, gen = x.shape[1], torch.Generator().manual_seed(0)
+        # the grid: a 1 x C x h x w value made (the sum), h*w = N (each is tried)
+        grids = list(dict.fromkeys((int(v[2]), int(v[3])) for v in map(
+            self.found.values.get, derived.nodes) if _tensor(v) and len(v) == 4 and
+            int(v[1]) == c and int(v[2]) * int(v[3]) == x.shape[0]))
+        if sorted(p.target for p in starts.values()) != sorted(derived.reads) or not grids:
+            return None
+        values = {}
+        for a, p in starts.items():
+            stored = tuple(int(d) for d in self.gm.meta["model"].get_parameter(p.target).shape)
+            if len(stored) != 4 or stored[:2] != (1, c) or tuple(p.tensor.shape) != stored:
+                return None
+            values[a] = torch.randn(stored, generator=gen)
+        first = next(iter(starts))
+        got = self._replay(list(derived.nodes), first, values[first], layout_only=False,
+                           more=values)
+        if got is None or got.numel() != math.prod(x.shape) or got.shape[-1] != c:
+            return None
+        got = got.reshape(1, *x.shape)
+        for grid in grids:
+            for (ga, gp), (wa, wp) in (list(starts.items()), list(starts.items())[::-1]):
+                win = tuple(values[wa].shape[2:])
+                if grid[0] % win[0] or grid[1] % win[1]:
+                    continue
+                tiled = values[wa].tile((grid[0] // win[0], grid[1] // win[1]))
+                for antialias in (False, True):
+                    module = PositionGrid(c, tuple(values[ga].shape[2:]), grid, antialias)
+                    want = (module.embedding(values[ga]) + tiled).flatten(2).transpose(1, 2)
+                    if torch.allclose(want, got, atol=1e-5, rtol=1e-5):
+                        return self._window_rows(n, x, (gp, wp), grid, antialias)
+        return None
+
+    def _window_rows(self, n: fx.Node, x: FlowNode, params, grid, antialias):
+        """The grid's row, then the window's, each flat, named by its parameter."""
+        size = {"size": list(grid)} if grid[0] != grid[1] else {}
+        for p, kinds in zip(params, (
+                row("position_grid", grid=_pair(params[0].tensor.shape[2:]), **size,
+                    **({"antialias": True} if antialias else {})),
+                row("position_window", window=_pair(params[1].tensor.shape[2:]), **size))):
+            self.used_state.add(p.target)
+            path = _path(p.target)
+            x = self._row(n, x, kinds, path=path, stateful=True, name=path[-1], flat=True,
+                          what="a position embedding")
+        return x
+
     def _grid_of(self, derived: "_Derived", x: FlowNode):
         """(H, W) the tokens' grid: the last 4-d value the computation makes
         with H*W = N (the interpolation's output), else the square."""
@@ -149,12 +211,13 @@ class _DerivedRows:
         side = math.isqrt(x.shape[0])
         return (side, side) if side * side == x.shape[0] else None
 
-    def _replay(self, nodes: list, start: fx.Node, value, layout_only: bool = True):
+    def _replay(self, nodes: list, start: fx.Node, value, layout_only: bool = True,
+                more: dict | None = None):
         """The calls ``nodes`` replayed on ``value`` in place of ``start``'s
-        output (layout_only: reshape, view, permute, transpose, flatten
-        alone); None where one is another call, a module, or reads another
-        tensor."""
-        values = {start: value}
+        output (and ``more``'s values in place of theirs; layout_only: reshape,
+        view, permute, transpose, flatten alone); None where one is another
+        call, a module, or reads another tensor."""
+        values = {start: value, **(more or {})}
         for d in nodes:
             if d.op not in ("call_method", "call_function") or (
                     layout_only and d.target not in LAYOUT_METHODS and
@@ -236,6 +299,11 @@ class _DerivedRows:
                 reads += x.reads
                 nodes[:0] = x.nodes
         return _Derived(tuple(dict.fromkeys(reads)), tuple(dict.fromkeys(nodes)))
+
+
+def _pair(shape):
+    h, w = (int(d) for d in shape)
+    return h if h == w else [h, w]
 
 
 def _leaves(values):

@@ -14,21 +14,10 @@ from timm.models.crossvit import scale_image  # noqa: E402
 from torch import nn  # noqa: E402
 
 from archcalc.torch import importer  # noqa: E402
+from tests.test_import_attention_families import OnTokens  # noqa: E402
 from tests.test_import_functional import imported, rows, same_function  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-class OnTokens(nn.Module):
-    """A 1x1 conv to `width`, its map read as tokens, then the module."""
-
-    def __init__(self, module, width=16):
-        super().__init__()
-        self.stem = nn.Conv2d(3, width, 1)
-        self.attn = module
-
-    def forward(self, x):
-        return self.attn(self.stem(x).flatten(2).transpose(1, 2))
 
 
 @pytest.mark.parametrize("heads, bias", [(4, True), (2, False)])

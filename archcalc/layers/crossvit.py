@@ -9,8 +9,7 @@ branch's width, attends to that branch's patch tokens.
   values (wk, wv on all N), then proj. The arithmetic of CaiT's class
   attention (``class_attention``), with CrossViT's weight names. MACs = D^2
   (wq) + 2*N*D^2 (wk, wv) + 2*N*D (one query's scores, weighted values) +
-  D^2 (proj). (Written out here, not inherited: class_attention's options,
-  such as VOLO's fused kv, are not CrossViT's.)
+  D^2 (proj). A class_attention without its options (VOLO's fused kv).
 - ``resize``: the image (any map) resized to a fixed [h, w] by interpolation,
   up or down (F.interpolate(x, size=...)): timm's ``scale_image``, which
   feeds the second branch its smaller image (240 -> 224, bicubic). No MACs
@@ -23,66 +22,28 @@ along the tokens (a ``concat`` merge), and the two heads' logits averaged
 (an ``add`` merge and a ``multiply`` by 1/2)."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from .. import sym
 from ..errors import SpecError
-from .base import Arg, Cost, Kind, Saved, register
-from .cait import _TokenAttention, _args, _linear, _scaled
+from .base import Arg, Cost, Kind, register
+from .cait import ClassAttention, _args, _linear, _scaled
 from .conv import upsampled_receptive_field
-
-FP32 = 4
 
 
 @register
-class CrossAttention(_TokenAttention):
+class CrossAttention(ClassAttention):
+    """Class attention's arithmetic (the first token queries every token) under
+    CrossViT's names: wq, wk, wv, proj."""
     name = "cross_attention"
     torch_classes = ("CrossAttention",)  # in crossvit_torch.py
+    aliases = ()
     summary = ("CrossViT's cross attention on N x D tokens -> 1 x D: the first token (the "
                "other branch's class token) queries every token's keys and values")
-    flops_rule = ("2 x MACs + 4 per attention score (scale, exp, sum, divide: 4*heads*N); "
-                  "MACs = 2*N*D^2 + 2*D^2 + 2*N*D")
     args = _args("the wq, wk and wv Linears' biases")
 
-    def output_shape(self, a, x):
-        self.head_dim(a, x)
-        return (1, x[1])
-
-    def params(self, a, x):
-        d = x[1]
-        return sym.norm(4 * d * d + (3 * d if a.bias else 0) + d)
-
-    def params_formula(self, a, x):
-        d = sym.plain(x[1])
-        return f"3*({d}*{d}{' + ' + str(d) if a.bias else ''}) + ({d}*{d} + {d})"
-
-    def macs(self, a, x, y):
-        n, d = x
-        return sym.norm(2 * n * d * d + 2 * d * d + 2 * n * d)
-
-    def macs_formula(self, a, x, y):
-        n, d = (sym.plain(v) for v in x)
-        return f"2*{n}*{d}^2 + 2*{d}^2 + 2*{n}*{d}"
-
-    def flops(self, a, x, y):
-        return sym.norm(2 * self.macs(a, x, y) + 4 * a.heads * x[0])
-
     def cost(self, a, x, y):
-        """wq's GEMM (one token), wk's and wv's (N tokens), the two products
-        of one query, the softmax over heads*N scores, the projection."""
-        n, d = x
-        bias = (d,) if a.bias else ()
-        return (Cost("linear", gemm=(1, d, d), tensors=(d * d,) + bias),
-                Cost("linear", gemm=(n, 2 * d, d), tensors=(d * d,) + bias + (d * d,) + bias),
-                Cost("linear", gemm=(1, n, d)),
-                Cost("softmax", elements=sym.norm(a.heads * n)),
-                Cost("linear", gemm=(1, d, n)),
-                Cost("linear", gemm=(1, d, d), tensors=(d * d, d)))
-
-    def saved(self, a, x, y):
-        # the input (wk, wv), q, k, v, the heads' output (proj's input), the
-        # softmax statistics per head (fp32)
-        n, d = x[0], x[-1]
-        return Saved(input=True, extra=((d, None), (sym.norm(2 * n * d), None), (d, None),
-                                        (a.heads, FP32)))
+        return super().cost(SimpleNamespace(**vars(a), kv=False), x, y)
 
     def build(self, a, x):
         from .crossvit_torch import CrossAttention as Module

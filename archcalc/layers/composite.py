@@ -100,6 +100,16 @@ class Composite:
         return ()
 
 
+def mlp_costs(n, c, hidden, activation: str = "gelu") -> tuple:
+    """A transformer block's pre-norm MLP on n tokens of c: the LayerNorm, the
+    fc to ``hidden``, the activation, the fc back (the residual's add is the
+    caller's)."""
+    return (Cost("layer_norm", elements=sym.norm(n * c), tensors=(c, c)),
+            Cost("linear", gemm=(n, hidden, c), tensors=(hidden * c, hidden)),
+            Cost(activation, elements=sym.norm(n * hidden)),
+            Cost("linear", gemm=(n, c, hidden), tensors=(hidden * c, c)))
+
+
 def between(*items) -> tuple:
     """Costs of elementwise ops: (op table, elements) pairs."""
     return tuple(Cost(op, elements=sym.norm(n)) for op, n in items)

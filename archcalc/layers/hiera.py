@@ -19,6 +19,7 @@ from __future__ import annotations
 from .. import sym
 from ..errors import SpecError
 from .base import Arg, Cost, Kind, Saved, register
+from .composite import mlp_costs
 from .window_attention import _require_tokens, _square_or_pair, map_size
 
 FP32 = 4
@@ -251,10 +252,7 @@ class HieraBlock(Kind):
         ls = (Cost("mul", elements=sym.norm(m * co), tensors=(co,)),) \
             if a.gamma is not None else ()
         return (*out, *ls, Cost("add", elements=sym.norm(m * co)),
-                Cost("layer_norm", elements=sym.norm(m * co), tensors=(co, co)),
-                Cost("linear", gemm=(m, hid, co), tensors=(hid * co, hid)),
-                Cost("gelu", elements=sym.norm(m * hid)),
-                Cost("linear", gemm=(m, co, hid), tensors=(hid * co, co)),
+                *mlp_costs(m, co, hid),
                 *ls, Cost("add", elements=sym.norm(m * co)))
 
     def saved(self, a, x, y):

@@ -26,6 +26,7 @@ from __future__ import annotations
 from .. import sym
 from ..errors import SpecError
 from .base import Arg, Cost, Kind, Saved, register
+from .composite import mlp_costs
 from .window_attention import _require_tokens, _square_or_pair, map_size
 
 FP32 = 4
@@ -170,10 +171,7 @@ class SamBlock(Kind):
                 Cost("linear", gemm=(padded, c, c), tensors=(c * c, c)),
                 Cost("copy", elements=sym.norm(padded * c)),
                 Cost("add", elements=sym.norm(n * c)),
-                Cost("layer_norm", elements=sym.norm(n * c), tensors=(c, c)),
-                Cost("linear", gemm=(n, hid, c), tensors=(hid * c, hid)),
-                Cost("gelu", elements=sym.norm(n * hid)),
-                Cost("linear", gemm=(n, c, hid), tensors=(hid * c, c)),
+                *mlp_costs(n, c, hid),
                 Cost("add", elements=sym.norm(n * c)))
 
     def saved(self, a, x, y):

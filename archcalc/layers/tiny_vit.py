@@ -21,6 +21,7 @@ from __future__ import annotations
 from .. import sym
 from ..errors import SpecError
 from .base import Arg, Cost, Kind, Saved, register
+from .composite import mlp_costs
 from .window_attention import _require_tokens, _square_or_pair, map_size
 
 FP32 = 4
@@ -152,10 +153,7 @@ class TinyVitBlock(Kind):
                 Cost("add", elements=sym.norm(n * c)),
                 Cost("conv", conv=(k, k, 1, 1, c, c, h, w, c), tensors=(c * k * k,)),
                 Cost("batch_norm", elements=sym.norm(n * c), tensors=(c, c)),
-                Cost("layer_norm", elements=sym.norm(n * c), tensors=(c, c)),
-                Cost("linear", gemm=(n, hid, c), tensors=(hid * c, hid)),
-                Cost("gelu", elements=sym.norm(n * hid)),
-                Cost("linear", gemm=(n, c, hid), tensors=(hid * c, c)),
+                *mlp_costs(n, c, hid),
                 Cost("add", elements=sym.norm(n * c)))
 
     def saved(self, a, x, y):

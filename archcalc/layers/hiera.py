@@ -249,11 +249,7 @@ class HieraBlock(Kind):
                 Cost("softmax", elements=sym.norm(a.num_heads * m * t)),
                 Cost("linear", gemm=(m, co, t)),
                 Cost("linear", gemm=(m, co, co), tensors=(co * co, co))]
-        ls = (Cost("mul", elements=sym.norm(m * co), tensors=(co,)),) \
-            if a.gamma is not None else ()
-        return (*out, *ls, Cost("add", elements=sym.norm(m * co)),
-                *mlp_costs(m, co, hid),
-                *ls, Cost("add", elements=sym.norm(m * co)))
+        return (*out, *block_tail_costs(m, co, hid, a.gamma))
 
     def saved(self, a, x, y):
         # the norm's statistics and output, the shortcut's projection, q, k, v,
@@ -312,6 +308,15 @@ class HieraBlock(Kind):
 
 
 # -- the checks a block's from_torch shares (HieraDet's too) ---------------------
+
+
+def block_tail_costs(m, co, hid, gamma) -> tuple:
+    """A Hiera (or HieraDet) block after its attention's projection: the
+    layer scale (where gamma is given) and the residual add, then the MLP's,
+    on m tokens of co."""
+    ls = (Cost("mul", elements=sym.norm(m * co), tensors=(co,)),) if gamma is not None else ()
+    return (*ls, Cost("add", elements=sym.norm(m * co)), *mlp_costs(m, co, hid),
+            *ls, Cost("add", elements=sym.norm(m * co)))
 
 
 def check_linear(fc, cin, cout, what):

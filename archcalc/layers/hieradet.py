@@ -22,9 +22,9 @@ from __future__ import annotations
 from .. import sym
 from ..errors import SpecError
 from .base import Arg, Cost, Kind, Saved, register
-from .composite import mlp_costs
 from .hiera import (
     SDPA_MISSED,
+    block_tail_costs,
     check_linear,
     check_mlp,
     drop_prob,
@@ -175,11 +175,7 @@ class HieraDetBlock(Kind):
                 Cost("linear", gemm=(q, co, co), tensors=(co * co, co))]
         if a.window:
             out.append(Cost("copy", elements=sym.norm(q * co)))
-        ls = (Cost("mul", elements=sym.norm(m * co), tensors=(co,)),) \
-            if a.gamma is not None else ()
-        return (*out, *ls, Cost("add", elements=sym.norm(m * co)),
-                *mlp_costs(m, co, hid),
-                *ls, Cost("add", elements=sym.norm(m * co)))
+        return (*out, *block_tail_costs(m, co, hid, a.gamma))
 
     def saved(self, a, x, y):
         # the norm's statistics and output, the shortcut's projection, the
